@@ -1,0 +1,65 @@
+//! Kiri function ABI, version 1: the names, version number and result codes that the
+//! gateway (host) and a function (guest) agree on. `functions/ABI.md` is the full contract;
+//! this crate is its machine-readable half, shared by the host and the Rust SDK.
+#![no_std]
+#![deny(missing_docs, unsafe_code)]
+
+/// The ABI version this crate describes; a module reports it from [`export::ABI_VERSION`].
+pub const ABI_VERSION: i32 = 1;
+
+/// The import module name under which the host offers its functions.
+pub const IMPORT_MODULE: &str = "kiri";
+
+/// Names a module must export.
+pub mod export {
+    /// The module's linear memory.
+    pub const MEMORY: &str = "memory";
+    /// `() -> i32`: returns the ABI version the module was built for.
+    pub const ABI_VERSION: &str = "kiri_abi_version";
+    /// `(len: i32) -> i32`: returns a pointer to `len` writable bytes, or 0.
+    pub const ALLOC: &str = "kiri_alloc";
+    /// `(topic_ptr, topic_len, payload_ptr, payload_len: i32, received_at_ms: i64) -> i32`.
+    pub const ON_EVENT: &str = "kiri_on_event";
+}
+
+/// Names of the functions the host offers under [`IMPORT_MODULE`].
+pub mod import {
+    /// `(topic_ptr, topic_len, payload_ptr, payload_len: i32) -> i32`: a result for the cloud.
+    pub const EMIT: &str = "emit";
+    /// `(topic_ptr, topic_len, payload_ptr, payload_len: i32) -> i32`: publish on the local broker.
+    pub const PUBLISH: &str = "publish";
+    /// `(level, msg_ptr, msg_len: i32)`: a log line.
+    pub const LOG: &str = "log";
+    /// `() -> i64`: wall-clock time, milliseconds since the Unix epoch.
+    pub const NOW_MS: &str = "now_ms";
+    /// `(key_ptr, key_len, out_ptr, out_cap: i32) -> i32`: a configuration value.
+    pub const CONFIG: &str = "config";
+}
+
+/// Result codes returned by host functions. Non-negative means success.
+pub mod code {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// A topic or payload is larger than the gateway allows.
+    pub const TOO_LARGE: i32 = -1;
+    /// The invocation has used up its allowance of outputs (count or bytes).
+    pub const LIMIT: i32 = -2;
+    /// The requested item (a configuration key) does not exist.
+    pub const NOT_FOUND: i32 = -3;
+    /// The function may not use this topic.
+    pub const DENIED: i32 = -5;
+    /// A topic is not valid UTF-8, is empty, or contains `+`, `#` or NUL.
+    pub const INVALID: i32 = -6;
+}
+
+/// Log levels for [`import::LOG`].
+pub mod level {
+    /// Something failed.
+    pub const ERROR: i32 = 0;
+    /// Something looks wrong.
+    pub const WARN: i32 = 1;
+    /// Normal operation.
+    pub const INFO: i32 = 2;
+    /// Detail for debugging.
+    pub const DEBUG: i32 = 3;
+}

@@ -1,0 +1,212 @@
+//! The Rust SDK for Kiri functions (ABI v1, see `functions/ABI.md`).
+//!
+//! A function is a plain Rust function registered with [`handler!`]:
+//!
+//! ```ignore
+//! #![no_std]
+//! use kiri_sdk::{Event, Error};
+//!
+//! fn on_event(event: &Event) -> Result<(), Error> {
+//!     kiri_sdk::emit("echo", event.payload)
+//! }
+//! kiri_sdk::handler!(on_event);
+//! ```
+//!
+//! Built for `wasm32-unknown-unknown`, the calls go to the gateway. Built for any other target
+//! they go to [`mock`], an in-process stand-in, so the same function can be unit-tested natively.
+#![no_std]
+#![deny(missing_docs)]
+
+#[cfg(not(target_arch = "wasm32"))]
+extern crate std;
+
+pub use kiri_abi as abi;
+
+mod fmt;
+pub mod reading;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod mock;
+#[cfg(target_arch = "wasm32")]
+mod wasm;
+
+#[cfg(not(target_arch = "wasm32"))]
+use mock as host;
+#[cfg(target_arch = "wasm32")]
+use wasm as host;
+
+pub use fmt::LineBuf;
+pub use reading::{Reading, ReadingError};
+
+/// One event delivered to the function.
+#[derive(Debug, Clone, Copy)]
+pub struct Event<'a> {
+    /// The MQTT topic the event arrived on.
+    pub topic: &'a str,
+    /// The message payload, as published.
+    pub payload: &'a [u8],
+    /// When the gateway received the message, milliseconds since the Unix epoch.
+    pub received_at_ms: i64,
+}
+
+impl<'a> Event<'a> {
+    /// Builds the event from the raw arguments of `kiri_on_event`.
+    ///
+    /// # Safety
+    /// The pointers and lengths must be the ones the host passed to `kiri_on_event`.
+    #[doc(hidden)]
+    pub unsafe fn from_raw(tp: i32, tl: i32, pp: i32, pl: i32, at: i64) -> Event<'a> {
+        let topic = core::slice::from_raw_parts(tp as usize as *const u8, tl as usize);
+        let payload = core::slice::from_raw_parts(pp as usize as *const u8, pl as usize);
+        Event {
+            // The host only passes topics it received as valid UTF-8 MQTT topic names.
+            topic: core::str::from_utf8_unchecked(topic),
+            payload,
+            received_at_ms: at,
+        }
+    }
+}
+
+/// Why a function or a host call failed: an ABI v1 result code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Error(i32);
+
+impl Error {
+    /// A function-defined failure; `code` is recorded by the gateway (0 becomes 1).
+    pub const fn new(code: i32) -> Error {
+        Error(if code == 0 { 1 } else { code })
+    }
+    /// The numeric code.
+    pub const fn code(self) -> i32 {
+        self.0
+    }
+    /// The host refused a topic or payload as too large.
+    pub const TOO_LARGE: Error = Error(abi::code::TOO_LARGE);
+    /// The invocation used up its output allowance.
+    pub const LIMIT: Error = Error(abi::code::LIMIT);
+    /// The function may not use that topic.
+    pub const DENIED: Error = Error(abi::code::DENIED);
+    /// The topic is malformed.
+    pub const INVALID: Error = Error(abi::code::INVALID);
+}
+
+fn check(code: i32) -> Result<(), Error> {
+    if code >= 0 {
+        Ok(())
+    } else {
+        Err(Error(code))
+    }
+}
+
+/// Log levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Something failed.
+    Error,
+    /// Something looks wrong.
+    Warn,
+    /// Normal operation.
+    Info,
+    /// Detail for debugging.
+    Debug,
+}
+
+impl Level {
+    fn code(self) -> i32 {
+        match self {
+            Level::Error => abi::level::ERROR,
+            Level::Warn => abi::level::WARN,
+            Level::Info => abi::level::INFO,
+            Level::Debug => abi::level::DEBUG,
+        }
+    }
+}
+
+/// Sends a result to the cloud: it is committed with this invocation and forwarded as
+/// `<topic_prefix>/<topic>`.
+pub fn emit(topic: &str, payload: &[u8]) -> Result<(), Error> {
+    check(host::emit(topic.as_bytes(), payload))
+}
+
+/// Publishes a message on the gateway's local broker, after this invocation commits.
+pub fn publish(topic: &str, payload: &[u8]) -> Result<(), Error> {
+    check(host::publish(topic.as_bytes(), payload))
+}
+
+/// Writes a log line attributed to this function.
+pub fn log(level: Level, message: &str) {
+    host::log(level.code(), message.as_bytes())
+}
+
+/// Wall-clock time in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    host::now_ms()
+}
+
+/// Reads the configuration value `key` (from the function's `config` table) into `buf`.
+/// Returns `None` if the key is not set or the value does not fit in `buf`.
+pub fn config<'b>(key: &str, buf: &'b mut [u8]) -> Option<&'b str> {
+    let n = host::config(key.as_bytes(), buf);
+    if n < 0 || n as usize > buf.len() {
+        return None;
+    }
+    core::str::from_utf8(&buf[..n as usize]).ok()
+}
+
+/// Reads a configuration value and parses it (`limit = 30.5` → `config_parse::<f64>("limit")`).
+pub fn config_parse<T: core::str::FromStr>(key: &str) -> Option<T> {
+    let mut buf = [0u8; 128];
+    config(key, &mut buf).and_then(|s| s.trim().parse().ok())
+}
+
+#[doc(hidden)]
+pub fn result_code(result: Result<(), Error>) -> i32 {
+    match result {
+        Ok(()) => abi::code::OK,
+        Err(e) => e.code(),
+    }
+}
+
+#[doc(hidden)]
+pub fn guest_alloc(len: i32) -> i32 {
+    host::alloc(len)
+}
+
+/// Logs a formatted line at the given level (truncated to 256 bytes; no allocator needed).
+#[macro_export]
+macro_rules! log {
+    ($level:expr, $($arg:tt)*) => {{
+        let mut line = $crate::LineBuf::new();
+        let _ = core::fmt::Write::write_fmt(&mut line, format_args!($($arg)*));
+        $crate::log($level, line.as_str());
+    }};
+}
+
+/// Registers `f: fn(&Event) -> Result<(), Error>` as the function's event handler and
+/// defines the exports ABI v1 requires (`kiri_abi_version`, `kiri_alloc`, `kiri_on_event`).
+#[macro_export]
+macro_rules! handler {
+    ($f:path) => {
+        #[no_mangle]
+        pub extern "C" fn kiri_abi_version() -> i32 {
+            $crate::abi::ABI_VERSION
+        }
+
+        #[no_mangle]
+        pub extern "C" fn kiri_alloc(len: i32) -> i32 {
+            $crate::guest_alloc(len)
+        }
+
+        #[no_mangle]
+        pub extern "C" fn kiri_on_event(tp: i32, tl: i32, pp: i32, pl: i32, at: i64) -> i32 {
+            // SAFETY: the host passes a region it wrote inside the buffer from kiri_alloc.
+            let event = unsafe { $crate::Event::from_raw(tp, tl, pp, pl, at) };
+            $crate::result_code($f(&event))
+        }
+    };
+}
+
+#[cfg(all(target_arch = "wasm32", feature = "panic-handler"))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    core::arch::wasm32::unreachable()
+}

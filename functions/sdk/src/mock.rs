@@ -1,0 +1,100 @@
+//! A stand-in host for native builds, so functions can be unit-tested with `cargo test`.
+//!
+//! State is per thread (each test thread has its own): set configuration with [`set_config`],
+//! call your handler with an [`Event`](crate::Event), then inspect [`take_emits`],
+//! [`take_publishes`] and [`take_logs`].
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::string::{String, ToString};
+use std::vec::Vec;
+
+#[derive(Default)]
+struct State {
+    config: HashMap<String, String>,
+    emits: Vec<(String, Vec<u8>)>,
+    publishes: Vec<(String, Vec<u8>)>,
+    logs: Vec<(i32, String)>,
+    now_ms: i64,
+}
+
+std::thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State::default());
+}
+
+/// Sets a configuration value as the gateway would from the function's `config` table.
+pub fn set_config(key: &str, value: &str) {
+    STATE.with(|s| s.borrow_mut().config.insert(key.to_string(), value.to_string()));
+}
+
+/// Sets what [`now_ms`](crate::now_ms) returns.
+pub fn set_now_ms(ms: i64) {
+    STATE.with(|s| s.borrow_mut().now_ms = ms);
+}
+
+/// Results emitted since the last call, as `(topic, payload)`.
+pub fn take_emits() -> Vec<(String, Vec<u8>)> {
+    STATE.with(|s| core::mem::take(&mut s.borrow_mut().emits))
+}
+
+/// Local publishes since the last call, as `(topic, payload)`.
+pub fn take_publishes() -> Vec<(String, Vec<u8>)> {
+    STATE.with(|s| core::mem::take(&mut s.borrow_mut().publishes))
+}
+
+/// Log lines since the last call, as `(level, text)`.
+pub fn take_logs() -> Vec<(i32, String)> {
+    STATE.with(|s| core::mem::take(&mut s.borrow_mut().logs))
+}
+
+fn text(bytes: &[u8]) -> Option<String> {
+    core::str::from_utf8(bytes).ok().map(ToString::to_string)
+}
+
+fn valid_topic(topic: &[u8]) -> Option<String> {
+    text(topic).filter(|t| !t.is_empty() && !t.contains(['+', '#', '\0']))
+}
+
+pub(crate) fn emit(topic: &[u8], payload: &[u8]) -> i32 {
+    match valid_topic(topic) {
+        Some(t) => STATE.with(|s| s.borrow_mut().emits.push((t, payload.to_vec()))),
+        None => return crate::abi::code::INVALID,
+    }
+    crate::abi::code::OK
+}
+
+pub(crate) fn publish(topic: &[u8], payload: &[u8]) -> i32 {
+    match valid_topic(topic) {
+        Some(t) => STATE.with(|s| s.borrow_mut().publishes.push((t, payload.to_vec()))),
+        None => return crate::abi::code::INVALID,
+    }
+    crate::abi::code::OK
+}
+
+pub(crate) fn log(level: i32, msg: &[u8]) {
+    let line = String::from_utf8_lossy(msg).into_owned();
+    STATE.with(|s| s.borrow_mut().logs.push((level, line)));
+}
+
+pub(crate) fn now_ms() -> i64 {
+    STATE.with(|s| s.borrow().now_ms)
+}
+
+pub(crate) fn config(key: &[u8], out: &mut [u8]) -> i32 {
+    let Some(key) = text(key) else {
+        return crate::abi::code::NOT_FOUND;
+    };
+    STATE.with(|s| match s.borrow().config.get(&key) {
+        Some(v) => {
+            let n = v.len().min(out.len());
+            out[..n].copy_from_slice(&v.as_bytes()[..n]);
+            v.len() as i32
+        }
+        None => crate::abi::code::NOT_FOUND,
+    })
+}
+
+pub(crate) fn alloc(_len: i32) -> i32 {
+    // Native tests call the handler directly with an `Event`; nothing is written by a host.
+    0
+}
