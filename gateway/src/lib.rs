@@ -1,1 +1,28 @@
-pub fn x(){}
+//! Kiri: a WebAssembly function runtime for IoT edge gateways.
+//!
+//! The modules follow the data flow: [`ingest`] (MQTT in) → [`dispatch`] (topic → functions)
+//! → [`runtime`] (wasmi sandbox) → [`outbox`] (durable FIFO) → [`forward`] (MQTT to the cloud),
+//! tied together by the [`processor`] and started by [`gateway::run`].
+
+pub mod codec;
+pub mod config;
+pub mod dead_letter;
+pub mod dispatch;
+pub mod forward;
+pub mod gateway;
+pub mod ingest;
+pub mod outbox;
+pub mod processor;
+pub mod runtime;
+pub mod store;
+
+pub use config::Config;
+pub use gateway::run;
+
+/// Wall-clock time in milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

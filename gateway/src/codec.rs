@@ -1,0 +1,233 @@
+//! Every CBOR encoding and decoding the gateway does, in one place (ciborium).
+//!
+//! - Inputs: sensor payloads must be one well-formed CBOR data item ([`check_well_formed`]).
+//! - Outputs: each forwarded result is wrapped in an [`Envelope`] (documented in the README).
+//! - Readings: the documented sensor reading map ([`encode_reading`]), for tools and tests.
+
+use ciborium::Value;
+
+/// A payload that is not what it should be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// Not well-formed CBOR (or nested deeper than the decoder allows).
+    #[error("not well-formed CBOR: {0}")]
+    Malformed(String),
+    /// Bytes left over after the first data item.
+    #[error("{0} bytes of trailing data after the CBOR item")]
+    Trailing(usize),
+    /// Well-formed, but not the expected shape.
+    #[error("unexpected CBOR shape: {0}")]
+    Shape(&'static str),
+}
+
+/// Checks that `bytes` is exactly one well-formed CBOR data item.
+pub fn check_well_formed(bytes: &[u8]) -> Result<(), CodecError> {
+    let mut rest = bytes;
+    let _: Value =
+        ciborium::de::from_reader(&mut rest).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(CodecError::Trailing(rest.len()));
+    }
+    Ok(())
+}
+
+fn encode(value: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::ser::into_writer(value, &mut out).expect("writing CBOR to a Vec cannot fail");
+    out
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.to_string())
+}
+
+/// What the cloud receives for each result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// Stable record id: `<store id hex>-<seq>`; equal ids mean the same record.
+    pub id: String,
+    /// The gateway's id.
+    pub gateway: String,
+    /// The record's sequence number (increasing per gateway data directory).
+    pub seq: u64,
+    /// The function that emitted the result.
+    pub function: String,
+    /// The topic the function emitted to.
+    pub topic: String,
+    /// Emission time, ms since the Unix epoch.
+    pub ts: u64,
+    /// The function's payload, unchanged.
+    pub payload: Vec<u8>,
+}
+
+/// The envelope format version.
+pub const ENVELOPE_VERSION: u64 = 1;
+
+impl Envelope {
+    /// Encodes as a CBOR map with text keys.
+    pub fn encode(&self) -> Vec<u8> {
+        encode(&Value::Map(vec![
+            (text("v"), Value::from(ENVELOPE_VERSION)),
+            (text("id"), text(&self.id)),
+            (text("gateway"), text(&self.gateway)),
+            (text("seq"), Value::from(self.seq)),
+            (text("function"), text(&self.function)),
+            (text("topic"), text(&self.topic)),
+            (text("ts"), Value::from(self.ts)),
+            (text("payload"), Value::Bytes(self.payload.clone())),
+        ]))
+    }
+
+    /// Decodes an envelope (what a cloud-side consumer does).
+    pub fn decode(bytes: &[u8]) -> Result<Envelope, CodecError> {
+        let mut rest = bytes;
+        let value: Value = ciborium::de::from_reader(&mut rest)
+            .map_err(|e| CodecError::Malformed(e.to_string()))?;
+        let Value::Map(entries) = value else {
+            return Err(CodecError::Shape("envelope is not a map"));
+        };
+        let get = |k: &str| entries.iter().find(|(key, _)| key.as_text() == Some(k)).map(|(_, v)| v);
+        let text_of = |k: &'static str| -> Result<String, CodecError> {
+            get(k).and_then(Value::as_text).map(str::to_string).ok_or(CodecError::Shape(k))
+        };
+        let u64_of = |k: &'static str| -> Result<u64, CodecError> {
+            get(k)
+                .and_then(Value::as_integer)
+                .and_then(|i| u64::try_from(i).ok())
+                .ok_or(CodecError::Shape(k))
+        };
+        if u64_of("v")? != ENVELOPE_VERSION {
+            return Err(CodecError::Shape("unknown envelope version"));
+        }
+        Ok(Envelope {
+            id: text_of("id")?,
+            gateway: text_of("gateway")?,
+            seq: u64_of("seq")?,
+            function: text_of("function")?,
+            topic: text_of("topic")?,
+            ts: u64_of("ts")?,
+            payload: get("payload")
+                .and_then(Value::as_bytes)
+                .cloned()
+                .ok_or(CodecError::Shape("payload"))?,
+        })
+    }
+}
+
+/// A sensor reading in the documented format (see the README).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// Sensor id.
+    pub sensor: String,
+    /// What is measured.
+    pub kind: String,
+    /// The value.
+    pub value: f64,
+    /// Its unit.
+    pub unit: String,
+    /// Wall-clock time, ms since the Unix epoch.
+    pub ts: Option<u64>,
+    /// Per-node sequence number.
+    pub seq: Option<u64>,
+}
+
+/// Encodes a reading.
+pub fn encode_reading(r: &Reading) -> Vec<u8> {
+    let mut m = vec![
+        (text("sensor"), text(&r.sensor)),
+        (text("kind"), text(&r.kind)),
+        (text("value"), Value::Float(r.value)),
+        (text("unit"), text(&r.unit)),
+    ];
+    if let Some(ts) = r.ts {
+        m.push((text("ts"), Value::from(ts)));
+    }
+    if let Some(seq) = r.seq {
+        m.push((text("seq"), Value::from(seq)));
+    }
+    encode(&Value::Map(m))
+}
+
+/// Decodes a reading (numbers may be integers or floats).
+pub fn decode_reading(bytes: &[u8]) -> Result<Reading, CodecError> {
+    let mut rest = bytes;
+    let value: Value =
+        ciborium::de::from_reader(&mut rest).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    let Value::Map(entries) = value else {
+        return Err(CodecError::Shape("reading is not a map"));
+    };
+    let get = |k: &str| entries.iter().find(|(key, _)| key.as_text() == Some(k)).map(|(_, v)| v);
+    let text_of = |k: &'static str| {
+        get(k).and_then(Value::as_text).map(str::to_string).ok_or(CodecError::Shape(k))
+    };
+    let uint = |k: &str| get(k).and_then(Value::as_integer).and_then(|i| u64::try_from(i).ok());
+    let value = match get("value") {
+        Some(Value::Float(f)) => *f,
+        Some(Value::Integer(i)) => i128::from(*i) as f64,
+        _ => return Err(CodecError::Shape("value")),
+    };
+    Ok(Reading {
+        sensor: text_of("sensor")?,
+        kind: text_of("kind")?,
+        value,
+        unit: text_of("unit")?,
+        ts: uint("ts"),
+        seq: uint("seq"),
+    })
+}
+
+/// Encodes a dead-letter entry: why an input was not processed, and (a prefix of) it.
+pub fn encode_dead_letter(
+    function: Option<&str>,
+    topic: &str,
+    reason: &str,
+    error: &str,
+    received_ms: u64,
+    payload: &[u8],
+    payload_len: usize,
+) -> Vec<u8> {
+    encode(&Value::Map(vec![
+        (text("function"), function.map(text).unwrap_or(Value::Null)),
+        (text("topic"), text(topic)),
+        (text("reason"), text(reason)),
+        (text("error"), text(error)),
+        (text("received_ms"), Value::from(received_ms)),
+        (text("payload_len"), Value::from(payload_len as u64)),
+        (text("payload"), Value::Bytes(payload.to_vec())),
+    ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_round_trip() {
+        let e = Envelope {
+            id: "ab-7".into(),
+            gateway: "gw".into(),
+            seq: 7,
+            function: "f".into(),
+            topic: "t".into(),
+            ts: 99,
+            payload: vec![0, 1, 255],
+        };
+        assert_eq!(Envelope::decode(&e.encode()).unwrap(), e);
+    }
+
+    #[test]
+    fn garbage_and_trailing_bytes_are_not_cbor_items() {
+        assert!(matches!(check_well_formed(b"\xff\xff"), Err(CodecError::Malformed(_))));
+        assert!(matches!(check_well_formed(b""), Err(CodecError::Malformed(_))));
+        assert_eq!(check_well_formed(&[0x01, 0x02]), Err(CodecError::Trailing(1)));
+        let r = Reading { sensor: "s".into(), kind: "k".into(), value: 1.5, unit: "C".into(), ts: None, seq: Some(3) };
+        assert!(check_well_formed(&encode_reading(&r)).is_ok());
+        assert_eq!(decode_reading(&encode_reading(&r)).unwrap(), r);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        let bomb = vec![0x81u8; 100_000];
+        assert!(check_well_formed(&bomb).is_err());
+    }
+}

@@ -1,0 +1,443 @@
+//! The gateway's configuration: one TOML file, every key overridable from the environment.
+//!
+//! Sources, later ones winning: built-in defaults, the TOML file (if given), then
+//! `KIRI_<SECTION>_<KEY>` environment variables (`KIRI_CLOUD_URL` sets `cloud.url`,
+//! `KIRI_GATEWAY_DATA_DIR` sets `gateway.data_dir`). Unknown keys are errors naming the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::dispatch::topic;
+
+/// The commented example configuration (`kiri config example`, `kiri.example.toml`).
+pub const EXAMPLE: &str = include_str!("../../kiri.example.toml");
+
+/// Environment variables with this prefix override configuration keys.
+pub const ENV_PREFIX: &str = "KIRI_";
+
+/// A configuration that could not be loaded or is inconsistent.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or the environment did not parse, or named an unknown key.
+    #[error("{0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// A value parsed but is not acceptable.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Identity and local storage.
+    pub gateway: GatewayConfig,
+    /// Where sensor messages come from.
+    pub broker: BrokerConfig,
+    /// Where results go.
+    pub cloud: CloudConfig,
+    /// The durable store-and-forward queue.
+    pub outbox: OutboxConfig,
+    /// Failed and rejected inputs kept for inspection.
+    pub dead_letters: DeadLetterConfig,
+    /// The local HTTP endpoint.
+    pub dashboard: DashboardConfig,
+    /// The functions to run.
+    pub functions: Vec<FunctionConfig>,
+}
+
+/// `[gateway]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// This gateway's id: part of topics and record ids.
+    pub id: String,
+    /// Where the store lives (relative paths are relative to the working directory).
+    pub data_dir: PathBuf,
+    /// Upper bound for the embedded store's page cache, in bytes.
+    pub cache_bytes: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            id: "gw-01".into(),
+            data_dir: "kiri-data".into(),
+            cache_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Which MQTT broker sensors publish to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerMode {
+    /// Kiri runs a rumqttd broker in-process on `broker.listen`.
+    Embedded,
+    /// Kiri connects to an existing broker at `broker.url`.
+    External,
+}
+
+/// `[broker]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// `embedded` or `external`.
+    pub mode: BrokerMode,
+    /// Embedded broker: the address it listens on.
+    pub listen: SocketAddr,
+    /// External broker: `mqtt://host:port`.
+    pub url: String,
+    /// MQTT client id of the ingest session (default `kiri-<gateway.id>`).
+    pub client_id: Option<String>,
+    /// Largest payload accepted; larger messages are rejected and counted.
+    pub max_message_bytes: usize,
+    /// Largest MQTT packet read at all (must exceed `max_message_bytes` plus the topic).
+    pub max_packet_bytes: usize,
+    /// Messages received but not yet processed, at most (back-pressure beyond).
+    pub queue: usize,
+    /// Events processed per group commit, at most.
+    pub batch: usize,
+    /// Embedded broker: unacknowledged QoS 1 messages in flight per client.
+    pub max_inflight: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            mode: BrokerMode::Embedded,
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            url: "mqtt://127.0.0.1:1883".into(),
+            client_id: None,
+            max_message_bytes: 256 << 10,
+            max_packet_bytes: 1 << 20,
+            queue: 256,
+            batch: 128,
+            max_inflight: 256,
+        }
+    }
+}
+
+/// `[cloud]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloudConfig {
+    /// The cloud broker, `mqtt://host:port`.
+    pub url: String,
+    /// Results go to `<topic_prefix>/<topic the function emitted>` (default `kiri/<gateway.id>`).
+    pub topic_prefix: Option<String>,
+    /// MQTT client id of the uplink (default `kiri-<gateway.id>-uplink`).
+    pub client_id: Option<String>,
+    /// Records published and not yet acknowledged, at most.
+    pub inflight: u16,
+    /// MQTT keep-alive, seconds.
+    pub keep_alive_secs: u64,
+    /// First reconnect delay, milliseconds (doubles per failure, with jitter).
+    pub backoff_initial_ms: u64,
+    /// Longest reconnect delay, milliseconds.
+    pub backoff_max_ms: u64,
+}
+
+impl Default for CloudConfig {
+    fn default() -> Self {
+        CloudConfig {
+            url: "mqtt://127.0.0.1:8883".into(),
+            topic_prefix: None,
+            client_id: None,
+            inflight: 64,
+            keep_alive_secs: 30,
+            backoff_initial_ms: 200,
+            backoff_max_ms: 30_000,
+        }
+    }
+}
+
+/// What happens when the outbox is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Stop acknowledging inputs until the uplink drains room: back-pressure to the broker.
+    Block,
+}
+
+/// `[outbox]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    /// Records held at most.
+    pub max_records: u64,
+    /// Bytes held at most (record payloads plus headers).
+    pub max_bytes: u64,
+    /// Policy when a bound is reached.
+    pub when_full: WhenFull,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            max_records: 1_000_000,
+            max_bytes: 256 << 20,
+            when_full: WhenFull::Block,
+        }
+    }
+}
+
+/// `[dead_letters]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadLetterConfig {
+    /// Records kept at most; beyond it the oldest is dropped (and counted).
+    pub max_records: u64,
+    /// Bytes of the failed payload kept per record.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for DeadLetterConfig {
+    fn default() -> Self {
+        DeadLetterConfig {
+            max_records: 10_000,
+            max_payload_bytes: 4096,
+        }
+    }
+}
+
+/// `[dashboard]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    /// The HTTP address; it serves Prometheus metrics at `/metrics`.
+    pub listen: SocketAddr,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        DashboardConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+/// A scalar from a function's `config` table, handed to the function as text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ConfigValue {
+    /// `true` / `false`
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// Text.
+    Text(String),
+}
+
+impl std::fmt::Display for ConfigValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigValue::Bool(v) => write!(f, "{v}"),
+            ConfigValue::Int(v) => write!(f, "{v}"),
+            ConfigValue::Float(v) => write!(f, "{v}"),
+            ConfigValue::Text(v) => f.write_str(v),
+        }
+    }
+}
+
+/// `[[functions]]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionConfig {
+    /// Unique name: `[A-Za-z0-9_-]`, 1 to 64 characters.
+    pub name: String,
+    /// Path to the `.wasm` module (relative to the config file's folder).
+    pub module: PathBuf,
+    /// MQTT topic filters (`+` and `#` allowed) that trigger the function.
+    pub triggers: Vec<String>,
+    /// Values the function reads with the `config` host call.
+    #[serde(default)]
+    pub config: BTreeMap<String, ConfigValue>,
+    /// Sandbox limits.
+    #[serde(default)]
+    pub limits: FunctionLimits,
+}
+
+/// Per-invocation sandbox limits of a function.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FunctionLimits {
+    /// CPU budget per invocation, in wasmi fuel units (about one per instruction).
+    pub fuel: u64,
+    /// Linear memory cap, bytes.
+    pub memory_bytes: usize,
+    /// `emit` plus `publish` calls per invocation, at most.
+    pub max_outputs: usize,
+    /// Total output payload bytes per invocation, at most.
+    pub max_output_bytes: usize,
+}
+
+impl Default for FunctionLimits {
+    fn default() -> Self {
+        FunctionLimits {
+            fuel: 10_000_000,
+            memory_bytes: 16 << 20,
+            max_outputs: 64,
+            max_output_bytes: 1 << 20,
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then `KIRI_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// Like [`Config::load`] with an explicit environment (for tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(env_overrides(env));
+        let mut config: Config = figment.extract().map_err(Box::new)?;
+        if let Some(dir) = file.and_then(Path::parent) {
+            for f in &mut config.functions {
+                if f.module.is_relative() {
+                    f.module = dir.join(&f.module);
+                }
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The cloud topic prefix, defaulted from the gateway id.
+    pub fn topic_prefix(&self) -> String {
+        self.cloud
+            .topic_prefix
+            .clone()
+            .unwrap_or_else(|| format!("kiri/{}", self.gateway.id))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |msg: String| Err(ConfigError::Invalid(msg));
+        let id = &self.gateway.id;
+        if id.is_empty() || id.contains(['/', '+', '#', '\0']) {
+            return bad(format!("gateway.id {id:?} must be non-empty, without / + # or NUL"));
+        }
+        parse_mqtt_url(&self.cloud.url).map_err(|e| ConfigError::Invalid(format!("cloud.url: {e}")))?;
+        if self.broker.mode == BrokerMode::External {
+            parse_mqtt_url(&self.broker.url)
+                .map_err(|e| ConfigError::Invalid(format!("broker.url: {e}")))?;
+        }
+        if let Err(e) = topic::validate_name(&self.topic_prefix()) {
+            return bad(format!("cloud.topic_prefix: {e}"));
+        }
+        if self.broker.max_packet_bytes < self.broker.max_message_bytes + 1024 {
+            return bad("broker.max_packet_bytes must exceed broker.max_message_bytes by at least 1024 (room for the topic)".into());
+        }
+        for (key, v) in [
+            ("broker.queue", self.broker.queue as u64),
+            ("broker.batch", self.broker.batch as u64),
+            ("broker.max_inflight", self.broker.max_inflight as u64),
+            ("cloud.inflight", self.cloud.inflight as u64),
+            ("outbox.max_records", self.outbox.max_records),
+            ("outbox.max_bytes", self.outbox.max_bytes),
+        ] {
+            if v == 0 {
+                return bad(format!("{key} must be at least 1"));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for f in &self.functions {
+            let ok_name = !f.name.is_empty()
+                && f.name.len() <= 64
+                && f.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok_name {
+                return bad(format!("function name {:?}: use 1-64 of A-Z a-z 0-9 - _", f.name));
+            }
+            if !names.insert(&f.name) {
+                return bad(format!("function {:?} is defined twice", f.name));
+            }
+            if f.triggers.is_empty() {
+                return bad(format!("function {:?} has no triggers", f.name));
+            }
+            for t in &f.triggers {
+                if let Err(e) = topic::validate_filter(t) {
+                    return bad(format!("function {:?}: trigger {t:?}: {e}", f.name));
+                }
+            }
+            if f.limits.fuel == 0 || f.limits.memory_bytes < 65536 {
+                return bad(format!(
+                    "function {:?}: limits.fuel must be > 0 and limits.memory_bytes >= 65536",
+                    f.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Maps `KIRI_SECTION_KEY=value` to `section.key`. `KIRI_LOG` (the log filter) is not a key.
+fn env_overrides(env: impl IntoIterator<Item = (String, String)>) -> Serialized<figment::value::Dict> {
+    use figment::value::{Dict, Value};
+    let mut root = Dict::new();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+        if rest == "LOG" {
+            continue;
+        }
+        let lower = rest.to_ascii_lowercase();
+        let parsed: Value = value.parse().unwrap_or_else(|_| Value::from(value.clone()));
+        match lower.split_once('_') {
+            Some((section, key)) => {
+                let entry = root
+                    .entry(section.to_string())
+                    .or_insert_with(|| Value::from(Dict::new()));
+                if let Value::Dict(_, d) = entry {
+                    d.insert(key.to_string(), parsed);
+                }
+            }
+            // A bare `KIRI_X` names no key of any section; let extraction report it.
+            None => {
+                root.insert(lower, parsed);
+            }
+        }
+    }
+    Serialized::defaults(root)
+}
+
+/// An `mqtt://host:port` URL, split.
+pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
+    let rest = match url.split_once("://") {
+        Some(("mqtt", rest)) => rest,
+        Some(("mqtts", _)) => return Err(format!("{url}: TLS (mqtts://) is not supported by this build yet; use mqtt://")),
+        _ => return Err(format!("{url}: expected mqtt://host:port")),
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() => {
+            let port = p.parse::<u16>().map_err(|_| format!("{url}: bad port {p:?}"))?;
+            (h, port)
+        }
+        _ => (rest, 1883),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains('/') {
+        return Err(format!("{url}: bad host"));
+    }
+    Ok((host.to_string(), port))
+}

@@ -1,0 +1,144 @@
+//! Starts every stage of the data flow and runs until a shutdown signal or a fatal error.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rumqttc::AsyncClient;
+use tokio::sync::{mpsc, Notify};
+
+use crate::config::{parse_mqtt_url, BrokerMode, Config};
+use crate::dead_letter::DeadLetters;
+use crate::dispatch::Router;
+use crate::forward::{self, Backoff, ForwardConfig};
+use crate::ingest::{self, broker};
+use crate::outbox::Outbox;
+use crate::processor::Processor;
+use crate::runtime::Runtime;
+use crate::store::Store;
+
+/// Runs the gateway described by `config` until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let (recorder, exporter) = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(config.dashboard.listen)
+        .build()
+        .with_context(|| format!("cannot serve metrics on dashboard.listen = {}", config.dashboard.listen))?;
+    // A second gateway in one process (tests) keeps the first recorder; that is fine.
+    let _ = metrics::set_global_recorder(recorder);
+    tokio::spawn(exporter);
+    tracing::info!(listen = %config.dashboard.listen, "metrics at /metrics");
+
+    let store = Store::open(&config.gateway.data_dir, config.gateway.cache_bytes)?;
+    let outbox = Arc::new(Outbox::open(&store.db, config.outbox.clone())?);
+    let dead_letters = DeadLetters::open(&store.db, config.dead_letters.clone())?;
+    let (backlog, backlog_bytes) = outbox.usage();
+    tracing::info!(data_dir = %config.gateway.data_dir.display(), backlog, backlog_bytes, "store open");
+
+    let mut runtime = Runtime::new(config.broker.max_message_bytes);
+    for f in &config.functions {
+        runtime
+            .load(f)
+            .with_context(|| format!("function {:?} ({})", f.name, f.module.display()))?;
+        tracing::info!(function = %f.name, triggers = ?f.triggers, "function loaded");
+    }
+    let router = Router::new(config.functions.iter().map(|f| f.triggers.as_slice()));
+
+    let (host, port) = match config.broker.mode {
+        BrokerMode::Embedded => {
+            let l = config.broker.listen;
+            broker::start(l, config.broker.max_packet_bytes, config.broker.max_inflight)?;
+            let host = if l.ip().is_unspecified() { "127.0.0.1".to_string() } else { l.ip().to_string() };
+            (host, l.port())
+        }
+        BrokerMode::External => parse_mqtt_url(&config.broker.url).map_err(anyhow::Error::msg)?,
+    };
+    let gw = &config.gateway.id;
+    let client_id = config.broker.client_id.clone().unwrap_or_else(|| format!("kiri-{gw}"));
+    // Acks only: at most `queue + batch` messages are unacknowledged inside Kiri.
+    let requests = config.broker.queue + config.broker.batch + 16;
+    let opts = ingest::options(&client_id, &host, port, config.broker.max_packet_bytes, requests);
+    let (acker, eventloop) = AsyncClient::new(opts, requests);
+    let local_opts = {
+        let mut o = rumqttc::MqttOptions::new(format!("{client_id}-local"), &host, port);
+        o.set_max_packet_size(config.broker.max_packet_bytes, config.broker.max_packet_bytes);
+        o
+    };
+    let (local, mut local_loop) = AsyncClient::new(local_opts, 256);
+    let local_task = tokio::spawn(async move {
+        loop {
+            if let Err(e) = local_loop.poll().await {
+                tracing::debug!(error = %e, "local publish session: reconnecting");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    });
+
+    let (tx, rx) = mpsc::channel(config.broker.queue);
+    let ingest_task = tokio::spawn(ingest::run(eventloop, acker.clone(), router.subscriptions(), tx));
+
+    let (cloud_host, cloud_port) = parse_mqtt_url(&config.cloud.url).map_err(anyhow::Error::msg)?;
+    let wake = Arc::new(Notify::new());
+    let forward_cfg = ForwardConfig {
+        host: cloud_host,
+        port: cloud_port,
+        client_id: config.cloud.client_id.clone().unwrap_or_else(|| format!("kiri-{gw}-uplink")),
+        topic_prefix: config.topic_prefix(),
+        gateway: gw.clone(),
+        store_id: store.store_id,
+        inflight: config.cloud.inflight,
+        keep_alive: Duration::from_secs(config.cloud.keep_alive_secs.max(5)),
+        max_packet: config.broker.max_packet_bytes + 4096,
+        backoff: Backoff::new(
+            Duration::from_millis(config.cloud.backoff_initial_ms),
+            Duration::from_millis(config.cloud.backoff_max_ms),
+        ),
+    };
+    let mut forward_task = tokio::spawn(forward::run(forward_cfg, outbox.clone(), wake.clone()));
+
+    let processor = Processor {
+        runtime,
+        router,
+        outbox: outbox.clone(),
+        dead_letters,
+        max_message_bytes: config.broker.max_message_bytes,
+        batch: config.broker.batch,
+        acker,
+        local,
+        wake,
+        handle: tokio::runtime::Handle::current(),
+    };
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+    let processor_thread = std::thread::Builder::new()
+        .name("kiri-processor".into())
+        .spawn(move || {
+            let result = processor.run(rx);
+            let _ = done_tx.send(());
+            result
+        })?;
+    tracing::info!(gateway = %gw, functions = config.functions.len(), "kiri running");
+
+    let mut fatal: Option<anyhow::Error> = None;
+    tokio::select! {
+        _ = shutdown => tracing::info!("shutting down"),
+        _ = &mut done_rx => fatal = Some(anyhow::anyhow!("processor stopped")),
+        r = &mut forward_task => fatal = Some(match r {
+            Ok(Err(e)) => anyhow::Error::new(e).context("uplink"),
+            _ => anyhow::anyhow!("uplink task ended"),
+        }),
+    }
+    // Stop taking input; the processor finishes its group (or gives it up unacknowledged).
+    ingest_task.abort();
+    outbox.close();
+    let joined = tokio::task::spawn_blocking(move || processor_thread.join()).await;
+    if let Ok(Ok(Err(e))) = joined {
+        fatal = Some(anyhow::Error::new(e).context("processor"));
+    }
+    forward_task.abort();
+    local_task.abort();
+    outbox.flush()?;
+    match fatal {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

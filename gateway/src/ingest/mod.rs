@@ -1,0 +1,84 @@
+//! Ingest: the MQTT session with the local broker. QoS 1, a persistent session
+//! (`clean_session = false`) and manual acknowledgements: a message is acknowledged only by
+//! the processor, after its effects are durable. Messages flow to the processor through a
+//! bounded queue; when it is full this task stops reading, so the broker holds the rest.
+
+pub mod broker;
+
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, SubscribeFilter};
+use tokio::sync::mpsc;
+
+/// One message from the local broker, waiting to be processed and then acknowledged.
+#[derive(Debug)]
+pub struct Incoming {
+    /// The MQTT publish, kept whole so the processor can acknowledge it.
+    pub publish: Publish,
+    /// When it arrived, ms since the Unix epoch.
+    pub received_ms: u64,
+}
+
+/// Options for an MQTT session to the local broker.
+pub fn options(client_id: &str, host: &str, port: u16, max_packet: usize, requests: usize) -> MqttOptions {
+    let mut o = MqttOptions::new(client_id, host, port);
+    o.set_clean_session(false)
+        .set_manual_acks(true)
+        .set_keep_alive(Duration::from_secs(60))
+        .set_max_packet_size(max_packet, max_packet)
+        .set_request_channel_capacity(requests);
+    o
+}
+
+/// Drives the ingest session until the processor goes away.
+pub async fn run(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    subscriptions: Vec<String>,
+    tx: mpsc::Sender<Incoming>,
+) {
+    let mut delay = crate::forward::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                metrics::counter!("kiri_ingest_messages_total").increment(1);
+                let incoming = Incoming {
+                    publish,
+                    received_ms: crate::now_ms(),
+                };
+                if tx.send(incoming).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                delay.reset();
+                metrics::gauge!("kiri_ingest_connected").set(1.0);
+                tracing::info!(session_present = ack.session_present, "connected to the local broker");
+                if !ack.session_present && !subscriptions.is_empty() {
+                    let filters = subscriptions
+                        .iter()
+                        .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                    if let Err(e) = client.try_subscribe_many(filters) {
+                        tracing::error!(error = %e, "cannot queue the subscription request");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                use rumqttc::SubscribeReasonCode::Failure;
+                if ack.return_codes.iter().any(|c| matches!(c, Failure)) {
+                    tracing::error!(?subscriptions, "the local broker refused a subscription");
+                } else {
+                    tracing::info!(?subscriptions, "subscribed");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                metrics::gauge!("kiri_ingest_connected").set(0.0);
+                metrics::counter!("kiri_ingest_connection_errors_total").increment(1);
+                let wait = delay.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "local broker connection failed");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! # Outbox: the durable, bounded FIFO of results waiting for the cloud
+//!
+//! ## Record format
+//! One sled tree, `outbox`. Key: the record's sequence number, 8 bytes big-endian, so key order
+//! is FIFO order. Sequence numbers come from sled's `generate_id`, which is monotonic across
+//! restarts and crashes (it may skip numbers, never repeat them). Value (see `record.rs`):
+//! `version u8 | crc32 u32 | created_ms u64 | fn_len u16 | fn | topic_len u16 | topic | payload`,
+//! all big-endian; the CRC-32 covers everything after itself.
+//!
+//! ## Life cycle
+//! - **write**: the processor appends the outputs of one invocation as one atomic sled batch,
+//!   never partially.
+//! - **commit**: after a group of invocations the processor calls [`Outbox::flush`] (one fsync
+//!   for the group); only then are the inputs acknowledged to the broker.
+//! - **read**: the forwarder reads in key order from the oldest record it has not sent on the
+//!   current connection; after a reconnect it starts again from the oldest record present.
+//! - **ack/delete**: a record is deleted when the cloud broker's PUBACK for it arrives. Deletes
+//!   are not flushed one by one: after a crash, records acknowledged in the last moments before
+//!   it (sled flushes every 500 ms) can be sent again. That, and the in-flight window, are the
+//!   only sources of duplicates; each carries the same id both times.
+//!
+//! ## Invariants
+//! - A record is removed only by [`Outbox::ack`] (or, if its checksum fails, by
+//!   [`Outbox::read_from`], which counts it as corrupt): nothing else drops data.
+//! - Usage (records and bytes) is bounded by `[outbox] max_records` / `max_bytes`; with
+//!   `when_full = "block"` the appender waits for room ([`Outbox::wait_for_room`]) and so stops
+//!   acknowledging inputs. A single append larger than the whole bound is let through when the
+//!   outbox is empty, so an oversized group cannot wedge the gateway.
+
+mod record;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+pub use record::{Record, RecordError};
+
+use crate::config::OutboxConfig;
+
+/// A storage failure of the outbox.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// sled reported an I/O or corruption error.
+    #[error("outbox storage: {0}")]
+    Store(#[from] sled::Error),
+}
+
+/// A result to append.
+#[derive(Debug, Clone)]
+pub struct NewRecord {
+    /// The function that emitted it.
+    pub function: String,
+    /// The emitted topic.
+    pub topic: String,
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// Emission time, ms since the Unix epoch.
+    pub created_ms: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Usage {
+    records: u64,
+    bytes: u64,
+}
+
+/// The durable FIFO. Shared between the processor (appends) and the forwarder (reads, acks).
+pub struct Outbox {
+    db: sled::Db,
+    tree: sled::Tree,
+    limits: OutboxConfig,
+    usage: Mutex<Usage>,
+    room: Condvar,
+    closed: AtomicBool,
+}
+
+impl Outbox {
+    /// Opens (or creates) the outbox in `db` and measures what it holds.
+    pub fn open(db: &sled::Db, limits: OutboxConfig) -> Result<Outbox, OutboxError> {
+        let tree = db.open_tree("outbox")?;
+        let mut usage = Usage::default();
+        for entry in tree.iter() {
+            let (_, v) = entry?;
+            usage.records += 1;
+            usage.bytes += v.len() as u64;
+        }
+        let outbox = Outbox {
+            db: db.clone(),
+            tree,
+            limits,
+            usage: Mutex::new(usage),
+            room: Condvar::new(),
+            closed: AtomicBool::new(false),
+        };
+        outbox.publish_gauges(usage);
+        Ok(outbox)
+    }
+
+    fn publish_gauges(&self, u: Usage) {
+        metrics::gauge!("kiri_outbox_records").set(u.records as f64);
+        metrics::gauge!("kiri_outbox_bytes").set(u.bytes as f64);
+    }
+
+    /// Records and bytes currently held.
+    pub fn usage(&self) -> (u64, u64) {
+        let u = *self.usage.lock().expect("outbox usage lock");
+        (u.records, u.bytes)
+    }
+
+    /// Blocks until `records` more records of `bytes` more bytes fit (or the outbox is empty,
+    /// or it is closed). Returns `false` if it was closed while waiting.
+    pub fn wait_for_room(&self, records: u64, bytes: u64) -> bool {
+        let mut u = self.usage.lock().expect("outbox usage lock");
+        let mut counted = false;
+        loop {
+            if self.closed.load(Ordering::Relaxed) {
+                return false;
+            }
+            let fits = u.records + records <= self.limits.max_records
+                && u.bytes + bytes <= self.limits.max_bytes;
+            if fits || u.records == 0 {
+                return true;
+            }
+            if !counted {
+                counted = true;
+                metrics::counter!("kiri_outbox_full_waits_total").increment(1);
+                tracing::warn!(
+                    records = u.records,
+                    bytes = u.bytes,
+                    "outbox full: holding back input acknowledgements until the uplink drains it"
+                );
+            }
+            u = self
+                .room
+                .wait_timeout(u, Duration::from_millis(100))
+                .expect("outbox usage lock")
+                .0;
+        }
+    }
+
+    /// Wakes and fails any [`Outbox::wait_for_room`] (at shutdown).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.room.notify_all();
+    }
+
+    /// Encoded size of a record, as counted against `max_bytes`.
+    pub fn encoded_len(r: &NewRecord) -> u64 {
+        (13 + 4 + r.function.len() + r.topic.len() + r.payload.len()) as u64
+    }
+
+    /// Appends `records` atomically (all or none). Not durable until [`Outbox::flush`].
+    pub fn append(&self, records: &[NewRecord]) -> Result<Vec<u64>, OutboxError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut batch = sled::Batch::default();
+        let mut seqs = Vec::with_capacity(records.len());
+        let mut bytes = 0u64;
+        for r in records {
+            let seq = self.db.generate_id()?;
+            let value = record::encode(r.created_ms, &r.function, &r.topic, &r.payload);
+            bytes += value.len() as u64;
+            batch.insert(&record::key(seq), value);
+            seqs.push(seq);
+        }
+        self.tree.apply_batch(batch)?;
+        let mut u = self.usage.lock().expect("outbox usage lock");
+        u.records += records.len() as u64;
+        u.bytes += bytes;
+        self.publish_gauges(*u);
+        metrics::counter!("kiri_outbox_appended_total").increment(records.len() as u64);
+        Ok(seqs)
+    }
+
+    /// Makes everything written so far durable (one fsync). Returns the bytes flushed.
+    pub fn flush(&self) -> Result<usize, OutboxError> {
+        Ok(self.db.flush()?)
+    }
+
+    /// The oldest record's sequence number.
+    pub fn first_seq(&self) -> Result<Option<u64>, OutboxError> {
+        Ok(self.tree.first()?.and_then(|(k, _)| record::seq_of(&k)))
+    }
+
+    /// Up to `max` records with `seq >= from`, in order. Corrupt records are removed and counted.
+    pub fn read_from(&self, from: u64, max: usize) -> Result<Vec<Record>, OutboxError> {
+        let mut out = Vec::with_capacity(max.min(1024));
+        for entry in self.tree.range(record::key(from)..) {
+            if out.len() >= max {
+                break;
+            }
+            let (k, v) = entry?;
+            let Some(seq) = record::seq_of(&k) else { continue };
+            match record::decode(seq, &v) {
+                Ok(r) => out.push(r),
+                Err(e) => {
+                    tracing::error!(seq, error = %e, "dropping corrupt outbox record");
+                    metrics::counter!("kiri_outbox_corrupt_total").increment(1);
+                    self.remove(seq)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes a record the cloud acknowledged. Unknown sequence numbers are ignored.
+    pub fn ack(&self, seq: u64) -> Result<(), OutboxError> {
+        if self.remove(seq)? {
+            metrics::counter!("kiri_outbox_acked_total").increment(1);
+        }
+        Ok(())
+    }
+
+    fn remove(&self, seq: u64) -> Result<bool, OutboxError> {
+        let Some(old) = self.tree.remove(record::key(seq))? else {
+            return Ok(false);
+        };
+        let mut u = self.usage.lock().expect("outbox usage lock");
+        u.records = u.records.saturating_sub(1);
+        u.bytes = u.bytes.saturating_sub(old.len() as u64);
+        self.publish_gauges(*u);
+        drop(u);
+        self.room.notify_all();
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests;

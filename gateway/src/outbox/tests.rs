@@ -1,0 +1,145 @@
+use std::collections::VecDeque;
+use std::path::Path;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn open(dir: &Path, limits: OutboxConfig) -> (sled::Db, Outbox) {
+    let db = sled::Config::new().path(dir).cache_capacity(1 << 20).open().unwrap();
+    let outbox = Outbox::open(&db, limits).unwrap();
+    (db, outbox)
+}
+
+fn rec(n: u32) -> NewRecord {
+    NewRecord {
+        function: "f".into(),
+        topic: format!("t/{n}"),
+        payload: n.to_be_bytes().to_vec(),
+        created_ms: n as u64,
+    }
+}
+
+#[test]
+fn records_come_back_in_order_and_leave_only_when_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, outbox) = open(dir.path(), OutboxConfig::default());
+    let seqs = outbox.append(&[rec(1), rec(2), rec(3)]).unwrap();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    let got = outbox.read_from(0, 10).unwrap();
+    assert_eq!(got.iter().map(|r| r.topic.as_str()).collect::<Vec<_>>(), ["t/1", "t/2", "t/3"]);
+    outbox.ack(seqs[0]).unwrap();
+    assert_eq!(outbox.first_seq().unwrap(), Some(seqs[1]));
+    assert_eq!(outbox.read_from(seqs[2], 10).unwrap().len(), 1);
+    assert_eq!(outbox.usage().0, 2);
+}
+
+#[test]
+fn flushed_records_survive_a_reopen_with_their_sequence_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let seqs = {
+        let (_db, outbox) = open(dir.path(), OutboxConfig::default());
+        let seqs = outbox.append(&[rec(1), rec(2)]).unwrap();
+        outbox.flush().unwrap();
+        seqs
+    };
+    let (_db, outbox) = open(dir.path(), OutboxConfig::default());
+    let got = outbox.read_from(0, 10).unwrap();
+    assert_eq!(got.iter().map(|r| r.seq).collect::<Vec<_>>(), seqs);
+    assert_eq!(outbox.usage().0, 2);
+    let more = outbox.append(&[rec(3)]).unwrap();
+    assert!(more[0] > seqs[1], "sequence numbers never go back after a reopen");
+}
+
+#[test]
+fn a_full_outbox_blocks_the_appender_until_an_ack_makes_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = OutboxConfig { max_records: 2, ..OutboxConfig::default() };
+    let (_db, outbox) = open(dir.path(), limits);
+    let outbox = std::sync::Arc::new(outbox);
+    let seqs = outbox.append(&[rec(1), rec(2)]).unwrap();
+    let waiter = {
+        let outbox = outbox.clone();
+        std::thread::spawn(move || outbox.wait_for_room(1, 10))
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!waiter.is_finished(), "must wait while full");
+    outbox.ack(seqs[0]).unwrap();
+    assert!(waiter.join().unwrap());
+}
+
+#[test]
+fn an_oversized_group_still_goes_into_an_empty_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = OutboxConfig { max_bytes: 10, ..OutboxConfig::default() };
+    let (_db, outbox) = open(dir.path(), limits);
+    assert!(outbox.wait_for_room(1, 1000));
+}
+
+#[test]
+fn a_corrupt_record_is_dropped_and_the_rest_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, outbox) = open(dir.path(), OutboxConfig::default());
+    let seqs = outbox.append(&[rec(1), rec(2)]).unwrap();
+    let tree = db.open_tree("outbox").unwrap();
+    tree.insert(record::key(seqs[0]), &b"\x01garbage-garbage-garbage"[..]).unwrap();
+    let got = outbox.read_from(0, 10).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].seq, seqs[1]);
+    assert_eq!(outbox.usage().0, 1);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(u8),
+    AckOldest,
+    ReadAll,
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1u8..4).prop_map(Op::Append),
+        2 => Just(Op::AckOldest),
+        1 => Just(Op::ReadAll),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// The outbox behaves like a FIFO queue across appends, acks, reads and reopens.
+    #[test]
+    fn the_outbox_is_a_fifo_that_survives_reopens(ops in prop::collection::vec(op(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = Some(open(dir.path(), OutboxConfig::default()));
+        let mut model: VecDeque<(u64, String)> = VecDeque::new();
+        let mut n = 0u32;
+        for op in ops {
+            let (_, outbox) = state.as_ref().unwrap();
+            match op {
+                Op::Append(k) => {
+                    let recs: Vec<NewRecord> = (0..k).map(|_| { n += 1; rec(n) }).collect();
+                    let seqs = outbox.append(&recs).unwrap();
+                    outbox.flush().unwrap();
+                    for (s, r) in seqs.into_iter().zip(recs) { model.push_back((s, r.topic)); }
+                }
+                Op::AckOldest => {
+                    if let Some((s, _)) = model.pop_front() { outbox.ack(s).unwrap(); }
+                }
+                Op::ReadAll => {
+                    let got: Vec<(u64, String)> = outbox.read_from(0, usize::MAX).unwrap()
+                        .into_iter().map(|r| (r.seq, r.topic)).collect();
+                    prop_assert_eq!(got, model.iter().cloned().collect::<Vec<_>>());
+                }
+                Op::Reopen => {
+                    outbox.flush().unwrap();
+                    drop(state.take());
+                    state = Some(open(dir.path(), OutboxConfig::default()));
+                }
+            }
+            let (_, outbox) = state.as_ref().unwrap();
+            prop_assert_eq!(outbox.usage().0, model.len() as u64);
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The processor: takes messages from ingest in groups, runs the functions they trigger,
+//! commits every output and failure durably with one flush per group (group commit), and
+//! only then acknowledges the messages to the broker. Runs on its own thread because wasmi
+//! is synchronous; one thread keeps per-topic order.
+
+use std::sync::Arc;
+
+use rumqttc::{AsyncClient, QoS};
+use tokio::sync::{mpsc, Notify};
+
+use crate::codec;
+use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::dispatch::Router;
+use crate::ingest::Incoming;
+use crate::outbox::{NewRecord, Outbox, OutboxError};
+use crate::runtime::{Destination, Output, Runtime};
+
+/// The processor could not commit; the gateway must stop rather than acknowledge.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The outbox failed.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    /// The dead-letter store failed.
+    #[error("dead letters: {0}")]
+    DeadLetters(#[from] sled::Error),
+    /// The gateway is shutting down while waiting for outbox room; the group is not acked.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+/// Everything the processing stage owns.
+pub struct Processor {
+    /// The loaded functions.
+    pub runtime: Runtime,
+    /// Topic → functions.
+    pub router: Router,
+    /// Where results go.
+    pub outbox: Arc<Outbox>,
+    /// Where failures go.
+    pub dead_letters: DeadLetters,
+    /// Largest accepted payload.
+    pub max_message_bytes: usize,
+    /// Messages per group commit, at most.
+    pub batch: usize,
+    /// The ingest session, for acknowledgements.
+    pub acker: AsyncClient,
+    /// A session to the local broker for the functions' `publish` calls.
+    pub local: AsyncClient,
+    /// Wakes the forwarder after a commit.
+    pub wake: Arc<Notify>,
+    /// To wait on async client calls from this thread.
+    pub handle: tokio::runtime::Handle,
+}
+
+impl Processor {
+    /// Processes until ingest closes the queue. Returns an error only if a commit failed.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Incoming>) -> Result<(), ProcessError> {
+        let mut group = Vec::with_capacity(self.batch);
+        while let Some(first) = rx.blocking_recv() {
+            group.push(first);
+            while group.len() < self.batch {
+                match rx.try_recv() {
+                    Ok(m) => group.push(m),
+                    Err(_) => break,
+                }
+            }
+            let mut local = Vec::new();
+            for m in &group {
+                match self.process(m, &mut local) {
+                    // Unacknowledged, the group is redelivered by the broker after a restart.
+                    Err(ProcessError::ShuttingDown) => return Ok(()),
+                    other => other?,
+                }
+            }
+            // Group commit: every output and dead letter of the group is durable after this.
+            self.outbox.flush()?;
+            metrics::counter!("kiri_commits_total").increment(1);
+            for m in group.drain(..) {
+                // A failed ack (connection gone) means the broker redelivers: at-least-once.
+                if let Err(e) = self.handle.block_on(self.acker.ack(&m.publish)) {
+                    tracing::debug!(error = %e, "ack not sent; the broker will redeliver");
+                }
+            }
+            for o in local {
+                if let Err(e) = self
+                    .handle
+                    .block_on(self.local.publish(o.topic, QoS::AtLeastOnce, false, o.payload))
+                {
+                    tracing::warn!(error = %e, "local publish dropped: local session closed");
+                    metrics::counter!("kiri_local_publish_dropped_total").increment(1);
+                }
+            }
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    fn reject(&self, m: &Incoming, reason: &'static str, error: String) -> Result<(), ProcessError> {
+        tracing::warn!(topic = %m.publish.topic, bytes = m.publish.payload.len(), reason, "input rejected: {error}");
+        metrics::counter!("kiri_ingest_rejected_total", "reason" => reason).increment(1);
+        self.dead_letters.record(&DeadLetter {
+            function: None,
+            topic: &m.publish.topic,
+            reason,
+            error,
+            received_ms: m.received_ms,
+            payload: &m.publish.payload,
+        })?;
+        Ok(())
+    }
+
+    fn process(&mut self, m: &Incoming, local: &mut Vec<Output>) -> Result<(), ProcessError> {
+        let topic = m.publish.topic.as_str();
+        let payload = &m.publish.payload[..];
+        if payload.len() > self.max_message_bytes {
+            let error = format!("payload of {} bytes exceeds broker.max_message_bytes = {}", payload.len(), self.max_message_bytes);
+            return self.reject(m, "oversized", error);
+        }
+        if let Err(e) = codec::check_well_formed(payload) {
+            return self.reject(m, "malformed", e.to_string());
+        }
+        for idx in self.router.route(topic) {
+            let name = self.runtime.name(idx).to_string();
+            let span = tracing::debug_span!("invoke", function = %name, topic);
+            let _guard = span.enter();
+            match self.runtime.invoke(idx, topic, payload, m.received_ms) {
+                Ok(outputs) => {
+                    metrics::counter!("kiri_invocations_total", "function" => name.clone(), "outcome" => "ok").increment(1);
+                    let now = crate::now_ms();
+                    let mut records = Vec::new();
+                    for o in outputs {
+                        match o.destination {
+                            Destination::Cloud => records.push(NewRecord {
+                                function: name.clone(),
+                                topic: o.topic,
+                                payload: o.payload,
+                                created_ms: now,
+                            }),
+                            Destination::Local => local.push(o),
+                        }
+                    }
+                    let bytes = records.iter().map(Outbox::encoded_len).sum();
+                    if !self.outbox.wait_for_room(records.len() as u64, bytes) {
+                        return Err(ProcessError::ShuttingDown);
+                    }
+                    self.outbox.append(&records)?;
+                }
+                Err(e) => {
+                    let reason = e.reason();
+                    metrics::counter!("kiri_invocations_total", "function" => name.clone(), "outcome" => reason).increment(1);
+                    tracing::warn!(error = %e, "invocation failed");
+                    self.dead_letters.record(&DeadLetter {
+                        function: Some(&name),
+                        topic,
+                        reason,
+                        error: e.to_string(),
+                        received_ms: m.received_ms,
+                        payload,
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

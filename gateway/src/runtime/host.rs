@@ -1,0 +1,183 @@
+//! The host side of ABI v1: the functions a module may import from `kiri`.
+//!
+//! Every pointer and length from the guest is bounds-checked against its memory; a bad one
+//! is a guest bug and traps. Recoverable failures (a topic that is not valid, an output over
+//! the limits, a missing config key) return the negative ABI codes of `kiri_abi::code`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kiri_abi::{code, import, level, IMPORT_MODULE};
+use wasmi::{Caller, Error, Extern, Linker, Memory, StoreLimits};
+
+use crate::dispatch::topic;
+
+/// Longest topic a function may emit or publish to, bytes.
+pub const MAX_TOPIC_BYTES: usize = 1024;
+/// Log lines kept per invocation; more are dropped and counted.
+pub const MAX_LOG_LINES: u32 = 100;
+/// Longest log line kept, bytes.
+pub const MAX_LOG_BYTES: usize = 4096;
+
+/// Where an output goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// The cloud, through the outbox.
+    Cloud,
+    /// The local broker.
+    Local,
+}
+
+/// One output of an invocation; kept until the invocation succeeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// Cloud or local.
+    pub destination: Destination,
+    /// Topic as the function gave it.
+    pub topic: String,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
+/// Per-instance state the host functions see.
+pub struct HostState {
+    pub(crate) limits: StoreLimits,
+    pub(crate) function: Arc<str>,
+    pub(crate) config: Arc<BTreeMap<String, String>>,
+    pub(crate) outputs: Vec<Output>,
+    pub(crate) output_bytes: usize,
+    pub(crate) log_lines: u32,
+    pub(crate) max_outputs: usize,
+    pub(crate) max_output_bytes: usize,
+    pub(crate) max_payload_bytes: usize,
+}
+
+impl HostState {
+    /// Clears what one invocation collected.
+    pub(crate) fn reset(&mut self) {
+        self.outputs.clear();
+        self.output_bytes = 0;
+        self.log_lines = 0;
+    }
+}
+
+fn memory(caller: &Caller<'_, HostState>) -> Result<Memory, Error> {
+    caller
+        .get_export(kiri_abi::export::MEMORY)
+        .and_then(Extern::into_memory)
+        .ok_or_else(|| Error::new("module exports no memory"))
+}
+
+fn range(ptr: i32, len: i32, size: usize) -> Result<std::ops::Range<usize>, Error> {
+    let (Ok(p), Ok(l)) = (usize::try_from(ptr), usize::try_from(len)) else {
+        return Err(Error::new("negative pointer or length passed to the host"));
+    };
+    match p.checked_add(l) {
+        Some(end) if end <= size => Ok(p..end),
+        _ => Err(Error::new("pointer and length outside the module's memory")),
+    }
+}
+
+fn output(
+    mut caller: Caller<'_, HostState>,
+    destination: Destination,
+    args: [i32; 4],
+) -> Result<i32, Error> {
+    let [tp, tl, pp, pl] = args;
+    let mem = memory(&caller)?;
+    let (data, state) = mem.data_and_store_mut(&mut caller);
+    let topic = &data[range(tp, tl, data.len())?];
+    let payload = &data[range(pp, pl, data.len())?];
+    let Ok(topic) = std::str::from_utf8(topic) else {
+        return Ok(code::INVALID);
+    };
+    if topic.len() > MAX_TOPIC_BYTES || payload.len() > state.max_payload_bytes {
+        return Ok(code::TOO_LARGE);
+    }
+    if topic::validate_name(topic).is_err() {
+        return Ok(code::INVALID);
+    }
+    if state.outputs.len() >= state.max_outputs
+        || state.output_bytes + payload.len() > state.max_output_bytes
+    {
+        metrics::counter!("kiri_output_limit_hits_total", "function" => state.function.to_string())
+            .increment(1);
+        return Ok(code::LIMIT);
+    }
+    state.output_bytes += payload.len();
+    state.outputs.push(Output {
+        destination,
+        topic: topic.to_string(),
+        payload: payload.to_vec(),
+    });
+    Ok(code::OK)
+}
+
+/// Registers the ABI v1 host functions in `linker`.
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
+    linker.func_wrap(
+        IMPORT_MODULE,
+        import::EMIT,
+        |caller: Caller<'_, HostState>, tp: i32, tl: i32, pp: i32, pl: i32| {
+            output(caller, Destination::Cloud, [tp, tl, pp, pl])
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        import::PUBLISH,
+        |caller: Caller<'_, HostState>, tp: i32, tl: i32, pp: i32, pl: i32| {
+            output(caller, Destination::Local, [tp, tl, pp, pl])
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        import::LOG,
+        |mut caller: Caller<'_, HostState>, lvl: i32, p: i32, l: i32| -> Result<(), Error> {
+            let mem = memory(&caller)?;
+            let (data, state) = mem.data_and_store_mut(&mut caller);
+            let bytes = &data[range(p, l, data.len())?];
+            state.log_lines += 1;
+            if state.log_lines > MAX_LOG_LINES {
+                metrics::counter!("kiri_function_log_dropped_total", "function" => state.function.to_string())
+                    .increment(1);
+                return Ok(());
+            }
+            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_LOG_BYTES)]);
+            let function = &*state.function;
+            match lvl {
+                level::ERROR => tracing::error!(target: "kiri::function", function, "{text}"),
+                level::WARN => tracing::warn!(target: "kiri::function", function, "{text}"),
+                level::INFO => tracing::info!(target: "kiri::function", function, "{text}"),
+                _ => tracing::debug!(target: "kiri::function", function, "{text}"),
+            }
+            Ok(())
+        },
+    )?;
+    linker.func_wrap(IMPORT_MODULE, import::NOW_MS, || -> i64 { crate::now_ms() as i64 })?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        import::CONFIG,
+        |mut caller: Caller<'_, HostState>, kp: i32, kl: i32, op: i32, oc: i32| -> Result<i32, Error> {
+            let mem = memory(&caller)?;
+            let (data, state) = mem.data_and_store_mut(&mut caller);
+            let key = &data[range(kp, kl, data.len())?];
+            let out = range(op, oc, data.len())?;
+            let Some(value) = std::str::from_utf8(key).ok().and_then(|k| state.config.get(k)) else {
+                return Ok(code::NOT_FOUND);
+            };
+            let n = value.len().min(out.len());
+            data[out.start..out.start + n].copy_from_slice(&value.as_bytes()[..n]);
+            Ok(i32::try_from(value.len()).unwrap_or(i32::MAX))
+        },
+    )?;
+    Ok(())
+}
+
+/// The names `add_to_linker` defines; a module importing anything else is refused at load.
+pub const IMPORTS: [&str; 5] = [
+    import::EMIT,
+    import::PUBLISH,
+    import::LOG,
+    import::NOW_MS,
+    import::CONFIG,
+];

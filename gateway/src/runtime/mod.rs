@@ -1,0 +1,351 @@
+//! The function runtime on wasmi: one compiled `Module` per function, a live instance reused
+//! while healthy and replaced after a trap, fuel and a memory cap on every invocation, and
+//! the ABI v1 host functions (`host.rs`). Synchronous: the processor thread drives it.
+
+mod host;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kiri_abi::export;
+use wasmi::{
+    Config as EngineConfig, Engine, ExternType, Linker, Memory, Module, Store, StoreLimitsBuilder,
+    TrapCode, TypedFunc, ValType,
+};
+
+pub use host::{Destination, Output, MAX_TOPIC_BYTES};
+use host::HostState;
+
+use crate::config::{FunctionConfig, FunctionLimits};
+
+/// Largest module file accepted.
+pub const MAX_MODULE_BYTES: u64 = 32 << 20;
+
+/// A module that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The module path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file exceeds [`MAX_MODULE_BYTES`].
+    #[error("module is {0} bytes; the limit is {MAX_MODULE_BYTES}")]
+    TooLarge(u64),
+    /// Not valid WebAssembly (or uses features wasmi does not support).
+    #[error("not a valid WebAssembly module: {0}")]
+    Invalid(wasmi::Error),
+    /// A required export is missing or has the wrong type.
+    #[error("module must export {name} as {expected}")]
+    Export {
+        /// The export.
+        name: &'static str,
+        /// Its required type.
+        expected: &'static str,
+    },
+    /// The module imports something the host does not offer.
+    #[error("module imports {module}::{name}, which the host does not offer (ABI v1 offers kiri::{{emit, publish, log, now_ms, config}})")]
+    Import {
+        /// Import module.
+        module: String,
+        /// Import name.
+        name: String,
+    },
+    /// `kiri_abi_version` returned another version.
+    #[error("module was built for ABI version {0}; this gateway speaks version {ver}", ver = kiri_abi::ABI_VERSION)]
+    AbiVersion(i32),
+    /// Instantiation (including the start function and `kiri_abi_version`) failed.
+    #[error("instantiation failed: {0}")]
+    Instantiate(wasmi::Error),
+}
+
+/// Why one invocation produced no outputs.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    /// The invocation used all its fuel.
+    #[error("out of fuel (limit {0})")]
+    OutOfFuel(u64),
+    /// The guest trapped (or a host call trapped on its behalf).
+    #[error("trap: {0}")]
+    Trap(String),
+    /// `kiri_alloc` returned 0 or a region outside memory.
+    #[error("kiri_alloc could not provide {0} bytes")]
+    Alloc(usize),
+    /// The function returned a non-zero code.
+    #[error("function returned error code {0}")]
+    Failed(i32),
+    /// A fresh instance could not be created.
+    #[error("{0}")]
+    Instantiate(LoadError),
+}
+
+impl InvokeError {
+    /// A short label for metrics and dead letters.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            InvokeError::OutOfFuel(_) => "out_of_fuel",
+            InvokeError::Trap(_) => "trap",
+            InvokeError::Alloc(_) => "alloc",
+            InvokeError::Failed(_) => "error",
+            InvokeError::Instantiate(_) => "instantiate",
+        }
+    }
+}
+
+type OnEvent = TypedFunc<(i32, i32, i32, i32, i64), i32>;
+
+struct Live {
+    store: Store<HostState>,
+    memory: Memory,
+    alloc: TypedFunc<i32, i32>,
+    on_event: OnEvent,
+}
+
+struct Function {
+    name: Arc<str>,
+    module: Module,
+    limits: FunctionLimits,
+    config: Arc<BTreeMap<String, String>>,
+    live: Option<Live>,
+}
+
+/// All loaded functions, sharing one engine.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    functions: Vec<Function>,
+    max_payload_bytes: usize,
+}
+
+impl Runtime {
+    /// A runtime whose functions may emit payloads up to `max_payload_bytes`.
+    pub fn new(max_payload_bytes: usize) -> Runtime {
+        let mut config = EngineConfig::default();
+        config.consume_fuel(true);
+        let engine = Engine::new(&config);
+        let mut linker = Linker::new(&engine);
+        host::add_to_linker(&mut linker).expect("host functions have distinct names");
+        Runtime {
+            engine,
+            linker,
+            functions: Vec::new(),
+            max_payload_bytes,
+        }
+    }
+
+    /// Reads, validates and instantiates a function; returns its index.
+    pub fn load(&mut self, cfg: &FunctionConfig) -> Result<usize, LoadError> {
+        let path = cfg.module.display().to_string();
+        let io = |source| LoadError::Io { path: path.clone(), source };
+        let size = std::fs::metadata(&cfg.module).map_err(io)?.len();
+        if size > MAX_MODULE_BYTES {
+            return Err(LoadError::TooLarge(size));
+        }
+        let bytes = std::fs::read(&cfg.module).map_err(io)?;
+        let config = cfg.config.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+        self.load_bytes(&cfg.name, &bytes, cfg.limits.clone(), config)
+    }
+
+    /// Like [`Runtime::load`] from bytes already in memory.
+    pub fn load_bytes(
+        &mut self,
+        name: &str,
+        wasm: &[u8],
+        limits: FunctionLimits,
+        config: BTreeMap<String, String>,
+    ) -> Result<usize, LoadError> {
+        let module = Module::new(&self.engine, wasm).map_err(LoadError::Invalid)?;
+        check_interface(&module)?;
+        let mut f = Function {
+            name: name.into(),
+            module,
+            limits,
+            config: Arc::new(config),
+            live: None,
+        };
+        f.live = Some(self.instantiate(&f)?);
+        self.functions.push(f);
+        Ok(self.functions.len() - 1)
+    }
+
+    fn instantiate(&self, f: &Function) -> Result<Live, LoadError> {
+        let state = HostState {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(f.limits.memory_bytes)
+                .memories(1)
+                .tables(4)
+                .table_elements(100_000)
+                .instances(1)
+                .build(),
+            function: f.name.clone(),
+            config: f.config.clone(),
+            outputs: Vec::new(),
+            output_bytes: 0,
+            log_lines: 0,
+            max_outputs: f.limits.max_outputs,
+            max_output_bytes: f.limits.max_output_bytes,
+            max_payload_bytes: self.max_payload_bytes,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        // The start function and kiri_abi_version run on the invocation fuel budget too.
+        store.set_fuel(f.limits.fuel).map_err(LoadError::Instantiate)?;
+        let instance = self
+            .linker
+            .instantiate_and_start(&mut store, &f.module)
+            .map_err(LoadError::Instantiate)?;
+        let export_err = |name, expected| LoadError::Export { name, expected };
+        let memory = instance
+            .get_memory(&store, export::MEMORY)
+            .ok_or(export_err(export::MEMORY, "a memory"))?;
+        let version = instance
+            .get_typed_func::<(), i32>(&store, export::ABI_VERSION)
+            .map_err(|_| export_err(export::ABI_VERSION, "func () -> i32"))?;
+        let alloc = instance
+            .get_typed_func::<i32, i32>(&store, export::ALLOC)
+            .map_err(|_| export_err(export::ALLOC, "func (i32) -> i32"))?;
+        let on_event = instance
+            .get_typed_func::<(i32, i32, i32, i32, i64), i32>(&store, export::ON_EVENT)
+            .map_err(|_| export_err(export::ON_EVENT, "func (i32, i32, i32, i32, i64) -> i32"))?;
+        let v = version.call(&mut store, ()).map_err(LoadError::Instantiate)?;
+        if v != kiri_abi::ABI_VERSION {
+            return Err(LoadError::AbiVersion(v));
+        }
+        metrics::counter!("kiri_instances_started_total", "function" => f.name.to_string())
+            .increment(1);
+        Ok(Live {
+            store,
+            memory,
+            alloc,
+            on_event,
+        })
+    }
+
+    /// Number of loaded functions.
+    pub fn len(&self) -> usize {
+        self.functions.len()
+    }
+
+    /// Whether no function is loaded.
+    pub fn is_empty(&self) -> bool {
+        self.functions.is_empty()
+    }
+
+    /// The name of function `idx`.
+    pub fn name(&self, idx: usize) -> &str {
+        &self.functions[idx].name
+    }
+
+    /// Runs function `idx` on one event. On success returns its outputs; on any failure
+    /// returns none of them. An instance that trapped is discarded; the next call gets a
+    /// fresh one from the cached module.
+    pub fn invoke(
+        &mut self,
+        idx: usize,
+        topic: &str,
+        payload: &[u8],
+        received_ms: u64,
+    ) -> Result<Vec<Output>, InvokeError> {
+        if self.functions[idx].live.is_none() {
+            let live = self.instantiate(&self.functions[idx]).map_err(InvokeError::Instantiate)?;
+            self.functions[idx].live = Some(live);
+        }
+        let f = &mut self.functions[idx];
+        let fuel = f.limits.fuel;
+        let live = f.live.as_mut().expect("instantiated above");
+        let result = call(live, fuel, topic, payload, received_ms);
+        if matches!(result, Err(InvokeError::Trap(_) | InvokeError::OutOfFuel(_))) {
+            f.live = None;
+        }
+        result
+    }
+}
+
+fn call(
+    live: &mut Live,
+    fuel: u64,
+    topic: &str,
+    payload: &[u8],
+    received_ms: u64,
+) -> Result<Vec<Output>, InvokeError> {
+    let trap = |e: wasmi::Error| match e.as_trap_code() {
+        Some(TrapCode::OutOfFuel) => InvokeError::OutOfFuel(fuel),
+        _ => InvokeError::Trap(e.to_string()),
+    };
+    let store = &mut live.store;
+    store.data_mut().reset();
+    store.set_fuel(fuel).map_err(trap)?;
+    let total = topic.len() + payload.len();
+    let len = i32::try_from(total).map_err(|_| InvokeError::Alloc(total))?;
+    let ptr = live.alloc.call(&mut *store, len).map_err(trap)?;
+    let start = usize::try_from(ptr).map_err(|_| InvokeError::Alloc(total))?;
+    if ptr == 0 || start + total > live.memory.data_size(&*store) {
+        return Err(InvokeError::Alloc(total));
+    }
+    let mem = live.memory.data_mut(&mut *store);
+    mem[start..start + topic.len()].copy_from_slice(topic.as_bytes());
+    mem[start + topic.len()..start + total].copy_from_slice(payload);
+    let args = (
+        ptr,
+        topic.len() as i32,
+        ptr + topic.len() as i32,
+        payload.len() as i32,
+        received_ms as i64,
+    );
+    let rc = live.on_event.call(&mut *store, args).map_err(trap)?;
+    if rc != 0 {
+        return Err(InvokeError::Failed(rc));
+    }
+    Ok(std::mem::take(&mut store.data_mut().outputs))
+}
+
+/// Checks imports and exports before anything runs.
+fn check_interface(module: &Module) -> Result<(), LoadError> {
+    for import in module.imports() {
+        let allowed = import.module() == kiri_abi::IMPORT_MODULE
+            && host::IMPORTS.contains(&import.name())
+            && matches!(import.ty(), ExternType::Func(_));
+        if !allowed {
+            return Err(LoadError::Import {
+                module: import.module().to_string(),
+                name: import.name().to_string(),
+            });
+        }
+    }
+    let func = |name: &'static str, params: &[ValType], results: &[ValType], expected| {
+        let ok = module.exports().any(|e| {
+            e.name() == name
+                && matches!(e.ty(), ExternType::Func(f) if f.params() == params && f.results() == results)
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(LoadError::Export { name, expected })
+        }
+    };
+    use ValType::{I32, I64};
+    func(export::ABI_VERSION, &[], &[I32], "func () -> i32")?;
+    func(export::ALLOC, &[I32], &[I32], "func (i32) -> i32")?;
+    func(
+        export::ON_EVENT,
+        &[I32, I32, I32, I32, I64],
+        &[I32],
+        "func (i32, i32, i32, i32, i64) -> i32",
+    )?;
+    if !module
+        .exports()
+        .any(|e| e.name() == export::MEMORY && matches!(e.ty(), ExternType::Memory(_)))
+    {
+        return Err(LoadError::Export {
+            name: export::MEMORY,
+            expected: "a memory",
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

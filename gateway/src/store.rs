@@ -1,0 +1,66 @@
+//! The embedded store: one sled database in `gateway.data_dir` holding the outbox, the
+//! dead letters and the store's identity.
+
+use std::path::Path;
+
+/// The store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// sled failed (a second gateway on the same directory shows up here as a lock error).
+    #[error("cannot open the store in {path} (is another kiri using it?): {source}")]
+    Open {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: sled::Error,
+    },
+    /// sled failed after opening.
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+}
+
+/// The open store.
+pub struct Store {
+    /// The sled database.
+    pub db: sled::Db,
+    /// A random id made when the store was created; record ids are `<id hex>-<seq>`.
+    pub store_id: u64,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store, with sled's page cache capped at `cache_bytes`.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let db = sled::Config::new()
+            .path(dir.join("store"))
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        let meta = db.open_tree("meta")?;
+        let store_id = match meta.get("store_id")? {
+            Some(v) if v.len() == 8 => u64::from_be_bytes(v.as_ref().try_into().expect("8 bytes")),
+            _ => {
+                let id = fastrand::u64(..);
+                meta.insert("store_id", &id.to_be_bytes())?;
+                db.flush()?;
+                id
+            }
+        };
+        Ok(Store { db, store_id })
+    }
+}
