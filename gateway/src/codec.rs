@@ -86,9 +86,17 @@ impl Envelope {
         let Value::Map(entries) = value else {
             return Err(CodecError::Shape("envelope is not a map"));
         };
-        let get = |k: &str| entries.iter().find(|(key, _)| key.as_text() == Some(k)).map(|(_, v)| v);
+        let get = |k: &str| {
+            entries
+                .iter()
+                .find(|(key, _)| key.as_text() == Some(k))
+                .map(|(_, v)| v)
+        };
         let text_of = |k: &'static str| -> Result<String, CodecError> {
-            get(k).and_then(Value::as_text).map(str::to_string).ok_or(CodecError::Shape(k))
+            get(k)
+                .and_then(Value::as_text)
+                .map(str::to_string)
+                .ok_or(CodecError::Shape(k))
         };
         let u64_of = |k: &'static str| -> Result<u64, CodecError> {
             get(k)
@@ -156,11 +164,23 @@ pub fn decode_reading(bytes: &[u8]) -> Result<Reading, CodecError> {
     let Value::Map(entries) = value else {
         return Err(CodecError::Shape("reading is not a map"));
     };
-    let get = |k: &str| entries.iter().find(|(key, _)| key.as_text() == Some(k)).map(|(_, v)| v);
-    let text_of = |k: &'static str| {
-        get(k).and_then(Value::as_text).map(str::to_string).ok_or(CodecError::Shape(k))
+    let get = |k: &str| {
+        entries
+            .iter()
+            .find(|(key, _)| key.as_text() == Some(k))
+            .map(|(_, v)| v)
     };
-    let uint = |k: &str| get(k).and_then(Value::as_integer).and_then(|i| u64::try_from(i).ok());
+    let text_of = |k: &'static str| {
+        get(k)
+            .and_then(Value::as_text)
+            .map(str::to_string)
+            .ok_or(CodecError::Shape(k))
+    };
+    let uint = |k: &str| {
+        get(k)
+            .and_then(Value::as_integer)
+            .and_then(|i| u64::try_from(i).ok())
+    };
     let value = match get("value") {
         Some(Value::Float(f)) => *f,
         Some(Value::Integer(i)) => i128::from(*i) as f64,
@@ -217,10 +237,26 @@ mod tests {
 
     #[test]
     fn garbage_and_trailing_bytes_are_not_cbor_items() {
-        assert!(matches!(check_well_formed(b"\xff\xff"), Err(CodecError::Malformed(_))));
-        assert!(matches!(check_well_formed(b""), Err(CodecError::Malformed(_))));
-        assert_eq!(check_well_formed(&[0x01, 0x02]), Err(CodecError::Trailing(1)));
-        let r = Reading { sensor: "s".into(), kind: "k".into(), value: 1.5, unit: "C".into(), ts: None, seq: Some(3) };
+        assert!(matches!(
+            check_well_formed(b"\xff\xff"),
+            Err(CodecError::Malformed(_))
+        ));
+        assert!(matches!(
+            check_well_formed(b""),
+            Err(CodecError::Malformed(_))
+        ));
+        assert_eq!(
+            check_well_formed(&[0x01, 0x02]),
+            Err(CodecError::Trailing(1))
+        );
+        let r = Reading {
+            sensor: "s".into(),
+            kind: "k".into(),
+            value: 1.5,
+            unit: "C".into(),
+            ts: None,
+            seq: Some(3),
+        };
         assert!(check_well_formed(&encode_reading(&r)).is_ok());
         assert_eq!(decode_reading(&encode_reading(&r)).unwrap(), r);
     }

@@ -336,9 +336,12 @@ impl Config {
         let bad = |msg: String| Err(ConfigError::Invalid(msg));
         let id = &self.gateway.id;
         if id.is_empty() || id.contains(['/', '+', '#', '\0']) {
-            return bad(format!("gateway.id {id:?} must be non-empty, without / + # or NUL"));
+            return bad(format!(
+                "gateway.id {id:?} must be non-empty, without / + # or NUL"
+            ));
         }
-        parse_mqtt_url(&self.cloud.url).map_err(|e| ConfigError::Invalid(format!("cloud.url: {e}")))?;
+        parse_mqtt_url(&self.cloud.url)
+            .map_err(|e| ConfigError::Invalid(format!("cloud.url: {e}")))?;
         if self.broker.mode == BrokerMode::External {
             parse_mqtt_url(&self.broker.url)
                 .map_err(|e| ConfigError::Invalid(format!("broker.url: {e}")))?;
@@ -365,9 +368,14 @@ impl Config {
         for f in &self.functions {
             let ok_name = !f.name.is_empty()
                 && f.name.len() <= 64
-                && f.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                && f.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             if !ok_name {
-                return bad(format!("function name {:?}: use 1-64 of A-Z a-z 0-9 - _", f.name));
+                return bad(format!(
+                    "function name {:?}: use 1-64 of A-Z a-z 0-9 - _",
+                    f.name
+                ));
             }
             if !names.insert(&f.name) {
                 return bad(format!("function {:?} is defined twice", f.name));
@@ -392,11 +400,15 @@ impl Config {
 }
 
 /// Maps `KIRI_SECTION_KEY=value` to `section.key`. `KIRI_LOG` (the log filter) is not a key.
-fn env_overrides(env: impl IntoIterator<Item = (String, String)>) -> Serialized<figment::value::Dict> {
+fn env_overrides(
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Serialized<figment::value::Dict> {
     use figment::value::{Dict, Value};
     let mut root = Dict::new();
     for (name, value) in env {
-        let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
         if rest == "LOG" {
             continue;
         }
@@ -424,13 +436,19 @@ fn env_overrides(env: impl IntoIterator<Item = (String, String)>) -> Serialized<
 pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
     let rest = match url.split_once("://") {
         Some(("mqtt", rest)) => rest,
-        Some(("mqtts", _)) => return Err(format!("{url}: TLS (mqtts://) is not supported by this build yet; use mqtt://")),
+        Some(("mqtts", _)) => {
+            return Err(format!(
+                "{url}: TLS (mqtts://) is not supported by this build yet; use mqtt://"
+            ))
+        }
         _ => return Err(format!("{url}: expected mqtt://host:port")),
     };
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) if !h.is_empty() => {
-            let port = p.parse::<u16>().map_err(|_| format!("{url}: bad port {p:?}"))?;
+            let port = p
+                .parse::<u16>()
+                .map_err(|_| format!("{url}: bad port {p:?}"))?;
             (h, port)
         }
         _ => (rest, 1883),

@@ -23,7 +23,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let (recorder, exporter) = metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(config.dashboard.listen)
         .build()
-        .with_context(|| format!("cannot serve metrics on dashboard.listen = {}", config.dashboard.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot serve metrics on dashboard.listen = {}",
+                config.dashboard.listen
+            )
+        })?;
     // A second gateway in one process (tests) keeps the first recorder; that is fine.
     let _ = metrics::set_global_recorder(recorder);
     tokio::spawn(exporter);
@@ -47,21 +52,42 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let (host, port) = match config.broker.mode {
         BrokerMode::Embedded => {
             let l = config.broker.listen;
-            broker::start(l, config.broker.max_packet_bytes, config.broker.max_inflight)?;
-            let host = if l.ip().is_unspecified() { "127.0.0.1".to_string() } else { l.ip().to_string() };
+            broker::start(
+                l,
+                config.broker.max_packet_bytes,
+                config.broker.max_inflight,
+            )?;
+            let host = if l.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                l.ip().to_string()
+            };
             (host, l.port())
         }
         BrokerMode::External => parse_mqtt_url(&config.broker.url).map_err(anyhow::Error::msg)?,
     };
     let gw = &config.gateway.id;
-    let client_id = config.broker.client_id.clone().unwrap_or_else(|| format!("kiri-{gw}"));
+    let client_id = config
+        .broker
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("kiri-{gw}"));
     // Acks only: at most `queue + batch` messages are unacknowledged inside Kiri.
     let requests = config.broker.queue + config.broker.batch + 16;
-    let opts = ingest::options(&client_id, &host, port, config.broker.max_packet_bytes, requests);
+    let opts = ingest::options(
+        &client_id,
+        &host,
+        port,
+        config.broker.max_packet_bytes,
+        requests,
+    );
     let (acker, eventloop) = AsyncClient::new(opts, requests);
     let local_opts = {
         let mut o = rumqttc::MqttOptions::new(format!("{client_id}-local"), &host, port);
-        o.set_max_packet_size(config.broker.max_packet_bytes, config.broker.max_packet_bytes);
+        o.set_max_packet_size(
+            config.broker.max_packet_bytes,
+            config.broker.max_packet_bytes,
+        );
         o
     };
     let (local, mut local_loop) = AsyncClient::new(local_opts, 256);
@@ -75,14 +101,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     });
 
     let (tx, rx) = mpsc::channel(config.broker.queue);
-    let ingest_task = tokio::spawn(ingest::run(eventloop, acker.clone(), router.subscriptions(), tx));
+    let ingest_task = tokio::spawn(ingest::run(
+        eventloop,
+        acker.clone(),
+        router.subscriptions(),
+        tx,
+    ));
 
     let (cloud_host, cloud_port) = parse_mqtt_url(&config.cloud.url).map_err(anyhow::Error::msg)?;
     let wake = Arc::new(Notify::new());
     let forward_cfg = ForwardConfig {
         host: cloud_host,
         port: cloud_port,
-        client_id: config.cloud.client_id.clone().unwrap_or_else(|| format!("kiri-{gw}-uplink")),
+        client_id: config
+            .cloud
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("kiri-{gw}-uplink")),
         topic_prefix: config.topic_prefix(),
         gateway: gw.clone(),
         store_id: store.store_id,

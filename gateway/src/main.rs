@@ -75,17 +75,34 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(kiri::run(config, shutdown_signal()))
         }
-        Command::Config { command: ConfigCommand::Example } => {
+        Command::Config {
+            command: ConfigCommand::Example,
+        } => {
             print!("{}", kiri::config::EXAMPLE);
             Ok(())
         }
-        Command::Config { command: ConfigCommand::Check { config } } => {
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => {
             let config = Config::load(config.as_deref())?;
             println!("{config:#?}");
             Ok(())
         }
-        Command::Reading { sensor, kind, value, unit, seq } => {
-            let r = Reading { sensor, kind, value, unit, ts: Some(kiri::now_ms()), seq };
+        Command::Reading {
+            sensor,
+            kind,
+            value,
+            unit,
+            seq,
+        } => {
+            let r = Reading {
+                sensor,
+                kind,
+                value,
+                unit,
+                ts: Some(kiri::now_ms()),
+                seq,
+            };
             std::io::stdout().write_all(&codec::encode_reading(&r))?;
             Ok(())
         }
@@ -111,8 +128,13 @@ fn main() -> anyhow::Result<()> {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KIRI_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn shutdown_signal() {

@@ -3,9 +3,11 @@
 //! only then acknowledges the messages to the broker. Runs on its own thread because wasmi
 //! is synchronous; one thread keeps per-topic order.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
-use rumqttc::{AsyncClient, QoS};
+use rumqttc::{AsyncClient, Publish, QoS};
 use tokio::sync::{mpsc, Notify};
 
 use crate::codec;
@@ -14,6 +16,9 @@ use crate::dispatch::Router;
 use crate::ingest::Incoming;
 use crate::outbox::{NewRecord, Outbox, OutboxError};
 use crate::runtime::{Destination, Output, Runtime};
+
+/// How long to wait for input before retrying acks the ingest session could not take.
+const ACK_RETRY: Duration = Duration::from_millis(10);
 
 /// The processor could not commit; the gateway must stop rather than acknowledge.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +62,30 @@ impl Processor {
     /// Processes until ingest closes the queue. Returns an error only if a commit failed.
     pub fn run(mut self, mut rx: mpsc::Receiver<Incoming>) -> Result<(), ProcessError> {
         let mut group = Vec::with_capacity(self.batch);
-        while let Some(first) = rx.blocking_recv() {
+        // Acks the ingest session could not take yet. Acks travel through the same rumqttc
+        // event loop that reads messages, so they must never wait on it while ingest waits
+        // on us: they are queued here and retried. Their number is bounded by the broker's
+        // in-flight window (it sends no more unacknowledged QoS 1 messages).
+        let mut pending_acks: VecDeque<Publish> = VecDeque::new();
+        loop {
+            while let Some(p) = pending_acks.front() {
+                if self.acker.try_ack(p).is_err() {
+                    break;
+                }
+                pending_acks.pop_front();
+            }
+            let first = if pending_acks.is_empty() {
+                rx.blocking_recv()
+            } else {
+                let next = self
+                    .handle
+                    .block_on(async { tokio::time::timeout(ACK_RETRY, rx.recv()).await });
+                match next {
+                    Ok(m) => m,
+                    Err(_) => continue,
+                }
+            };
+            let Some(first) = first else { break };
             group.push(first);
             while group.len() < self.batch {
                 match rx.try_recv() {
@@ -77,16 +105,21 @@ impl Processor {
             self.outbox.flush()?;
             metrics::counter!("kiri_commits_total").increment(1);
             for m in group.drain(..) {
-                // A failed ack (connection gone) means the broker redelivers: at-least-once.
-                if let Err(e) = self.handle.block_on(self.acker.ack(&m.publish)) {
-                    tracing::debug!(error = %e, "ack not sent; the broker will redeliver");
+                if m.publish.qos == QoS::AtMostOnce {
+                    continue;
                 }
+                // Keep only what an ack needs (packet id and QoS), not the payload.
+                let mut ack = Publish::new("", m.publish.qos, Vec::new());
+                ack.pkid = m.publish.pkid;
+                pending_acks.push_back(ack);
             }
             for o in local {
-                if let Err(e) = self
-                    .handle
-                    .block_on(self.local.publish(o.topic, QoS::AtLeastOnce, false, o.payload))
-                {
+                if let Err(e) = self.handle.block_on(self.local.publish(
+                    o.topic,
+                    QoS::AtLeastOnce,
+                    false,
+                    o.payload,
+                )) {
                     tracing::warn!(error = %e, "local publish dropped: local session closed");
                     metrics::counter!("kiri_local_publish_dropped_total").increment(1);
                 }
@@ -96,7 +129,12 @@ impl Processor {
         Ok(())
     }
 
-    fn reject(&self, m: &Incoming, reason: &'static str, error: String) -> Result<(), ProcessError> {
+    fn reject(
+        &self,
+        m: &Incoming,
+        reason: &'static str,
+        error: String,
+    ) -> Result<(), ProcessError> {
         tracing::warn!(topic = %m.publish.topic, bytes = m.publish.payload.len(), reason, "input rejected: {error}");
         metrics::counter!("kiri_ingest_rejected_total", "reason" => reason).increment(1);
         self.dead_letters.record(&DeadLetter {
@@ -114,7 +152,11 @@ impl Processor {
         let topic = m.publish.topic.as_str();
         let payload = &m.publish.payload[..];
         if payload.len() > self.max_message_bytes {
-            let error = format!("payload of {} bytes exceeds broker.max_message_bytes = {}", payload.len(), self.max_message_bytes);
+            let error = format!(
+                "payload of {} bytes exceeds broker.max_message_bytes = {}",
+                payload.len(),
+                self.max_message_bytes
+            );
             return self.reject(m, "oversized", error);
         }
         if let Err(e) = codec::check_well_formed(payload) {

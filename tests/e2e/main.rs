@@ -1,1 +1,210 @@
-fn main(){}
+//! End-to-end tests: the real `kiri` binary, its embedded broker or Mosquitto as the local
+//! broker, Mosquitto as the cloud, real MQTT clients on 127.0.0.1.
+
+mod util;
+
+use std::time::Duration;
+
+use kiri::codec;
+use util::*;
+
+fn config(cloud_url: &str, broker: &str) -> String {
+    format!(
+        r#"
+[gateway]
+id = "gw-test"
+[broker]
+{broker}
+[cloud]
+url = "{cloud_url}"
+backoff_initial_ms = 50
+backoff_max_ms = 500
+[[functions]]
+name = "convert"
+module = "{convert}"
+triggers = ["sensors/+/temperature"]
+"#,
+        convert = function_wasm("convert").display()
+    )
+}
+
+fn embedded(port: u16) -> String {
+    format!("mode = \"embedded\"\nlisten = \"127.0.0.1:{port}\"")
+}
+
+/// The distinct sequence numbers must be exactly `0..n`, in order.
+fn assert_in_order(got: &[u64], n: u64) {
+    let want: Vec<u64> = (0..n).collect();
+    if got != want.as_slice() {
+        let first_bad = got.iter().zip(&want).position(|(a, b)| a != b);
+        panic!(
+            "{} results, expected {n} in order; first difference at {first_bad:?}",
+            got.len()
+        );
+    }
+}
+
+#[test]
+fn readings_reach_the_cloud_in_order_through_outages_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cloud = Mosquitto::start(&dir.path().join("cloud"));
+    let sub = CloudSubscriber::start(cloud.port, "cloud-consumer");
+    let broker_port = free_port();
+    let mut kiri = Kiri::start(
+        &dir.path().join("kiri"),
+        &config(&cloud.url(), &embedded(broker_port)),
+        &[],
+    );
+
+    // 1. The happy path: 1,000 readings, each converted, all delivered, in order.
+    publish_all(
+        broker_port,
+        "sensor-1",
+        "sensors/s1/temperature",
+        (0..1000).map(|i| reading("s1", i)).collect(),
+    );
+    sub.wait_for(1000, Duration::from_secs(60), &mut kiri);
+    assert_in_order(&sub.distinct_seqs(), 1000);
+    {
+        let received = sub.received.lock().unwrap();
+        let (topic, first) = &received[0];
+        assert_eq!(topic, "kiri/gw-test/readings/s1/temperature");
+        assert_eq!(
+            (first.gateway.as_str(), first.function.as_str()),
+            ("gw-test", "convert")
+        );
+        let r = codec::decode_reading(&first.payload).unwrap();
+        assert_eq!(
+            (r.value, r.unit.as_str()),
+            (32.0, "F"),
+            "0 °C becomes 32 °F"
+        );
+        let last = codec::decode_reading(&received.last().unwrap().1.payload).unwrap();
+        assert!((last.value - (999.0 * 1.8 + 32.0)).abs() < 1e-9);
+    }
+
+    // 2. The cloud goes away: results are held, then all delivered in order when it returns.
+    cloud.stop();
+    publish_all(
+        broker_port,
+        "sensor-1",
+        "sensors/s1/temperature",
+        (1000..2000).map(|i| reading("s1", i)).collect(),
+    );
+    wait_until(
+        "1,000 results buffered in the outbox",
+        Duration::from_secs(60),
+        || kiri.metric("kiri_outbox_records") >= 1000.0,
+    );
+    cloud.restart();
+    sub.wait_for(2000, Duration::from_secs(60), &mut kiri);
+    assert_in_order(&sub.distinct_seqs(), 2000);
+
+    // 3. Kiri itself dies (SIGKILL) with results buffered: they are delivered after a restart.
+    cloud.stop();
+    publish_all(
+        broker_port,
+        "sensor-1",
+        "sensors/s1/temperature",
+        (2000..2500).map(|i| reading("s1", i)).collect(),
+    );
+    wait_until("500 results buffered", Duration::from_secs(60), || {
+        kiri.metric("kiri_outbox_records") >= 500.0
+    });
+    kiri.kill9();
+    cloud.restart();
+    kiri.restart();
+    sub.wait_for(2500, Duration::from_secs(60), &mut kiri);
+    assert_in_order(&sub.distinct_seqs(), 2500);
+    let total = sub.received.lock().unwrap().len();
+    eprintln!("2500 distinct results, {} duplicates", total - 2500);
+}
+
+#[test]
+fn malformed_and_oversized_inputs_are_rejected_and_counted_and_the_next_one_is_processed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Mosquitto::start(&dir.path().join("cloud"));
+    let sub = CloudSubscriber::start(cloud.port, "cloud-consumer-2");
+    let broker_port = free_port();
+    let env = [("KIRI_BROKER_MAX_MESSAGE_BYTES", "1024".to_string())];
+    let mut kiri = Kiri::start(
+        &dir.path().join("kiri"),
+        &config(&cloud.url(), &embedded(broker_port)),
+        &env,
+    );
+
+    let topic = "sensors/s1/temperature";
+    publish_all(
+        broker_port,
+        "sensor-bad",
+        topic,
+        vec![b"this is not CBOR".to_vec()],
+    );
+    publish_all(broker_port, "sensor-big", topic, vec![vec![0u8; 4096]]);
+    publish_all(broker_port, "sensor-ok", topic, vec![reading("s1", 0)]);
+    sub.wait_for(1, Duration::from_secs(30), &mut kiri);
+    assert_eq!(sub.distinct_seqs(), vec![0]);
+    wait_until("rejections counted", Duration::from_secs(10), || {
+        kiri.metric("kiri_ingest_rejected_total{reason=\"malformed\"}") == 1.0
+            && kiri.metric("kiri_ingest_rejected_total{reason=\"oversized\"}") == 1.0
+    });
+    assert_eq!(kiri.metric("kiri_dead_letters_total"), 2.0);
+    let log = kiri.log_text();
+    assert!(
+        log.contains("reason=\"malformed\"") || log.contains("reason=malformed"),
+        "malformed input logged"
+    );
+    assert!(
+        log.contains("exceeds broker.max_message_bytes"),
+        "oversized input logged"
+    );
+    kiri.assert_running();
+}
+
+#[test]
+fn inputs_are_acknowledged_only_after_commit_so_a_kill_9_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Mosquitto::start(&dir.path().join("cloud"));
+    let local = Mosquitto::start(&dir.path().join("local"));
+    let sub = CloudSubscriber::start(cloud.port, "cloud-consumer-3");
+    let broker = format!("mode = \"external\"\nurl = \"{}\"", local.url());
+    let mut kiri = Kiri::start(
+        &dir.path().join("kiri"),
+        &config(&cloud.url(), &broker),
+        &[],
+    );
+    // Let the persistent ingest session subscribe, so the broker queues for it from now on.
+    wait_until("ingest connected", Duration::from_secs(10), || {
+        kiri.metric("kiri_ingest_connected") == 1.0
+    });
+
+    let publisher = std::thread::spawn({
+        let port = local.port;
+        move || {
+            publish_all(
+                port,
+                "sensor-k",
+                "sensors/s9/temperature",
+                (0..3000).map(|i| reading("s9", i)).collect(),
+            )
+        }
+    });
+    // Kill the gateway mid-stream, twice, while readings keep coming.
+    for _ in 0..2 {
+        wait_until("some results", Duration::from_secs(60), || {
+            kiri.metric("kiri_invocations_total") >= 200.0
+        });
+        kiri.kill9();
+        kiri.restart();
+    }
+    publisher.join().unwrap();
+    sub.wait_for(3000, Duration::from_secs(90), &mut kiri);
+    let got: std::collections::BTreeSet<u64> = sub.distinct_seqs().into_iter().collect();
+    let missing: Vec<u64> = (0..3000).filter(|s| !got.contains(s)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} readings never delivered, first: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(20)]
+    );
+}

@@ -9,7 +9,10 @@ pub struct LineBuf {
 impl LineBuf {
     /// An empty line.
     pub const fn new() -> LineBuf {
-        LineBuf { buf: [0; 256], len: 0 }
+        LineBuf {
+            buf: [0; 256],
+            len: 0,
+        }
     }
     /// The text written so far.
     pub fn as_str(&self) -> &str {

@@ -23,9 +23,9 @@ extern crate std;
 pub use kiri_abi as abi;
 
 mod fmt;
-pub mod reading;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod mock;
+pub mod reading;
 #[cfg(target_arch = "wasm32")]
 mod wasm;
 

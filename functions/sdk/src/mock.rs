@@ -24,7 +24,11 @@ std::thread_local! {
 
 /// Sets a configuration value as the gateway would from the function's `config` table.
 pub fn set_config(key: &str, value: &str) {
-    STATE.with(|s| s.borrow_mut().config.insert(key.to_string(), value.to_string()));
+    STATE.with(|s| {
+        s.borrow_mut()
+            .config
+            .insert(key.to_string(), value.to_string())
+    });
 }
 
 /// Sets what [`now_ms`](crate::now_ms) returns.

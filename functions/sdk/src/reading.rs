@@ -110,8 +110,16 @@ impl<'a> Reading<'a> {
     }
 
     /// Encodes the reading plus extra numeric fields (`("limit", 30.0)`) into `buf`.
-    pub fn encode_with(&self, buf: &mut [u8], extra: &[(&str, f64)]) -> Result<usize, ReadingError> {
-        let optional = [("ts", self.ts), ("uptime_ms", self.uptime_ms), ("seq", self.seq)];
+    pub fn encode_with(
+        &self,
+        buf: &mut [u8],
+        extra: &[(&str, f64)],
+    ) -> Result<usize, ReadingError> {
+        let optional = [
+            ("ts", self.ts),
+            ("uptime_ms", self.uptime_ms),
+            ("seq", self.seq),
+        ];
         let n = 4 + optional.iter().filter(|(_, v)| v.is_some()).count() + extra.len();
         let mut e = Encoder::new(Cursor::new(buf));
         e.map(n as u64)?;
@@ -169,7 +177,10 @@ mod tests {
     #[test]
     fn garbage_and_missing_fields_are_errors() {
         assert_eq!(Reading::decode(b"hello"), Err(ReadingError::Malformed));
-        assert_eq!(Reading::decode(&[0xa0]), Err(ReadingError::Missing("sensor")));
+        assert_eq!(
+            Reading::decode(&[0xa0]),
+            Err(ReadingError::Missing("sensor"))
+        );
         let mut buf = [0u8; 128];
         let n = sample().encode(&mut buf).unwrap();
         assert_eq!(Reading::decode(&buf[..n - 1]), Err(ReadingError::Malformed));
@@ -177,6 +188,9 @@ mod tests {
 
     #[test]
     fn a_small_buffer_is_an_error_not_a_panic() {
-        assert_eq!(sample().encode(&mut [0u8; 8]), Err(ReadingError::BufferTooSmall));
+        assert_eq!(
+            sample().encode(&mut [0u8; 8]),
+            Err(ReadingError::BufferTooSmall)
+        );
     }
 }

@@ -53,6 +53,9 @@ mod tests {
         assert_eq!(r.route("sensors/s1/temperature"), vec![0, 1]);
         assert_eq!(r.route("sensors/s2/humidity"), vec![0]);
         assert_eq!(r.route("nothing"), Vec::<usize>::new());
-        assert_eq!(r.subscriptions(), vec!["sensors/#".to_string(), "other".to_string()]);
+        assert_eq!(
+            r.subscriptions(),
+            vec!["sensors/#".to_string(), "other".to_string()]
+        );
     }
 }

@@ -122,7 +122,10 @@ mod tests {
     #[test]
     fn wildcards_match_as_the_spec_says() {
         assert!(matches("sensors/+/temperature", "sensors/s1/temperature"));
-        assert!(!matches("sensors/+/temperature", "sensors/s1/x/temperature"));
+        assert!(!matches(
+            "sensors/+/temperature",
+            "sensors/s1/x/temperature"
+        ));
         assert!(matches("sensors/#", "sensors"));
         assert!(matches("sensors/#", "sensors/a/b"));
         assert!(matches("#", "a/b"));
@@ -152,7 +155,10 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        assert_eq!(minimal_cover(&fs), vec!["sensors/#".to_string(), "other/x".to_string()]);
+        assert_eq!(
+            minimal_cover(&fs),
+            vec!["sensors/#".to_string(), "other/x".to_string()]
+        );
         assert!(!covers("a/+", "a/#"));
         assert!(covers("a/#", "a/+/b"));
         assert!(!covers("#", "$SYS/#"));
@@ -170,7 +176,12 @@ mod tests {
     }
 
     fn level() -> impl Strategy<Value = String> {
-        prop_oneof![Just("a".to_string()), Just("b".to_string()), Just(String::new()), Just("$s".to_string())]
+        prop_oneof![
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just(String::new()),
+            Just("$s".to_string())
+        ]
     }
 
     fn filter_level() -> impl Strategy<Value = String> {

@@ -45,7 +45,11 @@ pub struct ForwardConfig {
 }
 
 /// Runs the uplink forever (until the task is dropped). Returns only on a storage error.
-pub async fn run(cfg: ForwardConfig, outbox: Arc<Outbox>, wake: Arc<Notify>) -> Result<(), OutboxError> {
+pub async fn run(
+    cfg: ForwardConfig,
+    outbox: Arc<Outbox>,
+    wake: Arc<Notify>,
+) -> Result<(), OutboxError> {
     let mut backoff = cfg.backoff.clone();
     loop {
         match session(&cfg, &outbox, &wake, &mut backoff).await {
@@ -90,6 +94,19 @@ async fn session(
         .set_max_packet_size(cfg.max_packet, cfg.max_packet)
         .set_request_channel_capacity(cfg.inflight as usize + 8);
     let (client, mut eventloop) = AsyncClient::new(opts, cfg.inflight as usize + 8);
+    // rumqttc's `poll` is not cancel-safe (a cancelled poll can drop a request it took), so it
+    // runs in its own task and hands events over a channel, which `select!` may cancel freely.
+    let (events_tx, mut events) = tokio::sync::mpsc::channel(cfg.inflight as usize * 2 + 16);
+    let poller = tokio::spawn(async move {
+        loop {
+            let event = eventloop.poll().await;
+            let failed = event.is_err();
+            if events_tx.send(event).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    let _stop_poller = AbortOnDrop(poller);
     let mut window = Window::new(cfg.inflight as usize);
     let mut connected = false;
     let mut next = 0u64;
@@ -97,7 +114,10 @@ async fn session(
         if connected && window.room() > 0 {
             for r in outbox.read_from(next, window.room())? {
                 let topic = format!("{}/{}", cfg.topic_prefix, r.topic);
-                if client.try_publish(topic, QoS::AtLeastOnce, false, envelope(cfg, &r)).is_err() {
+                if client
+                    .try_publish(topic, QoS::AtLeastOnce, false, envelope(cfg, &r))
+                    .is_err()
+                {
                     // Cannot happen with the channel sized above the window; retry next turn.
                     break;
                 }
@@ -106,8 +126,8 @@ async fn session(
             }
         }
         tokio::select! {
-            event = eventloop.poll() => match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+            event = events.recv() => match event {
+                Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                     connected = true;
                     backoff.reset();
                     next = outbox.first_seq()?.unwrap_or(0);
@@ -115,17 +135,27 @@ async fn session(
                     metrics::counter!("kiri_uplink_connects_total").increment(1);
                     tracing::info!(host = %cfg.host, port = cfg.port, backlog = outbox.usage().0, "cloud uplink connected");
                 }
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => window.assigned(pkid),
-                Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => window.assigned(pkid),
+                Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
                     if let Some(seq) = window.acked(ack.pkid) {
                         outbox.ack(seq)?;
                         metrics::counter!("kiri_uplink_delivered_total").increment(1);
                     }
                 }
-                Ok(_) => {}
-                Err(e) => return Ok(e),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Ok(e),
+                None => return Ok(rumqttc::ConnectionError::RequestsDone),
             },
             _ = wake.notified(), if connected && window.room() > 0 => {}
         }
+    }
+}
+
+/// Aborts a task when dropped, so a session's poller never outlives it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

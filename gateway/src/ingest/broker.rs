@@ -6,8 +6,8 @@
 //! example Mosquitto with `persistence true`) where that window matters.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
 
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 
@@ -28,9 +28,18 @@ pub enum BrokerError {
 }
 
 /// Starts rumqttd on `listen` in its own threads and waits until it accepts connections.
-pub fn start(listen: SocketAddr, max_packet_bytes: usize, max_inflight: usize) -> Result<(), BrokerError> {
+pub fn start(
+    listen: SocketAddr,
+    max_packet_bytes: usize,
+    max_inflight: usize,
+) -> Result<(), BrokerError> {
     // rumqttd only logs a failed bind from its server thread; check first for a clear error.
-    drop(TcpListener::bind(listen).map_err(|source| BrokerError::Listen { addr: listen, source })?);
+    drop(
+        TcpListener::bind(listen).map_err(|source| BrokerError::Listen {
+            addr: listen,
+            source,
+        })?,
+    );
     let connections = ConnectionSettings {
         connection_timeout_ms: 60_000,
         max_payload_size: max_packet_bytes,
@@ -70,16 +79,12 @@ pub fn start(listen: SocketAddr, max_packet_bytes: usize, max_inflight: usize) -
             }
         })
         .map_err(|_| BrokerError::NotUp(listen))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if thread.is_finished() {
-            return Err(BrokerError::NotUp(listen));
-        }
-        if TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok() {
-            tracing::info!(%listen, "embedded broker listening");
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    // No probe connection (rumqttd logs an aborted handshake as an error): give the server
+    // thread a moment to bind, and report it if it died. Ingest retries until it is up.
+    std::thread::sleep(Duration::from_millis(50));
+    if thread.is_finished() {
+        return Err(BrokerError::NotUp(listen));
     }
-    Err(BrokerError::NotUp(listen))
+    tracing::info!(%listen, "embedded broker listening");
+    Ok(())
 }

@@ -20,7 +20,13 @@ pub struct Incoming {
 }
 
 /// Options for an MQTT session to the local broker.
-pub fn options(client_id: &str, host: &str, port: u16, max_packet: usize, requests: usize) -> MqttOptions {
+pub fn options(
+    client_id: &str,
+    host: &str,
+    port: u16,
+    max_packet: usize,
+    requests: usize,
+) -> MqttOptions {
     let mut o = MqttOptions::new(client_id, host, port);
     o.set_clean_session(false)
         .set_manual_acks(true)
@@ -37,7 +43,8 @@ pub async fn run(
     subscriptions: Vec<String>,
     tx: mpsc::Sender<Incoming>,
 ) {
-    let mut delay = crate::forward::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut delay =
+        crate::forward::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::Publish(publish))) => {
@@ -53,8 +60,14 @@ pub async fn run(
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 delay.reset();
                 metrics::gauge!("kiri_ingest_connected").set(1.0);
-                tracing::info!(session_present = ack.session_present, "connected to the local broker");
-                if !ack.session_present && !subscriptions.is_empty() {
+                tracing::info!(
+                    session_present = ack.session_present,
+                    "connected to the local broker"
+                );
+                if ack.session_present {
+                    // The broker kept our subscriptions (and queued messages for us).
+                    metrics::gauge!("kiri_ingest_subscribed").set(1.0);
+                } else if !subscriptions.is_empty() {
                     let filters = subscriptions
                         .iter()
                         .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
@@ -68,12 +81,14 @@ pub async fn run(
                 if ack.return_codes.iter().any(|c| matches!(c, Failure)) {
                     tracing::error!(?subscriptions, "the local broker refused a subscription");
                 } else {
+                    metrics::gauge!("kiri_ingest_subscribed").set(1.0);
                     tracing::info!(?subscriptions, "subscribed");
                 }
             }
             Ok(_) => {}
             Err(e) => {
                 metrics::gauge!("kiri_ingest_connected").set(0.0);
+                metrics::gauge!("kiri_ingest_subscribed").set(0.0);
                 metrics::counter!("kiri_ingest_connection_errors_total").increment(1);
                 let wait = delay.next_delay();
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "local broker connection failed");

@@ -191,7 +191,9 @@ impl Outbox {
                 break;
             }
             let (k, v) = entry?;
-            let Some(seq) = record::seq_of(&k) else { continue };
+            let Some(seq) = record::seq_of(&k) else {
+                continue;
+            };
             match record::decode(seq, &v) {
                 Ok(r) => out.push(r),
                 Err(e) => {

@@ -6,7 +6,11 @@ use proptest::prelude::*;
 use super::*;
 
 fn open(dir: &Path, limits: OutboxConfig) -> (sled::Db, Outbox) {
-    let db = sled::Config::new().path(dir).cache_capacity(1 << 20).open().unwrap();
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(1 << 20)
+        .open()
+        .unwrap();
     let outbox = Outbox::open(&db, limits).unwrap();
     (db, outbox)
 }
@@ -27,7 +31,10 @@ fn records_come_back_in_order_and_leave_only_when_acked() {
     let seqs = outbox.append(&[rec(1), rec(2), rec(3)]).unwrap();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
     let got = outbox.read_from(0, 10).unwrap();
-    assert_eq!(got.iter().map(|r| r.topic.as_str()).collect::<Vec<_>>(), ["t/1", "t/2", "t/3"]);
+    assert_eq!(
+        got.iter().map(|r| r.topic.as_str()).collect::<Vec<_>>(),
+        ["t/1", "t/2", "t/3"]
+    );
     outbox.ack(seqs[0]).unwrap();
     assert_eq!(outbox.first_seq().unwrap(), Some(seqs[1]));
     assert_eq!(outbox.read_from(seqs[2], 10).unwrap().len(), 1);
@@ -48,13 +55,19 @@ fn flushed_records_survive_a_reopen_with_their_sequence_numbers() {
     assert_eq!(got.iter().map(|r| r.seq).collect::<Vec<_>>(), seqs);
     assert_eq!(outbox.usage().0, 2);
     let more = outbox.append(&[rec(3)]).unwrap();
-    assert!(more[0] > seqs[1], "sequence numbers never go back after a reopen");
+    assert!(
+        more[0] > seqs[1],
+        "sequence numbers never go back after a reopen"
+    );
 }
 
 #[test]
 fn a_full_outbox_blocks_the_appender_until_an_ack_makes_room() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = OutboxConfig { max_records: 2, ..OutboxConfig::default() };
+    let limits = OutboxConfig {
+        max_records: 2,
+        ..OutboxConfig::default()
+    };
     let (_db, outbox) = open(dir.path(), limits);
     let outbox = std::sync::Arc::new(outbox);
     let seqs = outbox.append(&[rec(1), rec(2)]).unwrap();
@@ -71,7 +84,10 @@ fn a_full_outbox_blocks_the_appender_until_an_ack_makes_room() {
 #[test]
 fn an_oversized_group_still_goes_into_an_empty_outbox() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = OutboxConfig { max_bytes: 10, ..OutboxConfig::default() };
+    let limits = OutboxConfig {
+        max_bytes: 10,
+        ..OutboxConfig::default()
+    };
     let (_db, outbox) = open(dir.path(), limits);
     assert!(outbox.wait_for_room(1, 1000));
 }
@@ -82,7 +98,8 @@ fn a_corrupt_record_is_dropped_and_the_rest_is_read() {
     let (db, outbox) = open(dir.path(), OutboxConfig::default());
     let seqs = outbox.append(&[rec(1), rec(2)]).unwrap();
     let tree = db.open_tree("outbox").unwrap();
-    tree.insert(record::key(seqs[0]), &b"\x01garbage-garbage-garbage"[..]).unwrap();
+    tree.insert(record::key(seqs[0]), &b"\x01garbage-garbage-garbage"[..])
+        .unwrap();
     let got = outbox.read_from(0, 10).unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].seq, seqs[1]);

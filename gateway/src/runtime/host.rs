@@ -153,16 +153,26 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
             Ok(())
         },
     )?;
-    linker.func_wrap(IMPORT_MODULE, import::NOW_MS, || -> i64 { crate::now_ms() as i64 })?;
+    linker.func_wrap(IMPORT_MODULE, import::NOW_MS, || -> i64 {
+        crate::now_ms() as i64
+    })?;
     linker.func_wrap(
         IMPORT_MODULE,
         import::CONFIG,
-        |mut caller: Caller<'_, HostState>, kp: i32, kl: i32, op: i32, oc: i32| -> Result<i32, Error> {
+        |mut caller: Caller<'_, HostState>,
+         kp: i32,
+         kl: i32,
+         op: i32,
+         oc: i32|
+         -> Result<i32, Error> {
             let mem = memory(&caller)?;
             let (data, state) = mem.data_and_store_mut(&mut caller);
             let key = &data[range(kp, kl, data.len())?];
             let out = range(op, oc, data.len())?;
-            let Some(value) = std::str::from_utf8(key).ok().and_then(|k| state.config.get(k)) else {
+            let Some(value) = std::str::from_utf8(key)
+                .ok()
+                .and_then(|k| state.config.get(k))
+            else {
                 return Ok(code::NOT_FOUND);
             };
             let n = value.len().min(out.len());

@@ -13,8 +13,8 @@ use wasmi::{
     TrapCode, TypedFunc, ValType,
 };
 
-pub use host::{Destination, Output, MAX_TOPIC_BYTES};
 use host::HostState;
+pub use host::{Destination, Output, MAX_TOPIC_BYTES};
 
 use crate::config::{FunctionConfig, FunctionLimits};
 
@@ -139,13 +139,20 @@ impl Runtime {
     /// Reads, validates and instantiates a function; returns its index.
     pub fn load(&mut self, cfg: &FunctionConfig) -> Result<usize, LoadError> {
         let path = cfg.module.display().to_string();
-        let io = |source| LoadError::Io { path: path.clone(), source };
+        let io = |source| LoadError::Io {
+            path: path.clone(),
+            source,
+        };
         let size = std::fs::metadata(&cfg.module).map_err(io)?.len();
         if size > MAX_MODULE_BYTES {
             return Err(LoadError::TooLarge(size));
         }
         let bytes = std::fs::read(&cfg.module).map_err(io)?;
-        let config = cfg.config.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+        let config = cfg
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect();
         self.load_bytes(&cfg.name, &bytes, cfg.limits.clone(), config)
     }
 
@@ -192,7 +199,9 @@ impl Runtime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         // The start function and kiri_abi_version run on the invocation fuel budget too.
-        store.set_fuel(f.limits.fuel).map_err(LoadError::Instantiate)?;
+        store
+            .set_fuel(f.limits.fuel)
+            .map_err(LoadError::Instantiate)?;
         let instance = self
             .linker
             .instantiate_and_start(&mut store, &f.module)
@@ -210,7 +219,9 @@ impl Runtime {
         let on_event = instance
             .get_typed_func::<(i32, i32, i32, i32, i64), i32>(&store, export::ON_EVENT)
             .map_err(|_| export_err(export::ON_EVENT, "func (i32, i32, i32, i32, i64) -> i32"))?;
-        let v = version.call(&mut store, ()).map_err(LoadError::Instantiate)?;
+        let v = version
+            .call(&mut store, ())
+            .map_err(LoadError::Instantiate)?;
         if v != kiri_abi::ABI_VERSION {
             return Err(LoadError::AbiVersion(v));
         }
@@ -250,14 +261,19 @@ impl Runtime {
         received_ms: u64,
     ) -> Result<Vec<Output>, InvokeError> {
         if self.functions[idx].live.is_none() {
-            let live = self.instantiate(&self.functions[idx]).map_err(InvokeError::Instantiate)?;
+            let live = self
+                .instantiate(&self.functions[idx])
+                .map_err(InvokeError::Instantiate)?;
             self.functions[idx].live = Some(live);
         }
         let f = &mut self.functions[idx];
         let fuel = f.limits.fuel;
         let live = f.live.as_mut().expect("instantiated above");
         let result = call(live, fuel, topic, payload, received_ms);
-        if matches!(result, Err(InvokeError::Trap(_) | InvokeError::OutOfFuel(_))) {
+        if matches!(
+            result,
+            Err(InvokeError::Trap(_) | InvokeError::OutOfFuel(_))
+        ) {
             f.live = None;
         }
         result

@@ -24,7 +24,12 @@ fn with_body(imports: &str, body: &str) -> String {
 }
 
 fn load(rt: &mut Runtime, wat: &str) -> Result<usize, LoadError> {
-    rt.load_bytes("t", &wat::parse_str(wat).unwrap(), FunctionLimits::default(), BTreeMap::new())
+    rt.load_bytes(
+        "t",
+        &wat::parse_str(wat).unwrap(),
+        FunctionLimits::default(),
+        BTreeMap::new(),
+    )
 }
 
 #[test]
@@ -32,15 +37,28 @@ fn a_function_emits_its_outputs() {
     let mut rt = Runtime::new(1024);
     let f = load(&mut rt, ECHO).unwrap();
     let out = rt.invoke(f, "in/x", b"hello", 1).unwrap();
-    assert_eq!(out, vec![Output { destination: Destination::Cloud, topic: "echo".into(), payload: b"hello".to_vec() }]);
+    assert_eq!(
+        out,
+        vec![Output {
+            destination: Destination::Cloud,
+            topic: "echo".into(),
+            payload: b"hello".to_vec()
+        }]
+    );
 }
 
 #[test]
 fn an_infinite_loop_runs_out_of_fuel_and_the_next_call_works() {
     let mut rt = Runtime::new(1024);
     let f = load(&mut rt, &with_body("", "(loop (br 0)) i32.const 0")).unwrap();
-    assert!(matches!(rt.invoke(f, "t", b"", 0), Err(InvokeError::OutOfFuel(_))));
-    assert!(matches!(rt.invoke(f, "t", b"", 0), Err(InvokeError::OutOfFuel(_))));
+    assert!(matches!(
+        rt.invoke(f, "t", b"", 0),
+        Err(InvokeError::OutOfFuel(_))
+    ));
+    assert!(matches!(
+        rt.invoke(f, "t", b"", 0),
+        Err(InvokeError::OutOfFuel(_))
+    ));
     let g = load(&mut rt, ECHO).unwrap();
     assert_eq!(rt.invoke(g, "t", b"ok", 0).unwrap().len(), 1);
 }
@@ -50,18 +68,31 @@ fn memory_cannot_grow_past_the_cap() {
     let mut rt = Runtime::new(1024);
     // Asks for 1 GiB; the default cap is 16 MiB, so memory.grow returns -1 and we return it.
     let f = load(&mut rt, &with_body("", "(memory.grow (i32.const 16384))")).unwrap();
-    assert!(matches!(rt.invoke(f, "t", b"", 0), Err(InvokeError::Failed(-1))));
+    assert!(matches!(
+        rt.invoke(f, "t", b"", 0),
+        Err(InvokeError::Failed(-1))
+    ));
 }
 
 #[test]
 fn a_pointer_outside_memory_traps_and_the_instance_is_replaced() {
     let mut rt = Runtime::new(1024);
     let imports = r#"(import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))"#;
-    let f = load(&mut rt, &with_body(imports, "(call $emit (i32.const 65530) (i32.const 100) (i32.const 0) (i32.const 0))")).unwrap();
+    let f = load(
+        &mut rt,
+        &with_body(
+            imports,
+            "(call $emit (i32.const 65530) (i32.const 100) (i32.const 0) (i32.const 0))",
+        ),
+    )
+    .unwrap();
     let err = rt.invoke(f, "t", b"", 0).unwrap_err();
     assert!(matches!(err, InvokeError::Trap(_)), "{err}");
     assert!(rt.functions[f].live.is_none());
-    assert!(matches!(rt.invoke(f, "t", b"", 0), Err(InvokeError::Trap(_))), "a fresh instance runs again");
+    assert!(
+        matches!(rt.invoke(f, "t", b"", 0), Err(InvokeError::Trap(_))),
+        "a fresh instance runs again"
+    );
 }
 
 #[test]
@@ -69,8 +100,18 @@ fn wildcard_topics_and_too_many_outputs_get_error_codes_not_traps() {
     let mut rt = Runtime::new(1024);
     let imports = r#"(import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
       (data (i32.const 0) "a/#")"#;
-    let f = load(&mut rt, &with_body(imports, "(call $emit (i32.const 0) (i32.const 3) (i32.const 0) (i32.const 0))")).unwrap();
-    assert!(matches!(rt.invoke(f, "t", b"", 0), Err(InvokeError::Failed(kiri_abi::code::INVALID))));
+    let f = load(
+        &mut rt,
+        &with_body(
+            imports,
+            "(call $emit (i32.const 0) (i32.const 3) (i32.const 0) (i32.const 0))",
+        ),
+    )
+    .unwrap();
+    assert!(matches!(
+        rt.invoke(f, "t", b"", 0),
+        Err(InvokeError::Failed(kiri_abi::code::INVALID))
+    ));
 
     let imports = r#"(import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
       (data (i32.const 0) "a")"#;
@@ -86,7 +127,10 @@ fn a_failed_invocation_keeps_none_of_its_outputs() {
     let imports = r#"(import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
       (data (i32.const 0) "a")"#;
     let f = load(&mut rt, &with_body(imports, "(drop (call $emit (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 0))) unreachable")).unwrap();
-    assert!(matches!(rt.invoke(f, "t", b"", 0), Err(InvokeError::Trap(_))));
+    assert!(matches!(
+        rt.invoke(f, "t", b"", 0),
+        Err(InvokeError::Trap(_))
+    ));
     let g = load(&mut rt, ECHO).unwrap();
     assert_eq!(rt.invoke(g, "t", b"x", 0).unwrap().len(), 1);
 }
@@ -94,13 +138,33 @@ fn a_failed_invocation_keeps_none_of_its_outputs() {
 #[test]
 fn modules_that_break_the_abi_are_refused_at_load() {
     let mut rt = Runtime::new(1024);
-    let bad_import = with_body(r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))"#, "i32.const 0");
-    assert!(matches!(load(&mut rt, &bad_import), Err(LoadError::Import { .. })));
+    let bad_import = with_body(
+        r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))"#,
+        "i32.const 0",
+    );
+    assert!(matches!(
+        load(&mut rt, &bad_import),
+        Err(LoadError::Import { .. })
+    ));
     let no_handler = r#"(module (memory (export "memory") 1) (func (export "kiri_abi_version") (result i32) i32.const 1) (func (export "kiri_alloc") (param i32) (result i32) i32.const 0))"#;
-    assert!(matches!(load(&mut rt, no_handler), Err(LoadError::Export { name: "kiri_on_event", .. })));
+    assert!(matches!(
+        load(&mut rt, no_handler),
+        Err(LoadError::Export {
+            name: "kiri_on_event",
+            ..
+        })
+    ));
     let v2 = with_body("", "i32.const 0").replace("i32.const 1)", "i32.const 2)");
     assert!(matches!(load(&mut rt, &v2), Err(LoadError::AbiVersion(2))));
-    assert!(matches!(rt.load_bytes("t", b"\0asm garbage", FunctionLimits::default(), BTreeMap::new()), Err(LoadError::Invalid(_))));
+    assert!(matches!(
+        rt.load_bytes(
+            "t",
+            b"\0asm garbage",
+            FunctionLimits::default(),
+            BTreeMap::new()
+        ),
+        Err(LoadError::Invalid(_))
+    ));
     assert!(rt.is_empty());
 }
 
@@ -114,6 +178,8 @@ fn config_values_reach_the_guest() {
     let body = "(drop (call $emit (i32.const 0) (i32.const 5) (i32.const 100) (call $config (i32.const 0) (i32.const 5) (i32.const 100) (i32.const 16)))) (i32.const 0)";
     let wasm = wat::parse_str(with_body(imports, body)).unwrap();
     let config = BTreeMap::from([("limit".to_string(), "30.5".to_string())]);
-    let f = rt.load_bytes("t", &wasm, FunctionLimits::default(), config).unwrap();
+    let f = rt
+        .load_bytes("t", &wasm, FunctionLimits::default(), config)
+        .unwrap();
     assert_eq!(rt.invoke(f, "t", b"", 0).unwrap()[0].payload, b"30.5");
 }

@@ -53,7 +53,11 @@ fn on_event(event: &Event) -> Result<(), Error> {
         _ => "F",
     };
     let (value, unit) = normalise(reading.value, reading.unit, temperature_unit);
-    let out = Reading { value, unit, ..reading };
+    let out = Reading {
+        value,
+        unit,
+        ..reading
+    };
     let mut buf = [0u8; 512];
     let n = out.encode(&mut buf).map_err(|_| TOO_BIG)?;
     let mut topic = LineBuf::new();
@@ -84,7 +88,11 @@ mod tests {
     }
 
     fn run(payload: &[u8]) -> Result<(), Error> {
-        on_event(&Event { topic: "sensors/s1/temperature", payload, received_at_ms: 0 })
+        on_event(&Event {
+            topic: "sensors/s1/temperature",
+            payload,
+            received_at_ms: 0,
+        })
     }
 
     #[test]

@@ -17,7 +17,10 @@ pub const NO_LIMIT: Error = Error::new(3);
 
 fn on_event(event: &Event) -> Result<(), Error> {
     let Some(limit) = kiri_sdk::config_parse::<f64>("limit") else {
-        kiri_sdk::log(Level::Error, "config key `limit` is missing or not a number");
+        kiri_sdk::log(
+            Level::Error,
+            "config key `limit` is missing or not a number",
+        );
         return Err(NO_LIMIT);
     };
     let reading = Reading::decode(event.payload).map_err(|e| {
@@ -30,7 +33,9 @@ fn on_event(event: &Event) -> Result<(), Error> {
         return Ok(());
     }
     let mut buf = [0u8; 512];
-    let n = reading.encode_with(&mut buf, &[("limit", limit)]).map_err(|_| TOO_BIG)?;
+    let n = reading
+        .encode_with(&mut buf, &[("limit", limit)])
+        .map_err(|_| TOO_BIG)?;
     let mut topic = LineBuf::new();
     let _ = write!(topic, "alerts/{}/{}", reading.sensor, reading.kind);
     kiri_sdk::emit(topic.as_str(), &buf[..n])
@@ -44,10 +49,22 @@ mod tests {
     use kiri_sdk::mock;
 
     fn run(kind: &'static str, value: f64) -> Result<(), Error> {
-        let r = Reading { sensor: "s1", kind, value, unit: "C", ts: None, uptime_ms: Some(1), seq: None };
+        let r = Reading {
+            sensor: "s1",
+            kind,
+            value,
+            unit: "C",
+            ts: None,
+            uptime_ms: Some(1),
+            seq: None,
+        };
         let mut buf = [0u8; 128];
         let n = r.encode(&mut buf).unwrap();
-        on_event(&Event { topic: "sensors/s1/x", payload: &buf[..n], received_at_ms: 0 })
+        on_event(&Event {
+            topic: "sensors/s1/x",
+            payload: &buf[..n],
+            received_at_ms: 0,
+        })
     }
 
     #[test]

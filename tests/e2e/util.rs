@@ -1,0 +1,417 @@
+//! Shared helpers for the end-to-end tests: free ports, Mosquitto as a child process, the
+//! `kiri` binary as a child process, MQTT publishers and a cloud-side subscriber.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use kiri::codec::{self, Envelope, Reading};
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` every 50 ms until it returns true or `timeout` passes.
+pub fn wait_until(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
+    if !poll_until(timeout, f) {
+        panic!("timed out after {timeout:?} waiting for: {what}");
+    }
+}
+
+/// Polls `f` every 50 ms; true if it returned true before `timeout`.
+pub fn poll_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn wait_for_port(port: u16, timeout: Duration) {
+    wait_until(
+        &format!("port {port} to accept connections"),
+        timeout,
+        || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
+}
+
+/// The compiled example function `name` (built by `make functions`).
+pub fn function_wasm(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join(format!(
+        "wasm32-unknown-unknown/release/kiri_fn_{name}.wasm"
+    ));
+    assert!(
+        path.exists(),
+        "{} is missing: build the example functions first (`make functions`, or `make test`)",
+        path.display()
+    );
+    path
+}
+
+fn mosquitto_bin() -> PathBuf {
+    for p in [
+        "/usr/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+    ] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!("mosquitto is not installed: `make test` installs it (as root), or `apt-get install mosquitto`");
+}
+
+/// Mosquitto on 127.0.0.1:`port`, with persistence in its own folder so that queued
+/// messages for persistent sessions survive a restart.
+pub struct Mosquitto {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    pub fn start(dir: &Path) -> Mosquitto {
+        let mut m = Mosquitto {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        fs::create_dir_all(&m.dir).unwrap();
+        m.restart();
+        m
+    }
+
+    /// Starts it (again) on the same port with the same persistence folder.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let conf = self.dir.join("mosquitto.conf");
+        fs::write(
+            &conf,
+            format!(
+                "{user}listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                 persistence_location {dir}/\nmax_queued_messages 0\nmax_inflight_messages 100\n\
+                 log_dest file {dir}/mosquitto.log\n",
+                port = self.port,
+                dir = self.dir.display(),
+                // As root, Mosquitto switches to user `mosquitto`, which cannot write the
+                // persistence file into our private temp dir.
+                user = if is_root() { "user root\n" } else { "" },
+            ),
+        )
+        .unwrap();
+        let child = Command::new(mosquitto_bin())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(10));
+    }
+
+    /// Stops it cleanly (SIGTERM, so it saves its persistence file).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(&c, "TERM");
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn signal(child: &Child, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status();
+}
+
+/// The `kiri` binary, run with a config file and environment overrides.
+pub struct Kiri {
+    pub metrics_port: u16,
+    config: PathBuf,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Kiri {
+    pub fn start(dir: &Path, config_toml: &str, env: &[(&str, String)]) -> Kiri {
+        fs::create_dir_all(dir).unwrap();
+        let config = dir.join("kiri.toml");
+        fs::write(&config, config_toml).unwrap();
+        let metrics_port = free_port();
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        env.push((
+            "KIRI_DASHBOARD_LISTEN".into(),
+            format!("127.0.0.1:{metrics_port}"),
+        ));
+        env.push((
+            "KIRI_GATEWAY_DATA_DIR".into(),
+            dir.join("data").display().to_string(),
+        ));
+        let mut k = Kiri {
+            metrics_port,
+            config,
+            env,
+            log: dir.join("kiri.log"),
+            child: None,
+        };
+        k.restart();
+        k
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_kiri"))
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .envs(self.env.iter().cloned())
+            .env("KIRI_LOG", "info,kiri=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start kiri");
+        self.child = Some(child);
+        wait_until(
+            "kiri to subscribe to its triggers",
+            Duration::from_secs(20),
+            || {
+                self.assert_running();
+                self.metric("kiri_ingest_subscribed") == 1.0
+            },
+        );
+    }
+
+    /// Panics with the log if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                panic!("kiri exited ({status}); log:\n{}", self.log_text());
+            }
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// One value from `/metrics` (the sum over all label sets of the metric whose line
+    /// starts with `prefix`), or 0 if absent.
+    pub fn metric(&self, prefix: &str) -> f64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        let Ok(mut resp) = ureq::get(&url).call() else {
+            return 0.0;
+        };
+        let body = resp.body_mut().read_to_string().unwrap_or_default();
+        body.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Kiri {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("---- kiri log ----\n{}", self.log_text());
+        }
+        if let Some(mut c) = self.child.take() {
+            signal(&c, "TERM");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A reading with sequence number `seq` and value `seq` °C.
+pub fn reading(sensor: &str, seq: u64) -> Vec<u8> {
+    codec::encode_reading(&Reading {
+        sensor: sensor.into(),
+        kind: "temperature".into(),
+        value: seq as f64,
+        unit: "C".into(),
+        ts: Some(kiri::now_ms()),
+        seq: Some(seq),
+    })
+}
+
+/// Publishes `payloads` to `topic` at QoS 1 and returns once the broker acknowledged all.
+pub fn publish_all(port: u16, client_id: &str, topic: &str, payloads: Vec<Vec<u8>>) {
+    let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
+    opts.set_max_packet_size(4 << 20, 4 << 20).set_inflight(50);
+    let (client, mut conn) = Client::new(opts, 100);
+    let n = payloads.len();
+    let publisher = {
+        let topic = topic.to_string();
+        thread::spawn(move || {
+            for p in payloads {
+                client
+                    .publish(topic.as_str(), QoS::AtLeastOnce, false, p)
+                    .unwrap();
+            }
+            client
+        })
+    };
+    let mut acked = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for event in conn.iter() {
+        assert!(
+            Instant::now() < deadline,
+            "publishing took too long ({acked}/{n} acked)"
+        );
+        match event {
+            Ok(Event::Incoming(Packet::PubAck(_))) => {
+                acked += 1;
+                if acked == n {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => panic!("publisher connection failed: {e}"),
+        }
+    }
+    let client = publisher.join().unwrap();
+    let _ = client.disconnect();
+    for e in conn.iter() {
+        if e.is_err() {
+            break;
+        }
+    }
+}
+
+/// A cloud-side consumer: a persistent session on `kiri/#` that keeps every envelope.
+pub struct CloudSubscriber {
+    pub received: Arc<Mutex<Vec<(String, Envelope)>>>,
+}
+
+impl CloudSubscriber {
+    pub fn start(port: u16, client_id: &str) -> CloudSubscriber {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let sink = received.clone();
+        let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
+        opts.set_clean_session(false)
+            .set_max_packet_size(4 << 20, 4 << 20);
+        let (client, mut conn) = Client::new(opts, 10);
+        let subscribed = Arc::new(Mutex::new(false));
+        let flag = subscribed.clone();
+        thread::spawn(move || {
+            for event in conn.iter() {
+                match event {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => *flag.lock().unwrap() = true,
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) if !ack.session_present => {
+                        let _ = client.try_subscribe("kiri/#", QoS::AtLeastOnce);
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let e = Envelope::decode(&p.payload).expect("cloud message is an envelope");
+                        sink.lock().unwrap().push((p.topic.clone(), e));
+                    }
+                    Ok(_) => {}
+                    // The broker restarts during the tests: keep reconnecting.
+                    Err(_) => thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        wait_until("cloud subscription", Duration::from_secs(10), || {
+            *subscribed.lock().unwrap()
+        });
+        CloudSubscriber { received }
+    }
+
+    /// Distinct reading sequence numbers received, in order of first arrival. (A duplicate
+    /// is either the same record sent twice, same id, or an input processed twice after a
+    /// crash before its ack, new id; both carry the reading's seq.)
+    pub fn distinct_seqs(&self) -> Vec<u64> {
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for (_, e) in self.received.lock().unwrap().iter() {
+            let r = codec::decode_reading(&e.payload).expect("payload is a reading");
+            let seq = r.seq.expect("reading has seq");
+            if seen.insert(seq) {
+                out.push(seq);
+            }
+        }
+        out
+    }
+
+    pub fn wait_for(&self, n: usize, timeout: Duration, kiri: &mut Kiri) {
+        let arrived = poll_until(timeout, || {
+            kiri.assert_running();
+            self.distinct_seqs().len() >= n
+        });
+        if !arrived {
+            panic!(
+                "timed out after {timeout:?} waiting for {n} distinct results at the cloud: {} distinct, \
+                 {} messages; kiri: outbox {} records, {} delivered, {} invocations, uplink connected {}",
+                self.distinct_seqs().len(),
+                self.received.lock().unwrap().len(),
+                kiri.metric("kiri_outbox_records"),
+                kiri.metric("kiri_uplink_delivered_total"),
+                kiri.metric("kiri_invocations_total"),
+                kiri.metric("kiri_uplink_connected"),
+            );
+        }
+    }
+}
