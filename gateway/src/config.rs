@@ -444,18 +444,149 @@ pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
         _ => return Err(format!("{url}: expected mqtt://host:port")),
     };
     let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() => {
-            let port = p
-                .parse::<u16>()
-                .map_err(|_| format!("{url}: bad port {p:?}"))?;
-            (h, port)
-        }
-        _ => (rest, 1883),
+    let port_of = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("{url}: bad port {p:?}"))
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || host.contains('/') {
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("{url}: unclosed ["))?;
+        match after.strip_prefix(':') {
+            Some(p) => (h, port_of(p)?),
+            None if after.is_empty() => (h, 1883),
+            None => return Err(format!("{url}: bad host")),
+        }
+    } else {
+        match rest.rsplit_once(':') {
+            Some((h, p)) => (h, port_of(p)?),
+            None => (rest, 1883),
+        }
+    };
+    if host.is_empty()
+        || host.contains(['/', '@', '[', ']'])
+        || (host.contains(':') && !rest.starts_with('['))
+    {
         return Err(format!("{url}: bad host"));
     }
     Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kiri.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    fn err(text: &str, vars: &[(&str, &str)]) -> String {
+        let (_dir, path) = file(text);
+        Config::load_with_env(Some(&path), env(vars))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn no_file_gives_the_embedded_defaults() {
+        let c = Config::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(c.broker.mode, BrokerMode::Embedded);
+        assert_eq!(c.broker.listen.to_string(), "127.0.0.1:1883");
+        assert_eq!(c.gateway.data_dir, PathBuf::from("kiri-data"));
+        assert_eq!(c.topic_prefix(), "kiri/gw-01");
+        assert!(c.functions.is_empty());
+    }
+
+    #[test]
+    fn the_shipped_example_parses_and_module_paths_follow_the_file() {
+        let (dir, path) = file(EXAMPLE);
+        let c = Config::load_with_env(Some(&path), env(&[])).unwrap();
+        assert_eq!(c.functions.len(), 2);
+        assert!(c.functions[0].module.starts_with(dir.path()));
+        assert_eq!(c.functions[1].config["limit"].to_string(), "30");
+        assert_eq!(c.functions[0].config["temperature_unit"].to_string(), "F");
+    }
+
+    #[test]
+    fn environment_variables_override_keys() {
+        let (_dir, path) = file("[cloud]\nurl = \"mqtt://a:1\"\n");
+        let vars = env(&[
+            ("KIRI_CLOUD_URL", "mqtt://b:2"),
+            ("KIRI_GATEWAY_DATA_DIR", "/tmp/x"),
+            ("KIRI_BROKER_QUEUE", "10"),
+            ("KIRI_GATEWAY_ID", "site-7"),
+            ("KIRI_LOG", "debug"),
+            ("OTHER", "ignored"),
+        ]);
+        let c = Config::load_with_env(Some(&path), vars).unwrap();
+        assert_eq!(c.cloud.url, "mqtt://b:2");
+        assert_eq!(c.gateway.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.broker.queue, 10);
+        assert_eq!(c.topic_prefix(), "kiri/site-7");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let e = err("[cloud]\nulr = \"mqtt://a:1\"\n", &[]);
+        assert!(e.contains("ulr"), "{e}");
+        let e = err("[clod]\n", &[]);
+        assert!(e.contains("clod"), "{e}");
+        let e = err("", &[("KIRI_CLOUD_URLL", "x")]);
+        assert!(e.contains("urll"), "{e}");
+    }
+
+    #[test]
+    fn inconsistent_values_are_explained() {
+        let f = |extra: &str| {
+            format!(
+                "[[functions]]\nname = \"a\"\nmodule = \"a.wasm\"\ntriggers = [\"x/#\"]\n{extra}"
+            )
+        };
+        assert!(err(
+            &f("[[functions]]\nname = \"a\"\nmodule = \"b.wasm\"\ntriggers = [\"y\"]\n"),
+            &[]
+        )
+        .contains("defined twice"));
+        assert!(err(&f("").replace("x/#", "x/#/y"), &[]).contains("trigger"));
+        assert!(
+            err(&f("").replace("triggers = [\"x/#\"]", "triggers = []"), &[])
+                .contains("no triggers")
+        );
+        assert!(err("", &[("KIRI_CLOUD_URL", "mqtts://a:8883")]).contains("TLS"));
+        assert!(err("", &[("KIRI_GATEWAY_ID", "a/b")]).contains("gateway.id"));
+        assert!(err("", &[("KIRI_BROKER_QUEUE", "0")]).contains("broker.queue"));
+        assert!(err("[broker]\nmode = \"cloud\"\n", &[]).contains("cloud"));
+        assert!(
+            Config::load_with_env(Some(Path::new("/nonexistent/k.toml")), env(&[]))
+                .unwrap_err()
+                .to_string()
+                .contains("does not exist")
+        );
+    }
+
+    #[test]
+    fn mqtt_urls_parse() {
+        assert_eq!(
+            parse_mqtt_url("mqtt://host:1884"),
+            Ok(("host".into(), 1884))
+        );
+        assert_eq!(parse_mqtt_url("mqtt://host"), Ok(("host".into(), 1883)));
+        assert_eq!(
+            parse_mqtt_url("mqtt://[::1]:1885/"),
+            Ok(("::1".into(), 1885))
+        );
+        assert!(parse_mqtt_url("http://host").is_err());
+        assert!(parse_mqtt_url("mqtt://host:x").is_err());
+        assert!(parse_mqtt_url("mqtt://:1").is_err());
+    }
 }

@@ -48,10 +48,9 @@ fn on_event(event: &Event) -> Result<(), Error> {
         NOT_A_READING
     })?;
     let mut unit_buf = [0u8; 8];
-    let temperature_unit = match kiri_sdk::config("temperature_unit", &mut unit_buf) {
-        Some(u @ ("C" | "F" | "K")) => u,
-        _ => "F",
-    };
+    let temperature_unit = kiri_sdk::config("temperature_unit", &mut unit_buf)
+        .filter(|u| matches!(*u, "C" | "F" | "K"))
+        .unwrap_or("F");
     let (value, unit) = normalise(reading.value, reading.unit, temperature_unit);
     let out = Reading {
         value,
