@@ -17,6 +17,16 @@ use crate::dispatch::topic;
 /// The commented example configuration (`kiri config example`, `kiri.example.toml`).
 pub const EXAMPLE: &str = include_str!("../../kiri.example.toml");
 
+/// The tables of the configuration, for mapping environment variables to keys.
+const SECTIONS: [&str; 6] = [
+    "gateway",
+    "broker",
+    "cloud",
+    "outbox",
+    "dead_letters",
+    "dashboard",
+];
+
 /// Environment variables with this prefix override configuration keys.
 pub const ENV_PREFIX: &str = "KIRI_";
 
@@ -56,6 +66,7 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct GatewayConfig {
     /// This gateway's id: part of topics and record ids.
+    #[serde(deserialize_with = "text")]
     pub id: String,
     /// Where the store lives (relative paths are relative to the working directory).
     pub data_dir: PathBuf,
@@ -83,6 +94,15 @@ pub enum BrokerMode {
     External,
 }
 
+/// Text that may have been written as a number or boolean (`KIRI_GATEWAY_ID=42`).
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(ConfigValue::deserialize(d)?.to_string())
+}
+
+fn opt_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<ConfigValue>::deserialize(d)?.map(|v| v.to_string()))
+}
+
 /// `[broker]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -92,8 +112,10 @@ pub struct BrokerConfig {
     /// Embedded broker: the address it listens on.
     pub listen: SocketAddr,
     /// External broker: `mqtt://host:port`.
+    #[serde(deserialize_with = "text")]
     pub url: String,
     /// MQTT client id of the ingest session (default `kiri-<gateway.id>`).
+    #[serde(deserialize_with = "opt_text")]
     pub client_id: Option<String>,
     /// Largest payload accepted; larger messages are rejected and counted.
     pub max_message_bytes: usize,
@@ -128,10 +150,13 @@ impl Default for BrokerConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct CloudConfig {
     /// The cloud broker, `mqtt://host:port`.
+    #[serde(deserialize_with = "text")]
     pub url: String,
     /// Results go to `<topic_prefix>/<topic the function emitted>` (default `kiri/<gateway.id>`).
+    #[serde(deserialize_with = "opt_text")]
     pub topic_prefix: Option<String>,
     /// MQTT client id of the uplink (default `kiri-<gateway.id>-uplink`).
+    #[serde(deserialize_with = "opt_text")]
     pub client_id: Option<String>,
     /// Records published and not yet acknowledged, at most.
     pub inflight: u16,
@@ -388,9 +413,12 @@ impl Config {
                     return bad(format!("function {:?}: trigger {t:?}: {e}", f.name));
                 }
             }
-            if f.limits.fuel == 0 || f.limits.memory_bytes < 65536 {
+            if f.limits.fuel == 0
+                || f.limits.memory_bytes < 65536
+                || f.limits.memory_bytes > 1 << 32
+            {
                 return bad(format!(
-                    "function {:?}: limits.fuel must be > 0 and limits.memory_bytes >= 65536",
+                    "function {:?}: limits.fuel must be > 0 and limits.memory_bytes between 65536 and 4 GiB",
                     f.name
                 ));
             }
@@ -412,9 +440,17 @@ fn env_overrides(
         if rest == "LOG" {
             continue;
         }
+        if rest == "CONFIG_FILE" {
+            continue;
+        }
         let lower = rest.to_ascii_lowercase();
         let parsed: Value = value.parse().unwrap_or_else(|_| Value::from(value.clone()));
-        match lower.split_once('_') {
+        // Section names may contain `_` (dead_letters): match them by name, longest first.
+        let split = SECTIONS
+            .iter()
+            .filter_map(|s| Some((*s, lower.strip_prefix(s)?.strip_prefix('_')?)))
+            .max_by_key(|(s, _)| s.len());
+        match split {
             Some((section, key)) => {
                 let entry = root
                     .entry(section.to_string())
@@ -526,6 +562,8 @@ mod tests {
             ("KIRI_BROKER_QUEUE", "10"),
             ("KIRI_GATEWAY_ID", "site-7"),
             ("KIRI_LOG", "debug"),
+            ("KIRI_CONFIG_FILE", "not-a-key"),
+            ("KIRI_DEAD_LETTERS_MAX_RECORDS", "5"),
             ("OTHER", "ignored"),
         ]);
         let c = Config::load_with_env(Some(&path), vars).unwrap();
@@ -533,6 +571,9 @@ mod tests {
         assert_eq!(c.gateway.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.broker.queue, 10);
         assert_eq!(c.topic_prefix(), "kiri/site-7");
+        assert_eq!(c.dead_letters.max_records, 5);
+        let numeric = Config::load_with_env(None, env(&[("KIRI_GATEWAY_ID", "42")])).unwrap();
+        assert_eq!(numeric.gateway.id, "42");
     }
 
     #[test]

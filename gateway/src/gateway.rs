@@ -100,11 +100,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     });
 
+    let subscriptions = router.subscriptions();
+    let stale = store.replace_subscriptions(&subscriptions)?;
     let (tx, rx) = mpsc::channel(config.broker.queue);
     let ingest_task = tokio::spawn(ingest::run(
         eventloop,
         acker.clone(),
-        router.subscriptions(),
+        subscriptions,
+        stale,
+        config.broker.max_packet_bytes,
         tx,
     ));
 

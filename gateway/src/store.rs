@@ -63,4 +63,20 @@ impl Store {
         };
         Ok(Store { db, store_id })
     }
+
+    /// Records the filters the ingest session subscribes to now, and returns those an earlier
+    /// run subscribed to that are no longer wanted.
+    pub fn replace_subscriptions(&self, now: &[String]) -> Result<Vec<String>, StoreError> {
+        let meta = self.db.open_tree("meta")?;
+        let before: Vec<String> = match meta.get("subscriptions")? {
+            Some(v) => String::from_utf8_lossy(&v)
+                .lines()
+                .map(str::to_string)
+                .collect(),
+            None => Vec::new(),
+        };
+        meta.insert("subscriptions", now.join("\n").as_bytes())?;
+        self.db.flush()?;
+        Ok(before.into_iter().filter(|f| !now.contains(f)).collect())
+    }
 }

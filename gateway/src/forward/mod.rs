@@ -129,7 +129,6 @@ async fn session(
             event = events.recv() => match event {
                 Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                     connected = true;
-                    backoff.reset();
                     next = outbox.first_seq()?.unwrap_or(0);
                     metrics::gauge!("kiri_uplink_connected").set(1.0);
                     metrics::counter!("kiri_uplink_connects_total").increment(1);
@@ -138,6 +137,9 @@ async fn session(
                 Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => window.assigned(pkid),
                 Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
                     if let Some(seq) = window.acked(ack.pkid) {
+                        // Reset only on progress: a broker that accepts the connection but
+                        // drops it on a record it will not take is not retried at full speed.
+                        backoff.reset();
                         outbox.ack(seq)?;
                         metrics::counter!("kiri_uplink_delivered_total").increment(1);
                     }

@@ -7,7 +7,10 @@ pub mod broker;
 
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, SubscribeFilter};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, Publish, QoS, StateError,
+    SubscribeFilter,
+};
 use tokio::sync::mpsc;
 
 /// One message from the local broker, waiting to be processed and then acknowledged.
@@ -36,11 +39,15 @@ pub fn options(
     o
 }
 
-/// Drives the ingest session until the processor goes away.
+/// Drives the ingest session until the processor goes away. `stale` are filters an earlier
+/// configuration subscribed to that the current one does not use: the persistent session
+/// still holds them, so they are unsubscribed on the first connection.
 pub async fn run(
     mut eventloop: EventLoop,
     client: AsyncClient,
     subscriptions: Vec<String>,
+    mut stale: Vec<String>,
+    max_packet: usize,
     tx: mpsc::Sender<Incoming>,
 ) {
     let mut delay =
@@ -64,10 +71,17 @@ pub async fn run(
                     session_present = ack.session_present,
                     "connected to the local broker"
                 );
-                if ack.session_present {
-                    // The broker kept our subscriptions (and queued messages for us).
+                for filter in stale.drain(..) {
+                    tracing::info!(%filter, "unsubscribing a trigger no function uses any more");
+                    if let Err(e) = client.try_unsubscribe(filter) {
+                        tracing::error!(error = %e, "cannot queue an unsubscribe request");
+                    }
+                }
+                // Subscribe on every connection, even when the broker kept the session: the
+                // configuration may have gained triggers since (subscribing is idempotent).
+                if subscriptions.is_empty() {
                     metrics::gauge!("kiri_ingest_subscribed").set(1.0);
-                } else if !subscriptions.is_empty() {
+                } else {
                     let filters = subscriptions
                         .iter()
                         .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
@@ -87,6 +101,22 @@ pub async fn run(
             }
             Ok(_) => {}
             Err(e) => {
+                if let ConnectionError::MqttState(StateError::Deserialization(
+                    rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
+                )) = &e
+                {
+                    // Not acknowledgeable (its packet id was never read), so the broker sends it
+                    // again on every reconnect: only the broker's configuration can end this.
+                    metrics::counter!("kiri_ingest_rejected_total", "reason" => "over_packet_limit").increment(1);
+                    tracing::error!(
+                        size,
+                        max_packet_bytes = max_packet,
+                        "the local broker sent a message larger than broker.max_packet_bytes; it will \
+                         redeliver it on every reconnect. Limit message sizes at the broker (Mosquitto: \
+                         message_size_limit no larger than broker.max_message_bytes) or raise \
+                         broker.max_packet_bytes"
+                    );
+                }
                 metrics::gauge!("kiri_ingest_connected").set(0.0);
                 metrics::gauge!("kiri_ingest_subscribed").set(0.0);
                 metrics::counter!("kiri_ingest_connection_errors_total").increment(1);

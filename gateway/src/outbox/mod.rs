@@ -20,8 +20,9 @@
 //!   only sources of duplicates; each carries the same id both times.
 //!
 //! ## Invariants
-//! - A record is removed only by [`Outbox::ack`] (or, if its checksum fails, by
-//!   [`Outbox::read_from`], which counts it as corrupt): nothing else drops data.
+//! - A record is removed only by [`Outbox::ack`] (or, if it is damaged, by
+//!   [`Outbox::read_from`], which counts it as corrupt): nothing else drops data. A record of
+//!   an unknown format version is skipped and kept.
 //! - Usage (records and bytes) is bounded by `[outbox] max_records` / `max_bytes`; with
 //!   `when_full = "block"` the appender waits for room ([`Outbox::wait_for_room`]) and so stops
 //!   acknowledging inputs. A single append larger than the whole bound is let through when the
@@ -110,6 +111,9 @@ impl Outbox {
     /// Blocks until `records` more records of `bytes` more bytes fit (or the outbox is empty,
     /// or it is closed). Returns `false` if it was closed while waiting.
     pub fn wait_for_room(&self, records: u64, bytes: u64) -> bool {
+        if records == 0 {
+            return true;
+        }
         let mut u = self.usage.lock().expect("outbox usage lock");
         let mut counted = false;
         loop {
@@ -164,8 +168,9 @@ impl Outbox {
             batch.insert(&record::key(seq), value);
             seqs.push(seq);
         }
-        self.tree.apply_batch(batch)?;
+        // Under the usage lock, so an ack of these records cannot be counted before them.
         let mut u = self.usage.lock().expect("outbox usage lock");
+        self.tree.apply_batch(batch)?;
         u.records += records.len() as u64;
         u.bytes += bytes;
         self.publish_gauges(*u);
@@ -196,6 +201,10 @@ impl Outbox {
             };
             match record::decode(seq, &v) {
                 Ok(r) => out.push(r),
+                Err(e @ RecordError::Version(_)) => {
+                    // Written by another Kiri version: keep it for that version, skip it here.
+                    tracing::error!(seq, error = %e, "skipping an outbox record this version cannot read");
+                }
                 Err(e) => {
                     tracing::error!(seq, error = %e, "dropping corrupt outbox record");
                     metrics::counter!("kiri_outbox_corrupt_total").increment(1);
@@ -215,10 +224,10 @@ impl Outbox {
     }
 
     fn remove(&self, seq: u64) -> Result<bool, OutboxError> {
+        let mut u = self.usage.lock().expect("outbox usage lock");
         let Some(old) = self.tree.remove(record::key(seq))? else {
             return Ok(false);
         };
-        let mut u = self.usage.lock().expect("outbox usage lock");
         u.records = u.records.saturating_sub(1);
         u.bytes = u.bytes.saturating_sub(old.len() as u64);
         self.publish_gauges(*u);

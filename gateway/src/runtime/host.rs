@@ -68,10 +68,12 @@ fn memory(caller: &Caller<'_, HostState>) -> Result<Memory, Error> {
         .ok_or_else(|| Error::new("module exports no memory"))
 }
 
+/// Longest config key looked up, bytes.
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// Wasm pointers and lengths are unsigned 32-bit values carried in `i32`s.
 fn range(ptr: i32, len: i32, size: usize) -> Result<std::ops::Range<usize>, Error> {
-    let (Ok(p), Ok(l)) = (usize::try_from(ptr), usize::try_from(len)) else {
-        return Err(Error::new("negative pointer or length passed to the host"));
-    };
+    let (p, l) = (ptr as u32 as usize, len as u32 as usize);
     match p.checked_add(l) {
         Some(end) if end <= size => Ok(p..end),
         _ => Err(Error::new("pointer and length outside the module's memory")),
@@ -86,14 +88,16 @@ fn output(
     let [tp, tl, pp, pl] = args;
     let mem = memory(&caller)?;
     let (data, state) = mem.data_and_store_mut(&mut caller);
-    let topic = &data[range(tp, tl, data.len())?];
-    let payload = &data[range(pp, pl, data.len())?];
-    let Ok(topic) = std::str::from_utf8(topic) else {
-        return Ok(code::INVALID);
-    };
+    let topic = range(tp, tl, data.len())?;
+    let payload = range(pp, pl, data.len())?;
+    // Sizes first: nothing below may cost time in proportion to a length the guest chose.
     if topic.len() > MAX_TOPIC_BYTES || payload.len() > state.max_payload_bytes {
         return Ok(code::TOO_LARGE);
     }
+    let (topic, payload) = (&data[topic], &data[payload]);
+    let Ok(topic) = std::str::from_utf8(topic) else {
+        return Ok(code::INVALID);
+    };
     if topic::validate_name(topic).is_err() {
         return Ok(code::INVALID);
     }
@@ -135,14 +139,15 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
         |mut caller: Caller<'_, HostState>, lvl: i32, p: i32, l: i32| -> Result<(), Error> {
             let mem = memory(&caller)?;
             let (data, state) = mem.data_and_store_mut(&mut caller);
-            let bytes = &data[range(p, l, data.len())?];
+            let line = range(p, l, data.len())?;
+            let bytes = &data[line.start..line.start + line.len().min(MAX_LOG_BYTES)];
             state.log_lines += 1;
             if state.log_lines > MAX_LOG_LINES {
                 metrics::counter!("kiri_function_log_dropped_total", "function" => state.function.to_string())
                     .increment(1);
                 return Ok(());
             }
-            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_LOG_BYTES)]);
+            let text = String::from_utf8_lossy(bytes);
             let function = &*state.function;
             match lvl {
                 level::ERROR => tracing::error!(target: "kiri::function", function, "{text}"),
@@ -167,8 +172,12 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
          -> Result<i32, Error> {
             let mem = memory(&caller)?;
             let (data, state) = mem.data_and_store_mut(&mut caller);
-            let key = &data[range(kp, kl, data.len())?];
+            let key = range(kp, kl, data.len())?;
             let out = range(op, oc, data.len())?;
+            if key.len() > MAX_KEY_BYTES {
+                return Ok(code::NOT_FOUND);
+            }
+            let key = &data[key];
             let Some(value) = std::str::from_utf8(key)
                 .ok()
                 .and_then(|k| state.config.get(k))

@@ -297,17 +297,19 @@ fn call(
     let total = topic.len() + payload.len();
     let len = i32::try_from(total).map_err(|_| InvokeError::Alloc(total))?;
     let ptr = live.alloc.call(&mut *store, len).map_err(trap)?;
-    let start = usize::try_from(ptr).map_err(|_| InvokeError::Alloc(total))?;
-    if ptr == 0 || start + total > live.memory.data_size(&*store) {
+    // Wasm pointers are unsigned 32-bit values.
+    let start = ptr as u32 as usize;
+    if start == 0 || start + total > live.memory.data_size(&*store) {
         return Err(InvokeError::Alloc(total));
     }
     let mem = live.memory.data_mut(&mut *store);
     mem[start..start + topic.len()].copy_from_slice(topic.as_bytes());
     mem[start + topic.len()..start + total].copy_from_slice(payload);
+    // start + total fits in memory (at most 4 GiB), so these wrap to the right u32 values.
     let args = (
-        ptr,
+        start as u32 as i32,
         topic.len() as i32,
-        ptr + topic.len() as i32,
+        (start + topic.len()) as u32 as i32,
         payload.len() as i32,
         received_ms as i64,
     );
