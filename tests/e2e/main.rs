@@ -208,3 +208,50 @@ fn inputs_are_acknowledged_only_after_commit_so_a_kill_9_loses_nothing() {
         &missing[..missing.len().min(20)]
     );
 }
+
+#[test]
+fn triggers_follow_the_configuration_across_restarts_on_a_persistent_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Mosquitto::start(&dir.path().join("cloud"));
+    let local = Mosquitto::start(&dir.path().join("local"));
+    let sub = CloudSubscriber::start(cloud.port, "cloud-consumer-4");
+    let broker = format!("mode = \"external\"\nurl = \"{}\"", local.url());
+    let first = config(&cloud.url(), &broker);
+    let kiri_dir = dir.path().join("kiri");
+    let mut kiri = Kiri::start(&kiri_dir, &first, &[]);
+    publish_all(
+        local.port,
+        "s-a",
+        "sensors/a/temperature",
+        vec![reading("a", 0)],
+    );
+    sub.wait_for(1, Duration::from_secs(30), &mut kiri);
+    drop(kiri);
+
+    // Same session, new trigger set: `other/+/temperature` in, `sensors/+/temperature` out.
+    let second = first.replace("sensors/+/temperature", "other/+/temperature");
+    let mut kiri = Kiri::start(&kiri_dir, &second, &[]);
+    publish_all(
+        local.port,
+        "s-a",
+        "sensors/a/temperature",
+        vec![reading("a", 1)],
+    );
+    publish_all(
+        local.port,
+        "s-b",
+        "other/b/temperature",
+        vec![reading("b", 2)],
+    );
+    sub.wait_for(2, Duration::from_secs(30), &mut kiri);
+    assert_eq!(
+        sub.distinct_seqs(),
+        vec![0, 2],
+        "the old trigger is gone, the new one works"
+    );
+    assert_eq!(
+        kiri.metric("kiri_ingest_messages_total"),
+        1.0,
+        "no message on the removed trigger"
+    );
+}

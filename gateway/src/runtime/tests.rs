@@ -183,3 +183,35 @@ fn config_values_reach_the_guest() {
         .unwrap();
     assert_eq!(rt.invoke(f, "t", b"", 0).unwrap()[0].payload, b"30.5");
 }
+
+#[test]
+fn oversized_topics_are_refused_before_the_host_reads_them() {
+    let mut rt = Runtime::new(1024);
+    let imports = r#"(import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))"#;
+    // A 60 KiB "topic" of zero bytes: refused by size, not scanned.
+    let f = load(
+        &mut rt,
+        &with_body(
+            imports,
+            "(call $emit (i32.const 0) (i32.const 61440) (i32.const 0) (i32.const 0))",
+        ),
+    )
+    .unwrap();
+    assert!(matches!(
+        rt.invoke(f, "t", b"", 0),
+        Err(InvokeError::Failed(kiri_abi::code::TOO_LARGE))
+    ));
+    // A payload over max_payload_bytes (1024 here) likewise.
+    let g = load(
+        &mut rt,
+        &with_body(
+            imports,
+            "(call $emit (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 2048))",
+        ),
+    )
+    .unwrap();
+    assert!(matches!(
+        rt.invoke(g, "t", b"", 0),
+        Err(InvokeError::Failed(kiri_abi::code::TOO_LARGE))
+    ));
+}
