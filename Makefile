@@ -13,7 +13,7 @@ run: setup-run functions
 
 ## test: unit, property and end-to-end tests (installs Mosquitto as root if missing)
 test: setup-test functions
-	$(CARGO) test --workspace
+	@scripts/test.sh
 
 ## lint: formatting and clippy, for the host and for the wasm guests
 lint: setup-run

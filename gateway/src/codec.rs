@@ -80,45 +80,59 @@ impl Envelope {
 
     /// Decodes an envelope (what a cloud-side consumer does).
     pub fn decode(bytes: &[u8]) -> Result<Envelope, CodecError> {
-        let mut rest = bytes;
-        let value: Value = ciborium::de::from_reader(&mut rest)
-            .map_err(|e| CodecError::Malformed(e.to_string()))?;
-        let Value::Map(entries) = value else {
-            return Err(CodecError::Shape("envelope is not a map"));
-        };
-        let get = |k: &str| {
-            entries
-                .iter()
-                .find(|(key, _)| key.as_text() == Some(k))
-                .map(|(_, v)| v)
-        };
-        let text_of = |k: &'static str| -> Result<String, CodecError> {
-            get(k)
-                .and_then(Value::as_text)
-                .map(str::to_string)
-                .ok_or(CodecError::Shape(k))
-        };
-        let u64_of = |k: &'static str| -> Result<u64, CodecError> {
-            get(k)
-                .and_then(Value::as_integer)
-                .and_then(|i| u64::try_from(i).ok())
-                .ok_or(CodecError::Shape(k))
-        };
-        if u64_of("v")? != ENVELOPE_VERSION {
+        let m = Map::decode(bytes, "envelope is not a map")?;
+        if m.uint("v") != Some(ENVELOPE_VERSION) {
             return Err(CodecError::Shape("unknown envelope version"));
         }
+        let uint = |k: &'static str| m.uint(k).ok_or(CodecError::Shape(k));
         Ok(Envelope {
-            id: text_of("id")?,
-            gateway: text_of("gateway")?,
-            seq: u64_of("seq")?,
-            function: text_of("function")?,
-            topic: text_of("topic")?,
-            ts: u64_of("ts")?,
-            payload: get("payload")
+            id: m.text("id")?,
+            gateway: m.text("gateway")?,
+            seq: uint("seq")?,
+            function: m.text("function")?,
+            topic: m.text("topic")?,
+            ts: uint("ts")?,
+            payload: m
+                .get("payload")
                 .and_then(Value::as_bytes)
                 .cloned()
                 .ok_or(CodecError::Shape("payload"))?,
         })
+    }
+}
+
+/// A decoded CBOR map with text keys, for reading fields by name.
+struct Map(Vec<(Value, Value)>);
+
+impl Map {
+    fn decode(bytes: &[u8], not_a_map: &'static str) -> Result<Map, CodecError> {
+        let mut rest = bytes;
+        let value: Value = ciborium::de::from_reader(&mut rest)
+            .map_err(|e| CodecError::Malformed(e.to_string()))?;
+        match value {
+            Value::Map(entries) => Ok(Map(entries)),
+            _ => Err(CodecError::Shape(not_a_map)),
+        }
+    }
+
+    fn get(&self, k: &str) -> Option<&Value> {
+        self.0
+            .iter()
+            .find(|(key, _)| key.as_text() == Some(k))
+            .map(|(_, v)| v)
+    }
+
+    fn text(&self, k: &'static str) -> Result<String, CodecError> {
+        self.get(k)
+            .and_then(Value::as_text)
+            .map(str::to_string)
+            .ok_or(CodecError::Shape(k))
+    }
+
+    fn uint(&self, k: &str) -> Option<u64> {
+        self.get(k)
+            .and_then(Value::as_integer)
+            .and_then(|i| u64::try_from(i).ok())
     }
 }
 
@@ -158,41 +172,19 @@ pub fn encode_reading(r: &Reading) -> Vec<u8> {
 
 /// Decodes a reading (numbers may be integers or floats).
 pub fn decode_reading(bytes: &[u8]) -> Result<Reading, CodecError> {
-    let mut rest = bytes;
-    let value: Value =
-        ciborium::de::from_reader(&mut rest).map_err(|e| CodecError::Malformed(e.to_string()))?;
-    let Value::Map(entries) = value else {
-        return Err(CodecError::Shape("reading is not a map"));
-    };
-    let get = |k: &str| {
-        entries
-            .iter()
-            .find(|(key, _)| key.as_text() == Some(k))
-            .map(|(_, v)| v)
-    };
-    let text_of = |k: &'static str| {
-        get(k)
-            .and_then(Value::as_text)
-            .map(str::to_string)
-            .ok_or(CodecError::Shape(k))
-    };
-    let uint = |k: &str| {
-        get(k)
-            .and_then(Value::as_integer)
-            .and_then(|i| u64::try_from(i).ok())
-    };
-    let value = match get("value") {
+    let m = Map::decode(bytes, "reading is not a map")?;
+    let value = match m.get("value") {
         Some(Value::Float(f)) => *f,
         Some(Value::Integer(i)) => i128::from(*i) as f64,
         _ => return Err(CodecError::Shape("value")),
     };
     Ok(Reading {
-        sensor: text_of("sensor")?,
-        kind: text_of("kind")?,
+        sensor: m.text("sensor")?,
+        kind: m.text("kind")?,
         value,
-        unit: text_of("unit")?,
-        ts: uint("ts"),
-        seq: uint("seq"),
+        unit: m.text("unit")?,
+        ts: m.uint("ts"),
+        seq: m.uint("seq"),
     })
 }
 
