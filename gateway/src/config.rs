@@ -285,9 +285,19 @@ pub struct FunctionConfig {
     /// Values the function reads with the `config` host call.
     #[serde(default)]
     pub config: BTreeMap<String, ConfigValue>,
+    /// Topic filters the function may `publish` to on the local broker (none by default).
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Topic filters the function may `emit` to for the cloud (all by default).
+    #[serde(default = "all_topics")]
+    pub emit: Vec<String>,
     /// Sandbox limits.
     #[serde(default)]
     pub limits: FunctionLimits,
+}
+
+fn all_topics() -> Vec<String> {
+    vec!["#".to_string()]
 }
 
 /// Per-invocation sandbox limits of a function.
@@ -302,6 +312,8 @@ pub struct FunctionLimits {
     pub max_outputs: usize,
     /// Total output payload bytes per invocation, at most.
     pub max_output_bytes: usize,
+    /// Wall-clock time per invocation, milliseconds.
+    pub timeout_ms: u64,
 }
 
 impl Default for FunctionLimits {
@@ -311,6 +323,7 @@ impl Default for FunctionLimits {
             memory_bytes: 16 << 20,
             max_outputs: 64,
             max_output_bytes: 1 << 20,
+            timeout_ms: 1000,
         }
     }
 }
@@ -408,9 +421,16 @@ impl Config {
             if f.triggers.is_empty() {
                 return bad(format!("function {:?} has no triggers", f.name));
             }
-            for t in &f.triggers {
-                if let Err(e) = topic::validate_filter(t) {
-                    return bad(format!("function {:?}: trigger {t:?}: {e}", f.name));
+            let lists = [
+                ("trigger", &f.triggers),
+                ("publish", &f.publish),
+                ("emit", &f.emit),
+            ];
+            for (what, filters) in lists {
+                for t in filters {
+                    if let Err(e) = topic::validate_filter(t) {
+                        return bad(format!("function {:?}: {what} filter {t:?}: {e}", f.name));
+                    }
                 }
             }
             if f.limits.fuel == 0

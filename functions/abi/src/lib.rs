@@ -46,6 +46,8 @@ pub mod code {
     pub const LIMIT: i32 = -2;
     /// The requested item (a configuration key) does not exist.
     pub const NOT_FOUND: i32 = -3;
+    /// The function's configuration does not allow this topic (`publish` / `emit` lists).
+    pub const DENIED: i32 = -5;
     /// A topic is not valid UTF-8, is empty, or contains `+`, `#` or NUL.
     pub const INVALID: i32 = -6;
 }

@@ -83,6 +83,8 @@ impl Error {
     pub const TOO_LARGE: Error = Error(abi::code::TOO_LARGE);
     /// The invocation used up its output allowance.
     pub const LIMIT: Error = Error(abi::code::LIMIT);
+    /// The function may not use that topic (its `publish` / `emit` allow-list).
+    pub const DENIED: Error = Error(abi::code::DENIED);
     /// The topic is malformed.
     pub const INVALID: Error = Error(abi::code::INVALID);
 }

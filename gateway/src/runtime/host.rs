@@ -44,6 +44,7 @@ pub struct HostState {
     pub(crate) limits: StoreLimits,
     pub(crate) function: Arc<str>,
     pub(crate) config: Arc<BTreeMap<String, String>>,
+    pub(crate) permissions: Arc<super::Permissions>,
     pub(crate) outputs: Vec<Output>,
     pub(crate) output_bytes: usize,
     pub(crate) log_lines: u32,
@@ -100,6 +101,25 @@ fn output(
     };
     if topic::validate_name(topic).is_err() {
         return Ok(code::INVALID);
+    }
+    let allowed = match destination {
+        Destination::Cloud => &state.permissions.emit,
+        Destination::Local => &state.permissions.publish,
+    };
+    if !allowed.iter().any(|f| topic::matches(f, topic)) {
+        let kind = match destination {
+            Destination::Cloud => "emit",
+            Destination::Local => "publish",
+        };
+        metrics::counter!("kiri_output_denied_total", "function" => state.function.to_string(), "kind" => kind)
+            .increment(1);
+        tracing::warn!(
+            function = &*state.function,
+            topic,
+            kind,
+            "output to a topic the function may not use was refused"
+        );
+        return Ok(code::DENIED);
     }
     if state.outputs.len() >= state.max_outputs
         || state.output_bytes + payload.len() > state.max_output_bytes

@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kiri_abi::export;
+use std::time::{Duration, Instant};
+
 use wasmi::{
     Config as EngineConfig, Engine, ExternType, Linker, Memory, Module, Store, StoreLimitsBuilder,
-    TrapCode, TypedFunc, ValType,
+    TypedFunc, TypedResumableCall, ValType, WasmParams, WasmResults,
 };
 
 use host::HostState;
@@ -68,6 +70,9 @@ pub enum InvokeError {
     /// The invocation used all its fuel.
     #[error("out of fuel (limit {0})")]
     OutOfFuel(u64),
+    /// The invocation ran longer than `limits.timeout_ms` of wall-clock time.
+    #[error("timed out after {0} ms")]
+    Timeout(u64),
     /// The guest trapped (or a host call trapped on its behalf).
     #[error("trap: {0}")]
     Trap(String),
@@ -87,6 +92,7 @@ impl InvokeError {
     pub fn reason(&self) -> &'static str {
         match self {
             InvokeError::OutOfFuel(_) => "out_of_fuel",
+            InvokeError::Timeout(_) => "timeout",
             InvokeError::Trap(_) => "trap",
             InvokeError::Alloc(_) => "alloc",
             InvokeError::Failed(_) => "error",
@@ -109,7 +115,27 @@ struct Function {
     module: Module,
     limits: FunctionLimits,
     config: Arc<BTreeMap<String, String>>,
+    permissions: Arc<Permissions>,
     live: Option<Live>,
+}
+
+/// Where a function may send outputs: MQTT topic filters.
+#[derive(Debug, Clone)]
+pub struct Permissions {
+    /// Topics it may `publish` to on the local broker.
+    pub publish: Vec<String>,
+    /// Topics it may `emit` to for the cloud.
+    pub emit: Vec<String>,
+}
+
+impl Default for Permissions {
+    /// No local publishing; any cloud topic.
+    fn default() -> Self {
+        Permissions {
+            publish: Vec::new(),
+            emit: vec!["#".into()],
+        }
+    }
 }
 
 /// All loaded functions, sharing one engine.
@@ -153,7 +179,11 @@ impl Runtime {
             .iter()
             .map(|(k, v)| (k.clone(), v.to_string()))
             .collect();
-        self.load_bytes(&cfg.name, &bytes, cfg.limits.clone(), config)
+        let permissions = Permissions {
+            publish: cfg.publish.clone(),
+            emit: cfg.emit.clone(),
+        };
+        self.load_bytes(&cfg.name, &bytes, cfg.limits.clone(), config, permissions)
     }
 
     /// Like [`Runtime::load`] from bytes already in memory.
@@ -163,6 +193,7 @@ impl Runtime {
         wasm: &[u8],
         limits: FunctionLimits,
         config: BTreeMap<String, String>,
+        permissions: Permissions,
     ) -> Result<usize, LoadError> {
         let module = Module::new(&self.engine, wasm).map_err(LoadError::Invalid)?;
         check_interface(&module)?;
@@ -171,6 +202,7 @@ impl Runtime {
             module,
             limits,
             config: Arc::new(config),
+            permissions: Arc::new(permissions),
             live: None,
         };
         f.live = Some(self.instantiate(&f)?);
@@ -189,6 +221,7 @@ impl Runtime {
                 .build(),
             function: f.name.clone(),
             config: f.config.clone(),
+            permissions: f.permissions.clone(),
             outputs: Vec::new(),
             output_bytes: 0,
             log_lines: 0,
@@ -267,36 +300,102 @@ impl Runtime {
             self.functions[idx].live = Some(live);
         }
         let f = &mut self.functions[idx];
-        let fuel = f.limits.fuel;
         let live = f.live.as_mut().expect("instantiated above");
-        let result = call(live, fuel, topic, payload, received_ms);
+        let started = Instant::now();
+        let mut budget = Budget {
+            fuel: f.limits.fuel,
+            remaining: f.limits.fuel,
+            deadline: started + Duration::from_millis(f.limits.timeout_ms),
+            timeout_ms: f.limits.timeout_ms,
+        };
+        let result = call(live, &mut budget, topic, payload, received_ms);
+        let left = live.store.get_fuel().unwrap_or(0);
+        let used = budget.fuel - budget.remaining - left;
+        let name = f.name.to_string();
+        metrics::counter!("kiri_fuel_consumed_total", "function" => name.clone()).increment(used);
+        metrics::histogram!("kiri_invocation_seconds", "function" => name)
+            .record(started.elapsed().as_secs_f64());
         if matches!(
             result,
-            Err(InvokeError::Trap(_) | InvokeError::OutOfFuel(_))
+            Err(InvokeError::Trap(_) | InvokeError::OutOfFuel(_) | InvokeError::Timeout(_))
         ) {
+            // Its memory and globals may be in any state: the next call gets a fresh instance.
             f.live = None;
         }
         result
     }
 }
 
+/// Fuel is handed out in slices; between slices the wall clock is checked, so neither a
+/// spinning guest nor one calling the host in a loop can outlive its timeout by more than
+/// one slice.
+const FUEL_SLICE: u64 = 1_000_000;
+
+struct Budget {
+    fuel: u64,
+    remaining: u64,
+    deadline: Instant,
+    timeout_ms: u64,
+}
+
+impl Budget {
+    /// Moves the next slice (at least `need`) into the store, or says why it cannot.
+    fn refill(&mut self, store: &mut Store<HostState>, need: u64) -> Result<(), InvokeError> {
+        if Instant::now() >= self.deadline {
+            return Err(InvokeError::Timeout(self.timeout_ms));
+        }
+        let slice = FUEL_SLICE.max(need).min(self.remaining);
+        if slice == 0 || slice < need {
+            return Err(InvokeError::OutOfFuel(self.fuel));
+        }
+        self.remaining -= slice;
+        let left = store.get_fuel().unwrap_or(0);
+        store
+            .set_fuel(left + slice)
+            .map_err(|e| InvokeError::Trap(e.to_string()))
+    }
+}
+
+fn trap(e: wasmi::Error) -> InvokeError {
+    InvokeError::Trap(e.to_string())
+}
+
+/// Calls `func` within the budget's fuel and deadline.
+fn bounded<P: WasmParams, R: WasmResults>(
+    func: &TypedFunc<P, R>,
+    store: &mut Store<HostState>,
+    params: P,
+    budget: &mut Budget,
+) -> Result<R, InvokeError> {
+    let mut call = func.call_resumable(&mut *store, params).map_err(trap)?;
+    loop {
+        match call {
+            TypedResumableCall::Finished(r) => return Ok(r),
+            TypedResumableCall::OutOfFuel(next) => {
+                budget.refill(store, next.required_fuel())?;
+                call = next.resume(&mut *store).map_err(trap)?;
+            }
+            TypedResumableCall::HostTrap(t) => {
+                return Err(InvokeError::Trap(t.host_error().to_string()))
+            }
+        }
+    }
+}
+
 fn call(
     live: &mut Live,
-    fuel: u64,
+    budget: &mut Budget,
     topic: &str,
     payload: &[u8],
     received_ms: u64,
 ) -> Result<Vec<Output>, InvokeError> {
-    let trap = |e: wasmi::Error| match e.as_trap_code() {
-        Some(TrapCode::OutOfFuel) => InvokeError::OutOfFuel(fuel),
-        _ => InvokeError::Trap(e.to_string()),
-    };
     let store = &mut live.store;
     store.data_mut().reset();
-    store.set_fuel(fuel).map_err(trap)?;
+    store.set_fuel(0).map_err(trap)?;
+    budget.refill(store, 0)?;
     let total = topic.len() + payload.len();
     let len = i32::try_from(total).map_err(|_| InvokeError::Alloc(total))?;
-    let ptr = live.alloc.call(&mut *store, len).map_err(trap)?;
+    let ptr = bounded(&live.alloc, store, len, budget)?;
     // Wasm pointers are unsigned 32-bit values.
     let start = ptr as u32 as usize;
     if start == 0 || start + total > live.memory.data_size(&*store) {
@@ -313,7 +412,7 @@ fn call(
         payload.len() as i32,
         received_ms as i64,
     );
-    let rc = live.on_event.call(&mut *store, args).map_err(trap)?;
+    let rc = bounded(&live.on_event, store, args, budget)?;
     if rc != 0 {
         return Err(InvokeError::Failed(rc));
     }

@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use super::*;
 
@@ -29,6 +30,7 @@ fn load(rt: &mut Runtime, wat: &str) -> Result<usize, LoadError> {
         &wat::parse_str(wat).unwrap(),
         FunctionLimits::default(),
         BTreeMap::new(),
+        Permissions::default(),
     )
 }
 
@@ -161,7 +163,8 @@ fn modules_that_break_the_abi_are_refused_at_load() {
             "t",
             b"\0asm garbage",
             FunctionLimits::default(),
-            BTreeMap::new()
+            BTreeMap::new(),
+            Permissions::default()
         ),
         Err(LoadError::Invalid(_))
     ));
@@ -179,7 +182,13 @@ fn config_values_reach_the_guest() {
     let wasm = wat::parse_str(with_body(imports, body)).unwrap();
     let config = BTreeMap::from([("limit".to_string(), "30.5".to_string())]);
     let f = rt
-        .load_bytes("t", &wasm, FunctionLimits::default(), config)
+        .load_bytes(
+            "t",
+            &wasm,
+            FunctionLimits::default(),
+            config,
+            Permissions::default(),
+        )
         .unwrap();
     assert_eq!(rt.invoke(f, "t", b"", 0).unwrap()[0].payload, b"30.5");
 }
@@ -214,4 +223,108 @@ fn oversized_topics_are_refused_before_the_host_reads_them() {
         rt.invoke(g, "t", b"", 0),
         Err(InvokeError::Failed(kiri_abi::code::TOO_LARGE))
     ));
+}
+
+#[test]
+fn outputs_outside_the_allow_lists_are_denied() {
+    let mut rt = Runtime::new(1024);
+    let imports = r#"(import "kiri" "publish" (func $publish (param i32 i32 i32 i32) (result i32)))
+      (import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
+      (data (i32.const 0) "act/1sensors/x")"#;
+    // publish("act/1") then emit("sensors/x"); returns the first non-zero code, or 0.
+    let body = "(local i32) (local.set 5 (call $publish (i32.const 0) (i32.const 5) (i32.const 0) (i32.const 0))) \
+                (if (i32.ne (local.get 5) (i32.const 0)) (then (return (local.get 5)))) \
+                (call $emit (i32.const 5) (i32.const 9) (i32.const 0) (i32.const 0))";
+    let wasm = wat::parse_str(with_body(imports, body)).unwrap();
+    let load_with = |rt: &mut Runtime, publish: &[&str], emit: &[&str]| {
+        let p = Permissions {
+            publish: publish.iter().map(|s| s.to_string()).collect(),
+            emit: emit.iter().map(|s| s.to_string()).collect(),
+        };
+        rt.load_bytes("t", &wasm, FunctionLimits::default(), BTreeMap::new(), p)
+            .unwrap()
+    };
+    let none = load_with(&mut rt, &[], &["#"]);
+    assert!(matches!(
+        rt.invoke(none, "t", b"", 0),
+        Err(InvokeError::Failed(kiri_abi::code::DENIED))
+    ));
+    let no_emit = load_with(&mut rt, &["act/+"], &["alerts/#"]);
+    assert!(matches!(
+        rt.invoke(no_emit, "t", b"", 0),
+        Err(InvokeError::Failed(kiri_abi::code::DENIED))
+    ));
+    let both = load_with(&mut rt, &["act/+"], &["sensors/#"]);
+    let out = rt.invoke(both, "t", b"", 0).unwrap();
+    assert_eq!(
+        out.iter()
+            .map(|o| (o.destination, o.topic.as_str()))
+            .collect::<Vec<_>>(),
+        vec![
+            (Destination::Local, "act/1"),
+            (Destination::Cloud, "sensors/x")
+        ]
+    );
+}
+
+#[test]
+fn a_spinning_guest_is_stopped_by_the_wall_clock_even_with_fuel_left() {
+    let mut rt = Runtime::new(1024);
+    let wasm = wat::parse_str(with_body("", "(loop (br 0)) i32.const 0")).unwrap();
+    let limits = FunctionLimits {
+        fuel: u64::MAX / 2,
+        timeout_ms: 50,
+        ..FunctionLimits::default()
+    };
+    let f = rt
+        .load_bytes("t", &wasm, limits, BTreeMap::new(), Permissions::default())
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        rt.invoke(f, "t", b"", 0),
+        Err(InvokeError::Timeout(50))
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "stopped, not run to fuel exhaustion"
+    );
+}
+
+#[test]
+fn a_guest_calling_the_host_in_a_loop_is_stopped_too() {
+    let mut rt = Runtime::new(1024);
+    let imports = r#"(import "kiri" "now_ms" (func $now (result i64)))"#;
+    let wasm = wat::parse_str(with_body(
+        imports,
+        "(loop (drop (call $now)) (br 0)) i32.const 0",
+    ))
+    .unwrap();
+    let limits = FunctionLimits {
+        fuel: u64::MAX / 2,
+        timeout_ms: 50,
+        ..FunctionLimits::default()
+    };
+    let f = rt
+        .load_bytes("t", &wasm, limits, BTreeMap::new(), Permissions::default())
+        .unwrap();
+    assert!(matches!(
+        rt.invoke(f, "t", b"", 0),
+        Err(InvokeError::Timeout(50))
+    ));
+}
+
+#[test]
+fn unbounded_recursion_traps_cleanly() {
+    let mut rt = Runtime::new(1024);
+    let wat = r#"(module
+      (memory (export "memory") 1)
+      (func $deep (param i32) (result i32) (call $deep (i32.add (local.get 0) (i32.const 1))))
+      (func (export "kiri_abi_version") (result i32) i32.const 1)
+      (func (export "kiri_alloc") (param i32) (result i32) i32.const 1024)
+      (func (export "kiri_on_event") (param i32 i32 i32 i32 i64) (result i32) (call $deep (i32.const 0))))"#;
+    let f = load(&mut rt, wat).unwrap();
+    let err = rt.invoke(f, "t", b"", 0).unwrap_err();
+    assert!(matches!(err, InvokeError::Trap(_)), "{err}");
+    let g = load(&mut rt, ECHO).unwrap();
+    assert_eq!(rt.invoke(g, "t", b"x", 0).unwrap().len(), 1);
 }
