@@ -314,6 +314,10 @@ pub struct FunctionLimits {
     pub max_output_bytes: usize,
     /// Wall-clock time per invocation, milliseconds.
     pub timeout_ms: u64,
+    /// Largest value one key-value write may store, bytes.
+    pub kv_max_value_bytes: usize,
+    /// Distinct keys one invocation may write or delete, at most.
+    pub kv_max_writes: usize,
 }
 
 impl Default for FunctionLimits {
@@ -324,6 +328,8 @@ impl Default for FunctionLimits {
             max_outputs: 64,
             max_output_bytes: 1 << 20,
             timeout_ms: 1000,
+            kv_max_value_bytes: 64 << 10,
+            kv_max_writes: 256,
         }
     }
 }
@@ -567,7 +573,7 @@ mod tests {
     fn the_shipped_example_parses_and_module_paths_follow_the_file() {
         let (dir, path) = file(EXAMPLE);
         let c = Config::load_with_env(Some(&path), env(&[])).unwrap();
-        assert_eq!(c.functions.len(), 2);
+        assert_eq!(c.functions.len(), 3);
         assert!(c.functions[0].module.starts_with(dir.path()));
         assert_eq!(c.functions[1].config["limit"].to_string(), "30");
         assert_eq!(c.functions[0].config["temperature_unit"].to_string(), "F");

@@ -40,7 +40,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let (backlog, backlog_bytes) = outbox.usage();
     tracing::info!(data_dir = %config.gateway.data_dir.display(), backlog, backlog_bytes, "store open");
 
-    let mut runtime = Runtime::new(config.broker.max_message_bytes);
+    let mut runtime = Runtime::new(config.broker.max_message_bytes, store.db.clone());
     for f in &config.functions {
         runtime
             .load(f)

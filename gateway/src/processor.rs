@@ -167,11 +167,11 @@ impl Processor {
             let span = tracing::debug_span!("invoke", function = %name, topic);
             let _guard = span.enter();
             match self.runtime.invoke(idx, topic, payload, m.received_ms) {
-                Ok(outputs) => {
+                Ok(invocation) => {
                     metrics::counter!("kiri_invocations_total", "function" => name.clone(), "outcome" => "ok").increment(1);
                     let now = crate::now_ms();
                     let mut records = Vec::new();
-                    for o in outputs {
+                    for o in invocation.outputs {
                         match o.destination {
                             Destination::Cloud => records.push(NewRecord {
                                 function: name.clone(),
@@ -186,7 +186,8 @@ impl Processor {
                     if !self.outbox.wait_for_room(records.len() as u64, bytes) {
                         return Err(ProcessError::ShuttingDown);
                     }
-                    self.outbox.append(&records)?;
+                    let state = (&invocation.kv, invocation.kv_writes.as_slice());
+                    self.outbox.append_with_state(&records, Some(state))?;
                 }
                 Err(e) => {
                     let reason = e.reason();

@@ -8,7 +8,8 @@ use std::time::Duration;
 use kiri::codec;
 use util::*;
 
-fn config(cloud_url: &str, broker: &str) -> String {
+/// A gateway configuration with the given broker section and function entries.
+fn config_with(cloud_url: &str, broker: &str, functions: &str) -> String {
     format!(
         r#"
 [gateway]
@@ -19,13 +20,18 @@ id = "gw-test"
 url = "{cloud_url}"
 backoff_initial_ms = 50
 backoff_max_ms = 500
-[[functions]]
-name = "convert"
-module = "{convert}"
-triggers = ["sensors/+/temperature"]
-"#,
-        convert = function_wasm("convert").display()
+{functions}
+"#
     )
+}
+
+/// ... with the `convert` example on `sensors/+/temperature`.
+fn config(cloud_url: &str, broker: &str) -> String {
+    let convert = format!(
+        "[[functions]]\nname = \"convert\"\nmodule = \"{}\"\ntriggers = [\"sensors/+/temperature\"]\n",
+        function_wasm("convert").display()
+    );
+    config_with(cloud_url, broker, &convert)
 }
 
 fn embedded(port: u16) -> String {
@@ -253,5 +259,53 @@ fn triggers_follow_the_configuration_across_restarts_on_a_persistent_session() {
         kiri.metric("kiri_ingest_messages_total"),
         1.0,
         "no message on the removed trigger"
+    );
+}
+
+#[test]
+fn function_state_is_durable_across_a_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Mosquitto::start(&dir.path().join("cloud"));
+    let sub = CloudSubscriber::start(cloud.port, "cloud-consumer-5");
+    let broker_port = free_port();
+    let average = format!(
+        "[[functions]]\nname = \"average\"\nmodule = \"{}\"\ntriggers = [\"sensors/+/temperature\"]\n\
+         emit = [\"averages/#\"]\nconfig = {{ window = 10 }}\n",
+        function_wasm("average").display()
+    );
+    let config = config_with(&cloud.url(), &embedded(broker_port), &average);
+    let mut kiri = Kiri::start(&dir.path().join("kiri"), &config, &[]);
+    // Distinct records (a kill -9 right after delivery may resend the last ones, same id).
+    let averages = |sub: &CloudSubscriber| -> Vec<f64> {
+        let mut seen = std::collections::HashSet::new();
+        sub.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, e)| seen.insert(e.id.clone()))
+            .map(|(_, e)| codec::decode_reading(&e.payload).unwrap().value)
+            .collect()
+    };
+    publish_all(
+        broker_port,
+        "s",
+        "sensors/s1/temperature",
+        vec![reading("s1", 10), reading("s1", 20)],
+    );
+    sub.wait_for(2, Duration::from_secs(30), &mut kiri);
+    assert_eq!(averages(&sub), vec![10.0, 15.0]);
+    kiri.kill9();
+    kiri.restart();
+    publish_all(
+        broker_port,
+        "s",
+        "sensors/s1/temperature",
+        vec![reading("s1", 30)],
+    );
+    sub.wait_for(3, Duration::from_secs(30), &mut kiri);
+    assert_eq!(
+        averages(&sub),
+        vec![10.0, 15.0, 20.0],
+        "the window survived the kill"
     );
 }

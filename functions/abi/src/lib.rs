@@ -34,6 +34,14 @@ pub mod import {
     pub const NOW_MS: &str = "now_ms";
     /// `(key_ptr, key_len, out_ptr, out_cap: i32) -> i32`: a configuration value.
     pub const CONFIG: &str = "config";
+    /// `(key_ptr, key_len, out_ptr, out_cap: i32) -> i32`: read a value from the function's store.
+    pub const KV_GET: &str = "kv_get";
+    /// `(key_ptr, key_len, val_ptr, val_len: i32) -> i32`: write a value (committed with the invocation).
+    pub const KV_PUT: &str = "kv_put";
+    /// `(key_ptr, key_len: i32) -> i32`: delete a key (committed with the invocation).
+    pub const KV_DELETE: &str = "kv_delete";
+    /// `(prefix_ptr, prefix_len, out_ptr, out_cap: i32) -> i32`: the keys starting with a prefix.
+    pub const KV_LIST: &str = "kv_list";
 }
 
 /// Result codes returned by host functions. Non-negative means success.

@@ -152,6 +152,58 @@ pub fn config<'b>(key: &str, buf: &'b mut [u8]) -> Option<&'b str> {
     core::str::from_utf8(&buf[..n as usize]).ok()
 }
 
+/// The function's own key-value state. Writes are kept with the invocation and committed
+/// together with its outputs when it succeeds; a failed invocation leaves no trace.
+pub mod kv {
+    use super::{check, host, Error};
+
+    /// Reads `key` into `buf`. `None` if the key is not set or the value does not fit.
+    pub fn get<'b>(key: &[u8], buf: &'b mut [u8]) -> Option<&'b [u8]> {
+        let n = host::kv_get(key, buf);
+        if n < 0 || n as usize > buf.len() {
+            return None;
+        }
+        Some(&buf[..n as usize])
+    }
+
+    /// Sets `key` to `value` (keys up to 256 bytes; values up to the function's limit).
+    pub fn put(key: &[u8], value: &[u8]) -> Result<(), Error> {
+        check(host::kv_put(key, value))
+    }
+
+    /// Deletes `key` (deleting a missing key is not an error).
+    pub fn delete(key: &[u8]) -> Result<(), Error> {
+        check(host::kv_delete(key))
+    }
+
+    /// The keys starting with `prefix`, in order, decoded from `buf` (up to 1024 keys).
+    /// `None` if they do not fit in `buf`.
+    pub fn list<'b>(prefix: &[u8], buf: &'b mut [u8]) -> Option<Keys<'b>> {
+        let n = host::kv_list(prefix, buf);
+        if n < 0 || n as usize > buf.len() {
+            return None;
+        }
+        Some(Keys {
+            rest: &buf[..n as usize],
+        })
+    }
+
+    /// Keys returned by [`list`].
+    pub struct Keys<'b> {
+        rest: &'b [u8],
+    }
+
+    impl<'b> Iterator for Keys<'b> {
+        type Item = &'b [u8];
+        fn next(&mut self) -> Option<&'b [u8]> {
+            let len = u16::from_be_bytes([*self.rest.first()?, *self.rest.get(1)?]) as usize;
+            let key = self.rest.get(2..2 + len)?;
+            self.rest = &self.rest[2 + len..];
+            Some(key)
+        }
+    }
+}
+
 /// Reads a configuration value and parses it (`limit = 30.5` → `config_parse::<f64>("limit")`).
 pub fn config_parse<T: core::str::FromStr>(key: &str) -> Option<T> {
     let mut buf = [0u8; 128];

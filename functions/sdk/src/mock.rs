@@ -5,7 +5,7 @@
 //! [`take_publishes`] and [`take_logs`].
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::string::{String, ToString};
 use std::vec::Vec;
 
@@ -16,6 +16,7 @@ struct State {
     publishes: Vec<(String, Vec<u8>)>,
     logs: Vec<(i32, String)>,
     now_ms: i64,
+    kv: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 std::thread_local! {
@@ -34,6 +35,11 @@ pub fn set_config(key: &str, value: &str) {
 /// Sets what [`now_ms`](crate::now_ms) returns.
 pub fn set_now_ms(ms: i64) {
     STATE.with(|s| s.borrow_mut().now_ms = ms);
+}
+
+/// The function's key-value state (the mock commits every write at once).
+pub fn kv_snapshot() -> BTreeMap<Vec<u8>, Vec<u8>> {
+    STATE.with(|s| s.borrow().kv.clone())
 }
 
 /// Results emitted since the last call, as `(topic, payload)`.
@@ -96,6 +102,40 @@ pub(crate) fn config(key: &[u8], out: &mut [u8]) -> i32 {
         }
         None => crate::abi::code::NOT_FOUND,
     })
+}
+
+fn copy_out(value: &[u8], out: &mut [u8]) -> i32 {
+    let n = value.len().min(out.len());
+    out[..n].copy_from_slice(&value[..n]);
+    value.len() as i32
+}
+
+pub(crate) fn kv_get(key: &[u8], out: &mut [u8]) -> i32 {
+    STATE.with(|s| match s.borrow().kv.get(key) {
+        Some(v) => copy_out(v, out),
+        None => crate::abi::code::NOT_FOUND,
+    })
+}
+
+pub(crate) fn kv_put(key: &[u8], value: &[u8]) -> i32 {
+    STATE.with(|s| s.borrow_mut().kv.insert(key.to_vec(), value.to_vec()));
+    crate::abi::code::OK
+}
+
+pub(crate) fn kv_delete(key: &[u8]) -> i32 {
+    STATE.with(|s| s.borrow_mut().kv.remove(key));
+    crate::abi::code::OK
+}
+
+pub(crate) fn kv_list(prefix: &[u8], out: &mut [u8]) -> i32 {
+    let mut encoded = Vec::new();
+    STATE.with(|s| {
+        for k in s.borrow().kv.keys().filter(|k| k.starts_with(prefix)) {
+            encoded.extend_from_slice(&(k.len() as u16).to_be_bytes());
+            encoded.extend_from_slice(k);
+        }
+    });
+    copy_out(&encoded, out)
 }
 
 pub(crate) fn alloc(_len: i32) -> i32 {

@@ -14,6 +14,34 @@ extern "C" {
     fn kiri_now_ms() -> i64;
     #[link_name = "config"]
     fn kiri_config(kp: *const u8, kl: usize, op: *mut u8, oc: usize) -> i32;
+    #[link_name = "kv_get"]
+    fn kiri_kv_get(kp: *const u8, kl: usize, op: *mut u8, oc: usize) -> i32;
+    #[link_name = "kv_put"]
+    fn kiri_kv_put(kp: *const u8, kl: usize, vp: *const u8, vl: usize) -> i32;
+    #[link_name = "kv_delete"]
+    fn kiri_kv_delete(kp: *const u8, kl: usize) -> i32;
+    #[link_name = "kv_list"]
+    fn kiri_kv_list(pp: *const u8, pl: usize, op: *mut u8, oc: usize) -> i32;
+}
+
+pub fn kv_get(key: &[u8], out: &mut [u8]) -> i32 {
+    // SAFETY: `out` is writable for its length; the host writes at most that many bytes.
+    unsafe { kiri_kv_get(key.as_ptr(), key.len(), out.as_mut_ptr(), out.len()) }
+}
+
+pub fn kv_put(key: &[u8], value: &[u8]) -> i32 {
+    // SAFETY: both slices are valid for their lengths; the host only reads them.
+    unsafe { kiri_kv_put(key.as_ptr(), key.len(), value.as_ptr(), value.len()) }
+}
+
+pub fn kv_delete(key: &[u8]) -> i32 {
+    // SAFETY: the slice is valid for its length; the host only reads it.
+    unsafe { kiri_kv_delete(key.as_ptr(), key.len()) }
+}
+
+pub fn kv_list(prefix: &[u8], out: &mut [u8]) -> i32 {
+    // SAFETY: as for kv_get.
+    unsafe { kiri_kv_list(prefix.as_ptr(), prefix.len(), out.as_mut_ptr(), out.len()) }
 }
 
 pub fn emit(topic: &[u8], payload: &[u8]) -> i32 {

@@ -46,6 +46,9 @@ pub enum OutboxError {
     Store(#[from] sled::Error),
 }
 
+/// A write to another tree committed with records: key, and value (`None` deletes).
+pub type StateWrite = (Vec<u8>, Option<Vec<u8>>);
+
 /// A result to append.
 #[derive(Debug, Clone)]
 pub struct NewRecord {
@@ -155,22 +158,62 @@ impl Outbox {
 
     /// Appends `records` atomically (all or none). Not durable until [`Outbox::flush`].
     pub fn append(&self, records: &[NewRecord]) -> Result<Vec<u64>, OutboxError> {
-        if records.is_empty() {
+        self.append_with_state(records, None)
+    }
+
+    /// Appends `records` and applies `state` writes (key → value, `None` deletes) to another
+    /// tree in one sled transaction: both or neither. Not durable until [`Outbox::flush`].
+    pub fn append_with_state(
+        &self,
+        records: &[NewRecord],
+        state: Option<(&sled::Tree, &[StateWrite])>,
+    ) -> Result<Vec<u64>, OutboxError> {
+        let state = state.filter(|(_, w)| !w.is_empty());
+        if records.is_empty() && state.is_none() {
             return Ok(Vec::new());
         }
-        let mut batch = sled::Batch::default();
+        let mut encoded = Vec::with_capacity(records.len());
         let mut seqs = Vec::with_capacity(records.len());
         let mut bytes = 0u64;
         for r in records {
             let seq = self.db.generate_id()?;
             let value = record::encode(r.created_ms, &r.function, &r.topic, &r.payload);
             bytes += value.len() as u64;
-            batch.insert(&record::key(seq), value);
+            encoded.push((record::key(seq), value));
             seqs.push(seq);
         }
         // Under the usage lock, so an ack of these records cannot be counted before them.
         let mut u = self.usage.lock().expect("outbox usage lock");
-        self.tree.apply_batch(batch)?;
+        match state {
+            None => {
+                let mut batch = sled::Batch::default();
+                for (k, v) in &encoded {
+                    batch.insert(&k[..], &v[..]);
+                }
+                self.tree.apply_batch(batch)?;
+            }
+            Some((kv, writes)) => {
+                use sled::transaction::{ConflictableTransactionError, TransactionError};
+                use sled::Transactional;
+                let result = (&self.tree, kv).transaction(|(outbox, kv)| {
+                    for (k, v) in &encoded {
+                        outbox.insert(&k[..], &v[..])?;
+                    }
+                    for (k, v) in writes {
+                        match v {
+                            Some(v) => kv.insert(&k[..], &v[..])?,
+                            None => kv.remove(&k[..])?,
+                        };
+                    }
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                });
+                match result {
+                    Ok(()) => {}
+                    Err(TransactionError::Storage(e)) => return Err(e.into()),
+                    Err(TransactionError::Abort(())) => unreachable!("the closure never aborts"),
+                }
+            }
+        }
         u.records += records.len() as u64;
         u.bytes += bytes;
         self.publish_gauges(*u);

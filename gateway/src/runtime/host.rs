@@ -51,6 +51,11 @@ pub struct HostState {
     pub(crate) max_outputs: usize,
     pub(crate) max_output_bytes: usize,
     pub(crate) max_payload_bytes: usize,
+    pub(crate) kv: sled::Tree,
+    /// This invocation's KV writes (`None` = delete), applied only if it succeeds.
+    pub(crate) kv_writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    pub(crate) max_kv_value_bytes: usize,
+    pub(crate) max_kv_writes: usize,
 }
 
 impl HostState {
@@ -59,6 +64,34 @@ impl HostState {
         self.outputs.clear();
         self.output_bytes = 0;
         self.log_lines = 0;
+        self.kv_writes.clear();
+    }
+
+    /// A key's value as this invocation sees it: its own writes first, then the store.
+    fn kv_read(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        if let Some(v) = self.kv_writes.get(key) {
+            return Ok(v.clone());
+        }
+        let stored = self
+            .kv
+            .get(key)
+            .map_err(|e| Error::new(format!("kv store: {e}")))?;
+        Ok(stored.map(|v| v.to_vec()))
+    }
+
+    fn kv_write(&mut self, key: &[u8], value: Option<&[u8]>) -> i32 {
+        if key.is_empty() || key.len() > MAX_KEY_BYTES {
+            return code::INVALID;
+        }
+        if value.is_some_and(|v| v.len() > self.max_kv_value_bytes) {
+            return code::TOO_LARGE;
+        }
+        if !self.kv_writes.contains_key(key) && self.kv_writes.len() >= self.max_kv_writes {
+            return code::LIMIT;
+        }
+        self.kv_writes
+            .insert(key.to_vec(), value.map(<[u8]>::to_vec));
+        code::OK
     }
 }
 
@@ -69,8 +102,10 @@ fn memory(caller: &Caller<'_, HostState>) -> Result<Memory, Error> {
         .ok_or_else(|| Error::new("module exports no memory"))
 }
 
-/// Longest config key looked up, bytes.
+/// Longest config or KV key, bytes.
 pub const MAX_KEY_BYTES: usize = 256;
+/// Keys returned by one `kv_list` call, at most.
+pub const MAX_LIST_KEYS: usize = 1024;
 
 /// Wasm pointers and lengths are unsigned 32-bit values carried in `i32`s.
 fn range(ptr: i32, len: i32, size: usize) -> Result<std::ops::Range<usize>, Error> {
@@ -204,19 +239,138 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
             else {
                 return Ok(code::NOT_FOUND);
             };
-            let n = value.len().min(out.len());
-            data[out.start..out.start + n].copy_from_slice(&value.as_bytes()[..n]);
-            Ok(i32::try_from(value.len()).unwrap_or(i32::MAX))
+            let value = value.clone();
+            Ok(answer(data, out, value.as_bytes()))
+        },
+    )?;
+    add_kv_to_linker(linker)
+}
+
+/// Copies `value` to `out` (as much as fits) and returns its full length, ABI style.
+fn answer(data: &mut [u8], out: std::ops::Range<usize>, value: &[u8]) -> i32 {
+    let n = value.len().min(out.len());
+    data[out.start..out.start + n].copy_from_slice(&value[..n]);
+    i32::try_from(value.len()).unwrap_or(i32::MAX)
+}
+
+/// Registers the key-value host functions: a namespace per function, reads see the
+/// invocation's own writes, writes are applied only when the invocation succeeds.
+fn add_kv_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
+    linker.func_wrap(
+        IMPORT_MODULE,
+        import::KV_GET,
+        |mut caller: Caller<'_, HostState>,
+         kp: i32,
+         kl: i32,
+         op: i32,
+         oc: i32|
+         -> Result<i32, Error> {
+            let mem = memory(&caller)?;
+            let (data, state) = mem.data_and_store_mut(&mut caller);
+            let key = range(kp, kl, data.len())?;
+            let out = range(op, oc, data.len())?;
+            if key.len() > MAX_KEY_BYTES {
+                return Ok(code::INVALID);
+            }
+            match state.kv_read(&data[key])? {
+                Some(v) => Ok(answer(data, out, &v)),
+                None => Ok(code::NOT_FOUND),
+            }
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        import::KV_PUT,
+        |mut caller: Caller<'_, HostState>,
+         kp: i32,
+         kl: i32,
+         vp: i32,
+         vl: i32|
+         -> Result<i32, Error> {
+            let mem = memory(&caller)?;
+            let (data, state) = mem.data_and_store_mut(&mut caller);
+            let key = range(kp, kl, data.len())?;
+            let value = range(vp, vl, data.len())?;
+            if key.len() > MAX_KEY_BYTES || value.len() > state.max_kv_value_bytes {
+                return Ok(if key.len() > MAX_KEY_BYTES {
+                    code::INVALID
+                } else {
+                    code::TOO_LARGE
+                });
+            }
+            Ok(state.kv_write(&data[key], Some(&data[value])))
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        import::KV_DELETE,
+        |mut caller: Caller<'_, HostState>, kp: i32, kl: i32| -> Result<i32, Error> {
+            let mem = memory(&caller)?;
+            let (data, state) = mem.data_and_store_mut(&mut caller);
+            let key = range(kp, kl, data.len())?;
+            if key.len() > MAX_KEY_BYTES {
+                return Ok(code::INVALID);
+            }
+            Ok(state.kv_write(&data[key], None))
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        import::KV_LIST,
+        |mut caller: Caller<'_, HostState>,
+         pp: i32,
+         pl: i32,
+         op: i32,
+         oc: i32|
+         -> Result<i32, Error> {
+            let mem = memory(&caller)?;
+            let (data, state) = mem.data_and_store_mut(&mut caller);
+            let prefix = range(pp, pl, data.len())?;
+            let out = range(op, oc, data.len())?;
+            if prefix.len() > MAX_KEY_BYTES {
+                return Ok(code::INVALID);
+            }
+            let prefix = data[prefix].to_vec();
+            // Stored keys, overlaid with this invocation's writes, in key order.
+            let mut keys = std::collections::BTreeSet::new();
+            for entry in state.kv.scan_prefix(&prefix).keys() {
+                let k = entry.map_err(|e| Error::new(format!("kv store: {e}")))?;
+                keys.insert(k.to_vec());
+                if keys.len() > MAX_LIST_KEYS + state.kv_writes.len() {
+                    break;
+                }
+            }
+            for (k, v) in state.kv_writes.range(prefix.clone()..) {
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                if v.is_some() {
+                    keys.insert(k.clone());
+                } else {
+                    keys.remove(k);
+                }
+            }
+            // Encoding: each key as a 2-byte big-endian length and the key bytes.
+            let mut encoded = Vec::new();
+            for k in keys.iter().take(MAX_LIST_KEYS) {
+                encoded.extend_from_slice(&(k.len() as u16).to_be_bytes());
+                encoded.extend_from_slice(k);
+            }
+            Ok(answer(data, out, &encoded))
         },
     )?;
     Ok(())
 }
 
 /// The names `add_to_linker` defines; a module importing anything else is refused at load.
-pub const IMPORTS: [&str; 5] = [
+pub const IMPORTS: [&str; 9] = [
     import::EMIT,
     import::PUBLISH,
     import::LOG,
     import::NOW_MS,
     import::CONFIG,
+    import::KV_GET,
+    import::KV_PUT,
+    import::KV_DELETE,
+    import::KV_LIST,
 ];

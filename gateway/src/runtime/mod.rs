@@ -16,12 +16,26 @@ use wasmi::{
 };
 
 use host::HostState;
-pub use host::{Destination, Output, MAX_TOPIC_BYTES};
+pub use host::{Destination, Output, MAX_KEY_BYTES, MAX_TOPIC_BYTES};
 
 use crate::config::{FunctionConfig, FunctionLimits};
 
 /// Largest module file accepted.
 pub const MAX_MODULE_BYTES: u64 = 32 << 20;
+
+/// A key-value write of a successful invocation: `None` deletes the key.
+pub use crate::outbox::StateWrite as KvWrite;
+
+/// What a successful invocation produced; to be committed together, atomically.
+#[derive(Debug)]
+pub struct Invocation {
+    /// Results and local messages, in call order.
+    pub outputs: Vec<Output>,
+    /// Writes to the function's key-value namespace, in key order.
+    pub kv_writes: Vec<KvWrite>,
+    /// The function's key-value namespace.
+    pub kv: sled::Tree,
+}
 
 /// A module that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +101,12 @@ pub enum InvokeError {
     Instantiate(LoadError),
 }
 
+impl From<sled::Error> for LoadError {
+    fn from(e: sled::Error) -> Self {
+        LoadError::Instantiate(wasmi::Error::new(format!("kv store: {e}")))
+    }
+}
+
 impl InvokeError {
     /// A short label for metrics and dead letters.
     pub fn reason(&self) -> &'static str {
@@ -116,6 +136,7 @@ struct Function {
     limits: FunctionLimits,
     config: Arc<BTreeMap<String, String>>,
     permissions: Arc<Permissions>,
+    kv: sled::Tree,
     live: Option<Live>,
 }
 
@@ -144,11 +165,13 @@ pub struct Runtime {
     linker: Linker<HostState>,
     functions: Vec<Function>,
     max_payload_bytes: usize,
+    db: sled::Db,
 }
 
 impl Runtime {
-    /// A runtime whose functions may emit payloads up to `max_payload_bytes`.
-    pub fn new(max_payload_bytes: usize) -> Runtime {
+    /// A runtime whose functions may emit payloads up to `max_payload_bytes` and keep state
+    /// in `db` (one tree per function, `kv/<name>`).
+    pub fn new(max_payload_bytes: usize, db: sled::Db) -> Runtime {
         let mut config = EngineConfig::default();
         config.consume_fuel(true);
         let engine = Engine::new(&config);
@@ -159,6 +182,7 @@ impl Runtime {
             linker,
             functions: Vec::new(),
             max_payload_bytes,
+            db,
         }
     }
 
@@ -203,6 +227,7 @@ impl Runtime {
             limits,
             config: Arc::new(config),
             permissions: Arc::new(permissions),
+            kv: self.db.open_tree(format!("kv/{name}"))?,
             live: None,
         };
         f.live = Some(self.instantiate(&f)?);
@@ -228,6 +253,10 @@ impl Runtime {
             max_outputs: f.limits.max_outputs,
             max_output_bytes: f.limits.max_output_bytes,
             max_payload_bytes: self.max_payload_bytes,
+            kv: f.kv.clone(),
+            kv_writes: BTreeMap::new(),
+            max_kv_value_bytes: f.limits.kv_max_value_bytes,
+            max_kv_writes: f.limits.kv_max_writes,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -283,8 +312,8 @@ impl Runtime {
         &self.functions[idx].name
     }
 
-    /// Runs function `idx` on one event. On success returns its outputs; on any failure
-    /// returns none of them. An instance that trapped is discarded; the next call gets a
+    /// Runs function `idx` on one event. On success returns its outputs and state writes,
+    /// for the caller to commit together; on any failure returns none of them. An instance that trapped is discarded; the next call gets a
     /// fresh one from the cached module.
     pub fn invoke(
         &mut self,
@@ -292,7 +321,7 @@ impl Runtime {
         topic: &str,
         payload: &[u8],
         received_ms: u64,
-    ) -> Result<Vec<Output>, InvokeError> {
+    ) -> Result<Invocation, InvokeError> {
         if self.functions[idx].live.is_none() {
             let live = self
                 .instantiate(&self.functions[idx])
@@ -308,7 +337,14 @@ impl Runtime {
             deadline: started + Duration::from_millis(f.limits.timeout_ms),
             timeout_ms: f.limits.timeout_ms,
         };
-        let result = call(live, &mut budget, topic, payload, received_ms);
+        let result =
+            call(live, &mut budget, topic, payload, received_ms).map(|outputs| Invocation {
+                outputs,
+                kv_writes: std::mem::take(&mut live.store.data_mut().kv_writes)
+                    .into_iter()
+                    .collect(),
+                kv: f.kv.clone(),
+            });
         let left = live.store.get_fuel().unwrap_or(0);
         let used = budget.fuel - budget.remaining - left;
         let name = f.name.to_string();

@@ -24,6 +24,11 @@ fn with_body(imports: &str, body: &str) -> String {
     )
 }
 
+fn runtime() -> Runtime {
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    Runtime::new(1024, db)
+}
+
 fn load(rt: &mut Runtime, wat: &str) -> Result<usize, LoadError> {
     rt.load_bytes(
         "t",
@@ -36,9 +41,9 @@ fn load(rt: &mut Runtime, wat: &str) -> Result<usize, LoadError> {
 
 #[test]
 fn a_function_emits_its_outputs() {
-    let mut rt = Runtime::new(1024);
+    let mut rt = runtime();
     let f = load(&mut rt, ECHO).unwrap();
-    let out = rt.invoke(f, "in/x", b"hello", 1).unwrap();
+    let out = rt.invoke(f, "in/x", b"hello", 1).unwrap().outputs;
     assert_eq!(
         out,
         vec![Output {
@@ -51,7 +56,7 @@ fn a_function_emits_its_outputs() {
 
 #[test]
 fn an_infinite_loop_runs_out_of_fuel_and_the_next_call_works() {
-    let mut rt = Runtime::new(1024);
+    let mut rt = runtime();
     let f = load(&mut rt, &with_body("", "(loop (br 0)) i32.const 0")).unwrap();
     assert!(matches!(
         rt.invoke(f, "t", b"", 0),
@@ -62,12 +67,12 @@ fn an_infinite_loop_runs_out_of_fuel_and_the_next_call_works() {
         Err(InvokeError::OutOfFuel(_))
     ));
     let g = load(&mut rt, ECHO).unwrap();
-    assert_eq!(rt.invoke(g, "t", b"ok", 0).unwrap().len(), 1);
+    assert_eq!(rt.invoke(g, "t", b"ok", 0).unwrap().outputs.len(), 1);
 }
 
 #[test]
 fn memory_cannot_grow_past_the_cap() {
-    let mut rt = Runtime::new(1024);
+    let mut rt = runtime();
     // Asks for 1 GiB; the default cap is 16 MiB, so memory.grow returns -1 and we return it.
     let f = load(&mut rt, &with_body("", "(memory.grow (i32.const 16384))")).unwrap();
     assert!(matches!(
@@ -78,7 +83,7 @@ fn memory_cannot_grow_past_the_cap() {
 
 #[test]
 fn a_pointer_outside_memory_traps_and_the_instance_is_replaced() {
-    let mut rt = Runtime::new(1024);
+    let mut rt = runtime();
     let imports = r#"(import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))"#;
     let f = load(
         &mut rt,
@@ -99,7 +104,7 @@ fn a_pointer_outside_memory_traps_and_the_instance_is_replaced() {
 
 #[test]
 fn wildcard_topics_and_too_many_outputs_get_error_codes_not_traps() {
-    let mut rt = Runtime::new(1024);
+    let mut rt = runtime();
     let imports = r#"(import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
       (data (i32.const 0) "a/#")"#;
     let f = load(
@@ -119,13 +124,13 @@ fn wildcard_topics_and_too_many_outputs_get_error_codes_not_traps() {
       (data (i32.const 0) "a")"#;
     let body = "(local i32) (block (loop (br_if 1 (i32.ne (call $emit (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 0)) (i32.const 0))) (br 0))) (i32.const 0)";
     let g = load(&mut rt, &with_body(imports, body)).unwrap();
-    let out = rt.invoke(g, "t", b"", 0).unwrap();
+    let out = rt.invoke(g, "t", b"", 0).unwrap().outputs;
     assert_eq!(out.len(), FunctionLimits::default().max_outputs);
 }
 
 #[test]
 fn a_failed_invocation_keeps_none_of_its_outputs() {
-    let mut rt = Runtime::new(1024);
+    let mut rt = runtime();
     let imports = r#"(import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
       (data (i32.const 0) "a")"#;
     let f = load(&mut rt, &with_body(imports, "(drop (call $emit (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 0))) unreachable")).unwrap();
@@ -134,12 +139,12 @@ fn a_failed_invocation_keeps_none_of_its_outputs() {
         Err(InvokeError::Trap(_))
     ));
     let g = load(&mut rt, ECHO).unwrap();
-    assert_eq!(rt.invoke(g, "t", b"x", 0).unwrap().len(), 1);
+    assert_eq!(rt.invoke(g, "t", b"x", 0).unwrap().outputs.len(), 1);
 }
 
 #[test]
 fn modules_that_break_the_abi_are_refused_at_load() {
-    let mut rt = Runtime::new(1024);
+    let mut rt = runtime();
     let bad_import = with_body(
         r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))"#,
         "i32.const 0",
@@ -173,7 +178,7 @@ fn modules_that_break_the_abi_are_refused_at_load() {
 
 #[test]
 fn config_values_reach_the_guest() {
-    let mut rt = Runtime::new(1024);
+    let mut rt = runtime();
     let imports = r#"(import "kiri" "config" (func $config (param i32 i32 i32 i32) (result i32)))
       (import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
       (data (i32.const 0) "limit")"#;
@@ -190,12 +195,15 @@ fn config_values_reach_the_guest() {
             Permissions::default(),
         )
         .unwrap();
-    assert_eq!(rt.invoke(f, "t", b"", 0).unwrap()[0].payload, b"30.5");
+    assert_eq!(
+        rt.invoke(f, "t", b"", 0).unwrap().outputs[0].payload,
+        b"30.5"
+    );
 }
 
 #[test]
 fn oversized_topics_are_refused_before_the_host_reads_them() {
-    let mut rt = Runtime::new(1024);
+    let mut rt = runtime();
     let imports = r#"(import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))"#;
     // A 60 KiB "topic" of zero bytes: refused by size, not scanned.
     let f = load(
@@ -227,7 +235,7 @@ fn oversized_topics_are_refused_before_the_host_reads_them() {
 
 #[test]
 fn outputs_outside_the_allow_lists_are_denied() {
-    let mut rt = Runtime::new(1024);
+    let mut rt = runtime();
     let imports = r#"(import "kiri" "publish" (func $publish (param i32 i32 i32 i32) (result i32)))
       (import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
       (data (i32.const 0) "act/1sensors/x")"#;
@@ -255,7 +263,7 @@ fn outputs_outside_the_allow_lists_are_denied() {
         Err(InvokeError::Failed(kiri_abi::code::DENIED))
     ));
     let both = load_with(&mut rt, &["act/+"], &["sensors/#"]);
-    let out = rt.invoke(both, "t", b"", 0).unwrap();
+    let out = rt.invoke(both, "t", b"", 0).unwrap().outputs;
     assert_eq!(
         out.iter()
             .map(|o| (o.destination, o.topic.as_str()))
@@ -269,7 +277,7 @@ fn outputs_outside_the_allow_lists_are_denied() {
 
 #[test]
 fn a_spinning_guest_is_stopped_by_the_wall_clock_even_with_fuel_left() {
-    let mut rt = Runtime::new(1024);
+    let mut rt = runtime();
     let wasm = wat::parse_str(with_body("", "(loop (br 0)) i32.const 0")).unwrap();
     let limits = FunctionLimits {
         fuel: u64::MAX / 2,
@@ -292,7 +300,7 @@ fn a_spinning_guest_is_stopped_by_the_wall_clock_even_with_fuel_left() {
 
 #[test]
 fn a_guest_calling_the_host_in_a_loop_is_stopped_too() {
-    let mut rt = Runtime::new(1024);
+    let mut rt = runtime();
     let imports = r#"(import "kiri" "now_ms" (func $now (result i64)))"#;
     let wasm = wat::parse_str(with_body(
         imports,
@@ -315,7 +323,7 @@ fn a_guest_calling_the_host_in_a_loop_is_stopped_too() {
 
 #[test]
 fn unbounded_recursion_traps_cleanly() {
-    let mut rt = Runtime::new(1024);
+    let mut rt = runtime();
     let wat = r#"(module
       (memory (export "memory") 1)
       (func $deep (param i32) (result i32) (call $deep (i32.add (local.get 0) (i32.const 1))))
@@ -326,5 +334,138 @@ fn unbounded_recursion_traps_cleanly() {
     let err = rt.invoke(f, "t", b"", 0).unwrap_err();
     assert!(matches!(err, InvokeError::Trap(_)), "{err}");
     let g = load(&mut rt, ECHO).unwrap();
-    assert_eq!(rt.invoke(g, "t", b"x", 0).unwrap().len(), 1);
+    assert_eq!(rt.invoke(g, "t", b"x", 0).unwrap().outputs.len(), 1);
+}
+
+const KV: &str = r#"(import "kiri" "kv_get" (func $get (param i32 i32 i32 i32) (result i32)))
+  (import "kiri" "kv_put" (func $put (param i32 i32 i32 i32) (result i32)))
+  (import "kiri" "kv_delete" (func $del (param i32 i32) (result i32)))
+  (import "kiri" "kv_list" (func $list (param i32 i32 i32 i32) (result i32)))
+  (import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
+  (data (i32.const 0) "k1k2")"#;
+
+/// A counter: reads "k1" (a u8, 0 if missing), emits it, writes it back plus one, and traps
+/// if the payload is non-empty (after the write).
+const COUNTER_BODY: &str = "(local i32)
+  (i32.store8 (i32.const 100) (i32.const 0))
+  (drop (call $get (i32.const 0) (i32.const 2) (i32.const 100) (i32.const 1)))
+  (drop (call $emit (i32.const 0) (i32.const 2) (i32.const 100) (i32.const 1)))
+  (i32.store8 (i32.const 100) (i32.add (i32.load8_u (i32.const 100)) (i32.const 1)))
+  (drop (call $put (i32.const 0) (i32.const 2) (i32.const 100) (i32.const 1)))
+  (if (i32.ne (local.get 3) (i32.const 0)) (then unreachable))
+  (i32.const 0)";
+
+fn commit(outbox: &crate::outbox::Outbox, inv: &Invocation) {
+    outbox
+        .append_with_state(&[], Some((&inv.kv, inv.kv_writes.as_slice())))
+        .unwrap();
+}
+
+#[test]
+fn state_is_committed_with_the_invocation_and_a_trap_leaves_no_trace() {
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let outbox = crate::outbox::Outbox::open(&db, Default::default()).unwrap();
+    let mut rt = Runtime::new(1024, db);
+    let f = load(&mut rt, &with_body(KV, COUNTER_BODY)).unwrap();
+    let first = rt.invoke(f, "t", b"", 0).unwrap();
+    assert_eq!(first.outputs[0].payload, [0]);
+    commit(&outbox, &first);
+    let second = rt.invoke(f, "t", b"", 0).unwrap();
+    assert_eq!(second.outputs[0].payload, [1], "sees the committed write");
+    // Not committed (as when the gateway dies before the commit): the store still says 1.
+    assert!(
+        matches!(rt.invoke(f, "t", b"x", 0), Err(InvokeError::Trap(_))),
+        "a trap after the write"
+    );
+    let third = rt.invoke(f, "t", b"", 0).unwrap();
+    assert_eq!(
+        third.outputs[0].payload,
+        [1],
+        "the trapped invocation's write left no trace"
+    );
+}
+
+#[test]
+fn each_function_sees_only_its_own_keys() {
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let outbox = crate::outbox::Outbox::open(&db, Default::default()).unwrap();
+    let mut rt = Runtime::new(1024, db);
+    let wasm = wat::parse_str(with_body(KV, COUNTER_BODY)).unwrap();
+    let a = rt
+        .load_bytes(
+            "a",
+            &wasm,
+            FunctionLimits::default(),
+            BTreeMap::new(),
+            Permissions::default(),
+        )
+        .unwrap();
+    let b = rt
+        .load_bytes(
+            "b",
+            &wasm,
+            FunctionLimits::default(),
+            BTreeMap::new(),
+            Permissions::default(),
+        )
+        .unwrap();
+    for _ in 0..3 {
+        let inv = rt.invoke(a, "t", b"", 0).unwrap();
+        commit(&outbox, &inv);
+    }
+    assert_eq!(
+        rt.invoke(b, "t", b"", 0).unwrap().outputs[0].payload,
+        [0],
+        "b starts from nothing"
+    );
+    assert_eq!(rt.invoke(a, "t", b"", 0).unwrap().outputs[0].payload, [3]);
+}
+
+#[test]
+fn list_and_delete_see_the_invocations_own_writes() {
+    let mut rt = runtime();
+    // put k1, put k2, delete k1, then list "k" into offset 200 and emit the listing.
+    let body = "(drop (call $put (i32.const 0) (i32.const 2) (i32.const 0) (i32.const 1)))
+      (drop (call $put (i32.const 2) (i32.const 2) (i32.const 0) (i32.const 1)))
+      (drop (call $del (i32.const 0) (i32.const 2)))
+      (drop (call $emit (i32.const 0) (i32.const 1) (i32.const 200)
+        (call $list (i32.const 0) (i32.const 1) (i32.const 200) (i32.const 64))))
+      (i32.const 0)";
+    let f = load(&mut rt, &with_body(KV, body)).unwrap();
+    let inv = rt.invoke(f, "t", b"", 0).unwrap();
+    assert_eq!(inv.outputs[0].payload, [0, 2, b'k', b'2']);
+    assert_eq!(
+        inv.kv_writes,
+        vec![
+            (b"k1".to_vec(), None),
+            (b"k2".to_vec(), Some(b"k".to_vec()))
+        ]
+    );
+}
+
+#[test]
+fn oversized_values_and_too_many_writes_are_refused() {
+    let mut rt = runtime();
+    let limits = FunctionLimits {
+        kv_max_value_bytes: 4,
+        kv_max_writes: 1,
+        ..FunctionLimits::default()
+    };
+    // put k1 = 5 bytes (TOO_LARGE), then k1 = 1 byte (ok), then k2 (LIMIT): emits the codes.
+    let body = "(i32.store (i32.const 100) (call $put (i32.const 0) (i32.const 2) (i32.const 0) (i32.const 5)))
+      (i32.store (i32.const 104) (call $put (i32.const 0) (i32.const 2) (i32.const 0) (i32.const 1)))
+      (i32.store (i32.const 108) (call $put (i32.const 2) (i32.const 2) (i32.const 0) (i32.const 1)))
+      (drop (call $emit (i32.const 0) (i32.const 1) (i32.const 100) (i32.const 12)))
+      (i32.const 0)";
+    let wasm = wat::parse_str(with_body(KV, body)).unwrap();
+    let f = rt
+        .load_bytes("t", &wasm, limits, BTreeMap::new(), Permissions::default())
+        .unwrap();
+    let out = rt.invoke(f, "t", b"", 0).unwrap();
+    let codes: Vec<i32> = out.outputs[0]
+        .payload
+        .chunks(4)
+        .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(codes, [kiri_abi::code::TOO_LARGE, 0, kiri_abi::code::LIMIT]);
 }
