@@ -17,6 +17,9 @@ use crate::dispatch::topic;
 /// The commented example configuration (`kiri config example`, `kiri.example.toml`).
 pub const EXAMPLE: &str = include_str!("../../kiri.example.toml");
 
+/// The shortest `every` accepted.
+pub const MIN_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The tables of the configuration, for mapping environment variables to keys.
 const SECTIONS: [&str; 6] = [
     "gateway",
@@ -281,7 +284,12 @@ pub struct FunctionConfig {
     /// Path to the `.wasm` module (relative to the config file's folder).
     pub module: PathBuf,
     /// MQTT topic filters (`+` and `#` allowed) that trigger the function.
+    #[serde(default)]
     pub triggers: Vec<String>,
+    /// Run on a fixed interval (`"10s"`, `"5m"`, `"1h 30m"`), with topic `$timer`.
+    pub every: Option<String>,
+    /// Run on a cron schedule (5 fields, or 6 with seconds first; UTC), with topic `$timer`.
+    pub cron: Option<String>,
     /// Values the function reads with the `config` host call.
     #[serde(default)]
     pub config: BTreeMap<String, ConfigValue>,
@@ -424,8 +432,28 @@ impl Config {
             if !names.insert(&f.name) {
                 return bad(format!("function {:?} is defined twice", f.name));
             }
-            if f.triggers.is_empty() {
-                return bad(format!("function {:?} has no triggers", f.name));
+            if f.triggers.is_empty() && f.every.is_none() && f.cron.is_none() {
+                return bad(format!(
+                    "function {:?} has no triggers, every or cron: nothing would run it",
+                    f.name
+                ));
+            }
+            if let Some(every) = &f.every {
+                match humantime::parse_duration(every) {
+                    Ok(d) if d >= MIN_EVERY => {}
+                    Ok(_) => {
+                        return bad(format!(
+                            "function {:?}: every = {every:?} is shorter than 100ms",
+                            f.name
+                        ))
+                    }
+                    Err(e) => return bad(format!("function {:?}: every = {every:?}: {e}", f.name)),
+                }
+            }
+            if let Some(cron) = &f.cron {
+                if let Err(e) = cron.parse::<croner::Cron>() {
+                    return bad(format!("function {:?}: cron = {cron:?}: {e}", f.name));
+                }
             }
             let lists = [
                 ("trigger", &f.triggers),
@@ -573,7 +601,7 @@ mod tests {
     fn the_shipped_example_parses_and_module_paths_follow_the_file() {
         let (dir, path) = file(EXAMPLE);
         let c = Config::load_with_env(Some(&path), env(&[])).unwrap();
-        assert_eq!(c.functions.len(), 3);
+        assert_eq!(c.functions.len(), 4);
         assert!(c.functions[0].module.starts_with(dir.path()));
         assert_eq!(c.functions[1].config["limit"].to_string(), "30");
         assert_eq!(c.functions[0].config["temperature_unit"].to_string(), "F");
@@ -629,6 +657,15 @@ mod tests {
             err(&f("").replace("triggers = [\"x/#\"]", "triggers = []"), &[])
                 .contains("no triggers")
         );
+        let (_d, timer_only) = file(&f("").replace(
+            "triggers = [\"x/#\"]",
+            "every = \"10s\"\ncron = \"*/5 * * * *\"",
+        ));
+        let c = Config::load_with_env(Some(&timer_only), env(&[])).unwrap();
+        assert_eq!(c.functions[0].every.as_deref(), Some("10s"));
+        assert!(err(&f("every = \"soon\""), &[]).contains("every"));
+        assert!(err(&f("every = \"1ms\""), &[]).contains("100ms"));
+        assert!(err(&f("cron = \"61 * * * *\""), &[]).contains("cron"));
         assert!(err("", &[("KIRI_CLOUD_URL", "mqtts://a:8883")]).contains("TLS"));
         assert!(err("", &[("KIRI_GATEWAY_ID", "a/b")]).contains("gateway.id"));
         assert!(err("", &[("KIRI_BROKER_QUEUE", "0")]).contains("broker.queue"));

@@ -17,6 +17,7 @@ use crate::outbox::Outbox;
 use crate::processor::Processor;
 use crate::runtime::Runtime;
 use crate::store::Store;
+use crate::timers;
 
 /// Runs the gateway described by `config` until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -103,6 +104,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let subscriptions = router.subscriptions();
     let stale = store.replace_subscriptions(&subscriptions)?;
     let (tx, rx) = mpsc::channel(config.broker.queue);
+    let mut timer_tasks = Vec::new();
+    for (idx, f) in config.functions.iter().enumerate() {
+        if let Some(every) = &f.every {
+            let period = humantime::parse_duration(every).expect("validated with the config");
+            timer_tasks.push(tokio::spawn(timers::every(
+                idx,
+                f.name.clone(),
+                period,
+                tx.clone(),
+            )));
+        }
+        if let Some(cron) = &f.cron {
+            let schedule = cron.parse().expect("validated with the config");
+            timer_tasks.push(tokio::spawn(timers::cron(
+                idx,
+                f.name.clone(),
+                schedule,
+                tx.clone(),
+            )));
+        }
+    }
     let ingest_task = tokio::spawn(ingest::run(
         eventloop,
         acker.clone(),
@@ -168,6 +190,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     // Stop taking input; the processor finishes its group (or gives it up unacknowledged).
     ingest_task.abort();
+    for t in &timer_tasks {
+        t.abort();
+    }
     outbox.close();
     let joined = tokio::task::spawn_blocking(move || processor_thread.join()).await;
     if let Ok(Ok(Err(e))) = joined {
@@ -175,6 +200,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     forward_task.abort();
     local_task.abort();
+    for t in timer_tasks {
+        t.abort();
+    }
     outbox.flush()?;
     match fatal {
         Some(e) => Err(e),

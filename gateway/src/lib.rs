@@ -2,7 +2,8 @@
 //!
 //! The modules follow the data flow: [`ingest`] (MQTT in) → [`dispatch`] (topic → functions)
 //! → [`runtime`] (wasmi sandbox) → [`outbox`] (durable FIFO) → [`forward`] (MQTT to the cloud),
-//! tied together by the [`processor`] and started by [`gateway::run`].
+//! tied together by the [`processor`] and started by [`gateway::run`]; [`timers`] are the
+//! other trigger.
 
 pub mod codec;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod outbox;
 pub mod processor;
 pub mod runtime;
 pub mod store;
+pub mod timers;
 
 pub use config::Config;
 pub use gateway::run;

@@ -20,6 +20,23 @@ use crate::runtime::{Destination, Output, Runtime};
 /// How long to wait for input before retrying acks the ingest session could not take.
 const ACK_RETRY: Duration = Duration::from_millis(10);
 
+/// Work for the processor: a message to process and acknowledge, or a timer tick.
+#[derive(Debug)]
+pub enum Work {
+    /// A message from the local broker.
+    Message(Incoming),
+    /// Function `function`'s `every` or `cron` schedule fired at `at_ms`.
+    Timer {
+        /// The function's index.
+        function: usize,
+        /// When it fired, ms since the Unix epoch.
+        at_ms: u64,
+    },
+}
+
+/// The topic timer events are delivered on.
+pub const TIMER_TOPIC: &str = "$timer";
+
 /// The processor could not commit; the gateway must stop rather than acknowledge.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -60,7 +77,7 @@ pub struct Processor {
 
 impl Processor {
     /// Processes until ingest closes the queue. Returns an error only if a commit failed.
-    pub fn run(mut self, mut rx: mpsc::Receiver<Incoming>) -> Result<(), ProcessError> {
+    pub fn run(mut self, mut rx: mpsc::Receiver<Work>) -> Result<(), ProcessError> {
         let mut group = Vec::with_capacity(self.batch);
         // Acks the ingest session could not take yet. Acks travel through the same rumqttc
         // event loop that reads messages, so they must never wait on it while ingest waits
@@ -94,8 +111,14 @@ impl Processor {
                 }
             }
             let mut local = Vec::new();
-            for m in &group {
-                match self.process(m, &mut local) {
+            for w in &group {
+                let result = match w {
+                    Work::Message(m) => self.process(m, &mut local),
+                    Work::Timer { function, at_ms } => {
+                        self.invoke(*function, TIMER_TOPIC, &[], *at_ms, &mut local)
+                    }
+                };
+                match result {
                     // Unacknowledged, the group is redelivered by the broker after a restart.
                     Err(ProcessError::ShuttingDown) => return Ok(()),
                     other => other?,
@@ -104,7 +127,8 @@ impl Processor {
             // Group commit: every output and dead letter of the group is durable after this.
             self.outbox.flush()?;
             metrics::counter!("kiri_commits_total").increment(1);
-            for m in group.drain(..) {
+            for w in group.drain(..) {
+                let Work::Message(m) = w else { continue };
                 if m.publish.qos == QoS::AtMostOnce {
                     continue;
                 }
@@ -163,45 +187,58 @@ impl Processor {
             return self.reject(m, "malformed", e.to_string());
         }
         for idx in self.router.route(topic) {
-            let name = self.runtime.name(idx).to_string();
-            let span = tracing::debug_span!("invoke", function = %name, topic);
-            let _guard = span.enter();
-            match self.runtime.invoke(idx, topic, payload, m.received_ms) {
-                Ok(invocation) => {
-                    metrics::counter!("kiri_invocations_total", "function" => name.clone(), "outcome" => "ok").increment(1);
-                    let now = crate::now_ms();
-                    let mut records = Vec::new();
-                    for o in invocation.outputs {
-                        match o.destination {
-                            Destination::Cloud => records.push(NewRecord {
-                                function: name.clone(),
-                                topic: o.topic,
-                                payload: o.payload,
-                                created_ms: now,
-                            }),
-                            Destination::Local => local.push(o),
-                        }
+            self.invoke(idx, topic, payload, m.received_ms, local)?;
+        }
+        Ok(())
+    }
+
+    /// Runs one function on one event and stages its outputs (or records its failure).
+    fn invoke(
+        &mut self,
+        idx: usize,
+        topic: &str,
+        payload: &[u8],
+        received_ms: u64,
+        local: &mut Vec<Output>,
+    ) -> Result<(), ProcessError> {
+        let name = self.runtime.name(idx).to_string();
+        let span = tracing::debug_span!("invoke", function = %name, topic);
+        let _guard = span.enter();
+        match self.runtime.invoke(idx, topic, payload, received_ms) {
+            Ok(invocation) => {
+                metrics::counter!("kiri_invocations_total", "function" => name.clone(), "outcome" => "ok").increment(1);
+                let now = crate::now_ms();
+                let mut records = Vec::new();
+                for o in invocation.outputs {
+                    match o.destination {
+                        Destination::Cloud => records.push(NewRecord {
+                            function: name.clone(),
+                            topic: o.topic,
+                            payload: o.payload,
+                            created_ms: now,
+                        }),
+                        Destination::Local => local.push(o),
                     }
-                    let bytes = records.iter().map(Outbox::encoded_len).sum();
-                    if !self.outbox.wait_for_room(records.len() as u64, bytes) {
-                        return Err(ProcessError::ShuttingDown);
-                    }
-                    let state = (&invocation.kv, invocation.kv_writes.as_slice());
-                    self.outbox.append_with_state(&records, Some(state))?;
                 }
-                Err(e) => {
-                    let reason = e.reason();
-                    metrics::counter!("kiri_invocations_total", "function" => name.clone(), "outcome" => reason).increment(1);
-                    tracing::warn!(error = %e, "invocation failed");
-                    self.dead_letters.record(&DeadLetter {
-                        function: Some(&name),
-                        topic,
-                        reason,
-                        error: e.to_string(),
-                        received_ms: m.received_ms,
-                        payload,
-                    })?;
+                let bytes = records.iter().map(Outbox::encoded_len).sum();
+                if !self.outbox.wait_for_room(records.len() as u64, bytes) {
+                    return Err(ProcessError::ShuttingDown);
                 }
+                let state = (&invocation.kv, invocation.kv_writes.as_slice());
+                self.outbox.append_with_state(&records, Some(state))?;
+            }
+            Err(e) => {
+                let reason = e.reason();
+                metrics::counter!("kiri_invocations_total", "function" => name.clone(), "outcome" => reason).increment(1);
+                tracing::warn!(error = %e, "invocation failed");
+                self.dead_letters.record(&DeadLetter {
+                    function: Some(&name),
+                    topic,
+                    reason,
+                    error: e.to_string(),
+                    received_ms,
+                    payload,
+                })?;
             }
         }
         Ok(())

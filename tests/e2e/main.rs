@@ -309,3 +309,60 @@ fn function_state_is_durable_across_a_kill_9() {
         "the window survived the kill"
     );
 }
+
+#[test]
+fn a_timer_flushes_windowed_aggregates() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Mosquitto::start(&dir.path().join("cloud"));
+    let sub = CloudSubscriber::start(cloud.port, "cloud-consumer-6");
+    let broker_port = free_port();
+    let window = format!(
+        "[[functions]]\nname = \"window\"\nmodule = \"{}\"\ntriggers = [\"sensors/+/temperature\"]\nevery = \"300ms\"\n",
+        function_wasm("window").display()
+    );
+    let mut kiri = Kiri::start(
+        &dir.path().join("kiri"),
+        &config_with(&cloud.url(), &embedded(broker_port), &window),
+        &[],
+    );
+    publish_all(
+        broker_port,
+        "s",
+        "sensors/s1/temperature",
+        (0..3).map(|i| reading("s1", i)).collect(),
+    );
+    // The readings may fall into one window or two; the counts must add up to 3, once each.
+    let counted = || -> u64 {
+        sub.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(topic, e)| {
+                assert_eq!(topic, "kiri/gw-test/aggregates/s1/temperature");
+                let v: ciborium::Value = ciborium::de::from_reader(&e.payload[..]).unwrap();
+                let count = v
+                    .as_map()
+                    .unwrap()
+                    .iter()
+                    .find(|(k, _)| k.as_text() == Some("count"))
+                    .unwrap()
+                    .1
+                    .clone();
+                u64::try_from(count.as_integer().unwrap()).unwrap()
+            })
+            .sum()
+    };
+    assert!(
+        poll_until(Duration::from_secs(30), || {
+            kiri.assert_running();
+            counted() >= 3
+        }),
+        "aggregates arrived"
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(counted(), 3, "each reading counted once");
+    assert!(
+        kiri.metric("kiri_invocations_total{function=\"window\",outcome=\"ok\"}") >= 5.0,
+        "readings and ticks"
+    );
+}

@@ -13,6 +13,8 @@ use rumqttc::{
 };
 use tokio::sync::mpsc;
 
+use crate::processor::Work;
+
 /// One message from the local broker, waiting to be processed and then acknowledged.
 #[derive(Debug)]
 pub struct Incoming {
@@ -48,7 +50,7 @@ pub async fn run(
     subscriptions: Vec<String>,
     mut stale: Vec<String>,
     max_packet: usize,
-    tx: mpsc::Sender<Incoming>,
+    tx: mpsc::Sender<Work>,
 ) {
     let mut delay =
         crate::forward::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -60,7 +62,7 @@ pub async fn run(
                     publish,
                     received_ms: crate::now_ms(),
                 };
-                if tx.send(incoming).await.is_err() {
+                if tx.send(Work::Message(incoming)).await.is_err() {
                     return;
                 }
             }
