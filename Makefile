@@ -4,15 +4,15 @@ CONFIG ?= kiri.example.toml
 WASM_TARGET := wasm32-unknown-unknown
 FUNCTIONS := kiri-fn-threshold kiri-fn-convert kiri-fn-average kiri-fn-window
 
-.PHONY: run test lint functions build setup-run setup-test clean
+.PHONY: run test lint functions functions-c build setup-run setup-test clean
 
 ## run: build the gateway (release) and the example functions, start it with $(CONFIG)
 run: setup-run functions
 	$(CARGO) build --release -p kiri
 	./target/release/kiri run --config $(CONFIG)
 
-## test: unit, property and end-to-end tests (installs Mosquitto as root if missing)
-test: setup-test functions
+## test: unit, property and end-to-end tests (installs Mosquitto, clang and lld as root if missing)
+test: setup-test functions functions-c
 	@scripts/test.sh
 
 ## lint: formatting and clippy, for the host and for the wasm guests
@@ -25,6 +25,15 @@ lint: setup-run
 functions: setup-run
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(FUNCTIONS))
 	@ls -l target/$(WASM_TARGET)/release/*.wasm
+
+## functions-c: build the C example (functions/examples/c) with clang to wasm32
+comma := ,
+C_EXPORTS := $(addprefix -Wl$(comma)--export=,kiri_abi_version kiri_alloc kiri_on_event)
+functions-c:
+	@mkdir -p target/wasm32-c
+	clang --target=wasm32 -nostdlib -O2 -mbulk-memory -Wl,--no-entry $(C_EXPORTS) \
+		-o target/wasm32-c/relay.wasm functions/examples/c/relay.c
+	@ls -l target/wasm32-c/relay.wasm
 
 ## build: the kiri binary (debug)
 build:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `make run` / `make test` need and says clearly what is missing otherwise.
 #   scripts/setup.sh run    the wasm32 Rust target (to build the example functions)
-#   scripts/setup.sh test   the same, plus Mosquitto (the tests' cloud and external broker)
+#   scripts/setup.sh test   the same, plus Mosquitto (the tests' cloud and external broker) and
+#                           clang + lld (to build the C example function)
 set -euo pipefail
 what="${1:-run}"
 missing=0
@@ -37,8 +38,15 @@ apt_install() {
 }
 
 if [ "$what" = "test" ]; then
+    need=()
     if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
-        apt_install mosquitto mosquitto-clients
+        need+=(mosquitto mosquitto-clients)
+    fi
+    # The C example function is built with clang for wasm32 and linked with wasm-ld (lld).
+    command -v clang >/dev/null 2>&1 || need+=(clang)
+    command -v wasm-ld >/dev/null 2>&1 || need+=(lld)
+    if [ "${#need[@]}" -gt 0 ]; then
+        apt_install "${need[@]}"
     fi
 fi
 

@@ -366,3 +366,29 @@ fn a_timer_flushes_windowed_aggregates() {
         "readings and ticks"
     );
 }
+
+#[test]
+fn a_function_written_in_c_against_the_abi_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Mosquitto::start(&dir.path().join("cloud"));
+    let sub = CloudSubscriber::start(cloud.port, "cloud-consumer-7");
+    let broker_port = free_port();
+    let relay = format!(
+        "[[functions]]\nname = \"relay\"\nmodule = \"{}\"\ntriggers = [\"sensors/+/raw\"]\nconfig = {{ prefix = \"copy\" }}\n",
+        c_function_wasm("relay").display()
+    );
+    let mut kiri = Kiri::start(
+        &dir.path().join("kiri"),
+        &config_with(&cloud.url(), &embedded(broker_port), &relay),
+        &[],
+    );
+    let sent: Vec<Vec<u8>> = (0..3).map(|i| reading("s1", i)).collect();
+    publish_all(broker_port, "s", "sensors/s1/raw", sent.clone());
+    sub.wait_for(3, Duration::from_secs(30), &mut kiri);
+    let received = sub.received.lock().unwrap();
+    assert!(received
+        .iter()
+        .all(|(t, e)| t == "kiri/gw-test/copy/sensors/s1/raw" && e.function == "relay"));
+    let payloads: Vec<Vec<u8>> = received.iter().map(|(_, e)| e.payload.clone()).collect();
+    assert_eq!(payloads, sent, "relayed unchanged, in order");
+}

@@ -65,6 +65,20 @@ pub fn function_wasm(name: &str) -> PathBuf {
     path
 }
 
+/// The C example function (built by `make functions-c`).
+pub fn c_function_wasm(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join(format!("wasm32-c/{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the C example first (`make functions-c`, or `make test`)",
+        path.display()
+    );
+    path
+}
+
 fn mosquitto_bin() -> PathBuf {
     for p in [
         "/usr/sbin/mosquitto",
