@@ -2,7 +2,7 @@
 CARGO ?= cargo
 CONFIG ?= kiri.example.toml
 WASM_TARGET := wasm32-unknown-unknown
-FUNCTIONS := kiri-fn-threshold kiri-fn-convert kiri-fn-average kiri-fn-window
+FUNCTIONS := kiri-fn-threshold kiri-fn-convert kiri-fn-average kiri-fn-window kiri-fn-zscore
 
 .PHONY: run test lint functions functions-c build setup-run setup-test clean
 

@@ -392,3 +392,54 @@ fn a_function_written_in_c_against_the_abi_runs() {
     let payloads: Vec<Vec<u8>> = received.iter().map(|(_, e)| e.payload.clone()).collect();
     assert_eq!(payloads, sent, "relayed unchanged, in order");
 }
+
+#[test]
+fn every_example_function_loads_and_handles_a_reading() {
+    use kiri::config::FunctionLimits;
+    use kiri::runtime::{Permissions, Runtime};
+    use std::collections::BTreeMap;
+
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let mut rt = Runtime::new(1 << 16, db);
+    let hot = codec::encode_reading(&codec::Reading {
+        sensor: "s1".into(),
+        kind: "temperature".into(),
+        value: 45.0,
+        unit: "C".into(),
+        ts: None,
+        seq: Some(1),
+    });
+    let examples: [(&str, std::path::PathBuf, &[(&str, &str)], usize); 6] = [
+        ("convert", function_wasm("convert"), &[], 1),
+        (
+            "threshold",
+            function_wasm("threshold"),
+            &[("limit", "30")],
+            1,
+        ),
+        ("average", function_wasm("average"), &[], 1),
+        ("window", function_wasm("window"), &[], 0),
+        ("zscore", function_wasm("zscore"), &[], 0),
+        ("relay", c_function_wasm("relay"), &[], 1),
+    ];
+    for (name, path, config, emits) in examples {
+        let wasm = std::fs::read(&path).unwrap();
+        let config: BTreeMap<String, String> = config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let f = rt
+            .load_bytes(
+                name,
+                &wasm,
+                FunctionLimits::default(),
+                config,
+                Permissions::default(),
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let out = rt
+            .invoke(f, "sensors/s1/temperature", &hot, 0)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(out.outputs.len(), emits, "{name}");
+    }
+}
