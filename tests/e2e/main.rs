@@ -409,7 +409,14 @@ fn every_example_function_loads_and_handles_a_reading() {
         ts: None,
         seq: Some(1),
     });
-    let examples: [(&str, std::path::PathBuf, &[(&str, &str)], usize); 6] = [
+    /// Name, module, config, results expected for one hot reading.
+    type Example = (
+        &'static str,
+        std::path::PathBuf,
+        &'static [(&'static str, &'static str)],
+        usize,
+    );
+    let examples: [Example; 6] = [
         ("convert", function_wasm("convert"), &[], 1),
         (
             "threshold",
