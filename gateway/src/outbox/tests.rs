@@ -6,11 +6,19 @@ use proptest::prelude::*;
 use super::*;
 
 fn open(dir: &Path, limits: OutboxConfig) -> (sled::Db, Outbox) {
-    let db = sled::Config::new()
-        .path(dir)
-        .cache_capacity(1 << 20)
-        .open()
-        .unwrap();
+    // sled's background flusher keeps the file lock for a moment after the last handle is
+    // dropped, so a reopen right after a close may have to wait for it.
+    let mut attempts = 0;
+    let db = loop {
+        match sled::Config::new().path(dir).cache_capacity(1 << 20).open() {
+            Ok(db) => break db,
+            Err(e) if attempts < 250 && e.to_string().contains("lock") => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("open: {e}"),
+        }
+    };
     let outbox = Outbox::open(&db, limits).unwrap();
     (db, outbox)
 }
