@@ -238,14 +238,19 @@ impl Default for DeadLetterConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DashboardConfig {
-    /// The HTTP address; it serves Prometheus metrics at `/metrics`.
+    /// The HTTP address (metrics, health, HTTP invocation).
     pub listen: SocketAddr,
+    /// The token for requests that change something (default: generated on first start and
+    /// kept in the store). Required explicitly when `listen` is not a loopback address.
+    #[serde(deserialize_with = "opt_text")]
+    pub token: Option<String>,
 }
 
 impl Default for DashboardConfig {
     fn default() -> Self {
         DashboardConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            token: None,
         }
     }
 }
@@ -293,6 +298,9 @@ pub struct FunctionConfig {
     /// Values the function reads with the `config` host call.
     #[serde(default)]
     pub config: BTreeMap<String, ConfigValue>,
+    /// Whether `POST /invoke/<name>` may run it (off by default).
+    #[serde(default)]
+    pub http: bool,
     /// Topic filters the function may `publish` to on the local broker (none by default).
     #[serde(default)]
     pub publish: Vec<String>,
@@ -416,6 +424,15 @@ impl Config {
                 return bad(format!("{key} must be at least 1"));
             }
         }
+        if !self.dashboard.listen.ip().is_loopback() && self.dashboard.token.is_none() {
+            return bad(format!(
+                "dashboard.listen = {} is reachable from the network: set dashboard.token (or KIRI_DASHBOARD_TOKEN) explicitly",
+                self.dashboard.listen
+            ));
+        }
+        if self.dashboard.token.as_ref().is_some_and(|t| t.len() < 16) {
+            return bad("dashboard.token must be at least 16 characters".into());
+        }
         let mut names = std::collections::HashSet::new();
         for f in &self.functions {
             let ok_name = !f.name.is_empty()
@@ -432,9 +449,9 @@ impl Config {
             if !names.insert(&f.name) {
                 return bad(format!("function {:?} is defined twice", f.name));
             }
-            if f.triggers.is_empty() && f.every.is_none() && f.cron.is_none() {
+            if f.triggers.is_empty() && f.every.is_none() && f.cron.is_none() && !f.http {
                 return bad(format!(
-                    "function {:?} has no triggers, every or cron: nothing would run it",
+                    "function {:?} has no triggers, every, cron or http: nothing would run it",
                     f.name
                 ));
             }
@@ -667,6 +684,13 @@ mod tests {
         assert!(err(&f("every = \"1ms\""), &[]).contains("100ms"));
         assert!(err(&f("cron = \"61 * * * *\""), &[]).contains("cron"));
         assert!(err("", &[("KIRI_CLOUD_URL", "mqtts://a:8883")]).contains("TLS"));
+        assert!(err("", &[("KIRI_DASHBOARD_LISTEN", "0.0.0.0:8080")]).contains("dashboard.token"));
+        assert!(err("", &[("KIRI_DASHBOARD_TOKEN", "short")]).contains("16"));
+        let open = env(&[
+            ("KIRI_DASHBOARD_LISTEN", "0.0.0.0:8080"),
+            ("KIRI_DASHBOARD_TOKEN", "a-long-enough-token"),
+        ]);
+        assert!(Config::load_with_env(None, open).is_ok());
         assert!(err("", &[("KIRI_GATEWAY_ID", "a/b")]).contains("gateway.id"));
         assert!(err("", &[("KIRI_BROKER_QUEUE", "0")]).contains("broker.queue"));
         assert!(err("[broker]\nmode = \"cloud\"\n", &[]).contains("cloud"));

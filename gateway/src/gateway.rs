@@ -1,6 +1,7 @@
 //! Starts every stage of the data flow and runs until a shutdown signal or a fatal error.
 
 use std::future::Future;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use rumqttc::AsyncClient;
 use tokio::sync::{mpsc, Notify};
 
 use crate::config::{parse_mqtt_url, BrokerMode, Config};
+use crate::dashboard;
 use crate::dead_letter::DeadLetters;
 use crate::dispatch::Router;
 use crate::forward::{self, Backoff, ForwardConfig};
@@ -21,19 +23,25 @@ use crate::timers;
 
 /// Runs the gateway described by `config` until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let (recorder, exporter) = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(config.dashboard.listen)
-        .build()
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics_handle = recorder.handle();
+    // A second gateway in one process (tests) keeps the first recorder; that is fine.
+    let _ = metrics::set_global_recorder(recorder);
+    let upkeep = metrics_handle.clone();
+    let upkeep_task = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    let http_listener = tokio::net::TcpListener::bind(config.dashboard.listen)
+        .await
         .with_context(|| {
             format!(
-                "cannot serve metrics on dashboard.listen = {}",
+                "cannot listen on dashboard.listen = {}",
                 config.dashboard.listen
             )
         })?;
-    // A second gateway in one process (tests) keeps the first recorder; that is fine.
-    let _ = metrics::set_global_recorder(recorder);
-    tokio::spawn(exporter);
-    tracing::info!(listen = %config.dashboard.listen, "metrics at /metrics");
 
     let store = Store::open(&config.gateway.data_dir, config.gateway.cache_bytes)?;
     let outbox = Arc::new(Outbox::open(&store.db, config.outbox.clone())?);
@@ -104,6 +112,38 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let subscriptions = router.subscriptions();
     let stale = store.replace_subscriptions(&subscriptions)?;
     let (tx, rx) = mpsc::channel(config.broker.queue);
+    let ready = Arc::new(AtomicBool::new(false));
+    let token: Arc<str> = match &config.dashboard.token {
+        Some(t) => t.as_str().into(),
+        None => store.dashboard_token()?.into(),
+    };
+    let functions = config
+        .functions
+        .iter()
+        .enumerate()
+        .map(|(index, f)| {
+            let f_info = dashboard::Invocable {
+                index,
+                http: f.http,
+                timeout_ms: f.limits.timeout_ms,
+            };
+            (f.name.clone(), f_info)
+        })
+        .collect();
+    let app = dashboard::router(dashboard::Dashboard {
+        metrics: metrics_handle,
+        work: tx.clone(),
+        functions: Arc::new(functions),
+        token,
+        ready: ready.clone(),
+        max_body: config.broker.max_message_bytes,
+    });
+    let http_task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(http_listener, app).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    tracing::info!(listen = %config.dashboard.listen, "HTTP: /metrics, /healthz, /readyz, /invoke/<function>");
     let mut timer_tasks = Vec::new();
     for (idx, f) in config.functions.iter().enumerate() {
         if let Some(every) = &f.every {
@@ -131,6 +171,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         subscriptions,
         stale,
         config.broker.max_packet_bytes,
+        ready,
         tx,
     ));
 
@@ -200,6 +241,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     forward_task.abort();
     local_task.abort();
+    http_task.abort();
+    upkeep_task.abort();
     for t in timer_tasks {
         t.abort();
     }

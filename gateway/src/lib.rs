@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod dashboard;
 pub mod dead_letter;
 pub mod dispatch;
 pub mod forward;

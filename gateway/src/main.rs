@@ -48,7 +48,11 @@ enum Command {
         seq: Option<u64>,
     },
     /// Decode a result envelope (as received from the cloud broker) from stdin and print it.
-    Decode,
+    Decode {
+        /// Stdin is a bare CBOR value (a reading, an HTTP response), not an envelope.
+        #[arg(long)]
+        reading: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -106,9 +110,15 @@ fn main() -> anyhow::Result<()> {
             std::io::stdout().write_all(&codec::encode_reading(&r))?;
             Ok(())
         }
-        Command::Decode => {
+        Command::Decode { reading } => {
             let mut bytes = Vec::new();
             std::io::stdin().read_to_end(&mut bytes)?;
+            if reading {
+                let value: ciborium::Value =
+                    ciborium::de::from_reader(&bytes[..]).context("stdin is not CBOR")?;
+                println!("{}", serde_json::to_string(&value)?);
+                return Ok(());
+            }
             let e = Envelope::decode(&bytes).context("stdin is not a Kiri result envelope")?;
             let payload: ciborium::Value = ciborium::de::from_reader(&e.payload[..])
                 .unwrap_or_else(|_| ciborium::Value::Bytes(e.payload.clone()));

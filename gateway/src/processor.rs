@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Publish, QoS};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::codec;
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::dispatch::Router;
 use crate::ingest::Incoming;
 use crate::outbox::{NewRecord, Outbox, OutboxError};
-use crate::runtime::{Destination, Output, Runtime};
+use crate::runtime::{Destination, InvokeError, Output, Runtime};
 
 /// How long to wait for input before retrying acks the ingest session could not take.
 const ACK_RETRY: Duration = Duration::from_millis(10);
@@ -32,7 +32,34 @@ pub enum Work {
         /// When it fired, ms since the Unix epoch.
         at_ms: u64,
     },
+    /// An HTTP invocation waiting for the function's response.
+    Invoke(HttpInvoke),
 }
+
+/// A synchronous invocation over HTTP.
+#[derive(Debug)]
+pub struct HttpInvoke {
+    /// The function's index.
+    pub function: usize,
+    /// The request body, passed as the payload.
+    pub body: Vec<u8>,
+    /// When the request arrived, ms since the Unix epoch.
+    pub received_ms: u64,
+    /// Gets the response body once the invocation's effects are committed, or why it failed.
+    pub reply: oneshot::Sender<Result<Vec<u8>, InvokeFailure>>,
+}
+
+/// Why an HTTP invocation produced no response.
+#[derive(Debug, Clone)]
+pub struct InvokeFailure {
+    /// Short reason: `trap`, `out_of_fuel`, `timeout`, `error`, `alloc`, `instantiate`.
+    pub reason: &'static str,
+    /// The full error.
+    pub error: String,
+}
+
+/// The topic HTTP invocations are delivered on.
+pub const HTTP_TOPIC: &str = "$http";
 
 /// The topic timer events are delivered on.
 pub const TIMER_TOPIC: &str = "$timer";
@@ -111,12 +138,33 @@ impl Processor {
                 }
             }
             let mut local = Vec::new();
-            for w in &group {
+            let mut replies = Vec::new();
+            for w in &mut group {
                 let result = match w {
                     Work::Message(m) => self.process(m, &mut local),
                     Work::Timer { function, at_ms } => {
-                        self.invoke(*function, TIMER_TOPIC, &[], *at_ms, &mut local)
+                        self.invoke_or_dead_letter(*function, TIMER_TOPIC, &[], *at_ms, &mut local)
                     }
+                    Work::Invoke(call) => self
+                        .invoke(
+                            call.function,
+                            HTTP_TOPIC,
+                            &call.body,
+                            call.received_ms,
+                            &mut local,
+                        )
+                        .map(|outcome| {
+                            let outcome =
+                                outcome
+                                    .map(Option::unwrap_or_default)
+                                    .map_err(|e| InvokeFailure {
+                                        reason: e.reason(),
+                                        error: e.to_string(),
+                                    });
+                            // The sender is taken out so the reply can follow the commit.
+                            let (tx, _) = oneshot::channel();
+                            replies.push((std::mem::replace(&mut call.reply, tx), outcome));
+                        }),
                 };
                 match result {
                     // Unacknowledged, the group is redelivered by the broker after a restart.
@@ -127,6 +175,10 @@ impl Processor {
             // Group commit: every output and dead letter of the group is durable after this.
             self.outbox.flush()?;
             metrics::counter!("kiri_commits_total").increment(1);
+            for (reply, outcome) in replies {
+                // The caller may have given up waiting; the effects are committed either way.
+                let _ = reply.send(outcome);
+            }
             for w in group.drain(..) {
                 let Work::Message(m) = w else { continue };
                 if m.publish.qos == QoS::AtMostOnce {
@@ -187,13 +239,13 @@ impl Processor {
             return self.reject(m, "malformed", e.to_string());
         }
         for idx in self.router.route(topic) {
-            self.invoke(idx, topic, payload, m.received_ms, local)?;
+            self.invoke_or_dead_letter(idx, topic, payload, m.received_ms, local)?;
         }
         Ok(())
     }
 
-    /// Runs one function on one event and stages its outputs (or records its failure).
-    fn invoke(
+    /// Runs one function on one event; a failure is recorded as a dead letter.
+    fn invoke_or_dead_letter(
         &mut self,
         idx: usize,
         topic: &str,
@@ -201,46 +253,64 @@ impl Processor {
         received_ms: u64,
         local: &mut Vec<Output>,
     ) -> Result<(), ProcessError> {
+        if let Err(e) = self.invoke(idx, topic, payload, received_ms, local)? {
+            let name = self.runtime.name(idx).to_string();
+            self.dead_letters.record(&DeadLetter {
+                function: Some(&name),
+                topic,
+                reason: e.reason(),
+                error: e.to_string(),
+                received_ms,
+                payload,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Runs one function on one event and stages its outputs and state for the group commit.
+    /// The inner result is the invocation's: its `respond` body, or why it failed.
+    fn invoke(
+        &mut self,
+        idx: usize,
+        topic: &str,
+        payload: &[u8],
+        received_ms: u64,
+        local: &mut Vec<Output>,
+    ) -> Result<Result<Option<Vec<u8>>, InvokeError>, ProcessError> {
         let name = self.runtime.name(idx).to_string();
         let span = tracing::debug_span!("invoke", function = %name, topic);
         let _guard = span.enter();
-        match self.runtime.invoke(idx, topic, payload, received_ms) {
-            Ok(invocation) => {
-                metrics::counter!("kiri_invocations_total", "function" => name.clone(), "outcome" => "ok").increment(1);
-                let now = crate::now_ms();
-                let mut records = Vec::new();
-                for o in invocation.outputs {
-                    match o.destination {
-                        Destination::Cloud => records.push(NewRecord {
-                            function: name.clone(),
-                            topic: o.topic,
-                            payload: o.payload,
-                            created_ms: now,
-                        }),
-                        Destination::Local => local.push(o),
-                    }
-                }
-                let bytes = records.iter().map(Outbox::encoded_len).sum();
-                if !self.outbox.wait_for_room(records.len() as u64, bytes) {
-                    return Err(ProcessError::ShuttingDown);
-                }
-                let state = (&invocation.kv, invocation.kv_writes.as_slice());
-                self.outbox.append_with_state(&records, Some(state))?;
-            }
+        let invocation = match self.runtime.invoke(idx, topic, payload, received_ms) {
+            Ok(invocation) => invocation,
             Err(e) => {
                 let reason = e.reason();
-                metrics::counter!("kiri_invocations_total", "function" => name.clone(), "outcome" => reason).increment(1);
+                metrics::counter!("kiri_invocations_total", "function" => name, "outcome" => reason)
+                    .increment(1);
                 tracing::warn!(error = %e, "invocation failed");
-                self.dead_letters.record(&DeadLetter {
-                    function: Some(&name),
-                    topic,
-                    reason,
-                    error: e.to_string(),
-                    received_ms,
-                    payload,
-                })?;
+                return Ok(Err(e));
+            }
+        };
+        metrics::counter!("kiri_invocations_total", "function" => name.clone(), "outcome" => "ok")
+            .increment(1);
+        let now = crate::now_ms();
+        let mut records = Vec::new();
+        for o in invocation.outputs {
+            match o.destination {
+                Destination::Cloud => records.push(NewRecord {
+                    function: name.clone(),
+                    topic: o.topic,
+                    payload: o.payload,
+                    created_ms: now,
+                }),
+                Destination::Local => local.push(o),
             }
         }
-        Ok(())
+        let bytes = records.iter().map(Outbox::encoded_len).sum();
+        if !self.outbox.wait_for_room(records.len() as u64, bytes) {
+            return Err(ProcessError::ShuttingDown);
+        }
+        let state = (&invocation.kv, invocation.kv_writes.as_slice());
+        self.outbox.append_with_state(&records, Some(state))?;
+        Ok(Ok(invocation.response))
     }
 }

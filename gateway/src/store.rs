@@ -22,6 +22,9 @@ pub enum StoreError {
         /// Why.
         source: sled::Error,
     },
+    /// The OS gave no random bytes for a token.
+    #[error("cannot generate a token: {0}")]
+    Random(std::io::Error),
     /// sled failed after opening.
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
@@ -62,6 +65,21 @@ impl Store {
             }
         };
         Ok(Store { db, store_id })
+    }
+
+    /// The dashboard token kept in the store, made (and logged, once) on first use.
+    pub fn dashboard_token(&self) -> Result<String, StoreError> {
+        let meta = self.db.open_tree("meta")?;
+        if let Some(t) = meta.get("dashboard_token")? {
+            return Ok(String::from_utf8_lossy(&t).into_owned());
+        }
+        let token = crate::dashboard::auth::generate().map_err(StoreError::Random)?;
+        meta.insert("dashboard_token", token.as_bytes())?;
+        self.db.flush()?;
+        tracing::warn!(
+            "generated the dashboard token (kept in the data directory; set dashboard.token to choose one): {token}"
+        );
+        Ok(token)
     }
 
     /// Records the filters the ingest session subscribes to now, and returns those an earlier

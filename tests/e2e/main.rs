@@ -450,3 +450,48 @@ fn every_example_function_loads_and_handles_a_reading() {
         assert_eq!(out.outputs.len(), emits, "{name}");
     }
 }
+
+#[test]
+fn functions_can_be_invoked_over_http_with_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Mosquitto::start(&dir.path().join("cloud"));
+    let broker_port = free_port();
+    let functions = format!(
+        "[[functions]]\nname = \"convert\"\nmodule = \"{m}\"\nhttp = true\n\
+         [[functions]]\nname = \"private\"\nmodule = \"{m}\"\ntriggers = [\"x/y\"]\n",
+        m = function_wasm("convert").display()
+    );
+    let token = "test-token-0123456789";
+    let env = [("KIRI_DASHBOARD_TOKEN", token.to_string())];
+    let kiri = Kiri::start(
+        &dir.path().join("kiri"),
+        &config_with(&cloud.url(), &embedded(broker_port), &functions),
+        &env,
+    );
+    assert_eq!(kiri.get_status("/healthz"), 200);
+    assert_eq!(kiri.get_status("/readyz"), 200);
+
+    let (status, body) = kiri.invoke("convert", Some(token), &reading("s1", 100));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let r = codec::decode_reading(&body).unwrap();
+    assert_eq!((r.value, r.unit.as_str()), (212.0, "F"));
+
+    assert_eq!(kiri.invoke("convert", None, b"").0, 401);
+    assert_eq!(
+        kiri.invoke("convert", Some("wrong-token-0123456789"), b"")
+            .0,
+        401
+    );
+    assert_eq!(
+        kiri.invoke("private", Some(token), b"").0,
+        404,
+        "http is off for it"
+    );
+    assert_eq!(kiri.invoke("nope", Some(token), b"").0, 404);
+    let (status, body) = kiri.invoke("convert", Some(token), b"not a reading");
+    assert_eq!(status, 500);
+    let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(err["reason"], "error");
+    let too_big = vec![0u8; 300 * 1024];
+    assert_eq!(kiri.invoke("convert", Some(token), &too_big).0, 413);
+}

@@ -265,6 +265,36 @@ impl Kiri {
         }
     }
 
+    /// `POST /invoke/<function>` with `body`: the status and response body.
+    pub fn invoke(&self, function: &str, token: Option<&str>, body: &[u8]) -> (u16, Vec<u8>) {
+        let url = format!("http://127.0.0.1:{}/invoke/{function}", self.metrics_port);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut req = agent.post(&url);
+        if let Some(t) = token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        let mut resp = req.send(body).expect("HTTP request");
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_vec().unwrap_or_default())
+    }
+
+    /// `GET` a path on the HTTP port: the status.
+    pub fn get_status(&self, path: &str) -> u16 {
+        let url = format!("http://127.0.0.1:{}{path}", self.metrics_port);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        agent
+            .get(&url)
+            .call()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+
     /// One value from `/metrics` (the sum over all label sets of the metric whose line
     /// starts with `prefix`), or 0 if absent.
     pub fn metric(&self, prefix: &str) -> f64 {

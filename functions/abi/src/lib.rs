@@ -34,6 +34,8 @@ pub mod import {
     pub const NOW_MS: &str = "now_ms";
     /// `(key_ptr, key_len, out_ptr, out_cap: i32) -> i32`: a configuration value.
     pub const CONFIG: &str = "config";
+    /// `(ptr, len: i32) -> i32`: set the response body of an HTTP invocation.
+    pub const RESPOND: &str = "respond";
     /// `(key_ptr, key_len, out_ptr, out_cap: i32) -> i32`: read a value from the function's store.
     pub const KV_GET: &str = "kv_get";
     /// `(key_ptr, key_len, val_ptr, val_len: i32) -> i32`: write a value (committed with the invocation).

@@ -132,6 +132,12 @@ pub fn publish(topic: &str, payload: &[u8]) -> Result<(), Error> {
     check(host::publish(topic.as_bytes(), payload))
 }
 
+/// Sets the response body of an HTTP invocation (`POST /invoke/<function>`; its topic is
+/// `$http`). Sent once the invocation's other effects are committed. Ignored for other events.
+pub fn respond(body: &[u8]) -> Result<(), Error> {
+    check(host::respond(body))
+}
+
 /// Writes a log line attributed to this function.
 pub fn log(level: Level, message: &str) {
     host::log(level.code(), message.as_bytes())

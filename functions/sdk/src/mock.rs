@@ -17,6 +17,7 @@ struct State {
     logs: Vec<(i32, String)>,
     now_ms: i64,
     kv: BTreeMap<Vec<u8>, Vec<u8>>,
+    response: Option<Vec<u8>>,
 }
 
 std::thread_local! {
@@ -40,6 +41,11 @@ pub fn set_now_ms(ms: i64) {
 /// The function's key-value state (the mock commits every write at once).
 pub fn kv_snapshot() -> BTreeMap<Vec<u8>, Vec<u8>> {
     STATE.with(|s| s.borrow().kv.clone())
+}
+
+/// The body last set with [`respond`](crate::respond), taken.
+pub fn take_response() -> Option<Vec<u8>> {
+    STATE.with(|s| s.borrow_mut().response.take())
 }
 
 /// Results emitted since the last call, as `(topic, payload)`.
@@ -78,6 +84,11 @@ pub(crate) fn publish(topic: &[u8], payload: &[u8]) -> i32 {
         Some(t) => STATE.with(|s| s.borrow_mut().publishes.push((t, payload.to_vec()))),
         None => return crate::abi::code::INVALID,
     }
+    crate::abi::code::OK
+}
+
+pub(crate) fn respond(body: &[u8]) -> i32 {
+    STATE.with(|s| s.borrow_mut().response = Some(body.to_vec()));
     crate::abi::code::OK
 }
 

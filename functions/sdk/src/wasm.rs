@@ -8,6 +8,8 @@ extern "C" {
     fn kiri_emit(tp: *const u8, tl: usize, pp: *const u8, pl: usize) -> i32;
     #[link_name = "publish"]
     fn kiri_publish(tp: *const u8, tl: usize, pp: *const u8, pl: usize) -> i32;
+    #[link_name = "respond"]
+    fn kiri_respond(p: *const u8, l: usize) -> i32;
     #[link_name = "log"]
     fn kiri_log(level: i32, p: *const u8, l: usize);
     #[link_name = "now_ms"]
@@ -52,6 +54,11 @@ pub fn emit(topic: &[u8], payload: &[u8]) -> i32 {
 pub fn publish(topic: &[u8], payload: &[u8]) -> i32 {
     // SAFETY: as for emit.
     unsafe { kiri_publish(topic.as_ptr(), topic.len(), payload.as_ptr(), payload.len()) }
+}
+
+pub fn respond(body: &[u8]) -> i32 {
+    // SAFETY: the slice is valid for its length; the host only reads it.
+    unsafe { kiri_respond(body.as_ptr(), body.len()) }
 }
 
 pub fn log(level: i32, msg: &[u8]) {

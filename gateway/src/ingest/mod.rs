@@ -5,6 +5,8 @@
 
 pub mod broker;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
@@ -50,6 +52,7 @@ pub async fn run(
     subscriptions: Vec<String>,
     mut stale: Vec<String>,
     max_packet: usize,
+    ready: Arc<AtomicBool>,
     tx: mpsc::Sender<Work>,
 ) {
     let mut delay =
@@ -83,6 +86,7 @@ pub async fn run(
                 // configuration may have gained triggers since (subscribing is idempotent).
                 if subscriptions.is_empty() {
                     metrics::gauge!("kiri_ingest_subscribed").set(1.0);
+                    ready.store(true, Ordering::Relaxed);
                 } else {
                     let filters = subscriptions
                         .iter()
@@ -98,6 +102,7 @@ pub async fn run(
                     tracing::error!(?subscriptions, "the local broker refused a subscription");
                 } else {
                     metrics::gauge!("kiri_ingest_subscribed").set(1.0);
+                    ready.store(true, Ordering::Relaxed);
                     tracing::info!(?subscriptions, "subscribed");
                 }
             }
@@ -121,6 +126,7 @@ pub async fn run(
                 }
                 metrics::gauge!("kiri_ingest_connected").set(0.0);
                 metrics::gauge!("kiri_ingest_subscribed").set(0.0);
+                ready.store(false, Ordering::Relaxed);
                 metrics::counter!("kiri_ingest_connection_errors_total").increment(1);
                 let wait = delay.next_delay();
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "local broker connection failed");

@@ -56,6 +56,8 @@ pub struct HostState {
     pub(crate) kv_writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     pub(crate) max_kv_value_bytes: usize,
     pub(crate) max_kv_writes: usize,
+    /// The body set by `respond` (HTTP invocations answer with it).
+    pub(crate) response: Option<Vec<u8>>,
 }
 
 impl HostState {
@@ -65,6 +67,7 @@ impl HostState {
         self.output_bytes = 0;
         self.log_lines = 0;
         self.kv_writes.clear();
+        self.response = None;
     }
 
     /// A key's value as this invocation sees it: its own writes first, then the store.
@@ -243,6 +246,20 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
             Ok(answer(data, out, value.as_bytes()))
         },
     )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        import::RESPOND,
+        |mut caller: Caller<'_, HostState>, p: i32, l: i32| -> Result<i32, Error> {
+            let mem = memory(&caller)?;
+            let (data, state) = mem.data_and_store_mut(&mut caller);
+            let body = range(p, l, data.len())?;
+            if body.len() > state.max_payload_bytes {
+                return Ok(code::TOO_LARGE);
+            }
+            state.response = Some(data[body].to_vec());
+            Ok(code::OK)
+        },
+    )?;
     add_kv_to_linker(linker)
 }
 
@@ -363,8 +380,9 @@ fn add_kv_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
 }
 
 /// The names `add_to_linker` defines; a module importing anything else is refused at load.
-pub const IMPORTS: [&str; 9] = [
+pub const IMPORTS: [&str; 10] = [
     import::EMIT,
+    import::RESPOND,
     import::PUBLISH,
     import::LOG,
     import::NOW_MS,

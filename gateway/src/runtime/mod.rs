@@ -35,6 +35,8 @@ pub struct Invocation {
     pub kv_writes: Vec<KvWrite>,
     /// The function's key-value namespace.
     pub kv: sled::Tree,
+    /// The body it set with `respond`, if any.
+    pub response: Option<Vec<u8>>,
 }
 
 /// A module that cannot be used.
@@ -63,7 +65,7 @@ pub enum LoadError {
         expected: &'static str,
     },
     /// The module imports something the host does not offer.
-    #[error("module imports {module}::{name}, which the host does not offer (ABI v1 offers kiri::{{emit, publish, log, now_ms, config}})")]
+    #[error("module imports {module}::{name}, which the host does not offer (ABI v1 offers kiri::{{emit, publish, respond, log, now_ms, config, kv_get, kv_put, kv_delete, kv_list}})")]
     Import {
         /// Import module.
         module: String,
@@ -257,6 +259,7 @@ impl Runtime {
             kv_writes: BTreeMap::new(),
             max_kv_value_bytes: f.limits.kv_max_value_bytes,
             max_kv_writes: f.limits.kv_max_writes,
+            response: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -307,6 +310,11 @@ impl Runtime {
         self.functions.is_empty()
     }
 
+    /// The index of the function called `name`.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.functions.iter().position(|f| &*f.name == name)
+    }
+
     /// The name of function `idx`.
     pub fn name(&self, idx: usize) -> &str {
         &self.functions[idx].name
@@ -344,6 +352,7 @@ impl Runtime {
                     .into_iter()
                     .collect(),
                 kv: f.kv.clone(),
+                response: live.store.data_mut().response.take(),
             });
         let left = live.store.get_fuel().unwrap_or(0);
         let used = budget.fuel - budget.remaining - left;

@@ -3,6 +3,8 @@
 //! kinds unchanged. The result goes to `readings/<sensor>/<kind>`.
 //!
 //! A payload that is not a reading fails the invocation with code 1 (logged by the gateway).
+//! Called over HTTP (`POST /invoke/convert`, topic `$http`), it answers with the normalised
+//! reading instead of emitting it.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
 use core::fmt::Write;
@@ -59,6 +61,9 @@ fn on_event(event: &Event) -> Result<(), Error> {
     };
     let mut buf = [0u8; 512];
     let n = out.encode(&mut buf).map_err(|_| TOO_BIG)?;
+    if event.topic == "$http" {
+        return kiri_sdk::respond(&buf[..n]);
+    }
     let mut topic = LineBuf::new();
     let _ = write!(topic, "readings/{}/{}", reading.sensor, reading.kind);
     kiri_sdk::emit(topic.as_str(), &buf[..n])
@@ -112,6 +117,19 @@ mod tests {
         let out = mock::take_emits();
         let r = Reading::decode(&out[0].1).unwrap();
         assert!(r.value.abs() < 1e-9 && r.unit == "C");
+    }
+
+    #[test]
+    fn over_http_it_answers_instead_of_emitting() {
+        on_event(&Event {
+            topic: "$http",
+            payload: &reading(0.0, "C"),
+            received_at_ms: 0,
+        })
+        .unwrap();
+        assert!(mock::take_emits().is_empty());
+        let body = mock::take_response().unwrap();
+        assert_eq!(Reading::decode(&body).unwrap().value, 32.0);
     }
 
     #[test]

@@ -1,0 +1,157 @@
+//! The gateway's HTTP endpoint (`dashboard.listen`): Prometheus metrics, health and
+//! readiness, and synchronous function invocation.
+//!
+//! | route | auth | what |
+//! |---|---|---|
+//! | `GET /metrics` | none | Prometheus text format |
+//! | `GET /healthz` | none | 200 while the process runs |
+//! | `GET /readyz` | none | 200 once the ingest session is subscribed, else 503 |
+//! | `POST /invoke/{function}` | token | runs a function with `http = true` on the body |
+
+pub mod auth;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::processor::{HttpInvoke, Work};
+
+/// A function as HTTP sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Invocable {
+    /// Its index in the runtime.
+    pub index: usize,
+    /// Whether `http = true`.
+    pub http: bool,
+    /// Its `limits.timeout_ms`.
+    pub timeout_ms: u64,
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct Dashboard {
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// The processor's queue.
+    pub work: mpsc::Sender<Work>,
+    /// Functions by name.
+    pub functions: Arc<HashMap<String, Invocable>>,
+    /// The token write requests must carry.
+    pub token: Arc<str>,
+    /// Set by ingest once subscribed.
+    pub ready: Arc<AtomicBool>,
+    /// Largest request body.
+    pub max_body: usize,
+}
+
+/// The routes.
+pub fn router(state: Dashboard) -> Router {
+    let max_body = state.max_body;
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route(
+            "/invoke/{function}",
+            post(invoke).layer(DefaultBodyLimit::max(max_body)),
+        )
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<Dashboard>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn readyz(State(s): State<Dashboard>) -> Response {
+    if s.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not subscribed to the local broker yet\n",
+        )
+            .into_response()
+    }
+}
+
+fn error(status: StatusCode, reason: &str, error: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "reason": reason, "error": error.into() });
+    (status, Json(body)).into_response()
+}
+
+async fn invoke(
+    State(s): State<Dashboard>,
+    Path(function): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !auth::bearer_matches(auth, &s.token) {
+        metrics::counter!("kiri_http_unauthorized_total").increment(1);
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid `Authorization: Bearer <token>` header is required",
+        );
+    }
+    let Some(f) = s.functions.get(&function).filter(|f| f.http) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no function {function:?} with http = true"),
+        );
+    };
+    let (reply, answer) = oneshot::channel();
+    let call = HttpInvoke {
+        function: f.index,
+        body: body.to_vec(),
+        received_ms: crate::now_ms(),
+        reply,
+    };
+    if s.work.try_send(Work::Invoke(call)).is_err() {
+        metrics::counter!("kiri_http_rejected_busy_total").increment(1);
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the processing queue is full; retry later",
+        );
+    }
+    // Queued work ahead of this call, plus its own limit: a generous bound on the wait.
+    let wait = Duration::from_millis(f.timeout_ms) + Duration::from_secs(30);
+    match tokio::time::timeout(wait, answer).await {
+        Ok(Ok(Ok(body))) => {
+            ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()
+        }
+        Ok(Ok(Err(failure))) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            failure.reason,
+            failure.error,
+        ),
+        Ok(Err(_)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the gateway is stopping",
+        ),
+        Err(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "queue_timeout",
+            "no answer in time; the call may still run",
+        ),
+    }
+}
