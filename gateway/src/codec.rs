@@ -188,25 +188,72 @@ pub fn decode_reading(bytes: &[u8]) -> Result<Reading, CodecError> {
     })
 }
 
-/// Encodes a dead-letter entry: why an input was not processed, and (a prefix of) it.
-pub fn encode_dead_letter(
-    function: Option<&str>,
-    topic: &str,
-    reason: &str,
-    error: &str,
-    received_ms: u64,
-    payload: &[u8],
-    payload_len: usize,
-) -> Vec<u8> {
-    encode(&Value::Map(vec![
-        (text("function"), function.map(text).unwrap_or(Value::Null)),
-        (text("topic"), text(topic)),
-        (text("reason"), text(reason)),
-        (text("error"), text(error)),
-        (text("received_ms"), Value::from(received_ms)),
-        (text("payload_len"), Value::from(payload_len as u64)),
-        (text("payload"), Value::Bytes(payload.to_vec())),
-    ]))
+/// A dead-letter entry: why an input was not processed, and (a prefix of) it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetterEntry {
+    /// The function that failed, or `None` for an input rejected before dispatch.
+    pub function: Option<String>,
+    /// The input topic.
+    pub topic: String,
+    /// A short reason (`oversized`, `malformed`, `trap`, `out_of_fuel`, `timeout`, `error`, ...).
+    pub reason: String,
+    /// The full error text.
+    pub error: String,
+    /// When the input arrived, ms since the Unix epoch.
+    pub received_ms: u64,
+    /// Invocations tried.
+    pub attempts: u32,
+    /// The input's full length.
+    pub payload_len: u64,
+    /// The input, or its first `dead_letters.max_payload_bytes` bytes.
+    pub payload: Vec<u8>,
+}
+
+impl DeadLetterEntry {
+    /// Whether it can be replayed: a function failed on it and the whole payload was kept.
+    pub fn replayable(&self) -> bool {
+        self.function.is_some() && self.payload.len() as u64 == self.payload_len
+    }
+
+    /// Encodes as a CBOR map.
+    pub fn encode(&self) -> Vec<u8> {
+        encode(&Value::Map(vec![
+            (
+                text("function"),
+                self.function.as_deref().map(text).unwrap_or(Value::Null),
+            ),
+            (text("topic"), text(&self.topic)),
+            (text("reason"), text(&self.reason)),
+            (text("error"), text(&self.error)),
+            (text("received_ms"), Value::from(self.received_ms)),
+            (text("attempts"), Value::from(self.attempts)),
+            (text("payload_len"), Value::from(self.payload_len)),
+            (text("payload"), Value::Bytes(self.payload.clone())),
+        ]))
+    }
+
+    /// Decodes what [`DeadLetterEntry::encode`] wrote.
+    pub fn decode(bytes: &[u8]) -> Result<DeadLetterEntry, CodecError> {
+        let m = Map::decode(bytes, "dead letter is not a map")?;
+        let uint = |k: &'static str| m.uint(k).ok_or(CodecError::Shape(k));
+        Ok(DeadLetterEntry {
+            function: m
+                .get("function")
+                .and_then(Value::as_text)
+                .map(str::to_string),
+            topic: m.text("topic")?,
+            reason: m.text("reason")?,
+            error: m.text("error")?,
+            received_ms: uint("received_ms")?,
+            attempts: uint("attempts")? as u32,
+            payload_len: uint("payload_len")?,
+            payload: m
+                .get("payload")
+                .and_then(Value::as_bytes)
+                .cloned()
+                .ok_or(CodecError::Shape("payload"))?,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -251,6 +298,32 @@ mod tests {
         };
         assert!(check_well_formed(&encode_reading(&r)).is_ok());
         assert_eq!(decode_reading(&encode_reading(&r)).unwrap(), r);
+    }
+
+    #[test]
+    fn dead_letters_round_trip() {
+        let d = DeadLetterEntry {
+            function: Some("f".into()),
+            topic: "t".into(),
+            reason: "trap".into(),
+            error: "boom".into(),
+            received_ms: 5,
+            attempts: 1,
+            payload_len: 3,
+            payload: vec![1, 2, 3],
+        };
+        assert_eq!(DeadLetterEntry::decode(&d.encode()).unwrap(), d);
+        assert!(d.replayable());
+        let cut = DeadLetterEntry {
+            payload_len: 9,
+            ..d.clone()
+        };
+        assert!(!cut.replayable());
+        assert!(!DeadLetterEntry {
+            function: None,
+            ..d
+        }
+        .replayable());
     }
 
     #[test]

@@ -221,7 +221,9 @@ impl Default for OutboxConfig {
 pub struct DeadLetterConfig {
     /// Records kept at most; beyond it the oldest is dropped (and counted).
     pub max_records: u64,
-    /// Bytes of the failed payload kept per record.
+    /// Bytes kept at most; beyond it the oldest is dropped (and counted).
+    pub max_bytes: u64,
+    /// Bytes of each failed payload kept (entries cut shorter cannot be replayed).
     pub max_payload_bytes: usize,
 }
 
@@ -229,7 +231,8 @@ impl Default for DeadLetterConfig {
     fn default() -> Self {
         DeadLetterConfig {
             max_records: 10_000,
-            max_payload_bytes: 4096,
+            max_bytes: 64 << 20,
+            max_payload_bytes: 256 << 10,
         }
     }
 }

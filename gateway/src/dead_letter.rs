@@ -1,13 +1,17 @@
 //! Dead letters: inputs that were not processed (rejected at ingest, or their function
-//! failed), kept durably so nothing is dropped without a trace. Bounded: beyond
-//! `[dead_letters] max_records` the oldest entry is removed and counted.
+//! failed), kept durably so nothing is dropped without a trace, and replayable. Bounded by
+//! `[dead_letters] max_records` and `max_bytes`: beyond either, the oldest entry is removed
+//! and counted in `kiri_dead_letters_dropped_total`.
+//!
+//! One sled tree, `dead_letters`: key = entry id (8 bytes big-endian, from sled's monotonic
+//! id generator, so key order is arrival order), value = [`DeadLetterEntry`] in CBOR.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
-use crate::codec;
+use crate::codec::DeadLetterEntry;
 use crate::config::DeadLetterConfig;
 
-/// One input that was not processed.
+/// One input that was not processed, as the processor reports it.
 #[derive(Debug, Clone)]
 pub struct DeadLetter<'a> {
     /// The function that failed, or `None` for an input rejected before dispatch.
@@ -24,62 +28,189 @@ pub struct DeadLetter<'a> {
     pub payload: &'a [u8],
 }
 
-/// The dead-letter tree.
+#[derive(Debug, Default, Clone, Copy)]
+struct Usage {
+    records: u64,
+    bytes: u64,
+}
+
+/// The dead-letter tree; shared by the processor (record, remove) and the HTTP API.
 pub struct DeadLetters {
     db: sled::Db,
     tree: sled::Tree,
     limits: DeadLetterConfig,
-    // sled's `len` scans the tree; keep our own count.
-    count: AtomicU64,
+    // sled's `len` scans the tree; keep our own counts, under one lock with the writes.
+    usage: Mutex<Usage>,
 }
 
 impl DeadLetters {
-    /// Opens the `dead_letters` tree.
+    /// Opens the `dead_letters` tree and measures it.
     pub fn open(db: &sled::Db, limits: DeadLetterConfig) -> Result<DeadLetters, sled::Error> {
         let tree = db.open_tree("dead_letters")?;
-        let count = AtomicU64::new(tree.len() as u64);
+        let mut usage = Usage::default();
+        for entry in tree.iter() {
+            let (_, v) = entry?;
+            usage.records += 1;
+            usage.bytes += v.len() as u64;
+        }
         Ok(DeadLetters {
             db: db.clone(),
             tree,
             limits,
-            count,
+            usage: Mutex::new(usage),
         })
     }
 
-    /// Records an entry (durable at the next flush of the store). Keeps only a prefix of a
-    /// large payload.
-    pub fn record(&self, d: &DeadLetter<'_>) -> Result<(), sled::Error> {
+    /// Records an entry (durable at the next flush of the store). Keeps the first
+    /// `max_payload_bytes` of the payload; entries with the whole payload can be replayed.
+    pub fn record(&self, d: &DeadLetter<'_>) -> Result<u64, sled::Error> {
         let keep = &d.payload[..d.payload.len().min(self.limits.max_payload_bytes)];
-        let value = codec::encode_dead_letter(
-            d.function,
-            d.topic,
-            d.reason,
-            &d.error,
-            d.received_ms,
-            keep,
-            d.payload.len(),
-        );
-        let seq = self.db.generate_id()?;
-        self.tree.insert(seq.to_be_bytes(), value)?;
+        let entry = DeadLetterEntry {
+            function: d.function.map(str::to_string),
+            topic: d.topic.to_string(),
+            reason: d.reason.to_string(),
+            error: d.error.clone(),
+            received_ms: d.received_ms,
+            attempts: 1,
+            payload_len: d.payload.len() as u64,
+            payload: keep.to_vec(),
+        };
+        let value = entry.encode();
+        let id = self.db.generate_id()?;
+        let mut u = self.usage.lock().expect("dead letter lock");
+        self.tree.insert(id.to_be_bytes(), value.as_slice())?;
+        u.records += 1;
+        u.bytes += value.len() as u64;
         metrics::counter!("kiri_dead_letters_total", "reason" => d.reason).increment(1);
-        let mut n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
-        while n > self.limits.max_records {
-            if self.tree.pop_min()?.is_none() {
+        while u.records > self.limits.max_records || u.bytes > self.limits.max_bytes {
+            let Some((_, old)) = self.tree.pop_min()? else {
                 break;
-            }
-            n = self.count.fetch_sub(1, Ordering::Relaxed) - 1;
+            };
+            u.records -= 1;
+            u.bytes = u.bytes.saturating_sub(old.len() as u64);
             metrics::counter!("kiri_dead_letters_dropped_total").increment(1);
         }
-        Ok(())
+        metrics::gauge!("kiri_dead_letters").set(u.records as f64);
+        Ok(id)
+    }
+
+    /// Entries in arrival order, optionally only one function's, at most `limit`.
+    pub fn list(
+        &self,
+        function: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(u64, DeadLetterEntry)>, sled::Error> {
+        let mut out = Vec::new();
+        for item in self.tree.iter() {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            let Ok(key) = <[u8; 8]>::try_from(k.as_ref()) else {
+                continue;
+            };
+            let Ok(entry) = DeadLetterEntry::decode(&v) else {
+                tracing::warn!(
+                    id = u64::from_be_bytes(key),
+                    "unreadable dead letter skipped"
+                );
+                continue;
+            };
+            if function.is_none_or(|f| entry.function.as_deref() == Some(f)) {
+                out.push((u64::from_be_bytes(key), entry));
+            }
+        }
+        Ok(out)
+    }
+
+    /// One entry.
+    pub fn get(&self, id: u64) -> Result<Option<DeadLetterEntry>, sled::Error> {
+        Ok(self
+            .tree
+            .get(id.to_be_bytes())?
+            .and_then(|v| DeadLetterEntry::decode(&v).ok()))
+    }
+
+    /// Removes an entry; `false` if it was not there.
+    pub fn remove(&self, id: u64) -> Result<bool, sled::Error> {
+        let mut u = self.usage.lock().expect("dead letter lock");
+        let Some(old) = self.tree.remove(id.to_be_bytes())? else {
+            return Ok(false);
+        };
+        u.records -= 1;
+        u.bytes = u.bytes.saturating_sub(old.len() as u64);
+        metrics::gauge!("kiri_dead_letters").set(u.records as f64);
+        Ok(true)
+    }
+
+    /// Makes removals durable (the processor's commits flush everything anyway).
+    pub fn flush(&self) -> Result<(), sled::Error> {
+        self.db.flush().map(|_| ())
     }
 
     /// Entries held.
     pub fn len(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+        self.usage.lock().expect("dead letter lock").records
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(payload: &[u8]) -> DeadLetter<'_> {
+        DeadLetter {
+            function: Some("f"),
+            topic: "t",
+            reason: "trap",
+            error: "boom".into(),
+            received_ms: 1,
+            payload,
+        }
+    }
+
+    #[test]
+    fn the_oldest_entries_go_first_when_a_bound_is_hit() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let limits = DeadLetterConfig {
+            max_records: 3,
+            ..DeadLetterConfig::default()
+        };
+        let dl = DeadLetters::open(&db, limits).unwrap();
+        let ids: Vec<u64> = (0..5u8)
+            .map(|i| dl.record(&letter(&[i])).unwrap())
+            .collect();
+        let kept: Vec<u64> = dl
+            .list(None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(kept, ids[2..]);
+        assert!(dl.remove(ids[3]).unwrap());
+        assert!(!dl.remove(ids[3]).unwrap());
+        assert_eq!(dl.len(), 2);
+    }
+
+    #[test]
+    fn large_payloads_are_cut_and_then_not_replayable() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let limits = DeadLetterConfig {
+            max_payload_bytes: 4,
+            ..DeadLetterConfig::default()
+        };
+        let dl = DeadLetters::open(&db, limits).unwrap();
+        let small = dl.record(&letter(b"abcd")).unwrap();
+        let big = dl.record(&letter(b"abcdef")).unwrap();
+        assert!(dl.get(small).unwrap().unwrap().replayable());
+        let cut = dl.get(big).unwrap().unwrap();
+        assert_eq!((cut.payload.as_slice(), cut.payload_len), (&b"abcd"[..], 6));
+        assert!(!cut.replayable());
+        assert_eq!(dl.list(Some("g"), 10).unwrap().len(), 0);
     }
 }

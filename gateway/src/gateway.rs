@@ -45,7 +45,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     let store = Store::open(&config.gateway.data_dir, config.gateway.cache_bytes)?;
     let outbox = Arc::new(Outbox::open(&store.db, config.outbox.clone())?);
-    let dead_letters = DeadLetters::open(&store.db, config.dead_letters.clone())?;
+    let dead_letters = Arc::new(DeadLetters::open(&store.db, config.dead_letters.clone())?);
     let (backlog, backlog_bytes) = outbox.usage();
     tracing::info!(data_dir = %config.gateway.data_dir.display(), backlog, backlog_bytes, "store open");
 
@@ -137,6 +137,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         token,
         ready: ready.clone(),
         max_body: config.broker.max_message_bytes,
+        dead_letters: dead_letters.clone(),
     });
     let http_task = tokio::spawn(async move {
         if let Err(e) = axum::serve(http_listener, app).await {

@@ -47,11 +47,64 @@ enum Command {
         #[arg(long)]
         seq: Option<u64>,
     },
+    /// Inspect, replay or drop dead letters of a running gateway (over its HTTP API).
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+        /// The gateway's HTTP address.
+        #[arg(
+            long,
+            global = true,
+            default_value = "http://127.0.0.1:8080",
+            env = "KIRI_URL"
+        )]
+        url: String,
+        /// The dashboard token.
+        #[arg(
+            long,
+            global = true,
+            env = "KIRI_DASHBOARD_TOKEN",
+            hide_env_values = true
+        )]
+        token: Option<String>,
+    },
     /// Decode a result envelope (as received from the cloud broker) from stdin and print it.
     Decode {
         /// Stdin is a bare CBOR value (a reading, an HTTP response), not an envelope.
         #[arg(long)]
         reading: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead letters, oldest first.
+    List {
+        /// Only this function's.
+        #[arg(long)]
+        function: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Run dead letters again (their function's current version); failures come back as new entries.
+    Replay {
+        /// Every replayable entry of this function.
+        #[arg(long)]
+        function: Option<String>,
+        /// These entries.
+        ids: Vec<u64>,
+    },
+    /// Delete dead letters.
+    Drop {
+        /// Every entry of this function.
+        #[arg(long)]
+        function: Option<String>,
+        /// Every entry.
+        #[arg(long)]
+        all: bool,
+        /// These entries.
+        ids: Vec<u64>,
     },
 }
 
@@ -110,6 +163,11 @@ fn main() -> anyhow::Result<()> {
             std::io::stdout().write_all(&codec::encode_reading(&r))?;
             Ok(())
         }
+        Command::Dlq {
+            command,
+            url,
+            token,
+        } => dlq::run(command, &url, token.as_deref()),
         Command::Decode { reading } => {
             let mut bytes = Vec::new();
             std::io::stdin().read_to_end(&mut bytes)?;
@@ -160,4 +218,97 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+mod dlq {
+    //! `kiri dlq`: a client of the gateway's `/api/v1/dead-letters` routes.
+
+    use anyhow::{bail, Context};
+    use kiri::dashboard::dead_letters::{Listed, Outcome, Selection};
+
+    use super::DlqCommand;
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into()
+    }
+
+    fn check(mut resp: ureq::http::Response<ureq::Body>) -> anyhow::Result<String> {
+        let status = resp.status();
+        let body = resp.body_mut().read_to_string().unwrap_or_default();
+        if !status.is_success() {
+            bail!("the gateway answered {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    pub fn run(command: DlqCommand, url: &str, token: Option<&str>) -> anyhow::Result<()> {
+        let token = token.context("a token is needed: --token or KIRI_DASHBOARD_TOKEN")?;
+        let auth = format!("Bearer {token}");
+        let base = format!("{}/api/v1/dead-letters", url.trim_end_matches('/'));
+        let send = |path: &str, sel: &Selection| -> anyhow::Result<Outcome> {
+            let resp = agent()
+                .post(format!("{base}/{path}"))
+                .header("Authorization", &auth)
+                .send_json(sel)
+                .with_context(|| format!("cannot reach the gateway at {url}"))?;
+            Ok(serde_json::from_str(&check(resp)?)?)
+        };
+        match command {
+            DlqCommand::List { function, limit } => {
+                let mut req = agent()
+                    .get(&base)
+                    .header("Authorization", &auth)
+                    .query("limit", limit.to_string());
+                if let Some(f) = &function {
+                    req = req.query("function", f);
+                }
+                let resp = req
+                    .call()
+                    .with_context(|| format!("cannot reach the gateway at {url}"))?;
+                let entries: Vec<Listed> = serde_json::from_str(&check(resp)?)?;
+                println!(
+                    "{:>8}  {:<16} {:<12} {:>8}  {:<6} {:<28} error",
+                    "id", "function", "reason", "bytes", "replay", "topic"
+                );
+                for e in &entries {
+                    println!(
+                        "{:>8}  {:<16} {:<12} {:>8}  {:<6} {:<28} {}",
+                        e.id,
+                        e.function.as_deref().unwrap_or("-"),
+                        e.reason,
+                        e.payload_len,
+                        if e.replayable { "yes" } else { "no" },
+                        e.topic,
+                        e.error
+                    );
+                }
+                println!("{} entries", entries.len());
+            }
+            DlqCommand::Replay { function, ids } => {
+                let o = send(
+                    "replay",
+                    &Selection {
+                        ids,
+                        function,
+                        all: false,
+                    },
+                )?;
+                println!("replaying {} entries", o.done.len());
+                for (id, why) in o.skipped {
+                    println!("skipped {id}: {why}");
+                }
+            }
+            DlqCommand::Drop { function, all, ids } => {
+                let o = send("drop", &Selection { ids, function, all })?;
+                println!("dropped {} entries", o.done.len());
+                for (id, why) in o.skipped {
+                    println!("skipped {id}: {why}");
+                }
+            }
+        }
+        Ok(())
+    }
 }

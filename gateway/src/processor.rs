@@ -34,6 +34,20 @@ pub enum Work {
     },
     /// An HTTP invocation waiting for the function's response.
     Invoke(HttpInvoke),
+    /// A dead letter being replayed: removed once the new attempt is committed (a failure
+    /// records a new dead letter).
+    Replay {
+        /// The entry's id.
+        id: u64,
+        /// The function's index.
+        function: usize,
+        /// The original topic.
+        topic: String,
+        /// The original payload.
+        payload: Vec<u8>,
+        /// When it first arrived.
+        received_ms: u64,
+    },
 }
 
 /// A synchronous invocation over HTTP.
@@ -87,7 +101,7 @@ pub struct Processor {
     /// Where results go.
     pub outbox: Arc<Outbox>,
     /// Where failures go.
-    pub dead_letters: DeadLetters,
+    pub dead_letters: Arc<DeadLetters>,
     /// Largest accepted payload.
     pub max_message_bytes: usize,
     /// Messages per group commit, at most.
@@ -144,6 +158,23 @@ impl Processor {
                     Work::Message(m) => self.process(m, &mut local),
                     Work::Timer { function, at_ms } => {
                         self.invoke_or_dead_letter(*function, TIMER_TOPIC, &[], *at_ms, &mut local)
+                    }
+                    Work::Replay {
+                        id,
+                        function,
+                        topic,
+                        payload,
+                        received_ms,
+                    } => {
+                        metrics::counter!("kiri_dead_letters_replayed_total").increment(1);
+                        self.invoke_or_dead_letter(
+                            *function,
+                            topic,
+                            payload,
+                            *received_ms,
+                            &mut local,
+                        )
+                        .and_then(|()| self.dead_letters.remove(*id).map(drop).map_err(Into::into))
                     }
                     Work::Invoke(call) => self
                         .invoke(

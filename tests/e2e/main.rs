@@ -5,6 +5,8 @@ mod util;
 
 use std::time::Duration;
 
+use std::process::Command;
+
 use kiri::codec;
 use util::*;
 
@@ -494,4 +496,81 @@ fn functions_can_be_invoked_over_http_with_the_token() {
     assert_eq!(err["reason"], "error");
     let too_big = vec![0u8; 300 * 1024];
     assert_eq!(kiri.invoke("convert", Some(token), &too_big).0, 413);
+}
+
+#[test]
+fn dead_letters_can_be_listed_replayed_after_a_fix_and_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Mosquitto::start(&dir.path().join("cloud"));
+    let sub = CloudSubscriber::start(cloud.port, "cloud-consumer-8");
+    let broker_port = free_port();
+    let token = "dlq-token-0123456789";
+    let env = [("KIRI_DASHBOARD_TOKEN", token.to_string())];
+    let threshold = |config: &str| {
+        format!(
+            "[[functions]]\nname = \"threshold\"\nmodule = \"{}\"\ntriggers = [\"sensors/+/temperature\"]\n{config}\n",
+            function_wasm("threshold").display()
+        )
+    };
+    let kiri_dir = dir.path().join("kiri");
+    // Misconfigured: no `limit`, so every reading fails and is dead-lettered.
+    let broken = config_with(&cloud.url(), &embedded(broker_port), &threshold(""));
+    let kiri = Kiri::start(&kiri_dir, &broken, &env);
+    publish_all(
+        broker_port,
+        "s",
+        "sensors/s1/temperature",
+        vec![reading("s1", 45)],
+    );
+    publish_all(
+        broker_port,
+        "s",
+        "sensors/s1/temperature",
+        vec![b"\x01".to_vec()],
+    );
+    wait_until("two dead letters", Duration::from_secs(20), || {
+        kiri.metric("kiri_dead_letters_total") >= 2.0
+    });
+    let listed = kiri.cli(token, &["dlq", "list"]);
+    assert!(listed.contains("2 entries"), "{listed}");
+    assert!(
+        listed.contains("threshold") && listed.contains("returned error code 3"),
+        "{listed}"
+    );
+    drop(kiri);
+
+    // Fixed configuration, same data directory: replay brings the reading through.
+    let fixed = config_with(
+        &cloud.url(),
+        &embedded(broker_port),
+        &threshold("config = { limit = 30 }"),
+    );
+    let mut kiri = Kiri::start(&kiri_dir, &fixed, &env);
+    let replayed = kiri.cli(token, &["dlq", "replay", "--function", "threshold"]);
+    assert!(replayed.contains("replaying 2 entries"), "{replayed}");
+    sub.wait_for(1, Duration::from_secs(30), &mut kiri);
+    let alert = sub.received.lock().unwrap()[0].clone();
+    assert_eq!(alert.0, "kiri/gw-test/alerts/s1/temperature");
+    // The non-reading failed again: it is back as a new entry; the reading's entry is gone.
+    wait_until("replays done", Duration::from_secs(20), || {
+        kiri.metric("kiri_dead_letters_total") >= 1.0
+    });
+    let listed = kiri.cli(token, &["dlq", "list"]);
+    assert!(listed.contains("1 entries"), "{listed}");
+    let dropped = kiri.cli(token, &["dlq", "drop", "--all"]);
+    assert!(dropped.contains("dropped 1 entries"), "{dropped}");
+    assert!(kiri.cli(token, &["dlq", "list"]).contains("0 entries"));
+    // Without the token: refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_kiri"))
+        .args([
+            "dlq",
+            "list",
+            "--url",
+            &format!("http://127.0.0.1:{}", kiri.metrics_port),
+            "--token",
+            "wrong-wrong-wrong",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("401"));
 }

@@ -295,6 +295,27 @@ impl Kiri {
             .unwrap_or(0)
     }
 
+    /// Runs `kiri <args>` against this gateway's HTTP port with `token`: stdout, or a panic.
+    pub fn cli(&self, token: &str, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_kiri"))
+            .args(args)
+            .env(
+                "KIRI_URL",
+                format!("http://127.0.0.1:{}", self.metrics_port),
+            )
+            .env("KIRI_DASHBOARD_TOKEN", token)
+            .output()
+            .expect("run kiri");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "kiri {args:?} failed: {}{}",
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
     /// One value from `/metrics` (the sum over all label sets of the metric whose line
     /// starts with `prefix`), or 0 if absent.
     pub fn metric(&self, prefix: &str) -> f64 {

@@ -7,8 +7,12 @@
 //! | `GET /healthz` | none | 200 while the process runs |
 //! | `GET /readyz` | none | 200 once the ingest session is subscribed, else 503 |
 //! | `POST /invoke/{function}` | token | runs a function with `http = true` on the body |
+//! | `GET /api/v1/dead-letters` | token | lists dead letters (`?function=F&limit=N`) |
+//! | `POST /api/v1/dead-letters/replay` | token | replays `{"ids": [...]}` or `{"function": F}` |
+//! | `POST /api/v1/dead-letters/drop` | token | drops `{"ids": [...]}`, `{"function": F}` or `{"all": true}` |
 
 pub mod auth;
+pub mod dead_letters;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +56,8 @@ pub struct Dashboard {
     pub ready: Arc<AtomicBool>,
     /// Largest request body.
     pub max_body: usize,
+    /// The dead-letter store.
+    pub dead_letters: Arc<crate::dead_letter::DeadLetters>,
 }
 
 /// The routes.
@@ -65,6 +71,9 @@ pub fn router(state: Dashboard) -> Router {
             "/invoke/{function}",
             post(invoke).layer(DefaultBodyLimit::max(max_body)),
         )
+        .route("/api/v1/dead-letters", get(dead_letters::list))
+        .route("/api/v1/dead-letters/replay", post(dead_letters::replay))
+        .route("/api/v1/dead-letters/drop", post(dead_letters::drop_entries))
         .with_state(state)
 }
 
@@ -86,6 +95,22 @@ async fn readyz(State(s): State<Dashboard>) -> Response {
         )
             .into_response()
     }
+}
+
+/// `Err` with a 401 answer unless the request carries the token.
+fn authorized(s: &Dashboard, headers: &HeaderMap) -> Result<(), Response> {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if auth::bearer_matches(auth, &s.token) {
+        return Ok(());
+    }
+    metrics::counter!("kiri_http_unauthorized_total").increment(1);
+    Err(error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "a valid `Authorization: Bearer <token>` header is required",
+    ))
 }
 
 fn error(status: StatusCode, reason: &str, error: impl Into<String>) -> Response {

@@ -1,0 +1,211 @@
+//! `/api/v1/dead-letters`: list, replay and drop dead letters (all need the token).
+
+use std::collections::HashSet;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::{authorized, error, Dashboard};
+use crate::codec::DeadLetterEntry;
+use crate::processor::Work;
+
+/// Query of `GET /api/v1/dead-letters`.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    function: Option<String>,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+/// One entry as the API shows it (the payload is left out).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Listed {
+    /// The entry's id.
+    pub id: u64,
+    /// The function that failed (`null`: rejected before dispatch).
+    pub function: Option<String>,
+    /// The input topic.
+    pub topic: String,
+    /// Short reason.
+    pub reason: String,
+    /// Full error.
+    pub error: String,
+    /// Arrival, ms since the Unix epoch.
+    pub received_ms: u64,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The input's length.
+    pub payload_len: u64,
+    /// Whether `replay` can run it again.
+    pub replayable: bool,
+}
+
+impl Listed {
+    fn new(id: u64, e: DeadLetterEntry) -> Listed {
+        Listed {
+            id,
+            replayable: e.replayable(),
+            function: e.function,
+            topic: e.topic,
+            reason: e.reason,
+            error: e.error,
+            received_ms: e.received_ms,
+            attempts: e.attempts,
+            payload_len: e.payload_len,
+        }
+    }
+}
+
+/// Which entries a replay or drop acts on.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Selection {
+    /// These ids.
+    #[serde(default)]
+    pub ids: Vec<u64>,
+    /// Every entry of this function.
+    pub function: Option<String>,
+    /// Every entry (drop only).
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// The answer to a replay or drop.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Entries queued for replay, or dropped.
+    pub done: Vec<u64>,
+    /// Entries not acted on, and why.
+    pub skipped: Vec<(u64, String)>,
+}
+
+fn selected(
+    s: &Dashboard,
+    sel: &Selection,
+    drop: bool,
+) -> Result<Vec<(u64, DeadLetterEntry)>, Response> {
+    let internal =
+        |e: sled::Error| error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string());
+    if sel.all && drop {
+        return s.dead_letters.list(None, usize::MAX).map_err(internal);
+    }
+    if let Some(f) = &sel.function {
+        return s.dead_letters.list(Some(f), usize::MAX).map_err(internal);
+    }
+    if sel.ids.is_empty() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "give ids, function (or all, to drop)",
+        ));
+    }
+    let wanted: HashSet<u64> = sel.ids.iter().copied().collect();
+    let mut out = Vec::new();
+    for id in wanted {
+        if let Some(e) = s.dead_letters.get(id).map_err(internal)? {
+            out.push((id, e));
+        }
+    }
+    out.sort_by_key(|(id, _)| *id);
+    Ok(out)
+}
+
+/// `GET /api/v1/dead-letters?function=F&limit=N`
+pub async fn list(
+    State(s): State<Dashboard>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return r;
+    }
+    match s.dead_letters.list(q.function.as_deref(), q.limit) {
+        Ok(entries) => Json(
+            entries
+                .into_iter()
+                .map(|(id, e)| Listed::new(id, e))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
+    }
+}
+
+/// `POST /api/v1/dead-letters/replay` with a [`Selection`].
+pub async fn replay(
+    State(s): State<Dashboard>,
+    headers: HeaderMap,
+    Json(sel): Json<Selection>,
+) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return r;
+    }
+    let entries = match selected(&s, &sel, false) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let mut outcome = Outcome::default();
+    for (id, e) in entries {
+        let function = e.function.as_deref().and_then(|f| s.functions.get(f));
+        match function {
+            _ if !e.replayable() => outcome
+                .skipped
+                .push((id, "not replayable (rejected input, or payload cut)".into())),
+            None => outcome
+                .skipped
+                .push((id, "its function is not loaded".into())),
+            Some(f) => {
+                let work = Work::Replay {
+                    id,
+                    function: f.index,
+                    topic: e.topic,
+                    payload: e.payload,
+                    received_ms: e.received_ms,
+                };
+                if s.work.try_send(work).is_err() {
+                    outcome
+                        .skipped
+                        .push((id, "processing queue full; retry".into()));
+                } else {
+                    outcome.done.push(id);
+                }
+            }
+        }
+    }
+    Json(outcome).into_response()
+}
+
+/// `POST /api/v1/dead-letters/drop` with a [`Selection`].
+pub async fn drop_entries(
+    State(s): State<Dashboard>,
+    headers: HeaderMap,
+    Json(sel): Json<Selection>,
+) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return r;
+    }
+    let entries = match selected(&s, &sel, true) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let mut outcome = Outcome::default();
+    for (id, _) in entries {
+        match s.dead_letters.remove(id) {
+            Ok(true) => outcome.done.push(id),
+            Ok(false) => outcome.skipped.push((id, "already gone".into())),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
+        }
+    }
+    if let Err(e) = s.dead_letters.flush() {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string());
+    }
+    metrics::counter!("kiri_dead_letters_dropped_by_request_total")
+        .increment(outcome.done.len() as u64);
+    Json(outcome).into_response()
+}
