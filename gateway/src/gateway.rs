@@ -138,6 +138,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         ready: ready.clone(),
         max_body: config.broker.max_message_bytes,
         dead_letters: dead_letters.clone(),
+        meters: runtime.meters(),
+        function_info: Arc::new(config.functions.iter().map(Into::into).collect()),
     });
     let http_task = tokio::spawn(async move {
         if let Err(e) = axum::serve(http_listener, app).await {

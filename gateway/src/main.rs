@@ -68,6 +68,12 @@ enum Command {
         )]
         token: Option<String>,
     },
+    /// Show a running gateway's functions and their metering.
+    Functions {
+        /// The gateway's HTTP address.
+        #[arg(long, default_value = "http://127.0.0.1:8080", env = "KIRI_URL")]
+        url: String,
+    },
     /// Decode a result envelope (as received from the cloud broker) from stdin and print it.
     Decode {
         /// Stdin is a bare CBOR value (a reading, an HTTP response), not an envelope.
@@ -168,6 +174,7 @@ fn main() -> anyhow::Result<()> {
             url,
             token,
         } => dlq::run(command, &url, token.as_deref()),
+        Command::Functions { url } => functions_table(&url),
         Command::Decode { reading } => {
             let mut bytes = Vec::new();
             std::io::stdin().read_to_end(&mut bytes)?;
@@ -192,6 +199,56 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn functions_table(url: &str) -> anyhow::Result<()> {
+    use kiri::dashboard::functions::FunctionView;
+    let endpoint = format!("{}/api/v1/functions", url.trim_end_matches('/'));
+    let mut resp = ureq::get(&endpoint)
+        .call()
+        .with_context(|| format!("cannot reach the gateway at {url}"))?;
+    let views: Vec<FunctionView> = serde_json::from_str(&resp.body_mut().read_to_string()?)?;
+    println!(
+        "{:<16} {:>9} {:>9} {:>7} {:>6} {:>6} {:>12} {:>10} {:>10} {:>9}  trigger",
+        "function", "calls", "ok", "errors", "cold", "warm", "fuel", "mean us", "max us", "mem KiB"
+    );
+    for v in views {
+        let s = &v.stats;
+        let errors: u64 = s.errors.values().sum();
+        let mean = s.wall_us_total.checked_div(s.invocations).unwrap_or(0);
+        let trigger = [
+            v.info.triggers.join(" "),
+            v.info
+                .every
+                .map(|e| format!("every {e}"))
+                .unwrap_or_default(),
+            v.info.cron.map(|c| format!("cron {c}")).unwrap_or_default(),
+            if v.info.http {
+                "http".to_string()
+            } else {
+                String::new()
+            },
+        ]
+        .into_iter()
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ");
+        println!(
+            "{:<16} {:>9} {:>9} {:>7} {:>6} {:>6} {:>12} {:>10} {:>10} {:>9}  {}",
+            v.info.name,
+            s.invocations,
+            s.ok,
+            errors,
+            s.cold_starts,
+            s.warm_starts,
+            s.fuel,
+            mean,
+            s.wall_us_max,
+            s.memory_peak_bytes / 1024,
+            trigger
+        );
+    }
+    Ok(())
 }
 
 fn init_logging() {

@@ -496,6 +496,29 @@ fn functions_can_be_invoked_over_http_with_the_token() {
     assert_eq!(err["reason"], "error");
     let too_big = vec![0u8; 300 * 1024];
     assert_eq!(kiri.invoke("convert", Some(token), &too_big).0, 413);
+
+    // Metering: two invocations reached the function, one ok, one failed.
+    let url = format!("http://127.0.0.1:{}/api/v1/functions", kiri.metrics_port);
+    let body = ureq::get(&url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let views: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let convert = &views[0];
+    assert_eq!(convert["name"], "convert");
+    assert_eq!(convert["stats"]["invocations"], 2, "{body}");
+    assert_eq!(convert["stats"]["ok"], 1);
+    assert_eq!(convert["stats"]["errors"]["error"], 1);
+    assert!(convert["stats"]["fuel"].as_u64().unwrap() > 0);
+    let table = kiri.cli(token, &["functions"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("convert") && l.contains("http")),
+        "{table}"
+    );
 }
 
 #[test]

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::{authorized, error, Dashboard};
+use super::{authorized, error, ApiError, Dashboard};
 use crate::codec::DeadLetterEntry;
 use crate::processor::Work;
 
@@ -89,9 +89,9 @@ fn selected(
     s: &Dashboard,
     sel: &Selection,
     drop: bool,
-) -> Result<Vec<(u64, DeadLetterEntry)>, Response> {
+) -> Result<Vec<(u64, DeadLetterEntry)>, ApiError> {
     let internal =
-        |e: sled::Error| error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string());
+        |e: sled::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string());
     if sel.all && drop {
         return s.dead_letters.list(None, usize::MAX).map_err(internal);
     }
@@ -99,7 +99,7 @@ fn selected(
         return s.dead_letters.list(Some(f), usize::MAX).map_err(internal);
     }
     if sel.ids.is_empty() {
-        return Err(error(
+        return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_request",
             "give ids, function (or all, to drop)",
@@ -123,7 +123,7 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Response {
     if let Err(r) = authorized(&s, &headers) {
-        return r;
+        return r.into_response();
     }
     match s.dead_letters.list(q.function.as_deref(), q.limit) {
         Ok(entries) => Json(
@@ -144,11 +144,11 @@ pub async fn replay(
     Json(sel): Json<Selection>,
 ) -> Response {
     if let Err(r) = authorized(&s, &headers) {
-        return r;
+        return r.into_response();
     }
     let entries = match selected(&s, &sel, false) {
         Ok(e) => e,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let mut outcome = Outcome::default();
     for (id, e) in entries {
@@ -188,11 +188,11 @@ pub async fn drop_entries(
     Json(sel): Json<Selection>,
 ) -> Response {
     if let Err(r) = authorized(&s, &headers) {
-        return r;
+        return r.into_response();
     }
     let entries = match selected(&s, &sel, true) {
         Ok(e) => e,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let mut outcome = Outcome::default();
     for (id, _) in entries {

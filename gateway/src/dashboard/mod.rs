@@ -7,12 +7,14 @@
 //! | `GET /healthz` | none | 200 while the process runs |
 //! | `GET /readyz` | none | 200 once the ingest session is subscribed, else 503 |
 //! | `POST /invoke/{function}` | token | runs a function with `http = true` on the body |
+//! | `GET /api/v1/functions` | none | each function's configuration and metering |
 //! | `GET /api/v1/dead-letters` | token | lists dead letters (`?function=F&limit=N`) |
 //! | `POST /api/v1/dead-letters/replay` | token | replays `{"ids": [...]}` or `{"function": F}` |
 //! | `POST /api/v1/dead-letters/drop` | token | drops `{"ids": [...]}`, `{"function": F}` or `{"all": true}` |
 
 pub mod auth;
 pub mod dead_letters;
+pub mod functions;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +60,10 @@ pub struct Dashboard {
     pub max_body: usize,
     /// The dead-letter store.
     pub dead_letters: Arc<crate::dead_letter::DeadLetters>,
+    /// Metering, indexed like `function_info`.
+    pub meters: crate::runtime::meter::Meters,
+    /// The functions' configuration, in load order.
+    pub function_info: Arc<Vec<functions::FunctionInfo>>,
 }
 
 /// The routes.
@@ -71,9 +77,13 @@ pub fn router(state: Dashboard) -> Router {
             "/invoke/{function}",
             post(invoke).layer(DefaultBodyLimit::max(max_body)),
         )
+        .route("/api/v1/functions", get(functions::list))
         .route("/api/v1/dead-letters", get(dead_letters::list))
         .route("/api/v1/dead-letters/replay", post(dead_letters::replay))
-        .route("/api/v1/dead-letters/drop", post(dead_letters::drop_entries))
+        .route(
+            "/api/v1/dead-letters/drop",
+            post(dead_letters::drop_entries),
+        )
         .with_state(state)
 }
 
@@ -97,8 +107,31 @@ async fn readyz(State(s): State<Dashboard>) -> Response {
     }
 }
 
+/// An error answer: a status and `{"reason", "error"}`.
+pub struct ApiError {
+    status: StatusCode,
+    reason: &'static str,
+    error: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, reason: &'static str, error: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            reason,
+            error: error.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.status, self.reason, self.error)
+    }
+}
+
 /// `Err` with a 401 answer unless the request carries the token.
-fn authorized(s: &Dashboard, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(s: &Dashboard, headers: &HeaderMap) -> Result<(), ApiError> {
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -106,7 +139,7 @@ fn authorized(s: &Dashboard, headers: &HeaderMap) -> Result<(), Response> {
         return Ok(());
     }
     metrics::counter!("kiri_http_unauthorized_total").increment(1);
-    Err(error(
+    Err(ApiError::new(
         StatusCode::UNAUTHORIZED,
         "unauthorized",
         "a valid `Authorization: Bearer <token>` header is required",
@@ -124,16 +157,8 @@ async fn invoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if !auth::bearer_matches(auth, &s.token) {
-        metrics::counter!("kiri_http_unauthorized_total").increment(1);
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid `Authorization: Bearer <token>` header is required",
-        );
+    if let Err(r) = authorized(&s, &headers) {
+        return r.into_response();
     }
     let Some(f) = s.functions.get(&function).filter(|f| f.http) else {
         return error(

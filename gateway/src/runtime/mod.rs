@@ -3,6 +3,7 @@
 //! the ABI v1 host functions (`host.rs`). Synchronous: the processor thread drives it.
 
 mod host;
+pub mod meter;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -168,6 +169,7 @@ pub struct Runtime {
     functions: Vec<Function>,
     max_payload_bytes: usize,
     db: sled::Db,
+    meters: meter::Meters,
 }
 
 impl Runtime {
@@ -185,6 +187,7 @@ impl Runtime {
             functions: Vec::new(),
             max_payload_bytes,
             db,
+            meters: meter::Meters::default(),
         }
     }
 
@@ -233,6 +236,13 @@ impl Runtime {
             live: None,
         };
         f.live = Some(self.instantiate(&f)?);
+        self.meters
+            .lock()
+            .expect("meters lock")
+            .push(meter::FunctionStats {
+                name: name.to_string(),
+                ..Default::default()
+            });
         self.functions.push(f);
         Ok(self.functions.len() - 1)
     }
@@ -330,11 +340,25 @@ impl Runtime {
         payload: &[u8],
         received_ms: u64,
     ) -> Result<Invocation, InvokeError> {
-        if self.functions[idx].live.is_none() {
-            let live = self
-                .instantiate(&self.functions[idx])
-                .map_err(InvokeError::Instantiate)?;
-            self.functions[idx].live = Some(live);
+        let cold = self.functions[idx].live.is_none();
+        if cold {
+            match self.instantiate(&self.functions[idx]) {
+                Ok(live) => self.functions[idx].live = Some(live),
+                Err(e) => {
+                    let e = InvokeError::Instantiate(e);
+                    self.record(
+                        idx,
+                        meter::Sample {
+                            cold,
+                            fuel: 0,
+                            wall_us: 0,
+                            memory_bytes: 0,
+                            failure: Some(e.reason()),
+                        },
+                    );
+                    return Err(e);
+                }
+            }
         }
         let f = &mut self.functions[idx];
         let live = f.live.as_mut().expect("instantiated above");
@@ -356,10 +380,12 @@ impl Runtime {
             });
         let left = live.store.get_fuel().unwrap_or(0);
         let used = budget.fuel - budget.remaining - left;
+        let elapsed = started.elapsed();
+        let memory_bytes = live.memory.data_size(&live.store) as u64;
         let name = f.name.to_string();
         metrics::counter!("kiri_fuel_consumed_total", "function" => name.clone()).increment(used);
         metrics::histogram!("kiri_invocation_seconds", "function" => name)
-            .record(started.elapsed().as_secs_f64());
+            .record(elapsed.as_secs_f64());
         if matches!(
             result,
             Err(InvokeError::Trap(_) | InvokeError::OutOfFuel(_) | InvokeError::Timeout(_))
@@ -367,7 +393,32 @@ impl Runtime {
             // Its memory and globals may be in any state: the next call gets a fresh instance.
             f.live = None;
         }
+        let sample = meter::Sample {
+            cold,
+            fuel: used,
+            wall_us: elapsed.as_micros() as u64,
+            memory_bytes,
+            failure: result.as_ref().err().map(InvokeError::reason),
+        };
+        self.record(idx, sample);
         result
+    }
+
+    fn record(&self, idx: usize, sample: meter::Sample) {
+        let name = self.functions[idx].name.to_string();
+        let kind = if sample.cold { "cold" } else { "warm" };
+        metrics::counter!("kiri_function_starts_total", "function" => name.clone(), "kind" => kind)
+            .increment(1);
+        let mut meters = self.meters.lock().expect("meters lock");
+        let stats = &mut meters[idx];
+        stats.record(sample);
+        metrics::gauge!("kiri_function_memory_peak_bytes", "function" => name)
+            .set(stats.memory_peak_bytes as f64);
+    }
+
+    /// The shared statistics the HTTP API reads.
+    pub fn meters(&self) -> meter::Meters {
+        self.meters.clone()
     }
 }
 

@@ -1,0 +1,71 @@
+//! `GET /api/v1/functions`: each function's configuration and metering.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::Dashboard;
+use crate::config::FunctionConfig;
+use crate::runtime::meter::FunctionStats;
+
+/// What the API shows of a function's configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FunctionInfo {
+    /// Name.
+    pub name: String,
+    /// MQTT triggers.
+    pub triggers: Vec<String>,
+    /// Interval schedule.
+    pub every: Option<String>,
+    /// Cron schedule.
+    pub cron: Option<String>,
+    /// Whether HTTP invocation is on.
+    pub http: bool,
+    /// Fuel per invocation.
+    pub fuel: u64,
+    /// Memory cap, bytes.
+    pub memory_bytes: usize,
+    /// Wall-clock limit, ms.
+    pub timeout_ms: u64,
+}
+
+impl From<&FunctionConfig> for FunctionInfo {
+    fn from(f: &FunctionConfig) -> Self {
+        FunctionInfo {
+            name: f.name.clone(),
+            triggers: f.triggers.clone(),
+            every: f.every.clone(),
+            cron: f.cron.clone(),
+            http: f.http,
+            fuel: f.limits.fuel,
+            memory_bytes: f.limits.memory_bytes,
+            timeout_ms: f.limits.timeout_ms,
+        }
+    }
+}
+
+/// One entry of the answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FunctionView {
+    /// Configuration.
+    #[serde(flatten)]
+    pub info: FunctionInfo,
+    /// Metering since the gateway started.
+    pub stats: FunctionStats,
+}
+
+/// `GET /api/v1/functions`
+pub async fn list(State(s): State<Dashboard>) -> Response {
+    let stats = s.meters.lock().expect("meters lock").clone();
+    let views: Vec<FunctionView> = s
+        .function_info
+        .iter()
+        .zip(stats)
+        .map(|(info, stats)| FunctionView {
+            info: info.clone(),
+            stats,
+        })
+        .collect();
+    Json(views).into_response()
+}

@@ -1,0 +1,101 @@
+//! Metering, the serverless billing model: invocations, outcomes, fuel, wall time, memory,
+//! cold and warm starts, per function. The processor thread records; the HTTP API reads a
+//! snapshot.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+/// One function's counters since the gateway started.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FunctionStats {
+    /// The function's name.
+    pub name: String,
+    /// Invocations attempted.
+    pub invocations: u64,
+    /// Invocations that succeeded.
+    pub ok: u64,
+    /// Failed invocations by reason (`error`, `trap`, `out_of_fuel`, `timeout`, ...).
+    pub errors: BTreeMap<String, u64>,
+    /// Invocations that had to create an instance first.
+    pub cold_starts: u64,
+    /// Invocations that reused a live instance.
+    pub warm_starts: u64,
+    /// Fuel consumed, in total.
+    pub fuel: u64,
+    /// Wall time spent in the function, in total, microseconds.
+    pub wall_us_total: u64,
+    /// The longest invocation, microseconds.
+    pub wall_us_max: u64,
+    /// The largest linear memory an instance reached, bytes.
+    pub memory_peak_bytes: u64,
+}
+
+/// What one invocation cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// Whether an instance was created for it.
+    pub cold: bool,
+    /// Fuel used.
+    pub fuel: u64,
+    /// Wall time, microseconds.
+    pub wall_us: u64,
+    /// The instance's memory size afterwards, bytes.
+    pub memory_bytes: u64,
+    /// `None` on success, else the failure reason.
+    pub failure: Option<&'static str>,
+}
+
+impl FunctionStats {
+    /// Adds one invocation.
+    pub fn record(&mut self, s: Sample) {
+        self.invocations += 1;
+        match s.failure {
+            None => self.ok += 1,
+            Some(reason) => *self.errors.entry(reason.to_string()).or_default() += 1,
+        }
+        if s.cold {
+            self.cold_starts += 1;
+        } else {
+            self.warm_starts += 1;
+        }
+        self.fuel += s.fuel;
+        self.wall_us_total += s.wall_us;
+        self.wall_us_max = self.wall_us_max.max(s.wall_us);
+        self.memory_peak_bytes = self.memory_peak_bytes.max(s.memory_bytes);
+    }
+}
+
+/// Shared per-function statistics, indexed like the runtime's functions.
+pub type Meters = Arc<Mutex<Vec<FunctionStats>>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_add_up() {
+        let mut st = FunctionStats::default();
+        let s = Sample {
+            cold: true,
+            fuel: 10,
+            wall_us: 5,
+            memory_bytes: 65536,
+            failure: None,
+        };
+        st.record(s);
+        st.record(Sample {
+            cold: false,
+            wall_us: 9,
+            failure: Some("trap"),
+            ..s
+        });
+        assert_eq!(
+            (st.invocations, st.ok, st.cold_starts, st.warm_starts),
+            (2, 1, 1, 1)
+        );
+        assert_eq!((st.fuel, st.wall_us_total, st.wall_us_max), (20, 14, 9));
+        assert_eq!(st.errors["trap"], 1);
+    }
+}
