@@ -143,10 +143,7 @@ pub async fn replay(
     headers: HeaderMap,
     Json(sel): Json<Selection>,
 ) -> Response {
-    if let Err(r) = authorized(&s, &headers) {
-        return r.into_response();
-    }
-    let entries = match selected(&s, &sel, false) {
+    let entries = match authorized(&s, &headers).and_then(|()| selected(&s, &sel, false)) {
         Ok(e) => e,
         Err(r) => return r.into_response(),
     };
@@ -187,10 +184,7 @@ pub async fn drop_entries(
     headers: HeaderMap,
     Json(sel): Json<Selection>,
 ) -> Response {
-    if let Err(r) = authorized(&s, &headers) {
-        return r.into_response();
-    }
-    let entries = match selected(&s, &sel, true) {
+    let entries = match authorized(&s, &headers).and_then(|()| selected(&s, &sel, true)) {
         Ok(e) => e,
         Err(r) => return r.into_response(),
     };

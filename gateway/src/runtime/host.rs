@@ -222,28 +222,18 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
     linker.func_wrap(
         IMPORT_MODULE,
         import::CONFIG,
-        |mut caller: Caller<'_, HostState>,
-         kp: i32,
-         kl: i32,
-         op: i32,
-         oc: i32|
-         -> Result<i32, Error> {
-            let mem = memory(&caller)?;
-            let (data, state) = mem.data_and_store_mut(&mut caller);
-            let key = range(kp, kl, data.len())?;
-            let out = range(op, oc, data.len())?;
-            if key.len() > MAX_KEY_BYTES {
-                return Ok(code::NOT_FOUND);
-            }
-            let key = &data[key];
-            let Some(value) = std::str::from_utf8(key)
-                .ok()
-                .and_then(|k| state.config.get(k))
-            else {
-                return Ok(code::NOT_FOUND);
-            };
-            let value = value.clone();
-            Ok(answer(data, out, value.as_bytes()))
+        |mut caller: Caller<'_, HostState>, kp: i32, kl: i32, op: i32, oc: i32| {
+            lookup(
+                &mut caller,
+                [kp, kl, op, oc],
+                code::NOT_FOUND,
+                |state, key| {
+                    let value = std::str::from_utf8(key)
+                        .ok()
+                        .and_then(|k| state.config.get(k));
+                    Ok(value.map(|v| v.as_bytes().to_vec()))
+                },
+            )
         },
     )?;
     linker.func_wrap(
@@ -270,29 +260,40 @@ fn answer(data: &mut [u8], out: std::ops::Range<usize>, value: &[u8]) -> i32 {
     i32::try_from(value.len()).unwrap_or(i32::MAX)
 }
 
+/// The shape `config` and `kv_get` share: read a key (over `MAX_KEY_BYTES`: `too_long`), look
+/// it up, and answer into the caller's buffer (`NOT_FOUND` when absent).
+fn lookup(
+    caller: &mut Caller<'_, HostState>,
+    [kp, kl, op, oc]: [i32; 4],
+    too_long: i32,
+    find: impl FnOnce(&HostState, &[u8]) -> Result<Option<Vec<u8>>, Error>,
+) -> Result<i32, Error> {
+    let mem = memory(caller)?;
+    let (data, state) = mem.data_and_store_mut(caller);
+    let key = range(kp, kl, data.len())?;
+    let out = range(op, oc, data.len())?;
+    if key.len() > MAX_KEY_BYTES {
+        return Ok(too_long);
+    }
+    match find(state, &data[key])? {
+        Some(v) => Ok(answer(data, out, &v)),
+        None => Ok(code::NOT_FOUND),
+    }
+}
+
 /// Registers the key-value host functions: a namespace per function, reads see the
 /// invocation's own writes, writes are applied only when the invocation succeeds.
 fn add_kv_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
     linker.func_wrap(
         IMPORT_MODULE,
         import::KV_GET,
-        |mut caller: Caller<'_, HostState>,
-         kp: i32,
-         kl: i32,
-         op: i32,
-         oc: i32|
-         -> Result<i32, Error> {
-            let mem = memory(&caller)?;
-            let (data, state) = mem.data_and_store_mut(&mut caller);
-            let key = range(kp, kl, data.len())?;
-            let out = range(op, oc, data.len())?;
-            if key.len() > MAX_KEY_BYTES {
-                return Ok(code::INVALID);
-            }
-            match state.kv_read(&data[key])? {
-                Some(v) => Ok(answer(data, out, &v)),
-                None => Ok(code::NOT_FOUND),
-            }
+        |mut caller: Caller<'_, HostState>, kp: i32, kl: i32, op: i32, oc: i32| {
+            lookup(
+                &mut caller,
+                [kp, kl, op, oc],
+                code::INVALID,
+                |state, key| state.kv_read(key),
+            )
         },
     )?;
     linker.func_wrap(
