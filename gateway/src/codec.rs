@@ -203,6 +203,8 @@ pub struct DeadLetterEntry {
     pub received_ms: u64,
     /// Invocations tried.
     pub attempts: u32,
+    /// When the gateway retries it by itself (ms since the Unix epoch); `None`: it will not.
+    pub retry_at_ms: Option<u64>,
     /// The input's full length.
     pub payload_len: u64,
     /// The input, or its first `dead_letters.max_payload_bytes` bytes.
@@ -227,6 +229,10 @@ impl DeadLetterEntry {
             (text("error"), text(&self.error)),
             (text("received_ms"), Value::from(self.received_ms)),
             (text("attempts"), Value::from(self.attempts)),
+            (
+                text("retry_at_ms"),
+                self.retry_at_ms.map(Value::from).unwrap_or(Value::Null),
+            ),
             (text("payload_len"), Value::from(self.payload_len)),
             (text("payload"), Value::Bytes(self.payload.clone())),
         ]))
@@ -246,6 +252,7 @@ impl DeadLetterEntry {
             error: m.text("error")?,
             received_ms: uint("received_ms")?,
             attempts: uint("attempts")? as u32,
+            retry_at_ms: m.uint("retry_at_ms"),
             payload_len: uint("payload_len")?,
             payload: m
                 .get("payload")
@@ -309,6 +316,7 @@ mod tests {
             error: "boom".into(),
             received_ms: 5,
             attempts: 1,
+            retry_at_ms: Some(9),
             payload_len: 3,
             payload: vec![1, 2, 3],
         };

@@ -301,6 +301,12 @@ pub struct FunctionConfig {
     /// Values the function reads with the `config` host call.
     #[serde(default)]
     pub config: BTreeMap<String, ConfigValue>,
+    /// Automatic retries of a failed event (after the first attempt), through the dead letters.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Delay before the first retry, ms; it doubles for each further one.
+    #[serde(default = "default_retry_backoff_ms")]
+    pub retry_backoff_ms: u64,
     /// Whether `POST /invoke/<name>` may run it (off by default).
     #[serde(default)]
     pub http: bool,
@@ -313,6 +319,14 @@ pub struct FunctionConfig {
     /// Sandbox limits.
     #[serde(default)]
     pub limits: FunctionLimits,
+}
+
+fn default_retries() -> u32 {
+    2
+}
+
+fn default_retry_backoff_ms() -> u64 {
+    1000
 }
 
 fn all_topics() -> Vec<String> {

@@ -6,6 +6,8 @@
 //! One sled tree, `dead_letters`: key = entry id (8 bytes big-endian, from sled's monotonic
 //! id generator, so key order is arrival order), value = [`DeadLetterEntry`] in CBOR.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Mutex;
 
 use crate::codec::DeadLetterEntry;
@@ -26,6 +28,10 @@ pub struct DeadLetter<'a> {
     pub received_ms: u64,
     /// The input payload.
     pub payload: &'a [u8],
+    /// Invocations tried so far, this one included.
+    pub attempts: u32,
+    /// When to retry by itself, if it should.
+    pub retry_at_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -41,6 +47,8 @@ pub struct DeadLetters {
     limits: DeadLetterConfig,
     // sled's `len` scans the tree; keep our own counts, under one lock with the writes.
     usage: Mutex<Usage>,
+    /// Entries waiting for an automatic retry: (due time, id), soonest first.
+    due: Mutex<BinaryHeap<Reverse<(u64, u64)>>>,
 }
 
 impl DeadLetters {
@@ -48,16 +56,22 @@ impl DeadLetters {
     pub fn open(db: &sled::Db, limits: DeadLetterConfig) -> Result<DeadLetters, sled::Error> {
         let tree = db.open_tree("dead_letters")?;
         let mut usage = Usage::default();
+        let mut due = BinaryHeap::new();
         for entry in tree.iter() {
-            let (_, v) = entry?;
+            let (k, v) = entry?;
             usage.records += 1;
             usage.bytes += v.len() as u64;
+            let retry = DeadLetterEntry::decode(&v).ok().and_then(|e| e.retry_at_ms);
+            if let (Some(at), Ok(key)) = (retry, <[u8; 8]>::try_from(k.as_ref())) {
+                due.push(Reverse((at, u64::from_be_bytes(key))));
+            }
         }
         Ok(DeadLetters {
             db: db.clone(),
             tree,
             limits,
             usage: Mutex::new(usage),
+            due: Mutex::new(due),
         })
     }
 
@@ -71,7 +85,8 @@ impl DeadLetters {
             reason: d.reason.to_string(),
             error: d.error.clone(),
             received_ms: d.received_ms,
-            attempts: 1,
+            attempts: d.attempts,
+            retry_at_ms: d.retry_at_ms.filter(|_| keep.len() == d.payload.len()),
             payload_len: d.payload.len() as u64,
             payload: keep.to_vec(),
         };
@@ -91,7 +106,38 @@ impl DeadLetters {
             metrics::counter!("kiri_dead_letters_dropped_total").increment(1);
         }
         metrics::gauge!("kiri_dead_letters").set(u.records as f64);
+        if let Some(at) = entry.retry_at_ms {
+            self.due
+                .lock()
+                .expect("dead letter lock")
+                .push(Reverse((at, id)));
+        }
         Ok(id)
+    }
+
+    /// Ids whose automatic retry is due at `now_ms`, soonest first, at most `max`; and when
+    /// the next one is due. Taken ids are not returned again (a failed retry is a new entry).
+    pub fn take_due(&self, now_ms: u64, max: usize) -> (Vec<u64>, Option<u64>) {
+        let mut due = self.due.lock().expect("dead letter lock");
+        let mut ids = Vec::new();
+        while ids.len() < max {
+            match due.peek() {
+                Some(Reverse((at, id))) if *at <= now_ms => {
+                    ids.push(*id);
+                    due.pop();
+                }
+                _ => break,
+            }
+        }
+        (ids, due.peek().map(|Reverse((at, _))| *at))
+    }
+
+    /// Puts an id back in the retry schedule (its retry could not be queued).
+    pub fn retry_later(&self, id: u64, at_ms: u64) {
+        self.due
+            .lock()
+            .expect("dead letter lock")
+            .push(Reverse((at_ms, id)));
     }
 
     /// Entries in arrival order, optionally only one function's, at most `limit`.
@@ -171,6 +217,8 @@ mod tests {
             error: "boom".into(),
             received_ms: 1,
             payload,
+            attempts: 1,
+            retry_at_ms: None,
         }
     }
 
@@ -212,5 +260,40 @@ mod tests {
         assert_eq!((cut.payload.as_slice(), cut.payload_len), (&b"abcd"[..], 6));
         assert!(!cut.replayable());
         assert_eq!(dl.list(Some("g"), 10).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn retries_come_due_in_time_order_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = {
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let dl = DeadLetters::open(&db, DeadLetterConfig::default()).unwrap();
+            let late = dl
+                .record(&DeadLetter {
+                    retry_at_ms: Some(300),
+                    ..letter(b"a")
+                })
+                .unwrap();
+            let early = dl
+                .record(&DeadLetter {
+                    retry_at_ms: Some(100),
+                    ..letter(b"b")
+                })
+                .unwrap();
+            dl.record(&letter(b"no retry")).unwrap();
+            db.flush().unwrap();
+            (early, late)
+        };
+        let db = loop {
+            // sled releases its lock shortly after the last handle goes.
+            if let Ok(db) = sled::Config::new().path(dir.path()).open() {
+                break db;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let dl = DeadLetters::open(&db, DeadLetterConfig::default()).unwrap();
+        assert_eq!(dl.take_due(50, 10), (vec![], Some(100)));
+        assert_eq!(dl.take_due(200, 10), (vec![ids.0], Some(300)));
+        assert_eq!(dl.take_due(1000, 10), (vec![ids.1], None));
     }
 }

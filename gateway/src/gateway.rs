@@ -175,7 +175,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         stale,
         config.broker.max_packet_bytes,
         ready,
-        tx,
+        tx.clone(),
     ));
 
     let (cloud_host, cloud_port) = parse_mqtt_url(&config.cloud.url).map_err(anyhow::Error::msg)?;
@@ -201,11 +201,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     };
     let mut forward_task = tokio::spawn(forward::run(forward_cfg, outbox.clone(), wake.clone()));
 
+    let retry_task = tokio::spawn(crate::retry::run(
+        dead_letters.clone(),
+        config.functions.iter().map(|f| f.name.clone()).collect(),
+        tx.clone(),
+    ));
+    drop(tx);
     let processor = Processor {
         runtime,
         router,
         outbox: outbox.clone(),
         dead_letters,
+        retry_policy: config
+            .functions
+            .iter()
+            .map(|f| (f.retries, f.retry_backoff_ms))
+            .collect(),
         max_message_bytes: config.broker.max_message_bytes,
         batch: config.broker.batch,
         acker,
@@ -232,23 +243,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             _ => anyhow::anyhow!("uplink task ended"),
         }),
     }
-    // Stop taking input; the processor finishes its group (or gives it up unacknowledged).
-    ingest_task.abort();
-    for t in &timer_tasks {
-        t.abort();
+    // Stop every producer of work; once all their senders are gone the processor's queue
+    // closes and it stops after its group (or gives the group up, unacknowledged).
+    let producers = [ingest_task, http_task, retry_task]
+        .into_iter()
+        .chain(timer_tasks);
+    for task in producers {
+        task.abort();
+        let _ = task.await;
     }
+    tracing::debug!("inputs stopped");
     outbox.close();
     let joined = tokio::task::spawn_blocking(move || processor_thread.join()).await;
+    tracing::debug!("processor stopped");
     if let Ok(Ok(Err(e))) = joined {
         fatal = Some(anyhow::Error::new(e).context("processor"));
     }
     forward_task.abort();
     local_task.abort();
-    http_task.abort();
     upkeep_task.abort();
-    for t in timer_tasks {
-        t.abort();
-    }
     outbox.flush()?;
     match fatal {
         Some(e) => Err(e),

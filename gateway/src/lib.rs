@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod ingest;
 pub mod outbox;
 pub mod processor;
+pub mod retry;
 pub mod runtime;
 pub mod store;
 pub mod timers;

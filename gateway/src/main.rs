@@ -327,16 +327,17 @@ mod dlq {
                     .with_context(|| format!("cannot reach the gateway at {url}"))?;
                 let entries: Vec<Listed> = serde_json::from_str(&check(resp)?)?;
                 println!(
-                    "{:>8}  {:<16} {:<12} {:>8}  {:<6} {:<28} error",
-                    "id", "function", "reason", "bytes", "replay", "topic"
+                    "{:>8}  {:<16} {:<12} {:>8} {:>5}  {:<6} {:<28} error",
+                    "id", "function", "reason", "bytes", "tries", "replay", "topic"
                 );
                 for e in &entries {
                     println!(
-                        "{:>8}  {:<16} {:<12} {:>8}  {:<6} {:<28} {}",
+                        "{:>8}  {:<16} {:<12} {:>8} {:>5}  {:<6} {:<28} {}",
                         e.id,
                         e.function.as_deref().unwrap_or("-"),
                         e.reason,
                         e.payload_len,
+                        e.attempts,
                         if e.replayable { "yes" } else { "no" },
                         e.topic,
                         e.error

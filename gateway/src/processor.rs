@@ -47,6 +47,9 @@ pub enum Work {
         payload: Vec<u8>,
         /// When it first arrived.
         received_ms: u64,
+        /// Tries so far: the entry's for an automatic retry, 0 for a manual replay (which
+        /// starts the function's retries afresh).
+        attempts: u32,
     },
 }
 
@@ -102,6 +105,8 @@ pub struct Processor {
     pub outbox: Arc<Outbox>,
     /// Where failures go.
     pub dead_letters: Arc<DeadLetters>,
+    /// Per function: automatic retries, and the first retry's delay in ms.
+    pub retry_policy: Vec<(u32, u64)>,
     /// Largest accepted payload.
     pub max_message_bytes: usize,
     /// Messages per group commit, at most.
@@ -156,15 +161,21 @@ impl Processor {
             for w in &mut group {
                 let result = match w {
                     Work::Message(m) => self.process(m, &mut local),
-                    Work::Timer { function, at_ms } => {
-                        self.invoke_or_dead_letter(*function, TIMER_TOPIC, &[], *at_ms, &mut local)
-                    }
+                    Work::Timer { function, at_ms } => self.invoke_or_dead_letter(
+                        *function,
+                        TIMER_TOPIC,
+                        &[],
+                        *at_ms,
+                        0,
+                        &mut local,
+                    ),
                     Work::Replay {
                         id,
                         function,
                         topic,
                         payload,
                         received_ms,
+                        attempts,
                     } => {
                         metrics::counter!("kiri_dead_letters_replayed_total").increment(1);
                         self.invoke_or_dead_letter(
@@ -172,6 +183,7 @@ impl Processor {
                             topic,
                             payload,
                             *received_ms,
+                            *attempts,
                             &mut local,
                         )
                         .and_then(|()| self.dead_letters.remove(*id).map(drop).map_err(Into::into))
@@ -251,6 +263,8 @@ impl Processor {
             error,
             received_ms: m.received_ms,
             payload: &m.publish.payload,
+            attempts: 0,
+            retry_at_ms: None,
         })?;
         Ok(())
     }
@@ -270,22 +284,39 @@ impl Processor {
             return self.reject(m, "malformed", e.to_string());
         }
         for idx in self.router.route(topic) {
-            self.invoke_or_dead_letter(idx, topic, payload, m.received_ms, local)?;
+            self.invoke_or_dead_letter(idx, topic, payload, m.received_ms, 0, local)?;
         }
         Ok(())
     }
 
-    /// Runs one function on one event; a failure is recorded as a dead letter.
+    /// Runs one function on one event; a failure is recorded as a dead letter, scheduled for
+    /// an automatic retry while the function's `retries` are not used up. `attempts` counts
+    /// the earlier tries (0 for a new event).
     fn invoke_or_dead_letter(
         &mut self,
         idx: usize,
         topic: &str,
         payload: &[u8],
         received_ms: u64,
+        attempts: u32,
         local: &mut Vec<Output>,
     ) -> Result<(), ProcessError> {
+        if attempts > 0 {
+            // Retries run on a fresh instance, whatever the last failure was.
+            self.runtime.discard_instance(idx);
+        }
         if let Err(e) = self.invoke(idx, topic, payload, received_ms, local)? {
             let name = self.runtime.name(idx).to_string();
+            let attempts = attempts + 1;
+            let (retries, backoff_ms) = self.retry_policy[idx];
+            let retry_at_ms = (attempts <= retries).then(|| {
+                let factor = 1u64 << (attempts - 1).min(20);
+                crate::now_ms() + backoff_ms.saturating_mul(factor)
+            });
+            if retry_at_ms.is_none() && retries > 0 {
+                metrics::counter!("kiri_retries_exhausted_total", "function" => name.clone())
+                    .increment(1);
+            }
             self.dead_letters.record(&DeadLetter {
                 function: Some(&name),
                 topic,
@@ -293,6 +324,8 @@ impl Processor {
                 error: e.to_string(),
                 received_ms,
                 payload,
+                attempts,
+                retry_at_ms,
             })?;
         }
         Ok(())

@@ -126,6 +126,7 @@ fn readings_reach_the_cloud_in_order_through_outages_and_restarts() {
     assert_in_order(&sub.distinct_seqs(), 2500);
     let total = sub.received.lock().unwrap().len();
     eprintln!("2500 distinct results, {} duplicates", total - 2500);
+    kiri.stop();
 }
 
 #[test]
@@ -596,4 +597,56 @@ fn dead_letters_can_be_listed_replayed_after_a_fix_and_dropped() {
         .output()
         .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("401"));
+}
+
+#[test]
+fn failed_events_are_retried_with_backoff_then_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Mosquitto::start(&dir.path().join("cloud"));
+    let broker_port = free_port();
+    let token = "retry-token-0123456789";
+    // No `limit`: threshold fails every time, so the event is tried 1 + 2 times.
+    let functions = format!(
+        "[[functions]]\nname = \"threshold\"\nmodule = \"{}\"\ntriggers = [\"sensors/+/temperature\"]\n\
+         retries = 2\nretry_backoff_ms = 100\n",
+        function_wasm("threshold").display()
+    );
+    let env = [("KIRI_DASHBOARD_TOKEN", token.to_string())];
+    let mut kiri = Kiri::start(
+        &dir.path().join("kiri"),
+        &config_with(&cloud.url(), &embedded(broker_port), &functions),
+        &env,
+    );
+    publish_all(
+        broker_port,
+        "s",
+        "sensors/s1/temperature",
+        vec![reading("s1", 45)],
+    );
+    wait_until("three attempts", Duration::from_secs(20), || {
+        kiri.metric("kiri_invocations_total{function=\"threshold\",outcome=\"error\"}") >= 3.0
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        kiri.metric("kiri_retries_total"),
+        2.0,
+        "exactly the configured retries"
+    );
+    let url = format!("http://127.0.0.1:{}/api/v1/dead-letters", kiri.metrics_port);
+    let body = ureq::get(&url)
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let entries: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        entries.as_array().unwrap().len(),
+        1,
+        "one entry per event: {body}"
+    );
+    assert_eq!(entries[0]["attempts"], 3);
+    assert!(entries[0]["retry_at_ms"].is_null(), "retries used up");
+    kiri.stop();
 }

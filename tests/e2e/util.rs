@@ -257,6 +257,28 @@ impl Kiri {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// SIGTERM, and the gateway must exit cleanly within 10 s.
+    pub fn stop(&mut self) {
+        let mut c = self.child.take().expect("running");
+        signal(&c, "TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "kiri exited with {status}; log:\n{}",
+                    self.log_text()
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kiri did not stop within 10 s of SIGTERM"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

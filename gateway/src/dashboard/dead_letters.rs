@@ -41,6 +41,8 @@ pub struct Listed {
     pub received_ms: u64,
     /// Attempts made.
     pub attempts: u32,
+    /// When the gateway retries it by itself (`null`: it will not).
+    pub retry_at_ms: Option<u64>,
     /// The input's length.
     pub payload_len: u64,
     /// Whether `replay` can run it again.
@@ -58,6 +60,7 @@ impl Listed {
             error: e.error,
             received_ms: e.received_ms,
             attempts: e.attempts,
+            retry_at_ms: e.retry_at_ms,
             payload_len: e.payload_len,
         }
     }
@@ -164,6 +167,7 @@ pub async fn replay(
                     topic: e.topic,
                     payload: e.payload,
                     received_ms: e.received_ms,
+                    attempts: 0,
                 };
                 if s.work.try_send(work).is_err() {
                     outcome

@@ -416,6 +416,11 @@ impl Runtime {
             .set(stats.memory_peak_bytes as f64);
     }
 
+    /// Drops function `idx`'s live instance: the next invocation starts a fresh one.
+    pub fn discard_instance(&mut self, idx: usize) {
+        self.functions[idx].live = None;
+    }
+
     /// The shared statistics the HTTP API reads.
     pub fn meters(&self) -> meter::Meters {
         self.meters.clone()
