@@ -650,3 +650,92 @@ fn failed_events_are_retried_with_backoff_then_kept() {
     assert!(entries[0]["retry_at_ms"].is_null(), "retries used up");
     kiri.stop();
 }
+
+#[test]
+fn hostile_functions_do_not_disturb_a_good_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Mosquitto::start(&dir.path().join("cloud"));
+    let sub = CloudSubscriber::start(cloud.port, "cloud-consumer-9");
+    let broker_port = free_port();
+    let abi = r#"(memory (export "memory") 1)
+      (func (export "kiri_abi_version") (result i32) i32.const 1)
+      (func (export "kiri_alloc") (param i32) (result i32) i32.const 1024)"#;
+    let hostile = [
+        (
+            "spinner",
+            format!(
+                r#"(module {abi} (func (export "kiri_on_event") (param i32 i32 i32 i32 i64) (result i32) (loop (br 0)) i32.const 0))"#
+            ),
+        ),
+        (
+            "grower",
+            format!(
+                r#"(module {abi} (func (export "kiri_on_event") (param i32 i32 i32 i32 i64) (result i32)
+            (loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable))"#
+            ),
+        ),
+        (
+            "flooder",
+            format!(
+                r#"(module (import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32))) {abi}
+            (data (i32.const 0) "spam")
+            (func (export "kiri_on_event") (param i32 i32 i32 i32 i64) (result i32)
+              (loop (br_if 0 (i32.eqz (call $emit (i32.const 0) (i32.const 4) (i32.const 0) (i32.const 4))))) i32.const 7))"#
+            ),
+        ),
+        (
+            "recurser",
+            format!(
+                r#"(module {abi} (func $r (param i32) (result i32) (call $r (local.get 0)))
+            (func (export "kiri_on_event") (param i32 i32 i32 i32 i64) (result i32) (call $r (i32.const 0))))"#
+            ),
+        ),
+    ];
+    let mut functions = String::new();
+    for (name, wat) in &hostile {
+        let path = dir.path().join(format!("{name}.wasm"));
+        std::fs::write(&path, wat::parse_str(wat).unwrap()).unwrap();
+        functions += &format!(
+            "[[functions]]\nname = \"{name}\"\nmodule = \"{}\"\ntriggers = [\"sensors/+/temperature\"]\nretries = 0\n\
+             limits = {{ fuel = 200000, memory_bytes = 1048576 }}\n",
+            path.display()
+        );
+    }
+    functions += &format!(
+        "[[functions]]\nname = \"convert\"\nmodule = \"{}\"\ntriggers = [\"sensors/+/temperature\"]\n",
+        function_wasm("convert").display()
+    );
+    let mut kiri = Kiri::start(
+        &dir.path().join("kiri"),
+        &config_with(&cloud.url(), &embedded(broker_port), &functions),
+        &[],
+    );
+    publish_all(
+        broker_port,
+        "s",
+        "sensors/s1/temperature",
+        (0..200).map(|i| reading("s1", i)).collect(),
+    );
+    sub.wait_for(200, Duration::from_secs(60), &mut kiri);
+    assert_in_order(&sub.distinct_seqs(), 200);
+    assert!(
+        sub.received
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(_, e)| e.function == "convert"),
+        "no hostile output escaped"
+    );
+    for (name, outcome) in [
+        ("spinner", "out_of_fuel"),
+        ("grower", "trap"),
+        ("flooder", "error"),
+        ("recurser", "trap"),
+    ] {
+        let n = kiri.metric(&format!(
+            "kiri_invocations_total{{function=\"{name}\",outcome=\"{outcome}\"}}"
+        ));
+        assert_eq!(n, 200.0, "{name}: every event failed as {outcome}");
+    }
+    kiri.stop();
+}

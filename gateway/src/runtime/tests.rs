@@ -469,3 +469,29 @@ fn oversized_values_and_too_many_writes_are_refused() {
         .collect();
     assert_eq!(codes, [kiri_abi::code::TOO_LARGE, 0, kiri_abi::code::LIMIT]);
 }
+
+#[test]
+fn a_huge_module_file_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.wasm");
+    // Sparse: no 33 MiB are written.
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(MAX_MODULE_BYTES + 1)
+        .unwrap();
+    let cfg = crate::config::FunctionConfig {
+        name: "huge".into(),
+        module: path,
+        triggers: vec!["t".into()],
+        every: None,
+        cron: None,
+        config: BTreeMap::new(),
+        retries: 0,
+        retry_backoff_ms: 1,
+        http: false,
+        publish: vec![],
+        emit: vec!["#".into()],
+        limits: FunctionLimits::default(),
+    };
+    assert!(matches!(runtime().load(&cfg), Err(LoadError::TooLarge(_))));
+}
