@@ -351,6 +351,8 @@ pub struct FunctionLimits {
     pub kv_max_value_bytes: usize,
     /// Distinct keys one invocation may write or delete, at most.
     pub kv_max_writes: usize,
+    /// Nested calls (wasm function frames) at most; deeper recursion traps.
+    pub max_call_depth: usize,
 }
 
 impl Default for FunctionLimits {
@@ -363,6 +365,7 @@ impl Default for FunctionLimits {
             timeout_ms: 1000,
             kv_max_value_bytes: 64 << 10,
             kv_max_writes: 256,
+            max_call_depth: 1000,
         }
     }
 }
@@ -500,6 +503,18 @@ impl Config {
                         return bad(format!("function {:?}: {what} filter {t:?}: {e}", f.name));
                     }
                 }
+            }
+            if f.limits.timeout_ms == 0 {
+                return bad(format!(
+                    "function {:?}: limits.timeout_ms must be > 0",
+                    f.name
+                ));
+            }
+            if !(16..=100_000).contains(&f.limits.max_call_depth) {
+                return bad(format!(
+                    "function {:?}: limits.max_call_depth must be 16 to 100000",
+                    f.name
+                ));
             }
             if f.limits.fuel == 0
                 || f.limits.memory_bytes < 65536
@@ -698,6 +713,8 @@ mod tests {
         let c = Config::load_with_env(Some(&timer_only), env(&[])).unwrap();
         assert_eq!(c.functions[0].every.as_deref(), Some("10s"));
         assert!(err(&f("every = \"soon\""), &[]).contains("every"));
+        assert!(err(&f("limits = { timeout_ms = 0 }"), &[]).contains("timeout_ms"));
+        assert!(err(&f("limits = { max_call_depth = 1 }"), &[]).contains("max_call_depth"));
         assert!(err(&f("every = \"1ms\""), &[]).contains("100ms"));
         assert!(err(&f("cron = \"61 * * * *\""), &[]).contains("cron"));
         assert!(err("", &[("KIRI_CLOUD_URL", "mqtts://a:8883")]).contains("TLS"));

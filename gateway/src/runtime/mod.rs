@@ -5,7 +5,7 @@
 mod host;
 pub mod meter;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use kiri_abi::export;
@@ -162,10 +162,15 @@ impl Default for Permissions {
     }
 }
 
-/// All loaded functions, sharing one engine.
-pub struct Runtime {
+/// An engine (and its linker) per call-depth limit: wasmi sets that limit per engine.
+struct EngineSet {
     engine: Engine,
     linker: Linker<HostState>,
+}
+
+/// All loaded functions; functions with the same call-depth limit share an engine.
+pub struct Runtime {
+    engines: HashMap<usize, EngineSet>,
     functions: Vec<Function>,
     max_payload_bytes: usize,
     db: sled::Db,
@@ -176,19 +181,25 @@ impl Runtime {
     /// A runtime whose functions may emit payloads up to `max_payload_bytes` and keep state
     /// in `db` (one tree per function, `kv/<name>`).
     pub fn new(max_payload_bytes: usize, db: sled::Db) -> Runtime {
-        let mut config = EngineConfig::default();
-        config.consume_fuel(true);
-        let engine = Engine::new(&config);
-        let mut linker = Linker::new(&engine);
-        host::add_to_linker(&mut linker).expect("host functions have distinct names");
         Runtime {
-            engine,
-            linker,
+            engines: HashMap::new(),
             functions: Vec::new(),
             max_payload_bytes,
             db,
             meters: meter::Meters::default(),
         }
+    }
+
+    fn engine(&mut self, max_call_depth: usize) -> &EngineSet {
+        self.engines.entry(max_call_depth).or_insert_with(|| {
+            let mut config = EngineConfig::default();
+            config.consume_fuel(true);
+            config.set_max_recursion_depth(max_call_depth);
+            let engine = Engine::new(&config);
+            let mut linker = Linker::new(&engine);
+            host::add_to_linker(&mut linker).expect("host functions have distinct names");
+            EngineSet { engine, linker }
+        })
     }
 
     /// Reads, validates and instantiates a function; returns its index.
@@ -224,7 +235,8 @@ impl Runtime {
         config: BTreeMap<String, String>,
         permissions: Permissions,
     ) -> Result<usize, LoadError> {
-        let module = Module::new(&self.engine, wasm).map_err(LoadError::Invalid)?;
+        let engine = &self.engine(limits.max_call_depth).engine;
+        let module = Module::new(engine, wasm).map_err(LoadError::Invalid)?;
         check_interface(&module)?;
         let mut f = Function {
             name: name.into(),
@@ -271,13 +283,14 @@ impl Runtime {
             max_kv_writes: f.limits.kv_max_writes,
             response: None,
         };
-        let mut store = Store::new(&self.engine, state);
+        let set = &self.engines[&f.limits.max_call_depth];
+        let mut store = Store::new(&set.engine, state);
         store.limiter(|s| &mut s.limits);
         // The start function and kiri_abi_version run on the invocation fuel budget too.
         store
             .set_fuel(f.limits.fuel)
             .map_err(LoadError::Instantiate)?;
-        let instance = self
+        let instance = set
             .linker
             .instantiate_and_start(&mut store, &f.module)
             .map_err(LoadError::Instantiate)?;

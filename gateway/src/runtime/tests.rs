@@ -322,6 +322,53 @@ fn a_guest_calling_the_host_in_a_loop_is_stopped_too() {
 }
 
 #[test]
+fn the_call_depth_limit_is_per_function() {
+    // Recurses n levels (n = payload length), then returns 0.
+    let wat = r#"(module
+      (memory (export "memory") 1)
+      (func $down (param i32) (result i32)
+        (if (result i32) (i32.eqz (local.get 0)) (then (i32.const 0))
+          (else (call $down (i32.sub (local.get 0) (i32.const 1))))))
+      (func (export "kiri_abi_version") (result i32) i32.const 1)
+      (func (export "kiri_alloc") (param i32) (result i32) i32.const 1024)
+      (func (export "kiri_on_event") (param i32 i32 i32 i32 i64) (result i32) (call $down (local.get 3))))"#;
+    let wasm = wat::parse_str(wat).unwrap();
+    let mut rt = runtime();
+    let shallow = FunctionLimits {
+        max_call_depth: 50,
+        ..FunctionLimits::default()
+    };
+    let s = rt
+        .load_bytes(
+            "shallow",
+            &wasm,
+            shallow,
+            BTreeMap::new(),
+            Permissions::default(),
+        )
+        .unwrap();
+    let d = rt
+        .load_bytes(
+            "deep",
+            &wasm,
+            FunctionLimits::default(),
+            BTreeMap::new(),
+            Permissions::default(),
+        )
+        .unwrap();
+    let hundred = [0u8; 100];
+    assert!(matches!(
+        rt.invoke(s, "t", &hundred, 0),
+        Err(InvokeError::Trap(_))
+    ));
+    assert!(rt.invoke(s, "t", &hundred[..20], 0).is_ok());
+    assert!(
+        rt.invoke(d, "t", &hundred, 0).is_ok(),
+        "the default depth allows 100"
+    );
+}
+
+#[test]
 fn unbounded_recursion_traps_cleanly() {
     let mut rt = runtime();
     let wat = r#"(module
