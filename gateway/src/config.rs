@@ -307,6 +307,10 @@ pub struct FunctionConfig {
     /// Delay before the first retry, ms; it doubles for each further one.
     #[serde(default = "default_retry_backoff_ms")]
     pub retry_backoff_ms: u64,
+    /// Instances that may run at once: 1 (the default) keeps the order of events; more run
+    /// events in parallel, in any order.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
     /// Whether `POST /invoke/<name>` may run it (off by default).
     #[serde(default)]
     pub http: bool,
@@ -319,6 +323,10 @@ pub struct FunctionConfig {
     /// Sandbox limits.
     #[serde(default)]
     pub limits: FunctionLimits,
+}
+
+fn default_concurrency() -> usize {
+    1
 }
 
 fn default_retries() -> u32 {
@@ -353,6 +361,9 @@ pub struct FunctionLimits {
     pub kv_max_writes: usize,
     /// Nested calls (wasm function frames) at most; deeper recursion traps.
     pub max_call_depth: usize,
+    /// Instances that may run at once (set from the function's `concurrency`).
+    #[serde(skip)]
+    pub concurrency: usize,
 }
 
 impl Default for FunctionLimits {
@@ -366,6 +377,7 @@ impl Default for FunctionLimits {
             kv_max_value_bytes: 64 << 10,
             kv_max_writes: 256,
             max_call_depth: 1000,
+            concurrency: 1,
         }
     }
 }
@@ -503,6 +515,12 @@ impl Config {
                         return bad(format!("function {:?}: {what} filter {t:?}: {e}", f.name));
                     }
                 }
+            }
+            if !(1..=64).contains(&f.concurrency) {
+                return bad(format!(
+                    "function {:?}: concurrency must be 1 to 64",
+                    f.name
+                ));
             }
             if f.limits.timeout_ms == 0 {
                 return bad(format!(

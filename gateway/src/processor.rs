@@ -1,7 +1,9 @@
-//! The processor: takes messages from ingest in groups, runs the functions they trigger,
-//! commits every output and failure durably with one flush per group (group commit), and
-//! only then acknowledges the messages to the broker. Runs on its own thread because wasmi
-//! is synchronous; one thread keeps per-topic order.
+//! The processor: takes work in groups (messages from ingest, timer ticks, HTTP calls,
+//! retries), runs the functions they trigger (a function's events one after the other on its
+//! instance, different functions, and the instances of a function with `concurrency` > 1, in
+//! parallel on scoped threads), commits each invocation's outputs and state as it finishes,
+//! flushes once per group (group commit), and only then acknowledges the messages and answers
+//! the HTTP calls. wasmi is synchronous: none of this runs on the async executor.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::dispatch::Router;
 use crate::ingest::Incoming;
 use crate::outbox::{NewRecord, Outbox, OutboxError};
-use crate::runtime::{Destination, InvokeError, Output, Runtime};
+use crate::runtime::{Destination, Invocation, InvokeError, Job, Output, Runtime};
 
 /// How long to wait for input before retrying acks the ingest session could not take.
 const ACK_RETRY: Duration = Duration::from_millis(10);
@@ -121,8 +123,120 @@ pub struct Processor {
     pub handle: tokio::runtime::Handle,
 }
 
+/// Where a job of the batch came from, for staging its result.
+#[derive(Debug, Clone, Copy)]
+enum Origin {
+    /// A message or timer tick: a failure becomes a dead letter (with a retry schedule).
+    Event,
+    /// A replay or retry of dead letter `id`, tried `attempts` times before.
+    Replay { id: u64, attempts: u32 },
+    /// An HTTP invocation, group item `work`: a failure is answered, not dead-lettered.
+    Http { work: usize },
+}
+
+/// What a staged job leaves for after the commit.
+#[derive(Debug, Default)]
+struct Staged {
+    local: Vec<Output>,
+    response: Option<Result<Vec<u8>, InvokeFailure>>,
+}
+
+/// The parts of the processor the invocation workers share to stage results.
+struct Stager<'a> {
+    outbox: &'a Outbox,
+    dead_letters: &'a DeadLetters,
+    retry_policy: &'a [(u32, u64)],
+    names: &'a [String],
+}
+
+impl Stager<'_> {
+    /// Commits one job's result to the store (not yet flushed): outputs and state on
+    /// success, a dead letter on failure.
+    fn stage(
+        &self,
+        job: &Job<'_>,
+        origin: Origin,
+        result: Result<Invocation, InvokeError>,
+    ) -> Result<Staged, ProcessError> {
+        let name = &self.names[job.function];
+        let span = tracing::debug_span!("invoke", function = %name, topic = job.topic);
+        let _guard = span.enter();
+        let mut staged = Staged::default();
+        let failure = match result {
+            Ok(invocation) => {
+                metrics::counter!("kiri_invocations_total", "function" => name.clone(), "outcome" => "ok")
+                    .increment(1);
+                let now = crate::now_ms();
+                let mut records = Vec::new();
+                for o in invocation.outputs {
+                    match o.destination {
+                        Destination::Cloud => records.push(NewRecord {
+                            function: name.clone(),
+                            topic: o.topic,
+                            payload: o.payload,
+                            created_ms: now,
+                        }),
+                        Destination::Local => staged.local.push(o),
+                    }
+                }
+                let bytes = records.iter().map(Outbox::encoded_len).sum();
+                if !self.outbox.wait_for_room(records.len() as u64, bytes) {
+                    return Err(ProcessError::ShuttingDown);
+                }
+                let state = (&invocation.kv, invocation.kv_writes.as_slice());
+                self.outbox.append_with_state(&records, Some(state))?;
+                staged.response = Some(Ok(invocation.response.unwrap_or_default()));
+                None
+            }
+            Err(e) => {
+                let reason = e.reason();
+                metrics::counter!("kiri_invocations_total", "function" => name.clone(), "outcome" => reason)
+                    .increment(1);
+                tracing::warn!(error = %e, "invocation failed");
+                staged.response = Some(Err(InvokeFailure {
+                    reason,
+                    error: e.to_string(),
+                }));
+                Some(e)
+            }
+        };
+        let attempts = match origin {
+            Origin::Http { .. } => return Ok(staged),
+            Origin::Event => 0,
+            Origin::Replay { id, attempts } => {
+                // Replaced by the new attempt: a success, or a new entry just below.
+                self.dead_letters.remove(id)?;
+                attempts
+            }
+        };
+        if let Some(e) = failure {
+            let attempts = attempts + 1;
+            let (retries, backoff_ms) = self.retry_policy[job.function];
+            let retry_at_ms = (attempts <= retries).then(|| {
+                let factor = 1u64 << (attempts - 1).min(20);
+                crate::now_ms() + backoff_ms.saturating_mul(factor)
+            });
+            if retry_at_ms.is_none() && retries > 0 {
+                metrics::counter!("kiri_retries_exhausted_total", "function" => name.clone())
+                    .increment(1);
+            }
+            self.dead_letters.record(&DeadLetter {
+                function: Some(name),
+                topic: job.topic,
+                reason: e.reason(),
+                error: e.to_string(),
+                received_ms: job.received_ms,
+                payload: job.payload,
+                attempts,
+                retry_at_ms,
+            })?;
+        }
+        Ok(staged)
+    }
+}
+
 impl Processor {
-    /// Processes until ingest closes the queue. Returns an error only if a commit failed.
+    /// Processes until every producer of work is gone. Returns an error only if a commit failed.
     pub fn run(mut self, mut rx: mpsc::Receiver<Work>) -> Result<(), ProcessError> {
         let mut group = Vec::with_capacity(self.batch);
         // Acks the ingest session could not take yet. Acks travel through the same rumqttc
@@ -130,6 +244,9 @@ impl Processor {
         // on us: they are queued here and retried. Their number is bounded by the broker's
         // in-flight window (it sends no more unacknowledged QoS 1 messages).
         let mut pending_acks: VecDeque<Publish> = VecDeque::new();
+        let names: Vec<String> = (0..self.runtime.len())
+            .map(|i| self.runtime.name(i).to_string())
+            .collect();
         loop {
             while let Some(p) = pending_acks.front() {
                 if self.acker.try_ack(p).is_err() {
@@ -156,96 +273,156 @@ impl Processor {
                     Err(_) => break,
                 }
             }
-            let mut local = Vec::new();
-            let mut replies = Vec::new();
-            for w in &mut group {
-                let result = match w {
-                    Work::Message(m) => self.process(m, &mut local),
-                    Work::Timer { function, at_ms } => self.invoke_or_dead_letter(
-                        *function,
-                        TIMER_TOPIC,
-                        &[],
-                        *at_ms,
-                        0,
-                        &mut local,
-                    ),
-                    Work::Replay {
-                        id,
-                        function,
-                        topic,
-                        payload,
-                        received_ms,
-                        attempts,
-                    } => {
-                        metrics::counter!("kiri_dead_letters_replayed_total").increment(1);
-                        self.invoke_or_dead_letter(
-                            *function,
-                            topic,
-                            payload,
-                            *received_ms,
-                            *attempts,
-                            &mut local,
-                        )
-                        .and_then(|()| self.dead_letters.remove(*id).map(drop).map_err(Into::into))
+            match self.process_group(&mut group, &names)? {
+                Some(local) => {
+                    for w in group.drain(..) {
+                        let Work::Message(m) = w else { continue };
+                        if m.publish.qos == QoS::AtMostOnce {
+                            continue;
+                        }
+                        // Keep only what an ack needs (packet id and QoS), not the payload.
+                        let mut ack = Publish::new("", m.publish.qos, Vec::new());
+                        ack.pkid = m.publish.pkid;
+                        pending_acks.push_back(ack);
                     }
-                    Work::Invoke(call) => self
-                        .invoke(
-                            call.function,
-                            HTTP_TOPIC,
-                            &call.body,
-                            call.received_ms,
-                            &mut local,
-                        )
-                        .map(|outcome| {
-                            let outcome =
-                                outcome
-                                    .map(Option::unwrap_or_default)
-                                    .map_err(|e| InvokeFailure {
-                                        reason: e.reason(),
-                                        error: e.to_string(),
-                                    });
-                            // The sender is taken out so the reply can follow the commit.
-                            let (tx, _) = oneshot::channel();
-                            replies.push((std::mem::replace(&mut call.reply, tx), outcome));
-                        }),
-                };
-                match result {
-                    // Unacknowledged, the group is redelivered by the broker after a restart.
-                    Err(ProcessError::ShuttingDown) => return Ok(()),
-                    other => other?,
+                    for o in local {
+                        let publish =
+                            self.local
+                                .publish(o.topic, QoS::AtLeastOnce, false, o.payload);
+                        if let Err(e) = self.handle.block_on(publish) {
+                            tracing::warn!(error = %e, "local publish dropped: local session closed");
+                            metrics::counter!("kiri_local_publish_dropped_total").increment(1);
+                        }
+                    }
+                    self.wake.notify_one();
                 }
+                // Unacknowledged, the group is redelivered by the broker after a restart.
+                None => return Ok(()),
             }
-            // Group commit: every output and dead letter of the group is durable after this.
-            self.outbox.flush()?;
-            metrics::counter!("kiri_commits_total").increment(1);
-            for (reply, outcome) in replies {
-                // The caller may have given up waiting; the effects are committed either way.
-                let _ = reply.send(outcome);
-            }
-            for w in group.drain(..) {
-                let Work::Message(m) = w else { continue };
-                if m.publish.qos == QoS::AtMostOnce {
-                    continue;
-                }
-                // Keep only what an ack needs (packet id and QoS), not the payload.
-                let mut ack = Publish::new("", m.publish.qos, Vec::new());
-                ack.pkid = m.publish.pkid;
-                pending_acks.push_back(ack);
-            }
-            for o in local {
-                if let Err(e) = self.handle.block_on(self.local.publish(
-                    o.topic,
-                    QoS::AtLeastOnce,
-                    false,
-                    o.payload,
-                )) {
-                    tracing::warn!(error = %e, "local publish dropped: local session closed");
-                    metrics::counter!("kiri_local_publish_dropped_total").increment(1);
-                }
-            }
-            self.wake.notify_one();
         }
         Ok(())
+    }
+
+    /// Runs one group: its jobs (in parallel across functions), then one flush, then the HTTP
+    /// answers. Returns the local messages to publish, or `None` when shutting down.
+    fn process_group(
+        &mut self,
+        group: &mut [Work],
+        names: &[String],
+    ) -> Result<Option<Vec<Output>>, ProcessError> {
+        let mut jobs = Vec::new();
+        let mut origins = Vec::new();
+        for (wi, w) in group.iter().enumerate() {
+            match w {
+                Work::Message(m) => {
+                    if let Some((reason, error)) = self.check(m) {
+                        self.reject(m, reason, error)?;
+                        continue;
+                    }
+                    for function in self.router.route(&m.publish.topic) {
+                        jobs.push(Job {
+                            function,
+                            topic: &m.publish.topic,
+                            payload: &m.publish.payload,
+                            received_ms: m.received_ms,
+                            fresh: false,
+                        });
+                        origins.push(Origin::Event);
+                    }
+                }
+                Work::Timer { function, at_ms } => {
+                    jobs.push(Job {
+                        function: *function,
+                        topic: TIMER_TOPIC,
+                        payload: &[],
+                        received_ms: *at_ms,
+                        fresh: false,
+                    });
+                    origins.push(Origin::Event);
+                }
+                Work::Replay {
+                    id,
+                    function,
+                    topic,
+                    payload,
+                    received_ms,
+                    attempts,
+                } => {
+                    metrics::counter!("kiri_dead_letters_replayed_total").increment(1);
+                    // Retries run on a fresh instance, whatever the last failure was.
+                    jobs.push(Job {
+                        function: *function,
+                        topic,
+                        payload,
+                        received_ms: *received_ms,
+                        fresh: *attempts > 0,
+                    });
+                    origins.push(Origin::Replay {
+                        id: *id,
+                        attempts: *attempts,
+                    });
+                }
+                Work::Invoke(call) => {
+                    jobs.push(Job {
+                        function: call.function,
+                        topic: HTTP_TOPIC,
+                        payload: &call.body,
+                        received_ms: call.received_ms,
+                        fresh: false,
+                    });
+                    origins.push(Origin::Http { work: wi });
+                }
+            }
+        }
+        let stager = Stager {
+            outbox: &self.outbox,
+            dead_letters: &self.dead_letters,
+            retry_policy: &self.retry_policy,
+            names,
+        };
+        let staged: Vec<std::sync::Mutex<Staged>> =
+            jobs.iter().map(|_| Default::default()).collect();
+        let result = self.runtime.run_batch(&jobs, |j, result| {
+            let s = stager.stage(&jobs[j], origins[j], result)?;
+            *staged[j].lock().expect("staged lock") = s;
+            Ok::<(), ProcessError>(())
+        });
+        match result {
+            Err(ProcessError::ShuttingDown) => return Ok(None),
+            other => other?,
+        }
+        // Group commit: every output, state change and dead letter of the group is durable.
+        self.outbox.flush()?;
+        metrics::counter!("kiri_commits_total").increment(1);
+        let mut local = Vec::new();
+        for (origin, s) in origins.into_iter().zip(staged) {
+            let s = s.into_inner().expect("staged lock");
+            local.extend(s.local);
+            if let (Origin::Http { work }, Some(response)) = (origin, s.response) {
+                if let Work::Invoke(call) = &mut group[work] {
+                    // The caller may have given up waiting; the effects are committed either way.
+                    let (unused, _) = oneshot::channel();
+                    let _ = std::mem::replace(&mut call.reply, unused).send(response);
+                }
+            }
+        }
+        Ok(Some(local))
+    }
+
+    /// Why a message cannot be processed at all, if it cannot.
+    fn check(&self, m: &Incoming) -> Option<(&'static str, String)> {
+        let payload = &m.publish.payload;
+        if payload.len() > self.max_message_bytes {
+            let error = format!(
+                "payload of {} bytes exceeds broker.max_message_bytes = {}",
+                payload.len(),
+                self.max_message_bytes
+            );
+            return Some(("oversized", error));
+        }
+        codec::check_well_formed(payload)
+            .err()
+            .map(|e| ("malformed", e.to_string()))
     }
 
     fn reject(
@@ -267,114 +444,5 @@ impl Processor {
             retry_at_ms: None,
         })?;
         Ok(())
-    }
-
-    fn process(&mut self, m: &Incoming, local: &mut Vec<Output>) -> Result<(), ProcessError> {
-        let topic = m.publish.topic.as_str();
-        let payload = &m.publish.payload[..];
-        if payload.len() > self.max_message_bytes {
-            let error = format!(
-                "payload of {} bytes exceeds broker.max_message_bytes = {}",
-                payload.len(),
-                self.max_message_bytes
-            );
-            return self.reject(m, "oversized", error);
-        }
-        if let Err(e) = codec::check_well_formed(payload) {
-            return self.reject(m, "malformed", e.to_string());
-        }
-        for idx in self.router.route(topic) {
-            self.invoke_or_dead_letter(idx, topic, payload, m.received_ms, 0, local)?;
-        }
-        Ok(())
-    }
-
-    /// Runs one function on one event; a failure is recorded as a dead letter, scheduled for
-    /// an automatic retry while the function's `retries` are not used up. `attempts` counts
-    /// the earlier tries (0 for a new event).
-    fn invoke_or_dead_letter(
-        &mut self,
-        idx: usize,
-        topic: &str,
-        payload: &[u8],
-        received_ms: u64,
-        attempts: u32,
-        local: &mut Vec<Output>,
-    ) -> Result<(), ProcessError> {
-        if attempts > 0 {
-            // Retries run on a fresh instance, whatever the last failure was.
-            self.runtime.discard_instance(idx);
-        }
-        if let Err(e) = self.invoke(idx, topic, payload, received_ms, local)? {
-            let name = self.runtime.name(idx).to_string();
-            let attempts = attempts + 1;
-            let (retries, backoff_ms) = self.retry_policy[idx];
-            let retry_at_ms = (attempts <= retries).then(|| {
-                let factor = 1u64 << (attempts - 1).min(20);
-                crate::now_ms() + backoff_ms.saturating_mul(factor)
-            });
-            if retry_at_ms.is_none() && retries > 0 {
-                metrics::counter!("kiri_retries_exhausted_total", "function" => name.clone())
-                    .increment(1);
-            }
-            self.dead_letters.record(&DeadLetter {
-                function: Some(&name),
-                topic,
-                reason: e.reason(),
-                error: e.to_string(),
-                received_ms,
-                payload,
-                attempts,
-                retry_at_ms,
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Runs one function on one event and stages its outputs and state for the group commit.
-    /// The inner result is the invocation's: its `respond` body, or why it failed.
-    fn invoke(
-        &mut self,
-        idx: usize,
-        topic: &str,
-        payload: &[u8],
-        received_ms: u64,
-        local: &mut Vec<Output>,
-    ) -> Result<Result<Option<Vec<u8>>, InvokeError>, ProcessError> {
-        let name = self.runtime.name(idx).to_string();
-        let span = tracing::debug_span!("invoke", function = %name, topic);
-        let _guard = span.enter();
-        let invocation = match self.runtime.invoke(idx, topic, payload, received_ms) {
-            Ok(invocation) => invocation,
-            Err(e) => {
-                let reason = e.reason();
-                metrics::counter!("kiri_invocations_total", "function" => name, "outcome" => reason)
-                    .increment(1);
-                tracing::warn!(error = %e, "invocation failed");
-                return Ok(Err(e));
-            }
-        };
-        metrics::counter!("kiri_invocations_total", "function" => name.clone(), "outcome" => "ok")
-            .increment(1);
-        let now = crate::now_ms();
-        let mut records = Vec::new();
-        for o in invocation.outputs {
-            match o.destination {
-                Destination::Cloud => records.push(NewRecord {
-                    function: name.clone(),
-                    topic: o.topic,
-                    payload: o.payload,
-                    created_ms: now,
-                }),
-                Destination::Local => local.push(o),
-            }
-        }
-        let bytes = records.iter().map(Outbox::encoded_len).sum();
-        if !self.outbox.wait_for_room(records.len() as u64, bytes) {
-            return Err(ProcessError::ShuttingDown);
-        }
-        let state = (&invocation.kv, invocation.kv_writes.as_slice());
-        self.outbox.append_with_state(&records, Some(state))?;
-        Ok(Ok(invocation.response))
     }
 }

@@ -9,7 +9,8 @@
 //!
 //! ## Life cycle
 //! - **write**: the processor appends the outputs of one invocation as one atomic sled batch,
-//!   never partially.
+//!   never partially. Appends are serialised: sequence numbers are taken and applied under one
+//!   lock, so records become visible in sequence order even with parallel invocation workers.
 //! - **commit**: after a group of invocations the processor calls [`Outbox::flush`] (one fsync
 //!   for the group); only then are the inputs acknowledged to the broker.
 //! - **read**: the forwarder reads in key order from the oldest record it has not sent on the
@@ -172,18 +173,22 @@ impl Outbox {
         if records.is_empty() && state.is_none() {
             return Ok(Vec::new());
         }
+        let values: Vec<Vec<u8>> = records
+            .iter()
+            .map(|r| record::encode(r.created_ms, &r.function, &r.topic, &r.payload))
+            .collect();
+        let bytes: u64 = values.iter().map(|v| v.len() as u64).sum();
+        // Under the usage lock: sequence numbers are taken and applied in one order, so a
+        // reader never sees a record before an older one that is still being written (appends
+        // come from several invocation workers), and an ack cannot be counted before its append.
+        let mut u = self.usage.lock().expect("outbox usage lock");
         let mut encoded = Vec::with_capacity(records.len());
         let mut seqs = Vec::with_capacity(records.len());
-        let mut bytes = 0u64;
-        for r in records {
+        for value in values {
             let seq = self.db.generate_id()?;
-            let value = record::encode(r.created_ms, &r.function, &r.topic, &r.payload);
-            bytes += value.len() as u64;
             encoded.push((record::key(seq), value));
             seqs.push(seq);
         }
-        // Under the usage lock, so an ack of these records cannot be counted before them.
-        let mut u = self.usage.lock().expect("outbox usage lock");
         match state {
             None => {
                 let mut batch = sled::Batch::default();

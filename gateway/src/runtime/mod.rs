@@ -133,14 +133,35 @@ struct Live {
     on_event: OnEvent,
 }
 
-struct Function {
+/// What does not change while a function is loaded.
+struct Meta {
     name: Arc<str>,
     module: Module,
     limits: FunctionLimits,
     config: Arc<BTreeMap<String, String>>,
     permissions: Arc<Permissions>,
     kv: sled::Tree,
-    live: Option<Live>,
+}
+
+struct Function {
+    meta: Meta,
+    /// Up to `concurrency` instances; `None` slots are created on demand.
+    pool: Vec<Option<Live>>,
+}
+
+/// One event for [`Runtime::run_batch`].
+#[derive(Debug, Clone, Copy)]
+pub struct Job<'a> {
+    /// The function's index.
+    pub function: usize,
+    /// The event's topic.
+    pub topic: &'a str,
+    /// The event's payload.
+    pub payload: &'a [u8],
+    /// When the event arrived.
+    pub received_ms: u64,
+    /// Run it on a fresh instance (retries).
+    pub fresh: bool,
 }
 
 /// Where a function may send outputs: MQTT topic filters.
@@ -223,7 +244,11 @@ impl Runtime {
             publish: cfg.publish.clone(),
             emit: cfg.emit.clone(),
         };
-        self.load_bytes(&cfg.name, &bytes, cfg.limits.clone(), config, permissions)
+        let limits = FunctionLimits {
+            concurrency: cfg.concurrency,
+            ..cfg.limits.clone()
+        };
+        self.load_bytes(&cfg.name, &bytes, limits, config, permissions)
     }
 
     /// Like [`Runtime::load`] from bytes already in memory.
@@ -238,16 +263,22 @@ impl Runtime {
         let engine = &self.engine(limits.max_call_depth).engine;
         let module = Module::new(engine, wasm).map_err(LoadError::Invalid)?;
         check_interface(&module)?;
-        let mut f = Function {
+        let meta = Meta {
             name: name.into(),
             module,
             limits,
             config: Arc::new(config),
             permissions: Arc::new(permissions),
             kv: self.db.open_tree(format!("kv/{name}"))?,
-            live: None,
         };
-        f.live = Some(self.instantiate(&f)?);
+        let set = &self.engines[&meta.limits.max_call_depth];
+        // One instance now: it validates the module's start and ABI version; the rest of
+        // the pool is made on demand.
+        let first = instantiate(set, &meta, self.max_payload_bytes)?;
+        let mut pool: Vec<Option<Live>> =
+            (0..meta.limits.concurrency.max(1)).map(|_| None).collect();
+        pool[0] = Some(first);
+        let f = Function { meta, pool };
         self.meters
             .lock()
             .expect("meters lock")
@@ -258,8 +289,10 @@ impl Runtime {
         self.functions.push(f);
         Ok(self.functions.len() - 1)
     }
+}
 
-    fn instantiate(&self, f: &Function) -> Result<Live, LoadError> {
+fn instantiate(set: &EngineSet, f: &Meta, max_payload_bytes: usize) -> Result<Live, LoadError> {
+    {
         let state = HostState {
             limits: StoreLimitsBuilder::new()
                 .memory_size(f.limits.memory_bytes)
@@ -276,14 +309,13 @@ impl Runtime {
             log_lines: 0,
             max_outputs: f.limits.max_outputs,
             max_output_bytes: f.limits.max_output_bytes,
-            max_payload_bytes: self.max_payload_bytes,
+            max_payload_bytes,
             kv: f.kv.clone(),
             kv_writes: BTreeMap::new(),
             max_kv_value_bytes: f.limits.kv_max_value_bytes,
             max_kv_writes: f.limits.kv_max_writes,
             response: None,
         };
-        let set = &self.engines[&f.limits.max_call_depth];
         let mut store = Store::new(&set.engine, state);
         store.limiter(|s| &mut s.limits);
         // The start function and kiri_abi_version run on the invocation fuel budget too.
@@ -322,7 +354,9 @@ impl Runtime {
             on_event,
         })
     }
+}
 
+impl Runtime {
     /// Number of loaded functions.
     pub fn len(&self) -> usize {
         self.functions.len()
@@ -335,17 +369,18 @@ impl Runtime {
 
     /// The index of the function called `name`.
     pub fn index(&self, name: &str) -> Option<usize> {
-        self.functions.iter().position(|f| &*f.name == name)
+        self.functions.iter().position(|f| &*f.meta.name == name)
     }
 
     /// The name of function `idx`.
     pub fn name(&self, idx: usize) -> &str {
-        &self.functions[idx].name
+        &self.functions[idx].meta.name
     }
 
-    /// Runs function `idx` on one event. On success returns its outputs and state writes,
-    /// for the caller to commit together; on any failure returns none of them. An instance that trapped is discarded; the next call gets a
-    /// fresh one from the cached module.
+    /// Runs function `idx` on one event (on its first instance). On success returns its
+    /// outputs and state writes, for the caller to commit together; on any failure returns
+    /// none of them. An instance that trapped is discarded; the next call gets a fresh one
+    /// from the cached module.
     pub fn invoke(
         &mut self,
         idx: usize,
@@ -353,91 +388,207 @@ impl Runtime {
         payload: &[u8],
         received_ms: u64,
     ) -> Result<Invocation, InvokeError> {
-        let cold = self.functions[idx].live.is_none();
-        if cold {
-            match self.instantiate(&self.functions[idx]) {
-                Ok(live) => self.functions[idx].live = Some(live),
-                Err(e) => {
-                    let e = InvokeError::Instantiate(e);
-                    self.record(
-                        idx,
-                        meter::Sample {
-                            cold,
-                            fuel: 0,
-                            wall_us: 0,
-                            memory_bytes: 0,
-                            failure: Some(e.reason()),
-                        },
-                    );
-                    return Err(e);
-                }
+        let f = &mut self.functions[idx];
+        let set = &self.engines[&f.meta.limits.max_call_depth];
+        let job = Job {
+            function: idx,
+            topic,
+            payload,
+            received_ms,
+            fresh: false,
+        };
+        let ctx = Ctx {
+            set,
+            meta: &f.meta,
+            max_payload_bytes: self.max_payload_bytes,
+            meters: &self.meters,
+        };
+        invoke_slot(&ctx, &mut f.pool[0], &job)
+    }
+
+    /// Runs `jobs`, in parallel across functions and across the instances of a function with
+    /// `concurrency` > 1; with `concurrency` = 1 a function's jobs run one after the other in
+    /// the given order. `then(job_index, result)` is called on the worker right after each
+    /// job, before the next job of that instance, so it can commit state the next one reads.
+    /// The first error `then` returns stops the batch and is returned.
+    pub fn run_batch<E: Send>(
+        &mut self,
+        jobs: &[Job<'_>],
+        then: impl Fn(usize, Result<Invocation, InvokeError>) -> Result<(), E> + Sync,
+    ) -> Result<(), E> {
+        // One task per (function, instance slot), holding its jobs in order.
+        let mut tasks: Vec<(usize, usize, Vec<usize>)> = Vec::new();
+        let mut next_slot = vec![0usize; self.functions.len()];
+        for (j, job) in jobs.iter().enumerate() {
+            let slots = self.functions[job.function].pool.len();
+            let slot = next_slot[job.function] % slots;
+            next_slot[job.function] += 1;
+            match tasks
+                .iter_mut()
+                .find(|(f, s, _)| *f == job.function && *s == slot)
+            {
+                Some(t) => t.2.push(j),
+                None => tasks.push((job.function, slot, vec![j])),
             }
         }
-        let f = &mut self.functions[idx];
-        let live = f.live.as_mut().expect("instantiated above");
-        let started = Instant::now();
-        let mut budget = Budget {
-            fuel: f.limits.fuel,
-            remaining: f.limits.fuel,
-            deadline: started + Duration::from_millis(f.limits.timeout_ms),
-            timeout_ms: f.limits.timeout_ms,
-        };
-        let result =
-            call(live, &mut budget, topic, payload, received_ms).map(|outputs| Invocation {
-                outputs,
-                kv_writes: std::mem::take(&mut live.store.data_mut().kv_writes)
-                    .into_iter()
-                    .collect(),
-                kv: f.kv.clone(),
-                response: live.store.data_mut().response.take(),
-            });
-        let left = live.store.get_fuel().unwrap_or(0);
-        let used = budget.fuel - budget.remaining - left;
-        let elapsed = started.elapsed();
-        let memory_bytes = live.memory.data_size(&live.store) as u64;
-        let name = f.name.to_string();
-        metrics::counter!("kiri_fuel_consumed_total", "function" => name.clone()).increment(used);
-        metrics::histogram!("kiri_invocation_seconds", "function" => name)
-            .record(elapsed.as_secs_f64());
-        if matches!(
-            result,
-            Err(InvokeError::Trap(_) | InvokeError::OutOfFuel(_) | InvokeError::Timeout(_))
-        ) {
-            // Its memory and globals may be in any state: the next call gets a fresh instance.
-            f.live = None;
+        // Hand each task its own instance slot (disjoint mutable borrows).
+        let (engines, max_payload_bytes, meters) =
+            (&self.engines, self.max_payload_bytes, &self.meters);
+        let mut slots: Vec<Option<(&Meta, &mut Option<Live>)>> = Vec::new();
+        let mut index = Vec::new();
+        for (fi, f) in self.functions.iter_mut().enumerate() {
+            let meta = &f.meta;
+            for (si, slot) in f.pool.iter_mut().enumerate() {
+                index.push((fi, si));
+                slots.push(Some((meta, slot)));
+            }
         }
-        let sample = meter::Sample {
-            cold,
-            fuel: used,
-            wall_us: elapsed.as_micros() as u64,
-            memory_bytes,
-            failure: result.as_ref().err().map(InvokeError::reason),
+        let then = &then;
+        let mut work: Vec<_> = tasks
+            .into_iter()
+            .map(|(fi, si, js)| {
+                let at = index
+                    .iter()
+                    .position(|x| *x == (fi, si))
+                    .expect("slot exists");
+                let (meta, slot) = slots[at].take().expect("one task per slot");
+                move || -> Result<(), E> {
+                    let ctx = Ctx {
+                        set: &engines[&meta.limits.max_call_depth],
+                        meta,
+                        max_payload_bytes,
+                        meters,
+                    };
+                    for j in js {
+                        let job = &jobs[j];
+                        if job.fresh {
+                            *slot = None;
+                        }
+                        then(j, invoke_slot(&ctx, slot, job))?;
+                    }
+                    Ok(())
+                }
+            })
+            .collect();
+        // One task: run it here, no thread needed (the common case at low load).
+        let Some(first) = work.pop() else {
+            return Ok(());
         };
-        self.record(idx, sample);
-        result
+        if work.is_empty() {
+            return first();
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = work.into_iter().map(|w| scope.spawn(w)).collect();
+            let mut result = first();
+            for h in handles {
+                let r = h.join().expect("invocation worker panicked");
+                if result.is_ok() {
+                    result = r;
+                }
+            }
+            result
+        })
     }
 
-    fn record(&self, idx: usize, sample: meter::Sample) {
-        let name = self.functions[idx].name.to_string();
-        let kind = if sample.cold { "cold" } else { "warm" };
-        metrics::counter!("kiri_function_starts_total", "function" => name.clone(), "kind" => kind)
-            .increment(1);
-        let mut meters = self.meters.lock().expect("meters lock");
-        let stats = &mut meters[idx];
-        stats.record(sample);
-        metrics::gauge!("kiri_function_memory_peak_bytes", "function" => name)
-            .set(stats.memory_peak_bytes as f64);
-    }
-
-    /// Drops function `idx`'s live instance: the next invocation starts a fresh one.
+    /// Drops function `idx`'s live instances: the next invocations start fresh ones.
     pub fn discard_instance(&mut self, idx: usize) {
-        self.functions[idx].live = None;
+        self.functions[idx]
+            .pool
+            .iter_mut()
+            .for_each(|slot| *slot = None);
     }
 
     /// The shared statistics the HTTP API reads.
     pub fn meters(&self) -> meter::Meters {
         self.meters.clone()
     }
+}
+
+/// What one invocation needs besides its instance slot.
+struct Ctx<'a> {
+    set: &'a EngineSet,
+    meta: &'a Meta,
+    max_payload_bytes: usize,
+    meters: &'a meter::Meters,
+}
+
+fn invoke_slot(
+    ctx: &Ctx<'_>,
+    slot: &mut Option<Live>,
+    job: &Job<'_>,
+) -> Result<Invocation, InvokeError> {
+    let f = ctx.meta;
+    let cold = slot.is_none();
+    if cold {
+        match instantiate(ctx.set, f, ctx.max_payload_bytes) {
+            Ok(live) => *slot = Some(live),
+            Err(e) => {
+                let e = InvokeError::Instantiate(e);
+                let sample = meter::Sample {
+                    cold,
+                    fuel: 0,
+                    wall_us: 0,
+                    memory_bytes: 0,
+                    failure: Some(e.reason()),
+                };
+                record(ctx.meters, job.function, &f.name, sample);
+                return Err(e);
+            }
+        }
+    }
+    let live = slot.as_mut().expect("instantiated above");
+    let started = Instant::now();
+    let mut budget = Budget {
+        fuel: f.limits.fuel,
+        remaining: f.limits.fuel,
+        deadline: started + Duration::from_millis(f.limits.timeout_ms),
+        timeout_ms: f.limits.timeout_ms,
+    };
+    let result = call(live, &mut budget, job.topic, job.payload, job.received_ms).map(|outputs| {
+        Invocation {
+            outputs,
+            kv_writes: std::mem::take(&mut live.store.data_mut().kv_writes)
+                .into_iter()
+                .collect(),
+            kv: f.kv.clone(),
+            response: live.store.data_mut().response.take(),
+        }
+    });
+    let left = live.store.get_fuel().unwrap_or(0);
+    let used = budget.fuel - budget.remaining - left;
+    let elapsed = started.elapsed();
+    let memory_bytes = live.memory.data_size(&live.store) as u64;
+    let name = f.name.to_string();
+    metrics::counter!("kiri_fuel_consumed_total", "function" => name.clone()).increment(used);
+    metrics::histogram!("kiri_invocation_seconds", "function" => name)
+        .record(elapsed.as_secs_f64());
+    if matches!(
+        result,
+        Err(InvokeError::Trap(_) | InvokeError::OutOfFuel(_) | InvokeError::Timeout(_))
+    ) {
+        // Its memory and globals may be in any state: the next call gets a fresh instance.
+        *slot = None;
+    }
+    let sample = meter::Sample {
+        cold,
+        fuel: used,
+        wall_us: elapsed.as_micros() as u64,
+        memory_bytes,
+        failure: result.as_ref().err().map(InvokeError::reason),
+    };
+    record(ctx.meters, job.function, &f.name, sample);
+    result
+}
+
+fn record(meters: &meter::Meters, idx: usize, name: &str, sample: meter::Sample) {
+    let kind = if sample.cold { "cold" } else { "warm" };
+    metrics::counter!("kiri_function_starts_total", "function" => name.to_string(), "kind" => kind)
+        .increment(1);
+    let mut meters = meters.lock().expect("meters lock");
+    let stats = &mut meters[idx];
+    stats.record(sample);
+    metrics::gauge!("kiri_function_memory_peak_bytes", "function" => name.to_string())
+        .set(stats.memory_peak_bytes as f64);
 }
 
 /// Fuel is handed out in slices; between slices the wall clock is checked, so neither a

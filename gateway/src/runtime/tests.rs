@@ -95,7 +95,7 @@ fn a_pointer_outside_memory_traps_and_the_instance_is_replaced() {
     .unwrap();
     let err = rt.invoke(f, "t", b"", 0).unwrap_err();
     assert!(matches!(err, InvokeError::Trap(_)), "{err}");
-    assert!(rt.functions[f].live.is_none());
+    assert!(rt.functions[f].pool[0].is_none());
     assert!(
         matches!(rt.invoke(f, "t", b"", 0), Err(InvokeError::Trap(_))),
         "a fresh instance runs again"
@@ -535,10 +535,115 @@ fn a_huge_module_file_is_refused_before_it_is_read() {
         config: BTreeMap::new(),
         retries: 0,
         retry_backoff_ms: 1,
+        concurrency: 1,
         http: false,
         publish: vec![],
         emit: vec!["#".into()],
         limits: FunctionLimits::default(),
     };
     assert!(matches!(runtime().load(&cfg), Err(LoadError::TooLarge(_))));
+}
+
+#[test]
+fn a_batch_runs_each_function_in_order_and_functions_side_by_side() {
+    let mut rt = runtime();
+    let a = load(&mut rt, ECHO).unwrap();
+    let b = load(&mut rt, ECHO).unwrap();
+    let payloads: Vec<Vec<u8>> = (0u8..40).map(|i| vec![i]).collect();
+    let jobs: Vec<Job<'_>> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Job {
+            function: if i % 2 == 0 { a } else { b },
+            topic: "t",
+            payload: p,
+            received_ms: 0,
+            fresh: false,
+        })
+        .collect();
+    let seen = std::sync::Mutex::new(vec![Vec::new(), Vec::new()]);
+    rt.run_batch(&jobs, |j, r| -> Result<(), ()> {
+        let out = r.unwrap();
+        seen.lock().unwrap()[jobs[j].function].push(out.outputs[0].payload[0]);
+        Ok(())
+    })
+    .unwrap();
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(
+        seen[a],
+        (0u8..40).step_by(2).collect::<Vec<_>>(),
+        "in order per function"
+    );
+    assert_eq!(seen[b], (1u8..40).step_by(2).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_function_with_concurrency_uses_several_instances() {
+    let mut rt = runtime();
+    let limits = FunctionLimits {
+        concurrency: 3,
+        ..FunctionLimits::default()
+    };
+    let f = rt
+        .load_bytes(
+            "c",
+            &wat::parse_str(ECHO).unwrap(),
+            limits,
+            BTreeMap::new(),
+            Permissions::default(),
+        )
+        .unwrap();
+    let jobs: Vec<Job<'_>> = (0..9)
+        .map(|_| Job {
+            function: f,
+            topic: "t",
+            payload: b"x",
+            received_ms: 0,
+            fresh: false,
+        })
+        .collect();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    rt.run_batch(&jobs, |_, r| -> Result<(), ()> {
+        r.unwrap();
+        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(done.into_inner(), 9);
+    assert!(
+        rt.functions[f].pool.iter().all(Option::is_some),
+        "three live instances"
+    );
+    let stats = rt.meters().lock().unwrap()[f].clone();
+    assert_eq!(
+        (stats.invocations, stats.cold_starts),
+        (9, 2),
+        "two instances made on demand"
+    );
+}
+
+#[test]
+fn the_first_error_of_the_callback_stops_the_batch() {
+    let mut rt = runtime();
+    let a = load(&mut rt, ECHO).unwrap();
+    let jobs: Vec<Job<'_>> = (0..5)
+        .map(|_| Job {
+            function: a,
+            topic: "t",
+            payload: b"",
+            received_ms: 0,
+            fresh: false,
+        })
+        .collect();
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let r = rt.run_batch(&jobs, |j, _| {
+        calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if j == 1 {
+            Err("stop")
+        } else {
+            Ok(())
+        }
+    });
+    assert_eq!(r, Err("stop"));
+    assert_eq!(calls.into_inner(), 2);
 }
