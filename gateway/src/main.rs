@@ -209,8 +209,19 @@ fn functions_table(url: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot reach the gateway at {url}"))?;
     let views: Vec<FunctionView> = serde_json::from_str(&resp.body_mut().read_to_string()?)?;
     println!(
-        "{:<16} {:>9} {:>9} {:>7} {:>6} {:>6} {:>12} {:>10} {:>10} {:>9}  trigger",
-        "function", "calls", "ok", "errors", "cold", "warm", "fuel", "mean us", "max us", "mem KiB"
+        "{:<16} {:>9} {:>9} {:>7} {:>7} {:>5} {:>6} {:>6} {:>12} {:>10} {:>10} {:>9}  trigger",
+        "function",
+        "calls",
+        "ok",
+        "errors",
+        "retries",
+        "dead",
+        "cold",
+        "warm",
+        "fuel",
+        "mean us",
+        "max us",
+        "mem KiB"
     );
     for v in views {
         let s = &v.stats;
@@ -234,11 +245,13 @@ fn functions_table(url: &str) -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .join(", ");
         println!(
-            "{:<16} {:>9} {:>9} {:>7} {:>6} {:>6} {:>12} {:>10} {:>10} {:>9}  {}",
+            "{:<16} {:>9} {:>9} {:>7} {:>7} {:>5} {:>6} {:>6} {:>12} {:>10} {:>10} {:>9}  {}",
             v.info.name,
             s.invocations,
             s.ok,
             errors,
+            s.retries,
+            s.dead_lettered,
             s.cold_starts,
             s.warm_starts,
             s.fuel,

@@ -147,6 +147,7 @@ struct Stager<'a> {
     dead_letters: &'a DeadLetters,
     retry_policy: &'a [(u32, u64)],
     names: &'a [String],
+    meters: &'a crate::runtime::meter::Meters,
 }
 
 impl Stager<'_> {
@@ -206,6 +207,9 @@ impl Stager<'_> {
             Origin::Replay { id, attempts } => {
                 // Replaced by the new attempt: a success, or a new entry just below.
                 self.dead_letters.remove(id)?;
+                if attempts > 0 {
+                    self.meters.lock().expect("meters lock")[job.function].retries += 1;
+                }
                 attempts
             }
         };
@@ -219,6 +223,9 @@ impl Stager<'_> {
             if retry_at_ms.is_none() && retries > 0 {
                 metrics::counter!("kiri_retries_exhausted_total", "function" => name.clone())
                     .increment(1);
+            }
+            if retry_at_ms.is_none() {
+                self.meters.lock().expect("meters lock")[job.function].dead_lettered += 1;
             }
             self.dead_letters.record(&DeadLetter {
                 function: Some(name),
@@ -374,11 +381,13 @@ impl Processor {
                 }
             }
         }
+        let meters = self.runtime.meters();
         let stager = Stager {
             outbox: &self.outbox,
             dead_letters: &self.dead_letters,
             retry_policy: &self.retry_policy,
             names,
+            meters: &meters,
         };
         let staged: Vec<std::sync::Mutex<Staged>> =
             jobs.iter().map(|_| Default::default()).collect();

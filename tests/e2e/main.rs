@@ -648,6 +648,19 @@ fn failed_events_are_retried_with_backoff_then_kept() {
     );
     assert_eq!(entries[0]["attempts"], 3);
     assert!(entries[0]["retry_at_ms"].is_null(), "retries used up");
+    let url = format!("http://127.0.0.1:{}/api/v1/functions", kiri.metrics_port);
+    let body = ureq::get(&url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let views: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(views[0]["stats"]["retries"], 2, "{body}");
+    assert_eq!(
+        views[0]["stats"]["dead_lettered"], 1,
+        "one event left for good"
+    );
     kiri.stop();
 }
 

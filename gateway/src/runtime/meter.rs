@@ -30,6 +30,10 @@ pub struct FunctionStats {
     pub wall_us_max: u64,
     /// The largest linear memory an instance reached, bytes.
     pub memory_peak_bytes: u64,
+    /// Automatic retries run.
+    pub retries: u64,
+    /// Events left in the dead letters for good (failed, no retries left).
+    pub dead_lettered: u64,
 }
 
 /// What one invocation cost.
