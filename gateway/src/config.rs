@@ -516,6 +516,12 @@ impl Config {
                     }
                 }
             }
+            if f.retries > 100 || f.retry_backoff_ms > 86_400_000 {
+                return bad(format!(
+                    "function {:?}: retries must be at most 100 and retry_backoff_ms at most 86400000 (a day)",
+                    f.name
+                ));
+            }
             if !(1..=64).contains(&f.concurrency) {
                 return bad(format!(
                     "function {:?}: concurrency must be 1 to 64",

@@ -7,7 +7,7 @@
 //! id generator, so key order is arrival order), value = [`DeadLetterEntry`] in CBOR.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashSet};
 use std::sync::Mutex;
 
 use crate::codec::DeadLetterEntry;
@@ -49,6 +49,9 @@ pub struct DeadLetters {
     usage: Mutex<Usage>,
     /// Entries waiting for an automatic retry: (due time, id), soonest first.
     due: Mutex<BinaryHeap<Reverse<(u64, u64)>>>,
+    /// Entries queued for a replay or retry and not yet finished: never queued twice, not
+    /// dropped meanwhile.
+    claimed: Mutex<HashSet<u64>>,
 }
 
 impl DeadLetters {
@@ -72,6 +75,7 @@ impl DeadLetters {
             limits,
             usage: Mutex::new(usage),
             due: Mutex::new(due),
+            claimed: Mutex::new(HashSet::new()),
         })
     }
 
@@ -130,6 +134,21 @@ impl DeadLetters {
             }
         }
         (ids, due.peek().map(|Reverse((at, _))| *at))
+    }
+
+    /// Marks an entry as queued for a replay or retry; `false` if it already is.
+    pub fn claim(&self, id: u64) -> bool {
+        self.claimed.lock().expect("dead letter lock").insert(id)
+    }
+
+    /// Ends a claim (the replay finished, or could not be queued).
+    pub fn release(&self, id: u64) {
+        self.claimed.lock().expect("dead letter lock").remove(&id);
+    }
+
+    /// Whether a replay or retry of the entry is under way.
+    pub fn is_claimed(&self, id: u64) -> bool {
+        self.claimed.lock().expect("dead letter lock").contains(&id)
     }
 
     /// Puts an id back in the retry schedule (its retry could not be queued).
@@ -260,6 +279,18 @@ mod tests {
         assert_eq!((cut.payload.as_slice(), cut.payload_len), (&b"abcd"[..], 6));
         assert!(!cut.replayable());
         assert_eq!(dl.list(Some("g"), 10).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn an_entry_is_claimed_by_one_replay_at_a_time() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let dl = DeadLetters::open(&db, DeadLetterConfig::default()).unwrap();
+        let id = dl.record(&letter(b"x")).unwrap();
+        assert!(dl.claim(id));
+        assert!(!dl.claim(id), "a second replay is refused");
+        assert!(dl.is_claimed(id));
+        dl.release(id);
+        assert!(dl.claim(id));
     }
 
     #[test]

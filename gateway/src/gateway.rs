@@ -207,6 +207,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         tx.clone(),
     ));
     drop(tx);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::new(Notify::new());
     let processor = Processor {
         runtime,
         router,
@@ -223,6 +225,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         local,
         wake,
         handle: tokio::runtime::Handle::current(),
+        stop: stop.clone(),
+        stopping: stopping.clone(),
     };
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     let processor_thread = std::thread::Builder::new()
@@ -253,6 +257,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let _ = task.await;
     }
     tracing::debug!("inputs stopped");
+    // The processor finishes the group it is on and stops; work still queued is not
+    // acknowledged, so the broker redelivers it after a restart.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stopping.notify_one();
     outbox.close();
     let joined = tokio::task::spawn_blocking(move || processor_thread.join()).await;
     tracing::debug!("processor stopped");

@@ -6,6 +6,7 @@
 //! the HTTP calls. wasmi is synchronous: none of this runs on the async executor.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,6 +122,10 @@ pub struct Processor {
     pub wake: Arc<Notify>,
     /// To wait on async client calls from this thread.
     pub handle: tokio::runtime::Handle,
+    /// Set at shutdown: stop after the current group (queued work stays unacknowledged).
+    pub stop: Arc<AtomicBool>,
+    /// Wakes the processor when `stop` is set.
+    pub stopping: Arc<Notify>,
 }
 
 /// Where a job of the batch came from, for staging its result.
@@ -180,12 +185,11 @@ impl Stager<'_> {
                         Destination::Local => staged.local.push(o),
                     }
                 }
-                let bytes = records.iter().map(Outbox::encoded_len).sum();
-                if !self.outbox.wait_for_room(records.len() as u64, bytes) {
-                    return Err(ProcessError::ShuttingDown);
-                }
                 let state = (&invocation.kv, invocation.kv_writes.as_slice());
-                self.outbox.append_with_state(&records, Some(state))?;
+                match self.outbox.append_with_state(&records, Some(state)) {
+                    Err(OutboxError::Closed) => return Err(ProcessError::ShuttingDown),
+                    other => other?,
+                };
                 staged.response = Some(Ok(invocation.response.unwrap_or_default()));
                 None
             }
@@ -201,16 +205,14 @@ impl Stager<'_> {
                 Some(e)
             }
         };
-        let attempts = match origin {
+        let (attempts, replaced) = match origin {
             Origin::Http { .. } => return Ok(staged),
-            Origin::Event => 0,
+            Origin::Event => (0, None),
             Origin::Replay { id, attempts } => {
-                // Replaced by the new attempt: a success, or a new entry just below.
-                self.dead_letters.remove(id)?;
                 if attempts > 0 {
                     self.meters.lock().expect("meters lock")[job.function].retries += 1;
                 }
-                attempts
+                (attempts, Some(id))
             }
         };
         if let Some(e) = failure {
@@ -218,7 +220,7 @@ impl Stager<'_> {
             let (retries, backoff_ms) = self.retry_policy[job.function];
             let retry_at_ms = (attempts <= retries).then(|| {
                 let factor = 1u64 << (attempts - 1).min(20);
-                crate::now_ms() + backoff_ms.saturating_mul(factor)
+                crate::now_ms().saturating_add(backoff_ms.saturating_mul(factor))
             });
             if retry_at_ms.is_none() && retries > 0 {
                 metrics::counter!("kiri_retries_exhausted_total", "function" => name.clone())
@@ -237,6 +239,11 @@ impl Stager<'_> {
                 attempts,
                 retry_at_ms,
             })?;
+        }
+        if let Some(id) = replaced {
+            // Only now, after any new entry is written: the input exists nowhere else.
+            self.dead_letters.remove(id)?;
+            self.dead_letters.release(id);
         }
         Ok(staged)
     }
@@ -261,16 +268,26 @@ impl Processor {
                 }
                 pending_acks.pop_front();
             }
-            let first = if pending_acks.is_empty() {
-                rx.blocking_recv()
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            // Wait for work, the stop notice, or (with acks pending) the retry tick.
+            let wait = if pending_acks.is_empty() {
+                Duration::from_secs(3600)
             } else {
-                let next = self
-                    .handle
-                    .block_on(async { tokio::time::timeout(ACK_RETRY, rx.recv()).await });
-                match next {
-                    Ok(m) => m,
-                    Err(_) => continue,
+                ACK_RETRY
+            };
+            let stopping = self.stopping.clone();
+            let next = self.handle.block_on(async {
+                tokio::select! {
+                    m = rx.recv() => Some(m),
+                    _ = stopping.notified() => Some(None),
+                    _ = tokio::time::sleep(wait) => None,
                 }
+            });
+            let first = match next {
+                Some(m) => m,
+                None => continue,
             };
             let Some(first) = first else { break };
             group.push(first);
@@ -293,11 +310,13 @@ impl Processor {
                         pending_acks.push_back(ack);
                     }
                     for o in local {
-                        let publish =
+                        // Never wait on the local broker: it may be down, and the processor
+                        // must keep committing (and stop when asked).
+                        let sent =
                             self.local
-                                .publish(o.topic, QoS::AtLeastOnce, false, o.payload);
-                        if let Err(e) = self.handle.block_on(publish) {
-                            tracing::warn!(error = %e, "local publish dropped: local session closed");
+                                .try_publish(o.topic, QoS::AtLeastOnce, false, o.payload);
+                        if let Err(e) = sent {
+                            tracing::warn!(error = %e, "local publish dropped: local session unavailable or its queue full");
                             metrics::counter!("kiri_local_publish_dropped_total").increment(1);
                         }
                     }
@@ -396,9 +415,15 @@ impl Processor {
             *staged[j].lock().expect("staged lock") = s;
             Ok::<(), ProcessError>(())
         });
-        match result {
-            Err(ProcessError::ShuttingDown) => return Ok(None),
-            other => other?,
+        if let Err(errors) = result {
+            // A storage failure outranks a shutdown that happened meanwhile.
+            return match errors
+                .into_iter()
+                .find(|e| !matches!(e, ProcessError::ShuttingDown))
+            {
+                Some(e) => Err(e),
+                None => Ok(None),
+            };
         }
         // Group commit: every output, state change and dead letter of the group is durable.
         self.outbox.flush()?;

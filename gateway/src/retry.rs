@@ -21,10 +21,17 @@ pub async fn run(dead_letters: Arc<DeadLetters>, functions: Vec<String>, work: m
         let now = crate::now_ms();
         let (ids, _next) = dead_letters.take_due(now, 64);
         for id in ids {
+            if !dead_letters.claim(id) {
+                continue; // an operator's replay of it is under way
+            }
             let entry = match dead_letters.get(id) {
                 Ok(Some(e)) => e,
-                Ok(None) => continue, // dropped by an operator meanwhile
+                Ok(None) => {
+                    dead_letters.release(id); // dropped by an operator meanwhile
+                    continue;
+                }
                 Err(e) => {
+                    dead_letters.release(id);
                     tracing::error!(id, error = %e, "cannot read a dead letter to retry");
                     continue;
                 }
@@ -34,6 +41,7 @@ pub async fn run(dead_letters: Arc<DeadLetters>, functions: Vec<String>, work: m
                 .as_deref()
                 .and_then(|f| functions.iter().position(|n| n == f))
             else {
+                dead_letters.release(id);
                 continue; // its function is no longer loaded: it stays as a dead letter
             };
             let retry = Work::Replay {
@@ -47,6 +55,7 @@ pub async fn run(dead_letters: Arc<DeadLetters>, functions: Vec<String>, work: m
             match work.try_send(retry) {
                 Ok(()) => metrics::counter!("kiri_retries_total").increment(1),
                 Err(mpsc::error::TrySendError::Full(_)) => {
+                    dead_letters.release(id);
                     dead_letters.retry_later(id, now + TICK.as_millis() as u64);
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => return,

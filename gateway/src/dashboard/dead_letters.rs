@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{authorized, error, ApiError, Dashboard};
 use crate::codec::DeadLetterEntry;
 use crate::processor::Work;
+use tokio::sync::mpsc;
 
 /// Query of `GET /api/v1/dead-letters`.
 #[derive(Debug, Deserialize)]
@@ -153,29 +154,38 @@ pub async fn replay(
     let mut outcome = Outcome::default();
     for (id, e) in entries {
         let function = e.function.as_deref().and_then(|f| s.functions.get(f));
-        match function {
-            _ if !e.replayable() => outcome
+        let Some(f) = function.filter(|_| e.replayable()) else {
+            let why = if e.replayable() {
+                "its function is not loaded"
+            } else {
+                "not replayable (rejected input, or payload cut)"
+            };
+            outcome.skipped.push((id, why.into()));
+            continue;
+        };
+        if !s.dead_letters.claim(id) {
+            outcome
                 .skipped
-                .push((id, "not replayable (rejected input, or payload cut)".into())),
-            None => outcome
-                .skipped
-                .push((id, "its function is not loaded".into())),
-            Some(f) => {
-                let work = Work::Replay {
-                    id,
-                    function: f.index,
-                    topic: e.topic,
-                    payload: e.payload,
-                    received_ms: e.received_ms,
-                    attempts: 0,
+                .push((id, "a replay or retry of it is under way".into()));
+            continue;
+        }
+        let work = Work::Replay {
+            id,
+            function: f.index,
+            topic: e.topic,
+            payload: e.payload,
+            received_ms: e.received_ms,
+            attempts: 0,
+        };
+        match s.work.try_send(work) {
+            Ok(()) => outcome.done.push(id),
+            Err(err) => {
+                s.dead_letters.release(id);
+                let why = match err {
+                    mpsc::error::TrySendError::Full(_) => "processing queue full; retry",
+                    mpsc::error::TrySendError::Closed(_) => "the gateway is stopping",
                 };
-                if s.work.try_send(work).is_err() {
-                    outcome
-                        .skipped
-                        .push((id, "processing queue full; retry".into()));
-                } else {
-                    outcome.done.push(id);
-                }
+                outcome.skipped.push((id, why.into()));
             }
         }
     }
@@ -194,6 +204,12 @@ pub async fn drop_entries(
     };
     let mut outcome = Outcome::default();
     for (id, _) in entries {
+        if s.dead_letters.is_claimed(id) {
+            outcome
+                .skipped
+                .push((id, "a replay or retry of it is under way".into()));
+            continue;
+        }
         match s.dead_letters.remove(id) {
             Ok(true) => outcome.done.push(id),
             Ok(false) => outcome.skipped.push((id, "already gone".into())),

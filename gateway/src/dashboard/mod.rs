@@ -174,7 +174,14 @@ async fn invoke(
         received_ms: crate::now_ms(),
         reply,
     };
-    if s.work.try_send(Work::Invoke(call)).is_err() {
+    if let Err(e) = s.work.try_send(Work::Invoke(call)) {
+        if matches!(e, mpsc::error::TrySendError::Closed(_)) {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the gateway is stopping",
+            );
+        }
         metrics::counter!("kiri_http_rejected_busy_total").increment(1);
         return error(
             StatusCode::SERVICE_UNAVAILABLE,

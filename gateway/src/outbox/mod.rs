@@ -25,8 +25,8 @@
 //!   [`Outbox::read_from`], which counts it as corrupt): nothing else drops data. A record of
 //!   an unknown format version is skipped and kept.
 //! - Usage (records and bytes) is bounded by `[outbox] max_records` / `max_bytes`; with
-//!   `when_full = "block"` the appender waits for room ([`Outbox::wait_for_room`]) and so stops
-//!   acknowledging inputs. A single append larger than the whole bound is let through when the
+//!   `when_full = "block"` an append waits for room (checked and taken under the same lock as
+//!   the write) and so the processor stops acknowledging inputs. A single append larger than the whole bound is let through when the
 //!   outbox is empty, so an oversized group cannot wedge the gateway.
 
 mod record;
@@ -45,6 +45,9 @@ pub enum OutboxError {
     /// sled reported an I/O or corruption error.
     #[error("outbox storage: {0}")]
     Store(#[from] sled::Error),
+    /// The outbox was closed (shutdown) while an append waited for room.
+    #[error("outbox closed")]
+    Closed,
 }
 
 /// A write to another tree committed with records: key, and value (`None` deletes).
@@ -178,10 +181,37 @@ impl Outbox {
             .map(|r| record::encode(r.created_ms, &r.function, &r.topic, &r.payload))
             .collect();
         let bytes: u64 = values.iter().map(|v| v.len() as u64).sum();
-        // Under the usage lock: sequence numbers are taken and applied in one order, so a
-        // reader never sees a record before an older one that is still being written (appends
-        // come from several invocation workers), and an ack cannot be counted before its append.
+        // Under the usage lock: room is checked and taken in one step (parallel invocation
+        // workers cannot all pass the check and overshoot the bounds); sequence numbers are
+        // taken and applied in one order, so a reader never sees a record before an older one
+        // still being written; and an ack cannot be counted before its append.
         let mut u = self.usage.lock().expect("outbox usage lock");
+        let mut counted = false;
+        loop {
+            if self.closed.load(Ordering::Relaxed) {
+                return Err(OutboxError::Closed);
+            }
+            let n = records.len() as u64;
+            let fits = u.records + n <= self.limits.max_records
+                && u.bytes + bytes <= self.limits.max_bytes;
+            if n == 0 || fits || u.records == 0 {
+                break;
+            }
+            if !counted {
+                counted = true;
+                metrics::counter!("kiri_outbox_full_waits_total").increment(1);
+                tracing::warn!(
+                    records = u.records,
+                    bytes = u.bytes,
+                    "outbox full: holding back input acknowledgements until the uplink drains it"
+                );
+            }
+            u = self
+                .room
+                .wait_timeout(u, Duration::from_millis(100))
+                .expect("outbox usage lock")
+                .0;
+        }
         let mut encoded = Vec::with_capacity(records.len());
         let mut seqs = Vec::with_capacity(records.len());
         for value in values {

@@ -209,3 +209,34 @@ fn a_reader_following_parallel_appenders_never_skips_a_record() {
         .collect();
     assert_eq!(seen, all, "every record read once, in order");
 }
+
+#[test]
+fn parallel_appenders_never_push_the_outbox_past_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = OutboxConfig {
+        max_records: 10,
+        ..OutboxConfig::default()
+    };
+    let (_db, outbox) = open(dir.path(), limits);
+    let outbox = std::sync::Arc::new(outbox);
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let outbox = outbox.clone();
+            std::thread::spawn(move || {
+                (0..5)
+                    .map(|i| outbox.append(&[rec(w * 10 + i)]).is_ok())
+                    .filter(|ok| *ok)
+                    .count()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(outbox.usage().0, 10, "full, and not one record more");
+    outbox.close();
+    let appended: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert_eq!(
+        appended, 10,
+        "the blocked appends gave up at close, unwritten"
+    );
+    assert_eq!(outbox.read_from(0, usize::MAX).unwrap().len(), 10);
+}

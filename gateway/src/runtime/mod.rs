@@ -410,12 +410,14 @@ impl Runtime {
     /// `concurrency` > 1; with `concurrency` = 1 a function's jobs run one after the other in
     /// the given order. `then(job_index, result)` is called on the worker right after each
     /// job, before the next job of that instance, so it can commit state the next one reads.
-    /// The first error `then` returns stops the batch and is returned.
+    /// An error from `then` stops every worker before its next job; all errors are returned.
     pub fn run_batch<E: Send>(
         &mut self,
         jobs: &[Job<'_>],
         then: impl Fn(usize, Result<Invocation, InvokeError>) -> Result<(), E> + Sync,
-    ) -> Result<(), E> {
+    ) -> Result<(), Vec<E>> {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let stop = &stop;
         // One task per (function, instance slot), holding its jobs in order.
         let mut tasks: Vec<(usize, usize, Vec<usize>)> = Vec::new();
         let mut next_slot = vec![0usize; self.functions.len()];
@@ -460,11 +462,17 @@ impl Runtime {
                         meters,
                     };
                     for j in js {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
                         let job = &jobs[j];
                         if job.fresh {
                             *slot = None;
                         }
-                        then(j, invoke_slot(&ctx, slot, job))?;
+                        if let Err(e) = then(j, invoke_slot(&ctx, slot, job)) {
+                            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                            return Err(e);
+                        }
                     }
                     Ok(())
                 }
@@ -474,20 +482,25 @@ impl Runtime {
         let Some(first) = work.pop() else {
             return Ok(());
         };
+        let mut errors = Vec::new();
         if work.is_empty() {
-            return first();
-        }
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = work.into_iter().map(|w| scope.spawn(w)).collect();
-            let mut result = first();
-            for h in handles {
-                let r = h.join().expect("invocation worker panicked");
-                if result.is_ok() {
-                    result = r;
+            errors.extend(first().err());
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = work.into_iter().map(|w| scope.spawn(w)).collect();
+                errors.extend(first().err());
+                for h in handles {
+                    // A panicking worker is a bug: take the processor (and the gateway) down.
+                    let r = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+                    errors.extend(r.err());
                 }
-            }
-            result
-        })
+            });
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 
     /// Drops function `idx`'s live instances: the next invocations start fresh ones.

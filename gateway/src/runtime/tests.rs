@@ -644,6 +644,6 @@ fn the_first_error_of_the_callback_stops_the_batch() {
             Ok(())
         }
     });
-    assert_eq!(r, Err("stop"));
+    assert_eq!(r, Err(vec!["stop"]));
     assert_eq!(calls.into_inner(), 2);
 }
