@@ -32,7 +32,7 @@
 mod record;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 pub use record::{Record, RecordError};
@@ -118,19 +118,27 @@ impl Outbox {
     /// Blocks until `records` more records of `bytes` more bytes fit (or the outbox is empty,
     /// or it is closed). Returns `false` if it was closed while waiting.
     pub fn wait_for_room(&self, records: u64, bytes: u64) -> bool {
-        if records == 0 {
-            return true;
-        }
-        let mut u = self.usage.lock().expect("outbox usage lock");
+        let u = self.usage.lock().expect("outbox usage lock");
+        self.room_for(u, records, bytes).is_ok()
+    }
+
+    /// Waits, holding `u` between checks, until the records fit; hands the lock back so the
+    /// caller can take the room before anyone else does.
+    fn room_for<'a>(
+        &self,
+        mut u: MutexGuard<'a, Usage>,
+        records: u64,
+        bytes: u64,
+    ) -> Result<MutexGuard<'a, Usage>, OutboxError> {
         let mut counted = false;
         loop {
             if self.closed.load(Ordering::Relaxed) {
-                return false;
+                return Err(OutboxError::Closed);
             }
             let fits = u.records + records <= self.limits.max_records
                 && u.bytes + bytes <= self.limits.max_bytes;
-            if fits || u.records == 0 {
-                return true;
+            if records == 0 || fits || u.records == 0 {
+                return Ok(u);
             }
             if !counted {
                 counted = true;
@@ -185,33 +193,8 @@ impl Outbox {
         // workers cannot all pass the check and overshoot the bounds); sequence numbers are
         // taken and applied in one order, so a reader never sees a record before an older one
         // still being written; and an ack cannot be counted before its append.
-        let mut u = self.usage.lock().expect("outbox usage lock");
-        let mut counted = false;
-        loop {
-            if self.closed.load(Ordering::Relaxed) {
-                return Err(OutboxError::Closed);
-            }
-            let n = records.len() as u64;
-            let fits = u.records + n <= self.limits.max_records
-                && u.bytes + bytes <= self.limits.max_bytes;
-            if n == 0 || fits || u.records == 0 {
-                break;
-            }
-            if !counted {
-                counted = true;
-                metrics::counter!("kiri_outbox_full_waits_total").increment(1);
-                tracing::warn!(
-                    records = u.records,
-                    bytes = u.bytes,
-                    "outbox full: holding back input acknowledgements until the uplink drains it"
-                );
-            }
-            u = self
-                .room
-                .wait_timeout(u, Duration::from_millis(100))
-                .expect("outbox usage lock")
-                .0;
-        }
+        let u = self.usage.lock().expect("outbox usage lock");
+        let mut u = self.room_for(u, records.len() as u64, bytes)?;
         let mut encoded = Vec::with_capacity(records.len());
         let mut seqs = Vec::with_capacity(records.len());
         for value in values {
