@@ -10,6 +10,15 @@ use std::process::Command;
 use kiri::codec;
 use util::*;
 
+/// A test site: a temp dir, a Mosquitto "cloud" with a consumer on `kiri/#`, and a free
+/// port for the gateway's embedded broker.
+fn site(consumer: &str) -> (tempfile::TempDir, Mosquitto, CloudSubscriber, u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Mosquitto::start(&dir.path().join("cloud"));
+    let sub = CloudSubscriber::start(cloud.port, consumer);
+    (dir, cloud, sub, free_port())
+}
+
 /// A gateway configuration with the given broker section and function entries.
 fn config_with(cloud_url: &str, broker: &str, functions: &str) -> String {
     format!(
@@ -54,10 +63,7 @@ fn assert_in_order(got: &[u64], n: u64) {
 
 #[test]
 fn readings_reach_the_cloud_in_order_through_outages_and_restarts() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cloud = Mosquitto::start(&dir.path().join("cloud"));
-    let sub = CloudSubscriber::start(cloud.port, "cloud-consumer");
-    let broker_port = free_port();
+    let (dir, mut cloud, sub, broker_port) = site("cloud-consumer");
     let mut kiri = Kiri::start(
         &dir.path().join("kiri"),
         &config(&cloud.url(), &embedded(broker_port)),
@@ -131,10 +137,7 @@ fn readings_reach_the_cloud_in_order_through_outages_and_restarts() {
 
 #[test]
 fn malformed_and_oversized_inputs_are_rejected_and_counted_and_the_next_one_is_processed() {
-    let dir = tempfile::tempdir().unwrap();
-    let cloud = Mosquitto::start(&dir.path().join("cloud"));
-    let sub = CloudSubscriber::start(cloud.port, "cloud-consumer-2");
-    let broker_port = free_port();
+    let (dir, cloud, sub, broker_port) = site("cloud-consumer-2");
     let env = [("KIRI_BROKER_MAX_MESSAGE_BYTES", "1024".to_string())];
     let mut kiri = Kiri::start(
         &dir.path().join("kiri"),
@@ -267,10 +270,7 @@ fn triggers_follow_the_configuration_across_restarts_on_a_persistent_session() {
 
 #[test]
 fn function_state_is_durable_across_a_kill_9() {
-    let dir = tempfile::tempdir().unwrap();
-    let cloud = Mosquitto::start(&dir.path().join("cloud"));
-    let sub = CloudSubscriber::start(cloud.port, "cloud-consumer-5");
-    let broker_port = free_port();
+    let (dir, cloud, sub, broker_port) = site("cloud-consumer-5");
     let average = format!(
         "[[functions]]\nname = \"average\"\nmodule = \"{}\"\ntriggers = [\"sensors/+/temperature\"]\n\
          emit = [\"averages/#\"]\nconfig = {{ window = 10 }}\n",
@@ -315,10 +315,7 @@ fn function_state_is_durable_across_a_kill_9() {
 
 #[test]
 fn a_timer_flushes_windowed_aggregates() {
-    let dir = tempfile::tempdir().unwrap();
-    let cloud = Mosquitto::start(&dir.path().join("cloud"));
-    let sub = CloudSubscriber::start(cloud.port, "cloud-consumer-6");
-    let broker_port = free_port();
+    let (dir, cloud, sub, broker_port) = site("cloud-consumer-6");
     let window = format!(
         "[[functions]]\nname = \"window\"\nmodule = \"{}\"\ntriggers = [\"sensors/+/temperature\"]\nevery = \"300ms\"\n",
         function_wasm("window").display()
@@ -372,10 +369,7 @@ fn a_timer_flushes_windowed_aggregates() {
 
 #[test]
 fn a_function_written_in_c_against_the_abi_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let cloud = Mosquitto::start(&dir.path().join("cloud"));
-    let sub = CloudSubscriber::start(cloud.port, "cloud-consumer-7");
-    let broker_port = free_port();
+    let (dir, cloud, sub, broker_port) = site("cloud-consumer-7");
     let relay = format!(
         "[[functions]]\nname = \"relay\"\nmodule = \"{}\"\ntriggers = [\"sensors/+/raw\"]\nconfig = {{ prefix = \"copy\" }}\n",
         c_function_wasm("relay").display()
@@ -524,10 +518,7 @@ fn functions_can_be_invoked_over_http_with_the_token() {
 
 #[test]
 fn dead_letters_can_be_listed_replayed_after_a_fix_and_dropped() {
-    let dir = tempfile::tempdir().unwrap();
-    let cloud = Mosquitto::start(&dir.path().join("cloud"));
-    let sub = CloudSubscriber::start(cloud.port, "cloud-consumer-8");
-    let broker_port = free_port();
+    let (dir, cloud, sub, broker_port) = site("cloud-consumer-8");
     let token = "dlq-token-0123456789";
     let env = [("KIRI_DASHBOARD_TOKEN", token.to_string())];
     let threshold = |config: &str| {
@@ -666,10 +657,7 @@ fn failed_events_are_retried_with_backoff_then_kept() {
 
 #[test]
 fn hostile_functions_do_not_disturb_a_good_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let cloud = Mosquitto::start(&dir.path().join("cloud"));
-    let sub = CloudSubscriber::start(cloud.port, "cloud-consumer-9");
-    let broker_port = free_port();
+    let (dir, cloud, sub, broker_port) = site("cloud-consumer-9");
     let abi = r#"(memory (export "memory") 1)
       (func (export "kiri_abi_version") (result i32) i32.const 1)
       (func (export "kiri_alloc") (param i32) (result i32) i32.const 1024)"#;
@@ -760,10 +748,7 @@ fn hostile_functions_do_not_disturb_a_good_one() {
 
 #[test]
 fn a_function_with_concurrency_processes_every_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let cloud = Mosquitto::start(&dir.path().join("cloud"));
-    let sub = CloudSubscriber::start(cloud.port, "cloud-consumer-10");
-    let broker_port = free_port();
+    let (dir, cloud, sub, broker_port) = site("cloud-consumer-10");
     let functions = format!(
         "[[functions]]\nname = \"convert\"\nmodule = \"{}\"\ntriggers = [\"sensors/+/temperature\"]\nconcurrency = 4\n",
         function_wasm("convert").display()
