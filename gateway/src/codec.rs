@@ -193,6 +193,8 @@ pub fn decode_reading(bytes: &[u8]) -> Result<Reading, CodecError> {
 pub struct DeadLetterEntry {
     /// The function that failed, or `None` for an input rejected before dispatch.
     pub function: Option<String>,
+    /// The failed function's version (its module's SHA-256 prefix).
+    pub version: Option<String>,
     /// The input topic.
     pub topic: String,
     /// A short reason (`oversized`, `malformed`, `trap`, `out_of_fuel`, `timeout`, `error`, ...).
@@ -224,6 +226,10 @@ impl DeadLetterEntry {
                 text("function"),
                 self.function.as_deref().map(text).unwrap_or(Value::Null),
             ),
+            (
+                text("version"),
+                self.version.as_deref().map(text).unwrap_or(Value::Null),
+            ),
             (text("topic"), text(&self.topic)),
             (text("reason"), text(&self.reason)),
             (text("error"), text(&self.error)),
@@ -245,6 +251,10 @@ impl DeadLetterEntry {
         Ok(DeadLetterEntry {
             function: m
                 .get("function")
+                .and_then(Value::as_text)
+                .map(str::to_string),
+            version: m
+                .get("version")
                 .and_then(Value::as_text)
                 .map(str::to_string),
             topic: m.text("topic")?,
@@ -311,6 +321,7 @@ mod tests {
     fn dead_letters_round_trip() {
         let d = DeadLetterEntry {
             function: Some("f".into()),
+            version: Some("0123456789abcdef".into()),
             topic: "t".into(),
             reason: "trap".into(),
             error: "boom".into(),

@@ -18,6 +18,8 @@ use crate::config::DeadLetterConfig;
 pub struct DeadLetter<'a> {
     /// The function that failed, or `None` for an input rejected before dispatch.
     pub function: Option<&'a str>,
+    /// The failed function's version.
+    pub version: Option<&'a str>,
     /// The input topic.
     pub topic: &'a str,
     /// A short machine-readable reason (`oversized`, `malformed`, `trap`, `error`, ...).
@@ -85,6 +87,7 @@ impl DeadLetters {
         let keep = &d.payload[..d.payload.len().min(self.limits.max_payload_bytes)];
         let entry = DeadLetterEntry {
             function: d.function.map(str::to_string),
+            version: d.version.map(str::to_string),
             topic: d.topic.to_string(),
             reason: d.reason.to_string(),
             error: d.error.clone(),
@@ -231,6 +234,7 @@ mod tests {
     fn letter(payload: &[u8]) -> DeadLetter<'_> {
         DeadLetter {
             function: Some("f"),
+            version: None,
             topic: "t",
             reason: "trap",
             error: "boom".into(),

@@ -139,7 +139,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         max_body: config.broker.max_message_bytes,
         dead_letters: dead_letters.clone(),
         meters: runtime.meters(),
-        function_info: Arc::new(config.functions.iter().map(Into::into).collect()),
+        function_info: Arc::new(
+            config
+                .functions
+                .iter()
+                .enumerate()
+                .map(|(i, f)| dashboard::functions::FunctionInfo {
+                    version: runtime.version(i).to_string(),
+                    ..f.into()
+                })
+                .collect(),
+        ),
     });
     let http_task = tokio::spawn(async move {
         if let Err(e) = axum::serve(http_listener, app).await {

@@ -340,14 +340,15 @@ mod dlq {
                     .with_context(|| format!("cannot reach the gateway at {url}"))?;
                 let entries: Vec<Listed> = serde_json::from_str(&check(resp)?)?;
                 println!(
-                    "{:>8}  {:<16} {:<12} {:>8} {:>5}  {:<6} {:<28} error",
-                    "id", "function", "reason", "bytes", "tries", "replay", "topic"
+                    "{:>8}  {:<16} {:<16} {:<12} {:>8} {:>5}  {:<6} {:<28} error",
+                    "id", "function", "version", "reason", "bytes", "tries", "replay", "topic"
                 );
                 for e in &entries {
                     println!(
-                        "{:>8}  {:<16} {:<12} {:>8} {:>5}  {:<6} {:<28} {}",
+                        "{:>8}  {:<16} {:<16} {:<12} {:>8} {:>5}  {:<6} {:<28} {}",
                         e.id,
                         e.function.as_deref().unwrap_or("-"),
+                        e.version.as_deref().unwrap_or("-"),
                         e.reason,
                         e.payload_len,
                         e.attempts,

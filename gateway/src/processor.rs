@@ -152,6 +152,7 @@ struct Stager<'a> {
     dead_letters: &'a DeadLetters,
     retry_policy: &'a [(u32, u64)],
     names: &'a [String],
+    versions: &'a [String],
     meters: &'a crate::runtime::meter::Meters,
 }
 
@@ -231,6 +232,7 @@ impl Stager<'_> {
             }
             self.dead_letters.record(&DeadLetter {
                 function: Some(name),
+                version: Some(&self.versions[job.function]),
                 topic: job.topic,
                 reason: e.reason(),
                 error: e.to_string(),
@@ -401,11 +403,15 @@ impl Processor {
             }
         }
         let meters = self.runtime.meters();
+        let versions: Vec<String> = (0..self.runtime.len())
+            .map(|i| self.runtime.version(i).to_string())
+            .collect();
         let stager = Stager {
             outbox: &self.outbox,
             dead_letters: &self.dead_letters,
             retry_policy: &self.retry_policy,
             names,
+            versions: &versions,
             meters: &meters,
         };
         let staged: Vec<std::sync::Mutex<Staged>> =
@@ -469,6 +475,7 @@ impl Processor {
         metrics::counter!("kiri_ingest_rejected_total", "reason" => reason).increment(1);
         self.dead_letters.record(&DeadLetter {
             function: None,
+            version: None,
             topic: &m.publish.topic,
             reason,
             error,

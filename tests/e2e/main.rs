@@ -638,6 +638,11 @@ fn failed_events_are_retried_with_backoff_then_kept() {
         "one entry per event: {body}"
     );
     assert_eq!(entries[0]["attempts"], 3);
+    assert_eq!(
+        entries[0]["version"].as_str().map(str::len),
+        Some(16),
+        "the failing module's version"
+    );
     assert!(entries[0]["retry_at_ms"].is_null(), "retries used up");
     let url = format!("http://127.0.0.1:{}/api/v1/functions", kiri.metrics_port);
     let body = ureq::get(&url)

@@ -32,6 +32,8 @@ pub struct Listed {
     pub id: u64,
     /// The function that failed (`null`: rejected before dispatch).
     pub function: Option<String>,
+    /// Its version (module SHA-256 prefix) when it failed.
+    pub version: Option<String>,
     /// The input topic.
     pub topic: String,
     /// Short reason.
@@ -56,6 +58,7 @@ impl Listed {
             id,
             replayable: e.replayable(),
             function: e.function,
+            version: e.version,
             topic: e.topic,
             reason: e.reason,
             error: e.error,

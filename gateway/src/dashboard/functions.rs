@@ -14,6 +14,8 @@ use crate::runtime::meter::FunctionStats;
 pub struct FunctionInfo {
     /// Name.
     pub name: String,
+    /// Version: the first 16 hex digits of the module's SHA-256.
+    pub version: String,
     /// MQTT triggers.
     pub triggers: Vec<String>,
     /// Interval schedule.
@@ -34,6 +36,7 @@ impl From<&FunctionConfig> for FunctionInfo {
     fn from(f: &FunctionConfig) -> Self {
         FunctionInfo {
             name: f.name.clone(),
+            version: String::new(),
             triggers: f.triggers.clone(),
             every: f.every.clone(),
             cron: f.cron.clone(),

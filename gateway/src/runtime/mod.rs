@@ -11,6 +11,8 @@ use std::sync::Arc;
 use kiri_abi::export;
 use std::time::{Duration, Instant};
 
+use sha2::Digest;
+
 use wasmi::{
     Config as EngineConfig, Engine, ExternType, Linker, Memory, Module, Store, StoreLimitsBuilder,
     TypedFunc, TypedResumableCall, ValType, WasmParams, WasmResults,
@@ -135,6 +137,8 @@ struct Live {
 
 /// What does not change while a function is loaded.
 struct Meta {
+    /// The module's version: the first 16 hex digits of its SHA-256.
+    version: Arc<str>,
     name: Arc<str>,
     module: Module,
     limits: FunctionLimits,
@@ -263,7 +267,10 @@ impl Runtime {
         let engine = &self.engine(limits.max_call_depth).engine;
         let module = Module::new(engine, wasm).map_err(LoadError::Invalid)?;
         check_interface(&module)?;
+        let digest = sha2::Sha256::digest(wasm);
+        let version: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
         let meta = Meta {
+            version: version.into(),
             name: name.into(),
             module,
             limits,
@@ -370,6 +377,11 @@ impl Runtime {
     /// The index of the function called `name`.
     pub fn index(&self, name: &str) -> Option<usize> {
         self.functions.iter().position(|f| &*f.meta.name == name)
+    }
+
+    /// The version of function `idx`: the first 16 hex digits of its module's SHA-256.
+    pub fn version(&self, idx: usize) -> &str {
+        &self.functions[idx].meta.version
     }
 
     /// The name of function `idx`.
