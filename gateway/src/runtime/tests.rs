@@ -647,3 +647,21 @@ fn the_first_error_of_the_callback_stops_the_batch() {
     assert_eq!(r, Err(vec!["stop"]));
     assert_eq!(calls.into_inner(), 2);
 }
+
+#[test]
+fn table_and_memory_caps_refuse_a_module_at_load() {
+    let mut rt = runtime();
+    let big_table = with_body("(table 200000 funcref)", "i32.const 0");
+    let err = load(&mut rt, &big_table).unwrap_err();
+    assert!(matches!(err, LoadError::Instantiate(_)), "{err}");
+    let big_memory = with_body("", "i32.const 0").replace(
+        "(memory (export \"memory\") 1)",
+        "(memory (export \"memory\") 1024)",
+    );
+    let err = load(&mut rt, &big_memory).unwrap_err();
+    assert!(
+        matches!(err, LoadError::Instantiate(_)),
+        "64 MiB initial memory over the 16 MiB cap: {err}"
+    );
+    assert!(rt.is_empty());
+}
