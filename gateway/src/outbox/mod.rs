@@ -115,13 +115,6 @@ impl Outbox {
         (u.records, u.bytes)
     }
 
-    /// Blocks until `records` more records of `bytes` more bytes fit (or the outbox is empty,
-    /// or it is closed). Returns `false` if it was closed while waiting.
-    pub fn wait_for_room(&self, records: u64, bytes: u64) -> bool {
-        let u = self.usage.lock().expect("outbox usage lock");
-        self.room_for(u, records, bytes).is_ok()
-    }
-
     /// Waits, holding `u` between checks, until the records fit; hands the lock back so the
     /// caller can take the room before anyone else does.
     fn room_for<'a>(
@@ -157,7 +150,7 @@ impl Outbox {
         }
     }
 
-    /// Wakes and fails any [`Outbox::wait_for_room`] (at shutdown).
+    /// Wakes and fails any append waiting for room (at shutdown).
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
         self.room.notify_all();

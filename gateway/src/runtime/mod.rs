@@ -374,11 +374,6 @@ impl Runtime {
         self.functions.is_empty()
     }
 
-    /// The index of the function called `name`.
-    pub fn index(&self, name: &str) -> Option<usize> {
-        self.functions.iter().position(|f| &*f.meta.name == name)
-    }
-
     /// The version of function `idx`: the first 16 hex digits of its module's SHA-256.
     pub fn version(&self, idx: usize) -> &str {
         &self.functions[idx].meta.version
@@ -513,14 +508,6 @@ impl Runtime {
         } else {
             Err(errors)
         }
-    }
-
-    /// Drops function `idx`'s live instances: the next invocations start fresh ones.
-    pub fn discard_instance(&mut self, idx: usize) {
-        self.functions[idx]
-            .pool
-            .iter_mut()
-            .for_each(|slot| *slot = None);
     }
 
     /// The shared statistics the HTTP API reads.
