@@ -309,13 +309,7 @@ fn add_kv_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
             let (data, state) = mem.data_and_store_mut(&mut caller);
             let key = range(kp, kl, data.len())?;
             let value = range(vp, vl, data.len())?;
-            if key.len() > MAX_KEY_BYTES || value.len() > state.max_kv_value_bytes {
-                return Ok(if key.len() > MAX_KEY_BYTES {
-                    code::INVALID
-                } else {
-                    code::TOO_LARGE
-                });
-            }
+            // kv_write checks the key and value sizes before it copies anything.
             Ok(state.kv_write(&data[key], Some(&data[value])))
         },
     )?;
@@ -326,9 +320,6 @@ fn add_kv_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
             let mem = memory(&caller)?;
             let (data, state) = mem.data_and_store_mut(&mut caller);
             let key = range(kp, kl, data.len())?;
-            if key.len() > MAX_KEY_BYTES {
-                return Ok(code::INVALID);
-            }
             Ok(state.kv_write(&data[key], None))
         },
     )?;
