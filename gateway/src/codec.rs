@@ -66,7 +66,11 @@ pub const ENVELOPE_VERSION: u64 = 1;
 impl Envelope {
     /// Encodes as a CBOR map with text keys.
     pub fn encode(&self) -> Vec<u8> {
-        encode(&Value::Map(vec![
+        encode(&self.to_value())
+    }
+
+    fn to_value(&self) -> Value {
+        Value::Map(vec![
             (text("v"), Value::from(ENVELOPE_VERSION)),
             (text("id"), text(&self.id)),
             (text("gateway"), text(&self.gateway)),
@@ -75,7 +79,36 @@ impl Envelope {
             (text("topic"), text(&self.topic)),
             (text("ts"), Value::from(self.ts)),
             (text("payload"), Value::Bytes(self.payload.clone())),
+        ])
+    }
+
+    /// Encodes several envelopes as one batch message: a CBOR map
+    /// `{"v": 1, "gateway": text, "records": [envelope, ...]}`, records in outbox order.
+    pub fn encode_batch(gateway: &str, records: &[Envelope]) -> Vec<u8> {
+        encode(&Value::Map(vec![
+            (text("v"), Value::from(ENVELOPE_VERSION)),
+            (text("gateway"), text(gateway)),
+            (
+                text("records"),
+                Value::Array(records.iter().map(Envelope::to_value).collect()),
+            ),
         ]))
+    }
+
+    /// Decodes a batch message written by [`Envelope::encode_batch`].
+    pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Envelope>, CodecError> {
+        let m = Map::decode(bytes, "batch is not a map")?;
+        if m.uint("v") != Some(ENVELOPE_VERSION) {
+            return Err(CodecError::Shape("unknown batch version"));
+        }
+        let records = m
+            .get("records")
+            .and_then(Value::as_array)
+            .ok_or(CodecError::Shape("records"))?;
+        records
+            .iter()
+            .map(|r| Envelope::decode(&encode(r)))
+            .collect()
     }
 
     /// Decodes an envelope (what a cloud-side consumer does).
@@ -289,6 +322,28 @@ mod tests {
             payload: vec![0, 1, 255],
         };
         assert_eq!(Envelope::decode(&e.encode()).unwrap(), e);
+    }
+
+    #[test]
+    fn batches_round_trip_in_order() {
+        let e = |seq: u64| Envelope {
+            id: format!("ab-{seq}"),
+            gateway: "gw".into(),
+            seq,
+            function: "f".into(),
+            topic: format!("t/{seq}"),
+            ts: 99,
+            payload: vec![seq as u8],
+        };
+        let batch = vec![e(3), e(4), e(9)];
+        assert_eq!(
+            Envelope::decode_batch(&Envelope::encode_batch("gw", &batch)).unwrap(),
+            batch
+        );
+        assert!(
+            Envelope::decode_batch(&e(1).encode()).is_err(),
+            "an envelope is not a batch"
+        );
     }
 
     #[test]

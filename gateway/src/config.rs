@@ -169,6 +169,56 @@ pub struct CloudConfig {
     pub backoff_initial_ms: u64,
     /// Longest reconnect delay, milliseconds.
     pub backoff_max_ms: u64,
+    /// `mqtts://` only: PEM file of the CA certificate(s) the broker's certificate must chain
+    /// to. Not set: the system's trusted roots.
+    pub ca_file: Option<PathBuf>,
+    /// `mqtts://` only: PEM file of the client certificate chain for mutual TLS.
+    pub client_cert: Option<PathBuf>,
+    /// `mqtts://` only: PEM file of the client certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub client_key: Option<PathBuf>,
+    /// `mqtts://` only: ALPN protocol names to offer (AWS IoT Core on port 443: `x-amzn-mqtt-ca`).
+    pub alpn: Vec<String>,
+    /// MQTT user name, if the broker wants one.
+    #[serde(deserialize_with = "opt_text")]
+    pub username: Option<String>,
+    /// MQTT password (set it with `KIRI_CLOUD_PASSWORD` rather than in the file). Never logged.
+    pub password: Option<Secret>,
+    /// Results packed into one cloud message, at most (1 = no batching).
+    pub batch_records: usize,
+    /// Bytes of results packed into one cloud message, at most (when `batch_records` > 1).
+    pub batch_bytes: usize,
+    /// Upload bandwidth cap in bytes per second (MQTT payload bytes); 0 = none.
+    pub max_bytes_per_sec: u64,
+}
+
+/// A secret string: deserialised like text, shown as `***` by `Debug` and when serialised.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "ConfigValue")]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<ConfigValue> for Secret {
+    fn from(v: ConfigValue) -> Secret {
+        Secret(v.to_string())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
 }
 
 impl Default for CloudConfig {
@@ -181,6 +231,15 @@ impl Default for CloudConfig {
             keep_alive_secs: 30,
             backoff_initial_ms: 200,
             backoff_max_ms: 30_000,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            alpn: Vec::new(),
+            username: None,
+            password: None,
+            batch_records: 1,
+            batch_bytes: 64 << 10,
+            max_bytes_per_sec: 0,
         }
     }
 }
@@ -191,6 +250,11 @@ impl Default for CloudConfig {
 pub enum WhenFull {
     /// Stop acknowledging inputs until the uplink drains room: back-pressure to the broker.
     Block,
+    /// Delete the oldest records (normal priority first) to make room; each one counted.
+    DropOldest,
+    /// Keep what is held and drop the new results (the inputs are still processed and
+    /// acknowledged); each one counted.
+    RejectNew,
 }
 
 /// `[outbox]`
@@ -203,6 +267,23 @@ pub struct OutboxConfig {
     pub max_bytes: u64,
     /// Policy when a bound is reached.
     pub when_full: WhenFull,
+    /// Results older than this (humantime: `7d`, `12h`) are expired, counted and not sent.
+    #[serde(deserialize_with = "opt_text")]
+    pub ttl: Option<String>,
+    /// Emitted topics matching one of these filters are high priority: they drain first.
+    pub high_priority: Vec<String>,
+    /// Free space to keep on the data directory's file system: below it, appends wait as if
+    /// the outbox were full (whatever `when_full` says), so the store never runs out of disk.
+    pub min_free_bytes: u64,
+}
+
+impl OutboxConfig {
+    /// The TTL, parsed (validated with the config).
+    pub fn ttl(&self) -> Option<std::time::Duration> {
+        self.ttl
+            .as_deref()
+            .map(|t| humantime::parse_duration(t).expect("validated with the config"))
+    }
 }
 
 impl Default for OutboxConfig {
@@ -211,6 +292,9 @@ impl Default for OutboxConfig {
             max_records: 1_000_000,
             max_bytes: 256 << 20,
             when_full: WhenFull::Block,
+            ttl: None,
+            high_priority: Vec::new(),
+            min_free_bytes: 64 << 20,
         }
     }
 }
@@ -406,9 +490,17 @@ impl Config {
         figment = figment.merge(env_overrides(env));
         let mut config: Config = figment.extract().map_err(Box::new)?;
         if let Some(dir) = file.and_then(Path::parent) {
-            for f in &mut config.functions {
-                if f.module.is_relative() {
-                    f.module = dir.join(&f.module);
+            let cloud = &mut config.cloud;
+            let paths = config
+                .functions
+                .iter_mut()
+                .map(|f| &mut f.module)
+                .chain(cloud.ca_file.as_mut())
+                .chain(cloud.client_cert.as_mut())
+                .chain(cloud.client_key.as_mut());
+            for path in paths {
+                if path.is_relative() {
+                    *path = dir.join(&*path);
                 }
             }
         }
@@ -432,11 +524,50 @@ impl Config {
                 "gateway.id {id:?} must be non-empty, without / + # or NUL"
             ));
         }
-        parse_mqtt_url(&self.cloud.url)
+        let cloud = parse_mqtt_url(&self.cloud.url)
             .map_err(|e| ConfigError::Invalid(format!("cloud.url: {e}")))?;
+        let c = &self.cloud;
+        if !cloud.tls && (c.ca_file.is_some() || c.client_cert.is_some() || !c.alpn.is_empty()) {
+            return bad(format!(
+                "cloud.ca_file, client_cert and alpn need a TLS URL (mqtts://), not {}",
+                c.url
+            ));
+        }
+        if c.client_cert.is_some() != c.client_key.is_some() {
+            return bad("cloud.client_cert and cloud.client_key go together".into());
+        }
+        if c.password.is_some() && c.username.is_none() {
+            return bad("cloud.password is set without cloud.username".into());
+        }
+        if c.batch_records == 0 || c.batch_records > 10_000 {
+            return bad("cloud.batch_records must be 1 to 10000".into());
+        }
+        if c.batch_records > 1
+            && c.batch_bytes + 4096 > self.broker.max_packet_bytes.max(1 << 20) * 16
+        {
+            return bad("cloud.batch_bytes is too large (at most 16 MiB)".into());
+        }
+        if let Some(ttl) = &self.outbox.ttl {
+            match humantime::parse_duration(ttl) {
+                Ok(d) if d >= std::time::Duration::from_secs(1) => {}
+                Ok(_) => return bad(format!("outbox.ttl = {ttl:?} is shorter than 1s")),
+                Err(e) => return bad(format!("outbox.ttl = {ttl:?}: {e}")),
+            }
+        }
+        for t in &self.outbox.high_priority {
+            if let Err(e) = topic::validate_filter(t) {
+                return bad(format!("outbox.high_priority filter {t:?}: {e}"));
+            }
+        }
         if self.broker.mode == BrokerMode::External {
-            parse_mqtt_url(&self.broker.url)
+            let local = parse_mqtt_url(&self.broker.url)
                 .map_err(|e| ConfigError::Invalid(format!("broker.url: {e}")))?;
+            if local.tls {
+                return bad(format!(
+                    "broker.url = {}: TLS to the local broker is not supported; use mqtt://",
+                    self.broker.url
+                ));
+            }
         }
         if let Err(e) = topic::validate_name(&self.topic_prefix()) {
             return bad(format!("cloud.topic_prefix: {e}"));
@@ -595,17 +726,30 @@ fn env_overrides(
     Serialized::defaults(root)
 }
 
-/// An `mqtt://host:port` URL, split.
-pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
-    let rest = match url.split_once("://") {
-        Some(("mqtt", rest)) => rest,
-        Some(("mqtts", _)) => {
+/// A broker address: `mqtt://host[:port]` (default port 1883) or `mqtts://host[:port]` (TLS,
+/// default port 8883).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttUrl {
+    /// Host name or IP address (without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Whether to connect with TLS.
+    pub tls: bool,
+}
+
+/// Parses an `mqtt://` or `mqtts://` URL.
+pub fn parse_mqtt_url(url: &str) -> Result<MqttUrl, String> {
+    let (rest, tls) = match url.split_once("://") {
+        Some(("mqtt", rest)) => (rest, false),
+        Some(("mqtts", rest)) => (rest, true),
+        _ => {
             return Err(format!(
-                "{url}: TLS (mqtts://) is not supported by this build yet; use mqtt://"
+                "{url}: expected mqtt://host:port or mqtts://host:port"
             ))
         }
-        _ => return Err(format!("{url}: expected mqtt://host:port")),
     };
+    let default_port = if tls { 8883 } else { 1883 };
     let rest = rest.trim_end_matches('/');
     let port_of = |p: &str| {
         p.parse::<u16>()
@@ -617,13 +761,13 @@ pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
             .ok_or_else(|| format!("{url}: unclosed ["))?;
         match after.strip_prefix(':') {
             Some(p) => (h, port_of(p)?),
-            None if after.is_empty() => (h, 1883),
+            None if after.is_empty() => (h, default_port),
             None => return Err(format!("{url}: bad host")),
         }
     } else {
         match rest.rsplit_once(':') {
             Some((h, p)) => (h, port_of(p)?),
-            None => (rest, 1883),
+            None => (rest, default_port),
         }
     };
     if host.is_empty()
@@ -632,7 +776,11 @@ pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
     {
         return Err(format!("{url}: bad host"));
     }
-    Ok((host.to_string(), port))
+    Ok(MqttUrl {
+        host: host.to_string(),
+        port,
+        tls,
+    })
 }
 
 #[cfg(test)]
@@ -741,7 +889,17 @@ mod tests {
         assert!(err(&f("limits = { max_call_depth = 1 }"), &[]).contains("max_call_depth"));
         assert!(err(&f("every = \"1ms\""), &[]).contains("100ms"));
         assert!(err(&f("cron = \"61 * * * *\""), &[]).contains("cron"));
-        assert!(err("", &[("KIRI_CLOUD_URL", "mqtts://a:8883")]).contains("TLS"));
+        assert!(err("[cloud]\nca_file = \"ca.pem\"\n", &[]).contains("mqtts://"));
+        assert!(err(
+            "",
+            &[
+                ("KIRI_CLOUD_URL", "mqtts://a"),
+                ("KIRI_CLOUD_CLIENT_CERT", "c.pem")
+            ]
+        )
+        .contains("go together"));
+        assert!(err("", &[("KIRI_OUTBOX_TTL", "soon")]).contains("outbox.ttl"));
+        assert!(err("[outbox]\nhigh_priority = [\"a/#/b\"]\n", &[]).contains("high_priority"));
         assert!(err("", &[("KIRI_DASHBOARD_LISTEN", "0.0.0.0:8080")]).contains("dashboard.token"));
         assert!(err("", &[("KIRI_DASHBOARD_TOKEN", "short")]).contains("16"));
         let open = env(&[
@@ -762,17 +920,43 @@ mod tests {
 
     #[test]
     fn mqtt_urls_parse() {
+        let url = |host: &str, port, tls| {
+            Ok(MqttUrl {
+                host: host.into(),
+                port,
+                tls,
+            })
+        };
+        assert_eq!(parse_mqtt_url("mqtt://host:1884"), url("host", 1884, false));
+        assert_eq!(parse_mqtt_url("mqtt://host"), url("host", 1883, false));
+        assert_eq!(parse_mqtt_url("mqtts://host"), url("host", 8883, true));
         assert_eq!(
-            parse_mqtt_url("mqtt://host:1884"),
-            Ok(("host".into(), 1884))
+            parse_mqtt_url("mqtts://h.example:443"),
+            url("h.example", 443, true)
         );
-        assert_eq!(parse_mqtt_url("mqtt://host"), Ok(("host".into(), 1883)));
         assert_eq!(
             parse_mqtt_url("mqtt://[::1]:1885/"),
-            Ok(("::1".into(), 1885))
+            url("::1", 1885, false)
         );
         assert!(parse_mqtt_url("http://host").is_err());
         assert!(parse_mqtt_url("mqtt://host:x").is_err());
         assert!(parse_mqtt_url("mqtt://:1").is_err());
+    }
+
+    #[test]
+    fn the_cloud_password_is_never_shown() {
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                ("KIRI_CLOUD_USERNAME", "gw"),
+                ("KIRI_CLOUD_PASSWORD", "hunter2-secret"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.cloud.password.as_ref().unwrap().expose(),
+            "hunter2-secret"
+        );
+        assert!(!format!("{c:?}").contains("hunter2"));
     }
 }

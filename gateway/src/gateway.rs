@@ -13,7 +13,7 @@ use crate::config::{parse_mqtt_url, BrokerMode, Config};
 use crate::dashboard;
 use crate::dead_letter::DeadLetters;
 use crate::dispatch::Router;
-use crate::forward::{self, Backoff, ForwardConfig};
+use crate::forward::{self, Backoff, Credentials, ForwardConfig, SharedStatus};
 use crate::ingest::{self, broker};
 use crate::outbox::Outbox;
 use crate::processor::Processor;
@@ -23,6 +23,14 @@ use crate::timers;
 
 /// Runs the gateway described by `config` until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    // Checked before anything is opened: a TLS file that cannot be used stops the start.
+    let cloud_url = parse_mqtt_url(&config.cloud.url).map_err(anyhow::Error::msg)?;
+    let cloud_tls = if cloud_url.tls {
+        Some(forward::client_config(&config.cloud).context("cloud TLS")?)
+    } else {
+        None
+    };
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let metrics_handle = recorder.handle();
     // A second gateway in one process (tests) keeps the first recorder; that is fine.
@@ -44,7 +52,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         })?;
 
     let store = Store::open(&config.gateway.data_dir, config.gateway.cache_bytes)?;
-    let outbox = Arc::new(Outbox::open(&store.db, config.outbox.clone())?);
+    let outbox = Arc::new(
+        Outbox::open(&store.db, config.outbox.clone())?.guard_disk(&config.gateway.data_dir),
+    );
     let dead_letters = Arc::new(DeadLetters::open(&store.db, config.dead_letters.clone())?);
     let (backlog, backlog_bytes) = outbox.usage();
     tracing::info!(data_dir = %config.gateway.data_dir.display(), backlog, backlog_bytes, "store open");
@@ -73,7 +83,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             };
             (host, l.port())
         }
-        BrokerMode::External => parse_mqtt_url(&config.broker.url).map_err(anyhow::Error::msg)?,
+        BrokerMode::External => {
+            let url = parse_mqtt_url(&config.broker.url).map_err(anyhow::Error::msg)?;
+            (url.host, url.port)
+        }
     };
     let gw = &config.gateway.id;
     let client_id = config
@@ -130,6 +143,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             (f.name.clone(), f_info)
         })
         .collect();
+    let uplink_status = SharedStatus::new(&config.cloud.url);
     let app = dashboard::router(dashboard::Dashboard {
         metrics: metrics_handle,
         work: tx.clone(),
@@ -150,6 +164,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 })
                 .collect(),
         ),
+        gateway_id: config.gateway.id.as_str().into(),
+        started,
+        uplink: uplink_status.clone(),
+        outbox: outbox.clone(),
     });
     let http_task = tokio::spawn(async move {
         if let Err(e) = axum::serve(http_listener, app).await {
@@ -188,11 +206,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         tx.clone(),
     ));
 
-    let (cloud_host, cloud_port) = parse_mqtt_url(&config.cloud.url).map_err(anyhow::Error::msg)?;
     let wake = Arc::new(Notify::new());
     let forward_cfg = ForwardConfig {
-        host: cloud_host,
-        port: cloud_port,
+        host: cloud_url.host,
+        port: cloud_url.port,
+        tls: cloud_tls,
+        credentials: config.cloud.username.as_ref().map(|u| Credentials {
+            username: u.clone(),
+            password: config
+                .cloud
+                .password
+                .as_ref()
+                .map(|p| p.expose().to_string())
+                .unwrap_or_default(),
+        }),
         client_id: config
             .cloud
             .client_id
@@ -202,14 +229,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         gateway: gw.clone(),
         store_id: store.store_id,
         inflight: config.cloud.inflight,
+        batch_records: config.cloud.batch_records,
+        batch_bytes: config.cloud.batch_bytes,
+        max_bytes_per_sec: config.cloud.max_bytes_per_sec,
         keep_alive: Duration::from_secs(config.cloud.keep_alive_secs.max(5)),
-        max_packet: config.broker.max_packet_bytes + 4096,
+        max_packet: config.broker.max_packet_bytes.max(config.cloud.batch_bytes) * 2 + 4096,
         backoff: Backoff::new(
             Duration::from_millis(config.cloud.backoff_initial_ms),
             Duration::from_millis(config.cloud.backoff_max_ms),
         ),
     };
-    let mut forward_task = tokio::spawn(forward::run(forward_cfg, outbox.clone(), wake.clone()));
+    let mut forward_task = tokio::spawn(forward::run(
+        forward_cfg,
+        outbox.clone(),
+        wake.clone(),
+        uplink_status,
+    ));
+    let housekeeping_task = tokio::spawn(housekeeping(outbox.clone()));
 
     let retry_task = tokio::spawn(crate::retry::run(
         dead_letters.clone(),
@@ -278,11 +314,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         fatal = Some(anyhow::Error::new(e).context("processor"));
     }
     forward_task.abort();
+    housekeeping_task.abort();
     local_task.abort();
     upkeep_task.abort();
     outbox.flush()?;
     match fatal {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Once a second: expires results past the TTL and publishes the backlog's age.
+async fn housekeeping(outbox: Arc<Outbox>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Err(e) = outbox.expire() {
+            tracing::error!(error = %e, "outbox expiry sweep failed");
+        }
+        let age = match outbox.oldest_created_ms() {
+            Ok(Some(t)) => crate::now_ms().saturating_sub(t) as f64 / 1000.0,
+            _ => 0.0,
+        };
+        metrics::gauge!("kiri_outbox_oldest_age_seconds").set(age);
     }
 }

@@ -7,6 +7,7 @@
 //! | `GET /healthz` | none | 200 while the process runs |
 //! | `GET /readyz` | none | 200 once the ingest session is subscribed, else 503 |
 //! | `POST /invoke/{function}` | token | runs a function with `http = true` on the body |
+//! | `GET /api/v1/status` | none | gateway id, uptime, uplink state, outbox backlog and policy |
 //! | `GET /api/v1/functions` | none | each function's configuration and metering |
 //! | `GET /api/v1/dead-letters` | token | lists dead letters (`?function=F&limit=N`) |
 //! | `POST /api/v1/dead-letters/replay` | token | replays `{"ids": [...]}` or `{"function": F}` |
@@ -15,6 +16,7 @@
 pub mod auth;
 pub mod dead_letters;
 pub mod functions;
+pub mod status;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,6 +66,14 @@ pub struct Dashboard {
     pub meters: crate::runtime::meter::Meters,
     /// The functions' configuration, in load order.
     pub function_info: Arc<Vec<functions::FunctionInfo>>,
+    /// The gateway's id.
+    pub gateway_id: Arc<str>,
+    /// When the gateway started.
+    pub started: std::time::Instant,
+    /// The uplink's state.
+    pub uplink: crate::forward::SharedStatus,
+    /// The outbox.
+    pub outbox: Arc<crate::outbox::Outbox>,
 }
 
 /// The routes.
@@ -77,6 +87,7 @@ pub fn router(state: Dashboard) -> Router {
             "/invoke/{function}",
             post(invoke).layer(DefaultBodyLimit::max(max_body)),
         )
+        .route("/api/v1/status", get(status::get))
         .route("/api/v1/functions", get(functions::list))
         .route("/api/v1/dead-letters", get(dead_letters::list))
         .route("/api/v1/dead-letters/replay", post(dead_letters::replay))

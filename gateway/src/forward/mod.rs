@@ -1,31 +1,60 @@
-//! Forward: drains the outbox to the cloud broker in order, with QoS 1. A record leaves the
-//! outbox only when its PUBACK arrives. On any connection error the session is dropped
-//! whole; after a jittered exponential backoff a new one starts again from the oldest record
-//! still in the outbox (`clean_session = true`: the outbox, not the MQTT session, is the
-//! state).
+//! Forward: drains the outbox to the cloud broker in order, with QoS 1, over TCP or TLS. A
+//! record leaves the outbox only when the PUBACK of the message carrying it arrives (and the
+//! deletes are flushed after each burst of PUBACKs). On any connection error the session is
+//! dropped whole; after a jittered exponential backoff a new one starts again from the oldest
+//! record still in the outbox (`clean_session = true`: the outbox, not the MQTT session, is
+//! the state). High priority records drain first; optionally several records travel in one
+//! batch message, and a bandwidth cap paces the publishes.
 
 mod backoff;
+mod status;
+mod tls;
 mod window;
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rumqttc::{
+    AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport,
+};
 use tokio::sync::Notify;
 
 pub use backoff::Backoff;
+pub use status::{SharedStatus, UplinkStatus};
+pub use tls::{client_config, TlsSetupError};
 pub use window::Window;
 
 use crate::codec::Envelope;
-use crate::outbox::{Outbox, OutboxError};
+use crate::outbox::{Cursor, Outbox, OutboxError, Record};
+
+/// The MQTT user name and password of the uplink.
+#[derive(Clone)]
+pub struct Credentials {
+    /// User name.
+    pub username: String,
+    /// Password (may be empty).
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({:?}, ***)", self.username)
+    }
+}
 
 /// What the forwarder needs to know.
 #[derive(Debug, Clone)]
 pub struct ForwardConfig {
-    /// Cloud broker host.
+    /// Cloud broker host (also the TLS server name).
     pub host: String,
     /// Cloud broker port.
     pub port: u16,
+    /// TLS client configuration, for `mqtts://`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// MQTT credentials, if any.
+    pub credentials: Option<Credentials>,
     /// MQTT client id.
     pub client_id: String,
     /// Topic prefix for results.
@@ -34,14 +63,31 @@ pub struct ForwardConfig {
     pub gateway: String,
     /// The store id, part of every record id.
     pub store_id: u64,
-    /// Records in flight at most.
+    /// Messages in flight at most.
     pub inflight: u16,
+    /// Records per message at most (1: no batching).
+    pub batch_records: usize,
+    /// Encoded record bytes per batch message at most.
+    pub batch_bytes: usize,
+    /// Payload bytes per second at most (0: no cap).
+    pub max_bytes_per_sec: u64,
     /// Keep-alive.
     pub keep_alive: Duration,
-    /// Largest packet.
+    /// Largest incoming packet.
     pub max_packet: usize,
     /// Reconnect backoff.
     pub backoff: Backoff,
+}
+
+impl ForwardConfig {
+    fn pacer(&self) -> Option<DefaultDirectRateLimiter> {
+        let rate = NonZeroU32::new(self.max_bytes_per_sec.min(u32::MAX as u64) as u32)?;
+        // One message may be larger than a second's worth: let one through at once.
+        let burst = rate.max(NonZeroU32::new(self.max_packet as u32).unwrap_or(rate));
+        Some(RateLimiter::direct(
+            Quota::per_second(rate).allow_burst(burst),
+        ))
+    }
 }
 
 /// Runs the uplink forever (until the task is dropped). Returns only on a storage error.
@@ -49,25 +95,39 @@ pub async fn run(
     cfg: ForwardConfig,
     outbox: Arc<Outbox>,
     wake: Arc<Notify>,
+    status: SharedStatus,
 ) -> Result<(), OutboxError> {
     let mut backoff = cfg.backoff.clone();
+    let pacer = cfg.pacer();
     loop {
-        match session(&cfg, &outbox, &wake, &mut backoff).await {
-            Ok(e) => {
-                metrics::gauge!("kiri_uplink_connected").set(0.0);
-                metrics::counter!("kiri_uplink_errors_total").increment(1);
-                let wait = backoff.next_delay();
-                let (records, _) = outbox.usage();
-                tracing::warn!(error = %e, backlog = records, retry_in_ms = wait.as_millis() as u64,
-                    "cloud uplink down; results stay in the outbox");
-                tokio::time::sleep(wait).await;
-            }
-            Err(e) => return Err(e),
-        }
+        let e = session(&cfg, &outbox, &wake, &mut backoff, pacer.as_ref(), &status).await?;
+        let wait = backoff.next_delay();
+        let error = describe(&e);
+        status.disconnected(&error, wait);
+        metrics::gauge!("kiri_uplink_connected").set(0.0);
+        metrics::counter!("kiri_uplink_errors_total").increment(1);
+        let (records, _) = outbox.usage();
+        tracing::warn!(host = %cfg.host, port = cfg.port, %error, backlog = records,
+            retry_in_ms = wait.as_millis() as u64, "cloud uplink down; results stay in the outbox");
+        tokio::time::sleep(wait).await;
     }
 }
 
-fn envelope(cfg: &ForwardConfig, r: &crate::outbox::Record) -> Vec<u8> {
+/// A connection error in words an operator can act on.
+fn describe(e: &rumqttc::ConnectionError) -> String {
+    use rumqttc::ConnectionError as E;
+    match e {
+        E::Tls(e) => format!("TLS handshake failed: {e}"),
+        E::ConnectionRefused(code) => format!("the broker refused the connection: {code:?}"),
+        E::Io(e) => format!("network: {e}"),
+        E::MqttState(rumqttc::StateError::AwaitPingResp) => {
+            "no answer to the keep-alive ping: connection lost".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+fn envelope(cfg: &ForwardConfig, r: &Record) -> Envelope {
     Envelope {
         id: format!("{:016x}-{}", cfg.store_id, r.seq),
         gateway: cfg.gateway.clone(),
@@ -77,7 +137,19 @@ fn envelope(cfg: &ForwardConfig, r: &crate::outbox::Record) -> Vec<u8> {
         ts: r.created_ms,
         payload: r.payload.clone(),
     }
-    .encode()
+}
+
+/// The topic and payload of the message carrying `records`.
+fn message(cfg: &ForwardConfig, records: &[Record]) -> (String, Vec<u8>) {
+    if cfg.batch_records <= 1 {
+        let r = &records[0];
+        let topic = format!("{}/{}", cfg.topic_prefix, r.topic);
+        (topic, envelope(cfg, r).encode())
+    } else {
+        let envelopes: Vec<Envelope> = records.iter().map(|r| envelope(cfg, r)).collect();
+        let topic = format!("{}/$batch", cfg.topic_prefix);
+        (topic, Envelope::encode_batch(&cfg.gateway, &envelopes))
+    }
 }
 
 /// One connection's life. `Ok(error)` when the connection ended, `Err` on storage failure.
@@ -86,13 +158,24 @@ async fn session(
     outbox: &Outbox,
     wake: &Notify,
     backoff: &mut Backoff,
+    pacer: Option<&DefaultDirectRateLimiter>,
+    status: &SharedStatus,
 ) -> Result<rumqttc::ConnectionError, OutboxError> {
     let mut opts = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
     opts.set_clean_session(true)
         .set_keep_alive(cfg.keep_alive)
         .set_inflight(cfg.inflight)
-        .set_max_packet_size(cfg.max_packet, cfg.max_packet)
+        // The cloud broker decides what it accepts; MQTT's own limit is the only one here.
+        .set_max_packet_size(cfg.max_packet, 268_435_455)
         .set_request_channel_capacity(cfg.inflight as usize + 8);
+    if let Some(tls) = &cfg.tls {
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            tls.clone(),
+        )));
+    }
+    if let Some(c) = &cfg.credentials {
+        opts.set_credentials(c.username.clone(), c.password.clone());
+    }
     let (client, mut eventloop) = AsyncClient::new(opts, cfg.inflight as usize + 8);
     // rumqttc's `poll` is not cancel-safe (a cancelled poll can drop a request it took), so it
     // runs in its own task and hands events over a channel, which `select!` may cancel freely.
@@ -109,39 +192,61 @@ async fn session(
     let _stop_poller = AbortOnDrop(poller);
     let mut window = Window::new(cfg.inflight as usize);
     let mut connected = false;
-    let mut next = 0u64;
+    let mut cursor = Cursor::default();
+    let mut unflushed_acks = false;
     loop {
-        if connected && window.room() > 0 {
-            for r in outbox.read_from(next, window.room())? {
-                let topic = format!("{}/{}", cfg.topic_prefix, r.topic);
-                if client
-                    .try_publish(topic, QoS::AtLeastOnce, false, envelope(cfg, &r))
-                    .is_err()
-                {
-                    // Cannot happen with the channel sized above the window; retry next turn.
-                    break;
-                }
-                window.published(r.seq);
-                next = r.seq + 1;
+        while connected && window.room() > 0 {
+            let records = outbox.read(&mut cursor, cfg.batch_records, cfg.batch_bytes)?;
+            if records.is_empty() {
+                break;
             }
+            let (topic, payload) = message(cfg, &records);
+            if let Some(pacer) = pacer {
+                let n = NonZeroU32::new(payload.len().max(1) as u32).expect("at least 1");
+                // Err only if one message exceeds the burst, which is sized for the largest.
+                let _ = pacer.until_n_ready(n).await;
+            }
+            metrics::counter!("kiri_uplink_bytes_total").increment(payload.len() as u64);
+            if client
+                .try_publish(topic, QoS::AtLeastOnce, false, payload)
+                .is_err()
+            {
+                // The request channel is sized above the window, so only a closed event loop
+                // refuses a request: end the session, the records go again on the next one.
+                return Ok(rumqttc::ConnectionError::RequestsDone);
+            }
+            window.published(records.iter().map(|r| (r.priority, r.seq)).collect());
+        }
+        if unflushed_acks && events.is_empty() {
+            // One fsync per burst of PUBACKs: a crash can then resend only what was acked
+            // since, never more than a window.
+            outbox.flush_async().await?;
+            unflushed_acks = false;
         }
         tokio::select! {
             event = events.recv() => match event {
                 Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                     connected = true;
-                    next = outbox.first_seq()?.unwrap_or(0);
+                    cursor = Cursor::default();
+                    status.connected();
                     metrics::gauge!("kiri_uplink_connected").set(1.0);
                     metrics::counter!("kiri_uplink_connects_total").increment(1);
-                    tracing::info!(host = %cfg.host, port = cfg.port, backlog = outbox.usage().0, "cloud uplink connected");
+                    tracing::info!(host = %cfg.host, port = cfg.port, tls = cfg.tls.is_some(),
+                        backlog = outbox.usage().0, "cloud uplink connected");
                 }
                 Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => window.assigned(pkid),
                 Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
-                    if let Some(seq) = window.acked(ack.pkid) {
+                    if let Some(records) = window.acked(ack.pkid) {
                         // Reset only on progress: a broker that accepts the connection but
                         // drops it on a record it will not take is not retried at full speed.
                         backoff.reset();
-                        outbox.ack(seq)?;
-                        metrics::counter!("kiri_uplink_delivered_total").increment(1);
+                        for &(priority, seq) in &records {
+                            outbox.ack(priority, seq)?;
+                        }
+                        unflushed_acks = true;
+                        status.delivered(records.len() as u64);
+                        metrics::counter!("kiri_uplink_delivered_total").increment(records.len() as u64);
+                        metrics::counter!("kiri_uplink_messages_total").increment(1);
                     }
                 }
                 Some(Ok(_)) => {}

@@ -1,20 +1,26 @@
 //! The in-flight window of the uplink: which outbox records were published on the current
-//! connection and which MQTT packet id carries each, until its PUBACK. Pure bookkeeping.
+//! connection and which MQTT packet id carries them (one record, or a batch), until its
+//! PUBACK. Pure bookkeeping.
 
 use std::collections::{HashMap, VecDeque};
 
-/// Records published and not yet acknowledged.
+use crate::outbox::Priority;
+
+/// The records one message carries.
+pub type Carried = Vec<(Priority, u64)>;
+
+/// Messages published and not yet acknowledged.
 #[derive(Debug, Default)]
 pub struct Window {
     capacity: usize,
     /// Published, packet id not yet known (rumqttc reports ids in publish order).
-    unassigned: VecDeque<u64>,
-    /// Packet id → record sequence number.
-    by_pkid: HashMap<u16, u64>,
+    unassigned: VecDeque<Carried>,
+    /// Packet id → the records its message carries.
+    by_pkid: HashMap<u16, Carried>,
 }
 
 impl Window {
-    /// A window of at most `capacity` records.
+    /// A window of at most `capacity` messages.
     pub fn new(capacity: usize) -> Window {
         Window {
             capacity: capacity.max(1),
@@ -22,7 +28,7 @@ impl Window {
         }
     }
 
-    /// Records in flight.
+    /// Messages in flight.
     pub fn len(&self) -> usize {
         self.unassigned.len() + self.by_pkid.len()
     }
@@ -37,20 +43,20 @@ impl Window {
         self.capacity.saturating_sub(self.len())
     }
 
-    /// Record `seq` was handed to the client for publishing.
-    pub fn published(&mut self, seq: u64) {
-        self.unassigned.push_back(seq);
+    /// A message carrying `records` was handed to the client for publishing.
+    pub fn published(&mut self, records: Carried) {
+        self.unassigned.push_back(records);
     }
 
     /// The client sent the oldest unassigned publish with packet id `pkid`.
     pub fn assigned(&mut self, pkid: u16) {
-        if let Some(seq) = self.unassigned.pop_front() {
-            self.by_pkid.insert(pkid, seq);
+        if let Some(records) = self.unassigned.pop_front() {
+            self.by_pkid.insert(pkid, records);
         }
     }
 
-    /// PUBACK for `pkid`: returns the record it acknowledges.
-    pub fn acked(&mut self, pkid: u16) -> Option<u64> {
+    /// PUBACK for `pkid`: returns the records it acknowledges.
+    pub fn acked(&mut self, pkid: u16) -> Option<Carried> {
         self.by_pkid.remove(&pkid)
     }
 }
@@ -61,15 +67,16 @@ mod tests {
 
     #[test]
     fn acks_map_back_to_records_through_packet_ids() {
+        let n = |seq| (Priority::Normal, seq);
         let mut w = Window::new(3);
-        w.published(10);
-        w.published(11);
+        w.published(vec![n(10)]);
+        w.published(vec![n(11), n(12)]);
         assert_eq!(w.room(), 1);
         w.assigned(1);
         w.assigned(2);
-        assert_eq!(w.acked(2), Some(11));
+        assert_eq!(w.acked(2), Some(vec![n(11), n(12)]));
         assert_eq!(w.acked(2), None, "a repeated ack acknowledges nothing");
-        assert_eq!(w.acked(1), Some(10));
+        assert_eq!(w.acked(1), Some(vec![n(10)]));
         assert!(w.is_empty());
     }
 }

@@ -1,43 +1,60 @@
 //! # Outbox: the durable, bounded FIFO of results waiting for the cloud
 //!
 //! ## Record format
-//! One sled tree, `outbox`. Key: the record's sequence number, 8 bytes big-endian, so key order
-//! is FIFO order. Sequence numbers come from sled's `generate_id`, which is monotonic across
-//! restarts and crashes (it may skip numbers, never repeat them). Value (see `record.rs`):
+//! One sled tree, `outbox`. Key: the record's class (1 byte: 0 high priority, 1 normal), then
+//! its sequence number, 8 bytes big-endian, so key order is drain order: every high priority
+//! record before any normal one, FIFO within a class. Sequence numbers come from sled's
+//! `generate_id`, which is monotonic across restarts and crashes (it may skip numbers, never
+//! repeat them). Value (see `record.rs`):
 //! `version u8 | crc32 u32 | created_ms u64 | fn_len u16 | fn | topic_len u16 | topic | payload`,
 //! all big-endian; the CRC-32 covers everything after itself.
 //!
 //! ## Life cycle
-//! - **write**: the processor appends the outputs of one invocation as one atomic sled batch,
-//!   never partially. Appends are serialised: sequence numbers are taken and applied under one
-//!   lock, so records become visible in sequence order even with parallel invocation workers.
+//! - **write**: the processor appends the outputs of one invocation as one atomic sled batch
+//!   (with the function's state writes, in one transaction), never partially. Appends are
+//!   serialised: sequence numbers are taken and applied under one lock, so records become
+//!   visible in sequence order even with parallel invocation workers.
 //! - **commit**: after a group of invocations the processor calls [`Outbox::flush`] (one fsync
 //!   for the group); only then are the inputs acknowledged to the broker.
-//! - **read**: the forwarder reads in key order from the oldest record it has not sent on the
-//!   current connection; after a reconnect it starts again from the oldest record present.
-//! - **ack/delete**: a record is deleted when the cloud broker's PUBACK for it arrives. Deletes
-//!   are not flushed one by one: after a crash, records acknowledged in the last moments before
-//!   it (sled flushes every 500 ms) can be sent again. That, and the in-flight window, are the
-//!   only sources of duplicates; each carries the same id both times.
+//! - **read**: the forwarder reads with a [`Cursor`] (one position per class) from the oldest
+//!   record it has not sent on the current connection; after a reconnect it starts again from
+//!   the oldest record present. Only flushed records are read (a watermark, raised by each
+//!   flush): the cloud never sees a result that a crash could still undo, and a sequence
+//!   number a crash could hand out again (sled restarts its id generator after a crash that
+//!   lost everything since the last flush) has never left the gateway.
+//! - **ack/delete**: a record is deleted when the cloud broker's PUBACK for it arrives; the
+//!   forwarder flushes the deletes after each burst of PUBACKs. After a crash, records
+//!   acknowledged since that last flush, and those in flight, can be sent again: the only
+//!   uplink duplicates, each with the same id both times.
+//!
+//! ## Policy
+//! - Bounds: `[outbox] max_records` and `max_bytes`, checked and taken under the same lock as
+//!   the write. When an append does not fit, `when_full` decides: `block` waits for room (and
+//!   so the processor stops acknowledging inputs), `drop_oldest` deletes the oldest records,
+//!   normal priority first, in the same batch as the append, `reject_new` drops the new
+//!   records (the function's state writes are still committed). A single append larger than
+//!   the whole bound is let through when the outbox is empty, so it cannot wedge the gateway.
+//! - Disk: below `min_free_bytes` free on the data directory's file system an append waits,
+//!   whatever the policy, so that sled never meets a full disk mid-write.
+//! - TTL: a record older than `ttl` is deleted instead of sent ([`Outbox::read`] skips it,
+//!   [`Outbox::expire`] sweeps the oldest ones).
 //!
 //! ## Invariants
-//! - A record is removed only by [`Outbox::ack`] (or, if it is damaged, by
-//!   [`Outbox::read_from`], which counts it as corrupt): nothing else drops data. A record of
-//!   an unknown format version is skipped and kept.
-//! - Usage (records and bytes) is bounded by `[outbox] max_records` / `max_bytes`; with
-//!   `when_full = "block"` an append waits for room (checked and taken under the same lock as
-//!   the write) and so the processor stops acknowledging inputs. A single append larger than the whole bound is let through when the
-//!   outbox is empty, so an oversized group cannot wedge the gateway.
+//! - A record leaves only by [`Outbox::ack`], or by a counted drop: `full` (drop_oldest),
+//!   `expired` (TTL), `corrupt` (checksum). A record of an unknown format version is kept.
+//!   Every drop is counted in `kiri_outbox_dropped_total{reason}` and in [`Outbox::stats`].
 
 mod record;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-pub use record::{Record, RecordError};
+pub use record::{Priority, Record, RecordError};
 
-use crate::config::OutboxConfig;
+use crate::config::{OutboxConfig, WhenFull};
+use crate::dispatch::topic;
 
 /// A storage failure of the outbox.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +87,85 @@ pub struct NewRecord {
 struct Usage {
     records: u64,
     bytes: u64,
+    /// Of `records`, how many are high priority.
+    high: u64,
+}
+
+/// Counts since start, for the status API (the same numbers go to the metrics).
+#[derive(Debug, Default)]
+struct Counts {
+    appended: AtomicU64,
+    acked: AtomicU64,
+    dropped_full: AtomicU64,
+    rejected: AtomicU64,
+    expired: AtomicU64,
+    corrupt: AtomicU64,
+    full_waits: AtomicU64,
+    disk_waits: AtomicU64,
+}
+
+/// What the outbox holds and has done since start.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OutboxStats {
+    /// Records held.
+    pub records: u64,
+    /// Bytes held (encoded records).
+    pub bytes: u64,
+    /// High priority records held.
+    pub high_priority_records: u64,
+    /// Age of the oldest record held, ms.
+    pub oldest_age_ms: Option<u64>,
+    /// Records appended since start.
+    pub appended: u64,
+    /// Records acknowledged by the cloud since start.
+    pub acked: u64,
+    /// Records deleted to make room (`drop_oldest`).
+    pub dropped_full: u64,
+    /// New records dropped because the outbox was full (`reject_new`).
+    pub rejected: u64,
+    /// Records expired by the TTL.
+    pub expired: u64,
+    /// Records found damaged and deleted.
+    pub corrupt: u64,
+    /// Appends that had to wait for room (`block`).
+    pub full_waits: u64,
+    /// Appends that had to wait for disk space.
+    pub disk_waits: u64,
+    /// The configured bounds and policy.
+    pub policy: OutboxConfig,
+}
+
+/// The forwarder's read position: the next sequence number to read in each class.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    next: [u64; 2],
+}
+
+/// Watches the free space of the data directory's file system (checked at most every 250 ms).
+struct DiskGuard {
+    dir: PathBuf,
+    min_free: u64,
+    last: Mutex<Option<(Instant, bool)>>,
+}
+
+impl DiskGuard {
+    fn low(&self) -> bool {
+        let mut last = self.last.lock().expect("disk guard lock");
+        if let Some((at, low)) = *last {
+            if at.elapsed() < Duration::from_millis(250) {
+                return low;
+            }
+        }
+        let low = match rustix::fs::statvfs(&self.dir) {
+            Ok(st) => st.f_bavail.saturating_mul(st.f_frsize) < self.min_free,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot read free disk space");
+                false
+            }
+        };
+        *last = Some((Instant::now(), low));
+        low
+    }
 }
 
 /// The durable FIFO. Shared between the processor (appends) and the forwarder (reads, acks).
@@ -77,9 +173,16 @@ pub struct Outbox {
     db: sled::Db,
     tree: sled::Tree,
     limits: OutboxConfig,
+    ttl_ms: Option<u64>,
     usage: Mutex<Usage>,
     room: Condvar,
     closed: AtomicBool,
+    counts: Counts,
+    disk: Option<DiskGuard>,
+    /// One past the highest sequence number written (set under the usage lock, after the write).
+    issued: AtomicU64,
+    /// Every record with a lower sequence number has been flushed.
+    durable: AtomicU64,
 }
 
 impl Outbox {
@@ -87,26 +190,60 @@ impl Outbox {
     pub fn open(db: &sled::Db, limits: OutboxConfig) -> Result<Outbox, OutboxError> {
         let tree = db.open_tree("outbox")?;
         let mut usage = Usage::default();
+        let mut issued = 0;
         for entry in tree.iter() {
-            let (_, v) = entry?;
+            let (k, v) = entry?;
+            if let Some((_, seq)) = record::parse_key(&k) {
+                issued = issued.max(seq + 1);
+            }
             usage.records += 1;
             usage.bytes += v.len() as u64;
+            if k.first() == Some(&(Priority::High as u8)) {
+                usage.high += 1;
+            }
         }
         let outbox = Outbox {
             db: db.clone(),
             tree,
+            ttl_ms: limits.ttl().map(|d| d.as_millis() as u64),
             limits,
             usage: Mutex::new(usage),
             room: Condvar::new(),
             closed: AtomicBool::new(false),
+            counts: Counts::default(),
+            disk: None,
+            issued: AtomicU64::new(issued),
+            durable: AtomicU64::new(issued),
         };
         outbox.publish_gauges(usage);
         Ok(outbox)
     }
 
+    /// Makes appends wait while the file system holding `dir` has less than
+    /// `min_free_bytes` free.
+    pub fn guard_disk(mut self, dir: &Path) -> Outbox {
+        self.disk = Some(DiskGuard {
+            dir: dir.to_path_buf(),
+            min_free: self.limits.min_free_bytes,
+            last: Mutex::new(None),
+        });
+        self
+    }
+
     fn publish_gauges(&self, u: Usage) {
         metrics::gauge!("kiri_outbox_records").set(u.records as f64);
         metrics::gauge!("kiri_outbox_bytes").set(u.bytes as f64);
+    }
+
+    fn count_drops(&self, reason: &'static str, n: u64) {
+        let counter = match reason {
+            "full" => &self.counts.dropped_full,
+            "rejected" => &self.counts.rejected,
+            "expired" => &self.counts.expired,
+            _ => &self.counts.corrupt,
+        };
+        counter.fetch_add(n, Ordering::Relaxed);
+        metrics::counter!("kiri_outbox_dropped_total", "reason" => reason).increment(n);
     }
 
     /// Records and bytes currently held.
@@ -115,32 +252,106 @@ impl Outbox {
         (u.records, u.bytes)
     }
 
-    /// Waits, holding `u` between checks, until the records fit; hands the lock back so the
-    /// caller can take the room before anyone else does.
+    /// The priority of a result emitted to `topic`.
+    pub fn priority_of(&self, emitted_topic: &str) -> Priority {
+        let high = self
+            .limits
+            .high_priority
+            .iter()
+            .any(|f| topic::matches(f, emitted_topic));
+        if high {
+            Priority::High
+        } else {
+            Priority::Normal
+        }
+    }
+
+    /// What the outbox holds and has done.
+    pub fn stats(&self) -> Result<OutboxStats, OutboxError> {
+        let u = *self.usage.lock().expect("outbox usage lock");
+        let c = &self.counts;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Ok(OutboxStats {
+            records: u.records,
+            bytes: u.bytes,
+            high_priority_records: u.high,
+            oldest_age_ms: self
+                .oldest_created_ms()?
+                .map(|t| crate::now_ms().saturating_sub(t)),
+            appended: get(&c.appended),
+            acked: get(&c.acked),
+            dropped_full: get(&c.dropped_full),
+            rejected: get(&c.rejected),
+            expired: get(&c.expired),
+            corrupt: get(&c.corrupt),
+            full_waits: get(&c.full_waits),
+            disk_waits: get(&c.disk_waits),
+            policy: self.limits.clone(),
+        })
+    }
+
+    /// When the oldest record held was created (the older of the two classes' first records).
+    pub fn oldest_created_ms(&self) -> Result<Option<u64>, OutboxError> {
+        let mut oldest: Option<u64> = None;
+        for p in Priority::ALL {
+            if let Some((k, v)) = self.tree.scan_prefix([p as u8]).next().transpose()? {
+                if let Some(Ok(r)) =
+                    record::parse_key(&k).map(|(p, seq)| record::decode(p, seq, &v))
+                {
+                    oldest = Some(oldest.map_or(r.created_ms, |o| o.min(r.created_ms)));
+                }
+            }
+        }
+        Ok(oldest)
+    }
+
+    /// Waits, holding `u` between checks, until the records fit or the policy says what to do
+    /// instead; hands the lock back so the caller can take the room before anyone else does.
     fn room_for<'a>(
         &self,
         mut u: MutexGuard<'a, Usage>,
         records: u64,
         bytes: u64,
-    ) -> Result<MutexGuard<'a, Usage>, OutboxError> {
-        let mut counted = false;
+    ) -> Result<(MutexGuard<'a, Usage>, Fit), OutboxError> {
+        let (mut full_counted, mut disk_counted) = (false, false);
         loop {
             if self.closed.load(Ordering::Relaxed) {
                 return Err(OutboxError::Closed);
             }
-            let fits = u.records + records <= self.limits.max_records
-                && u.bytes + bytes <= self.limits.max_bytes;
-            if records == 0 || fits || u.records == 0 {
-                return Ok(u);
+            if records == 0 {
+                return Ok((u, Fit::Yes));
             }
-            if !counted {
-                counted = true;
-                metrics::counter!("kiri_outbox_full_waits_total").increment(1);
-                tracing::warn!(
-                    records = u.records,
-                    bytes = u.bytes,
-                    "outbox full: holding back input acknowledgements until the uplink drains it"
-                );
+            if self.disk.as_ref().is_some_and(DiskGuard::low) {
+                if !disk_counted {
+                    disk_counted = true;
+                    self.counts.disk_waits.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("kiri_outbox_disk_waits_total").increment(1);
+                    tracing::warn!(
+                        min_free_bytes = self.limits.min_free_bytes,
+                        "disk almost full: holding back results (and input acknowledgements) until space returns"
+                    );
+                }
+            } else {
+                let fits = u.records + records <= self.limits.max_records
+                    && u.bytes + bytes <= self.limits.max_bytes;
+                if fits || u.records == 0 {
+                    return Ok((u, Fit::Yes));
+                }
+                match self.limits.when_full {
+                    WhenFull::RejectNew => return Ok((u, Fit::Reject)),
+                    WhenFull::DropOldest => return Ok((u, Fit::DropOldest)),
+                    WhenFull::Block => {}
+                }
+                if !full_counted {
+                    full_counted = true;
+                    self.counts.full_waits.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("kiri_outbox_full_waits_total").increment(1);
+                    tracing::warn!(
+                        records = u.records,
+                        bytes = u.bytes,
+                        "outbox full: holding back input acknowledgements until the uplink drains it"
+                    );
+                }
             }
             u = self
                 .room
@@ -148,6 +359,30 @@ impl Outbox {
                 .expect("outbox usage lock")
                 .0;
         }
+    }
+
+    /// The oldest records to delete so that `records`/`bytes` more fit: normal priority first,
+    /// then high. Keys and encoded sizes.
+    fn victims(
+        &self,
+        u: &Usage,
+        records: u64,
+        bytes: u64,
+    ) -> Result<Vec<(sled::IVec, u64)>, OutboxError> {
+        let mut out = Vec::new();
+        let (mut r, mut b) = (u.records, u.bytes);
+        for p in [Priority::Normal, Priority::High] {
+            for entry in self.tree.scan_prefix([p as u8]) {
+                if r + records <= self.limits.max_records && b + bytes <= self.limits.max_bytes {
+                    return Ok(out);
+                }
+                let (k, v) = entry?;
+                r -= 1;
+                b = b.saturating_sub(v.len() as u64);
+                out.push((k, v.len() as u64));
+            }
+        }
+        Ok(out)
     }
 
     /// Wakes and fails any append waiting for room (at shutdown).
@@ -167,7 +402,8 @@ impl Outbox {
     }
 
     /// Appends `records` and applies `state` writes (key → value, `None` deletes) to another
-    /// tree in one sled transaction: both or neither. Not durable until [`Outbox::flush`].
+    /// tree in one sled transaction: both or neither. Returns the records' sequence numbers
+    /// (none if `reject_new` dropped them). Not durable until [`Outbox::flush`].
     pub fn append_with_state(
         &self,
         records: &[NewRecord],
@@ -177,27 +413,39 @@ impl Outbox {
         if records.is_empty() && state.is_none() {
             return Ok(Vec::new());
         }
-        let values: Vec<Vec<u8>> = records
+        let values: Vec<(Priority, Vec<u8>)> = records
             .iter()
-            .map(|r| record::encode(r.created_ms, &r.function, &r.topic, &r.payload))
+            .map(|r| {
+                let v = record::encode(r.created_ms, &r.function, &r.topic, &r.payload);
+                (self.priority_of(&r.topic), v)
+            })
             .collect();
-        let bytes: u64 = values.iter().map(|v| v.len() as u64).sum();
+        let bytes: u64 = values.iter().map(|(_, v)| v.len() as u64).sum();
         // Under the usage lock: room is checked and taken in one step (parallel invocation
         // workers cannot all pass the check and overshoot the bounds); sequence numbers are
         // taken and applied in one order, so a reader never sees a record before an older one
         // still being written; and an ack cannot be counted before its append.
         let u = self.usage.lock().expect("outbox usage lock");
-        let mut u = self.room_for(u, records.len() as u64, bytes)?;
+        let (mut u, fit) = self.room_for(u, records.len() as u64, bytes)?;
+        let victims = match fit {
+            Fit::DropOldest => self.victims(&u, records.len() as u64, bytes)?,
+            _ => Vec::new(),
+        };
         let mut encoded = Vec::with_capacity(records.len());
         let mut seqs = Vec::with_capacity(records.len());
-        for value in values {
-            let seq = self.db.generate_id()?;
-            encoded.push((record::key(seq), value));
-            seqs.push(seq);
+        if fit != Fit::Reject {
+            for (priority, value) in values {
+                let seq = self.db.generate_id()?;
+                encoded.push((record::key(priority, seq), value));
+                seqs.push(seq);
+            }
         }
         match state {
             None => {
                 let mut batch = sled::Batch::default();
+                for (k, _) in &victims {
+                    batch.remove(k);
+                }
                 for (k, v) in &encoded {
                     batch.insert(&k[..], &v[..]);
                 }
@@ -207,6 +455,9 @@ impl Outbox {
                 use sled::transaction::{ConflictableTransactionError, TransactionError};
                 use sled::Transactional;
                 let result = (&self.tree, kv).transaction(|(outbox, kv)| {
+                    for (k, _) in &victims {
+                        outbox.remove(k)?;
+                    }
                     for (k, v) in &encoded {
                         outbox.insert(&k[..], &v[..])?;
                     }
@@ -225,70 +476,187 @@ impl Outbox {
                 }
             }
         }
-        u.records += records.len() as u64;
-        u.bytes += bytes;
+        if !victims.is_empty() {
+            u.records -= victims.len() as u64;
+            u.bytes -= victims.iter().map(|(_, len)| len).sum::<u64>();
+            u.high -= victims
+                .iter()
+                .filter(|(k, _)| k.first() == Some(&(Priority::High as u8)))
+                .count() as u64;
+            self.count_drops("full", victims.len() as u64);
+            tracing::warn!(
+                dropped = victims.len(),
+                "outbox full: dropped the oldest results (when_full = drop_oldest)"
+            );
+        }
+        if fit == Fit::Reject {
+            self.count_drops("rejected", records.len() as u64);
+            tracing::warn!(
+                rejected = records.len(),
+                "outbox full: dropped new results (when_full = reject_new)"
+            );
+        } else {
+            if let Some(last) = seqs.last() {
+                self.issued.fetch_max(last + 1, Ordering::Release);
+            }
+            u.records += records.len() as u64;
+            u.bytes += bytes;
+            u.high += encoded
+                .iter()
+                .filter(|(k, _)| k[0] == Priority::High as u8)
+                .count() as u64;
+            self.counts
+                .appended
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
+            metrics::counter!("kiri_outbox_appended_total").increment(records.len() as u64);
+        }
         self.publish_gauges(*u);
-        metrics::counter!("kiri_outbox_appended_total").increment(records.len() as u64);
         Ok(seqs)
     }
 
-    /// Makes everything written so far durable (one fsync). Returns the bytes flushed.
+    /// Makes everything written so far durable (one fsync), and readable by the forwarder.
+    /// Returns the bytes flushed.
     pub fn flush(&self) -> Result<usize, OutboxError> {
-        Ok(self.db.flush()?)
+        let upto = self.issued.load(Ordering::Acquire);
+        let n = self.db.flush()?;
+        self.durable.fetch_max(upto, Ordering::Release);
+        Ok(n)
     }
 
-    /// The oldest record's sequence number.
-    pub fn first_seq(&self) -> Result<Option<u64>, OutboxError> {
-        Ok(self.tree.first()?.and_then(|(k, _)| record::seq_of(&k)))
+    /// [`Outbox::flush`] for async callers.
+    pub async fn flush_async(&self) -> Result<usize, OutboxError> {
+        let upto = self.issued.load(Ordering::Acquire);
+        let n = self.db.flush_async().await?;
+        self.durable.fetch_max(upto, Ordering::Release);
+        Ok(n)
     }
 
-    /// Up to `max` records with `seq >= from`, in order. Corrupt records are removed and counted.
-    pub fn read_from(&self, from: u64, max: usize) -> Result<Vec<Record>, OutboxError> {
+    fn expired(&self, r: &Record, now_ms: u64) -> bool {
+        self.ttl_ms
+            .is_some_and(|ttl| r.created_ms.saturating_add(ttl) <= now_ms)
+    }
+
+    /// Up to `max` flushed records (and, past the first, `max_bytes` of encoded records) after
+    /// `cursor`, high priority first, each class in order; advances the cursor past them.
+    /// Expired and corrupt records are deleted and counted on the way.
+    pub fn read(
+        &self,
+        cursor: &mut Cursor,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, OutboxError> {
+        let now = crate::now_ms();
+        let durable = self.durable.load(Ordering::Acquire);
         let mut out = Vec::with_capacity(max.min(1024));
-        for entry in self.tree.range(record::key(from)..) {
-            if out.len() >= max {
-                break;
-            }
-            let (k, v) = entry?;
-            let Some(seq) = record::seq_of(&k) else {
+        let mut size = 0usize;
+        for p in Priority::ALL {
+            let next = &mut cursor.next[p as usize];
+            if *next >= durable {
                 continue;
-            };
-            match record::decode(seq, &v) {
-                Ok(r) => out.push(r),
-                Err(e @ RecordError::Version(_)) => {
-                    // Written by another Kiri version: keep it for that version, skip it here.
-                    tracing::error!(seq, error = %e, "skipping an outbox record this version cannot read");
+            }
+            let range = record::key(p, *next)..record::key(p, durable);
+            for entry in self.tree.range(range) {
+                if out.len() >= max {
+                    return Ok(out);
                 }
-                Err(e) => {
-                    tracing::error!(seq, error = %e, "dropping corrupt outbox record");
-                    metrics::counter!("kiri_outbox_corrupt_total").increment(1);
-                    self.remove(seq)?;
+                let (k, v) = entry?;
+                let Some((_, seq)) = record::parse_key(&k) else {
+                    continue;
+                };
+                if !out.is_empty() && size + v.len() > max_bytes {
+                    return Ok(out);
                 }
+                match record::decode(p, seq, &v) {
+                    Ok(r) if self.expired(&r, now) => {
+                        if self.remove(p, seq)? {
+                            self.count_drops("expired", 1);
+                        }
+                    }
+                    Ok(r) => {
+                        size += v.len();
+                        out.push(r);
+                    }
+                    Err(e @ RecordError::Version(_)) => {
+                        // Written by another Kiri version: keep it for that version, skip it here.
+                        tracing::error!(seq, error = %e, "skipping an outbox record this version cannot read");
+                    }
+                    Err(e) => {
+                        tracing::error!(seq, error = %e, "dropping corrupt outbox record");
+                        if self.remove(p, seq)? {
+                            self.count_drops("corrupt", 1);
+                        }
+                    }
+                }
+                *next = seq + 1;
             }
         }
         Ok(out)
     }
 
-    /// Deletes a record the cloud acknowledged. Unknown sequence numbers are ignored.
-    pub fn ack(&self, seq: u64) -> Result<(), OutboxError> {
-        if self.remove(seq)? {
+    /// Deletes the expired records at the head of each class (records are in creation order
+    /// within a class, near enough: the sweep stops at the first live one; [`Outbox::read`]
+    /// catches any other). Returns how many it deleted.
+    pub fn expire(&self) -> Result<u64, OutboxError> {
+        if self.ttl_ms.is_none() {
+            return Ok(0);
+        }
+        let now = crate::now_ms();
+        let mut n = 0;
+        for p in Priority::ALL {
+            for entry in self.tree.scan_prefix([p as u8]) {
+                let (k, v) = entry?;
+                let Some((_, seq)) = record::parse_key(&k) else {
+                    continue;
+                };
+                match record::decode(p, seq, &v) {
+                    Ok(r) if self.expired(&r, now) => {
+                        if self.remove(p, seq)? {
+                            n += 1;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+        }
+        if n > 0 {
+            self.count_drops("expired", n);
+            tracing::warn!(expired = n, "results older than outbox.ttl deleted unsent");
+        }
+        Ok(n)
+    }
+
+    /// Deletes a record the cloud acknowledged. Unknown records are ignored.
+    pub fn ack(&self, priority: Priority, seq: u64) -> Result<(), OutboxError> {
+        if self.remove(priority, seq)? {
+            self.counts.acked.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("kiri_outbox_acked_total").increment(1);
         }
         Ok(())
     }
 
-    fn remove(&self, seq: u64) -> Result<bool, OutboxError> {
+    fn remove(&self, priority: Priority, seq: u64) -> Result<bool, OutboxError> {
         let mut u = self.usage.lock().expect("outbox usage lock");
-        let Some(old) = self.tree.remove(record::key(seq))? else {
+        let Some(old) = self.tree.remove(record::key(priority, seq))? else {
             return Ok(false);
         };
         u.records = u.records.saturating_sub(1);
         u.bytes = u.bytes.saturating_sub(old.len() as u64);
+        if priority == Priority::High {
+            u.high = u.high.saturating_sub(1);
+        }
         self.publish_gauges(*u);
         drop(u);
         self.room.notify_all();
         Ok(true)
     }
+}
+
+/// What an append may do, as [`Outbox::room_for`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fit {
+    Yes,
+    DropOldest,
+    Reject,
 }
 
 #[cfg(test)]

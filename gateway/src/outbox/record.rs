@@ -4,11 +4,35 @@
 pub const VERSION: u8 = 1;
 const HEADER: usize = 1 + 4 + 8;
 
+/// The drain class of a record: high priority records are sent before normal ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Priority {
+    /// Sent first (alerts).
+    High = 0,
+    /// Bulk telemetry.
+    Normal = 1,
+}
+
+impl Priority {
+    /// Both classes, in drain order.
+    pub const ALL: [Priority; 2] = [Priority::High, Priority::Normal];
+
+    /// The name used in metrics and the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Normal => "normal",
+        }
+    }
+}
+
 /// One result waiting to be forwarded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     /// Position in the outbox; also the record's stable id within this data directory.
     pub seq: u64,
+    /// Its drain class.
+    pub priority: Priority,
     /// When the function emitted it, ms since the Unix epoch.
     pub created_ms: u64,
     /// The function that emitted it.
@@ -36,14 +60,23 @@ pub enum RecordError {
     Utf8,
 }
 
-/// The key of a record: its sequence number, big-endian so keys sort in FIFO order.
-pub fn key(seq: u64) -> [u8; 8] {
-    seq.to_be_bytes()
+/// The key of a record: its class, then its sequence number big-endian, so keys sort by
+/// class and, within a class, in FIFO order.
+pub fn key(priority: Priority, seq: u64) -> [u8; 9] {
+    let mut k = [0; 9];
+    k[0] = priority as u8;
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
 }
 
 /// Decodes a key written by [`key`].
-pub fn seq_of(key: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(key.try_into().ok()?))
+pub fn parse_key(key: &[u8]) -> Option<(Priority, u64)> {
+    let priority = match key.first()? {
+        0 => Priority::High,
+        1 => Priority::Normal,
+        _ => return None,
+    };
+    Some((priority, u64::from_be_bytes(key.get(1..)?.try_into().ok()?)))
 }
 
 /// Encodes a record's value (everything but `seq`, which is the key).
@@ -65,7 +98,7 @@ pub fn encode(created_ms: u64, function: &str, topic: &str, payload: &[u8]) -> V
 }
 
 /// Decodes a record's value, checking version and checksum.
-pub fn decode(seq: u64, v: &[u8]) -> Result<Record, RecordError> {
+pub fn decode(priority: Priority, seq: u64, v: &[u8]) -> Result<Record, RecordError> {
     if v.len() < HEADER + 4 {
         return Err(RecordError::Truncated);
     }
@@ -89,6 +122,7 @@ pub fn decode(seq: u64, v: &[u8]) -> Result<Record, RecordError> {
     let topic = field(v)?;
     Ok(Record {
         seq,
+        priority,
         created_ms,
         function,
         topic,
@@ -104,22 +138,34 @@ mod tests {
     #[test]
     fn a_flipped_bit_is_caught_by_the_checksum() {
         let mut v = encode(1, "f", "t/x", b"payload");
-        assert_eq!(decode(3, &v).unwrap().payload, b"payload");
+        assert_eq!(decode(Priority::Normal, 3, &v).unwrap().payload, b"payload");
         let last = v.len() - 1;
         v[last] ^= 1;
-        assert_eq!(decode(3, &v), Err(RecordError::Checksum));
+        assert_eq!(decode(Priority::Normal, 3, &v), Err(RecordError::Checksum));
+    }
+
+    #[test]
+    fn keys_sort_by_class_then_sequence() {
+        assert!(key(Priority::High, u64::MAX) < key(Priority::Normal, 0));
+        assert!(key(Priority::Normal, 255) < key(Priority::Normal, 256));
+        assert_eq!(
+            parse_key(&key(Priority::High, 7)),
+            Some((Priority::High, 7))
+        );
+        assert_eq!(parse_key(&[2; 9]), None);
+        assert_eq!(parse_key(&[1; 8]), None);
     }
 
     proptest! {
         #[test]
         fn records_round_trip(ms in any::<u64>(), f in ".{0,20}", t in ".{0,40}", p in prop::collection::vec(any::<u8>(), 0..300)) {
-            let r = decode(9, &encode(ms, &f, &t, &p)).unwrap();
-            prop_assert_eq!(r, Record { seq: 9, created_ms: ms, function: f, topic: t, payload: p });
+            let r = decode(Priority::High, 9, &encode(ms, &f, &t, &p)).unwrap();
+            prop_assert_eq!(r, Record { seq: 9, priority: Priority::High, created_ms: ms, function: f, topic: t, payload: p });
         }
 
         #[test]
         fn garbage_never_panics(v in prop::collection::vec(any::<u8>(), 0..64)) {
-            let _ = decode(0, &v);
+            let _ = decode(Priority::Normal, 0, &v);
         }
     }
 }

@@ -1,0 +1,105 @@
+//! The uplink's TLS client configuration (rustls with the ring provider): server
+//! verification against `cloud.ca_file` or the system's roots, an optional client certificate
+//! for mutual TLS, optional ALPN. The server name checked (and sent as SNI) is the host of
+//! `cloud.url`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
+
+use crate::config::CloudConfig;
+
+/// A TLS setting that cannot be used; found at start, before anything connects.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// A PEM file could not be read or holds nothing usable.
+    #[error("{key} = {path}: {problem}")]
+    File {
+        /// The config key.
+        key: &'static str,
+        /// The file.
+        path: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// No trusted roots at all.
+    #[error(
+        "no trusted CA certificates: the system has none that rustls can read; set cloud.ca_file"
+    )]
+    NoRoots,
+    /// rustls refused the combination (for example a key that does not match the certificate).
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+fn file_error(key: &'static str, path: &Path, problem: impl ToString) -> TlsSetupError {
+    TlsSetupError::File {
+        key,
+        path: path.display().to_string(),
+        problem: problem.to_string(),
+    }
+}
+
+fn certificates(
+    key: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_error(key, path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(key, path, e))?;
+    if certs.is_empty() {
+        return Err(file_error(
+            key,
+            path,
+            "no PEM CERTIFICATE block in the file",
+        ));
+    }
+    Ok(certs)
+}
+
+/// The rustls client configuration for `cloud`.
+pub fn client_config(cloud: &CloudConfig) -> Result<Arc<ClientConfig>, TlsSetupError> {
+    let mut roots = RootCertStore::empty();
+    match &cloud.ca_file {
+        Some(path) => {
+            let (added, _ignored) =
+                roots.add_parsable_certificates(certificates("cloud.ca_file", path)?);
+            if added == 0 {
+                return Err(file_error(
+                    "cloud.ca_file",
+                    path,
+                    "no usable CA certificate",
+                ));
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::debug!(error = %e, "reading the system's CA certificates");
+            }
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err(TlsSetupError::NoRoots);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let mut config = match (&cloud.client_cert, &cloud.client_key) {
+        (Some(cert), Some(key)) => {
+            let chain = certificates("cloud.client_cert", cert)?;
+            let key_der = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| file_error("cloud.client_key", key, e))?;
+            builder.with_client_auth_cert(chain, key_der)?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = cloud.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Ok(Arc::new(config))
+}
