@@ -97,14 +97,24 @@ fn mosquitto_bin() -> PathBuf {
 pub struct Mosquitto {
     pub port: u16,
     dir: PathBuf,
+    /// More configuration (listeners with their own settings), after the plain listener.
+    extra: String,
     child: Option<Child>,
 }
 
 impl Mosquitto {
     pub fn start(dir: &Path) -> Mosquitto {
+        Mosquitto::start_with(dir, String::new())
+    }
+
+    /// Starts with `extra` lines added to the configuration: further `listener` blocks, each
+    /// with its own settings (`per_listener_settings` is on). The plain listener on `port`
+    /// stays anonymous.
+    pub fn start_with(dir: &Path, extra: String) -> Mosquitto {
         let mut m = Mosquitto {
             port: free_port(),
             dir: dir.to_path_buf(),
+            extra,
             child: None,
         };
         fs::create_dir_all(&m.dir).unwrap();
@@ -115,15 +125,21 @@ impl Mosquitto {
     /// Starts it (again) on the same port with the same persistence folder.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
+        let ports: Vec<u16> = self
+            .extra
+            .lines()
+            .filter_map(|l| l.strip_prefix("listener ")?.split(' ').next()?.parse().ok())
+            .collect();
         let conf = self.dir.join("mosquitto.conf");
         fs::write(
             &conf,
             format!(
-                "{user}listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                "per_listener_settings true\n{user}persistence true\n\
                  persistence_location {dir}/\nmax_queued_messages 0\nmax_inflight_messages 100\n\
-                 log_dest file {dir}/mosquitto.log\n",
+                 log_dest file {dir}/mosquitto.log\nlistener {port} 127.0.0.1\nallow_anonymous true\n{extra}\n",
                 port = self.port,
                 dir = self.dir.display(),
+                extra = self.extra,
                 // As root, Mosquitto switches to user `mosquitto`, which cannot write the
                 // persistence file into our private temp dir.
                 user = if is_root() { "user root\n" } else { "" },
@@ -138,7 +154,9 @@ impl Mosquitto {
             .spawn()
             .expect("start mosquitto");
         self.child = Some(child);
-        wait_for_port(self.port, Duration::from_secs(10));
+        for port in std::iter::once(self.port).chain(ports) {
+            wait_for_port(port, Duration::from_secs(10));
+        }
     }
 
     /// Stops it cleanly (SIGTERM, so it saves its persistence file).
@@ -242,6 +260,24 @@ impl Kiri {
                 self.metric("kiri_ingest_subscribed") == 1.0
             },
         );
+    }
+
+    /// Replaces the configuration file (takes effect at the next restart).
+    pub fn set_config(&mut self, config_toml: &str) {
+        fs::write(&self.config, config_toml).unwrap();
+    }
+
+    /// Sets an environment variable for the next restart.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value.into()));
+    }
+
+    /// `GET /api/v1/status` as JSON.
+    pub fn status(&self) -> serde_json::Value {
+        let url = format!("http://127.0.0.1:{}/api/v1/status", self.metrics_port);
+        let mut resp = ureq::get(&url).call().expect("GET /api/v1/status");
+        resp.body_mut().read_json().expect("status is JSON")
     }
 
     /// Panics with the log if the process has exited.
@@ -452,8 +488,13 @@ impl CloudSubscriber {
                         let _ = client.try_subscribe("kiri/#", QoS::AtLeastOnce);
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let e = Envelope::decode(&p.payload).expect("cloud message is an envelope");
-                        sink.lock().unwrap().push((p.topic.clone(), e));
+                        let envelopes = if p.topic.ends_with("/$batch") {
+                            Envelope::decode_batch(&p.payload).expect("cloud message is a batch")
+                        } else {
+                            vec![Envelope::decode(&p.payload).expect("cloud message is an envelope")]
+                        };
+                        let mut sink = sink.lock().unwrap();
+                        sink.extend(envelopes.into_iter().map(|e| (p.topic.clone(), e)));
                     }
                     Ok(_) => {}
                     // The broker restarts during the tests: keep reconnecting.
@@ -473,14 +514,25 @@ impl CloudSubscriber {
     pub fn distinct_seqs(&self) -> Vec<u64> {
         let mut seen = BTreeSet::new();
         let mut out = Vec::new();
-        for (_, e) in self.received.lock().unwrap().iter() {
-            let r = codec::decode_reading(&e.payload).expect("payload is a reading");
-            let seq = r.seq.expect("reading has seq");
+        for seq in self.arrivals() {
             if seen.insert(seq) {
                 out.push(seq);
             }
         }
         out
+    }
+
+    /// Every reading sequence number in order of arrival, duplicates included.
+    pub fn arrivals(&self) -> Vec<u64> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, e)| {
+                let r = codec::decode_reading(&e.payload).expect("payload is a reading");
+                r.seq.expect("reading has seq")
+            })
+            .collect()
     }
 
     pub fn wait_for(&self, n: usize, timeout: Duration, kiri: &mut Kiri) {
@@ -499,6 +551,166 @@ impl CloudSubscriber {
                 kiri.metric("kiri_invocations_total"),
                 kiri.metric("kiri_uplink_connected"),
             );
+        }
+    }
+}
+
+/// A test certificate authority (rcgen) and the certificates it issues, as PEM files.
+pub struct Pki {
+    dir: PathBuf,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    /// A new CA named `name`, with its files under `<dir>/<name>/`.
+    pub fn new(dir: &Path, name: &str) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} test CA"));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let issuer =
+            rcgen::CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let pki = Pki {
+            dir: dir.join(name),
+            issuer,
+        };
+        fs::create_dir_all(&pki.dir).unwrap();
+        fs::write(pki.ca(), pki.issuer.pem()).unwrap();
+        pki
+    }
+
+    /// The CA certificate file.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// Issues a certificate for `names` (DNS names or IP addresses), for a server or a
+    /// client; returns the certificate and key files.
+    pub fn issue(&self, file: &str, names: &[&str], client: bool) -> (PathBuf, PathBuf) {
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name.push(DnType::CommonName, file);
+        params.extended_key_usages = vec![if client {
+            ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (cert_file, key_file) = (
+            self.dir.join(format!("{file}.pem")),
+            self.dir.join(format!("{file}.key")),
+        );
+        fs::write(&cert_file, cert.pem()).unwrap();
+        fs::write(&key_file, key.serialize_pem()).unwrap();
+        (cert_file, key_file)
+    }
+}
+
+/// What the fault proxy does to the connections through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Forwards both ways.
+    Pass,
+    /// Holds the bytes (both ways) without closing anything: a stalled link.
+    Pause,
+    /// Closes the broker side and swallows what the client sends, never answering: a
+    /// half-open connection, which only the client's keep-alive can detect.
+    HalfOpen,
+}
+
+/// A TCP proxy (tokio) on 127.0.0.1 in front of a broker, with faults switched on demand.
+pub struct FaultProxy {
+    pub port: u16,
+    state: tokio::sync::watch::Sender<(Fault, u64)>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: u16) -> FaultProxy {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (state, watch) = tokio::sync::watch::channel((Fault::Pass, 0));
+        runtime.spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(proxy_connection(client, upstream, watch.clone()));
+            }
+        });
+        FaultProxy {
+            port,
+            state,
+            _runtime: runtime,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    pub fn set(&self, fault: Fault) {
+        self.state.send_modify(|s| s.0 = fault);
+    }
+
+    /// Closes every open connection (both sides) at once: a dropped link.
+    pub fn drop_connections(&self) {
+        self.state.send_modify(|s| s.1 += 1);
+    }
+}
+
+async fn proxy_connection(
+    client: tokio::net::TcpStream,
+    upstream: u16,
+    mut state: tokio::sync::watch::Receiver<(Fault, u64)>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let generation = state.borrow().1;
+    let Ok(broker) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+        return;
+    };
+    let (mut client_rx, mut client_tx) = client.into_split();
+    let mut broker = Some(broker.into_split());
+    let (mut up, mut down) = (vec![0u8; 16384], vec![0u8; 16384]);
+    loop {
+        let (fault, g) = *state.borrow_and_update();
+        if g != generation {
+            return;
+        }
+        match (fault, broker.as_mut()) {
+            (Fault::Pass, Some((broker_rx, broker_tx))) => tokio::select! {
+                n = client_rx.read(&mut up) => match n {
+                    Ok(n) if n > 0 => if broker_tx.write_all(&up[..n]).await.is_err() { return },
+                    _ => return,
+                },
+                n = broker_rx.read(&mut down) => match n {
+                    Ok(n) if n > 0 => if client_tx.write_all(&down[..n]).await.is_err() { return },
+                    _ => return,
+                },
+                _ = state.changed() => {}
+            },
+            (Fault::Pause, Some(_)) => {
+                if state.changed().await.is_err() {
+                    return;
+                }
+            }
+            // Half-open (or it was, and the broker side is gone for good): swallow.
+            _ => {
+                broker = None;
+                tokio::select! {
+                    n = client_rx.read(&mut up) => if !matches!(n, Ok(n) if n > 0) { return },
+                    r = state.changed() => if r.is_err() { return },
+                }
+            }
         }
     }
 }

@@ -123,6 +123,11 @@ fn describe(e: &rumqttc::ConnectionError) -> String {
         E::MqttState(rumqttc::StateError::AwaitPingResp) => {
             "no answer to the keep-alive ping: connection lost".into()
         }
+        // TLS 1.3 finishes the handshake before the server checks the client's certificate,
+        // so its refusal arrives as an alert on the first read.
+        other if other.to_string().contains("fatal alert") => {
+            format!("TLS: the broker refused the session: {other}")
+        }
         other => other.to_string(),
     }
 }
