@@ -75,6 +75,13 @@ pub struct GatewayConfig {
     pub data_dir: PathBuf,
     /// Upper bound for the embedded store's page cache, in bytes.
     pub cache_bytes: u64,
+    /// After each group commit, also `fsync` the store's log, so that what was acknowledged
+    /// survives a power cut, not only a process crash (sled's own flush uses
+    /// `sync_file_range`, which neither persists metadata nor flushes the drive's cache).
+    pub fsync: bool,
+    /// sled's background flush (with an fsync) runs every this many milliseconds; it bounds
+    /// what a power cut can take from writes Kiri has not committed itself (acks' deletes).
+    pub flush_every_ms: u64,
 }
 
 impl Default for GatewayConfig {
@@ -83,6 +90,8 @@ impl Default for GatewayConfig {
             id: "gw-01".into(),
             data_dir: "kiri-data".into(),
             cache_bytes: 16 << 20,
+            fsync: true,
+            flush_every_ms: 500,
         }
     }
 }

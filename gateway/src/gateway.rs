@@ -51,10 +51,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             )
         })?;
 
-    let store = Store::open(&config.gateway.data_dir, config.gateway.cache_bytes)?;
-    let outbox = Arc::new(
-        Outbox::open(&store.db, config.outbox.clone())?.guard_disk(&config.gateway.data_dir),
-    );
+    let g = &config.gateway;
+    let store = Store::open(&g.data_dir, g.cache_bytes, g.flush_every_ms)?;
+    let mut outbox = Outbox::open(&store.db, config.outbox.clone())?.guard_disk(&g.data_dir);
+    if g.fsync {
+        outbox = outbox
+            .fsync_log(&store.log_path)
+            .with_context(|| format!("open {} to fsync it", store.log_path.display()))?;
+    }
+    let outbox = Arc::new(outbox);
     let dead_letters = Arc::new(DeadLetters::open(&store.db, config.dead_letters.clone())?);
     let (backlog, backlog_bytes) = outbox.usage();
     tracing::info!(data_dir = %config.gateway.data_dir.display(), backlog, backlog_bytes, "store open");

@@ -68,6 +68,15 @@ enum Command {
         )]
         token: Option<String>,
     },
+    /// Show a running gateway's uplink and outbox: connected or not, last error, backlog.
+    Status {
+        /// The gateway's HTTP address.
+        #[arg(long, default_value = "http://127.0.0.1:8080", env = "KIRI_URL")]
+        url: String,
+        /// Print the JSON document of `GET /api/v1/status` as it is.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a running gateway's functions and their metering.
     Functions {
         /// The gateway's HTTP address.
@@ -175,6 +184,7 @@ fn main() -> anyhow::Result<()> {
             token,
         } => dlq::run(command, &url, token.as_deref()),
         Command::Functions { url } => functions_table(&url),
+        Command::Status { url, json } => status(&url, json),
         Command::Decode { reading } => {
             let mut bytes = Vec::new();
             std::io::stdin().read_to_end(&mut bytes)?;
@@ -199,6 +209,70 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn status(url: &str, json: bool) -> anyhow::Result<()> {
+    let endpoint = format!("{}/api/v1/status", url.trim_end_matches('/'));
+    let mut resp = ureq::get(&endpoint)
+        .call()
+        .with_context(|| format!("cannot reach the gateway at {url}"))?;
+    let body = resp.body_mut().read_to_string()?;
+    if json {
+        println!("{body}");
+        return Ok(());
+    }
+    let s: serde_json::Value = serde_json::from_str(&body)?;
+    let (up, ob) = (&s["uplink"], &s["outbox"]);
+    let ago = |ms: &serde_json::Value| {
+        ms.as_u64()
+            .map(|t| {
+                let secs = kiri::now_ms().saturating_sub(t) / 1000;
+                format!(
+                    "{} ago",
+                    humantime::format_duration(std::time::Duration::from_secs(secs))
+                )
+            })
+            .unwrap_or_else(|| "-".into())
+    };
+    println!(
+        "gateway   {} (kiri {}), up {}",
+        s["gateway"].as_str().unwrap_or("?"),
+        s["version"].as_str().unwrap_or("?"),
+        humantime::format_duration(std::time::Duration::from_secs(
+            s["uptime_ms"].as_u64().unwrap_or(0) / 1000
+        ))
+    );
+    let state = if up["connected"] == true {
+        "connected"
+    } else {
+        "DOWN"
+    };
+    println!(
+        "uplink    {} {state} since {}, {} reconnects, {} results delivered",
+        up["url"].as_str().unwrap_or("?"),
+        ago(&up["since_ms"]),
+        up["reconnects"],
+        up["delivered"]
+    );
+    if let Some(e) = up["last_error"].as_str() {
+        println!("          last error {}: {e}", ago(&up["last_error_ms"]));
+    }
+    let oldest = ob["oldest_age_ms"]
+        .as_u64()
+        .map(|ms| humantime::format_duration(std::time::Duration::from_secs(ms / 1000)).to_string())
+        .unwrap_or_else(|| "-".into());
+    println!(
+        "outbox    {} results ({} high priority), {} bytes, oldest {oldest}; policy {} at {} records / {} bytes",
+        ob["records"], ob["high_priority_records"], ob["bytes"],
+        ob["policy"]["when_full"].as_str().unwrap_or("?"),
+        ob["policy"]["max_records"], ob["policy"]["max_bytes"]
+    );
+    println!(
+        "          since start: {} appended, {} acked, dropped {} (full), {} (rejected), {} (expired), {} (corrupt); waits {} (full), {} (disk)",
+        ob["appended"], ob["acked"], ob["dropped_full"], ob["rejected"], ob["expired"],
+        ob["corrupt"], ob["full_waits"], ob["disk_waits"]
+    );
+    Ok(())
 }
 
 fn functions_table(url: &str) -> anyhow::Result<()> {

@@ -36,11 +36,13 @@ pub struct Store {
     pub db: sled::Db,
     /// A random id made when the store was created; record ids are `<id hex>-<seq>`.
     pub store_id: u64,
+    /// sled's log file (what an `fsync` after a flush must cover).
+    pub log_path: std::path::PathBuf,
 }
 
 impl Store {
     /// Opens (creating if needed) the store, with sled's page cache capped at `cache_bytes`.
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+    pub fn open(dir: &Path, cache_bytes: u64, flush_every_ms: u64) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
             path: dir.display().to_string(),
             source,
@@ -48,7 +50,7 @@ impl Store {
         let db = sled::Config::new()
             .path(dir.join("store"))
             .cache_capacity(cache_bytes)
-            .flush_every_ms(Some(500))
+            .flush_every_ms((flush_every_ms > 0).then_some(flush_every_ms))
             .open()
             .map_err(|source| StoreError::Open {
                 path: dir.display().to_string(),
@@ -64,7 +66,11 @@ impl Store {
                 id
             }
         };
-        Ok(Store { db, store_id })
+        Ok(Store {
+            db,
+            store_id,
+            log_path: dir.join("store").join("db"),
+        })
     }
 
     /// The dashboard token kept in the store, made (and logged, once) on first use.

@@ -183,6 +183,8 @@ pub struct Outbox {
     issued: AtomicU64,
     /// Every record with a lower sequence number has been flushed.
     durable: AtomicU64,
+    /// sled's log file, `fsync`ed after each [`Outbox::flush`] when set.
+    fsync: Option<std::fs::File>,
 }
 
 impl Outbox {
@@ -214,6 +216,7 @@ impl Outbox {
             disk: None,
             issued: AtomicU64::new(issued),
             durable: AtomicU64::new(issued),
+            fsync: None,
         };
         outbox.publish_gauges(usage);
         Ok(outbox)
@@ -228,6 +231,13 @@ impl Outbox {
             last: Mutex::new(None),
         });
         self
+    }
+
+    /// Makes [`Outbox::flush`] also `fsync` the store's log file at `log`: sled's flush uses
+    /// `sync_file_range`, which leaves file metadata and the drive's write cache unflushed.
+    pub fn fsync_log(mut self, log: &Path) -> Result<Outbox, std::io::Error> {
+        self.fsync = Some(std::fs::File::open(log)?);
+        Ok(self)
     }
 
     fn publish_gauges(&self, u: Usage) {
@@ -519,11 +529,15 @@ impl Outbox {
     pub fn flush(&self) -> Result<usize, OutboxError> {
         let upto = self.issued.load(Ordering::Acquire);
         let n = self.db.flush()?;
+        if let Some(log) = &self.fsync {
+            log.sync_data().map_err(|e| sled::Error::Io(e))?;
+        }
         self.durable.fetch_max(upto, Ordering::Release);
         Ok(n)
     }
 
-    /// [`Outbox::flush`] for async callers.
+    /// [`Outbox::flush`] for async callers (without the `fsync`: it serves the uplink's
+    /// deletes, which a power cut can only turn into duplicates).
     pub async fn flush_async(&self) -> Result<usize, OutboxError> {
         let upto = self.issued.load(Ordering::Acquire);
         let n = self.db.flush_async().await?;
