@@ -4,7 +4,7 @@ CONFIG ?= kiri.example.toml
 WASM_TARGET := wasm32-unknown-unknown
 FUNCTIONS := kiri-fn-threshold kiri-fn-convert kiri-fn-average kiri-fn-window kiri-fn-zscore
 
-.PHONY: run test lint functions functions-c build setup-run setup-test clean
+.PHONY: run test soak lint functions functions-c build setup-run setup-test clean
 
 ## run: build the gateway (release) and the example functions, start it with $(CONFIG)
 run: setup-run functions
@@ -14,6 +14,16 @@ run: setup-run functions
 ## test: unit, property and end-to-end tests (installs Mosquitto, clang and lld as root if missing)
 test: setup-test functions functions-c
 	@scripts/test.sh
+
+## soak: the delivery proofs, longer: a crash loop of SOAK_KILLS SIGKILLs over SOAK_EVENTS
+## readings, and SOAK_MODEL_CASES random sequences of the outbox model check
+SOAK_KILLS ?= 40
+SOAK_EVENTS ?= 40000
+SOAK_MODEL_CASES ?= 5000
+soak: setup-test functions
+	KIRI_MODEL_CASES=$(SOAK_MODEL_CASES) $(CARGO) test -p kiri --lib the_outbox_matches_its_model
+	KIRI_CRASH_KILLS=$(SOAK_KILLS) KIRI_CRASH_EVENTS=$(SOAK_EVENTS) \
+		$(CARGO) test -p kiri --test e2e -- --nocapture crash_loop link_faults
 
 ## lint: formatting and clippy, for the host and for the wasm guests
 lint: setup-run

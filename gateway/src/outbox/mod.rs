@@ -530,7 +530,7 @@ impl Outbox {
         let upto = self.issued.load(Ordering::Acquire);
         let n = self.db.flush()?;
         if let Some(log) = &self.fsync {
-            log.sync_data().map_err(|e| sled::Error::Io(e))?;
+            log.sync_data().map_err(sled::Error::Io)?;
         }
         self.durable.fetch_max(upto, Ordering::Release);
         Ok(n)
