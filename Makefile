@@ -21,8 +21,8 @@ SOAK_KILLS ?= 40
 SOAK_EVENTS ?= 40000
 SOAK_MODEL_CASES ?= 5000
 soak: setup-test functions
-	KIRI_MODEL_CASES=$(SOAK_MODEL_CASES) $(CARGO) test -p kiri --lib the_outbox_matches_its_model
-	KIRI_CRASH_KILLS=$(SOAK_KILLS) KIRI_CRASH_EVENTS=$(SOAK_EVENTS) \
+	TEST_MODEL_CASES=$(SOAK_MODEL_CASES) $(CARGO) test -p kiri --lib the_outbox_matches_its_model
+	TEST_CRASH_KILLS=$(SOAK_KILLS) TEST_CRASH_EVENTS=$(SOAK_EVENTS) \
 		$(CARGO) test -p kiri --test e2e -- --nocapture crash_loop link_faults
 
 ## lint: formatting and clippy, for the host and for the wasm guests

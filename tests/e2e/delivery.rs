@@ -159,12 +159,12 @@ fn tls_uplink_checks_the_broker_and_does_mutual_tls_and_passwords() {
 }
 
 /// The crash loop: readings stream through an external Mosquitto (persistent session) while
-/// the gateway is killed with SIGKILL at random moments and restarted. `KIRI_CRASH_KILLS`
-/// and `KIRI_CRASH_EVENTS` set the size (`make soak` runs a long one).
+/// the gateway is killed with SIGKILL at random moments and restarted. `TEST_CRASH_KILLS`
+/// and `TEST_CRASH_EVENTS` set the size (`make soak` runs a long one).
 #[test]
 fn a_crash_loop_loses_nothing_and_keeps_order() {
-    let kills = param("KIRI_CRASH_KILLS", 8);
-    let events = param("KIRI_CRASH_EVENTS", 4000);
+    let kills = param("TEST_CRASH_KILLS", 8);
+    let events = param("TEST_CRASH_EVENTS", 4000);
     let dir = tempfile::tempdir().unwrap();
     let cloud = Mosquitto::start(&dir.path().join("cloud"));
     let local = Mosquitto::start(&dir.path().join("local"));

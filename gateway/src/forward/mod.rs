@@ -7,21 +7,21 @@
 //! batch message, and a bandwidth cap paces the publishes.
 
 mod backoff;
+mod pace;
 mod status;
 mod tls;
 mod window;
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rumqttc::{
     AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport,
 };
 use tokio::sync::Notify;
 
 pub use backoff::Backoff;
+pub use pace::Pacer;
 pub use status::{SharedStatus, UplinkStatus};
 pub use tls::{client_config, TlsSetupError};
 pub use window::Window;
@@ -79,17 +79,6 @@ pub struct ForwardConfig {
     pub backoff: Backoff,
 }
 
-impl ForwardConfig {
-    fn pacer(&self) -> Option<DefaultDirectRateLimiter> {
-        let rate = NonZeroU32::new(self.max_bytes_per_sec.min(u32::MAX as u64) as u32)?;
-        // One message may be larger than a second's worth: let one through at once.
-        let burst = rate.max(NonZeroU32::new(self.max_packet as u32).unwrap_or(rate));
-        Some(RateLimiter::direct(
-            Quota::per_second(rate).allow_burst(burst),
-        ))
-    }
-}
-
 /// Runs the uplink forever (until the task is dropped). Returns only on a storage error.
 pub async fn run(
     cfg: ForwardConfig,
@@ -98,7 +87,7 @@ pub async fn run(
     status: SharedStatus,
 ) -> Result<(), OutboxError> {
     let mut backoff = cfg.backoff.clone();
-    let pacer = cfg.pacer();
+    let pacer = Pacer::new(cfg.max_bytes_per_sec);
     loop {
         let e = session(&cfg, &outbox, &wake, &mut backoff, pacer.as_ref(), &status).await?;
         let wait = backoff.next_delay();
@@ -163,7 +152,7 @@ async fn session(
     outbox: &Outbox,
     wake: &Notify,
     backoff: &mut Backoff,
-    pacer: Option<&DefaultDirectRateLimiter>,
+    pacer: Option<&Pacer>,
     status: &SharedStatus,
 ) -> Result<rumqttc::ConnectionError, OutboxError> {
     let mut opts = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
@@ -207,9 +196,7 @@ async fn session(
             }
             let (topic, payload) = message(cfg, &records);
             if let Some(pacer) = pacer {
-                let n = NonZeroU32::new(payload.len().max(1) as u32).expect("at least 1");
-                // Err only if one message exceeds the burst, which is sized for the largest.
-                let _ = pacer.until_n_ready(n).await;
+                pacer.pace(payload.len()).await;
             }
             metrics::counter!("kiri_uplink_bytes_total").increment(payload.len() as u64);
             if client

@@ -103,3 +103,55 @@ pub fn client_config(cloud: &CloudConfig) -> Result<Arc<ClientConfig>, TlsSetupE
     config.alpn_protocols = cloud.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Ok(Arc::new(config))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cloud(dir: &Path) -> CloudConfig {
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.test".to_string()]).unwrap();
+        let client = rcgen::generate_simple_self_signed(vec!["gw.test".to_string()]).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.cert.pem()).unwrap();
+        std::fs::write(dir.join("client.pem"), client.cert.pem()).unwrap();
+        std::fs::write(dir.join("client.key"), client.signing_key.serialize_pem()).unwrap();
+        CloudConfig {
+            url: "mqtts://broker.test".into(),
+            ca_file: Some(dir.join("ca.pem")),
+            client_cert: Some(dir.join("client.pem")),
+            client_key: Some(dir.join("client.key")),
+            alpn: vec!["x-amzn-mqtt-ca".into()],
+            ..CloudConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_ca_file_a_client_certificate_and_alpn_make_a_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = client_config(&cloud(dir.path())).unwrap();
+        assert_eq!(config.alpn_protocols, [b"x-amzn-mqtt-ca".to_vec()]);
+        assert!(config.client_auth_cert_resolver.has_certs());
+    }
+
+    #[test]
+    fn unusable_files_are_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cloud(dir.path());
+        c.ca_file = Some(dir.path().join("missing.pem"));
+        let e = client_config(&c).unwrap_err().to_string();
+        assert!(
+            e.starts_with("cloud.ca_file = ") && e.contains("missing.pem"),
+            "{e}"
+        );
+
+        let mut c = cloud(dir.path());
+        std::fs::write(dir.path().join("empty.pem"), "not a certificate\n").unwrap();
+        c.ca_file = Some(dir.path().join("empty.pem"));
+        let e = client_config(&c).unwrap_err().to_string();
+        assert!(e.contains("no PEM CERTIFICATE"), "{e}");
+
+        let mut c = cloud(dir.path());
+        c.client_key = Some(dir.path().join("empty.pem"));
+        let e = client_config(&c).unwrap_err().to_string();
+        assert!(e.starts_with("cloud.client_key = "), "{e}");
+    }
+}

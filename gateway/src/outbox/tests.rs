@@ -431,9 +431,9 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 proptest! {
-    // `KIRI_MODEL_CASES` raises the number of sequences (`make soak` runs thousands).
+    // `TEST_MODEL_CASES` raises the number of sequences (`make soak` runs thousands).
     #![proptest_config(ProptestConfig::with_cases(
-        std::env::var("KIRI_MODEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
+        std::env::var("TEST_MODEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
     ))]
     /// No record lost, none reordered, acknowledged (and flushed) ones never return.
     #[test]
