@@ -169,6 +169,94 @@ impl Map {
     }
 }
 
+/// Encodes any serde value as CBOR (deployment manifests, history entries).
+pub fn to_cbor<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::ser::into_writer(value, &mut out).expect("writing CBOR to a Vec cannot fail");
+    out
+}
+
+/// Decodes a serde value from exactly one CBOR item (nothing may follow it).
+pub fn from_cbor<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let mut rest = bytes;
+    let value =
+        ciborium::de::from_reader(&mut rest).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(CodecError::Trailing(rest.len()));
+    }
+    Ok(value)
+}
+
+/// A signed function package or command, as published on a deploy topic: a CBOR map
+/// `{"v": 1, "manifest": bytes, "key": bytes(32), "signature": bytes(64), "module": bytes}`.
+/// The signature (ed25519, by `key`) covers the manifest bytes exactly; the manifest holds the
+/// module's SHA-256, so the module is covered through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Package {
+    /// The manifest, CBOR, exactly as signed.
+    pub manifest: Vec<u8>,
+    /// The signer's ed25519 public key.
+    pub key: [u8; 32],
+    /// The ed25519 signature of `manifest`.
+    pub signature: [u8; 64],
+    /// The WebAssembly module (empty for commands).
+    pub module: Vec<u8>,
+}
+
+/// The package format version.
+pub const PACKAGE_VERSION: u64 = 1;
+
+impl Package {
+    /// Encodes the package.
+    pub fn encode(&self) -> Vec<u8> {
+        encode(&Value::Map(vec![
+            (text("v"), Value::from(PACKAGE_VERSION)),
+            (text("manifest"), Value::Bytes(self.manifest.clone())),
+            (text("key"), Value::Bytes(self.key.to_vec())),
+            (text("signature"), Value::Bytes(self.signature.to_vec())),
+            (text("module"), Value::Bytes(self.module.clone())),
+        ]))
+    }
+
+    /// Decodes a package, strictly: exactly these keys, the right lengths, nothing after it.
+    pub fn decode(bytes: &[u8]) -> Result<Package, CodecError> {
+        let mut rest = bytes;
+        let value: Value = ciborium::de::from_reader(&mut rest)
+            .map_err(|e| CodecError::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(CodecError::Trailing(rest.len()));
+        }
+        let Value::Map(entries) = value else {
+            return Err(CodecError::Shape("package is not a map"));
+        };
+        if entries.len() != 5 {
+            return Err(CodecError::Shape(
+                "package must have exactly v, manifest, key, signature, module",
+            ));
+        }
+        let m = Map(entries);
+        if m.uint("v") != Some(PACKAGE_VERSION) {
+            return Err(CodecError::Shape("unknown package version"));
+        }
+        let bytes = |k: &'static str| {
+            m.get(k)
+                .and_then(Value::as_bytes)
+                .cloned()
+                .ok_or(CodecError::Shape(k))
+        };
+        Ok(Package {
+            manifest: bytes("manifest")?,
+            key: bytes("key")?
+                .try_into()
+                .map_err(|_| CodecError::Shape("key"))?,
+            signature: bytes("signature")?
+                .try_into()
+                .map_err(|_| CodecError::Shape("signature"))?,
+            module: bytes("module")?,
+        })
+    }
+}
+
 /// A sensor reading in the documented format (see the README).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {

@@ -21,13 +21,14 @@ pub const EXAMPLE: &str = include_str!("../../kiri.example.toml");
 pub const MIN_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The tables of the configuration, for mapping environment variables to keys.
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "gateway",
     "broker",
     "cloud",
     "outbox",
     "dead_letters",
     "dashboard",
+    "deploy",
 ];
 
 /// Environment variables with this prefix override configuration keys.
@@ -60,6 +61,8 @@ pub struct Config {
     pub dead_letters: DeadLetterConfig,
     /// The local HTTP endpoint.
     pub dashboard: DashboardConfig,
+    /// Signed function deployment over MQTT.
+    pub deploy: DeployConfig,
     /// The functions to run.
     pub functions: Vec<FunctionConfig>,
 }
@@ -330,6 +333,32 @@ impl Default for DeadLetterConfig {
     }
 }
 
+/// `[deploy]`: functions pushed over MQTT as signed packages.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeployConfig {
+    /// Public keys (`ed25519:<base64>`, as `kiri keygen` prints) whose packages are accepted;
+    /// empty: deployment over MQTT is off.
+    pub trusted_keys: Vec<String>,
+    /// Groups this gateway belongs to: it also takes packages sent to `kiri/group/<group>/...`.
+    pub groups: Vec<String>,
+    /// Largest package accepted, bytes.
+    pub max_package_bytes: usize,
+    /// Versions of each deployed function kept for `kiri rollback`.
+    pub keep_versions: usize,
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        DeployConfig {
+            trusted_keys: Vec::new(),
+            groups: Vec::new(),
+            max_package_bytes: 8 << 20,
+            keep_versions: 3,
+        }
+    }
+}
+
 /// `[dashboard]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -416,6 +445,96 @@ pub struct FunctionConfig {
     /// Sandbox limits.
     #[serde(default)]
     pub limits: FunctionLimits,
+}
+
+impl FunctionConfig {
+    /// Checks one function's settings (the module itself is checked when it is loaded).
+    pub fn validate(&self) -> Result<(), String> {
+        let ok_name = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ok_name {
+            return Err(format!(
+                "function name {:?}: use 1-64 of A-Z a-z 0-9 - _",
+                self.name
+            ));
+        }
+        if self.triggers.is_empty() && self.every.is_none() && self.cron.is_none() && !self.http {
+            return Err(format!(
+                "function {:?} has no triggers, every, cron or http: nothing would run it",
+                self.name
+            ));
+        }
+        if let Some(every) = &self.every {
+            match humantime::parse_duration(every) {
+                Ok(d) if d >= MIN_EVERY => {}
+                Ok(_) => {
+                    return Err(format!(
+                        "function {:?}: every = {every:?} is shorter than 100ms",
+                        self.name
+                    ))
+                }
+                Err(e) => return Err(format!("function {:?}: every = {every:?}: {e}", self.name)),
+            }
+        }
+        if let Some(cron) = &self.cron {
+            if let Err(e) = cron.parse::<croner::Cron>() {
+                return Err(format!("function {:?}: cron = {cron:?}: {e}", self.name));
+            }
+        }
+        let lists = [
+            ("trigger", &self.triggers),
+            ("publish", &self.publish),
+            ("emit", &self.emit),
+        ];
+        for (what, filters) in lists {
+            for t in filters {
+                if let Err(e) = topic::validate_filter(t) {
+                    return Err(format!(
+                        "function {:?}: {what} filter {t:?}: {e}",
+                        self.name
+                    ));
+                }
+            }
+        }
+        if self.retries > 100 || self.retry_backoff_ms > 86_400_000 {
+            return Err(format!(
+                "function {:?}: retries must be at most 100 and retry_backoff_ms at most 86400000 (a day)",
+                self.name
+            ));
+        }
+        if !(1..=64).contains(&self.concurrency) {
+            return Err(format!(
+                "function {:?}: concurrency must be 1 to 64",
+                self.name
+            ));
+        }
+        if self.limits.timeout_ms == 0 {
+            return Err(format!(
+                "function {:?}: limits.timeout_ms must be > 0",
+                self.name
+            ));
+        }
+        if !(16..=100_000).contains(&self.limits.max_call_depth) {
+            return Err(format!(
+                "function {:?}: limits.max_call_depth must be 16 to 100000",
+                self.name
+            ));
+        }
+        if self.limits.fuel == 0
+            || self.limits.memory_bytes < 65536
+            || self.limits.memory_bytes > 1 << 32
+        {
+            return Err(format!(
+                "function {:?}: limits.fuel must be > 0 and limits.memory_bytes between 65536 and 4 GiB",
+                self.name
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_concurrency() -> usize {
@@ -551,10 +670,8 @@ impl Config {
         if c.batch_records == 0 || c.batch_records > 10_000 {
             return bad("cloud.batch_records must be 1 to 10000".into());
         }
-        if c.batch_records > 1
-            && c.batch_bytes + 4096 > self.broker.max_packet_bytes.max(1 << 20) * 16
-        {
-            return bad("cloud.batch_bytes is too large (at most 16 MiB)".into());
+        if c.batch_records > 1 && !(1024..=16 << 20).contains(&c.batch_bytes) {
+            return bad("cloud.batch_bytes must be 1 KiB to 16 MiB".into());
         }
         if let Some(ttl) = &self.outbox.ttl {
             match humantime::parse_duration(ttl) {
@@ -567,6 +684,20 @@ impl Config {
             if let Err(e) = topic::validate_filter(t) {
                 return bad(format!("outbox.high_priority filter {t:?}: {e}"));
             }
+        }
+        for k in &self.deploy.trusted_keys {
+            crate::deploy::keys::parse_public(k)
+                .map_err(|e| ConfigError::Invalid(format!("deploy.trusted_keys: {e}")))?;
+        }
+        for g in &self.deploy.groups {
+            if g.is_empty() || g.contains(['/', '+', '#', '\0']) {
+                return bad(format!(
+                    "deploy.groups: {g:?} must be non-empty, without / + # or NUL"
+                ));
+            }
+        }
+        if self.deploy.max_package_bytes > 40 << 20 || self.deploy.keep_versions == 0 {
+            return bad("deploy.max_package_bytes must be at most 40 MiB and deploy.keep_versions at least 1".into());
         }
         if self.broker.mode == BrokerMode::External {
             let local = parse_mqtt_url(&self.broker.url)
@@ -607,88 +738,10 @@ impl Config {
         }
         let mut names = std::collections::HashSet::new();
         for f in &self.functions {
-            let ok_name = !f.name.is_empty()
-                && f.name.len() <= 64
-                && f.name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-            if !ok_name {
-                return bad(format!(
-                    "function name {:?}: use 1-64 of A-Z a-z 0-9 - _",
-                    f.name
-                ));
-            }
             if !names.insert(&f.name) {
                 return bad(format!("function {:?} is defined twice", f.name));
             }
-            if f.triggers.is_empty() && f.every.is_none() && f.cron.is_none() && !f.http {
-                return bad(format!(
-                    "function {:?} has no triggers, every, cron or http: nothing would run it",
-                    f.name
-                ));
-            }
-            if let Some(every) = &f.every {
-                match humantime::parse_duration(every) {
-                    Ok(d) if d >= MIN_EVERY => {}
-                    Ok(_) => {
-                        return bad(format!(
-                            "function {:?}: every = {every:?} is shorter than 100ms",
-                            f.name
-                        ))
-                    }
-                    Err(e) => return bad(format!("function {:?}: every = {every:?}: {e}", f.name)),
-                }
-            }
-            if let Some(cron) = &f.cron {
-                if let Err(e) = cron.parse::<croner::Cron>() {
-                    return bad(format!("function {:?}: cron = {cron:?}: {e}", f.name));
-                }
-            }
-            let lists = [
-                ("trigger", &f.triggers),
-                ("publish", &f.publish),
-                ("emit", &f.emit),
-            ];
-            for (what, filters) in lists {
-                for t in filters {
-                    if let Err(e) = topic::validate_filter(t) {
-                        return bad(format!("function {:?}: {what} filter {t:?}: {e}", f.name));
-                    }
-                }
-            }
-            if f.retries > 100 || f.retry_backoff_ms > 86_400_000 {
-                return bad(format!(
-                    "function {:?}: retries must be at most 100 and retry_backoff_ms at most 86400000 (a day)",
-                    f.name
-                ));
-            }
-            if !(1..=64).contains(&f.concurrency) {
-                return bad(format!(
-                    "function {:?}: concurrency must be 1 to 64",
-                    f.name
-                ));
-            }
-            if f.limits.timeout_ms == 0 {
-                return bad(format!(
-                    "function {:?}: limits.timeout_ms must be > 0",
-                    f.name
-                ));
-            }
-            if !(16..=100_000).contains(&f.limits.max_call_depth) {
-                return bad(format!(
-                    "function {:?}: limits.max_call_depth must be 16 to 100000",
-                    f.name
-                ));
-            }
-            if f.limits.fuel == 0
-                || f.limits.memory_bytes < 65536
-                || f.limits.memory_bytes > 1 << 32
-            {
-                return bad(format!(
-                    "function {:?}: limits.fuel must be > 0 and limits.memory_bytes between 65536 and 4 GiB",
-                    f.name
-                ));
-            }
+            f.validate().map_err(ConfigError::Invalid)?;
         }
         Ok(())
     }

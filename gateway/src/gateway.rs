@@ -12,6 +12,8 @@ use tokio::sync::{mpsc, Notify};
 use crate::config::{parse_mqtt_url, BrokerMode, Config};
 use crate::dashboard;
 use crate::dead_letter::DeadLetters;
+use crate::deploy;
+use crate::directory::Directory;
 use crate::dispatch::Router;
 use crate::forward::{self, Backoff, Credentials, ForwardConfig, SharedStatus};
 use crate::ingest::{self, broker};
@@ -53,7 +55,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     let g = &config.gateway;
     let store = Store::open(&g.data_dir, g.cache_bytes, g.flush_every_ms)?;
-    let mut outbox = Outbox::open(&store.db, config.outbox.clone())?.guard_disk(&g.data_dir);
+    let wake = Arc::new(Notify::new());
+    let mut outbox = Outbox::open(&store.db, config.outbox.clone())?
+        .guard_disk(&g.data_dir)
+        .notify_readable(wake.clone());
     if g.fsync {
         outbox = outbox
             .fsync_log(&store.log_path)
@@ -65,13 +70,80 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     tracing::info!(data_dir = %config.gateway.data_dir.display(), backlog, backlog_bytes, "store open");
 
     let mut runtime = Runtime::new(config.broker.max_message_bytes, store.db.clone());
+    let directory = Directory::default();
+    let mut specs = Vec::new();
     for f in &config.functions {
-        runtime
+        let idx = runtime
             .load(f)
             .with_context(|| format!("function {:?} ({})", f.name, f.module.display()))?;
+        directory.set(
+            idx,
+            dashboard::functions::FunctionInfo {
+                version: runtime.version(idx).to_string(),
+                ..f.into()
+            },
+        );
+        specs.push(Some(f.clone()));
         tracing::info!(function = %f.name, triggers = ?f.triggers, "function loaded");
     }
-    let router = Router::new(config.functions.iter().map(|f| f.triggers.as_slice()));
+    let (replies_tx, replies_rx) = mpsc::channel(16);
+    let deployer = if config.deploy.trusted_keys.is_empty() {
+        None
+    } else {
+        let policy = deploy::Policy {
+            trusted: config
+                .deploy
+                .trusted_keys
+                .iter()
+                .map(|k| deploy::keys::parse_public(k).expect("validated with the config"))
+                .collect(),
+            gateway: config.gateway.id.clone(),
+            groups: config.deploy.groups.clone(),
+            max_bytes: config.deploy.max_package_bytes,
+        };
+        let deployments = deploy::Store::open(&store.db, config.deploy.keep_versions)?;
+        for (name, version, manifest, module) in deployments
+            .active()
+            .map_err(|e| anyhow::anyhow!("deployments: {e}"))?
+        {
+            if config.functions.iter().any(|f| f.name == name) {
+                anyhow::bail!(
+                    "function {name:?} is both in the configuration file and deployed over MQTT \
+                     (version {version}): rename one, or `kiri undeploy` the deployed one first"
+                );
+            }
+            let Some(spec) = deploy::apply::deployed_spec(&manifest, version) else {
+                continue;
+            };
+            let prepared = runtime
+                .prepare(&spec, &module)
+                .with_context(|| format!("deployed function {name:?} version {version}"))?;
+            let module_version = prepared.version().to_string();
+            let idx = runtime.install(None, prepared);
+            directory.set(
+                idx,
+                deploy::apply::deployed_info(&spec, &module_version, version),
+            );
+            tracing::info!(function = %name, version, triggers = ?spec.triggers, "deployed function loaded");
+            specs.push(Some(spec));
+        }
+        tracing::info!(topics = ?deploy::topics(&policy), keys = policy.trusted.len(), "deployment over MQTT is on");
+        Some(deploy::apply::Deployer {
+            policy,
+            store: deployments,
+            cloud_replies: replies_tx,
+        })
+    };
+    let empty: &[String] = &[];
+    let router = Router::new(
+        specs
+            .iter()
+            .map(|s| s.as_ref().map(|f| f.triggers.as_slice()).unwrap_or(empty)),
+    );
+    let deploy_topics = deployer
+        .as_ref()
+        .map(|d| deploy::topics(&d.policy))
+        .unwrap_or_default();
 
     let (host, port) = match config.broker.mode {
         BrokerMode::Embedded => {
@@ -127,48 +199,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     });
 
-    let subscriptions = router.subscriptions();
+    let mut subscriptions = router.subscriptions();
+    subscriptions.extend(deploy_topics.iter().cloned());
     let stale = store.replace_subscriptions(&subscriptions)?;
+    let subscriptions = Arc::new(std::sync::Mutex::new(subscriptions));
     let (tx, rx) = mpsc::channel(config.broker.queue);
     let ready = Arc::new(AtomicBool::new(false));
     let token: Arc<str> = match &config.dashboard.token {
         Some(t) => t.as_str().into(),
         None => store.dashboard_token()?.into(),
     };
-    let functions = config
-        .functions
-        .iter()
-        .enumerate()
-        .map(|(index, f)| {
-            let f_info = dashboard::Invocable {
-                index,
-                http: f.http,
-                timeout_ms: f.limits.timeout_ms,
-            };
-            (f.name.clone(), f_info)
-        })
-        .collect();
     let uplink_status = SharedStatus::new(&config.cloud.url);
     let app = dashboard::router(dashboard::Dashboard {
         metrics: metrics_handle,
         work: tx.clone(),
-        functions: Arc::new(functions),
+        directory: directory.clone(),
         token,
         ready: ready.clone(),
         max_body: config.broker.max_message_bytes,
         dead_letters: dead_letters.clone(),
         meters: runtime.meters(),
-        function_info: Arc::new(
-            config
-                .functions
-                .iter()
-                .enumerate()
-                .map(|(i, f)| dashboard::functions::FunctionInfo {
-                    version: runtime.version(i).to_string(),
-                    ..f.into()
-                })
-                .collect(),
-        ),
+        deployments: deployer.as_ref().map(|d| d.store.clone()),
         gateway_id: config.gateway.id.as_str().into(),
         started,
         uplink: uplink_status.clone(),
@@ -180,38 +231,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     });
     tracing::info!(listen = %config.dashboard.listen, "HTTP: /metrics, /healthz, /readyz, /invoke/<function>");
-    let mut timer_tasks = Vec::new();
-    for (idx, f) in config.functions.iter().enumerate() {
-        if let Some(every) = &f.every {
-            let period = humantime::parse_duration(every).expect("validated with the config");
-            timer_tasks.push(tokio::spawn(timers::every(
-                idx,
-                f.name.clone(),
-                period,
-                tx.clone(),
-            )));
-        }
-        if let Some(cron) = &f.cron {
-            let schedule = cron.parse().expect("validated with the config");
-            timer_tasks.push(tokio::spawn(timers::cron(
-                idx,
-                f.name.clone(),
-                schedule,
-                tx.clone(),
-            )));
-        }
-    }
     let ingest_task = tokio::spawn(ingest::run(
         eventloop,
         acker.clone(),
-        subscriptions,
+        subscriptions.clone(),
         stale,
         config.broker.max_packet_bytes,
         ready,
         tx.clone(),
     ));
 
-    let wake = Arc::new(Notify::new());
     let forward_cfg = ForwardConfig {
         host: cloud_url.host,
         port: cloud_url.port,
@@ -243,20 +272,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             Duration::from_millis(config.cloud.backoff_initial_ms),
             Duration::from_millis(config.cloud.backoff_max_ms),
         ),
+        deploy_topics,
     };
     let mut forward_task = tokio::spawn(forward::run(
         forward_cfg,
         outbox.clone(),
         wake.clone(),
         uplink_status,
+        forward::Control {
+            work: tx.clone(),
+            replies: replies_rx,
+            open: true,
+        },
     ));
     let housekeeping_task = tokio::spawn(housekeeping(outbox.clone()));
 
     let retry_task = tokio::spawn(crate::retry::run(
         dead_letters.clone(),
-        config.functions.iter().map(|f| f.name.clone()).collect(),
+        directory.clone(),
         tx.clone(),
     ));
+    let schedules = timers::Schedules::new(tokio::runtime::Handle::current(), tx.clone());
     drop(tx);
     let stop = Arc::new(AtomicBool::new(false));
     let stopping = Arc::new(Notify::new());
@@ -265,10 +301,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         router,
         outbox: outbox.clone(),
         dead_letters,
-        retry_policy: config
-            .functions
+        retry_policy: specs
             .iter()
-            .map(|f| (f.retries, f.retry_backoff_ms))
+            .map(|f| {
+                f.as_ref()
+                    .map_or((0, 0), |f| (f.retries, f.retry_backoff_ms))
+            })
             .collect(),
         max_message_bytes: config.broker.max_message_bytes,
         batch: config.broker.batch,
@@ -278,6 +316,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         handle: tokio::runtime::Handle::current(),
         stop: stop.clone(),
         stopping: stopping.clone(),
+        specs,
+        config_names: config.functions.iter().map(|f| f.name.clone()).collect(),
+        directory,
+        schedules,
+        subscriptions,
+        db: store.db.clone(),
+        deploy: deployer,
     };
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     let processor_thread = std::thread::Builder::new()
@@ -300,9 +345,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     // Stop every producer of work; once all their senders are gone the processor's queue
     // closes and it stops after its group (or gives the group up, unacknowledged).
-    let producers = [ingest_task, http_task, retry_task]
-        .into_iter()
-        .chain(timer_tasks);
+    let producers = [ingest_task, http_task, retry_task];
     for task in producers {
         task.abort();
         let _ = task.await;

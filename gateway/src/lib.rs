@@ -9,6 +9,8 @@ pub mod codec;
 pub mod config;
 pub mod dashboard;
 pub mod dead_letter;
+pub mod deploy;
+pub mod directory;
 pub mod dispatch;
 pub mod forward;
 pub mod gateway;

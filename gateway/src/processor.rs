@@ -37,6 +37,13 @@ pub enum Work {
     },
     /// An HTTP invocation waiting for the function's response.
     Invoke(HttpInvoke),
+    /// A deployment package or command that came over the cloud link.
+    Deploy {
+        /// The topic it came on.
+        topic: String,
+        /// The package.
+        payload: Vec<u8>,
+    },
     /// A dead letter being replayed: removed once the new attempt is committed (a failure
     /// records a new dead letter).
     Replay {
@@ -126,6 +133,20 @@ pub struct Processor {
     pub stop: Arc<AtomicBool>,
     /// Wakes the processor when `stop` is set.
     pub stopping: Arc<Notify>,
+    /// Each function's configuration by index; `None` once undeployed.
+    pub specs: Vec<Option<crate::config::FunctionConfig>>,
+    /// Names of the functions from the configuration file (a deployment may not take them).
+    pub config_names: Vec<String>,
+    /// What the HTTP API and the retry task see of the functions.
+    pub directory: crate::directory::Directory,
+    /// The functions' timers.
+    pub schedules: crate::timers::Schedules,
+    /// The ingest session's subscriptions (it re-subscribes to them on every connection).
+    pub subscriptions: Arc<std::sync::Mutex<Vec<String>>>,
+    /// The store (to persist the subscriptions).
+    pub db: sled::Db,
+    /// Deployment over MQTT, when `deploy.trusted_keys` is set.
+    pub deploy: Option<crate::deploy::apply::Deployer>,
 }
 
 /// Where a job of the batch came from, for staging its result.
@@ -260,9 +281,11 @@ impl Processor {
         // on us: they are queued here and retried. Their number is bounded by the broker's
         // in-flight window (it sends no more unacknowledged QoS 1 messages).
         let mut pending_acks: VecDeque<Publish> = VecDeque::new();
-        let names: Vec<String> = (0..self.runtime.len())
-            .map(|i| self.runtime.name(i).to_string())
-            .collect();
+        for (idx, spec) in self.specs.clone().iter().enumerate() {
+            if let Some(f) = spec {
+                self.schedules.set(idx, f);
+            }
+        }
         loop {
             while let Some(p) = pending_acks.front() {
                 if self.acker.try_ack(p).is_err() {
@@ -299,36 +322,64 @@ impl Processor {
                     Err(_) => break,
                 }
             }
-            match self.process_group(&mut group, &names)? {
-                Some(local) => {
-                    for w in group.drain(..) {
-                        let Work::Message(m) = w else { continue };
-                        if m.publish.qos == QoS::AtMostOnce {
-                            continue;
-                        }
-                        // Keep only what an ack needs (packet id and QoS), not the payload.
-                        let mut ack = Publish::new("", m.publish.qos, Vec::new());
-                        ack.pkid = m.publish.pkid;
-                        pending_acks.push_back(ack);
-                    }
-                    for o in local {
-                        // Never wait on the local broker: it may be down, and the processor
-                        // must keep committing (and stop when asked).
-                        let sent =
-                            self.local
-                                .try_publish(o.topic, QoS::AtLeastOnce, false, o.payload);
-                        if let Err(e) = sent {
-                            tracing::warn!(error = %e, "local publish dropped: local session unavailable or its queue full");
-                            metrics::counter!("kiri_local_publish_dropped_total").increment(1);
+            // A deployment takes effect between groups: the work before it runs on the old
+            // version, the work after it on the new one.
+            let mut rest: VecDeque<Work> = group.drain(..).collect();
+            while !rest.is_empty() {
+                match rest.iter().position(|w| self.is_deployment(w)) {
+                    Some(0) => {
+                        let w = rest.pop_front().expect("not empty");
+                        if let Some(ack) = self.deployment(w)? {
+                            pending_acks.push_back(ack);
                         }
                     }
-                    self.wake.notify_one();
+                    cut => {
+                        let n = cut.unwrap_or(rest.len());
+                        let mut segment: Vec<Work> = rest.drain(..n).collect();
+                        if !self.commit_segment(&mut segment, &mut pending_acks)? {
+                            // Unacknowledged, the rest is redelivered by the broker after a restart.
+                            return Ok(());
+                        }
+                    }
                 }
-                // Unacknowledged, the group is redelivered by the broker after a restart.
-                None => return Ok(()),
             }
         }
         Ok(())
+    }
+
+    /// Processes a segment of work and queues its acknowledgements; false when shutting down.
+    fn commit_segment(
+        &mut self,
+        group: &mut Vec<Work>,
+        pending_acks: &mut VecDeque<Publish>,
+    ) -> Result<bool, ProcessError> {
+        let names: Vec<String> = (0..self.runtime.len())
+            .map(|i| self.runtime.name(i).to_string())
+            .collect();
+        match self.process_group(group, &names)? {
+            Some(local) => {
+                for w in group.drain(..) {
+                    let Work::Message(m) = w else { continue };
+                    if let Some(ack) = ack_of(&m) {
+                        pending_acks.push_back(ack);
+                    }
+                }
+                for o in local {
+                    // Never wait on the local broker: it may be down, and the processor
+                    // must keep committing (and stop when asked).
+                    let sent = self
+                        .local
+                        .try_publish(o.topic, QoS::AtLeastOnce, false, o.payload);
+                    if let Err(e) = sent {
+                        tracing::warn!(error = %e, "local publish dropped: local session unavailable or its queue full");
+                        metrics::counter!("kiri_local_publish_dropped_total").increment(1);
+                    }
+                }
+                self.wake.notify_one();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// Runs one group: its jobs (in parallel across functions), then one flush, then the HTTP
@@ -358,6 +409,17 @@ impl Processor {
                         origins.push(Origin::Event);
                     }
                 }
+                Work::Timer { function, .. } | Work::Replay { function, .. }
+                    if self.specs.get(*function).is_none_or(Option::is_none) =>
+                {
+                    // Its function was undeployed after this was queued.
+                    if let Work::Replay { id, .. } = w {
+                        self.dead_letters.release(*id);
+                    }
+                }
+                Work::Invoke(call) if self.specs.get(call.function).is_none_or(Option::is_none) => {
+                }
+                Work::Deploy { .. } => {}
                 Work::Timer { function, at_ms } => {
                     jobs.push(Job {
                         function: *function,
@@ -433,6 +495,7 @@ impl Processor {
         }
         // Group commit: every output, state change and dead letter of the group is durable.
         self.outbox.flush()?;
+        self.refuse_stale_invocations(group);
         metrics::counter!("kiri_commits_total").increment(1);
         let mut local = Vec::new();
         for (origin, s) in origins.into_iter().zip(staged) {
@@ -447,6 +510,22 @@ impl Processor {
             }
         }
         Ok(Some(local))
+    }
+
+    /// Answers HTTP calls to functions undeployed after the call was queued.
+    fn refuse_stale_invocations(&self, group: &mut [Work]) {
+        for w in group {
+            if let Work::Invoke(call) = w {
+                if self.specs.get(call.function).is_none_or(Option::is_none) {
+                    let (unused, _) = oneshot::channel();
+                    let reply = std::mem::replace(&mut call.reply, unused);
+                    let _ = reply.send(Err(InvokeFailure {
+                        reason: "not_found",
+                        error: "the function was undeployed".into(),
+                    }));
+                }
+            }
+        }
     }
 
     /// Why a message cannot be processed at all, if it cannot.
@@ -486,4 +565,14 @@ impl Processor {
         })?;
         Ok(())
     }
+}
+
+/// What acknowledging `m` needs (packet id and QoS, not the payload); `None` for QoS 0.
+pub(crate) fn ack_of(m: &Incoming) -> Option<Publish> {
+    if m.publish.qos == QoS::AtMostOnce {
+        return None;
+    }
+    let mut ack = Publish::new("", m.publish.qos, Vec::new());
+    ack.pkid = m.publish.pkid;
+    Some(ack)
 }

@@ -10,13 +10,14 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::dead_letter::DeadLetters;
+use crate::directory::Directory;
 use crate::processor::Work;
 
 /// Longest sleep between checks (also the reaction time to new failures).
 const TICK: Duration = Duration::from_millis(200);
 
 /// Queues due retries until the processor's queue closes.
-pub async fn run(dead_letters: Arc<DeadLetters>, functions: Vec<String>, work: mpsc::Sender<Work>) {
+pub async fn run(dead_letters: Arc<DeadLetters>, functions: Directory, work: mpsc::Sender<Work>) {
     loop {
         let now = crate::now_ms();
         let (ids, _next) = dead_letters.take_due(now, 64);
@@ -36,10 +37,7 @@ pub async fn run(dead_letters: Arc<DeadLetters>, functions: Vec<String>, work: m
                     continue;
                 }
             };
-            let Some(function) = entry
-                .function
-                .as_deref()
-                .and_then(|f| functions.iter().position(|n| n == f))
+            let Some((function, _)) = entry.function.as_deref().and_then(|f| functions.find(f))
             else {
                 dead_letters.release(id);
                 continue; // its function is no longer loaded: it stays as a dead letter

@@ -99,8 +99,16 @@ impl Store {
                 .collect(),
             None => Vec::new(),
         };
-        meta.insert("subscriptions", now.join("\n").as_bytes())?;
-        self.db.flush()?;
+        save_subscriptions(&self.db, now)?;
         Ok(before.into_iter().filter(|f| !now.contains(f)).collect())
     }
+}
+
+/// Records the filters the ingest session is subscribed to (so that a later configuration
+/// can unsubscribe those it no longer uses).
+pub fn save_subscriptions(db: &sled::Db, now: &[String]) -> Result<(), StoreError> {
+    let meta = db.open_tree("meta")?;
+    meta.insert("subscriptions", now.join("\n").as_bytes())?;
+    db.flush()?;
+    Ok(())
 }

@@ -55,3 +55,53 @@ pub async fn cron(function: usize, name: String, schedule: croner::Cron, tx: mps
         }
     }
 }
+
+/// The running timers, per function index; replaced when a deployment changes a function.
+pub struct Schedules {
+    handle: tokio::runtime::Handle,
+    tx: mpsc::Sender<Work>,
+    tasks: std::collections::HashMap<usize, Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Schedules {
+    /// Timers that queue their ticks on `tx`, as tasks on `handle`.
+    pub fn new(handle: tokio::runtime::Handle, tx: mpsc::Sender<Work>) -> Schedules {
+        Schedules {
+            handle,
+            tx,
+            tasks: Default::default(),
+        }
+    }
+
+    /// Starts the timers `f` asks for (stopping the ones function `idx` had).
+    pub fn set(&mut self, idx: usize, f: &crate::config::FunctionConfig) {
+        self.clear(idx);
+        let mut tasks = Vec::new();
+        if let Some(spec) = &f.every {
+            let period = humantime::parse_duration(spec).expect("validated with the config");
+            let task = every(idx, f.name.clone(), period, self.tx.clone());
+            tasks.push(self.handle.spawn(task));
+        }
+        if let Some(spec) = &f.cron {
+            let schedule = spec.parse().expect("validated with the config");
+            let task = cron(idx, f.name.clone(), schedule, self.tx.clone());
+            tasks.push(self.handle.spawn(task));
+        }
+        self.tasks.insert(idx, tasks);
+    }
+
+    /// Stops function `idx`'s timers.
+    pub fn clear(&mut self, idx: usize) {
+        for t in self.tasks.remove(&idx).unwrap_or_default() {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Schedules {
+    fn drop(&mut self) {
+        for t in self.tasks.values().flatten() {
+            t.abort();
+        }
+    }
+}

@@ -156,8 +156,8 @@ pub async fn replay(
     };
     let mut outcome = Outcome::default();
     for (id, e) in entries {
-        let function = e.function.as_deref().and_then(|f| s.functions.get(f));
-        let Some(f) = function.filter(|_| e.replayable()) else {
+        let function = e.function.as_deref().and_then(|f| s.directory.find(f));
+        let Some((index, _)) = function.filter(|_| e.replayable()) else {
             let why = if e.replayable() {
                 "its function is not loaded"
             } else {
@@ -174,7 +174,7 @@ pub async fn replay(
         }
         let work = Work::Replay {
             id,
-            function: f.index,
+            function: index,
             topic: e.topic,
             payload: e.payload,
             received_ms: e.received_ms,

@@ -30,6 +30,12 @@ pub struct FunctionInfo {
     pub memory_bytes: usize,
     /// Wall-clock limit, ms.
     pub timeout_ms: u64,
+    /// `config` (from the configuration file) or `deployed` (over MQTT).
+    pub origin: String,
+    /// The deployed package's version, for a deployed function.
+    pub deployed_version: Option<u64>,
+    /// Whether it runs (an undeployed function stays listed, inactive, until a restart).
+    pub active: bool,
 }
 
 impl From<&FunctionConfig> for FunctionInfo {
@@ -44,6 +50,9 @@ impl From<&FunctionConfig> for FunctionInfo {
             fuel: f.limits.fuel,
             memory_bytes: f.limits.memory_bytes,
             timeout_ms: f.limits.timeout_ms,
+            origin: "config".into(),
+            deployed_version: None,
+            active: true,
         }
     }
 }
@@ -62,13 +71,12 @@ pub struct FunctionView {
 pub async fn list(State(s): State<Dashboard>) -> Response {
     let stats = s.meters.lock().expect("meters lock").clone();
     let views: Vec<FunctionView> = s
-        .function_info
-        .iter()
+        .directory
+        .all()
+        .into_iter()
         .zip(stats)
-        .map(|(info, stats)| FunctionView {
-            info: info.clone(),
-            stats,
-        })
+        .filter(|(info, _)| info.active)
+        .map(|(info, stats)| FunctionView { info, stats })
         .collect();
     Json(views).into_response()
 }

@@ -9,6 +9,7 @@
 //! | `POST /invoke/{function}` | token | runs a function with `http = true` on the body |
 //! | `GET /api/v1/status` | none | gateway id, uptime, uplink state, outbox backlog and policy |
 //! | `GET /api/v1/functions` | none | each function's configuration and metering |
+//! | `GET /api/v1/deployments` | none | the deployment history, newest first (`?limit=N`) |
 //! | `GET /api/v1/dead-letters` | token | lists dead letters (`?function=F&limit=N`) |
 //! | `POST /api/v1/dead-letters/replay` | token | replays `{"ids": [...]}` or `{"function": F}` |
 //! | `POST /api/v1/dead-letters/drop` | token | drops `{"ids": [...]}`, `{"function": F}` or `{"all": true}` |
@@ -18,7 +19,6 @@ pub mod dead_letters;
 pub mod functions;
 pub mod status;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,17 +34,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::processor::{HttpInvoke, Work};
 
-/// A function as HTTP sees it.
-#[derive(Debug, Clone, Copy)]
-pub struct Invocable {
-    /// Its index in the runtime.
-    pub index: usize,
-    /// Whether `http = true`.
-    pub http: bool,
-    /// Its `limits.timeout_ms`.
-    pub timeout_ms: u64,
-}
-
 /// What the handlers share.
 #[derive(Clone)]
 pub struct Dashboard {
@@ -52,8 +41,8 @@ pub struct Dashboard {
     pub metrics: PrometheusHandle,
     /// The processor's queue.
     pub work: mpsc::Sender<Work>,
-    /// Functions by name.
-    pub functions: Arc<HashMap<String, Invocable>>,
+    /// The functions.
+    pub directory: crate::directory::Directory,
     /// The token write requests must carry.
     pub token: Arc<str>,
     /// Set by ingest once subscribed.
@@ -62,10 +51,10 @@ pub struct Dashboard {
     pub max_body: usize,
     /// The dead-letter store.
     pub dead_letters: Arc<crate::dead_letter::DeadLetters>,
-    /// Metering, indexed like `function_info`.
+    /// Metering, indexed like the directory.
     pub meters: crate::runtime::meter::Meters,
-    /// The functions' configuration, in load order.
-    pub function_info: Arc<Vec<functions::FunctionInfo>>,
+    /// Deployment history.
+    pub deployments: Option<crate::deploy::Store>,
     /// The gateway's id.
     pub gateway_id: Arc<str>,
     /// When the gateway started.
@@ -89,6 +78,7 @@ pub fn router(state: Dashboard) -> Router {
         )
         .route("/api/v1/status", get(status::get))
         .route("/api/v1/functions", get(functions::list))
+        .route("/api/v1/deployments", get(deployments))
         .route("/api/v1/dead-letters", get(dead_letters::list))
         .route("/api/v1/dead-letters/replay", post(dead_letters::replay))
         .route(
@@ -104,6 +94,24 @@ async fn metrics(State(s): State<Dashboard>) -> Response {
         s.metrics.render(),
     )
         .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct Limit {
+    limit: Option<usize>,
+}
+
+async fn deployments(
+    State(s): State<Dashboard>,
+    axum::extract::Query(q): axum::extract::Query<Limit>,
+) -> Response {
+    let limit = q.limit.unwrap_or(50).min(crate::deploy::HISTORY_KEEP);
+    let entries = s
+        .deployments
+        .as_ref()
+        .map(|d| d.history(limit))
+        .unwrap_or_default();
+    Json(entries).into_response()
 }
 
 async fn readyz(State(s): State<Dashboard>) -> Response {
@@ -171,7 +179,7 @@ async fn invoke(
     if let Err(r) = authorized(&s, &headers) {
         return r.into_response();
     }
-    let Some(f) = s.functions.get(&function).filter(|f| f.http) else {
+    let Some((index, f)) = s.directory.find(&function).filter(|(_, f)| f.http) else {
         return error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -180,7 +188,7 @@ async fn invoke(
     };
     let (reply, answer) = oneshot::channel();
     let call = HttpInvoke {
-        function: f.index,
+        function: index,
         body: body.to_vec(),
         received_ms: crate::now_ms(),
         reply,

@@ -77,6 +77,19 @@ pub struct ForwardConfig {
     pub max_packet: usize,
     /// Reconnect backoff.
     pub backoff: Backoff,
+    /// Deploy topics to take packages from over the cloud link (empty: none).
+    pub deploy_topics: Vec<String>,
+}
+
+/// The uplink's side of deployments over the cloud link: packages go to the processor,
+/// results come back to be published.
+pub struct Control {
+    /// The processor's queue.
+    pub work: tokio::sync::mpsc::Sender<crate::processor::Work>,
+    /// Results to publish (topic, payload).
+    pub replies: tokio::sync::mpsc::Receiver<(String, Vec<u8>)>,
+    /// False once every sender of `replies` is gone.
+    pub open: bool,
 }
 
 /// Runs the uplink forever (until the task is dropped). Returns only on a storage error.
@@ -85,11 +98,18 @@ pub async fn run(
     outbox: Arc<Outbox>,
     wake: Arc<Notify>,
     status: SharedStatus,
+    mut control: Control,
 ) -> Result<(), OutboxError> {
     let mut backoff = cfg.backoff.clone();
     let pacer = Pacer::new(cfg.max_bytes_per_sec);
     loop {
-        let e = session(&cfg, &outbox, &wake, &mut backoff, pacer.as_ref(), &status).await?;
+        let links = Links {
+            wake: &wake,
+            pacer: pacer.as_ref(),
+            status: &status,
+            control: &mut control,
+        };
+        let e = session(&cfg, &outbox, &mut backoff, links).await?;
         let wait = backoff.next_delay();
         let error = describe(&e);
         status.disconnected(&error, wait);
@@ -146,15 +166,27 @@ fn message(cfg: &ForwardConfig, records: &[Record]) -> (String, Vec<u8>) {
     }
 }
 
+/// What a session shares with the rest of the gateway.
+struct Links<'a> {
+    wake: &'a Notify,
+    pacer: Option<&'a Pacer>,
+    status: &'a SharedStatus,
+    control: &'a mut Control,
+}
+
 /// One connection's life. `Ok(error)` when the connection ended, `Err` on storage failure.
 async fn session(
     cfg: &ForwardConfig,
     outbox: &Outbox,
-    wake: &Notify,
     backoff: &mut Backoff,
-    pacer: Option<&Pacer>,
-    status: &SharedStatus,
+    links: Links<'_>,
 ) -> Result<rumqttc::ConnectionError, OutboxError> {
+    let Links {
+        wake,
+        pacer,
+        status,
+        control,
+    } = links;
     let mut opts = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
     opts.set_clean_session(true)
         .set_keep_alive(cfg.keep_alive)
@@ -187,10 +219,18 @@ async fn session(
     let mut window = Window::new(cfg.inflight as usize);
     let mut connected = false;
     let mut cursor = Cursor::default();
-    let mut unflushed_acks = false;
+    let mut unflushed_acks = 0usize;
+    // A batch's size is what it weighs encoded; a single record is sent whatever its size.
+    let weight = |r: &Record| {
+        if cfg.batch_records > 1 {
+            envelope(cfg, r).encode().len() + 1
+        } else {
+            0
+        }
+    };
     loop {
         while connected && window.room() > 0 {
-            let records = outbox.read(&mut cursor, cfg.batch_records, cfg.batch_bytes)?;
+            let records = outbox.read(&mut cursor, cfg.batch_records, cfg.batch_bytes, weight)?;
             if records.is_empty() {
                 break;
             }
@@ -209,11 +249,11 @@ async fn session(
             }
             window.published(records.iter().map(|r| (r.priority, r.seq)).collect());
         }
-        if unflushed_acks && events.is_empty() {
-            // One fsync per burst of PUBACKs: a crash can then resend only what was acked
-            // since, never more than a window.
-            outbox.flush_async().await?;
-            unflushed_acks = false;
+        if unflushed_acks > 0 && (events.is_empty() || unflushed_acks >= cfg.inflight as usize) {
+            // One flush per burst of PUBACKs, and at least one per window: a crash can then
+            // resend only what was acked since, never more than a window.
+            outbox.flush_deletes().await?;
+            unflushed_acks = 0;
         }
         tokio::select! {
             event = events.recv() => match event {
@@ -225,6 +265,25 @@ async fn session(
                     metrics::counter!("kiri_uplink_connects_total").increment(1);
                     tracing::info!(host = %cfg.host, port = cfg.port, tls = cfg.tls.is_some(),
                         backlog = outbox.usage().0, "cloud uplink connected");
+                    if !cfg.deploy_topics.is_empty() {
+                        let filters = cfg
+                            .deploy_topics
+                            .iter()
+                            .map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
+                        if let Err(e) = client.try_subscribe_many(filters) {
+                            tracing::error!(error = %e, "cannot subscribe to the deploy topics on the cloud link");
+                        }
+                    }
+                }
+                Some(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                    let work = crate::processor::Work::Deploy {
+                        topic: p.topic.clone(),
+                        payload: p.payload.to_vec(),
+                    };
+                    if control.work.try_send(work).is_err() {
+                        metrics::counter!("kiri_deploy_dropped_total").increment(1);
+                        tracing::warn!(topic = %p.topic, "deployment from the cloud dropped: the processing queue is full; publish it again");
+                    }
                 }
                 Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => window.assigned(pkid),
                 Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
@@ -235,7 +294,7 @@ async fn session(
                         for &(priority, seq) in &records {
                             outbox.ack(priority, seq)?;
                         }
-                        unflushed_acks = true;
+                        unflushed_acks += 1;
                         status.delivered(records.len() as u64);
                         metrics::counter!("kiri_uplink_delivered_total").increment(records.len() as u64);
                         metrics::counter!("kiri_uplink_messages_total").increment(1);
@@ -246,6 +305,14 @@ async fn session(
                 None => return Ok(rumqttc::ConnectionError::RequestsDone),
             },
             _ = wake.notified(), if connected && window.room() > 0 => {}
+            reply = control.replies.recv(), if connected && control.open => match reply {
+                Some((topic, payload)) => {
+                    if client.try_publish(topic, QoS::AtLeastOnce, false, payload).is_err() {
+                        metrics::counter!("kiri_deploy_replies_dropped_total").increment(1);
+                    }
+                }
+                None => control.open = false,
+            },
         }
     }
 }

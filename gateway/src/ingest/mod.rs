@@ -49,7 +49,7 @@ pub fn options(
 pub async fn run(
     mut eventloop: EventLoop,
     client: AsyncClient,
-    subscriptions: Vec<String>,
+    subscriptions: Arc<std::sync::Mutex<Vec<String>>>,
     mut stale: Vec<String>,
     max_packet: usize,
     ready: Arc<AtomicBool>,
@@ -84,6 +84,7 @@ pub async fn run(
                 }
                 // Subscribe on every connection, even when the broker kept the session: the
                 // configuration may have gained triggers since (subscribing is idempotent).
+                let subscriptions = subscriptions.lock().expect("subscriptions lock").clone();
                 if subscriptions.is_empty() {
                     metrics::gauge!("kiri_ingest_subscribed").set(1.0);
                     ready.store(true, Ordering::Relaxed);
@@ -98,6 +99,7 @@ pub async fn run(
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
                 use rumqttc::SubscribeReasonCode::Failure;
+                let subscriptions = subscriptions.lock().expect("subscriptions lock").clone();
                 if ack.return_codes.iter().any(|c| matches!(c, Failure)) {
                     tracing::error!(?subscriptions, "the local broker refused a subscription");
                 } else {

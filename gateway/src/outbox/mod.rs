@@ -48,7 +48,7 @@ mod record;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub use record::{Priority, Record, RecordError};
@@ -183,8 +183,44 @@ pub struct Outbox {
     issued: AtomicU64,
     /// Every record with a lower sequence number has been flushed.
     durable: AtomicU64,
-    /// sled's log file, `fsync`ed after each [`Outbox::flush`] when set.
-    fsync: Option<std::fs::File>,
+    /// sled's log file, `fsync`ed after each [`Outbox::flush`] when set, and its blob folder.
+    fsync: Option<Fsync>,
+    /// Woken when records become readable (after a flush).
+    readable: Option<Arc<tokio::sync::Notify>>,
+}
+
+/// What an `fsync` after a flush covers: sled's log file, and the files it writes large
+/// values to (`blobs/`, which sled itself never syncs), with their folder.
+struct Fsync {
+    log: std::fs::File,
+    blobs: PathBuf,
+    synced: Mutex<std::collections::HashSet<std::ffi::OsString>>,
+}
+
+impl Fsync {
+    fn sync(&self) -> std::io::Result<()> {
+        self.log.sync_data()?;
+        let Ok(entries) = std::fs::read_dir(&self.blobs) else {
+            return Ok(()); // no large values yet
+        };
+        let mut synced = self.synced.lock().expect("fsync lock");
+        let mut present = std::collections::HashSet::new();
+        let mut new = false;
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            if !synced.contains(&name) {
+                std::fs::File::open(entry.path())?.sync_data()?;
+                new = true;
+            }
+            present.insert(name);
+        }
+        if new {
+            std::fs::File::open(&self.blobs)?.sync_all()?;
+        }
+        *synced = present;
+        Ok(())
+    }
 }
 
 impl Outbox {
@@ -217,6 +253,7 @@ impl Outbox {
             issued: AtomicU64::new(issued),
             durable: AtomicU64::new(issued),
             fsync: None,
+            readable: None,
         };
         outbox.publish_gauges(usage);
         Ok(outbox)
@@ -236,8 +273,19 @@ impl Outbox {
     /// Makes [`Outbox::flush`] also `fsync` the store's log file at `log`: sled's flush uses
     /// `sync_file_range`, which leaves file metadata and the drive's write cache unflushed.
     pub fn fsync_log(mut self, log: &Path) -> Result<Outbox, std::io::Error> {
-        self.fsync = Some(std::fs::File::open(log)?);
+        let blobs = log.with_file_name("blobs");
+        self.fsync = Some(Fsync {
+            log: std::fs::File::open(log)?,
+            blobs,
+            synced: Mutex::new(Default::default()),
+        });
         Ok(self)
+    }
+
+    /// Wakes `readable` whenever a flush makes records readable (the uplink waits on it).
+    pub fn notify_readable(mut self, readable: Arc<tokio::sync::Notify>) -> Outbox {
+        self.readable = Some(readable);
+        self
     }
 
     fn publish_gauges(&self, u: Usage) {
@@ -362,6 +410,11 @@ impl Outbox {
                         "outbox full: holding back input acknowledgements until the uplink drains it"
                     );
                 }
+            }
+            // Records that wait for a flush cannot be sent, so cannot make room: flush them
+            // before waiting (a group larger than the bound would otherwise wait for ever).
+            if self.durable.load(Ordering::Acquire) < self.issued.load(Ordering::Acquire) {
+                self.flush()?;
             }
             u = self
                 .room
@@ -529,20 +582,21 @@ impl Outbox {
     pub fn flush(&self) -> Result<usize, OutboxError> {
         let upto = self.issued.load(Ordering::Acquire);
         let n = self.db.flush()?;
-        if let Some(log) = &self.fsync {
-            log.sync_data().map_err(sled::Error::Io)?;
+        if let Some(f) = &self.fsync {
+            f.sync().map_err(sled::Error::Io)?;
         }
         self.durable.fetch_max(upto, Ordering::Release);
+        if let Some(r) = &self.readable {
+            r.notify_one();
+        }
         Ok(n)
     }
 
-    /// [`Outbox::flush`] for async callers (without the `fsync`: it serves the uplink's
-    /// deletes, which a power cut can only turn into duplicates).
-    pub async fn flush_async(&self) -> Result<usize, OutboxError> {
-        let upto = self.issued.load(Ordering::Acquire);
-        let n = self.db.flush_async().await?;
-        self.durable.fetch_max(upto, Ordering::Release);
-        Ok(n)
+    /// Flushes for the uplink's deletes (without the `fsync`, and without making new records
+    /// readable: that is [`Outbox::flush`]'s job). A power cut can only turn lost deletes
+    /// into duplicates.
+    pub async fn flush_deletes(&self) -> Result<usize, OutboxError> {
+        Ok(self.db.flush_async().await?)
     }
 
     fn expired(&self, r: &Record, now_ms: u64) -> bool {
@@ -550,7 +604,7 @@ impl Outbox {
             .is_some_and(|ttl| r.created_ms.saturating_add(ttl) <= now_ms)
     }
 
-    /// Up to `max` flushed records (and, past the first, `max_bytes` of encoded records) after
+    /// Up to `max` flushed records (and, past the first, `max_bytes` by `weight`) after
     /// `cursor`, high priority first, each class in order; advances the cursor past them.
     /// Expired and corrupt records are deleted and counted on the way.
     pub fn read(
@@ -558,6 +612,7 @@ impl Outbox {
         cursor: &mut Cursor,
         max: usize,
         max_bytes: usize,
+        weight: impl Fn(&Record) -> usize,
     ) -> Result<Vec<Record>, OutboxError> {
         let now = crate::now_ms();
         let durable = self.durable.load(Ordering::Acquire);
@@ -577,9 +632,6 @@ impl Outbox {
                 let Some((_, seq)) = record::parse_key(&k) else {
                     continue;
                 };
-                if !out.is_empty() && size + v.len() > max_bytes {
-                    return Ok(out);
-                }
                 match record::decode(p, seq, &v) {
                     Ok(r) if self.expired(&r, now) => {
                         if self.remove(p, seq)? {
@@ -587,7 +639,11 @@ impl Outbox {
                         }
                     }
                     Ok(r) => {
-                        size += v.len();
+                        let w = weight(&r);
+                        if !out.is_empty() && size + w > max_bytes {
+                            return Ok(out);
+                        }
+                        size += w;
                         out.push(r);
                     }
                     Err(e @ RecordError::Version(_)) => {

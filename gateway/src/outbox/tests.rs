@@ -23,11 +23,16 @@ fn open(dir: &Path, limits: OutboxConfig) -> (sled::Db, Outbox) {
     (db, outbox)
 }
 
+/// The weight of a record for byte-bounded reads.
+fn size(r: &Record) -> usize {
+    r.payload.len()
+}
+
 /// Flushes (only flushed records are read), then reads everything.
 fn read_all(outbox: &Outbox) -> Vec<Record> {
     outbox.flush().unwrap();
     outbox
-        .read(&mut Cursor::default(), usize::MAX, usize::MAX)
+        .read(&mut Cursor::default(), usize::MAX, usize::MAX, size)
         .unwrap()
 }
 
@@ -52,20 +57,26 @@ fn records_come_back_in_order_and_leave_only_when_acked() {
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
     let mut cursor = Cursor::default();
     assert!(
-        outbox.read(&mut cursor, 10, usize::MAX).unwrap().is_empty(),
+        outbox
+            .read(&mut cursor, 10, usize::MAX, size)
+            .unwrap()
+            .is_empty(),
         "not flushed yet: not sent"
     );
     outbox.flush().unwrap();
-    let got = outbox.read(&mut cursor, 2, usize::MAX).unwrap();
+    let got = outbox.read(&mut cursor, 2, usize::MAX, size).unwrap();
     assert_eq!(
         got.iter().map(|r| r.topic.as_str()).collect::<Vec<_>>(),
         ["t/1", "t/2"]
     );
     assert_eq!(
-        seqs_of(&outbox.read(&mut cursor, 10, usize::MAX).unwrap()),
+        seqs_of(&outbox.read(&mut cursor, 10, usize::MAX, size).unwrap()),
         [seqs[2]]
     );
-    assert!(outbox.read(&mut cursor, 10, usize::MAX).unwrap().is_empty());
+    assert!(outbox
+        .read(&mut cursor, 10, usize::MAX, size)
+        .unwrap()
+        .is_empty());
     outbox.ack(Priority::Normal, seqs[0]).unwrap();
     assert_eq!(seqs_of(&read_all(&outbox)), &seqs[1..]);
     assert_eq!(outbox.usage().0, 2);
@@ -162,7 +173,7 @@ fn a_reader_following_parallel_appenders_never_skips_a_record() {
     loop {
         let done = writers.iter().all(|w| w.is_finished());
         outbox.flush().unwrap();
-        let batch = outbox.read(&mut cursor, 64, usize::MAX).unwrap();
+        let batch = outbox.read(&mut cursor, 64, usize::MAX, size).unwrap();
         if batch.is_empty() && done {
             break;
         }
@@ -233,7 +244,7 @@ fn high_priority_records_drain_first_each_class_in_order() {
     outbox.append(&[on("alert/a", 3)]).unwrap();
     outbox.flush().unwrap();
     let mut cursor = Cursor::default();
-    let first = outbox.read(&mut cursor, 2, usize::MAX).unwrap();
+    let first = outbox.read(&mut cursor, 2, usize::MAX, size).unwrap();
     assert_eq!(
         first.iter().map(|r| r.topic.as_str()).collect::<Vec<_>>(),
         ["alert/a", "t/1"]
@@ -242,7 +253,7 @@ fn high_priority_records_drain_first_each_class_in_order() {
     // An alert that arrives while bulk records are being sent goes next.
     outbox.append(&[on("alert/b", 4)]).unwrap();
     outbox.flush().unwrap();
-    let next = outbox.read(&mut cursor, 10, usize::MAX).unwrap();
+    let next = outbox.read(&mut cursor, 10, usize::MAX, size).unwrap();
     assert_eq!(
         next.iter().map(|r| r.topic.as_str()).collect::<Vec<_>>(),
         ["alert/b", "t/2"]
@@ -338,9 +349,9 @@ fn a_read_stops_at_the_byte_budget_but_always_returns_one() {
     outbox.append(&[big(1), big(2), big(3)]).unwrap();
     outbox.flush().unwrap();
     let mut cursor = Cursor::default();
-    assert_eq!(outbox.read(&mut cursor, 10, 2100).unwrap().len(), 2);
+    assert_eq!(outbox.read(&mut cursor, 10, 2100, size).unwrap().len(), 2);
     assert_eq!(
-        outbox.read(&mut cursor, 10, 10).unwrap().len(),
+        outbox.read(&mut cursor, 10, 10, size).unwrap().len(),
         1,
         "one record even if over"
     );
@@ -466,7 +477,7 @@ proptest! {
                     }
                 }
                 Op::Read(max) => {
-                    let got = outbox.read(&mut cursor, max as usize, usize::MAX).unwrap();
+                    let got = outbox.read(&mut cursor, max as usize, usize::MAX, size).unwrap();
                     let mut want = Vec::new();
                     for p in Priority::ALL {
                         for m in &model[p as usize] {
@@ -550,4 +561,52 @@ proptest! {
             prop_assert_eq!(outbox.usage().0, live);
         }
     }
+}
+
+#[test]
+fn a_group_larger_than_the_bound_flushes_itself_to_make_room() {
+    // The appends of one group are not flushed yet, so the uplink cannot send them; a blocked
+    // append must flush them first, or it would wait for room that can never come.
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, outbox) = open(dir.path(), limits(2, WhenFull::Block));
+    let outbox = std::sync::Arc::new(outbox);
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let uplink = {
+        let (outbox, done) = (outbox.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut cursor = Cursor::default();
+            let mut sent = 0;
+            while !done.load(Ordering::Relaxed) {
+                for r in outbox.read(&mut cursor, 10, usize::MAX, size).unwrap() {
+                    outbox.ack(r.priority, r.seq).unwrap();
+                    sent += 1;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            sent
+        })
+    };
+    let appender = {
+        let outbox = outbox.clone();
+        std::thread::spawn(move || {
+            for n in 0..6 {
+                outbox.append(&[rec(n)]).unwrap();
+            }
+            outbox.flush().unwrap();
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !appender.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the appender never got room"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    appender.join().unwrap();
+    while outbox.usage().0 > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    done.store(true, Ordering::Relaxed);
+    assert_eq!(uplink.join().unwrap(), 6);
 }

@@ -229,16 +229,31 @@ impl Runtime {
 
     /// Reads, validates and instantiates a function; returns its index.
     pub fn load(&mut self, cfg: &FunctionConfig) -> Result<usize, LoadError> {
-        let path = cfg.module.display().to_string();
+        let bytes = Self::read_module(&cfg.module)?;
+        let prepared = self.prepare(cfg, &bytes)?;
+        Ok(self.install(None, prepared))
+    }
+
+    /// Reads a module file, refusing one over the size limit before reading it.
+    pub fn read_module(path: &std::path::Path) -> Result<Vec<u8>, LoadError> {
+        let shown = path.display().to_string();
         let io = |source| LoadError::Io {
-            path: path.clone(),
+            path: shown.clone(),
             source,
         };
-        let size = std::fs::metadata(&cfg.module).map_err(io)?.len();
+        let size = std::fs::metadata(path).map_err(io)?.len();
         if size > MAX_MODULE_BYTES {
             return Err(LoadError::TooLarge(size));
         }
-        let bytes = std::fs::read(&cfg.module).map_err(io)?;
+        std::fs::read(path).map_err(io)
+    }
+
+    /// Validates and instantiates `wasm` as the function `cfg` describes, without installing
+    /// it: nothing running changes, whatever the outcome.
+    pub fn prepare(&mut self, cfg: &FunctionConfig, wasm: &[u8]) -> Result<Prepared, LoadError> {
+        if wasm.len() as u64 > MAX_MODULE_BYTES {
+            return Err(LoadError::TooLarge(wasm.len() as u64));
+        }
         let config = cfg
             .config
             .iter()
@@ -252,7 +267,39 @@ impl Runtime {
             concurrency: cfg.concurrency,
             ..cfg.limits.clone()
         };
-        self.load_bytes(&cfg.name, &bytes, limits, config, permissions)
+        self.prepare_bytes(&cfg.name, wasm, limits, config, permissions)
+    }
+
+    /// Installs a prepared function: at `slot`, replacing what ran there (invocations never
+    /// overlap an install: the processor installs between groups), or as a new function.
+    /// Returns its index.
+    pub fn install(&mut self, slot: Option<usize>, prepared: Prepared) -> usize {
+        let f = prepared.0;
+        match slot {
+            Some(i) => {
+                self.meters.lock().expect("meters lock")[i].name = f.meta.name.to_string();
+                self.functions[i] = f;
+                i
+            }
+            None => {
+                self.meters
+                    .lock()
+                    .expect("meters lock")
+                    .push(meter::FunctionStats {
+                        name: f.meta.name.to_string(),
+                        ..Default::default()
+                    });
+                self.functions.push(f);
+                self.functions.len() - 1
+            }
+        }
+    }
+
+    /// Drops the instances of function `idx` (undeployed: it is no longer routed to).
+    pub fn retire(&mut self, idx: usize) {
+        for slot in &mut self.functions[idx].pool {
+            *slot = None;
+        }
     }
 
     /// Like [`Runtime::load`] from bytes already in memory.
@@ -264,6 +311,18 @@ impl Runtime {
         config: BTreeMap<String, String>,
         permissions: Permissions,
     ) -> Result<usize, LoadError> {
+        let prepared = self.prepare_bytes(name, wasm, limits, config, permissions)?;
+        Ok(self.install(None, prepared))
+    }
+
+    fn prepare_bytes(
+        &mut self,
+        name: &str,
+        wasm: &[u8],
+        limits: FunctionLimits,
+        config: BTreeMap<String, String>,
+        permissions: Permissions,
+    ) -> Result<Prepared, LoadError> {
         let engine = &self.engine(limits.max_call_depth).engine;
         let module = Module::new(engine, wasm).map_err(LoadError::Invalid)?;
         check_interface(&module)?;
@@ -285,16 +344,17 @@ impl Runtime {
         let mut pool: Vec<Option<Live>> =
             (0..meta.limits.concurrency.max(1)).map(|_| None).collect();
         pool[0] = Some(first);
-        let f = Function { meta, pool };
-        self.meters
-            .lock()
-            .expect("meters lock")
-            .push(meter::FunctionStats {
-                name: name.to_string(),
-                ..Default::default()
-            });
-        self.functions.push(f);
-        Ok(self.functions.len() - 1)
+        Ok(Prepared(Function { meta, pool }))
+    }
+}
+
+/// A function validated and instantiated, ready for [`Runtime::install`].
+pub struct Prepared(Function);
+
+impl Prepared {
+    /// Its version (the first 16 hex digits of the module's SHA-256).
+    pub fn version(&self) -> &str {
+        &self.0.meta.version
     }
 }
 
