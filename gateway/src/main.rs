@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 use kiri::codec::{self, Envelope, Reading};
 use kiri::Config;
 
+mod deploy_cli;
+
 /// Kiri: WebAssembly functions on your IoT gateway, results delivered to the cloud.
 #[derive(Parser)]
 #[command(version, about)]
@@ -67,6 +69,52 @@ enum Command {
             hide_env_values = true
         )]
         token: Option<String>,
+    },
+    /// Make an ed25519 key pair for signing packages; prints the public key.
+    Keygen {
+        /// Where to write the private key (the public one goes to `<out>.pub`).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Make a signed function package from a WebAssembly module.
+    Package(deploy_cli::PackageArgs),
+    /// Publish a package to a gateway (or a group) over MQTT and wait for its answer.
+    Deploy {
+        /// The package (`kiri package`).
+        package: PathBuf,
+        #[command(flatten)]
+        target: deploy_cli::Target,
+    },
+    /// Remove a deployed function (a signed command; its versions stay kept for rollback).
+    Undeploy {
+        /// The private key.
+        #[arg(long)]
+        key: PathBuf,
+        /// The function.
+        #[arg(long)]
+        name: String,
+        /// The command's version: above every version the function had.
+        #[arg(long)]
+        version: u64,
+        #[command(flatten)]
+        target: deploy_cli::Target,
+    },
+    /// Make a kept version of a deployed function active again (a signed command).
+    Rollback {
+        /// The private key.
+        #[arg(long)]
+        key: PathBuf,
+        /// The function.
+        #[arg(long)]
+        name: String,
+        /// The version to go back to.
+        #[arg(long)]
+        to: u64,
+        /// The command's version: above every version the function had.
+        #[arg(long)]
+        version: u64,
+        #[command(flatten)]
+        target: deploy_cli::Target,
     },
     /// Show a running gateway's uplink and outbox: connected or not, last error, backlog.
     Status {
@@ -184,6 +232,22 @@ fn main() -> anyhow::Result<()> {
             token,
         } => dlq::run(command, &url, token.as_deref()),
         Command::Functions { url } => functions_table(&url),
+        Command::Keygen { out } => deploy_cli::keygen(&out),
+        Command::Package(args) => deploy_cli::package(args),
+        Command::Deploy { package, target } => deploy_cli::deploy(&package, &target),
+        Command::Undeploy {
+            key,
+            name,
+            version,
+            target,
+        } => deploy_cli::command(&key, &name, version, None, &target),
+        Command::Rollback {
+            key,
+            name,
+            to,
+            version,
+            target,
+        } => deploy_cli::command(&key, &name, version, Some(to), &target),
         Command::Status { url, json } => status(&url, json),
         Command::Decode { reading } => {
             let mut bytes = Vec::new();
@@ -334,6 +398,34 @@ fn functions_table(url: &str) -> anyhow::Result<()> {
             s.memory_peak_bytes / 1024,
             trigger
         );
+        if let Some(deployed) = v.info.deployed_version {
+            println!(
+                "{:<16} deployed version {deployed}, module {}",
+                "", v.info.version
+            );
+        }
+    }
+    let endpoint = format!("{}/api/v1/deployments?limit=10", url.trim_end_matches('/'));
+    if let Ok(mut resp) = ureq::get(&endpoint).call() {
+        let history: Vec<kiri::deploy::HistoryEntry> =
+            serde_json::from_str(&resp.body_mut().read_to_string()?)?;
+        if !history.is_empty() {
+            println!("\nrecent deployments (newest first):");
+        }
+        for e in history {
+            let when = chrono::DateTime::from_timestamp_millis(e.time_ms as i64)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default();
+            let version = e
+                .version
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "?".into());
+            let outcome = if e.accepted { "accepted" } else { "REJECTED" };
+            println!(
+                "  {when} {:<16} {:<9} v{version:<6} {outcome} {} ({}) {}",
+                e.name, e.kind, e.reason, e.source, e.detail
+            );
+        }
     }
     Ok(())
 }

@@ -487,6 +487,8 @@ impl CloudSubscriber {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) if !ack.session_present => {
                         let _ = client.try_subscribe("kiri/#", QoS::AtLeastOnce);
                     }
+                    // Deployments and their answers travel under kiri/ too: not results.
+                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic.contains("/deploy/") => {}
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let envelopes = if p.topic.ends_with("/$batch") {
                             Envelope::decode_batch(&p.payload).expect("cloud message is a batch")

@@ -136,10 +136,14 @@ impl Processor {
         let d = self.deploy.as_ref().expect("deployments are on");
         let state = d.store.state(name)?;
         // The broker redelivers a package whose acknowledgement a crash prevented: the same
-        // signed manifest as the active version is answered, and changes nothing.
+        // manifest and module as the active version (checked when it was accepted) is
+        // answered, and changes nothing.
         if let (Some(active), Ok(p)) = (state.active, crate::codec::Package::decode(payload)) {
             if let Some(stored) = d.store.version(name, active)? {
-                if stored.manifest == p.manifest && state.highest == active {
+                if stored.manifest == p.manifest
+                    && stored.module == p.module
+                    && state.highest == active
+                {
                     return Ok(HistoryEntry {
                         time_ms: crate::now_ms(),
                         name: name.into(),

@@ -1,0 +1,388 @@
+//! Functions pushed over MQTT: signed packages made with `kiri package`, sent with `kiri
+//! deploy`, checked and activated by running gateways.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::{config_with, embedded};
+use crate::util::*;
+
+/// Runs the `kiri` binary: success, and stdout plus stderr.
+fn kiri_cli(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kiri"))
+        .args(args)
+        .output()
+        .expect("run kiri");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let key = dir.join(name);
+    let (ok, text) = kiri_cli(&["keygen", "--out", key.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    (key, public.trim().to_string())
+}
+
+/// `kiri package` of the `convert` example as function `conv`, version `version`, giving
+/// temperatures in `unit`; more options in `extra`.
+fn package(dir: &Path, key: &Path, version: u64, unit: &str, extra: &[&str]) -> PathBuf {
+    package_module(dir, key, version, unit, &function_wasm("convert"), extra)
+}
+
+fn package_module(
+    dir: &Path,
+    key: &Path,
+    version: u64,
+    unit: &str,
+    module: &Path,
+    extra: &[&str],
+) -> PathBuf {
+    let out = dir.join(format!("conv-{version}-{}.kiri", fastrand::u32(..)));
+    let unit = format!("temperature_unit={unit}");
+    let version = version.to_string();
+    let mut args = vec![
+        "package",
+        "--key",
+        key.to_str().unwrap(),
+        "--name",
+        "conv",
+        "--version",
+        &version,
+        "--trigger",
+        "sensors/+/temperature",
+        "--config",
+        &unit,
+        "--out",
+        out.to_str().unwrap(),
+        module.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let (ok, text) = kiri_cli(&args);
+    assert!(ok, "kiri package: {text}");
+    out
+}
+
+fn deploy_to(broker: u16, gateway: &str, package: &Path) -> (bool, String) {
+    kiri_cli(&[
+        "deploy",
+        package.to_str().unwrap(),
+        "--broker",
+        &format!("mqtt://127.0.0.1:{broker}"),
+        "--gateway",
+        gateway,
+        "--timeout",
+        "20s",
+    ])
+}
+
+fn deploy_config(cloud_url: &str, broker: &str, trusted: &str, extra: &str) -> String {
+    config_with(cloud_url, broker, "")
+        + &format!("[deploy]\ntrusted_keys = [\"{trusted}\"]\n{extra}\n")
+}
+
+/// The unit of each reading that reached the cloud, by sequence number (first arrival).
+fn units(sub: &CloudSubscriber) -> Vec<(u64, String)> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for (_, e) in sub.received.lock().unwrap().iter() {
+        let r = kiri::codec::decode_reading(&e.payload).unwrap();
+        let seq = r.seq.unwrap();
+        if seen.insert(seq) {
+            out.push((seq, r.unit));
+        }
+    }
+    out
+}
+
+fn deployments(kiri: &Kiri) -> serde_json::Value {
+    let url = format!("http://127.0.0.1:{}/api/v1/deployments", kiri.metrics_port);
+    ureq::get(&url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap()
+}
+
+#[test]
+fn a_function_is_deployed_over_mqtt_then_replaced_without_losing_an_event() {
+    let (dir, cloud, sub, broker_port) = super::site("deploy-consumer");
+    let (key, public) = keygen(dir.path(), "operator.key");
+    let conf = deploy_config(&cloud.url(), &embedded(broker_port), &public, "");
+    let mut kiri = Kiri::start(&dir.path().join("kiri"), &conf, &[]);
+
+    // Version 1: Fahrenheit. Deployed, answered, and running.
+    let v1 = package(dir.path(), &key, 1, "F", &[]);
+    let (ok, text) = deploy_to(broker_port, "gw-test", &v1);
+    assert!(ok && text.contains("gw-test: accepted"), "{text}");
+    publish_all(broker_port, "s1", "sensors/s1/temperature", {
+        (0..100).map(|i| reading("s1", i)).collect()
+    });
+    sub.wait_for(100, Duration::from_secs(30), &mut kiri);
+
+    // Version 2 (Kelvin) arrives while readings stream: each reading is converted exactly by
+    // one version, the switch happens once, and none is lost.
+    let publisher = std::thread::spawn(move || {
+        for chunk in 0..20 {
+            publish_all(broker_port, "s1", "sensors/s1/temperature", {
+                (100 + chunk * 50..150 + chunk * 50)
+                    .map(|i| reading("s1", i))
+                    .collect()
+            });
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let v2 = package(dir.path(), &key, 2, "K", &[]);
+    let (ok, text) = deploy_to(broker_port, "gw-test", &v2);
+    assert!(ok, "{text}");
+    publisher.join().unwrap();
+    sub.wait_for(1100, Duration::from_secs(60), &mut kiri);
+    let got = units(&sub);
+    assert_eq!(
+        got.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        (0..1100).collect::<Vec<_>>(),
+        "every reading, in order"
+    );
+    let switch = got.iter().position(|(_, u)| u == "K").expect("v2 ran");
+    assert!(switch >= 100, "v1 handled the first 100");
+    assert!(
+        got[switch..].iter().all(|(_, u)| u == "K") && got[..switch].iter().all(|(_, u)| u == "F"),
+        "one switch, from F to K"
+    );
+
+    // Refused, each with its reason, and nothing changes.
+    let (other_key, _) = keygen(dir.path(), "stranger.key");
+    let refusals = [
+        (v1.clone(), "not_newer"),
+        (
+            package(dir.path(), &other_key, 3, "F", &[]),
+            "untrusted_key",
+        ),
+        (
+            package(dir.path(), &key, 3, "F", &["--only-gateway", "gw-other"]),
+            "not_addressed",
+        ),
+        (
+            package(dir.path(), &key, 3, "F", &["--expires-in", "1ms"]),
+            "expired",
+        ),
+    ];
+    for (p, reason) in &refusals {
+        let (ok, text) = deploy_to(broker_port, "gw-test", p);
+        assert!(!ok && text.contains(reason), "{reason}: {text}");
+    }
+    let bad_modules = [
+        ("garbage.wasm", b"not wasm at all".to_vec()),
+        ("no-exports.wasm", wat::parse_str("(module)").unwrap()),
+        (
+            "abi-2.wasm",
+            wat::parse_str(
+                r#"(module (memory (export "memory") 1)
+                   (func (export "kiri_abi_version") (result i32) i32.const 2)
+                   (func (export "kiri_alloc") (param i32) (result i32) i32.const 16)
+                   (func (export "kiri_on_event") (param i32 i32 i32 i32 i64) (result i32) i32.const 0))"#,
+            )
+            .unwrap(),
+        ),
+    ];
+    for (file, bytes) in bad_modules {
+        let module = dir.path().join(file);
+        std::fs::write(&module, bytes).unwrap();
+        let p = package_module(dir.path(), &key, 3, "F", &module, &[]);
+        let (ok, text) = deploy_to(broker_port, "gw-test", &p);
+        assert!(!ok && text.contains("invalid_module"), "{file}: {text}");
+    }
+    // Truncated and bit-flipped packages sent raw: refused, recorded in the history.
+    let bytes = std::fs::read(&v2).unwrap();
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 2] ^= 0x10;
+    publish_all(
+        broker_port,
+        "raw",
+        "kiri/gw-test/deploy/conv",
+        vec![bytes[..bytes.len() / 2].to_vec(), flipped],
+    );
+    wait_until("the raw packages refused", Duration::from_secs(20), || {
+        let h = deployments(&kiri);
+        h.as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["accepted"] == false)
+            .count()
+            >= 9
+    });
+    let history = deployments(&kiri);
+    assert!(history[0]["accepted"] == false && history[1]["accepted"] == false);
+
+    // A restart keeps version 2 and still refuses the replay of version 1.
+    kiri.stop();
+    kiri.restart();
+    let (ok, text) = deploy_to(broker_port, "gw-test", &v1);
+    assert!(!ok && text.contains("not_newer"), "{text}");
+    let functions = kiri.cli("unused", &["functions"]);
+    assert!(functions.contains("conv"), "{functions}");
+    publish_all(
+        broker_port,
+        "s1",
+        "sensors/s1/temperature",
+        vec![reading("s1", 1100)],
+    );
+    sub.wait_for(1101, Duration::from_secs(30), &mut kiri);
+    assert_eq!(units(&sub).last().unwrap().1, "K", "version 2 still runs");
+
+    // Through the cloud link: a rollback to version 1 (signed command, version 3), answered
+    // on the cloud broker.
+    let (ok, text) = kiri_cli(&[
+        "rollback",
+        "--key",
+        key.to_str().unwrap(),
+        "--name",
+        "conv",
+        "--to",
+        "1",
+        "--version",
+        "3",
+        "--broker",
+        &cloud.url(),
+        "--gateway",
+        "gw-test",
+        "--timeout",
+        "20s",
+    ]);
+    assert!(ok && text.contains("accepted"), "{text}");
+    publish_all(
+        broker_port,
+        "s1",
+        "sensors/s1/temperature",
+        vec![reading("s1", 1101)],
+    );
+    sub.wait_for(1102, Duration::from_secs(30), &mut kiri);
+    assert_eq!(units(&sub).last().unwrap().1, "F", "version 1 runs again");
+
+    // Undeploy: no more results.
+    let (ok, text) = kiri_cli(&[
+        "undeploy",
+        "--key",
+        key.to_str().unwrap(),
+        "--name",
+        "conv",
+        "--version",
+        "4",
+        "--broker",
+        &format!("mqtt://127.0.0.1:{broker_port}"),
+        "--gateway",
+        "gw-test",
+    ]);
+    assert!(ok && text.contains("accepted"), "{text}");
+    assert!(!kiri.cli("unused", &["functions"]).contains("conv"));
+    kiri.stop();
+}
+
+#[test]
+fn a_kill_9_during_activation_leaves_the_old_or_the_new_version_intact() {
+    let (dir, cloud, sub, broker_port) = super::site("activation-consumer");
+    let (key, public) = keygen(dir.path(), "operator.key");
+    let conf = deploy_config(&cloud.url(), &embedded(broker_port), &public, "");
+    let mut kiri = Kiri::start(&dir.path().join("kiri"), &conf, &[]);
+    let first = package(dir.path(), &key, 1, "F", &[]);
+    assert!(deploy_to(broker_port, "gw-test", &first).0);
+    let mut active = 1u64;
+    let mut seq = 0;
+    let rounds = std::env::var("TEST_ACTIVATION_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6u64);
+    for round in 0..rounds {
+        let version = active + 1;
+        let unit = if version % 2 == 0 { "K" } else { "F" };
+        let p = std::fs::read(package(dir.path(), &key, version, unit, &[])).unwrap();
+        publish_all(broker_port, "op", "kiri/gw-test/deploy/conv", vec![p]);
+        std::thread::sleep(Duration::from_millis(fastrand::u64(0..60)));
+        kiri.kill9();
+        kiri.restart();
+        let listed = kiri.cli("unused", &["functions"]);
+        let functions: serde_json::Value = {
+            let url = format!("http://127.0.0.1:{}/api/v1/functions", kiri.metrics_port);
+            ureq::get(&url)
+                .call()
+                .unwrap()
+                .body_mut()
+                .read_json()
+                .unwrap()
+        };
+        let now = functions[0]["deployed_version"]
+            .as_u64()
+            .expect("conv is deployed");
+        assert!(
+            now == active || now == version,
+            "round {round}: version {now}: {listed}"
+        );
+        active = now;
+        // Intact: it runs, with the unit of the version that is active.
+        publish_all(
+            broker_port,
+            "s1",
+            "sensors/s1/temperature",
+            vec![reading("s1", seq)],
+        );
+        seq += 1;
+        sub.wait_for(seq as usize, Duration::from_secs(30), &mut kiri);
+        let want = if active == 1 || active % 2 == 1 {
+            "F"
+        } else {
+            "K"
+        };
+        assert_eq!(
+            units(&sub).last().unwrap().1,
+            want,
+            "round {round}, version {active}"
+        );
+    }
+    kiri.stop();
+}
+
+#[test]
+fn a_group_deployment_reaches_every_gateway_of_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Mosquitto::start(&dir.path().join("cloud"));
+    let local = Mosquitto::start(&dir.path().join("local"));
+    let (key, public) = keygen(dir.path(), "operator.key");
+    let broker = format!("mode = \"external\"\nurl = \"{}\"", local.url());
+    let gateway = |id: &str| {
+        deploy_config(&cloud.url(), &broker, &public, "groups = [\"site-a\"]")
+            .replace("id = \"gw-test\"", &format!("id = \"{id}\""))
+    };
+    let mut one = Kiri::start(&dir.path().join("one"), &gateway("gw-one"), &[]);
+    let mut two = Kiri::start(&dir.path().join("two"), &gateway("gw-two"), &[]);
+    let p = package(dir.path(), &key, 1, "F", &[]);
+    let (ok, text) = kiri_cli(&[
+        "deploy",
+        p.to_str().unwrap(),
+        "--broker",
+        &local.url(),
+        "--group",
+        "site-a",
+        "--expect",
+        "2",
+        "--timeout",
+        "30s",
+    ]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("gw-one: accepted") && text.contains("gw-two: accepted"),
+        "{text}"
+    );
+    for k in [&one, &two] {
+        assert!(k.cli("unused", &["functions"]).contains("conv"));
+    }
+    one.stop();
+    two.stop();
+}
