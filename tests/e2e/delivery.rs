@@ -199,9 +199,15 @@ fn a_crash_loop_loses_nothing_and_keeps_order() {
         }
     });
     let started = Instant::now();
-    for _ in 0..kills {
+    for round in 0..kills {
         std::thread::sleep(Duration::from_millis(fastrand::u64(100..1500)));
         kiri.kill9();
+        if round % 3 == 2 {
+            // Also while it starts: opening and recovering the store, connecting.
+            kiri.spawn();
+            std::thread::sleep(Duration::from_millis(fastrand::u64(0..300)));
+            kiri.kill9();
+        }
         kiri.restart();
     }
     publisher.join().unwrap();

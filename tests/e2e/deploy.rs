@@ -115,7 +115,12 @@ fn deployments(kiri: &Kiri) -> serde_json::Value {
 fn a_function_is_deployed_over_mqtt_then_replaced_without_losing_an_event() {
     let (dir, cloud, sub, broker_port) = super::site("deploy-consumer");
     let (key, public) = keygen(dir.path(), "operator.key");
-    let conf = deploy_config(&cloud.url(), &embedded(broker_port), &public, "");
+    let conf = deploy_config(
+        &cloud.url(),
+        &embedded(broker_port),
+        &public,
+        "max_package_bytes = 200000",
+    );
     let mut kiri = Kiri::start(&dir.path().join("kiri"), &conf, &[]);
 
     // Version 1: Fahrenheit. Deployed, answered, and running.
@@ -200,6 +205,11 @@ fn a_function_is_deployed_over_mqtt_then_replaced_without_losing_an_event() {
         let (ok, text) = deploy_to(broker_port, "gw-test", &p);
         assert!(!ok && text.contains("invalid_module"), "{file}: {text}");
     }
+    let big = dir.path().join("big.wasm");
+    std::fs::write(&big, vec![0u8; 300_000]).unwrap();
+    let p = package_module(dir.path(), &key, 3, "F", &big, &[]);
+    let (ok, text) = deploy_to(broker_port, "gw-test", &p);
+    assert!(!ok && text.contains("too_large"), "oversize: {text}");
     // Truncated and bit-flipped packages sent raw: refused, recorded in the history.
     let bytes = std::fs::read(&v2).unwrap();
     let mut flipped = bytes.clone();
@@ -217,7 +227,7 @@ fn a_function_is_deployed_over_mqtt_then_replaced_without_losing_an_event() {
             .iter()
             .filter(|e| e["accepted"] == false)
             .count()
-            >= 9
+            >= 10
     });
     let history = deployments(&kiri);
     assert!(history[0]["accepted"] == false && history[1]["accepted"] == false);
@@ -282,7 +292,26 @@ fn a_function_is_deployed_over_mqtt_then_replaced_without_losing_an_event() {
         "gw-test",
     ]);
     assert!(ok && text.contains("accepted"), "{text}");
-    assert!(!kiri.cli("unused", &["functions"]).contains("conv"));
+    let url = format!("http://127.0.0.1:{}/api/v1/functions", kiri.metrics_port);
+    let running: serde_json::Value = ureq::get(&url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    assert_eq!(
+        running.as_array().unwrap().len(),
+        0,
+        "conv no longer runs: {running}"
+    );
+    publish_all(
+        broker_port,
+        "s1",
+        "sensors/s1/temperature",
+        vec![reading("s1", 1102)],
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(units(&sub).len(), 1102, "and gives no result");
     kiri.stop();
 }
 

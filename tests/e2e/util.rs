@@ -235,6 +235,19 @@ impl Kiri {
     }
 
     pub fn restart(&mut self) {
+        self.spawn();
+        wait_until(
+            "kiri to subscribe to its triggers",
+            Duration::from_secs(20),
+            || {
+                self.assert_running();
+                self.metric("kiri_ingest_subscribed") == 1.0
+            },
+        );
+    }
+
+    /// Starts the process and returns at once (it may still be opening its store).
+    pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "already running");
         let log = fs::OpenOptions::new()
             .create(true)
@@ -252,14 +265,6 @@ impl Kiri {
             .spawn()
             .expect("start kiri");
         self.child = Some(child);
-        wait_until(
-            "kiri to subscribe to its triggers",
-            Duration::from_secs(20),
-            || {
-                self.assert_running();
-                self.metric("kiri_ingest_subscribed") == 1.0
-            },
-        );
     }
 
     /// Replaces the configuration file (takes effect at the next restart).

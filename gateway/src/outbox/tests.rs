@@ -209,7 +209,11 @@ fn parallel_appenders_never_push_the_outbox_past_its_bound() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while outbox.usage().0 < 10 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(100));
     assert_eq!(outbox.usage().0, 10, "full, and not one record more");
     outbox.close();
     let appended: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
