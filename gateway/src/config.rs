@@ -353,7 +353,7 @@ impl Default for DeployConfig {
         DeployConfig {
             trusted_keys: Vec::new(),
             groups: Vec::new(),
-            max_package_bytes: 8 << 20,
+            max_package_bytes: (1 << 20) - 4096,
             keep_versions: 3,
         }
     }
@@ -696,8 +696,13 @@ impl Config {
                 ));
             }
         }
-        if self.deploy.max_package_bytes > 40 << 20 || self.deploy.keep_versions == 0 {
-            return bad("deploy.max_package_bytes must be at most 40 MiB and deploy.keep_versions at least 1".into());
+        if self.deploy.max_package_bytes + 1024 > self.broker.max_packet_bytes
+            || self.deploy.keep_versions == 0
+        {
+            return bad(format!(
+                "deploy.max_package_bytes must leave 1 KiB under broker.max_packet_bytes ({}): a package travels in one MQTT message; and deploy.keep_versions must be at least 1",
+                self.broker.max_packet_bytes
+            ));
         }
         if self.broker.mode == BrokerMode::External {
             let local = parse_mqtt_url(&self.broker.url)

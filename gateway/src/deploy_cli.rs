@@ -61,12 +61,13 @@ pub struct PackageArgs {
     /// Refuse the package after this long (`7d`, `12h`).
     #[arg(long)]
     expires_in: Option<String>,
-    /// Only this gateway may accept it (repeat; default: any that receives it).
+    /// A gateway (its `gateway.id`) that may accept it (repeat). A gateway refuses a package
+    /// that names neither it nor one of its groups, wherever the package was sent.
+    #[arg(long, required_unless_present = "group")]
+    gateway: Vec<String>,
+    /// A group whose gateways may accept it (repeat).
     #[arg(long)]
-    only_gateway: Vec<String>,
-    /// Only gateways in this group may accept it (repeat).
-    #[arg(long)]
-    only_group: Vec<String>,
+    group: Vec<String>,
 }
 
 /// Where to send a package or command, and how long to wait for the answers.
@@ -191,8 +192,8 @@ pub fn package(a: PackageArgs) -> anyhow::Result<()> {
         function: Some(function),
         rollback_to: None,
         expires_ms,
-        gateways: a.only_gateway,
-        groups: a.only_group,
+        gateways: a.gateway,
+        groups: a.group,
         created_ms: now,
     };
     let package = keys::sign(&key, codec::to_cbor(&manifest), module);
@@ -233,8 +234,9 @@ pub fn command(
         function: None,
         rollback_to,
         expires_ms: Some(kiri::now_ms() + 24 * 3600 * 1000),
-        gateways: Vec::new(),
-        groups: Vec::new(),
+        // Signed with its target, so it cannot be replayed to another gateway or group.
+        gateways: target.gateway.iter().cloned().collect(),
+        groups: target.group.iter().cloned().collect(),
         created_ms: kiri::now_ms(),
     };
     let package = keys::sign(&key, codec::to_cbor(&manifest), Vec::new());
@@ -286,6 +288,19 @@ fn send(bytes: &[u8], target: &Target) -> anyhow::Result<()> {
         ),
         (None, None) => bail!("give --gateway or --group"),
     };
+    let covered = match (&target.gateway, &target.group) {
+        (Some(gw), _) => manifest.gateways.contains(gw),
+        (None, Some(g)) => manifest.groups.contains(g),
+        _ => false,
+    };
+    if !covered {
+        bail!(
+            "the package is addressed to gateways {:?} and groups {:?}: the target would refuse it \
+             (make it with `kiri package --gateway ID` or `--group G`)",
+            manifest.gateways,
+            manifest.groups
+        );
+    }
     let client_id = format!("kiri-deploy-{:08x}", fastrand::u32(..));
     let (client, mut connection) = Client::new(mqtt_options(target, &client_id)?, 16);
     client.subscribe(answers.as_str(), QoS::AtLeastOnce)?;

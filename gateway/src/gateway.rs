@@ -115,9 +115,28 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             let Some(spec) = deploy::apply::deployed_spec(&manifest, version) else {
                 continue;
             };
-            let prepared = runtime
-                .prepare(&spec, &module)
-                .with_context(|| format!("deployed function {name:?} version {version}"))?;
+            let prepared = match runtime.prepare(&spec, &module) {
+                Ok(p) => p,
+                Err(e) => {
+                    // Keep starting: the configuration's functions, and deployment itself
+                    // (to fix this one), must not depend on it.
+                    tracing::error!(function = %name, version, error = %e,
+                        "a deployed function no longer loads; it stays inactive until a new version is deployed");
+                    metrics::counter!("kiri_deployments_total", "outcome" => "rejected", "reason" => "load_failed").increment(1);
+                    deployments.record(&deploy::HistoryEntry {
+                        time_ms: crate::now_ms(),
+                        name: name.clone(),
+                        version: Some(version),
+                        kind: "load".into(),
+                        accepted: false,
+                        reason: "load_failed".into(),
+                        detail: e.to_string(),
+                        source: "start".into(),
+                        module_version: None,
+                    });
+                    continue;
+                }
+            };
             let module_version = prepared.version().to_string();
             let idx = runtime.install(None, prepared);
             directory.set(
@@ -323,6 +342,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         subscriptions,
         db: store.db.clone(),
         deploy: deployer,
+        pending_subscriptions: None,
     };
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     let processor_thread = std::thread::Builder::new()

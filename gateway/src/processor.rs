@@ -147,6 +147,8 @@ pub struct Processor {
     pub db: sled::Db,
     /// Deployment over MQTT, when `deploy.trusted_keys` is set.
     pub deploy: Option<crate::deploy::apply::Deployer>,
+    /// Subscriptions wanted but not yet requested (the ingest request queue was full).
+    pub pending_subscriptions: Option<Vec<String>>,
 }
 
 /// Where a job of the batch came from, for staging its result.
@@ -287,6 +289,7 @@ impl Processor {
             }
         }
         loop {
+            self.sync_subscriptions();
             while let Some(p) = pending_acks.front() {
                 if self.acker.try_ack(p).is_err() {
                     break;
@@ -297,7 +300,7 @@ impl Processor {
                 break;
             }
             // Wait for work, the stop notice, or (with acks pending) the retry tick.
-            let wait = if pending_acks.is_empty() {
+            let wait = if pending_acks.is_empty() && self.pending_subscriptions.is_none() {
                 Duration::from_secs(3600)
             } else {
                 ACK_RETRY
@@ -409,7 +412,17 @@ impl Processor {
                         origins.push(Origin::Event);
                     }
                 }
-                Work::Timer { function, .. } | Work::Replay { function, .. }
+                Work::Timer { function, .. }
+                    if self
+                        .specs
+                        .get(*function)
+                        .and_then(Option::as_ref)
+                        .is_none_or(|f| f.every.is_none() && f.cron.is_none()) =>
+                {
+                    // Its function was undeployed, or replaced by a version without a timer,
+                    // after this tick was queued.
+                }
+                Work::Replay { function, .. }
                     if self.specs.get(*function).is_none_or(Option::is_none) =>
                 {
                     // Its function was undeployed after this was queued.
@@ -417,8 +430,7 @@ impl Processor {
                         self.dead_letters.release(*id);
                     }
                 }
-                Work::Invoke(call) if self.specs.get(call.function).is_none_or(Option::is_none) => {
-                }
+                Work::Invoke(call) if !self.invocable(call.function) => {}
                 Work::Deploy { .. } => {}
                 Work::Timer { function, at_ms } => {
                     jobs.push(Job {
@@ -512,11 +524,20 @@ impl Processor {
         Ok(Some(local))
     }
 
+    /// Whether function `idx` runs and takes HTTP calls (it may have been undeployed, or
+    /// replaced by a version without `http`, since a call was queued).
+    fn invocable(&self, idx: usize) -> bool {
+        self.specs
+            .get(idx)
+            .and_then(Option::as_ref)
+            .is_some_and(|f| f.http)
+    }
+
     /// Answers HTTP calls to functions undeployed after the call was queued.
     fn refuse_stale_invocations(&self, group: &mut [Work]) {
         for w in group {
             if let Work::Invoke(call) = w {
-                if self.specs.get(call.function).is_none_or(Option::is_none) {
+                if !self.invocable(call.function) {
                     let (unused, _) = oneshot::channel();
                     let reply = std::mem::replace(&mut call.reply, unused);
                     let _ = reply.send(Err(InvokeFailure {

@@ -16,6 +16,9 @@ use crate::dashboard::functions::FunctionInfo;
 use crate::dispatch::Router;
 use crate::processor::{ack_of, ProcessError, Processor, Work};
 
+/// Refusals that come before the signature is known good.
+const UNSIGNED: [&str; 4] = ["too_large", "malformed", "untrusted_key", "bad_signature"];
+
 /// What the processor needs to take deployments.
 pub struct Deployer {
     /// What is accepted.
@@ -91,8 +94,12 @@ impl Processor {
                     source: source.into(),
                     module_version: None,
                 };
-                if let Some(d) = &self.deploy {
-                    d.store.record(&entry);
+                // Only what a trusted key signed goes into the history: anyone who can publish
+                // could otherwise flush it with junk (the rest is logged and counted).
+                if !UNSIGNED.contains(&r.reason) {
+                    if let Some(d) = &self.deploy {
+                        d.store.record(&entry);
+                    }
                 }
                 entry
             }
@@ -135,30 +142,24 @@ impl Processor {
     ) -> Result<HistoryEntry, Rejection> {
         let d = self.deploy.as_ref().expect("deployments are on");
         let state = d.store.state(name)?;
-        // The broker redelivers a package whose acknowledgement a crash prevented: the same
-        // manifest and module as the active version (checked when it was accepted) is
-        // answered, and changes nothing.
-        if let (Some(active), Ok(p)) = (state.active, crate::codec::Package::decode(payload)) {
-            if let Some(stored) = d.store.version(name, active)? {
-                if stored.manifest == p.manifest
-                    && stored.module == p.module
-                    && state.highest == active
-                {
-                    return Ok(HistoryEntry {
-                        time_ms: crate::now_ms(),
-                        name: name.into(),
-                        version: Some(active),
-                        kind: "deploy".into(),
-                        accepted: true,
-                        reason: "already_active".into(),
-                        detail: String::new(),
-                        source: source.into(),
-                        module_version: None,
-                    });
-                }
-            }
+        let verified = super::authenticate(&d.policy, name, payload)?;
+        // The broker redelivers what a crash kept from being acknowledged: the last manifest
+        // accepted (a signed one, with its module's hash) is answered again, and changes nothing.
+        let manifest_sha = sha256_hex(&verified.package.manifest);
+        if state.last_manifest.as_deref() == Some(manifest_sha.as_str()) {
+            return Ok(HistoryEntry {
+                time_ms: crate::now_ms(),
+                name: name.into(),
+                version: Some(verified.manifest.version),
+                kind: verified.manifest.kind.name().into(),
+                accepted: true,
+                reason: "already_applied".into(),
+                detail: String::new(),
+                source: source.into(),
+                module_version: None,
+            });
         }
-        let verified = super::verify(&d.policy, name, payload, &state, crate::now_ms())?;
+        super::admit(&d.policy, &verified, &state, crate::now_ms())?;
         let m = verified.manifest;
         let mut entry = HistoryEntry {
             time_ms: crate::now_ms(),
@@ -195,7 +196,8 @@ impl Processor {
                     version: m.version,
                     stored: Some(&stored),
                 };
-                d.store.commit(name, m.version, change, &entry)?;
+                d.store
+                    .commit(name, m.version, &manifest_sha, change, &entry)?;
                 self.activate(name, spec, prepared, m.version);
             }
             Kind::Rollback => {
@@ -230,7 +232,8 @@ impl Processor {
                     version: to,
                     stored: None,
                 };
-                d.store.commit(name, m.version, change, &entry)?;
+                d.store
+                    .commit(name, m.version, &manifest_sha, change, &entry)?;
                 self.activate(name, spec, prepared, to);
             }
             Kind::Undeploy => {
@@ -241,7 +244,8 @@ impl Processor {
                     ));
                 }
                 entry.reason = "removed".into();
-                d.store.commit(name, m.version, Change::Remove, &entry)?;
+                d.store
+                    .commit(name, m.version, &manifest_sha, Change::Remove, &entry)?;
                 if let Some(idx) = self.slot_of(name) {
                     self.runtime.retire(idx);
                     self.specs[idx] = None;
@@ -294,6 +298,16 @@ impl Processor {
         if let Some(d) = &self.deploy {
             wanted.extend(super::topics(&d.policy));
         }
+        self.pending_subscriptions = Some(wanted);
+        self.sync_subscriptions();
+    }
+
+    /// Brings the ingest session's subscriptions to what `pending_subscriptions` asks for;
+    /// when its request queue is full, leaves them pending for the next turn.
+    pub(crate) fn sync_subscriptions(&mut self) {
+        let Some(wanted) = self.pending_subscriptions.take() else {
+            return;
+        };
         let mut current = self.subscriptions.lock().expect("subscriptions lock");
         let added: Vec<String> = wanted
             .iter()
@@ -309,14 +323,20 @@ impl Processor {
             let filters = added
                 .iter()
                 .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-            if let Err(e) = self.acker.try_subscribe_many(filters) {
-                tracing::error!(error = %e, "cannot queue a subscription; it is made on the next connection");
+            if self.acker.try_subscribe_many(filters).is_err() {
+                drop(current);
+                self.pending_subscriptions = Some(wanted);
+                return;
             }
+            current.extend(added);
         }
         for f in &removed {
-            if let Err(e) = self.acker.try_unsubscribe(f.clone()) {
-                tracing::error!(error = %e, "cannot queue an unsubscribe request");
+            if self.acker.try_unsubscribe(f.clone()).is_err() {
+                drop(current);
+                self.pending_subscriptions = Some(wanted);
+                return;
             }
+            current.retain(|c| c != f);
         }
         *current = wanted.clone();
         drop(current);

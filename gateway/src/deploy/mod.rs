@@ -58,10 +58,10 @@ pub struct Manifest {
     /// Refused after this time, ms since the Unix epoch.
     #[serde(default)]
     pub expires_ms: Option<u64>,
-    /// Only these gateways (by `gateway.id`) may accept it; empty: any that receives it.
+    /// The gateways (by `gateway.id`) that may accept it...
     #[serde(default)]
     pub gateways: Vec<String>,
-    /// Only gateways in one of these groups may accept it; empty: no group condition.
+    /// ...and the groups whose gateways may: at least one of the two lists names the gateway.
     #[serde(default)]
     pub groups: Vec<String>,
     /// When it was made, ms since the Unix epoch.
@@ -122,6 +122,9 @@ pub struct NameState {
     pub active: Option<u64>,
     /// Versions whose module is kept, ascending.
     pub kept: Vec<u64>,
+    /// SHA-256 (hex) of the last manifest accepted: a redelivery of it is answered, not refused.
+    #[serde(default)]
+    pub last_manifest: Option<String>,
 }
 
 /// A kept version: the signed manifest and the module.
@@ -229,15 +232,26 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Every check that needs neither the runtime nor the store, in the documented order, except
-/// the version (which needs `state`): size, package shape, trusted key, signature, manifest,
-/// name, module hash, version, expiry, addressing.
+/// Every check that needs neither the runtime nor the store, in the documented order:
+/// [`authenticate`], then [`admit`].
 pub fn verify(
     policy: &Policy,
     topic_name: &str,
     bytes: &[u8],
     state: &NameState,
     now_ms: u64,
+) -> Result<Verified, Rejection> {
+    let verified = authenticate(policy, topic_name, bytes)?;
+    admit(policy, &verified, state, now_ms)?;
+    Ok(verified)
+}
+
+/// Whether a trusted key signed this, and it is what it says: size, package shape, trusted
+/// key, signature, manifest, name, module hash.
+pub fn authenticate(
+    policy: &Policy,
+    topic_name: &str,
+    bytes: &[u8],
 ) -> Result<Verified, Rejection> {
     if bytes.len() > policy.max_bytes {
         return Err(Rejection::new(
@@ -297,6 +311,18 @@ pub fn verify(
             }
         }
     }
+    Ok(Verified { manifest, package })
+}
+
+/// Whether an authenticated package may be applied here and now: version, expiry, addressing
+/// (every package and command must name this gateway or one of its groups), settings.
+pub fn admit(
+    policy: &Policy,
+    verified: &Verified,
+    state: &NameState,
+    now_ms: u64,
+) -> Result<(), Rejection> {
+    let manifest = &verified.manifest;
     if manifest.version <= state.highest {
         return Err(Rejection::new(
             "not_newer",
@@ -314,10 +340,9 @@ pub fn verify(
             ));
         }
     }
-    let for_gateway = manifest.gateways.is_empty() || manifest.gateways.contains(&policy.gateway);
-    let for_group =
-        manifest.groups.is_empty() || manifest.groups.iter().any(|g| policy.groups.contains(g));
-    if !for_gateway || !for_group {
+    let for_gateway = manifest.gateways.contains(&policy.gateway);
+    let for_group = manifest.groups.iter().any(|g| policy.groups.contains(g));
+    if !for_gateway && !for_group {
         return Err(Rejection::new(
             "not_addressed",
             format!(
@@ -342,7 +367,7 @@ pub fn verify(
         f.validate()
             .map_err(|e| Rejection::new("invalid_function", e))?;
     }
-    Ok(Verified { manifest, package })
+    Ok(())
 }
 
 /// An active deployed function, as stored: name, version, manifest and module.
@@ -440,6 +465,7 @@ impl Store {
         &self,
         name: &str,
         version_seen: u64,
+        manifest_sha: &str,
         change: Change<'_>,
         entry: &HistoryEntry,
     ) -> Result<(), Rejection> {
@@ -447,6 +473,8 @@ impl Store {
         use sled::Transactional;
         let mut state = self.state(name)?;
         state.highest = state.highest.max(version_seen);
+        state.last_manifest = Some(manifest_sha.to_string());
+        let previous = state.active;
         let mut drop_versions = Vec::new();
         let mut insert = None;
         match change {
@@ -460,8 +488,13 @@ impl Store {
                     insert = Some((module_key(name, version), codec::to_cbor(stored)));
                 }
                 while state.kept.len() > self.keep {
-                    // The oldest kept version that is not the one being activated goes.
-                    let Some(at) = state.kept.iter().position(|v| *v != version) else {
+                    // The oldest kept version goes, but never the one being activated nor the
+                    // one it replaces (the rollback target).
+                    let Some(at) = state
+                        .kept
+                        .iter()
+                        .position(|v| *v != version && Some(*v) != previous)
+                    else {
                         break;
                     };
                     drop_versions.push(state.kept.remove(at));

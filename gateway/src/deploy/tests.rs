@@ -30,7 +30,7 @@ fn manifest(version: u64) -> Manifest {
         function: Some(function("f")),
         rollback_to: None,
         expires_ms: None,
-        gateways: vec![],
+        gateways: vec!["gw-1".into()],
         groups: vec![],
         created_ms: 1,
     }
@@ -89,14 +89,21 @@ fn a_valid_package_passes_and_each_defect_is_named() {
     };
     assert_eq!(check(&package(&key, &elsewhere), &fresh), "not_addressed");
     let other_group = Manifest {
+        gateways: vec![],
         groups: vec!["site-b".into()],
         ..manifest(2)
     };
     assert_eq!(check(&package(&key, &other_group), &fresh), "not_addressed");
     let our_group = Manifest {
+        gateways: vec![],
         groups: vec!["site-a".into()],
         ..manifest(2)
     };
+    let nobody = Manifest {
+        gateways: vec![],
+        ..manifest(2)
+    };
+    assert_eq!(check(&package(&key, &nobody), &fresh), "not_addressed");
     assert_eq!(check(&package(&key, &our_group), &fresh), "accepted");
     assert_eq!(
         reason(verify(&p, "g", &good, &fresh, 1000)),
@@ -179,7 +186,7 @@ fn state_commits_keep_versions_and_history() {
             version: v,
             stored: Some(&stored),
         };
-        store.commit("f", v, change, &entry(v)).unwrap();
+        store.commit("f", v, "m", change, &entry(v)).unwrap();
     }
     let s = store.state("f").unwrap();
     assert_eq!(
@@ -191,6 +198,7 @@ fn state_commits_keep_versions_and_history() {
         .commit(
             "f",
             4,
+            "m",
             Change::Activate {
                 version: 2,
                 stored: None,
@@ -200,13 +208,30 @@ fn state_commits_keep_versions_and_history() {
         .unwrap();
     let active = store.active().unwrap();
     assert_eq!((active[0].0.as_str(), active[0].1), ("f", 2));
-    store.commit("f", 5, Change::Remove, &entry(5)).unwrap();
+    // A new version after the rollback: the version it replaces (2) stays, 3 goes.
+    let stored = StoredVersion {
+        manifest: codec::to_cbor(&manifest(5)),
+        module: WASM.to_vec(),
+    };
+    let change = Change::Activate {
+        version: 5,
+        stored: Some(&stored),
+    };
+    store.commit("f", 5, "m5", change, &entry(5)).unwrap();
+    assert_eq!(store.state("f").unwrap().kept, vec![2, 5]);
+    assert_eq!(
+        store.state("f").unwrap().last_manifest.as_deref(),
+        Some("m5")
+    );
+    store
+        .commit("f", 6, "m6", Change::Remove, &entry(6))
+        .unwrap();
     assert!(store.active().unwrap().is_empty());
-    assert_eq!(store.state("f").unwrap().highest, 5);
+    assert_eq!(store.state("f").unwrap().highest, 6);
     let h = store.history(10);
     assert_eq!(
         h.iter().map(|e| e.time_ms).collect::<Vec<_>>(),
-        [5, 4, 3, 2, 1]
+        [6, 5, 4, 3, 2, 1]
     );
 }
 

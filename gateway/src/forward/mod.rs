@@ -281,8 +281,28 @@ async fn session(
                         payload: p.payload.to_vec(),
                     };
                     if control.work.try_send(work).is_err() {
+                        // Not taken (this session acknowledges on receipt): say so, so that
+                        // the operator sends it again.
                         metrics::counter!("kiri_deploy_dropped_total").increment(1);
                         tracing::warn!(topic = %p.topic, "deployment from the cloud dropped: the processing queue is full; publish it again");
+                        if let Some(name) = p.topic.strip_prefix(&format!("kiri/{}/deploy/", cfg.gateway)) {
+                            let entry = crate::deploy::HistoryEntry {
+                                time_ms: crate::now_ms(),
+                                name: name.to_string(),
+                                version: None,
+                                kind: "unknown".into(),
+                                accepted: false,
+                                reason: "busy".into(),
+                                detail: "the gateway's processing queue is full; send it again".into(),
+                                source: "cloud".into(),
+                                module_version: None,
+                            };
+                            let reply = crate::codec::to_cbor(&crate::deploy::DeployResult {
+                                gateway: cfg.gateway.clone(),
+                                entry,
+                            });
+                            let _ = client.try_publish(format!("{}/result", p.topic), QoS::AtLeastOnce, false, reply);
+                        }
                     }
                 }
                 Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => window.assigned(pkid),
