@@ -369,6 +369,8 @@ pub struct DashboardConfig {
     /// kept in the store). Required explicitly when `listen` is not a loopback address.
     #[serde(deserialize_with = "opt_text")]
     pub token: Option<String>,
+    /// Log lines kept per function (the newest), for the API and the page.
+    pub log_lines: usize,
 }
 
 impl Default for DashboardConfig {
@@ -376,6 +378,7 @@ impl Default for DashboardConfig {
         DashboardConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             token: None,
+            log_lines: 200,
         }
     }
 }

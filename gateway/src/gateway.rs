@@ -69,7 +69,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let (backlog, backlog_bytes) = outbox.usage();
     tracing::info!(data_dir = %config.gateway.data_dir.display(), backlog, backlog_bytes, "store open");
 
+    let live = crate::live::Live::new(config.dashboard.log_lines);
     let mut runtime = Runtime::new(config.broker.max_message_bytes, store.db.clone());
+    runtime.set_live(live.clone());
     let directory = Directory::default();
     let mut specs = Vec::new();
     for f in &config.functions {
@@ -228,7 +230,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         Some(t) => t.as_str().into(),
         None => store.dashboard_token()?.into(),
     };
-    let uplink_status = SharedStatus::new(&config.cloud.url);
+    let uplink_status = SharedStatus::new(&config.cloud.url, Some(live.clone()));
     let app = dashboard::router(dashboard::Dashboard {
         metrics: metrics_handle,
         work: tx.clone(),
@@ -239,6 +241,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         dead_letters: dead_letters.clone(),
         meters: runtime.meters(),
         deployments: deployer.as_ref().map(|d| d.store.clone()),
+        live: live.clone(),
         gateway_id: config.gateway.id.as_str().into(),
         started,
         uplink: uplink_status.clone(),
@@ -297,7 +300,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         forward_cfg,
         outbox.clone(),
         wake.clone(),
-        uplink_status,
+        uplink_status.clone(),
         forward::Control {
             work: tx.clone(),
             replies: replies_rx,
@@ -305,6 +308,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         },
     ));
     let housekeeping_task = tokio::spawn(housekeeping(outbox.clone()));
+    let tick_task = tokio::spawn(tick(
+        live,
+        runtime.meters(),
+        outbox.clone(),
+        uplink_status.clone(),
+    ));
 
     let retry_task = tokio::spawn(crate::retry::run(
         dead_letters.clone(),
@@ -383,6 +392,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     forward_task.abort();
     housekeeping_task.abort();
+    tick_task.abort();
     local_task.abort();
     upkeep_task.abort();
     outbox.flush()?;
@@ -404,5 +414,33 @@ async fn housekeeping(outbox: Arc<Outbox>) {
             _ => 0.0,
         };
         metrics::gauge!("kiri_outbox_oldest_age_seconds").set(age);
+    }
+}
+
+/// Once a second: the totals live readers derive rates from.
+async fn tick(
+    live: crate::live::Live,
+    meters: crate::runtime::meter::Meters,
+    outbox: Arc<Outbox>,
+    uplink: SharedStatus,
+) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (invocations, errors) = {
+            let m = meters.lock().expect("meters lock");
+            let invocations = m.iter().map(|f| f.invocations).sum();
+            let errors = m.iter().map(|f| f.errors.values().sum::<u64>()).sum();
+            (invocations, errors)
+        };
+        let up = uplink.get();
+        live.send(crate::live::Event::Tick {
+            time_ms: crate::now_ms(),
+            events: crate::ingest::RECEIVED.load(std::sync::atomic::Ordering::Relaxed),
+            invocations,
+            errors,
+            backlog: outbox.usage().0,
+            delivered: up.delivered,
+            connected: up.connected,
+        });
     }
 }

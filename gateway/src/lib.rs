@@ -15,6 +15,7 @@ pub mod dispatch;
 pub mod forward;
 pub mod gateway;
 pub mod ingest;
+pub mod live;
 pub mod outbox;
 pub mod processor;
 pub mod retry;

@@ -3,6 +3,7 @@
 
 mod delivery;
 mod deploy;
+mod observe;
 mod util;
 
 use std::time::Duration;

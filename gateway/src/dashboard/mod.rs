@@ -10,6 +10,8 @@
 //! | `GET /api/v1/status` | none | gateway id, uptime, uplink state, outbox backlog and policy |
 //! | `GET /api/v1/functions` | none | each function's configuration and metering |
 //! | `GET /api/v1/deployments` | none | the deployment history, newest first (`?limit=N`) |
+//! | `GET /api/v1/functions/{name}/logs` | none | the function's newest log lines (`?limit=N`) |
+//! | `GET /api/v1/events` | none | server-sent events: log lines, uplink changes, a tick a second |
 //! | `GET /api/v1/dead-letters` | token | lists dead letters (`?function=F&limit=N`) |
 //! | `POST /api/v1/dead-letters/replay` | token | replays `{"ids": [...]}` or `{"function": F}` |
 //! | `POST /api/v1/dead-letters/drop` | token | drops `{"ids": [...]}`, `{"function": F}` or `{"all": true}` |
@@ -55,6 +57,8 @@ pub struct Dashboard {
     pub meters: crate::runtime::meter::Meters,
     /// Deployment history.
     pub deployments: Option<crate::deploy::Store>,
+    /// Function log lines and live events.
+    pub live: crate::live::Live,
     /// The gateway's id.
     pub gateway_id: Arc<str>,
     /// When the gateway started.
@@ -79,6 +83,8 @@ pub fn router(state: Dashboard) -> Router {
         .route("/api/v1/status", get(status::get))
         .route("/api/v1/functions", get(functions::list))
         .route("/api/v1/deployments", get(deployments))
+        .route("/api/v1/functions/{name}/logs", get(logs))
+        .route("/api/v1/events", get(events))
         .route("/api/v1/dead-letters", get(dead_letters::list))
         .route("/api/v1/dead-letters/replay", post(dead_letters::replay))
         .route(
@@ -112,6 +118,39 @@ async fn deployments(
         .map(|d| d.history(limit))
         .unwrap_or_default();
     Json(entries).into_response()
+}
+
+async fn logs(
+    State(s): State<Dashboard>,
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<Limit>,
+) -> Response {
+    if s.directory.find(&name).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no running function {name:?}"),
+        );
+    }
+    let limit = q.limit.unwrap_or(100).min(s.live.per_function());
+    Json(s.live.lines(&name, limit)).into_response()
+}
+
+async fn events(State(s): State<Dashboard>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let stream = futures_util::stream::unfold(s.live.subscribe(), |mut rx| async move {
+        let event = match rx.recv().await {
+            Ok(e) => Event::default().json_data(&e).ok()?,
+            // A reader this far behind skips what it missed, and is told how much.
+            Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, std::convert::Infallible>(event), rx))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 async fn readyz(State(s): State<Dashboard>) -> Response {

@@ -26,18 +26,30 @@ pub struct UplinkStatus {
     pub delivered: u64,
 }
 
-/// The status, shared between the forwarder (writer) and the HTTP API (reader).
-#[derive(Debug, Clone, Default)]
-pub struct SharedStatus(Arc<Mutex<UplinkStatus>>);
+/// The status, shared between the forwarder (writer) and the HTTP API (reader); changes are
+/// also sent to live readers.
+#[derive(Clone, Default)]
+pub struct SharedStatus(Arc<Mutex<UplinkStatus>>, Option<crate::live::Live>);
 
 impl SharedStatus {
     /// A status for the uplink to `url`, not yet connected.
-    pub fn new(url: &str) -> SharedStatus {
-        SharedStatus(Arc::new(Mutex::new(UplinkStatus {
+    pub fn new(url: &str, live: Option<crate::live::Live>) -> SharedStatus {
+        let status = UplinkStatus {
             url: url.to_string(),
             since_ms: Some(crate::now_ms()),
             ..UplinkStatus::default()
-        })))
+        };
+        SharedStatus(Arc::new(Mutex::new(status)), live)
+    }
+
+    fn tell(&self, connected: bool, error: Option<String>) {
+        if let Some(live) = &self.1 {
+            live.send(crate::live::Event::Uplink {
+                connected,
+                error,
+                time_ms: crate::now_ms(),
+            });
+        }
     }
 
     fn update(&self, f: impl FnOnce(&mut UplinkStatus)) {
@@ -57,6 +69,7 @@ impl SharedStatus {
             s.reconnects = s.connects - 1;
             s.next_attempt_ms = None;
         });
+        self.tell(true, None);
     }
 
     pub(super) fn disconnected(&self, error: &str, retry_in: Duration) {
@@ -70,6 +83,7 @@ impl SharedStatus {
             s.last_error_ms = Some(now);
             s.next_attempt_ms = Some(now + retry_in.as_millis() as u64);
         });
+        self.tell(false, Some(error.to_string()));
     }
 
     pub(super) fn delivered(&self, n: u64) {

@@ -17,6 +17,9 @@ use tokio::sync::mpsc;
 
 use crate::processor::Work;
 
+/// Messages received from the local broker since start (for the live tick).
+pub static RECEIVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// One message from the local broker, waiting to be processed and then acknowledged.
 #[derive(Debug)]
 pub struct Incoming {
@@ -61,6 +64,7 @@ pub async fn run(
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 metrics::counter!("kiri_ingest_messages_total").increment(1);
+                RECEIVED.fetch_add(1, Ordering::Relaxed);
                 let incoming = Incoming {
                     publish,
                     received_ms: crate::now_ms(),

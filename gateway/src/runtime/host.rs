@@ -58,6 +58,8 @@ pub struct HostState {
     pub(crate) max_kv_writes: usize,
     /// The body set by `respond` (HTTP invocations answer with it).
     pub(crate) response: Option<Vec<u8>>,
+    /// Where log lines go (the function's ring, and live readers).
+    pub(crate) live: crate::live::Live,
 }
 
 impl HostState {
@@ -207,12 +209,25 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
             }
             let text = String::from_utf8_lossy(bytes);
             let function = &*state.function;
-            match lvl {
-                level::ERROR => tracing::error!(target: "kiri::function", function, "{text}"),
-                level::WARN => tracing::warn!(target: "kiri::function", function, "{text}"),
-                level::INFO => tracing::info!(target: "kiri::function", function, "{text}"),
-                _ => tracing::debug!(target: "kiri::function", function, "{text}"),
-            }
+            let name = match lvl {
+                level::ERROR => {
+                    tracing::error!(target: "kiri::function", function, "{text}");
+                    "error"
+                }
+                level::WARN => {
+                    tracing::warn!(target: "kiri::function", function, "{text}");
+                    "warn"
+                }
+                level::INFO => {
+                    tracing::info!(target: "kiri::function", function, "{text}");
+                    "info"
+                }
+                _ => {
+                    tracing::debug!(target: "kiri::function", function, "{text}");
+                    "debug"
+                }
+            };
+            state.live.log(function, name, text.into_owned());
             Ok(())
         },
     )?;

@@ -145,6 +145,7 @@ struct Meta {
     config: Arc<BTreeMap<String, String>>,
     permissions: Arc<Permissions>,
     kv: sled::Tree,
+    live: crate::live::Live,
 }
 
 struct Function {
@@ -200,6 +201,7 @@ pub struct Runtime {
     max_payload_bytes: usize,
     db: sled::Db,
     meters: meter::Meters,
+    live: crate::live::Live,
 }
 
 impl Runtime {
@@ -212,6 +214,7 @@ impl Runtime {
             max_payload_bytes,
             db,
             meters: meter::Meters::default(),
+            live: crate::live::Live::default(),
         }
     }
 
@@ -336,6 +339,7 @@ impl Runtime {
             config: Arc::new(config),
             permissions: Arc::new(permissions),
             kv: self.db.open_tree(format!("kv/{name}"))?,
+            live: self.live.clone(),
         };
         let set = &self.engines[&meta.limits.max_call_depth];
         // One instance now: it validates the module's start and ABI version; the rest of
@@ -382,6 +386,7 @@ fn instantiate(set: &EngineSet, f: &Meta, max_payload_bytes: usize) -> Result<Li
             max_kv_value_bytes: f.limits.kv_max_value_bytes,
             max_kv_writes: f.limits.kv_max_writes,
             response: None,
+            live: f.live.clone(),
         };
         let mut store = Store::new(&set.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -570,7 +575,12 @@ impl Runtime {
         }
     }
 
-    /// The shared statistics the HTTP API reads.
+    /// Where the functions' log lines go; set it before loading functions.
+    pub fn set_live(&mut self, live: crate::live::Live) {
+        self.live = live;
+    }
+
+    /// The metering of every function, shared with the HTTP API.
     pub fn meters(&self) -> meter::Meters {
         self.meters.clone()
     }
