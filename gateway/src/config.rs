@@ -371,6 +371,8 @@ pub struct DashboardConfig {
     pub token: Option<String>,
     /// Log lines kept per function (the newest), for the API and the page.
     pub log_lines: usize,
+    /// Whether reads (`/api/v1` GETs, `/metrics`) need the token too.
+    pub auth_reads: bool,
 }
 
 impl Default for DashboardConfig {
@@ -379,6 +381,7 @@ impl Default for DashboardConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             token: None,
             log_lines: 200,
+            auth_reads: false,
         }
     }
 }

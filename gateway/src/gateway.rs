@@ -242,6 +242,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         meters: runtime.meters(),
         deployments: deployer.as_ref().map(|d| d.store.clone()),
         live: live.clone(),
+        auth_reads: config.dashboard.auth_reads,
+        lockout: Default::default(),
         gateway_id: config.gateway.id.as_str().into(),
         started,
         uplink: uplink_status.clone(),

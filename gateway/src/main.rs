@@ -275,9 +275,19 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// A GET to the gateway's API, with the token from `KIRI_DASHBOARD_TOKEN` when set (needed
+/// when the gateway has `dashboard.auth_reads`).
+fn read_request(url: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+    let req = ureq::get(url);
+    match std::env::var("KIRI_DASHBOARD_TOKEN") {
+        Ok(t) if !t.is_empty() => req.header("Authorization", &format!("Bearer {t}")),
+        _ => req,
+    }
+}
+
 fn status(url: &str, json: bool) -> anyhow::Result<()> {
     let endpoint = format!("{}/api/v1/status", url.trim_end_matches('/'));
-    let mut resp = ureq::get(&endpoint)
+    let mut resp = read_request(&endpoint)
         .call()
         .with_context(|| format!("cannot reach the gateway at {url}"))?;
     let body = resp.body_mut().read_to_string()?;
@@ -342,7 +352,7 @@ fn status(url: &str, json: bool) -> anyhow::Result<()> {
 fn functions_table(url: &str) -> anyhow::Result<()> {
     use kiri::dashboard::functions::FunctionView;
     let endpoint = format!("{}/api/v1/functions", url.trim_end_matches('/'));
-    let mut resp = ureq::get(&endpoint)
+    let mut resp = read_request(&endpoint)
         .call()
         .with_context(|| format!("cannot reach the gateway at {url}"))?;
     let views: Vec<FunctionView> = serde_json::from_str(&resp.body_mut().read_to_string()?)?;
@@ -406,7 +416,7 @@ fn functions_table(url: &str) -> anyhow::Result<()> {
         }
     }
     let endpoint = format!("{}/api/v1/deployments?limit=10", url.trim_end_matches('/'));
-    if let Ok(mut resp) = ureq::get(&endpoint).call() {
+    if let Ok(mut resp) = read_request(&endpoint).call() {
         let history: Vec<kiri::deploy::HistoryEntry> =
             serde_json::from_str(&resp.body_mut().read_to_string()?)?;
         if !history.is_empty() {

@@ -71,3 +71,110 @@ fn function_logs_are_kept_and_events_stream_live() {
     assert_eq!(kiri.get_status("/api/v1/functions/nope/logs"), 404);
     kiri.stop();
 }
+
+/// `GET`/`POST` with an optional bearer token: status, `Cache-Control`, body.
+fn call(method: &str, url: &str, token: Option<&str>, body: &str) -> (u16, String, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut resp = if method == "GET" {
+        let mut req = agent.get(url);
+        if let Some(a) = &auth {
+            req = req.header("Authorization", a);
+        }
+        req.call().unwrap()
+    } else {
+        let mut req = agent.post(url).header("Content-Type", "application/json");
+        if let Some(a) = &auth {
+            req = req.header("Authorization", a);
+        }
+        req.send(body).unwrap()
+    };
+    let cache = resp
+        .headers()
+        .get("cache-control")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    (resp.status().as_u16(), cache, text)
+}
+
+#[test]
+fn the_api_wants_the_token_where_configured_and_locks_out_guessing() {
+    let (dir, cloud, _sub, broker_port) = super::site("auth-consumer");
+    let token = "a-test-token-of-enough-length";
+    let conf = config(&cloud.url(), &embedded(broker_port)).replacen(
+        "[cloud]",
+        "[dashboard]\nauth_reads = true\n[cloud]",
+        1,
+    );
+    let mut kiri = Kiri::start(
+        &dir.path().join("kiri"),
+        &conf,
+        &[("KIRI_DASHBOARD_TOKEN", token.to_string())],
+    );
+    let base = format!("http://127.0.0.1:{}", kiri.metrics_port);
+    let reads = [
+        "/metrics",
+        "/api/v1/status",
+        "/api/v1/functions",
+        "/api/v1/deployments",
+        "/api/v1/functions/convert/logs",
+        "/api/v1/dead-letters",
+    ];
+    for path in reads {
+        let url = format!("{base}{path}");
+        assert_eq!(call("GET", &url, None, "").0, 401, "{path} without a token");
+        let (status, cache, _) = call("GET", &url, Some(token), "");
+        assert_eq!(status, 200, "{path} with the token");
+        assert_eq!(cache, "no-store", "{path} is not cached");
+    }
+    assert_eq!(call("GET", &format!("{base}/healthz"), None, "").0, 200);
+    let writes = [
+        "/api/v1/dead-letters/replay",
+        "/api/v1/dead-letters/drop",
+        "/invoke/convert",
+    ];
+    for path in writes {
+        let url = format!("{base}{path}");
+        assert_eq!(
+            call("POST", &url, None, "{}").0,
+            401,
+            "{path} without a token"
+        );
+    }
+    // Bad input is a client error, with a reason.
+    let (status, _, _) = call(
+        "POST",
+        &format!("{base}/api/v1/dead-letters/drop"),
+        Some(token),
+        "{not json",
+    );
+    assert!((400..500).contains(&status), "malformed JSON: {status}");
+
+    // /metrics is Prometheus text format, as a parser reads it.
+    let (_, _, text) = call("GET", &format!("{base}/metrics"), Some(token), "");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text format");
+    for name in [
+        "kiri_outbox_records",
+        "kiri_ingest_subscribed",
+        "kiri_uplink_connected",
+    ] {
+        assert!(
+            scrape.samples.iter().any(|s| s.metric == name),
+            "{name} in /metrics"
+        );
+    }
+
+    // Guessing: a burst of wrong tokens, then even the right one is refused for a while.
+    let url = format!("{base}/api/v1/status");
+    for _ in 0..11 {
+        assert_eq!(call("GET", &url, Some("a-wrong-token-guess"), "").0, 401);
+    }
+    assert_eq!(call("GET", &url, Some(token), "").0, 429);
+    kiri.stop();
+}

@@ -267,6 +267,14 @@ impl Kiri {
         self.child = Some(child);
     }
 
+    /// The request with the dashboard token, when the test set one (reads may need it).
+    fn authorized<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match self.env.iter().find(|(k, _)| k == "KIRI_DASHBOARD_TOKEN") {
+            Some((_, t)) => req.header("Authorization", &format!("Bearer {t}")),
+            None => req,
+        }
+    }
+
     /// Replaces the configuration file (takes effect at the next restart).
     pub fn set_config(&mut self, config_toml: &str) {
         fs::write(&self.config, config_toml).unwrap();
@@ -281,7 +289,10 @@ impl Kiri {
     /// `GET /api/v1/status` as JSON.
     pub fn status(&self) -> serde_json::Value {
         let url = format!("http://127.0.0.1:{}/api/v1/status", self.metrics_port);
-        let mut resp = ureq::get(&url).call().expect("GET /api/v1/status");
+        let mut resp = self
+            .authorized(ureq::get(&url))
+            .call()
+            .expect("GET /api/v1/status");
         resp.body_mut().read_json().expect("status is JSON")
     }
 
@@ -383,7 +394,7 @@ impl Kiri {
     /// starts with `prefix`), or 0 if absent.
     pub fn metric(&self, prefix: &str) -> f64 {
         let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
-        let Ok(mut resp) = ureq::get(&url).call() else {
+        let Ok(mut resp) = self.authorized(ureq::get(&url)).call() else {
             return 0.0;
         };
         let body = resp.body_mut().read_to_string().unwrap_or_default();

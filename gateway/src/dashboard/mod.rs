@@ -59,6 +59,10 @@ pub struct Dashboard {
     pub deployments: Option<crate::deploy::Store>,
     /// Function log lines and live events.
     pub live: crate::live::Live,
+    /// Whether reads (the `/api/v1` GETs and `/metrics`) need the token too.
+    pub auth_reads: bool,
+    /// Wrong-token attempts, rate-limited.
+    pub lockout: Arc<auth::Lockout>,
     /// The gateway's id.
     pub gateway_id: Arc<str>,
     /// When the gateway started.
@@ -72,26 +76,56 @@ pub struct Dashboard {
 /// The routes.
 pub fn router(state: Dashboard) -> Router {
     let max_body = state.max_body;
-    Router::new()
+    // Reads: open, or behind the token with `dashboard.auth_reads`.
+    let reads = Router::new()
         .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status::get))
+        .route("/api/v1/functions", get(functions::list))
+        .route("/api/v1/deployments", get(deployments))
+        .route("/api/v1/functions/{name}/logs", get(logs))
+        .route("/api/v1/events", get(events))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            read_auth,
+        ));
+    Router::new()
+        .merge(reads)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route(
             "/invoke/{function}",
             post(invoke).layer(DefaultBodyLimit::max(max_body)),
         )
-        .route("/api/v1/status", get(status::get))
-        .route("/api/v1/functions", get(functions::list))
-        .route("/api/v1/deployments", get(deployments))
-        .route("/api/v1/functions/{name}/logs", get(logs))
-        .route("/api/v1/events", get(events))
         .route("/api/v1/dead-letters", get(dead_letters::list))
         .route("/api/v1/dead-letters/replay", post(dead_letters::replay))
         .route(
             "/api/v1/dead-letters/drop",
             post(dead_letters::drop_entries),
         )
+        .layer(axum::middleware::map_response(no_store))
         .with_state(state)
+}
+
+/// API answers are live state: never cached.
+async fn no_store(mut r: Response) -> Response {
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+async fn read_auth(
+    State(s): State<Dashboard>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if s.auth_reads {
+        if let Err(e) = authorized(&s, req.headers()) {
+            return e.into_response();
+        }
+    }
+    next.run(req).await
 }
 
 async fn metrics(State(s): State<Dashboard>) -> Response {
@@ -188,8 +222,20 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `Err` with a 401 answer unless the request carries the token.
+/// `Err` with a 401 answer unless the request carries the token; a 429 while too many wrong
+/// tokens came lately (then no token is even compared, so guessing gains nothing).
 fn authorized(s: &Dashboard, headers: &HeaderMap) -> Result<(), ApiError> {
+    if let Some(wait) = s.lockout.locked() {
+        metrics::counter!("kiri_http_locked_out_total").increment(1);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "locked_out",
+            format!(
+                "too many wrong tokens lately; try again in {} s",
+                wait.as_secs().max(1)
+            ),
+        ));
+    }
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -197,6 +243,9 @@ fn authorized(s: &Dashboard, headers: &HeaderMap) -> Result<(), ApiError> {
         return Ok(());
     }
     metrics::counter!("kiri_http_unauthorized_total").increment(1);
+    if auth.is_some() {
+        s.lockout.failed();
+    }
     Err(ApiError::new(
         StatusCode::UNAUTHORIZED,
         "unauthorized",
