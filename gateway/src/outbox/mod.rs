@@ -113,6 +113,8 @@ pub struct OutboxStats {
     pub bytes: u64,
     /// High priority records held.
     pub high_priority_records: u64,
+    /// Records held but not yet flushed (not yet sent: a crash may still undo them).
+    pub unflushed: u64,
     /// Age of the oldest record held, ms.
     pub oldest_age_ms: Option<u64>,
     /// Records appended since start.
@@ -333,6 +335,7 @@ impl Outbox {
             records: u.records,
             bytes: u.bytes,
             high_priority_records: u.high,
+            unflushed: self.unflushed()?,
             oldest_age_ms: self
                 .oldest_created_ms()?
                 .map(|t| crate::now_ms().saturating_sub(t)),
@@ -346,6 +349,17 @@ impl Outbox {
             disk_waits: get(&c.disk_waits),
             policy: self.limits.clone(),
         })
+    }
+
+    /// Records written but not yet flushed.
+    pub fn unflushed(&self) -> Result<u64, OutboxError> {
+        let durable = self.durable.load(Ordering::Acquire);
+        let mut n = 0;
+        for p in Priority::ALL {
+            let range = record::key(p, durable)..=record::key(p, u64::MAX);
+            n += self.tree.range(range).count() as u64;
+        }
+        Ok(n)
     }
 
     /// When the oldest record held was created (the older of the two classes' first records).
