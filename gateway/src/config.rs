@@ -201,6 +201,38 @@ pub struct CloudConfig {
     pub batch_bytes: usize,
     /// Upload bandwidth cap in bytes per second (MQTT payload bytes); 0 = none.
     pub max_bytes_per_sec: u64,
+    /// Function log lines at this level or more severe are forwarded to the cloud (at low
+    /// priority, on `<topic_prefix>/$logs/<function>`); `off`: none.
+    pub logs: LogForwarding,
+}
+
+/// Which function log lines go to the cloud.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum LogForwarding {
+    /// None.
+    Off,
+    /// Errors.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// And info.
+    Info,
+    /// Everything.
+    Debug,
+}
+
+impl LogForwarding {
+    /// Whether a line of `level` (`error`, `warn`, `info`, `debug`) goes.
+    pub fn passes(self, level: &str) -> bool {
+        let rank = match level {
+            "error" => LogForwarding::Error,
+            "warn" => LogForwarding::Warn,
+            "info" => LogForwarding::Info,
+            _ => LogForwarding::Debug,
+        };
+        self != LogForwarding::Off && rank <= self
+    }
 }
 
 /// A secret string: deserialised like text, shown as `***` by `Debug` and when serialised.
@@ -252,6 +284,7 @@ impl Default for CloudConfig {
             batch_records: 1,
             batch_bytes: 64 << 10,
             max_bytes_per_sec: 0,
+            logs: LogForwarding::Off,
         }
     }
 }
@@ -1014,6 +1047,13 @@ mod tests {
         assert!(parse_mqtt_url("http://host").is_err());
         assert!(parse_mqtt_url("mqtt://host:x").is_err());
         assert!(parse_mqtt_url("mqtt://:1").is_err());
+    }
+
+    #[test]
+    fn log_forwarding_levels_include_the_more_severe() {
+        assert!(LogForwarding::Warn.passes("error") && LogForwarding::Warn.passes("warn"));
+        assert!(!LogForwarding::Warn.passes("info") && !LogForwarding::Off.passes("error"));
+        assert!(LogForwarding::Debug.passes("debug"));
     }
 
     #[test]

@@ -310,6 +310,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         },
     ));
     let housekeeping_task = tokio::spawn(housekeeping(outbox.clone()));
+    let logs_task = (config.cloud.logs != crate::config::LogForwarding::Off).then(|| {
+        tokio::spawn(crate::live::forward_logs(
+            live.clone(),
+            outbox.clone(),
+            config.cloud.logs,
+        ))
+    });
     let tick_task = tokio::spawn(tick(
         live,
         runtime.meters(),
@@ -395,6 +402,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     forward_task.abort();
     housekeeping_task.abort();
     tick_task.abort();
+    if let Some(t) = logs_task {
+        t.abort();
+    }
     local_task.abort();
     upkeep_task.abort();
     outbox.flush()?;

@@ -357,7 +357,7 @@ fn functions_table(url: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot reach the gateway at {url}"))?;
     let views: Vec<FunctionView> = serde_json::from_str(&resp.body_mut().read_to_string()?)?;
     println!(
-        "{:<16} {:>9} {:>9} {:>7} {:>7} {:>5} {:>6} {:>6} {:>12} {:>10} {:>10} {:>9}  trigger",
+        "{:<16} {:>9} {:>9} {:>7} {:>7} {:>5} {:>6} {:>6} {:>12} {:>8} {:>8} {:>8} {:>9}  trigger",
         "function",
         "calls",
         "ok",
@@ -367,14 +367,14 @@ fn functions_table(url: &str) -> anyhow::Result<()> {
         "cold",
         "warm",
         "fuel",
-        "mean us",
+        "p50 us",
+        "p99 us",
         "max us",
         "mem KiB"
     );
     for v in views {
         let s = &v.stats;
         let errors: u64 = s.errors.values().sum();
-        let mean = s.wall_us_total.checked_div(s.invocations).unwrap_or(0);
         let trigger = [
             v.info.triggers.join(" "),
             v.info
@@ -393,7 +393,7 @@ fn functions_table(url: &str) -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .join(", ");
         println!(
-            "{:<16} {:>9} {:>9} {:>7} {:>7} {:>5} {:>6} {:>6} {:>12} {:>10} {:>10} {:>9}  {}",
+            "{:<16} {:>9} {:>9} {:>7} {:>7} {:>5} {:>6} {:>6} {:>12} {:>8} {:>8} {:>8} {:>9}  {}",
             v.info.name,
             s.invocations,
             s.ok,
@@ -403,7 +403,8 @@ fn functions_table(url: &str) -> anyhow::Result<()> {
             s.cold_starts,
             s.warm_starts,
             s.fuel,
-            mean,
+            s.wall_us_p50,
+            s.wall_us_p99,
             s.wall_us_max,
             s.memory_peak_bytes / 1024,
             trigger

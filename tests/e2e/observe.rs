@@ -178,3 +178,41 @@ fn the_api_wants_the_token_where_configured_and_locks_out_guessing() {
     assert_eq!(call("GET", &url, Some(token), "").0, 429);
     kiri.stop();
 }
+
+#[test]
+fn warnings_can_be_forwarded_to_the_cloud_at_low_priority() {
+    let (dir, cloud, sub, broker_port) = super::site("logs-consumer");
+    let conf = config(&cloud.url(), &embedded(broker_port)).replacen(
+        "[cloud]\n",
+        "[cloud]\nlogs = \"warn\"\n",
+        1,
+    );
+    let mut kiri = Kiri::start(&dir.path().join("kiri"), &conf, &[]);
+    // Valid CBOR that is not a reading: convert logs a warning about it.
+    publish_all(
+        broker_port,
+        "s1",
+        "sensors/s1/temperature",
+        vec![vec![0x05]],
+    );
+    wait_until("the warning at the cloud", Duration::from_secs(30), || {
+        sub.received
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(topic, _)| topic == "kiri/gw-test/$logs/convert")
+    });
+    let received = sub.received.lock().unwrap().clone();
+    let (_, e) = received
+        .iter()
+        .find(|(t, _)| t == "kiri/gw-test/$logs/convert")
+        .unwrap();
+    let line: ciborium::Value = ciborium::de::from_reader(&e.payload[..]).unwrap();
+    let text = format!("{line:?}");
+    assert!(
+        text.contains("not a reading") && text.contains("warn"),
+        "{text}"
+    );
+    assert_eq!(e.function, "convert");
+    kiri.stop();
+}

@@ -69,7 +69,13 @@ pub struct FunctionView {
 
 /// `GET /api/v1/functions`
 pub async fn list(State(s): State<Dashboard>) -> Response {
-    let stats = s.meters.lock().expect("meters lock").clone();
+    let stats: Vec<FunctionStats> = s
+        .meters
+        .lock()
+        .expect("meters lock")
+        .iter()
+        .map(FunctionStats::snapshot)
+        .collect();
     let views: Vec<FunctionView> = s
         .directory
         .all()

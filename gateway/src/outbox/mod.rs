@@ -56,6 +56,9 @@ pub use record::{Priority, Record, RecordError};
 use crate::config::{OutboxConfig, WhenFull};
 use crate::dispatch::topic;
 
+/// Where forwarded log lines go, under the cloud topic prefix: `$logs/<function>`.
+pub const LOGS_TOPIC: &str = "$logs/";
+
 /// A storage failure of the outbox.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -140,7 +143,7 @@ pub struct OutboxStats {
 /// The forwarder's read position: the next sequence number to read in each class.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
-    next: [u64; 2],
+    next: [u64; 3],
 }
 
 /// Watches the free space of the data directory's file system (checked at most every 250 ms).
@@ -312,8 +315,12 @@ impl Outbox {
         (u.records, u.bytes)
     }
 
-    /// The priority of a result emitted to `topic`.
+    /// The priority of a result emitted to `topic`: low for forwarded log lines (`$logs/...`),
+    /// high for the `high_priority` filters, else normal.
     pub fn priority_of(&self, emitted_topic: &str) -> Priority {
+        if emitted_topic.starts_with(LOGS_TOPIC) {
+            return Priority::Low;
+        }
         let high = self
             .limits
             .high_priority
@@ -448,7 +455,7 @@ impl Outbox {
     ) -> Result<Vec<(sled::IVec, u64)>, OutboxError> {
         let mut out = Vec::new();
         let (mut r, mut b) = (u.records, u.bytes);
-        for p in [Priority::Normal, Priority::High] {
+        for p in [Priority::Low, Priority::Normal, Priority::High] {
             for entry in self.tree.scan_prefix([p as u8]) {
                 if r + records <= self.limits.max_records && b + bytes <= self.limits.max_bytes {
                     return Ok(out);
@@ -589,6 +596,48 @@ impl Outbox {
         }
         self.publish_gauges(*u);
         Ok(seqs)
+    }
+
+    /// Appends `records` only if they fit now (never waits, never drops others, whatever
+    /// `when_full` says): for what may be lost, like forwarded log lines. Returns whether it
+    /// appended them.
+    pub fn append_if_room(&self, records: &[NewRecord]) -> Result<bool, OutboxError> {
+        let values: Vec<(Priority, Vec<u8>)> = records
+            .iter()
+            .map(|r| {
+                let v = record::encode(r.created_ms, &r.function, &r.topic, &r.payload);
+                (self.priority_of(&r.topic), v)
+            })
+            .collect();
+        let bytes: u64 = values.iter().map(|(_, v)| v.len() as u64).sum();
+        let mut u = self.usage.lock().expect("outbox usage lock");
+        let fits = u.records + records.len() as u64 <= self.limits.max_records
+            && u.bytes + bytes <= self.limits.max_bytes;
+        if !fits || self.disk.as_ref().is_some_and(DiskGuard::low) {
+            return Ok(false);
+        }
+        let mut batch = sled::Batch::default();
+        let mut last = None;
+        let mut high = 0;
+        for (priority, value) in values {
+            let seq = self.db.generate_id()?;
+            batch.insert(&record::key(priority, seq)[..], value);
+            last = Some(seq);
+            high += u64::from(priority == Priority::High);
+        }
+        self.tree.apply_batch(batch)?;
+        if let Some(last) = last {
+            self.issued.fetch_max(last + 1, Ordering::Release);
+        }
+        u.records += records.len() as u64;
+        u.bytes += bytes;
+        u.high += high;
+        self.counts
+            .appended
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        metrics::counter!("kiri_outbox_appended_total").increment(records.len() as u64);
+        self.publish_gauges(*u);
+        Ok(true)
     }
 
     /// Makes everything written so far durable (one fsync), and readable by the forwarder.

@@ -11,17 +11,20 @@ pub enum Priority {
     High = 0,
     /// Bulk telemetry.
     Normal = 1,
+    /// Sent last: function log lines forwarded to the cloud.
+    Low = 2,
 }
 
 impl Priority {
     /// Both classes, in drain order.
-    pub const ALL: [Priority; 2] = [Priority::High, Priority::Normal];
+    pub const ALL: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
 
     /// The name used in metrics and the API.
     pub fn name(self) -> &'static str {
         match self {
             Priority::High => "high",
             Priority::Normal => "normal",
+            Priority::Low => "low",
         }
     }
 }
@@ -74,6 +77,7 @@ pub fn parse_key(key: &[u8]) -> Option<(Priority, u64)> {
     let priority = match key.first()? {
         0 => Priority::High,
         1 => Priority::Normal,
+        2 => Priority::Low,
         _ => return None,
     };
     Some((priority, u64::from_be_bytes(key.get(1..)?.try_into().ok()?)))
@@ -152,7 +156,7 @@ mod tests {
             parse_key(&key(Priority::High, 7)),
             Some((Priority::High, 7))
         );
-        assert_eq!(parse_key(&[2; 9]), None);
+        assert_eq!(parse_key(&[3; 9]), None);
         assert_eq!(parse_key(&[1; 8]), None);
     }
 

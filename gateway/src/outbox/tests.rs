@@ -458,9 +458,9 @@ proptest! {
         let mut dir = root.path().join("0");
         let mut state = Some(open_unflushed(&dir));
         // The model: one FIFO per class; records read but not acked; acked, not yet flushed.
-        let mut model: [VecDeque<Modeled>; 2] = [VecDeque::new(), VecDeque::new()];
+        let mut model: [VecDeque<Modeled>; 3] = [VecDeque::new(), VecDeque::new(), VecDeque::new()];
         let mut cursor = Cursor::default();
-        let mut model_next = [0u64; 2];
+        let mut model_next = [0u64; 3];
         let mut unacked: Vec<(Priority, u64)> = Vec::new();
         let mut acked_unflushed: Vec<(Priority, Modeled)> = Vec::new();
         let mut max_seq: Option<u64> = None;
@@ -556,12 +556,12 @@ proptest! {
                     let want: Vec<u64> = Priority::ALL.iter().flat_map(|p| model[*p as usize].iter().map(|m| m.seq)).collect();
                     prop_assert_eq!(seqs_of(&on_disk), want, "nothing acked and flushed came back");
                     cursor = Cursor::default();
-                    model_next = [0, 0];
+                    model_next = [0, 0, 0];
                     unacked.clear();
                 }
             }
             let (_, outbox) = state.as_ref().unwrap();
-            let live = (model[0].len() + model[1].len()) as u64;
+            let live = model.iter().map(VecDeque::len).sum::<usize>() as u64;
             prop_assert_eq!(outbox.usage().0, live);
         }
     }

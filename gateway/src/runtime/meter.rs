@@ -2,7 +2,10 @@
 //! cold and warm starts, per function. The processor thread records; the HTTP API reads a
 //! snapshot.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+
+/// Invocations whose wall times the percentiles are taken over (the most recent).
+pub const RECENT: usize = 1024;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +37,16 @@ pub struct FunctionStats {
     pub retries: u64,
     /// Events left in the dead letters for good (failed, no retries left).
     pub dead_lettered: u64,
+    /// Median wall time of the last [`RECENT`] invocations, microseconds (filled by
+    /// [`FunctionStats::snapshot`]).
+    #[serde(default)]
+    pub wall_us_p50: u64,
+    /// 99th percentile of the same, microseconds.
+    #[serde(default)]
+    pub wall_us_p99: u64,
+    /// The last [`RECENT`] wall times.
+    #[serde(skip)]
+    pub(crate) recent_us: VecDeque<u64>,
 }
 
 /// What one invocation cost.
@@ -68,6 +81,28 @@ impl FunctionStats {
         self.wall_us_total += s.wall_us;
         self.wall_us_max = self.wall_us_max.max(s.wall_us);
         self.memory_peak_bytes = self.memory_peak_bytes.max(s.memory_bytes);
+        if self.recent_us.len() >= RECENT {
+            self.recent_us.pop_front();
+        }
+        self.recent_us.push_back(s.wall_us);
+    }
+
+    /// A copy with the percentiles filled in (sorting happens here, not per invocation).
+    pub fn snapshot(&self) -> FunctionStats {
+        let mut out = self.clone();
+        let mut sorted: Vec<u64> = self.recent_us.iter().copied().collect();
+        sorted.sort_unstable();
+        let at = |q: f64| -> u64 {
+            if sorted.is_empty() {
+                return 0;
+            }
+            let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+            sorted[i]
+        };
+        out.wall_us_p50 = at(0.50);
+        out.wall_us_p99 = at(0.99);
+        out.recent_us.clear();
+        out
     }
 }
 
@@ -101,5 +136,25 @@ mod tests {
         );
         assert_eq!((st.fuel, st.wall_us_total, st.wall_us_max), (20, 14, 9));
         assert_eq!(st.errors["trap"], 1);
+        let snap = st.snapshot();
+        assert_eq!((snap.wall_us_p50, snap.wall_us_p99), (5, 9));
+    }
+
+    #[test]
+    fn percentiles_come_from_the_most_recent_invocations() {
+        let mut st = FunctionStats::default();
+        for us in 1..=2000 {
+            st.record(Sample {
+                cold: false,
+                fuel: 1,
+                wall_us: us,
+                memory_bytes: 0,
+                failure: None,
+            });
+        }
+        // The last 1,024 are 977..=2000.
+        let snap = st.snapshot();
+        assert_eq!(snap.wall_us_p50, 977 + 511);
+        assert_eq!(snap.wall_us_p99, 977 + 1013);
     }
 }
