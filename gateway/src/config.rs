@@ -406,6 +406,10 @@ pub struct DashboardConfig {
     pub log_lines: usize,
     /// Whether reads (`/api/v1` GETs, `/metrics`) need the token too.
     pub auth_reads: bool,
+    /// Serve HTTPS with this certificate chain (PEM)...
+    pub tls_cert: Option<PathBuf>,
+    /// ...and its private key (PEM).
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for DashboardConfig {
@@ -415,6 +419,8 @@ impl Default for DashboardConfig {
             token: None,
             log_lines: 200,
             auth_reads: false,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -664,7 +670,9 @@ impl Config {
                 .map(|f| &mut f.module)
                 .chain(cloud.ca_file.as_mut())
                 .chain(cloud.client_cert.as_mut())
-                .chain(cloud.client_key.as_mut());
+                .chain(cloud.client_key.as_mut())
+                .chain(config.dashboard.tls_cert.as_mut())
+                .chain(config.dashboard.tls_key.as_mut());
             for path in paths {
                 if path.is_relative() {
                     *path = dir.join(&*path);
@@ -776,6 +784,9 @@ impl Config {
                 "dashboard.listen = {} is reachable from the network: set dashboard.token (or KIRI_DASHBOARD_TOKEN) explicitly",
                 self.dashboard.listen
             ));
+        }
+        if self.dashboard.tls_cert.is_some() != self.dashboard.tls_key.is_some() {
+            return bad("dashboard.tls_cert and dashboard.tls_key go together".into());
         }
         if self.dashboard.token.as_ref().is_some_and(|t| t.len() < 16) {
             return bad("dashboard.token must be at least 16 characters".into());

@@ -44,6 +44,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             upkeep.run_upkeep();
         }
     });
+    let dashboard_tls = match (&config.dashboard.tls_cert, &config.dashboard.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(forward::server_config(cert, key).context("dashboard TLS")?)
+        }
+        _ => None,
+    };
     let http_listener = tokio::net::TcpListener::bind(config.dashboard.listen)
         .await
         .with_context(|| {
@@ -249,12 +255,30 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         uplink: uplink_status.clone(),
         outbox: outbox.clone(),
     });
+    let scheme = if dashboard_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let http_task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(http_listener, app).await {
+        let served = match dashboard_tls {
+            None => axum::serve(http_listener, app).await,
+            Some(tls) => match http_listener.into_std() {
+                Ok(std_listener) => {
+                    let tls = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+                    match axum_server::from_tcp_rustls(std_listener, tls) {
+                        Ok(server) => server.serve(app.into_make_service()).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
-    tracing::info!(listen = %config.dashboard.listen, "HTTP: /metrics, /healthz, /readyz, /invoke/<function>");
+    tracing::info!(url = %format!("{scheme}://{}", config.dashboard.listen), "HTTP API: /api/v1/status, /metrics, /healthz, /readyz, /invoke/<function>");
     let ingest_task = tokio::spawn(ingest::run(
         eventloop,
         acker.clone(),

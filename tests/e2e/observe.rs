@@ -216,3 +216,86 @@ fn warnings_can_be_forwarded_to_the_cloud_at_low_priority() {
     assert_eq!(e.function, "convert");
     kiri.stop();
 }
+
+/// `GET path` over HTTPS to 127.0.0.1:`port`, trusting only `ca`: the raw response.
+fn https_get(port: u16, ca: &std::path::Path, path: &str) -> std::io::Result<String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let sock = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    let mut out = Vec::new();
+    match tls.read_to_end(&mut out) {
+        Ok(_) => {}
+        // Some servers close without close_notify; what arrived is the answer.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[test]
+fn the_api_can_be_served_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "dash");
+    let (cert, key) = pki.issue("dashboard", &["127.0.0.1"], false);
+    let port = free_port();
+    let conf = format!(
+        "[gateway]\nid = \"gw-tls\"\ndata_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:{}\"\n\
+         [dashboard]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = {:?}\ntls_key = {:?}\n",
+        dir.path().join("data").display().to_string(),
+        free_port(),
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let file = dir.path().join("kiri.toml");
+    std::fs::write(&file, conf).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiri"))
+        .args(["run", "--config", file.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let answered = poll_until(Duration::from_secs(20), || {
+        https_get(port, &pki.ca(), "/healthz").is_ok_and(|r| r.starts_with("HTTP/1.1 200"))
+    });
+    let other = Pki::new(dir.path(), "other");
+    let untrusted = https_get(port, &other.ca(), "/healthz");
+    let plain = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+        use std::io::{Read, Write};
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap_or(0);
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        answered,
+        "the dashboard answers over TLS with its certificate"
+    );
+    assert!(
+        untrusted.is_err(),
+        "a client that does not trust the CA is refused"
+    );
+    assert!(
+        !plain.unwrap_or_default().starts_with("HTTP/1.1 200"),
+        "plain HTTP gets no answer on a TLS port"
+    );
+}

@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 pub use backoff::Backoff;
 pub use pace::Pacer;
 pub use status::{SharedStatus, UplinkStatus};
-pub use tls::{client_config, TlsSetupError};
+pub use tls::{client_config, server_config, TlsSetupError};
 pub use window::Window;
 
 use crate::codec::Envelope;

@@ -104,6 +104,20 @@ pub fn client_config(cloud: &CloudConfig) -> Result<Arc<ClientConfig>, TlsSetupE
     Ok(Arc::new(config))
 }
 
+/// The rustls server configuration of the dashboard: a certificate chain and its key (PEM).
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
+    let chain = certificates("dashboard.tls_cert", cert)?;
+    let key_der =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| file_error("dashboard.tls_key", key, e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
