@@ -497,14 +497,7 @@ impl Outbox {
         if records.is_empty() && state.is_none() {
             return Ok(Vec::new());
         }
-        let values: Vec<(Priority, Vec<u8>)> = records
-            .iter()
-            .map(|r| {
-                let v = record::encode(r.created_ms, &r.function, &r.topic, &r.payload);
-                (self.priority_of(&r.topic), v)
-            })
-            .collect();
-        let bytes: u64 = values.iter().map(|(_, v)| v.len() as u64).sum();
+        let (values, bytes) = self.encode_all(records);
         // Under the usage lock: room is checked and taken in one step (parallel invocation
         // workers cannot all pass the check and overshoot the bounds); sequence numbers are
         // taken and applied in one order, so a reader never sees a record before an older one
@@ -598,10 +591,8 @@ impl Outbox {
         Ok(seqs)
     }
 
-    /// Appends `records` only if they fit now (never waits, never drops others, whatever
-    /// `when_full` says): for what may be lost, like forwarded log lines. Returns whether it
-    /// appended them.
-    pub fn append_if_room(&self, records: &[NewRecord]) -> Result<bool, OutboxError> {
+    /// Each record's class and encoded value, and their total size.
+    fn encode_all(&self, records: &[NewRecord]) -> (Vec<(Priority, Vec<u8>)>, u64) {
         let values: Vec<(Priority, Vec<u8>)> = records
             .iter()
             .map(|r| {
@@ -609,7 +600,15 @@ impl Outbox {
                 (self.priority_of(&r.topic), v)
             })
             .collect();
-        let bytes: u64 = values.iter().map(|(_, v)| v.len() as u64).sum();
+        let bytes = values.iter().map(|(_, v)| v.len() as u64).sum();
+        (values, bytes)
+    }
+
+    /// Appends `records` only if they fit now (never waits, never drops others, whatever
+    /// `when_full` says): for what may be lost, like forwarded log lines. Returns whether it
+    /// appended them.
+    pub fn append_if_room(&self, records: &[NewRecord]) -> Result<bool, OutboxError> {
+        let (values, bytes) = self.encode_all(records);
         let mut u = self.usage.lock().expect("outbox usage lock");
         let fits = u.records + records.len() as u64 <= self.limits.max_records
             && u.bytes + bytes <= self.limits.max_bytes;
