@@ -132,15 +132,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                         "a deployed function no longer loads; it stays inactive until a new version is deployed");
                     metrics::counter!("kiri_deployments_total", "outcome" => "rejected", "reason" => "load_failed").increment(1);
                     deployments.record(&deploy::HistoryEntry {
-                        time_ms: crate::now_ms(),
-                        name: name.clone(),
                         version: Some(version),
-                        kind: "load".into(),
-                        accepted: false,
-                        reason: "load_failed".into(),
-                        detail: e.to_string(),
-                        source: "start".into(),
-                        module_version: None,
+                        ..deploy::HistoryEntry::refused(
+                            &name,
+                            "load",
+                            "start",
+                            "load_failed",
+                            e.to_string(),
+                        )
                     });
                     continue;
                 }

@@ -84,15 +84,14 @@ impl Processor {
             Ok(entry) => entry,
             Err(r) => {
                 let entry = HistoryEntry {
-                    time_ms: crate::now_ms(),
-                    name: name.clone(),
                     version: peek_version(&payload),
-                    kind: peek_kind(&payload),
-                    accepted: false,
-                    reason: r.reason.into(),
-                    detail: r.detail.clone(),
-                    source: source.into(),
-                    module_version: None,
+                    ..HistoryEntry::refused(
+                        &name,
+                        &peek_kind(&payload),
+                        source,
+                        r.reason,
+                        r.detail.clone(),
+                    )
                 };
                 // Only what a trusted key signed goes into the history: anyone who can publish
                 // could otherwise flush it with junk (the rest is logged and counted).
@@ -147,31 +146,18 @@ impl Processor {
         // accepted (a signed one, with its module's hash) is answered again, and changes nothing.
         let manifest_sha = sha256_hex(&verified.package.manifest);
         if state.last_manifest.as_deref() == Some(manifest_sha.as_str()) {
-            return Ok(HistoryEntry {
-                time_ms: crate::now_ms(),
-                name: name.into(),
-                version: Some(verified.manifest.version),
-                kind: verified.manifest.kind.name().into(),
-                accepted: true,
-                reason: "already_applied".into(),
-                detail: String::new(),
-                source: source.into(),
-                module_version: None,
-            });
+            let m = &verified.manifest;
+            return Ok(HistoryEntry::accepted(
+                name,
+                m.version,
+                m.kind,
+                source,
+                "already_applied",
+            ));
         }
         super::admit(&d.policy, &verified, &state, crate::now_ms())?;
         let m = verified.manifest;
-        let mut entry = HistoryEntry {
-            time_ms: crate::now_ms(),
-            name: name.into(),
-            version: Some(m.version),
-            kind: m.kind.name().into(),
-            accepted: true,
-            reason: String::new(),
-            detail: String::new(),
-            source: source.into(),
-            module_version: None,
-        };
+        let mut entry = HistoryEntry::accepted(name, m.version, m.kind, source, "");
         match m.kind {
             Kind::Deploy => {
                 if self.config_names.iter().any(|n| n == name) {

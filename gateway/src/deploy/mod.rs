@@ -176,6 +176,33 @@ pub struct HistoryEntry {
     pub module_version: Option<String>,
 }
 
+impl HistoryEntry {
+    /// A refusal, now, of `kind` for `name` that came from `source`; the other fields are
+    /// set with struct update syntax where they apply.
+    pub fn refused(name: &str, kind: &str, source: &str, reason: &str, detail: String) -> Self {
+        HistoryEntry {
+            time_ms: crate::now_ms(),
+            name: name.to_string(),
+            version: None,
+            kind: kind.to_string(),
+            accepted: false,
+            reason: reason.to_string(),
+            detail,
+            source: source.to_string(),
+            module_version: None,
+        }
+    }
+
+    /// An acceptance, now, of version `version` of `kind` for `name` from `source`.
+    pub fn accepted(name: &str, version: u64, kind: Kind, source: &str, reason: &str) -> Self {
+        HistoryEntry {
+            version: Some(version),
+            accepted: true,
+            ..HistoryEntry::refused(name, kind.name(), source, reason, String::new())
+        }
+    }
+}
+
 /// The result published on `kiri/<gateway>/deploy/<name>/result` (CBOR map).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeployResult {

@@ -286,17 +286,13 @@ async fn session(
                         metrics::counter!("kiri_deploy_dropped_total").increment(1);
                         tracing::warn!(topic = %p.topic, "deployment from the cloud dropped: the processing queue is full; publish it again");
                         if let Some(name) = p.topic.strip_prefix(&format!("kiri/{}/deploy/", cfg.gateway)) {
-                            let entry = crate::deploy::HistoryEntry {
-                                time_ms: crate::now_ms(),
-                                name: name.to_string(),
-                                version: None,
-                                kind: "unknown".into(),
-                                accepted: false,
-                                reason: "busy".into(),
-                                detail: "the gateway's processing queue is full; send it again".into(),
-                                source: "cloud".into(),
-                                module_version: None,
-                            };
+                            let entry = crate::deploy::HistoryEntry::refused(
+                                name,
+                                "unknown",
+                                "cloud",
+                                "busy",
+                                "the gateway's processing queue is full; send it again".into(),
+                            );
                             let reply = crate::codec::to_cbor(&crate::deploy::DeployResult {
                                 gateway: cfg.gateway.clone(),
                                 entry,

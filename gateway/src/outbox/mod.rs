@@ -70,6 +70,12 @@ pub enum OutboxError {
     Closed,
 }
 
+/// A record's key and encoded value.
+type Keyed = ([u8; 9], Vec<u8>);
+
+/// Numbered records and their sequence numbers.
+type Numbered = (Vec<Keyed>, Vec<u64>);
+
 /// A write to another tree committed with records: key, and value (`None` deletes).
 pub type StateWrite = (Vec<u8>, Option<Vec<u8>>);
 
@@ -508,15 +514,11 @@ impl Outbox {
             Fit::DropOldest => self.victims(&u, records.len() as u64, bytes)?,
             _ => Vec::new(),
         };
-        let mut encoded = Vec::with_capacity(records.len());
-        let mut seqs = Vec::with_capacity(records.len());
-        if fit != Fit::Reject {
-            for (priority, value) in values {
-                let seq = self.db.generate_id()?;
-                encoded.push((record::key(priority, seq), value));
-                seqs.push(seq);
-            }
-        }
+        let (encoded, seqs) = if fit == Fit::Reject {
+            (Vec::new(), Vec::new())
+        } else {
+            self.number(values)?
+        };
         match state {
             None => {
                 let mut batch = sled::Batch::default();
@@ -573,22 +575,38 @@ impl Outbox {
                 "outbox full: dropped new results (when_full = reject_new)"
             );
         } else {
-            if let Some(last) = seqs.last() {
-                self.issued.fetch_max(last + 1, Ordering::Release);
-            }
-            u.records += records.len() as u64;
-            u.bytes += bytes;
-            u.high += encoded
-                .iter()
-                .filter(|(k, _)| k[0] == Priority::High as u8)
-                .count() as u64;
-            self.counts
-                .appended
-                .fetch_add(records.len() as u64, Ordering::Relaxed);
-            metrics::counter!("kiri_outbox_appended_total").increment(records.len() as u64);
+            self.count_appended(&mut u, &encoded, &seqs, bytes);
         }
         self.publish_gauges(*u);
         Ok(seqs)
+    }
+
+    /// Gives each value its sequence number and key. Call under the usage lock.
+    fn number(&self, values: Vec<(Priority, Vec<u8>)>) -> Result<Numbered, OutboxError> {
+        let mut encoded = Vec::with_capacity(values.len());
+        let mut seqs = Vec::with_capacity(values.len());
+        for (priority, value) in values {
+            let seq = self.db.generate_id()?;
+            encoded.push((record::key(priority, seq), value));
+            seqs.push(seq);
+        }
+        Ok((encoded, seqs))
+    }
+
+    /// Accounts for records just written (under the usage lock).
+    fn count_appended(&self, u: &mut Usage, encoded: &[Keyed], seqs: &[u64], bytes: u64) {
+        if let Some(last) = seqs.last() {
+            self.issued.fetch_max(last + 1, Ordering::Release);
+        }
+        let n = encoded.len() as u64;
+        u.records += n;
+        u.bytes += bytes;
+        u.high += encoded
+            .iter()
+            .filter(|(k, _)| k[0] == Priority::High as u8)
+            .count() as u64;
+        self.counts.appended.fetch_add(n, Ordering::Relaxed);
+        metrics::counter!("kiri_outbox_appended_total").increment(n);
     }
 
     /// Each record's class and encoded value, and their total size.
@@ -615,26 +633,13 @@ impl Outbox {
         if !fits || self.disk.as_ref().is_some_and(DiskGuard::low) {
             return Ok(false);
         }
+        let (encoded, seqs) = self.number(values)?;
         let mut batch = sled::Batch::default();
-        let mut last = None;
-        let mut high = 0;
-        for (priority, value) in values {
-            let seq = self.db.generate_id()?;
-            batch.insert(&record::key(priority, seq)[..], value);
-            last = Some(seq);
-            high += u64::from(priority == Priority::High);
+        for (k, v) in &encoded {
+            batch.insert(&k[..], &v[..]);
         }
         self.tree.apply_batch(batch)?;
-        if let Some(last) = last {
-            self.issued.fetch_max(last + 1, Ordering::Release);
-        }
-        u.records += records.len() as u64;
-        u.bytes += bytes;
-        u.high += high;
-        self.counts
-            .appended
-            .fetch_add(records.len() as u64, Ordering::Relaxed);
-        metrics::counter!("kiri_outbox_appended_total").increment(records.len() as u64);
+        self.count_appended(&mut u, &encoded, &seqs, bytes);
         self.publish_gauges(*u);
         Ok(true)
     }
