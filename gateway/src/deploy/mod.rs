@@ -231,10 +231,22 @@ impl Kind {
 /// The function name in a deploy topic: `kiri/<gateway>/deploy/<name>` for this gateway,
 /// `kiri/group/<group>/deploy/<name>` for one of its groups; `None` for any other topic.
 pub fn topic_name<'t>(policy: &Policy, topic: &'t str) -> Option<&'t str> {
-    let parts: Vec<&str> = topic.split('/').collect();
-    match parts.as_slice() {
-        ["kiri", "group", g, "deploy", name] if policy.groups.iter().any(|x| x == g) => Some(name),
-        ["kiri", gw, "deploy", name] if *gw == policy.gateway => Some(name),
+    // Asked for every message the gateway takes in: sensor topics leave at the first check,
+    // without an allocation.
+    let rest = topic.strip_prefix("kiri/")?;
+    let mut parts = rest.split('/');
+    let (a, b, c, d, e) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    );
+    match (a, b, c, d, e) {
+        ("group", g, Some("deploy"), Some(name), None) if policy.groups.iter().any(|x| x == g) => {
+            Some(name)
+        }
+        (gw, "deploy", Some(name), None, None) if gw == policy.gateway => Some(name),
         _ => None,
     }
 }
