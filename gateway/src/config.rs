@@ -410,6 +410,8 @@ pub struct DashboardConfig {
     pub tls_cert: Option<PathBuf>,
     /// ...and its private key (PEM).
     pub tls_key: Option<PathBuf>,
+    /// Accept JWTs from this issuer besides the token (`[dashboard.jwt]`).
+    pub jwt: Option<crate::identity::JwtConfig>,
 }
 
 impl Default for DashboardConfig {
@@ -421,6 +423,7 @@ impl Default for DashboardConfig {
             auth_reads: false,
             tls_cert: None,
             tls_key: None,
+            jwt: None,
         }
     }
 }
@@ -672,7 +675,14 @@ impl Config {
                 .chain(cloud.client_cert.as_mut())
                 .chain(cloud.client_key.as_mut())
                 .chain(config.dashboard.tls_cert.as_mut())
-                .chain(config.dashboard.tls_key.as_mut());
+                .chain(config.dashboard.tls_key.as_mut())
+                .chain(
+                    config
+                        .dashboard
+                        .jwt
+                        .iter_mut()
+                        .flat_map(|j| j.keys.iter_mut()),
+                );
             for path in paths {
                 if path.is_relative() {
                     *path = dir.join(&*path);
@@ -787,6 +797,11 @@ impl Config {
         }
         if self.dashboard.tls_cert.is_some() != self.dashboard.tls_key.is_some() {
             return bad("dashboard.tls_cert and dashboard.tls_key go together".into());
+        }
+        if let Some(jwt) = &self.dashboard.jwt {
+            if jwt.keys.is_empty() || jwt.issuer.is_empty() || jwt.audience.is_empty() {
+                return bad("dashboard.jwt needs issuer, audience and at least one key".into());
+            }
         }
         if self.dashboard.token.as_ref().is_some_and(|t| t.len() < 16) {
             return bad("dashboard.token must be at least 16 characters".into());

@@ -113,10 +113,12 @@ pub fn keygen(out: &Path) -> anyhow::Result<()> {
     println!("{}", keys::public_text(&key.verifying_key()));
     eprintln!(
         "private key in {} (keep it secret); public key above and in {}: add it to the gateway's\n\
-         [deploy] trusted_keys = [\"{}\"]",
+         [deploy] trusted_keys = [\"{}\"]\n\
+         (to sign JWTs with it instead, `kiri token`, give the gateway {} in [dashboard.jwt] keys)",
         out.display(),
         out.with_extension("pub").display(),
-        keys::public_text(&key.verifying_key())
+        keys::public_text(&key.verifying_key()),
+        out.with_extension("pub.pem").display(),
     );
     Ok(())
 }

@@ -44,6 +44,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             upkeep.run_upkeep();
         }
     });
+    let issuer = match &config.dashboard.jwt {
+        Some(jwt) => Some(Arc::new(crate::identity::Issuer::load(jwt)?)),
+        None => None,
+    };
     let dashboard_tls = match (&config.dashboard.tls_cert, &config.dashboard.tls_key) {
         (Some(cert), Some(key)) => {
             Some(forward::server_config(cert, key).context("dashboard TLS")?)
@@ -249,6 +253,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         live: live.clone(),
         auth_reads: config.dashboard.auth_reads,
         lockout: Default::default(),
+        issuer,
         gateway_id: config.gateway.id.as_str().into(),
         started,
         uplink: uplink_status.clone(),

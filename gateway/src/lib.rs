@@ -14,6 +14,7 @@ pub mod directory;
 pub mod dispatch;
 pub mod forward;
 pub mod gateway;
+pub mod identity;
 pub mod ingest;
 pub mod live;
 pub mod outbox;

@@ -76,6 +76,28 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Sign a JWT for the HTTP API, for callers without an identity provider; prints it.
+    Token {
+        /// The issuer's private key (PEM, PKCS#8: Ed25519 from `kiri keygen`, or P-256).
+        #[arg(long)]
+        key: PathBuf,
+        /// `iss`: as the gateway's `dashboard.jwt.issuer`.
+        #[arg(long)]
+        issuer: String,
+        /// `aud`: as the gateway's `dashboard.jwt.audience`.
+        #[arg(long, default_value = "kiri")]
+        audience: String,
+        /// `sub`: who the caller is (functions read it with `caller`).
+        #[arg(long)]
+        subject: String,
+        /// Scopes (repeat or space-separate): read, dead-letters, invoke:<function>,
+        /// invoke:*, prefix:<topic or key prefix>.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// How long it is valid (`15m`, `1h`, `30d`).
+        #[arg(long, default_value = "1h")]
+        ttl: humantime::Duration,
+    },
     /// Make a signed function package from a WebAssembly module.
     Package(deploy_cli::PackageArgs),
     /// Publish a package to a gateway (or a group) over MQTT and wait for its answer.
@@ -233,6 +255,28 @@ fn main() -> anyhow::Result<()> {
         } => dlq::run(command, &url, token.as_deref()),
         Command::Functions { url } => functions_table(&url),
         Command::Keygen { out } => deploy_cli::keygen(&out),
+        Command::Token {
+            key,
+            issuer,
+            audience,
+            subject,
+            scopes,
+            ttl,
+        } => {
+            let pem =
+                std::fs::read(&key).with_context(|| format!("cannot read {}", key.display()))?;
+            let now = kiri::now_ms() / 1000;
+            let claims = kiri::identity::MintClaims {
+                iss: issuer,
+                aud: audience,
+                sub: subject,
+                scope: scopes.join(" "),
+                iat: now,
+                exp: now + ttl.as_secs(),
+            };
+            println!("{}", kiri::identity::mint(&pem, &claims)?);
+            Ok(())
+        }
         Command::Package(args) => deploy_cli::package(args),
         Command::Deploy { package, target } => deploy_cli::deploy(&package, &target),
         Command::Undeploy {

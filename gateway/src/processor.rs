@@ -72,6 +72,8 @@ pub struct HttpInvoke {
     pub body: Vec<u8>,
     /// When the request arrived, ms since the Unix epoch.
     pub received_ms: u64,
+    /// Who called, when the request carried a JWT (none with the admin token).
+    pub caller: Option<Arc<crate::runtime::Caller>>,
     /// Gets the response body once the invocation's effects are committed, or why it failed.
     pub reply: oneshot::Sender<Result<Vec<u8>, InvokeFailure>>,
 }
@@ -408,6 +410,7 @@ impl Processor {
                             payload: &m.publish.payload,
                             received_ms: m.received_ms,
                             fresh: false,
+                            caller: None,
                         });
                         origins.push(Origin::Event);
                     }
@@ -439,6 +442,7 @@ impl Processor {
                         payload: &[],
                         received_ms: *at_ms,
                         fresh: false,
+                        caller: None,
                     });
                     origins.push(Origin::Event);
                 }
@@ -458,6 +462,7 @@ impl Processor {
                         payload,
                         received_ms: *received_ms,
                         fresh: *attempts > 0,
+                        caller: None,
                     });
                     origins.push(Origin::Replay {
                         id: *id,
@@ -471,6 +476,7 @@ impl Processor {
                         payload: &call.body,
                         received_ms: call.received_ms,
                         fresh: false,
+                        caller: call.caller.as_ref(),
                     });
                     origins.push(Origin::Http { work: wi });
                 }

@@ -367,7 +367,7 @@ fn a_kill_9_during_activation_leaves_the_old_or_the_new_version_intact() {
         .unwrap_or(6u64);
     for round in 0..rounds {
         let version = active + 1;
-        let unit = if version % 2 == 0 { "K" } else { "F" };
+        let unit = if version.is_multiple_of(2) { "K" } else { "F" };
         let p = std::fs::read(package(dir.path(), &key, version, unit, &[])).unwrap();
         publish_all(local.port, "op", "kiri/gw-test/deploy/conv", vec![p]);
         std::thread::sleep(Duration::from_millis(fastrand::u64(0..80)));

@@ -3,6 +3,7 @@
 
 mod delivery;
 mod deploy;
+mod identity;
 mod observe;
 mod util;
 

@@ -44,7 +44,14 @@ pub mod import {
     pub const KV_DELETE: &str = "kv_delete";
     /// `(prefix_ptr, prefix_len, out_ptr, out_cap: i32) -> i32`: the keys starting with a prefix.
     pub const KV_LIST: &str = "kv_list";
+    /// `(out_ptr, out_cap: i32) -> i32`: the verified subject of the HTTP caller (a JWT's
+    /// `sub`), its length; `NOT_FOUND` when the invocation has no verified caller (MQTT,
+    /// timers, replays, or a call made with the admin token).
+    pub const CALLER: &str = "caller";
 }
+
+/// The longest caller subject the host passes, bytes (longer tokens are refused).
+pub const MAX_CALLER_BYTES: usize = 256;
 
 /// Result codes returned by host functions. Non-negative means success.
 pub mod code {
@@ -56,7 +63,8 @@ pub mod code {
     pub const LIMIT: i32 = -2;
     /// The requested item (a configuration key) does not exist.
     pub const NOT_FOUND: i32 = -3;
-    /// The function's configuration does not allow this topic (`publish` / `emit` lists).
+    /// The function's configuration does not allow this topic (`publish` / `emit` lists), or
+    /// the HTTP caller's token does not grant this topic or key-value prefix.
     pub const DENIED: i32 = -5;
     /// A topic is not valid UTF-8, is empty, or contains `+`, `#` or NUL.
     pub const INVALID: i32 = -6;

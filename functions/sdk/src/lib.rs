@@ -83,7 +83,8 @@ impl Error {
     pub const TOO_LARGE: Error = Error(abi::code::TOO_LARGE);
     /// The invocation used up its output allowance.
     pub const LIMIT: Error = Error(abi::code::LIMIT);
-    /// The function may not use that topic (its `publish` / `emit` allow-list).
+    /// The function may not use that topic (its `publish` / `emit` allow-list), or the HTTP
+    /// caller's token does not grant that topic or key prefix.
     pub const DENIED: Error = Error(abi::code::DENIED);
     /// The topic is malformed.
     pub const INVALID: Error = Error(abi::code::INVALID);
@@ -136,6 +137,18 @@ pub fn publish(topic: &str, payload: &[u8]) -> Result<(), Error> {
 /// `$http`). Sent once the invocation's other effects are committed. Ignored for other events.
 pub fn respond(body: &[u8]) -> Result<(), Error> {
     check(host::respond(body))
+}
+
+/// The verified identity of the HTTP caller (the `sub` of the JWT it presented), read into
+/// `buf` (256 bytes always suffice). `None` for MQTT events, timers, replays and calls made
+/// with the admin token. A function can authorise per resource with it; the gateway has
+/// already limited the topics and key-value keys it may use to the token's `prefix:` scopes.
+pub fn caller(buf: &mut [u8]) -> Option<&str> {
+    let n = host::caller(buf);
+    if n < 0 || n as usize > buf.len() {
+        return None;
+    }
+    core::str::from_utf8(&buf[..n as usize]).ok()
 }
 
 /// Writes a log line attributed to this function.

@@ -18,6 +18,7 @@ struct State {
     now_ms: i64,
     kv: BTreeMap<Vec<u8>, Vec<u8>>,
     response: Option<Vec<u8>>,
+    caller: Option<(String, Vec<String>)>,
 }
 
 std::thread_local! {
@@ -31,6 +32,22 @@ pub fn set_config(key: &str, value: &str) {
             .config
             .insert(key.to_string(), value.to_string())
     });
+}
+
+/// Makes the following calls look like HTTP invocations by a verified caller: `subject` is
+/// what [`caller`](crate::caller) returns, and, as on the gateway, topics and key-value keys
+/// must then start with one of `prefixes` (else [`Error::DENIED`](crate::Error::DENIED)). `None` clears it.
+pub fn set_caller(caller: Option<(&str, &[&str])>) {
+    let caller = caller.map(|(s, p)| (s.to_string(), p.iter().map(|p| p.to_string()).collect()));
+    STATE.with(|s| s.borrow_mut().caller = caller);
+}
+
+/// Whether the current caller (if any) may use `name` (a topic or a key).
+fn granted(name: &[u8]) -> bool {
+    STATE.with(|s| match &s.borrow().caller {
+        None => true,
+        Some((_, prefixes)) => prefixes.iter().any(|p| name.starts_with(p.as_bytes())),
+    })
 }
 
 /// Sets what [`now_ms`](crate::now_ms) returns.
@@ -71,7 +88,17 @@ fn valid_topic(topic: &[u8]) -> Option<String> {
     text(topic).filter(|t| !t.is_empty() && !t.contains(['+', '#', '\0']))
 }
 
+pub(crate) fn caller(out: &mut [u8]) -> i32 {
+    STATE.with(|s| match &s.borrow().caller {
+        Some((subject, _)) => copy_out(subject.as_bytes(), out),
+        None => crate::abi::code::NOT_FOUND,
+    })
+}
+
 pub(crate) fn emit(topic: &[u8], payload: &[u8]) -> i32 {
+    if !granted(topic) {
+        return crate::abi::code::DENIED;
+    }
     match valid_topic(topic) {
         Some(t) => STATE.with(|s| s.borrow_mut().emits.push((t, payload.to_vec()))),
         None => return crate::abi::code::INVALID,
@@ -80,6 +107,9 @@ pub(crate) fn emit(topic: &[u8], payload: &[u8]) -> i32 {
 }
 
 pub(crate) fn publish(topic: &[u8], payload: &[u8]) -> i32 {
+    if !granted(topic) {
+        return crate::abi::code::DENIED;
+    }
     match valid_topic(topic) {
         Some(t) => STATE.with(|s| s.borrow_mut().publishes.push((t, payload.to_vec()))),
         None => return crate::abi::code::INVALID,
@@ -122,6 +152,9 @@ fn copy_out(value: &[u8], out: &mut [u8]) -> i32 {
 }
 
 pub(crate) fn kv_get(key: &[u8], out: &mut [u8]) -> i32 {
+    if !granted(key) {
+        return crate::abi::code::DENIED;
+    }
     STATE.with(|s| match s.borrow().kv.get(key) {
         Some(v) => copy_out(v, out),
         None => crate::abi::code::NOT_FOUND,
@@ -129,16 +162,25 @@ pub(crate) fn kv_get(key: &[u8], out: &mut [u8]) -> i32 {
 }
 
 pub(crate) fn kv_put(key: &[u8], value: &[u8]) -> i32 {
+    if !granted(key) {
+        return crate::abi::code::DENIED;
+    }
     STATE.with(|s| s.borrow_mut().kv.insert(key.to_vec(), value.to_vec()));
     crate::abi::code::OK
 }
 
 pub(crate) fn kv_delete(key: &[u8]) -> i32 {
+    if !granted(key) {
+        return crate::abi::code::DENIED;
+    }
     STATE.with(|s| s.borrow_mut().kv.remove(key));
     crate::abi::code::OK
 }
 
 pub(crate) fn kv_list(prefix: &[u8], out: &mut [u8]) -> i32 {
+    if !granted(prefix) {
+        return crate::abi::code::DENIED;
+    }
     let mut encoded = Vec::new();
     STATE.with(|s| {
         for k in s.borrow().kv.keys().filter(|k| k.starts_with(prefix)) {
@@ -152,4 +194,26 @@ pub(crate) fn kv_list(prefix: &[u8], out: &mut [u8]) -> i32 {
 pub(crate) fn alloc(_len: i32) -> i32 {
     // Native tests call the handler directly with an `Event`; nothing is written by a host.
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{caller, emit, kv, Error};
+
+    #[test]
+    fn a_caller_is_limited_to_its_prefixes() {
+        let mut buf = [0u8; 64];
+        assert_eq!(caller(&mut buf), None);
+        assert_eq!(emit("B/x", b"1"), Ok(()));
+        super::set_caller(Some(("alice", &["alice/"])));
+        assert_eq!(caller(&mut buf), Some("alice"));
+        assert_eq!(emit("alice/x", b"1"), Ok(()));
+        assert_eq!(emit("bob/x", b"1"), Err(Error::DENIED));
+        assert_eq!(kv::put(b"alice/k", b"v"), Ok(()));
+        assert_eq!(kv::put(b"bob/k", b"v"), Err(Error::DENIED));
+        assert!(kv::list(b"bob/", &mut buf).is_none());
+        super::set_caller(None);
+        assert_eq!(caller(&mut buf), None);
+        assert_eq!(kv::put(b"bob/k", b"v"), Ok(()));
+    }
 }

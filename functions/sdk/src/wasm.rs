@@ -24,6 +24,13 @@ extern "C" {
     fn kiri_kv_delete(kp: *const u8, kl: usize) -> i32;
     #[link_name = "kv_list"]
     fn kiri_kv_list(pp: *const u8, pl: usize, op: *mut u8, oc: usize) -> i32;
+    #[link_name = "caller"]
+    fn kiri_caller(op: *mut u8, oc: usize) -> i32;
+}
+
+pub fn caller(out: &mut [u8]) -> i32 {
+    // SAFETY: `out` is writable for its length; the host writes at most that many bytes.
+    unsafe { kiri_caller(out.as_mut_ptr(), out.len()) }
 }
 
 pub fn kv_get(key: &[u8], out: &mut [u8]) -> i32 {

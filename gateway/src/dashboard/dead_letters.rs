@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::{authorized, error, ApiError, Dashboard};
+use super::{authorized, error, ApiError, Dashboard, Need};
 use crate::codec::DeadLetterEntry;
 use crate::processor::Work;
 use tokio::sync::mpsc;
@@ -129,7 +129,7 @@ pub async fn list(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    if let Err(r) = authorized(&s, &headers) {
+    if let Err(r) = authorized(&s, &headers, Need::DeadLetters) {
         return r.into_response();
     }
     match s.dead_letters.list(q.function.as_deref(), q.limit) {
@@ -150,10 +150,11 @@ pub async fn replay(
     headers: HeaderMap,
     Json(sel): Json<Selection>,
 ) -> Response {
-    let entries = match authorized(&s, &headers).and_then(|()| selected(&s, &sel, false)) {
-        Ok(e) => e,
-        Err(r) => return r.into_response(),
-    };
+    let entries =
+        match authorized(&s, &headers, Need::DeadLetters).and_then(|_| selected(&s, &sel, false)) {
+            Ok(e) => e,
+            Err(r) => return r.into_response(),
+        };
     let mut outcome = Outcome::default();
     for (id, e) in entries {
         let function = e.function.as_deref().and_then(|f| s.directory.find(f));
@@ -201,10 +202,11 @@ pub async fn drop_entries(
     headers: HeaderMap,
     Json(sel): Json<Selection>,
 ) -> Response {
-    let entries = match authorized(&s, &headers).and_then(|()| selected(&s, &sel, true)) {
-        Ok(e) => e,
-        Err(r) => return r.into_response(),
-    };
+    let entries =
+        match authorized(&s, &headers, Need::DeadLetters).and_then(|_| selected(&s, &sel, true)) {
+            Ok(e) => e,
+            Err(r) => return r.into_response(),
+        };
     let mut outcome = Outcome::default();
     for (id, _) in entries {
         if s.dead_letters.is_claimed(id) {

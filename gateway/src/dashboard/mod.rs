@@ -6,7 +6,7 @@
 //! | `GET /metrics` | none | Prometheus text format |
 //! | `GET /healthz` | none | 200 while the process runs |
 //! | `GET /readyz` | none | 200 once the ingest session is subscribed, else 503 |
-//! | `POST /invoke/{function}` | token | runs a function with `http = true` on the body |
+//! | `POST /invoke/{function}` | token or JWT `invoke:<function>` | runs a function with `http = true` on the body |
 //! | `GET /api/v1/status` | none | gateway id, uptime, uplink state, outbox backlog and policy |
 //! | `GET /api/v1/functions` | none | each function's configuration and metering |
 //! | `GET /api/v1/deployments` | none | the deployment history, newest first (`?limit=N`) |
@@ -63,6 +63,8 @@ pub struct Dashboard {
     pub auth_reads: bool,
     /// Wrong-token attempts, rate-limited.
     pub lockout: Arc<auth::Lockout>,
+    /// The JWT issuer whose tokens are accepted besides the admin token.
+    pub issuer: Option<Arc<crate::identity::Issuer>>,
     /// The gateway's id.
     pub gateway_id: Arc<str>,
     /// When the gateway started.
@@ -121,7 +123,7 @@ async fn read_auth(
     next: axum::middleware::Next,
 ) -> Response {
     if s.auth_reads {
-        if let Err(e) = authorized(&s, req.headers()) {
+        if let Err(e) = authorized(&s, req.headers(), Need::Read) {
             return e.into_response();
         }
     }
@@ -222,9 +224,41 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `Err` with a 401 answer unless the request carries the token; a 429 while too many wrong
-/// tokens came lately (then no token is even compared, so guessing gains nothing).
-fn authorized(s: &Dashboard, headers: &HeaderMap) -> Result<(), ApiError> {
+/// What a route needs from its caller.
+#[derive(Debug, Clone, Copy)]
+pub enum Need<'a> {
+    /// A read route (with `dashboard.auth_reads`): scope `read`.
+    Read,
+    /// The dead-letter routes: scope `dead-letters`.
+    DeadLetters,
+    /// `POST /invoke/<function>`: scope `invoke:<function>` or `invoke:*`.
+    Invoke(&'a str),
+}
+
+impl Need<'_> {
+    fn scope(&self) -> String {
+        match self {
+            Need::Read => "read".into(),
+            Need::DeadLetters => "dead-letters".into(),
+            Need::Invoke(f) => format!("invoke:{f}"),
+        }
+    }
+}
+
+/// Who a request comes from.
+#[derive(Debug, Clone)]
+pub enum Access {
+    /// The admin token: everything, and no caller for functions.
+    Admin,
+    /// A verified JWT.
+    Jwt(Arc<crate::identity::Identity>),
+}
+
+/// Checks the request's credentials against what the route needs: the admin token, or a JWT
+/// of the configured issuer whose scopes grant it. 401 without valid credentials, 403 when a
+/// valid token lacks the scope, 429 while too many wrong credentials came lately (then none
+/// is even checked, so guessing gains nothing).
+fn authorized(s: &Dashboard, headers: &HeaderMap, need: Need<'_>) -> Result<Access, ApiError> {
     if let Some(wait) = s.lockout.locked() {
         metrics::counter!("kiri_http_locked_out_total").increment(1);
         return Err(ApiError::new(
@@ -240,7 +274,36 @@ fn authorized(s: &Dashboard, headers: &HeaderMap) -> Result<(), ApiError> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     if auth::bearer_matches(auth, &s.token) {
-        return Ok(());
+        return Ok(Access::Admin);
+    }
+    let bearer = auth.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim);
+    if let (Some(issuer), Some(jwt)) = (&s.issuer, bearer.filter(|b| b.contains('.'))) {
+        return match issuer.verify(jwt) {
+            Ok(id) if granted(&id.scopes, need) => Ok(Access::Jwt(Arc::new(id))),
+            Ok(id) => {
+                metrics::counter!("kiri_http_forbidden_total").increment(1);
+                Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!(
+                        "the token of {:?} lacks the scope {}",
+                        id.subject,
+                        need.scope()
+                    ),
+                ))
+            }
+            Err(rejected) => {
+                metrics::counter!("kiri_http_unauthorized_total").increment(1);
+                if rejected.is_forgery() {
+                    s.lockout.failed();
+                }
+                Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    rejected.reason(),
+                    rejected.to_string(),
+                ))
+            }
+        };
     }
     metrics::counter!("kiri_http_unauthorized_total").increment(1);
     if auth.is_some() {
@@ -251,6 +314,14 @@ fn authorized(s: &Dashboard, headers: &HeaderMap) -> Result<(), ApiError> {
         "unauthorized",
         "a valid `Authorization: Bearer <token>` header is required",
     ))
+}
+
+fn granted(scopes: &crate::identity::Scopes, need: Need<'_>) -> bool {
+    match need {
+        Need::Read => scopes.read,
+        Need::DeadLetters => scopes.dead_letters,
+        Need::Invoke(f) => scopes.may_invoke(f),
+    }
 }
 
 fn error(status: StatusCode, reason: &str, error: impl Into<String>) -> Response {
@@ -264,9 +335,10 @@ async fn invoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorized(&s, &headers) {
-        return r.into_response();
-    }
+    let access = match authorized(&s, &headers, Need::Invoke(&function)) {
+        Ok(a) => a,
+        Err(r) => return r.into_response(),
+    };
     let Some((index, f)) = s.directory.find(&function).filter(|(_, f)| f.http) else {
         return error(
             StatusCode::NOT_FOUND,
@@ -279,6 +351,10 @@ async fn invoke(
         function: index,
         body: body.to_vec(),
         received_ms: crate::now_ms(),
+        caller: match access {
+            Access::Admin => None,
+            Access::Jwt(id) => Some(Arc::new(id.caller())),
+        },
         reply,
     };
     if let Err(e) = s.work.try_send(Work::Invoke(call)) {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use base64ct::{Base64, Encoding};
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 
 use crate::codec::Package;
@@ -62,7 +62,13 @@ pub fn write(key: &SigningKey, path: &Path) -> Result<(), KeyError> {
         f.write_all(pem.as_bytes()).map_err(io)?;
     }
     let public = format!("{}\n", public_text(&key.verifying_key()));
-    std::fs::write(path.with_extension("pub"), public).map_err(io)
+    std::fs::write(path.with_extension("pub"), public).map_err(io)?;
+    // The same public key as PEM, the form `dashboard.jwt.keys` takes.
+    let pem = key
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .expect("an ed25519 key always encodes");
+    std::fs::write(path.with_extension("pub.pem"), pem).map_err(io)
 }
 
 /// Reads a private key written by [`write`] (or by OpenSSL).

@@ -60,6 +60,8 @@ pub struct HostState {
     pub(crate) response: Option<Vec<u8>>,
     /// Where log lines go (the function's ring, and live readers).
     pub(crate) live: crate::live::Live,
+    /// The verified HTTP caller of this invocation, if any.
+    pub(crate) caller: Option<Arc<super::Caller>>,
 }
 
 impl HostState {
@@ -70,6 +72,28 @@ impl HostState {
         self.log_lines = 0;
         self.kv_writes.clear();
         self.response = None;
+        self.caller = None;
+    }
+
+    /// Whether this invocation's caller (if any) grants `name`, a topic or a key; a refusal
+    /// is counted and logged.
+    fn caller_grants(&self, name: &[u8], kind: &'static str) -> bool {
+        let Some(caller) = &self.caller else {
+            return true;
+        };
+        if caller.grants(name) {
+            return true;
+        }
+        metrics::counter!("kiri_caller_denied_total", "function" => self.function.to_string(), "kind" => kind)
+            .increment(1);
+        tracing::warn!(
+            function = &*self.function,
+            subject = caller.subject,
+            name = %String::from_utf8_lossy(name),
+            kind,
+            "the caller's token does not grant this prefix"
+        );
+        false
     }
 
     /// A key's value as this invocation sees it: its own writes first, then the store.
@@ -87,6 +111,9 @@ impl HostState {
     fn kv_write(&mut self, key: &[u8], value: Option<&[u8]>) -> i32 {
         if key.is_empty() || key.len() > MAX_KEY_BYTES {
             return code::INVALID;
+        }
+        if !self.caller_grants(key, "kv") {
+            return code::DENIED;
         }
         if value.is_some_and(|v| v.len() > self.max_kv_value_bytes) {
             return code::TOO_LARGE;
@@ -146,6 +173,9 @@ fn output(
         Destination::Cloud => &state.permissions.emit,
         Destination::Local => &state.permissions.publish,
     };
+    if !state.caller_grants(topic.as_bytes(), "topic") {
+        return Ok(code::DENIED);
+    }
     if !allowed.iter().any(|f| topic::matches(f, topic)) {
         let kind = match destination {
             Destination::Cloud => "emit",
@@ -246,7 +276,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
                     let value = std::str::from_utf8(key)
                         .ok()
                         .and_then(|k| state.config.get(k));
-                    Ok(value.map(|v| v.as_bytes().to_vec()))
+                    Ok(value.map(|v| v.as_bytes().to_vec()).ok_or(code::NOT_FOUND))
                 },
             )
         },
@@ -265,6 +295,19 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
             Ok(code::OK)
         },
     )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        import::CALLER,
+        |mut caller: Caller<'_, HostState>, op: i32, oc: i32| -> Result<i32, Error> {
+            let mem = memory(&caller)?;
+            let (data, state) = mem.data_and_store_mut(&mut caller);
+            let out = range(op, oc, data.len())?;
+            Ok(match &state.caller {
+                Some(c) => answer(data, out, c.subject.as_bytes()),
+                None => code::NOT_FOUND,
+            })
+        },
+    )?;
     add_kv_to_linker(linker)
 }
 
@@ -276,12 +319,12 @@ fn answer(data: &mut [u8], out: std::ops::Range<usize>, value: &[u8]) -> i32 {
 }
 
 /// The shape `config` and `kv_get` share: read a key (over `MAX_KEY_BYTES`: `too_long`), look
-/// it up, and answer into the caller's buffer (`NOT_FOUND` when absent).
+/// it up, and answer into the caller's buffer, or with the code `find` gives (`NOT_FOUND`...).
 fn lookup(
     caller: &mut Caller<'_, HostState>,
     [kp, kl, op, oc]: [i32; 4],
     too_long: i32,
-    find: impl FnOnce(&HostState, &[u8]) -> Result<Option<Vec<u8>>, Error>,
+    find: impl FnOnce(&HostState, &[u8]) -> Result<Result<Vec<u8>, i32>, Error>,
 ) -> Result<i32, Error> {
     let mem = memory(caller)?;
     let (data, state) = mem.data_and_store_mut(caller);
@@ -291,8 +334,8 @@ fn lookup(
         return Ok(too_long);
     }
     match find(state, &data[key])? {
-        Some(v) => Ok(answer(data, out, &v)),
-        None => Ok(code::NOT_FOUND),
+        Ok(v) => Ok(answer(data, out, &v)),
+        Err(code) => Ok(code),
     }
 }
 
@@ -307,7 +350,12 @@ fn add_kv_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
                 &mut caller,
                 [kp, kl, op, oc],
                 code::INVALID,
-                |state, key| state.kv_read(key),
+                |state, key| {
+                    if !state.caller_grants(key, "kv") {
+                        return Ok(Err(code::DENIED));
+                    }
+                    Ok(state.kv_read(key)?.ok_or(code::NOT_FOUND))
+                },
             )
         },
     )?;
@@ -355,6 +403,9 @@ fn add_kv_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
                 return Ok(code::INVALID);
             }
             let prefix = data[prefix].to_vec();
+            if !state.caller_grants(&prefix, "kv") {
+                return Ok(code::DENIED);
+            }
             // Stored keys, overlaid with this invocation's writes, in key order.
             let mut keys = std::collections::BTreeSet::new();
             for entry in state.kv.scan_prefix(&prefix).keys() {
@@ -387,8 +438,9 @@ fn add_kv_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
 }
 
 /// The names `add_to_linker` defines; a module importing anything else is refused at load.
-pub const IMPORTS: [&str; 10] = [
+pub const IMPORTS: [&str; 11] = [
     import::EMIT,
+    import::CALLER,
     import::RESPOND,
     import::PUBLISH,
     import::LOG,

@@ -167,6 +167,25 @@ pub struct Job<'a> {
     pub received_ms: u64,
     /// Run it on a fresh instance (retries).
     pub fresh: bool,
+    /// The verified HTTP caller, if the event is a call made with a JWT.
+    pub caller: Option<&'a Arc<Caller>>,
+}
+
+/// A verified HTTP caller (from a JWT): the function can read its subject, and its topics
+/// and key-value keys are limited to the caller's prefixes for that invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's `sub`.
+    pub subject: String,
+    /// Topic and key prefixes the token grants (`prefix:` scopes); none means none.
+    pub prefixes: Vec<String>,
+}
+
+impl Caller {
+    /// Whether `name` (a topic or a key) starts with a granted prefix.
+    pub fn grants(&self, name: &[u8]) -> bool {
+        self.prefixes.iter().any(|p| name.starts_with(p.as_bytes()))
+    }
 }
 
 /// Where a function may send outputs: MQTT topic filters.
@@ -387,6 +406,7 @@ fn instantiate(set: &EngineSet, f: &Meta, max_payload_bytes: usize) -> Result<Li
             max_kv_writes: f.limits.kv_max_writes,
             response: None,
             live: f.live.clone(),
+            caller: None,
         };
         let mut store = Store::new(&set.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -468,6 +488,7 @@ impl Runtime {
             payload,
             received_ms,
             fresh: false,
+            caller: None,
         };
         let ctx = Ctx {
             set,
@@ -626,15 +647,13 @@ fn invoke_slot(
         deadline: started + Duration::from_millis(f.limits.timeout_ms),
         timeout_ms: f.limits.timeout_ms,
     };
-    let result = call(live, &mut budget, job.topic, job.payload, job.received_ms).map(|outputs| {
-        Invocation {
-            outputs,
-            kv_writes: std::mem::take(&mut live.store.data_mut().kv_writes)
-                .into_iter()
-                .collect(),
-            kv: f.kv.clone(),
-            response: live.store.data_mut().response.take(),
-        }
+    let result = call(live, &mut budget, job).map(|outputs| Invocation {
+        outputs,
+        kv_writes: std::mem::take(&mut live.store.data_mut().kv_writes)
+            .into_iter()
+            .collect(),
+        kv: f.kv.clone(),
+        response: live.store.data_mut().response.take(),
     });
     let left = live.store.get_fuel().unwrap_or(0);
     let used = budget.fuel - budget.remaining - left;
@@ -729,15 +748,11 @@ fn bounded<P: WasmParams, R: WasmResults>(
     }
 }
 
-fn call(
-    live: &mut Live,
-    budget: &mut Budget,
-    topic: &str,
-    payload: &[u8],
-    received_ms: u64,
-) -> Result<Vec<Output>, InvokeError> {
+fn call(live: &mut Live, budget: &mut Budget, job: &Job<'_>) -> Result<Vec<Output>, InvokeError> {
+    let (topic, payload, received_ms) = (job.topic, job.payload, job.received_ms);
     let store = &mut live.store;
     store.data_mut().reset();
+    store.data_mut().caller = job.caller.cloned();
     store.set_fuel(0).map_err(trap)?;
     budget.refill(store, 0)?;
     let total = topic.len() + payload.len();

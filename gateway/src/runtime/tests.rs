@@ -559,6 +559,7 @@ fn a_batch_runs_each_function_in_order_and_functions_side_by_side() {
             payload: p,
             received_ms: 0,
             fresh: false,
+            caller: None,
         })
         .collect();
     let seen = std::sync::Mutex::new(vec![Vec::new(), Vec::new()]);
@@ -600,6 +601,7 @@ fn a_function_with_concurrency_uses_several_instances() {
             payload: b"x",
             received_ms: 0,
             fresh: false,
+            caller: None,
         })
         .collect();
     let done = std::sync::atomic::AtomicUsize::new(0);
@@ -633,6 +635,7 @@ fn the_first_error_of_the_callback_stops_the_batch() {
             payload: b"",
             received_ms: 0,
             fresh: false,
+            caller: None,
         })
         .collect();
     let calls = std::sync::atomic::AtomicUsize::new(0);
