@@ -25,7 +25,8 @@ pub use kiri_abi as abi;
 mod fmt;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod mock;
-pub mod reading;
+/// The CBOR sensor reading format (the `kiri-reading` crate).
+pub use kiri_reading as reading;
 #[cfg(target_arch = "wasm32")]
 mod wasm;
 

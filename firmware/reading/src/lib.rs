@@ -3,6 +3,11 @@
 //! A reading is a CBOR map with text keys: `sensor` (text), `kind` (text), `value` (number),
 //! `unit` (text), and optionally `ts` (unsigned, ms since the Unix epoch), `uptime_ms`
 //! (unsigned) and `seq` (unsigned, per-node sequence number). Other keys are ignored.
+//!
+//! Shared by the sensor nodes (`firmware/`), the guest SDK (`kiri_sdk::Reading`) and, through
+//! the gateway's tests, checked against the gateway's own decoder.
+#![no_std]
+#![deny(missing_docs, unsafe_code)]
 
 use minicbor::data::Type;
 use minicbor::encode::write::{Cursor, EndOfSlice};
