@@ -493,4 +493,25 @@ mod tests {
         let bomb = vec![0x81u8; 100_000];
         assert!(check_well_formed(&bomb).is_err());
     }
+
+    proptest::proptest! {
+        /// What a sensor node encodes (the no_std `kiri-reading` crate, minicbor) is what the
+        /// gateway decodes (ciborium), field for field.
+        #[test]
+        fn the_gateway_reads_what_nodes_write(
+            sensor in "[a-z0-9-]{1,24}",
+            kind in "[a-z]{1,12}",
+            unit in "[A-Za-z%]{1,4}",
+            value in proptest::num::f64::NORMAL | proptest::num::f64::ZERO,
+            ts in proptest::option::of(proptest::prelude::any::<u64>()),
+            uptime_ms in proptest::option::of(proptest::prelude::any::<u64>()),
+            seq in proptest::option::of(proptest::prelude::any::<u64>()),
+        ) {
+            let r = kiri_reading::Reading { sensor: &sensor, kind: &kind, value, unit: &unit, ts, uptime_ms, seq };
+            let mut buf = [0u8; 256];
+            let n = r.encode(&mut buf).unwrap();
+            let got = decode_reading(&buf[..n]).unwrap();
+            proptest::prop_assert_eq!(got, Reading { sensor: sensor.clone(), kind: kind.clone(), value, unit: unit.clone(), ts, seq });
+        }
+    }
 }
