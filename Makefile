@@ -4,15 +4,19 @@ CONFIG ?= kiri.example.toml
 WASM_TARGET := wasm32-unknown-unknown
 FUNCTIONS := kiri-fn-threshold kiri-fn-convert kiri-fn-average kiri-fn-window kiri-fn-zscore
 
-.PHONY: run test soak lint functions functions-c build setup-run setup-test clean
+.PHONY: run test soak lint functions functions-c build firmware qemu-node qemu-node-build sensor setup-run setup-test setup-lint clean
 
-## run: build the gateway (release) and the example functions, start it with $(CONFIG)
+## run: build the gateway (release) and the example functions, start it with $(CONFIG), with a
+## simulated sensor node publishing to it (`kiri-sensor --source simulate`)
 run: setup-run functions
-	$(CARGO) build --release -p kiri
+	$(CARGO) build --release -p kiri -p kiri-sensor
+	@./target/release/kiri-sensor --source simulate --node sim --rate 1 \
+		--client-id kiri-sensor-run >/dev/null 2>&1 & sensor=$$!; \
+	trap 'kill $$sensor 2>/dev/null' EXIT INT TERM; \
 	./target/release/kiri run --config $(CONFIG)
 
-## test: unit, property and end-to-end tests (installs Mosquitto, clang and lld as root if missing)
-test: setup-test functions functions-c
+## test: unit, property and end-to-end tests (installs Mosquitto, clang, lld and qemu as root if missing)
+test: setup-test functions functions-c firmware sensor
 	@scripts/test.sh
 
 ## soak: the delivery proofs, longer: a crash loop of SOAK_KILLS SIGKILLs over SOAK_EVENTS
@@ -26,10 +30,13 @@ soak: setup-test functions
 		$(CARGO) test -p kiri --test e2e -- --nocapture crash_loop link_faults
 
 ## lint: formatting and clippy, for the host and for the wasm guests
-lint: setup-run
+lint: setup-lint
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --target $(WASM_TARGET) $(addprefix -p ,$(FUNCTIONS) kiri-sdk) -- -D warnings
+	$(CARGO) clippy --target thumbv7em-none-eabihf $(FIRMWARE_CRATES) -- -D warnings
+	$(CARGO) fmt --manifest-path firmware/qemu-node/Cargo.toml -- --check
+	$(CARGO) clippy --release $(QEMU_NODE_MANIFEST) -- -D warnings
 
 ## functions: build the example functions to WebAssembly
 functions: setup-run
@@ -45,6 +52,34 @@ functions-c:
 		-o target/wasm32-c/relay.wasm functions/examples/c/relay.c
 	@ls -l target/wasm32-c/relay.wasm
 
+## firmware: the sensor drivers and node core for Cortex-M4F and Cortex-M3 (no_std), and the
+## node for QEMU's Cortex-M3 board
+FIRMWARE_CRATES := -p kiri-reading -p kiri-drivers -p kiri-node
+firmware: qemu-node-build
+	$(CARGO) build $(FIRMWARE_CRATES) --target thumbv7em-none-eabihf
+	$(CARGO) build $(FIRMWARE_CRATES) --target thumbv7m-none-eabi
+
+QEMU_NODE_MANIFEST := --manifest-path firmware/qemu-node/Cargo.toml --target thumbv7m-none-eabi --target-dir target
+qemu-node-build:
+	$(CARGO) build --release $(QEMU_NODE_MANIFEST)
+
+## qemu-node: run the Cortex-M3 node under qemu-system-arm, its UART on 127.0.0.1:$(NODE_PORT),
+## and kiri-sensor publishing its readings to the broker on $(BROKER_PORT) (start `make run` first)
+NODE_PORT ?= 5555
+BROKER_PORT ?= 1883
+qemu-node: qemu-node-build
+	$(CARGO) build --release -p kiri-sensor
+	@qemu-system-arm -cpu cortex-m3 -machine lm3s6965evb -nographic -monitor none \
+		-serial tcp:127.0.0.1:$(NODE_PORT),server=on,wait=on \
+		-kernel target/thumbv7m-none-eabi/release/kiri-qemu-node & qemu=$$!; \
+	trap 'kill $$qemu 2>/dev/null' EXIT INT TERM; \
+	./target/release/kiri-sensor --source tcp:127.0.0.1:$(NODE_PORT) --port $(BROKER_PORT) \
+		--client-id kiri-sensor-qemu
+
+## sensor: the kiri-sensor agent (debug)
+sensor:
+	$(CARGO) build -p kiri-sensor
+
 ## build: the kiri binary (debug)
 build:
 	$(CARGO) build -p kiri
@@ -54,6 +89,9 @@ setup-run:
 
 setup-test:
 	@scripts/setup.sh test
+
+setup-lint:
+	@scripts/setup.sh lint
 
 clean:
 	$(CARGO) clean

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what `make run` / `make test` need and says clearly what is missing otherwise.
 #   scripts/setup.sh run    the wasm32 Rust target (to build the example functions)
-#   scripts/setup.sh test   the same, plus Mosquitto (the tests' cloud and external broker) and
-#                           clang + lld (to build the C example function)
+#   scripts/setup.sh lint   the same, plus the thumbv7 targets (the firmware is linted for them)
+#   scripts/setup.sh test   the same, plus Mosquitto (the tests' cloud and external broker),
+#                           clang + lld (to build the C example function), the thumbv7 Rust
+#                           targets and qemu-system-arm (the sensor node firmware)
 set -euo pipefail
 what="${1:-run}"
 missing=0
@@ -14,10 +16,16 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
-    say "adding the Rust target wasm32-unknown-unknown (for the example functions)"
-    rustup target add wasm32-unknown-unknown
-fi
+targets=(wasm32-unknown-unknown)
+# The sensor node firmware: built for Cortex-M4F and Cortex-M3 (QEMU's board) by `make test`.
+case "$what" in test | lint) targets+=(thumbv7em-none-eabihf thumbv7m-none-eabi) ;; esac
+installed=$(rustup target list --installed 2>/dev/null)
+for t in "${targets[@]}"; do
+    if ! grep -qx "$t" <<<"$installed"; then
+        say "adding the Rust target $t"
+        rustup target add "$t"
+    fi
+done
 
 apt_install() {
     if [ "$(id -u)" -ne 0 ]; then
@@ -45,6 +53,8 @@ if [ "$what" = "test" ]; then
     # The C example function is built with clang for wasm32 and linked with wasm-ld (lld).
     command -v clang >/dev/null 2>&1 || need+=(clang)
     command -v wasm-ld >/dev/null 2>&1 || need+=(lld)
+    # The Cortex-M sensor node runs under QEMU in the end-to-end tests.
+    command -v qemu-system-arm >/dev/null 2>&1 || need+=(qemu-system-arm)
     if [ "${#need[@]}" -gt 0 ]; then
         apt_install "${need[@]}"
     fi

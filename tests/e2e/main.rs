@@ -5,6 +5,7 @@ mod delivery;
 mod deploy;
 mod identity;
 mod observe;
+mod sensors;
 mod util;
 
 use std::time::Duration;

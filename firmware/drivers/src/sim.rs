@@ -66,6 +66,7 @@ pub struct SimBme280 {
     now_ms: u64,
     step_ms: u64,
     clock_set: bool,
+    clock: Option<fn() -> u64>,
     last: Truth,
     spikes: u32,
 }
@@ -81,6 +82,7 @@ impl SimBme280 {
             now_ms: 0,
             step_ms: 1000,
             clock_set: false,
+            clock: None,
             last: Truth {
                 temperature_c: 0.0,
                 humidity_pct: 0.0,
@@ -92,8 +94,16 @@ impl SimBme280 {
         s
     }
 
-    /// Sets the time the next measurement is taken at (ms; wall clock or uptime). Without it,
-    /// each measurement is one second after the previous one.
+    /// A chip that reads the time of each measurement from `clock` (ms; wall clock or uptime).
+    pub fn with_clock(seed: u32, clock: fn() -> u64) -> SimBme280 {
+        SimBme280 {
+            clock: Some(clock),
+            ..SimBme280::new(seed)
+        }
+    }
+
+    /// Sets the time the next measurement is taken at (ms; wall clock or uptime). Without it
+    /// (or a clock), each measurement is one second after the previous one.
     pub fn set_time_ms(&mut self, ms: u64) {
         self.now_ms = ms;
         self.clock_set = true;
@@ -150,7 +160,9 @@ impl SimBme280 {
 
     /// A forced measurement: raw values that compensate to the signal, into 0xF7..=0xFE.
     fn measure(&mut self) {
-        if !self.clock_set {
+        if let Some(clock) = self.clock {
+            self.now_ms = clock();
+        } else if !self.clock_set {
             self.now_ms += self.step_ms;
         }
         self.clock_set = false;

@@ -1,0 +1,126 @@
+//! Sensors end to end: the Cortex-M node under QEMU writes framed readings to its UART (a
+//! local socket), `kiri-sensor` publishes them to the gateway's broker, `threshold` runs on
+//! them and the results reach the Mosquitto "cloud": every sequence number arrives.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::util::*;
+use super::{config_with, embedded};
+
+/// `target/<profile>/kiri-sensor`, next to the `kiri` binary under test (`make test` builds it).
+fn kiri_sensor() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_kiri")).with_file_name("kiri-sensor");
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo build -p kiri-sensor` (`make test` does)",
+        path.display()
+    );
+    path
+}
+
+/// The node firmware for QEMU's lm3s6965evb (`make qemu-node-build`, run by `make test`).
+fn qemu_node_elf() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("thumbv7m-none-eabi/release/kiri-qemu-node");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `make qemu-node-build` (`make test` does)",
+        path.display()
+    );
+    path
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn readings_from_a_qemu_node_reach_the_cloud_complete() {
+    let (dir, cloud, sub, broker_port) = super::site("sensors-consumer");
+    let threshold = function_wasm("threshold");
+    // One threshold function per kind, with a limit every reading passes: all come through.
+    let functions: String = ["temperature", "humidity", "pressure"]
+        .iter()
+        .map(|kind| {
+            format!(
+                "[[functions]]\nname = \"alert-{kind}\"\nmodule = \"{}\"\ntriggers = [\"sensors/+/{kind}\"]\n\
+                 config = {{ limit = -1000000, kind = \"{kind}\" }}\n",
+                threshold.display()
+            )
+        })
+        .collect();
+    let mut kiri = Kiri::start(
+        &dir.path().join("kiri"),
+        &config_with(&cloud.url(), &embedded(broker_port), &functions),
+        &[],
+    );
+
+    let uart = free_port();
+    let qemu_log = std::fs::File::create(dir.path().join("qemu.log")).unwrap();
+    let qemu = Command::new("qemu-system-arm")
+        .args(["-cpu", "cortex-m3", "-machine", "lm3s6965evb", "-nographic"])
+        .args(["-monitor", "none", "-serial"])
+        // QEMU listens and starts the board once the agent connects: nothing is lost.
+        .arg(format!("tcp:127.0.0.1:{uart},server=on,wait=on"))
+        .arg("-kernel")
+        .arg(qemu_node_elf())
+        .stdin(Stdio::null())
+        .stdout(qemu_log.try_clone().unwrap())
+        .stderr(qemu_log)
+        .spawn()
+        .expect("qemu-system-arm (Debian: qemu-system-arm; `make test` installs it as root)");
+    let _qemu = Killed(qemu);
+
+    let readings = 60;
+    let mut agent = Command::new(kiri_sensor())
+        .args(["--source", &format!("tcp:127.0.0.1:{uart}")])
+        .args(["--port", &broker_port.to_string()])
+        .args(["--client-id", "e2e-agent", "--count", &readings.to_string()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let finished = poll_until(Duration::from_secs(90), || {
+        matches!(agent.try_wait(), Ok(Some(_)))
+    });
+    let agent_log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    if !finished {
+        let _ = agent.kill();
+        panic!("kiri-sensor did not finish: {agent_log}");
+    }
+    assert!(
+        agent.wait().unwrap().success(),
+        "kiri-sensor failed: {agent_log}"
+    );
+
+    sub.wait_for(readings, Duration::from_secs(60), &mut kiri);
+    let mut seqs = sub.distinct_seqs();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (0..readings as u64).collect::<Vec<_>>(),
+        "every reading, once"
+    );
+    let kinds: std::collections::BTreeSet<String> = sub
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, e)| e.function.clone())
+        .collect();
+    assert_eq!(
+        kinds.len(),
+        3,
+        "temperature, humidity and pressure: {kinds:?}"
+    );
+    kiri.stop();
+}
