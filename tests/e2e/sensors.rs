@@ -34,6 +34,21 @@ fn qemu_node_elf() -> PathBuf {
     path
 }
 
+/// One `threshold` function per kind, with a limit every reading passes: all come through.
+fn alerts_for_every_kind() -> String {
+    let threshold = function_wasm("threshold");
+    ["temperature", "humidity", "pressure"]
+        .iter()
+        .map(|kind| {
+            format!(
+                "[[functions]]\nname = \"alert-{kind}\"\nmodule = \"{}\"\ntriggers = [\"sensors/+/{kind}\"]\n\
+                 config = {{ limit = -1000000, kind = \"{kind}\" }}\n",
+                threshold.display()
+            )
+        })
+        .collect()
+}
+
 struct Killed(Child);
 
 impl Drop for Killed {
@@ -46,18 +61,7 @@ impl Drop for Killed {
 #[test]
 fn readings_from_a_qemu_node_reach_the_cloud_complete() {
     let (dir, cloud, sub, broker_port) = super::site("sensors-consumer");
-    let threshold = function_wasm("threshold");
-    // One threshold function per kind, with a limit every reading passes: all come through.
-    let functions: String = ["temperature", "humidity", "pressure"]
-        .iter()
-        .map(|kind| {
-            format!(
-                "[[functions]]\nname = \"alert-{kind}\"\nmodule = \"{}\"\ntriggers = [\"sensors/+/{kind}\"]\n\
-                 config = {{ limit = -1000000, kind = \"{kind}\" }}\n",
-                threshold.display()
-            )
-        })
-        .collect();
+    let functions = alerts_for_every_kind();
     let mut kiri = Kiri::start(
         &dir.path().join("kiri"),
         &config_with(&cloud.url(), &embedded(broker_port), &functions),
@@ -122,5 +126,53 @@ fn readings_from_a_qemu_node_reach_the_cloud_complete() {
         3,
         "temperature, humidity and pressure: {kinds:?}"
     );
+    kiri.stop();
+}
+
+#[test]
+fn simulated_readings_wait_while_the_broker_is_away() {
+    let (dir, cloud, sub, _) = super::site("sensors-sim-consumer");
+    let functions = alerts_for_every_kind();
+    // Mosquitto as the site's broker (it keeps the gateway's session across its restart).
+    let mut local = Mosquitto::start(&dir.path().join("local"));
+    let broker = format!("mode = \"external\"\nurl = \"{}\"", local.url());
+    let mut kiri = Kiri::start(
+        &dir.path().join("kiri"),
+        &config_with(&cloud.url(), &broker, &functions),
+        &[],
+    );
+    local.stop();
+    // The agent starts while the broker is away: its readings wait in its buffer.
+    let readings = 30;
+    let mut agent = Command::new(kiri_sensor())
+        .args(["--source", "simulate", "--rate", "20", "--node", "early"])
+        .args(["--port", &local.port.to_string()])
+        .args(["--client-id", "e2e-sim", "--count", &readings.to_string()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        agent.try_wait().unwrap().is_none(),
+        "the agent waits for the broker"
+    );
+    local.restart();
+    let finished = poll_until(Duration::from_secs(60), || {
+        matches!(agent.try_wait(), Ok(Some(_)))
+    });
+    let agent_log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    if !finished {
+        let _ = agent.kill();
+        panic!("kiri-sensor did not finish: {agent_log}");
+    }
+    assert!(
+        agent.wait().unwrap().success(),
+        "kiri-sensor failed: {agent_log}"
+    );
+    sub.wait_for(readings, Duration::from_secs(60), &mut kiri);
+    let mut seqs = sub.distinct_seqs();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..readings as u64).collect::<Vec<_>>());
     kiri.stop();
 }
