@@ -4,7 +4,7 @@ CONFIG ?= kiri.example.toml
 WASM_TARGET := wasm32-unknown-unknown
 FUNCTIONS := kiri-fn-threshold kiri-fn-convert kiri-fn-average kiri-fn-window kiri-fn-zscore
 
-.PHONY: run test soak lint functions functions-c build firmware qemu-node qemu-node-build sensor setup-run setup-test setup-lint clean
+.PHONY: run test soak lint functions functions-c build firmware qemu-node qemu-node-build sensor cross image qemu deb install flash setup-run setup-test setup-lint clean
 
 ## run: build the gateway (release) and the example functions, start it with $(CONFIG), with a
 ## simulated sensor node publishing to it (`kiri-sensor --source simulate`)
@@ -16,7 +16,8 @@ run: setup-run functions
 	./target/release/kiri run --config $(CONFIG)
 
 ## test: unit, property and end-to-end tests (installs Mosquitto, clang, lld and qemu as root if missing)
-test: setup-test functions functions-c firmware sensor
+test: setup-test functions functions-c firmware sensor image
+	@cross/deb.sh arm64
 	@scripts/test.sh
 
 ## soak: the delivery proofs, longer: a crash loop of SOAK_KILLS SIGKILLs over SOAK_EVENTS
@@ -79,6 +80,42 @@ qemu-node: qemu-node-build
 ## sensor: the kiri-sensor agent (debug)
 sensor:
 	$(CARGO) build -p kiri-sensor
+
+## cross: kiri and kiri-sensor for the devices (release, stripped copies in target/cross/),
+## sizes reported: CROSS_TARGETS (default aarch64 musl, armv7 gnueabihf, aarch64 gnu)
+CROSS_TARGETS ?= aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf aarch64-unknown-linux-gnu
+cross:
+	cross/build.sh $(CROSS_TARGETS)
+
+## image: the simulated board's kernel and initramfs (target/image), with the static kiri
+image: functions
+	cross/build.sh aarch64-unknown-linux-musl
+	cross/image.sh
+
+## qemu: boot the simulated board (console here; type `halt` to stop it). It reaches the host's
+## site broker on LOCAL_PORT and cloud on CLOUD_PORT; its dashboard is on 127.0.0.1:DASH_PORT.
+## Knobs: QEMU_MEM, QEMU_CPUS, QEMU_UPLINK=broken, QEMU_DISK_MB, QEMU_CLOCK (see cross/qemu.sh)
+qemu: image
+	cross/qemu.sh
+
+## deb: Debian packages for arm64 and armhf in target/deb (DEB_ARCHES to choose)
+DEB_ARCHES ?= arm64 armhf
+deb: functions
+	cross/build.sh $(foreach a,$(DEB_ARCHES),$(if $(filter arm64,$(a)),aarch64-unknown-linux-musl,armv7-unknown-linux-gnueabihf))
+	cross/deb.sh $(DEB_ARCHES)
+
+## install: copy the package to HOST (user@device) over ssh and install it (ARCH=arm64|armhf)
+ARCH ?= arm64
+install: DEB_ARCHES = $(ARCH)
+install: deb
+	@test -n "$(HOST)" || { echo "make install HOST=user@device [ARCH=arm64|armhf]"; exit 2; }
+	scp target/deb/kiri_*_$(ARCH).deb $(HOST):/tmp/
+	ssh -t $(HOST) 'sudo apt-get install -y /tmp/kiri_*_$(ARCH).deb && rm -f /tmp/kiri_*_$(ARCH).deb'
+
+## flash: write IMAGE to the removable DEVICE (DRY_RUN=1 only checks and prints)
+flash:
+	@test -n "$(IMAGE)" -a -n "$(DEVICE)" || { echo "make flash IMAGE=file.img DEVICE=/dev/sdX [DRY_RUN=1]"; exit 2; }
+	cross/flash.sh "$(IMAGE)" "$(DEVICE)"
 
 ## build: the kiri binary (debug)
 build:

@@ -19,6 +19,8 @@ fi
 targets=(wasm32-unknown-unknown)
 # The sensor node firmware: built for Cortex-M4F and Cortex-M3 (QEMU's board) by `make test`.
 case "$what" in test | lint) targets+=(thumbv7em-none-eabihf thumbv7m-none-eabi) ;; esac
+# The simulated board runs the static aarch64 build.
+[ "$what" = test ] && targets+=(aarch64-unknown-linux-musl)
 installed=$(rustup target list --installed 2>/dev/null)
 for t in "${targets[@]}"; do
     if ! grep -qx "$t" <<<"$installed"; then
@@ -53,8 +55,14 @@ if [ "$what" = "test" ]; then
     # The C example function is built with clang for wasm32 and linked with wasm-ld (lld).
     command -v clang >/dev/null 2>&1 || need+=(clang)
     command -v wasm-ld >/dev/null 2>&1 || need+=(lld)
-    # The Cortex-M sensor node runs under QEMU in the end-to-end tests.
+    # The Cortex-M sensor node and the aarch64 board run under QEMU in the end-to-end tests
+    # (qemu-system-arm has both); the board's image is a cpio archive; its network forwards
+    # run nc; ring's C code for aarch64 is built with the gnu cross compiler.
     command -v qemu-system-arm >/dev/null 2>&1 || need+=(qemu-system-arm)
+    command -v qemu-system-aarch64 >/dev/null 2>&1 || need+=(qemu-system-arm)
+    command -v cpio >/dev/null 2>&1 || need+=(cpio)
+    command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
+    command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu)
     if [ "${#need[@]}" -gt 0 ]; then
         apt_install "${need[@]}"
     fi

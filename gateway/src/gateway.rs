@@ -289,7 +289,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         subscriptions.clone(),
         stale,
         config.broker.max_packet_bytes,
-        ready,
+        ready.clone(),
         tx.clone(),
     ));
 
@@ -338,6 +338,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         },
     ));
     let housekeeping_task = tokio::spawn(housekeeping(outbox.clone()));
+    let systemd_task = tokio::spawn(systemd(ready.clone()));
     let logs_task = (config.cloud.logs != crate::config::LogForwarding::Off).then(|| {
         tokio::spawn(crate::live::forward_logs(
             live.clone(),
@@ -417,6 +418,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let _ = task.await;
     }
     tracing::debug!("inputs stopped");
+    systemd_task.abort();
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     // The processor finishes the group it is on and stops; work still queued is not
     // acknowledged, so the broker redelivers it after a restart.
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -442,9 +445,33 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
 }
 
+/// systemd integration (`Type=notify`, only when `NOTIFY_SOCKET` is set): `READY=1` once the
+/// ingest session is subscribed, then, with `WatchdogSec`, a watchdog ping every half period
+/// from the async runtime (a wedged runtime stops feeding it and systemd restarts the
+/// gateway; a long outage or a full outbox does not, as the runtime still runs).
+async fn systemd(ready: Arc<AtomicBool>) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    while !ready.load(std::sync::atomic::Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+    let Some(period) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    loop {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        tokio::time::sleep(period / 2).await;
+    }
+}
+
 /// Once a second: expires results past the TTL and publishes the backlog's age.
 async fn housekeeping(outbox: Arc<Outbox>) {
     loop {
+        crate::clock::check();
         tokio::time::sleep(Duration::from_secs(1)).await;
         if let Err(e) = outbox.expire() {
             tracing::error!(error = %e, "outbox expiry sweep failed");

@@ -5,6 +5,7 @@
 //! tied together by the [`processor`] and started by [`gateway::run`]; [`timers`] are the
 //! other trigger.
 
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod dashboard;

@@ -18,6 +18,8 @@ pub async fn get(State(s): State<Dashboard>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_ms": s.started.elapsed().as_millis() as u64,
         "ready": s.ready.load(std::sync::atomic::Ordering::Relaxed),
+        "clock": crate::clock::now_text(),
+        "clock_unset": crate::clock::unset(),
         "uplink": s.uplink.get(),
         "outbox": outbox,
     }))

@@ -126,7 +126,7 @@ pub async fn run(
 fn describe(e: &rumqttc::ConnectionError) -> String {
     use rumqttc::ConnectionError as E;
     match e {
-        E::Tls(e) => format!("TLS handshake failed: {e}"),
+        E::Tls(e) => format!("TLS handshake failed: {e}{}", crate::clock::hint()),
         E::ConnectionRefused(code) => format!("the broker refused the connection: {code:?}"),
         E::Io(e) => format!("network: {e}"),
         E::MqttState(rumqttc::StateError::AwaitPingResp) => {
@@ -135,7 +135,10 @@ fn describe(e: &rumqttc::ConnectionError) -> String {
         // TLS 1.3 finishes the handshake before the server checks the client's certificate,
         // so its refusal arrives as an alert on the first read.
         other if other.to_string().contains("fatal alert") => {
-            format!("TLS: the broker refused the session: {other}")
+            format!(
+                "TLS: the broker refused the session: {other}{}",
+                crate::clock::hint()
+            )
         }
         other => other.to_string(),
     }

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Builds Debian packages of Kiri for devices, with dpkg-deb:
+#   cross/deb.sh [ARCH...]      ARCH: arm64 (default build aarch64-unknown-linux-musl, static)
+#                                     armhf (armv7-unknown-linux-gnueabihf, Raspberry Pi OS 32-bit)
+#   -> target/deb/kiri_<version>_<arch>.deb
+# Contents: /usr/bin/kiri, /usr/bin/kiri-sensor, /etc/kiri/kiri.toml (a conffile), the example
+# functions in /usr/lib/kiri/functions, the systemd units kiri.service (enabled and started on
+# install: user `kiri`, state in /var/lib/kiri, hardened, watchdog) and kiri-sensor.service
+# (for a BME280 on I2C bus 1; enable it after checking its command line).
+# The binaries come from cross/build.sh (make cross); this script does not build them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { printf 'deb: %s\n' "$*" >&2; }
+arches=("$@")
+[ ${#arches[@]} -gt 0 ] || arches=(arm64 armhf)
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+for f in convert threshold; do
+    [ -f "target/wasm32-unknown-unknown/release/kiri_fn_$f.wasm" ] \
+        || { say "the example functions are missing: run make functions"; exit 1; }
+done
+mkdir -p target/deb
+for arch in "${arches[@]}"; do
+    case "$arch" in
+        arm64) triple=aarch64-unknown-linux-musl; depends="adduser" ;;
+        armhf) triple=armv7-unknown-linux-gnueabihf; depends="adduser, libc6 (>= 2.36)" ;;
+        *) say "unknown architecture $arch (arm64 or armhf)"; exit 1 ;;
+    esac
+    bin="target/cross/$triple"
+    for b in kiri kiri-sensor; do
+        [ -x "$bin/$b" ] || { say "$bin/$b is missing: run cross/build.sh $triple (make cross)"; exit 1; }
+    done
+    root="target/deb/kiri_${version}_${arch}"
+    rm -rf "$root"
+    install -d "$root/DEBIAN" "$root/usr/bin" "$root/etc/kiri" "$root/usr/lib/kiri/functions" \
+        "$root/lib/systemd/system" "$root/usr/share/doc/kiri"
+    install -m 0755 "$bin/kiri" "$bin/kiri-sensor" "$root/usr/bin/"
+    install -m 0644 cross/debian/kiri.toml "$root/etc/kiri/kiri.toml"
+    install -m 0644 cross/debian/kiri.service cross/debian/kiri-sensor.service "$root/lib/systemd/system/"
+    for f in convert threshold; do
+        install -m 0644 "target/wasm32-unknown-unknown/release/kiri_fn_$f.wasm" \
+            "$root/usr/lib/kiri/functions/$f.wasm"
+    done
+    install -m 0644 README.md "$root/usr/share/doc/kiri/README.md"
+    install -m 0755 cross/debian/postinst cross/debian/prerm cross/debian/postrm "$root/DEBIAN/"
+    echo /etc/kiri/kiri.toml > "$root/DEBIAN/conffiles"
+    size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
+    {
+        echo "Package: kiri"
+        echo "Version: $version"
+        echo "Architecture: $arch"
+        echo "Maintainer: Kiri developers <kiri@example.invalid>"
+        echo "Installed-Size: $size"
+        echo "Depends: $depends"
+        echo "Section: net"
+        echo "Priority: optional"
+        echo "Homepage: https://example.invalid/kiri"
+        echo "Description: WebAssembly function runtime for IoT edge gateways"
+        echo " Kiri runs small functions compiled to WebAssembly on sensor readings arriving"
+        echo " over MQTT, keeps their results on disk, and forwards them to a cloud MQTT"
+        echo " broker, holding them while the uplink is down."
+    } > "$root/DEBIAN/control"
+    dpkg-deb --build --root-owner-group -Zxz "$root" "target/deb/kiri_${version}_${arch}.deb" >/dev/null
+    say "target/deb/kiri_${version}_${arch}.deb ($(du -h "target/deb/kiri_${version}_${arch}.deb" | cut -f1))"
+done

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Writes a bootable image to an SD card or eMMC:
+#   cross/flash.sh IMAGE DEVICE       e.g. cross/flash.sh raspios-kiri.img /dev/sdb
+#   DRY_RUN=1 cross/flash.sh ...      check everything, print what would be done, write nothing
+# Refuses: a DEVICE that is not a whole block device, a non-removable disk (your system disk),
+# a device with a mounted partition, an IMAGE larger than the device. `.img.xz` and `.img.gz`
+# images are decompressed on the way. For tests, SYS_BLOCK (default /sys/block) and
+# PROC_MOUNTS (default /proc/mounts) can point at stand-ins.
+set -euo pipefail
+say() { printf 'flash: %s\n' "$*" >&2; }
+refuse() { say "refusing: $*"; exit 2; }
+
+[ $# -eq 2 ] || { say "usage: cross/flash.sh IMAGE DEVICE (DRY_RUN=1 to only check)"; exit 2; }
+image=$1
+device=$2
+sys_block=${SYS_BLOCK:-/sys/block}
+mounts=${PROC_MOUNTS:-/proc/mounts}
+
+[ -f "$image" ] || refuse "image $image does not exist"
+name=$(basename "$device")
+case "$device" in
+    /dev/*) ;;
+    *) refuse "$device is not a /dev path" ;;
+esac
+[ -d "$sys_block/$name" ] || refuse "$device is not a whole disk (no $sys_block/$name; give /dev/sdX or /dev/mmcblkN, not a partition)"
+removable=$(cat "$sys_block/$name/removable" 2>/dev/null || echo 0)
+case "$name" in
+    # SD cards on the built-in reader show as mmcblk with removable=0; eMMC modules the same.
+    # Only the system's own root disk among them is refused (by the mount check below).
+    mmcblk*) ;;
+    *) [ "$removable" = 1 ] || refuse "$device is not removable ($sys_block/$name/removable = $removable): not writing over a fixed disk" ;;
+esac
+# Any mounted partition of the device (or the device itself).
+# The device and its partitions: /dev/sdb, /dev/sdb1; /dev/mmcblk0, /dev/mmcblk0p1.
+part_re="^/dev/$name(p?[0-9]+)?\$"
+mounted=$(awk -v re="$part_re" '$1 ~ re { printf "%s on %s; ", $1, $2 }' "$mounts")
+[ -z "$mounted" ] || refuse "$device (or a partition of it) is mounted: ${mounted}unmount it first"
+sectors=$(cat "$sys_block/$name/size" 2>/dev/null || echo 0)
+device_bytes=$((sectors * 512))
+case "$image" in
+    *.xz) reader=(xz -dc "$image"); image_bytes=$(xz --robot -l "$image" | awk '/^totals/ { print $5 }') ;;
+    *.gz) reader=(gzip -dc "$image"); image_bytes=$(gzip -l "$image" | awk 'NR == 2 { print $2 }') ;;
+    *) reader=(cat "$image"); image_bytes=$(stat -c %s "$image") ;;
+esac
+[ "$device_bytes" -gt 0 ] || refuse "cannot read the size of $device"
+[ "$image_bytes" -le "$device_bytes" ] || refuse "the image ($image_bytes bytes) is larger than $device ($device_bytes bytes)"
+
+plan="${reader[*]} | dd of=$device bs=4M conv=fsync status=progress"
+if [ -n "${DRY_RUN:-}" ]; then
+    say "dry run: would write $image ($image_bytes bytes) to $device ($device_bytes bytes, removable=$removable)"
+    echo "$plan"
+    exit 0
+fi
+say "writing $image to $device: everything on $device is lost (Ctrl-C within 5 s to stop)"
+sleep 5
+"${reader[@]}" | dd of="$device" bs=4M conv=fsync status=progress
+sync
+say "done: $device can be removed"
