@@ -4,15 +4,18 @@ CONFIG ?= kiri.example.toml
 WASM_TARGET := wasm32-unknown-unknown
 FUNCTIONS := kiri-fn-threshold kiri-fn-convert kiri-fn-average kiri-fn-window kiri-fn-zscore
 
-.PHONY: run test soak lint functions functions-c build setup-run setup-test clean
+.PHONY: run test soak lint functions functions-c build assets setup-run setup-test clean
 
-## run: build the gateway (release) and the example functions, start it with $(CONFIG)
-run: setup-run functions
+## run: build the gateway (release) and the example functions, start it with $(CONFIG); prints
+## the dashboard's address with its token
+run: setup-run assets functions
 	$(CARGO) build --release -p kiri
+	@./target/release/kiri dashboard --config $(CONFIG)
 	./target/release/kiri run --config $(CONFIG)
 
-## test: unit, property and end-to-end tests (installs Mosquitto, clang and lld as root if missing)
-test: setup-test functions functions-c
+## test: unit, property, end-to-end and browser tests (installs Mosquitto, clang, lld, Chromium
+## and chromedriver as root if missing)
+test: setup-test assets functions functions-c
 	@scripts/test.sh
 
 ## soak: the delivery proofs, longer: a crash loop of SOAK_KILLS SIGKILLs over SOAK_EVENTS
@@ -20,13 +23,13 @@ test: setup-test functions functions-c
 SOAK_KILLS ?= 40
 SOAK_EVENTS ?= 40000
 SOAK_MODEL_CASES ?= 5000
-soak: setup-test functions
+soak: setup-test assets functions
 	TEST_MODEL_CASES=$(SOAK_MODEL_CASES) $(CARGO) test -p kiri --lib the_outbox_matches_its_model
 	TEST_CRASH_KILLS=$(SOAK_KILLS) TEST_CRASH_EVENTS=$(SOAK_EVENTS) \
 		$(CARGO) test -p kiri --test e2e -- --nocapture crash_loop link_faults
 
 ## lint: formatting and clippy, for the host and for the wasm guests
-lint: setup-run
+lint: setup-run assets
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --target $(WASM_TARGET) $(addprefix -p ,$(FUNCTIONS) kiri-sdk) -- -D warnings
@@ -46,8 +49,13 @@ functions-c:
 	@ls -l target/wasm32-c/relay.wasm
 
 ## build: the kiri binary (debug)
-build:
+build: assets
 	$(CARGO) build -p kiri
+
+## assets: the dashboard's vendored files (uPlot, sha512 pinned) into gateway/assets/vendor;
+## every target that compiles the gateway depends on it
+assets:
+	@scripts/fetch-assets.sh
 
 setup-run:
 	@scripts/setup.sh run

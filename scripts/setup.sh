@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what `make run` / `make test` need and says clearly what is missing otherwise.
 #   scripts/setup.sh run    the wasm32 Rust target (to build the example functions)
-#   scripts/setup.sh test   the same, plus Mosquitto (the tests' cloud and external broker) and
-#                           clang + lld (to build the C example function)
+#   scripts/setup.sh test   the same, plus Mosquitto (the tests' cloud and external broker),
+#                           clang + lld (to build the C example function), and Chromium with
+#                           chromedriver (the dashboard's browser test)
 set -euo pipefail
 what="${1:-run}"
 missing=0
@@ -45,6 +46,9 @@ if [ "$what" = "test" ]; then
     # The C example function is built with clang for wasm32 and linked with wasm-ld (lld).
     command -v clang >/dev/null 2>&1 || need+=(clang)
     command -v wasm-ld >/dev/null 2>&1 || need+=(lld)
+    # The dashboard page is tested in headless Chromium, driven over WebDriver.
+    [ -x /usr/bin/chromium ] || need+=(chromium)
+    [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
     if [ "${#need[@]}" -gt 0 ]; then
         apt_install "${need[@]}"
     fi

@@ -4,6 +4,7 @@
 mod delivery;
 mod deploy;
 mod observe;
+mod page;
 mod util;
 
 use std::time::Duration;
