@@ -8,6 +8,7 @@ use std::path::Path;
 const VENDORED: [&str; 3] = ["uPlot.iife.min.js", "uPlot.min.css", "LICENSE"];
 
 fn main() {
+    let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
     let dir = Path::new("assets");
     println!("cargo:rerun-if-changed=build.rs");
     // A directory is scanned as a whole: a file added to or changed in it reruns this check.
@@ -16,7 +17,7 @@ fn main() {
         .iter()
         .map(|f| dir.join("vendor").join(f))
         .filter(|p| !p.is_file())
-        .map(|p| p.display().to_string())
+        .map(|p| Path::new(&root).join(p).display().to_string())
         .collect();
     if !missing.is_empty() {
         eprintln!(

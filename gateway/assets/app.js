@@ -21,9 +21,14 @@
   }
   const token = () => sessionStorage.getItem(TOKEN_KEY) || "";
 
+  // A token the gateway refused is not sent again until another is entered: wrong tokens count
+  // towards the gateway's lockout, which would shut everyone out, the right token included.
+  let refused = false;
+  const usable = () => (refused ? "" : token());
+
   function headers(extra) {
     const h = Object.assign({}, extra);
-    if (token()) h.Authorization = "Bearer " + token();
+    if (usable()) h.Authorization = "Bearer " + usable();
     return h;
   }
 
@@ -36,10 +41,12 @@
   }
 
   async function api(path, options = {}) {
-    const resp = await fetch(path, Object.assign({}, options, {
-      headers: headers(options.headers),
-      cache: "no-store",
-    }));
+    const sent = headers(options.headers);
+    const resp = await fetch(path, Object.assign({}, options, { headers: sent, cache: "no-store" }));
+    if (resp.status === 401 && sent.Authorization) {
+      refused = true;
+      showTokenState();
+    }
     if (!resp.ok) {
       let body = {};
       try {
@@ -60,7 +67,7 @@
 
   function explain(e) {
     if (e.status === 401) {
-      return token()
+      return refused
         ? "The gateway refused the token: enter the right one above."
         : "This gateway wants its token: enter it above, or open the address `kiri` printed (…/#token=…).";
     }
@@ -185,9 +192,9 @@
     return (b[key] - a[key]) / dt;
   }
 
-  function mergeHistory(history) {
-    const last = history.length ? history[history.length - 1].time_ms : 0;
-    ticks = history.concat(ticks.filter((t) => t.time_ms > last)).slice(-KEEP_TICKS);
+  function mergeHistory(past) {
+    const last = past.length ? past[past.length - 1].time_ms : 0;
+    ticks = past.concat(ticks.filter((t) => t.time_ms > last)).slice(-KEEP_TICKS);
     redraw();
   }
 
@@ -339,10 +346,12 @@
     const body = $("dead-letters-body");
     const note = $("dead-letters-note");
     const table = $("dead-letters-table");
-    if (!token()) {
+    if (!usable()) {
       table.hidden = true;
       $("dead-letters-count").textContent = "";
-      note.textContent = "The dead letters need the token: enter it above.";
+      note.textContent = refused
+        ? "The gateway refused the token: enter the right one above."
+        : "The dead letters need the token: enter it above.";
       return;
     }
     let list;
@@ -483,7 +492,11 @@
     stream = kiriSse.connect("/api/v1/events", {
       headers,
       onEvent,
-      onState(state, detail) {
+      onState(state, detail, status) {
+        if (status === 401 && usable()) {
+          refused = true; // the next attempt goes without it (see `refused`)
+          showTokenState();
+        }
         pill.textContent = state === "open" ? "live" : "reconnecting";
         pill.className = "pill " + (state === "open" ? "ok" : "bad");
         pill.title = detail || "";
@@ -504,21 +517,34 @@
   }
 
   function showTokenState() {
-    $("token-input").placeholder = token() ? "set (hidden)" : "not set";
+    $("token-input").placeholder = refused ? "refused" : token() ? "set (hidden)" : "not set";
   }
 
-  function useToken(t) {
-    if (t) sessionStorage.setItem(TOKEN_KEY, t);
-    else sessionStorage.removeItem(TOKEN_KEY);
+  // Tries a new token with one request before everything else uses it, so a wrong one costs
+  // one attempt; then (re)loads everything.
+  async function begin() {
+    refused = false;
     showTokenState();
+    if (token()) {
+      try {
+        await api("/api/v1/dead-letters?limit=1");
+      } catch (_) {
+        // a refused token is marked by api(); anything else shows up in refresh()
+      }
+    }
     startStream();
     refresh();
     if (logFunction) selectLogFunction(logFunction);
   }
 
+  function useToken(t) {
+    if (t) sessionStorage.setItem(TOKEN_KEY, t);
+    else sessionStorage.removeItem(TOKEN_KEY);
+    begin();
+  }
+
   function start() {
     takeTokenFromFragment();
-    showTokenState();
     setupCharts();
     $("token-form").addEventListener("submit", (e) => {
       e.preventDefault();
@@ -529,8 +555,7 @@
     });
     $("token-forget").addEventListener("click", () => useToken(""));
     $("log-function").addEventListener("change", (e) => selectLogFunction(e.target.value));
-    startStream();
-    refresh();
+    begin();
     setInterval(() => {
       if (!document.hidden) refresh();
     }, REFRESH_MS);

@@ -64,8 +64,8 @@
     }
   }
 
-  // Opens `url` and keeps it open: onEvent(event) per event, onState("open" | "down", detail)
-  // on changes. headers() is called at each (re)connection, so a new token is picked up.
+  // Opens `url` and keeps it open: onEvent(event) per event, onState("open" | "down", detail,
+  // HTTP status) on changes. headers() is called at each (re)connection, so a new token is picked up.
   // A stream silent for `idleMs` (the server sends a comment every 15 s) counts as dead.
   // Reconnects after 0.5 s, doubling to 30 s, with jitter; returns {close()}.
   function connect(url, { headers, onEvent, onState, idleMs = 45000 }) {
@@ -80,7 +80,11 @@
       let idle = setTimeout(() => ctl.abort(), idleMs);
       try {
         const resp = await fetch(url, { headers: headers(), signal: ctl.signal, cache: "no-store" });
-        if (!resp.ok) throw new Error("HTTP " + resp.status);
+        if (!resp.ok) {
+          const err = new Error("HTTP " + resp.status);
+          err.status = resp.status;
+          throw err;
+        }
         onState("open");
         const parser = new Parser((e) => {
           delay = 500;
@@ -105,7 +109,8 @@
           await once();
         } catch (e) {
           if (stopped) return;
-          onState("down", e && e.name === "AbortError" ? "no data for a while" : String(e.message || e));
+          const why = e && e.name === "AbortError" ? "no data for a while" : String(e.message || e);
+          onState("down", why, e && e.status);
         }
         await sleep(delay * (0.75 + Math.random() / 2));
         delay = Math.min(delay * 2, 30000);

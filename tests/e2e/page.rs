@@ -313,6 +313,18 @@ impl Browser {
             .unwrap_or_else(|e| panic!("click {css}: {e}"));
     }
 
+    fn type_into(&self, css: &str, text: &str) {
+        self.rt
+            .block_on(async {
+                self.client()
+                    .find(Locator::Css(css))
+                    .await?
+                    .send_keys(text)
+                    .await
+            })
+            .unwrap_or_else(|e| panic!("type into {css}: {e}"));
+    }
+
     fn select(&self, css: &str, value: &str) {
         self.rt
             .block_on(async {
@@ -670,16 +682,24 @@ fn the_dashboard_shows_the_gateway_live_in_a_browser() {
 }
 
 #[test]
-fn the_pages_event_stream_reader_parses_any_chunking_and_reconnects() {
+fn the_pages_event_stream_reader_parses_any_chunking_and_reconnects_and_a_wrong_token_is_tried_once(
+) {
     let dir = tempfile::tempdir().unwrap();
     let conf = config_with(
         &format!("mqtt://127.0.0.1:{}", free_port()),
         &embedded(free_port()),
         "",
     );
-    let mut kiri = Kiri::start(&dir.path().join("kiri"), &conf, &[]);
+    let mut kiri = Kiri::start(
+        &dir.path().join("kiri"),
+        &conf,
+        &[("KIRI_DASHBOARD_TOKEN", TOKEN.to_string())],
+    );
     let browser = Browser::start();
-    browser.goto(&format!("http://127.0.0.1:{}/", kiri.metrics_port));
+    browser.goto(&format!(
+        "http://127.0.0.1:{}/#token=a-wrong-token-0123456789",
+        kiri.metrics_port
+    ));
     let t = Duration::from_secs(30);
     browser.wait_js(
         "the page's scripts",
@@ -719,6 +739,39 @@ fn the_pages_event_stream_reader_parses_any_chunking_and_reconnects() {
     );
     assert_eq!(failures, json!([]), "SSE parser cases that failed");
 
+    // A wrong token: tried once, then no longer sent (wrong tokens count towards the lockout);
+    // the open reads go on without it. Then the right one, typed into the token field.
+    let points = || {
+        browser
+            .js("return kiriCharts.events.data[0].length")
+            .as_u64()
+            .unwrap()
+    };
+    browser.wait_js(
+        "the refusal shown",
+        t,
+        "return document.getElementById('dead-letters-note').textContent.includes('refused the token')",
+    );
+    browser.wait_js(
+        "the live stream, without the token",
+        t,
+        "return document.getElementById('stream-state').textContent === 'live'",
+    );
+    let seen = points();
+    wait_until("two refreshes of the page", t, || points() >= seen + 11);
+    assert_eq!(
+        kiri.metric("kiri_http_unauthorized_total"),
+        1.0,
+        "the wrong token was sent once"
+    );
+    browser.type_into("#token-input", TOKEN);
+    browser.click("#token-form button[type=submit]");
+    browser.wait_js(
+        "the dead letters with the right token",
+        t,
+        "return document.getElementById('dead-letters-note').textContent === 'None: every event was processed.'",
+    );
+
     // The stream drops when the gateway stops, and comes back by itself when it returns.
     browser.wait_js(
         "the live stream",
@@ -748,4 +801,74 @@ fn the_pages_event_stream_reader_parses_any_chunking_and_reconnects() {
             .unwrap()
             >= before + 2
     });
+}
+
+#[test]
+fn the_gateway_prints_the_dashboard_address_with_a_generated_token_once_and_kiri_dashboard_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let kiri_dir = dir.path().join("kiri");
+    let conf = config_with(
+        &format!("mqtt://127.0.0.1:{}", free_port()),
+        &embedded(free_port()),
+        "",
+    );
+    let mut kiri = Kiri::start(&kiri_dir, &conf, &[]);
+    let base = format!("http://127.0.0.1:{}", kiri.metrics_port);
+    let printed = |log: &str| -> Vec<String> {
+        log.lines()
+            .filter_map(|l| l.split(&format!("{base}/#token=")).nth(1))
+            .map(|t| t.trim().to_string())
+            .collect()
+    };
+    let tokens = printed(&kiri.log_text());
+    assert_eq!(
+        tokens.len(),
+        1,
+        "the new token is shown once, in the address: {tokens:?}"
+    );
+    let token = tokens[0].clone();
+    assert_eq!(token.len(), 64);
+    assert!(
+        kiri.log_text().contains(&format!("{base}/\n")),
+        "the address without a token too"
+    );
+    // It is the token: the API takes it.
+    assert_eq!(
+        kiri.invoke("nope", Some(&token), b"").0,
+        404,
+        "authorized, then not found"
+    );
+    assert_eq!(
+        kiri.invoke("nope", Some("wrong-token-0123456789"), b"").0,
+        401
+    );
+
+    // Started again: the token stays, and is not shown again.
+    kiri.stop();
+    kiri.restart();
+    assert_eq!(
+        printed(&kiri.log_text()).len(),
+        1,
+        "not shown a second time"
+    );
+    kiri.stop();
+
+    // `kiri dashboard` (what `make run` calls) shows it on demand, from the data directory.
+    let out = Command::new(env!("CARGO_BIN_EXE_kiri"))
+        .args(["dashboard", "--config"])
+        .arg(kiri_dir.join("kiri.toml"))
+        .env(
+            "KIRI_DASHBOARD_LISTEN",
+            format!("127.0.0.1:{}", kiri.metrics_port),
+        )
+        .env("KIRI_GATEWAY_DATA_DIR", kiri_dir.join("data"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), format!("Dashboard: {base}/#token={token}"));
 }
