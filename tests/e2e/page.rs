@@ -323,8 +323,14 @@ fn the_dashboard_shows_the_gateway_live_in_a_browser() {
         points("events"),
         "the charts share the ticks"
     );
-    browser.wait_js("convert in the functions table", t, r#"return [...document.querySelectorAll('#functions-body tr')]
-        .some(tr => tr.cells[0].textContent === 'convert' && Number(tr.cells[4].textContent.replace(/,/g, '')) >= 30)"#);
+    browser.wait_js(
+        "convert in the functions table",
+        t,
+        r#"return [...document.querySelectorAll('#functions-body tr')]
+        .some(tr => tr.cells[0].textContent === 'convert' && tr.cells[2].textContent === 'config'
+            && tr.cells[3].textContent.endsWith(', http')
+            && Number(tr.cells[4].textContent.replace(/,/g, '')) >= 30)"#,
+    );
 
     // A failing event: dead-lettered, listed; its log line in the tail.
     browser.select("#log-function", "gate");
