@@ -4,19 +4,22 @@ CONFIG ?= kiri.example.toml
 WASM_TARGET := wasm32-unknown-unknown
 FUNCTIONS := kiri-fn-threshold kiri-fn-convert kiri-fn-average kiri-fn-window kiri-fn-zscore
 
-.PHONY: run test soak lint functions functions-c build firmware qemu-node qemu-node-build sensor cross image qemu deb install flash setup-run setup-test setup-lint clean
+.PHONY: run test soak lint functions functions-c build assets firmware qemu-node qemu-node-build sensor cross image qemu deb install flash setup-run setup-test setup-lint clean
 
 ## run: build the gateway (release) and the example functions, start it with $(CONFIG), with a
-## simulated sensor node publishing to it (`kiri-sensor --source simulate`)
-run: setup-run functions
+## simulated sensor node publishing to it (`kiri-sensor --source simulate`); prints the
+## dashboard's address with its token
+run: setup-run assets functions
 	$(CARGO) build --release -p kiri -p kiri-sensor
+	@./target/release/kiri dashboard --config $(CONFIG)
 	@./target/release/kiri-sensor --source simulate --node sim --rate 1 \
 		--client-id kiri-sensor-run >/dev/null 2>&1 & sensor=$$!; \
 	trap 'kill $$sensor 2>/dev/null' EXIT INT TERM; \
 	./target/release/kiri run --config $(CONFIG)
 
-## test: unit, property and end-to-end tests (installs Mosquitto, clang, lld and qemu as root if missing)
-test: setup-test functions functions-c firmware sensor image
+## test: unit, property, end-to-end and browser tests (installs Mosquitto, clang, lld, qemu,
+## Chromium and chromedriver as root if missing)
+test: setup-test assets functions functions-c firmware sensor image
 	@cross/deb.sh arm64
 	@scripts/test.sh
 
@@ -25,13 +28,13 @@ test: setup-test functions functions-c firmware sensor image
 SOAK_KILLS ?= 40
 SOAK_EVENTS ?= 40000
 SOAK_MODEL_CASES ?= 5000
-soak: setup-test functions
+soak: setup-test assets functions
 	TEST_MODEL_CASES=$(SOAK_MODEL_CASES) $(CARGO) test -p kiri --lib the_outbox_matches_its_model
 	TEST_CRASH_KILLS=$(SOAK_KILLS) TEST_CRASH_EVENTS=$(SOAK_EVENTS) \
 		$(CARGO) test -p kiri --test e2e -- --nocapture crash_loop link_faults
 
 ## lint: formatting and clippy, for the host and for the wasm guests
-lint: setup-lint
+lint: setup-lint assets
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --target $(WASM_TARGET) $(addprefix -p ,$(FUNCTIONS) kiri-sdk) -- -D warnings
@@ -118,8 +121,13 @@ flash:
 	cross/flash.sh "$(IMAGE)" "$(DEVICE)"
 
 ## build: the kiri binary (debug)
-build:
+build: assets
 	$(CARGO) build -p kiri
+
+## assets: the dashboard's vendored files (uPlot, sha512 pinned) into gateway/assets/vendor;
+## every target that compiles the gateway depends on it
+assets:
+	@scripts/fetch-assets.sh
 
 setup-run:
 	@scripts/setup.sh run

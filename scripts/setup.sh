@@ -3,8 +3,9 @@
 #   scripts/setup.sh run    the wasm32 Rust target (to build the example functions)
 #   scripts/setup.sh lint   the same, plus the thumbv7 targets (the firmware is linted for them)
 #   scripts/setup.sh test   the same, plus Mosquitto (the tests' cloud and external broker),
-#                           clang + lld (to build the C example function), the thumbv7 Rust
-#                           targets and qemu-system-arm (the sensor node firmware)
+#                           clang + lld (to build the C example function), the thumbv7 and
+#                           aarch64 Rust targets, qemu (the sensor node and the simulated board),
+#                           and Chromium with chromedriver (the dashboard's browser test)
 set -euo pipefail
 what="${1:-run}"
 missing=0
@@ -63,6 +64,9 @@ if [ "$what" = "test" ]; then
     command -v cpio >/dev/null 2>&1 || need+=(cpio)
     command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
     command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu)
+    # The dashboard page is tested in headless Chromium, driven over WebDriver.
+    [ -x /usr/bin/chromium ] || need+=(chromium)
+    [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
     if [ "${#need[@]}" -gt 0 ]; then
         apt_install "${need[@]}"
     fi

@@ -237,7 +237,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let ready = Arc::new(AtomicBool::new(false));
     let token: Arc<str> = match &config.dashboard.token {
         Some(t) => t.as_str().into(),
-        None => store.dashboard_token()?.into(),
+        None => {
+            let (token, new) = store.dashboard_token()?;
+            if new {
+                // Shown once, here only; `kiri dashboard` shows it again on demand.
+                tracing::warn!(
+                    "generated the dashboard token (kept in the data directory; set dashboard.token to choose one). Open the dashboard with it: {}",
+                    dashboard::page::url(&config, Some(&token))
+                );
+            }
+            token.into()
+        }
     };
     let uplink_status = SharedStatus::new(&config.cloud.url, Some(live.clone()));
     let app = dashboard::router(dashboard::Dashboard {
@@ -259,11 +269,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         uplink: uplink_status.clone(),
         outbox: outbox.clone(),
     });
-    let scheme = if dashboard_tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
     let http_task = tokio::spawn(async move {
         let served = match dashboard_tls {
             None => axum::serve(http_listener, app).await,
@@ -282,7 +287,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
-    tracing::info!(url = %format!("{scheme}://{}", config.dashboard.listen), "HTTP API: /api/v1/status, /metrics, /healthz, /readyz, /invoke/<function>");
+    tracing::info!(
+        "dashboard and HTTP API (/api/v1/status, /metrics, /healthz, /readyz, /invoke/<function>): {}",
+        dashboard::page::url(&config, None)
+    );
     let ingest_task = tokio::spawn(ingest::run(
         eventloop,
         acker.clone(),
@@ -484,7 +492,7 @@ async fn housekeeping(outbox: Arc<Outbox>) {
     }
 }
 
-/// Once a second: the totals live readers derive rates from.
+/// Once a second: the totals live readers derive rates from, kept for the charts' history.
 async fn tick(
     live: crate::live::Live,
     meters: crate::runtime::meter::Meters,
@@ -500,12 +508,14 @@ async fn tick(
             (invocations, errors)
         };
         let up = uplink.get();
-        live.send(crate::live::Event::Tick {
+        let (backlog, backlog_bytes) = outbox.usage();
+        live.tick(crate::live::Tick {
             time_ms: crate::now_ms(),
             events: crate::ingest::RECEIVED.load(std::sync::atomic::Ordering::Relaxed),
             invocations,
             errors,
-            backlog: outbox.usage().0,
+            backlog,
+            backlog_bytes,
             delivered: up.delivered,
             connected: up.connected,
         });

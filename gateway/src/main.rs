@@ -26,6 +26,13 @@ enum Command {
         #[arg(long, short, env = "KIRI_CONFIG_FILE")]
         config: Option<PathBuf>,
     },
+    /// Print the dashboard's address with its token (`.../#token=...`): from the configuration,
+    /// or the one the gateway generated (read from the data directory, so not while it runs).
+    Dashboard {
+        /// A TOML configuration file.
+        #[arg(long, short, env = "KIRI_CONFIG_FILE")]
+        config: Option<PathBuf>,
+    },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -217,6 +224,7 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(kiri::run(config, shutdown_signal()))
         }
+        Command::Dashboard { config } => dashboard_url(&Config::load(config.as_deref())?),
         Command::Config {
             command: ConfigCommand::Example,
         } => {
@@ -317,6 +325,27 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Prints where the dashboard is, with the token in the fragment when there is one yet.
+fn dashboard_url(config: &Config) -> anyhow::Result<()> {
+    let g = &config.gateway;
+    let token = match &config.dashboard.token {
+        Some(t) => Some(t.clone()),
+        // No data directory: no gateway ran here yet, so no token was generated.
+        None if !g.data_dir.join("store").exists() => None,
+        None => kiri::store::Store::open(&g.data_dir, g.cache_bytes, 0)
+            .context("cannot read the token (is the gateway running? it holds the data directory)")?
+            .stored_dashboard_token()?,
+    };
+    match token {
+        Some(t) => println!("Dashboard: {}", kiri::dashboard::page::url(config, Some(&t))),
+        None => println!(
+            "Dashboard: {} (the gateway makes its token at its first start and prints the address with it)",
+            kiri::dashboard::page::url(config, None)
+        ),
+    }
+    Ok(())
 }
 
 /// A GET to the gateway's API, with the token from `KIRI_DASHBOARD_TOKEN` when set (needed

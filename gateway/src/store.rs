@@ -73,19 +73,26 @@ impl Store {
         })
     }
 
-    /// The dashboard token kept in the store, made (and logged, once) on first use.
-    pub fn dashboard_token(&self) -> Result<String, StoreError> {
-        let meta = self.db.open_tree("meta")?;
-        if let Some(t) = meta.get("dashboard_token")? {
-            return Ok(String::from_utf8_lossy(&t).into_owned());
+    /// The dashboard token kept in the store, made on first use; `true` with one just made
+    /// (the caller shows it, once).
+    pub fn dashboard_token(&self) -> Result<(String, bool), StoreError> {
+        if let Some(t) = self.stored_dashboard_token()? {
+            return Ok((t, false));
         }
         let token = crate::dashboard::auth::generate().map_err(StoreError::Random)?;
-        meta.insert("dashboard_token", token.as_bytes())?;
+        self.db
+            .open_tree("meta")?
+            .insert("dashboard_token", token.as_bytes())?;
         self.db.flush()?;
-        tracing::warn!(
-            "generated the dashboard token (kept in the data directory; set dashboard.token to choose one): {token}"
-        );
-        Ok(token)
+        Ok((token, true))
+    }
+
+    /// The dashboard token kept in the store, if one was made.
+    pub fn stored_dashboard_token(&self) -> Result<Option<String>, StoreError> {
+        let meta = self.db.open_tree("meta")?;
+        Ok(meta
+            .get("dashboard_token")?
+            .map(|t| String::from_utf8_lossy(&t).into_owned()))
     }
 
     /// Records the filters the ingest session subscribes to now, and returns those an earlier

@@ -2,10 +2,12 @@
 //! broker, Mosquitto as the cloud, real MQTT clients on 127.0.0.1.
 
 mod board;
+mod browser;
 mod delivery;
 mod deploy;
 mod identity;
 mod observe;
+mod page;
 mod sensors;
 mod util;
 

@@ -123,6 +123,7 @@ fn the_api_wants_the_token_where_configured_and_locks_out_guessing() {
         "/api/v1/functions",
         "/api/v1/deployments",
         "/api/v1/functions/convert/logs",
+        "/api/v1/history",
         "/api/v1/dead-letters",
     ];
     for path in reads {

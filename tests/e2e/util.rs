@@ -181,7 +181,8 @@ impl Drop for Mosquitto {
     }
 }
 
-fn is_root() -> bool {
+/// Whether the tests run as root (CI does).
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

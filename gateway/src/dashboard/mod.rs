@@ -12,6 +12,8 @@
 //! | `GET /api/v1/deployments` | none | the deployment history, newest first (`?limit=N`) |
 //! | `GET /api/v1/functions/{name}/logs` | none | the function's newest log lines (`?limit=N`) |
 //! | `GET /api/v1/events` | none | server-sent events: log lines, uplink changes, a tick a second |
+//! | `GET /api/v1/history` | none | the last ten minutes of ticks, for the page's charts |
+//! | `GET /`, `GET /assets/{file}` | never | the dashboard page ([`page`]) |
 //! | `GET /api/v1/dead-letters` | token | lists dead letters (`?function=F&limit=N`) |
 //! | `POST /api/v1/dead-letters/replay` | token | replays `{"ids": [...]}` or `{"function": F}` |
 //! | `POST /api/v1/dead-letters/drop` | token | drops `{"ids": [...]}`, `{"function": F}` or `{"all": true}` |
@@ -19,6 +21,8 @@
 pub mod auth;
 pub mod dead_letters;
 pub mod functions;
+pub mod history;
+pub mod page;
 pub mod status;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,6 +90,7 @@ pub fn router(state: Dashboard) -> Router {
         .route("/api/v1/deployments", get(deployments))
         .route("/api/v1/functions/{name}/logs", get(logs))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/history", get(history::get))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             read_auth,
@@ -105,6 +110,7 @@ pub fn router(state: Dashboard) -> Router {
             post(dead_letters::drop_entries),
         )
         .layer(axum::middleware::map_response(no_store))
+        .merge(page::routes())
         .with_state(state)
 }
 
