@@ -87,11 +87,11 @@ sensor:
 ## cross: kiri and kiri-sensor for the devices (release, stripped copies in target/cross/),
 ## sizes reported: CROSS_TARGETS (default aarch64 musl, armv7 gnueabihf, aarch64 gnu)
 CROSS_TARGETS ?= aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf aarch64-unknown-linux-gnu
-cross:
+cross: assets
 	cross/build.sh $(CROSS_TARGETS)
 
 ## image: the simulated board's kernel and initramfs (target/image), with the static kiri
-image: functions
+image: assets functions
 	cross/build.sh aarch64-unknown-linux-musl
 	cross/image.sh
 
@@ -103,7 +103,7 @@ qemu: image
 
 ## deb: Debian packages for arm64 and armhf in target/deb (DEB_ARCHES to choose)
 DEB_ARCHES ?= arm64 armhf
-deb: functions
+deb: assets functions
 	cross/build.sh $(foreach a,$(DEB_ARCHES),$(if $(filter arm64,$(a)),aarch64-unknown-linux-musl,armv7-unknown-linux-gnueabihf))
 	cross/deb.sh $(DEB_ARCHES)
 

@@ -2,7 +2,8 @@
 # Cross-compiles `kiri` and `kiri-sensor` for the boards Kiri runs on, and reports their sizes.
 #   cross/build.sh [TARGET...]     default: aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf
 #                                           aarch64-unknown-linux-gnu
-#   PROFILE=release (default)      the cargo profile (`release`: LTO, one codegen unit)
+#   PROFILE=device (default)       the cargo profile (`device`: release with LTO, optimised for
+#                                  size except the WebAssembly interpreter)
 # Installs the rustup targets and, as root, Debian's cross compilers when they are missing.
 # Binaries land in target/<target>/<profile>/; stripped copies in target/cross/<target>/.
 set -euo pipefail
@@ -11,7 +12,7 @@ say() { printf 'cross: %s\n' "$*" >&2; }
 
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf aarch64-unknown-linux-gnu)
-profile="${PROFILE:-release}"
+profile="${PROFILE:-device}"
 budget=$((10 * 1024 * 1024))
 
 need_pkgs=()
@@ -60,7 +61,7 @@ for t in "${targets[@]}"; do
     strip_tool=aarch64-linux-gnu-strip
     [[ "$t" == armv7-* ]] && strip_tool=arm-linux-gnueabihf-strip
     for bin in kiri kiri-sensor; do
-        "$strip_tool" -o "$out/$bin" "target/$t/$profile/$bin"
+        "$strip_tool" -o "$out/$bin" "${CARGO_TARGET_DIR:-target}/$t/$profile/$bin"
         size=$(stat -c %s "$out/$bin")
         verdict="within the 10 MB budget"
         [ "$size" -le "$budget" ] || verdict="OVER the 10 MB budget"

@@ -15,14 +15,14 @@ arches=("$@")
 [ ${#arches[@]} -gt 0 ] || arches=(arm64 armhf)
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 for f in convert threshold; do
-    [ -f "target/wasm32-unknown-unknown/release/kiri_fn_$f.wasm" ] \
+    [ -f "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/release/kiri_fn_$f.wasm" ] \
         || { say "the example functions are missing: run make functions"; exit 1; }
 done
 mkdir -p target/deb
 for arch in "${arches[@]}"; do
     case "$arch" in
-        arm64) triple=aarch64-unknown-linux-musl; depends="adduser" ;;
-        armhf) triple=armv7-unknown-linux-gnueabihf; depends="adduser, libc6 (>= 2.36)" ;;
+        arm64) triple=aarch64-unknown-linux-musl; depends="adduser, init-system-helpers (>= 1.54~)" ;;
+        armhf) triple=armv7-unknown-linux-gnueabihf; depends="adduser, init-system-helpers (>= 1.54~), libc6 (>= 2.36)" ;;
         *) say "unknown architecture $arch (arm64 or armhf)"; exit 1 ;;
     esac
     bin="target/cross/$triple"
@@ -37,10 +37,14 @@ for arch in "${arches[@]}"; do
     install -m 0644 cross/debian/kiri.toml "$root/etc/kiri/kiri.toml"
     install -m 0644 cross/debian/kiri.service cross/debian/kiri-sensor.service "$root/lib/systemd/system/"
     for f in convert threshold; do
-        install -m 0644 "target/wasm32-unknown-unknown/release/kiri_fn_$f.wasm" \
+        install -m 0644 "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/release/kiri_fn_$f.wasm" \
             "$root/usr/lib/kiri/functions/$f.wasm"
     done
     install -m 0644 README.md "$root/usr/share/doc/kiri/README.md"
+    printf '%s\n' "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/" \
+        "Upstream-Name: kiri" "" "Files: *" "Copyright: Kiri developers" "License: Apache-2.0" \
+        " On Debian systems the full text is in /usr/share/common-licenses/Apache-2.0." \
+        > "$root/usr/share/doc/kiri/copyright"
     install -m 0755 cross/debian/postinst cross/debian/prerm cross/debian/postrm "$root/DEBIAN/"
     echo /etc/kiri/kiri.toml > "$root/DEBIAN/conffiles"
     size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)

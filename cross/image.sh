@@ -13,7 +13,7 @@ target=aarch64-unknown-linux-musl
 kiri="target/cross/$target/kiri"
 [ -x "$kiri" ] || { say "$kiri is missing: run cross/build.sh $target (make cross)"; exit 1; }
 for f in convert threshold; do
-    [ -f "target/wasm32-unknown-unknown/release/kiri_fn_$f.wasm" ] \
+    [ -f "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/release/kiri_fn_$f.wasm" ] \
         || { say "the example functions are missing: run make functions"; exit 1; }
 done
 for tool in apt-get dpkg-deb cpio gzip; do
@@ -43,10 +43,10 @@ rm -rf "$work"
 mkdir -p "$work"/{bin,dev,proc,sys,tmp,etc/kiri,usr/bin,usr/lib/kiri/functions,var/lib/kiri,lib/modules}
 kdir="target/image/kernel"
 rm -rf "$kdir" && mkdir -p "$kdir"
-dpkg-deb -x "$(ls "$cache"/debs/linux-image-*-cloud-arm64_*.deb | tail -1)" "$kdir"
+dpkg-deb -x "$(ls -v "$cache"/debs/linux-image-*-cloud-arm64_*.deb | tail -1)" "$kdir"
 bbdir="target/image/busybox"
 rm -rf "$bbdir" && mkdir -p "$bbdir"
-dpkg-deb -x "$(ls "$cache"/debs/busybox-static_*.deb | tail -1)" "$bbdir"
+dpkg-deb -x "$(ls -v "$cache"/debs/busybox-static_*.deb | tail -1)" "$bbdir"
 cp "$bbdir/bin/busybox" "$work/bin/busybox"
 
 # virtio-net is built as modules; the .deb has no modules.dep, so init loads them in order.
@@ -64,7 +64,7 @@ cp cross/board/init "$work/init"
 chmod 755 "$work/init"
 cp cross/board/kiri.toml "$work/etc/kiri/kiri.toml"
 for f in convert threshold; do
-    cp "target/wasm32-unknown-unknown/release/kiri_fn_$f.wasm" "$work/usr/lib/kiri/functions/$f.wasm"
+    cp "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/release/kiri_fn_$f.wasm" "$work/usr/lib/kiri/functions/$f.wasm"
 done
-(cd "$work" && find . | cpio -o -H newc --quiet | gzip -6) > target/image/initrd.img
+(cd "$work" && find . | cpio -o -H newc -R 0:0 --quiet | gzip -6) > target/image/initrd.img
 say "kernel $version: target/image/vmlinuz ($(du -h target/image/vmlinuz | cut -f1)), initrd: target/image/initrd.img ($(du -h target/image/initrd.img | cut -f1))"

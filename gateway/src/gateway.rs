@@ -454,25 +454,41 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 }
 
 /// systemd integration (`Type=notify`, only when `NOTIFY_SOCKET` is set): `READY=1` once the
-/// ingest session is subscribed, then, with `WatchdogSec`, a watchdog ping every half period
-/// from the async runtime (a wedged runtime stops feeding it and systemd restarts the
-/// gateway; a long outage or a full outbox does not, as the runtime still runs).
+/// gateway runs (store open, HTTP bound: an absent broker must not make systemd restart a
+/// gateway that is rightly waiting for it), `STATUS=` saying whether it is subscribed to its
+/// broker, and, with `WatchdogSec`, a watchdog ping every half period from the async runtime
+/// (a wedged runtime stops feeding it and systemd restarts the gateway; a long outage or a full
+/// outbox does not, as the runtime still runs).
 async fn systemd(ready: Arc<AtomicBool>) {
+    use sd_notify::NotifyState;
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;
     }
-    while !ready.load(std::sync::atomic::Ordering::Relaxed) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+    if let Err(e) = sd_notify::notify(&[NotifyState::Ready]) {
         tracing::warn!("cannot notify systemd: {e}");
     }
-    let Some(period) = sd_notify::watchdog_enabled() else {
-        return;
-    };
+    let period = sd_notify::watchdog_enabled().map(|p| p / 2);
+    let mut subscribed = None;
     loop {
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-        tokio::time::sleep(period / 2).await;
+        let now = ready.load(std::sync::atomic::Ordering::Relaxed);
+        if subscribed != Some(now) {
+            subscribed = Some(now);
+            let status = if now {
+                "subscribed to the site broker"
+            } else {
+                "waiting for the site broker"
+            };
+            let _ = sd_notify::notify(&[NotifyState::Status(status)]);
+        }
+        if period.is_some() {
+            let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+        }
+        tokio::time::sleep(
+            period
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_secs(1)),
+        )
+        .await;
     }
 }
 

@@ -160,6 +160,7 @@ struct Claims {
     sub: String,
     #[serde(default)]
     scope: ScopeClaim,
+    iat: Option<u64>,
 }
 
 /// What a token's scopes grant.
@@ -244,6 +245,12 @@ pub enum Rejected {
     /// Not a well-formed token.
     #[error("malformed token: {0}")]
     Malformed(String),
+    /// The gateway's clock has not been set, so expiry cannot be judged.
+    #[error("the gateway's clock has not been set (no RTC, no NTP yet): tokens cannot be checked for expiry until it is")]
+    ClockUnset,
+    /// Issued in the future: the gateway's clock is behind.
+    #[error("the token was issued after the gateway's clock (the clock is behind?)")]
+    IssuedInTheFuture,
 }
 
 impl Rejected {
@@ -257,6 +264,8 @@ impl Rejected {
             Rejected::WrongIssuer => "token_wrong_issuer",
             Rejected::Algorithm(_) => "token_algorithm",
             Rejected::Malformed(_) => "token_malformed",
+            Rejected::ClockUnset => "token_clock_unset",
+            Rejected::IssuedInTheFuture => "token_issued_in_the_future",
         }
     }
 
@@ -333,6 +342,11 @@ impl Issuer {
 
     /// Verifies `token` and returns who it names and what it grants.
     pub fn verify(&self, token: &str) -> Result<Identity, Rejected> {
+        self.verify_at(token, crate::clock::unset(), crate::now_ms() / 1000)
+    }
+
+    /// [`verify`](Self::verify) with the clock given: whether it is unset, and now in seconds.
+    fn verify_at(&self, token: &str, clock_unset: bool, now_s: u64) -> Result<Identity, Rejected> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| refusal(&e))?;
         if !matches!(header.alg, Algorithm::EdDSA | Algorithm::ES256) {
             return Err(Rejected::Algorithm(format!("{:?}", header.alg)));
@@ -346,7 +360,24 @@ impl Issuer {
                 break;
             }
         }
+        // An unset clock (1970) would let every expired token through (and makes a token with
+        // `nbf` look not valid yet); a clock that is behind shows as a token issued in the
+        // future. A token whose signature verified is refused for the clock's reason.
+        if clock_unset
+            && matches!(
+                result,
+                Ok(_) | Err(Rejected::Expired | Rejected::NotYetValid)
+            )
+        {
+            return Err(Rejected::ClockUnset);
+        }
         let claims = result?.claims;
+        if claims
+            .iat
+            .is_some_and(|iat| iat > now_s + self.config.leeway_s)
+        {
+            return Err(Rejected::IssuedInTheFuture);
+        }
         if claims.sub.is_empty() || claims.sub.len() > kiri_abi::MAX_CALLER_BYTES {
             return Err(Rejected::Malformed(format!(
                 "sub must be 1 to {} bytes",
@@ -391,6 +422,8 @@ pub struct MintClaims {
     pub scope: String,
     /// Issued at, seconds since the Unix epoch.
     pub iat: u64,
+    /// Not before (the issue time), seconds since the Unix epoch.
+    pub nbf: u64,
     /// Expires at, seconds since the Unix epoch.
     pub exp: u64,
 }
@@ -448,6 +481,7 @@ mod tests {
             sub: "alice".into(),
             scope: scope.into(),
             iat: now,
+            nbf: now,
             exp: now + 600,
         }
     }
@@ -535,6 +569,25 @@ mod tests {
             assert!(r.is_forgery());
         }
         assert!(!Rejected::Expired.is_forgery() && !Rejected::WrongAudience.is_forgery());
+    }
+
+    #[test]
+    fn no_token_passes_while_the_clock_is_unset_or_behind() {
+        let ed = keys(&rcgen::PKCS_ED25519);
+        let iss = issuer(&[&ed]);
+        let token = mint(ed.private.as_bytes(), &claims("read")).unwrap();
+        let now = crate::now_ms() / 1000;
+        assert!(iss.verify_at(&token, false, now).is_ok());
+        assert_eq!(
+            iss.verify_at(&token, true, 86_400),
+            Err(Rejected::ClockUnset)
+        );
+        // A clock an hour behind: the token looks issued in the future.
+        assert_eq!(
+            iss.verify_at(&token, false, now - 3600),
+            Err(Rejected::IssuedInTheFuture)
+        );
+        assert!(!Rejected::ClockUnset.is_forgery());
     }
 
     #[test]

@@ -235,6 +235,10 @@ fn main() -> anyhow::Result<()> {
             command: ConfigCommand::Check { config },
         } => {
             let config = Config::load(config.as_deref())?;
+            // The JWT issuer's keys are files: read them too, as `kiri run` would.
+            if let Some(jwt) = &config.dashboard.jwt {
+                kiri::identity::Issuer::load(jwt)?;
+            }
             println!("{config:#?}");
             Ok(())
         }
@@ -280,7 +284,8 @@ fn main() -> anyhow::Result<()> {
                 sub: subject,
                 scope: scopes.join(" "),
                 iat: now,
-                exp: now + ttl.as_secs(),
+                nbf: now,
+                exp: now.saturating_add(ttl.as_secs()),
             };
             println!("{}", kiri::identity::mint(&pem, &claims)?);
             Ok(())

@@ -205,6 +205,7 @@ fn flash(dir: &Path, image: &Path, device: &str) -> (bool, String) {
         .env("DRY_RUN", "1")
         .env("SYS_BLOCK", dir.join("sys"))
         .env("PROC_MOUNTS", dir.join("mounts"))
+        .env("PROC_SWAPS", dir.join("swaps"))
         .output()
         .unwrap();
     let text = format!(
@@ -219,8 +220,13 @@ fn flash(dir: &Path, image: &Path, device: &str) -> (bool, String) {
 fn flashing_refuses_fixed_mounted_and_too_small_disks() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    for (name, removable, sectors) in [("sdz", 1, 2048), ("sda", 0, 1 << 30), ("mmcblk0", 0, 4096)]
-    {
+    for (name, removable, sectors) in [
+        ("sdz", 1, 2048),
+        ("sda", 0, 1 << 30),
+        ("mmcblk0", 0, 4096),
+        ("sdy", 1, 4096),
+        ("sdx", 1, 4096),
+    ] {
         std::fs::create_dir_all(d.join("sys").join(name)).unwrap();
         std::fs::write(
             d.join("sys").join(name).join("removable"),
@@ -238,6 +244,13 @@ fn flashing_refuses_fixed_mounted_and_too_small_disks() {
         "/dev/sda1 / ext4 rw 0 0\n/dev/mmcblk0p1 /boot/firmware vfat rw 0 0\n",
     )
     .unwrap();
+    // sdy's first partition is held by device-mapper (an encrypted volume); sdx has swap.
+    std::fs::create_dir_all(d.join("sys/sdy/sdy1/holders/dm-0")).unwrap();
+    std::fs::write(
+        d.join("swaps"),
+        "Filename Type Size Used Priority\n/dev/sdx2 partition 1024 0 -2\n",
+    )
+    .unwrap();
     let image = d.join("board.img");
     std::fs::write(&image, vec![0u8; 100_000]).unwrap();
 
@@ -248,6 +261,8 @@ fn flashing_refuses_fixed_mounted_and_too_small_disks() {
         ("/dev/sda", "not removable"),
         ("/dev/mmcblk0", "is mounted"),
         ("/dev/sdz1", "not a whole disk"),
+        ("/dev/sdy", "in use by dm-0"),
+        ("/dev/sdx", "swap in use"),
         ("sdz", "not a /dev path"),
     ] {
         let (ok, text) = flash(d, &image, device);
@@ -349,4 +364,33 @@ fn the_debian_package_holds_the_service_the_config_and_the_binaries() {
     {
         assert!(String::from_utf8_lossy(&out.stdout).contains(version));
     }
+}
+
+#[test]
+fn systemd_hears_ready_status_and_the_watchdog() {
+    let (dir, cloud, _sub, broker_port) = super::site("notify-consumer");
+    let path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut kiri = Kiri::start(
+        &dir.path().join("kiri"),
+        &super::config(&cloud.url(), &super::embedded(broker_port)),
+        &[
+            ("NOTIFY_SOCKET", path.display().to_string()),
+            ("WATCHDOG_USEC", "2000000".to_string()),
+        ],
+    );
+    let mut heard = Vec::new();
+    let mut buf = [0u8; 512];
+    while !(heard.iter().any(|m: &String| m.contains("READY=1"))
+        && heard.iter().any(|m| m.contains("STATUS=subscribed"))
+        && heard.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2)
+    {
+        let n = sock
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no notification ({e}); heard {heard:?}"));
+        heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    kiri.stop();
 }

@@ -159,6 +159,7 @@ fn jwt_callers_get_what_their_scopes_grant_and_functions_see_who_they_are() {
         sub: "mallory".into(),
         scope: "invoke:* read dead-letters".into(),
         iat: now,
+        nbf: now,
         exp: now + 600,
     };
     let expired = mint(
@@ -205,6 +206,12 @@ fn jwt_callers_get_what_their_scopes_grant_and_functions_see_who_they_are() {
         assert_eq!(status, 401, "{reason} on a read: {text}");
     }
     // The untouched token still works: nothing above locked the API.
+    assert_eq!(kiri.invoke("whoami", Some(&alice), b"alice/x").0, 200);
+
+    // A burst of guessed admin tokens locks the admin token out, not the JWT holders.
+    let locked = (0..20).any(|_| kiri.invoke("whoami", Some("guess-guess-guess"), b"x").0 == 429);
+    assert!(locked, "guessing locks the admin token out");
+    assert_eq!(kiri.invoke("whoami", Some(admin), b"alice/x").0, 429);
     assert_eq!(kiri.invoke("whoami", Some(&alice), b"alice/x").0, 200);
     kiri.stop();
 }

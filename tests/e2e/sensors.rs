@@ -147,7 +147,14 @@ fn simulated_readings_wait_while_the_broker_is_away() {
     let mut agent = Command::new(kiri_sensor())
         .args(["--source", "simulate", "--rate", "20", "--node", "early"])
         .args(["--port", &local.port.to_string()])
-        .args(["--client-id", "e2e-sim", "--count", &readings.to_string()])
+        .args([
+            "--client-id",
+            "e2e-sim",
+            "--count",
+            &readings.to_string(),
+            "--first-seq",
+            "0",
+        ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
         .spawn()

@@ -161,12 +161,13 @@ impl<I2C: I2c> Sht3x<I2C> {
         self.command(if on { cmd::HEATER_ON } else { cmd::HEATER_OFF })
     }
 
-    /// Reads the status register.
-    pub fn status(&mut self) -> Result<Status, Error<I2C::Error>> {
+    /// Reads the status register: the command, a pause of 1 ms (the sensor answers a read
+    /// sent at once with a NACK), then the word and its CRC.
+    pub fn status(&mut self, delay: &mut impl DelayNs) -> Result<Status, Error<I2C::Error>> {
+        self.command(cmd::READ_STATUS)?;
+        delay.delay_us(1000);
         let mut buf = [0u8; 3];
-        self.i2c
-            .write_read(self.address, &cmd::READ_STATUS.to_be_bytes(), &mut buf)
-            .map_err(Error::Bus)?;
+        self.i2c.read(self.address, &mut buf).map_err(Error::Bus)?;
         Ok(Status(word(&buf)?))
     }
 

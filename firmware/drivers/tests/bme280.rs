@@ -163,3 +163,29 @@ proptest! {
         prop_assert_eq!(Calibration::parse(&a, &b), c);
     }
 }
+
+#[test]
+fn a_forced_measurement_waits_the_datasheet_time() {
+    #[derive(Default)]
+    struct Recorded(u64);
+    impl embedded_hal::delay::DelayNs for Recorded {
+        fn delay_ns(&mut self, ns: u32) {
+            self.0 += u64::from(ns);
+        }
+    }
+    let mut expect = start_up(&CALIBRATION);
+    expect.extend([
+        T::write(A, vec![reg::CTRL_MEAS, 0b001_001_01]),
+        T::write_read(A, vec![reg::STATUS], vec![0x00]),
+        T::write_read(A, vec![reg::DATA], data(415_148, 519_888, 0x6E5A)),
+    ]);
+    let mut i2c = Mock::new(&expect);
+    let mut dev = Bme280::new(i2c.clone(), A, Config::default(), &mut NoopDelay).unwrap();
+    let mut delay = Recorded::default();
+    dev.measure(&mut delay).unwrap();
+    // Section 9.1, all x1: 1.25 + 2.3 + (2.3 + 0.575) + (2.3 + 0.575) = 9.3 ms.
+    assert_eq!(Config::default().max_measurement_us(), 9_300);
+    assert!(delay.0 >= 9_300_000, "waited {} ns", delay.0);
+    dev.destroy();
+    i2c.done();
+}

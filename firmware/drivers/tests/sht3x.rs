@@ -70,25 +70,54 @@ fn heater_status_and_reset_commands() {
     let status = 0x2010u16.to_be_bytes(); // heater on, reset detected
     let expect = [
         T::write(A, vec![0x30, 0x6D]),
-        T::write_read(
-            A,
-            vec![0xF3, 0x2D],
-            vec![status[0], status[1], crc8(&status)],
-        ),
+        T::write(A, vec![0xF3, 0x2D]),
+        T::read(A, vec![status[0], status[1], crc8(&status)]),
         T::write(A, vec![0x30, 0x66]),
         T::write(A, vec![0x30, 0x41]),
         T::write(A, vec![0x30, 0xA2]),
-        T::write_read(A, vec![0xF3, 0x2D], vec![0x00, 0x00, 0x00]), // bad CRC
+        T::write(A, vec![0xF3, 0x2D]),
+        T::read(A, vec![0x00, 0x00, 0x00]), // bad CRC
     ];
     let mut i2c = Mock::new(&expect);
     let mut dev = Sht3x::new(i2c.clone(), A, Repeatability::High);
     dev.set_heater(true).unwrap();
-    let s = dev.status().unwrap();
+    let s = dev.status(&mut NoopDelay).unwrap();
     assert!(s.heater_on() && s.reset_detected() && !s.alert_pending());
     dev.set_heater(false).unwrap();
     dev.clear_status().unwrap();
     dev.reset(&mut NoopDelay).unwrap();
-    assert_eq!(dev.status(), Err(Error::Crc));
+    assert_eq!(dev.status(&mut NoopDelay), Err(Error::Crc));
     dev.destroy();
     i2c.done();
+}
+
+/// A delay that only adds up what it was asked to wait.
+#[derive(Default)]
+struct Recorded(u64);
+
+impl embedded_hal::delay::DelayNs for Recorded {
+    fn delay_ns(&mut self, ns: u32) {
+        self.0 += u64::from(ns);
+    }
+}
+
+#[test]
+fn a_measurement_waits_the_datasheet_duration() {
+    for (r, cmd, at_least_us) in [
+        (Repeatability::High, [0x24, 0x00], 15_500),
+        (Repeatability::Low, [0x24, 0x16], 4_500),
+    ] {
+        let expect = [T::write(A, cmd.to_vec()), T::read(A, reply(1, 1))];
+        let mut i2c = Mock::new(&expect);
+        let mut dev = Sht3x::new(i2c.clone(), A, r);
+        let mut delay = Recorded::default();
+        dev.measure(&mut delay).unwrap();
+        assert!(
+            delay.0 >= at_least_us * 1000,
+            "{r:?}: waited {} ns",
+            delay.0
+        );
+        dev.destroy();
+        i2c.done();
+    }
 }

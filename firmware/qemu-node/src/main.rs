@@ -92,12 +92,8 @@ fn main() -> ! {
 
     let mut delay = CycleDelay;
     let mut sensor = loop {
-        match Bme280::new(
-            SimBme280::new(1),
-            ADDRESS_PRIMARY,
-            Config::default(),
-            &mut delay,
-        ) {
+        let chip = SimBme280::with_clock(1, || u64::from(MILLIS.load(Ordering::Relaxed)));
+        match Bme280::new(chip, ADDRESS_PRIMARY, Config::default(), &mut delay) {
             Ok(s) => break s,
             Err(_) => delay.delay_ms(1000),
         }
@@ -106,6 +102,8 @@ fn main() -> ! {
     let mut schedule = Schedule::new(PERIOD_MS, 0);
     let mut clock = Uptime { last: 0, high: 0 };
     let mut frame = [0u8; MAX_FRAME];
+    // A delimiter first: a receiver that was listening ends whatever it had and starts clean.
+    uart0::write(&[0]);
     loop {
         let now = clock.now_ms();
         if schedule.due(now) {

@@ -66,6 +66,10 @@ pub struct Args {
     /// Stop after this many readings (all acknowledged by the broker); default: run on.
     #[arg(long)]
     count: Option<u64>,
+    /// The first sequence number (simulate, i2c). Default: the wall clock in microseconds when
+    /// it is set, so numbers keep rising across restarts; else 0.
+    #[arg(long)]
+    first_seq: Option<u64>,
 }
 
 fn parse_address(s: &str) -> Result<u8, String> {
@@ -138,6 +142,22 @@ impl Buffer {
         self.ready.notify_one();
     }
 
+    /// Puts back, ahead of everything, readings the MQTT client had taken but the broker never
+    /// acknowledged (a reconnect without the session would drop them); beyond the bound the
+    /// oldest are dropped, as for new readings.
+    fn requeue(&self, messages: Vec<Message>) {
+        let mut q = self.queue.lock().expect("buffer lock");
+        for m in messages.into_iter().rev() {
+            q.push_front(m);
+        }
+        while q.len() > self.capacity {
+            q.pop_front();
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(q);
+        self.ready.notify_one();
+    }
+
     fn pop(&self) -> Option<Message> {
         self.queue.lock().expect("buffer lock").pop_front()
     }
@@ -175,7 +195,8 @@ async fn main() -> anyhow::Result<()> {
         .set_clean_session(false)
         .set_keep_alive(Duration::from_secs(30))
         .set_inflight(100);
-    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    // A rendezvous channel: readings wait in `buffer` (bounded, drop-oldest), not in the client.
+    let (client, mut eventloop) = AsyncClient::new(options, 0);
 
     // The source runs on its own thread: I2C and serial reads block.
     let producer = {
@@ -186,6 +207,7 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let stats_events = stats.clone();
+    let buffer_events = buffer.clone();
     let events = tokio::spawn(async move {
         let mut connected = false;
         loop {
@@ -203,6 +225,25 @@ async fn main() -> anyhow::Result<()> {
                         tracing::warn!("broker connection lost: {e}; reconnecting");
                     }
                     connected = false;
+                    // What was sent but not acknowledged: rumqttc would resend it only if the
+                    // broker kept the session, and drop it otherwise. Take it back instead:
+                    // it is published again (a duplicate at worst, never a loss).
+                    let unacked: Vec<Message> = std::mem::take(&mut eventloop.pending)
+                        .into_iter()
+                        .filter_map(|r| match r {
+                            rumqttc::Request::Publish(p) => Some(Message {
+                                topic: p.topic,
+                                payload: p.payload.to_vec(),
+                            }),
+                            _ => None,
+                        })
+                        .collect();
+                    if !unacked.is_empty() {
+                        stats_events
+                            .published
+                            .fetch_sub(unacked.len() as u64, Ordering::Relaxed);
+                        buffer_events.requeue(unacked);
+                    }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
@@ -232,21 +273,20 @@ async fn main() -> anyhow::Result<()> {
                 stats.published.fetch_add(1, Ordering::Relaxed);
             }
             None => {
-                if producer.is_finished() && buffer.is_empty() {
+                // Done once the source has stopped (--count reached, or it failed) and every
+                // reading is acknowledged (readings taken back after a disconnect are in the
+                // buffer again, so this waits for them too).
+                let acked_all =
+                    stats.acked.load(Ordering::Relaxed) >= stats.published.load(Ordering::Relaxed);
+                if producer.is_finished() && buffer.is_empty() && acked_all {
                     break;
                 }
-                // Wake on a new reading, or check the producer again shortly.
+                // Wake on a new reading, or check again shortly.
                 let _ =
                     tokio::time::timeout(Duration::from_millis(200), buffer.ready.notified()).await;
             }
         }
     }
-    // The source has stopped (--count reached, or it failed): wait for the acknowledgements.
-    let published = stats.published.load(Ordering::Relaxed);
-    while stats.acked.load(Ordering::Relaxed) < published {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = client.disconnect().await;
     report.abort();
     events.abort();
     log_stats(&stats);
@@ -291,6 +331,24 @@ mod tests {
         assert_eq!(b.pop().unwrap().payload, vec![3]);
         assert_eq!(b.pop().unwrap().payload, vec![4]);
         assert!(b.pop().is_none());
+    }
+
+    #[test]
+    fn unacknowledged_readings_go_back_first_within_the_bound() {
+        let stats = Arc::new(Stats::default());
+        let b = Buffer::new(3, stats.clone());
+        let m = |i: u8| Message {
+            topic: "t".into(),
+            payload: vec![i],
+        };
+        b.push(m(3));
+        b.push(m(4));
+        b.requeue(vec![m(1), m(2)]);
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), 1, "the oldest goes");
+        let order: Vec<u8> = std::iter::from_fn(|| b.pop())
+            .map(|m| m.payload[0])
+            .collect();
+        assert_eq!(order, vec![2, 3, 4]);
     }
 
     #[test]

@@ -80,7 +80,7 @@ impl Source {
                 {
                     Ok(port) => {
                         tracing::info!(path, baud, "reading framed readings");
-                        if frames(port, &mut sink)? {
+                        if frames(port, &mut sink, false)? {
                             return Ok(());
                         }
                     }
@@ -92,7 +92,10 @@ impl Source {
                 match std::net::TcpStream::connect(&addr) {
                     Ok(stream) => {
                         tracing::info!(addr, "reading framed readings");
-                        if frames(stream, &mut sink)? {
+                        // A node that says nothing for this long is presumed gone (a half-open
+                        // connection would otherwise wait for ever): reconnect.
+                        stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
+                        if frames(stream, &mut sink, true)? {
                             return Ok(());
                         }
                         tracing::warn!(addr, "the node closed the connection; reconnecting");
@@ -139,9 +142,10 @@ impl Sink<'_> {
 
     /// Queues the readings of one measurement; `false` once `--count` is reached.
     fn measurement(&mut self, node: &mut Node<'_>, m: &Measurement, uptime_ms: u64) -> bool {
-        let ts = now_ms();
+        // No `ts` while the clock is unset: `uptime_ms` still orders the readings.
+        let ts = wall_ms();
         let mut more = true;
-        let _ = node.readings(m, uptime_ms, Some(ts), |r| {
+        let _ = node.readings(m, uptime_ms, ts, |r| {
             let mut buf = [0u8; MAX_READING];
             let n = r.encode(&mut buf)?;
             more = more && self.send(r.sensor, r.kind, buf[..n].to_vec());
@@ -149,6 +153,21 @@ impl Sink<'_> {
         });
         more
     }
+}
+
+/// 2025-01-01: a wall clock before this has not been set (a board without RTC, before NTP).
+const PLAUSIBLE_AFTER_MS: u64 = 1_735_689_600_000;
+
+/// The wall clock, if it has been set.
+fn wall_ms() -> Option<u64> {
+    Some(now_ms()).filter(|&t| t >= PLAUSIBLE_AFTER_MS)
+}
+
+/// Where a node's numbering starts: `--first-seq`, else the wall clock in microseconds, so a
+/// restarted agent continues above its earlier numbers (up to a million readings a second).
+fn first_seq(args: &Args) -> u64 {
+    args.first_seq
+        .unwrap_or_else(|| wall_ms().map_or(0, |ms| ms * 1000))
 }
 
 fn now_ms() -> u64 {
@@ -183,7 +202,7 @@ fn simulate(args: &Args, sink: &mut Sink<'_>) -> anyhow::Result<()> {
             &mut NoDelay,
         )
         .map_err(|e| anyhow::anyhow!("simulated BME280: {e:?}"))?;
-        nodes.push((dev, Node::new(id, 0)));
+        nodes.push((dev, Node::new(id, first_seq(args))));
     }
     tracing::info!(
         nodes = ids.len(),
@@ -217,7 +236,7 @@ fn i2c(path: &str, args: &Args, sink: &mut Sink<'_>) -> anyhow::Result<()> {
     use linux_embedded_hal::{Delay, I2cdev};
     let bus = I2cdev::new(path).with_context(|| format!("cannot open {path}"))?;
     let mut delay = Delay;
-    let mut node = Node::new(&args.node, 0);
+    let mut node = Node::new(&args.node, first_seq(args));
     let period = Duration::from_secs_f64(1.0 / args.rate);
     let start = Instant::now();
     enum Dev {
@@ -264,8 +283,12 @@ fn i2c(_path: &str, _args: &Args, _sink: &mut Sink<'_>) -> anyhow::Result<()> {
     anyhow::bail!("I2C sources need Linux (i2c-dev)")
 }
 
-/// Reads framed readings from a byte stream until it ends; `true` once `--count` is reached.
-fn frames(mut input: impl Read, sink: &mut Sink<'_>) -> anyhow::Result<bool> {
+/// How long a TCP node may stay silent before the agent reconnects.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads framed readings from a byte stream until it ends (or, with `idle_ends`, goes quiet);
+/// `true` once `--count` is reached.
+fn frames(mut input: impl Read, sink: &mut Sink<'_>, idle_ends: bool) -> anyhow::Result<bool> {
     let mut deframer = Deframer::<512>::default();
     let mut buf = [0u8; 4096];
     loop {
@@ -273,7 +296,18 @@ fn frames(mut input: impl Read, sink: &mut Sink<'_>) -> anyhow::Result<bool> {
             Ok(0) => return Ok(false),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                ) =>
+            {
+                if idle_ends {
+                    tracing::warn!("no data for {IDLE_TIMEOUT:?}; reconnecting");
+                    return Ok(false);
+                }
+                continue;
+            }
             Err(e) => {
                 tracing::warn!("read failed: {e}");
                 return Ok(false);
@@ -335,7 +369,7 @@ mod tests {
         stream.extend_from_slice(&corrupted);
         stream.extend_from_slice(&frame[..n]);
         assert!(
-            !frames(&stream[..], &mut sink).unwrap(),
+            !frames(&stream[..], &mut sink, false).unwrap(),
             "stream ended first"
         );
         assert_eq!(stats.bad.load(Ordering::Relaxed), 1);
@@ -357,6 +391,8 @@ mod tests {
             "1000",
             "--count",
             "7",
+            "--first-seq",
+            "100",
         ]);
         Source::parse(&args).unwrap().run(&args, &buffer).unwrap();
         assert_eq!(stats.produced.load(Ordering::Relaxed), 7);

@@ -3,20 +3,20 @@
 //!
 //! | route | auth | what |
 //! |---|---|---|
-//! | `GET /metrics` | none | Prometheus text format |
+//! | `GET /metrics` | with `auth_reads`: token or JWT `read` | Prometheus text format |
 //! | `GET /healthz` | none | 200 while the process runs |
 //! | `GET /readyz` | none | 200 once the ingest session is subscribed, else 503 |
 //! | `POST /invoke/{function}` | token or JWT `invoke:<function>` | runs a function with `http = true` on the body |
-//! | `GET /api/v1/status` | none | gateway id, uptime, uplink state, outbox backlog and policy |
-//! | `GET /api/v1/functions` | none | each function's configuration and metering |
-//! | `GET /api/v1/deployments` | none | the deployment history, newest first (`?limit=N`) |
-//! | `GET /api/v1/functions/{name}/logs` | none | the function's newest log lines (`?limit=N`) |
-//! | `GET /api/v1/events` | none | server-sent events: log lines, uplink changes, a tick a second |
-//! | `GET /api/v1/history` | none | the last ten minutes of ticks, for the page's charts |
+//! | `GET /api/v1/status` | with `auth_reads`: token or JWT `read` | gateway id, uptime, uplink state, outbox backlog and policy |
+//! | `GET /api/v1/functions` | with `auth_reads`: token or JWT `read` | each function's configuration and metering |
+//! | `GET /api/v1/deployments` | with `auth_reads`: token or JWT `read` | the deployment history, newest first (`?limit=N`) |
+//! | `GET /api/v1/functions/{name}/logs` | with `auth_reads`: token or JWT `read` | the function's newest log lines (`?limit=N`) |
+//! | `GET /api/v1/events` | with `auth_reads`: token or JWT `read` | server-sent events: log lines, uplink changes, a tick a second |
+//! | `GET /api/v1/history` | with `auth_reads`: token or JWT `read` | the last ten minutes of ticks, for the page's charts |
 //! | `GET /`, `GET /assets/{file}` | never | the dashboard page ([`page`]) |
-//! | `GET /api/v1/dead-letters` | token | lists dead letters (`?function=F&limit=N`) |
-//! | `POST /api/v1/dead-letters/replay` | token | replays `{"ids": [...]}` or `{"function": F}` |
-//! | `POST /api/v1/dead-letters/drop` | token | drops `{"ids": [...]}`, `{"function": F}` or `{"all": true}` |
+//! | `GET /api/v1/dead-letters` | token or JWT `dead-letters` | lists dead letters (`?function=F&limit=N`) |
+//! | `POST /api/v1/dead-letters/replay` | token or JWT `dead-letters` | replays `{"ids": [...]}` or `{"function": F}` |
+//! | `POST /api/v1/dead-letters/drop` | token or JWT `dead-letters` | drops `{"ids": [...]}`, `{"function": F}` or `{"all": true}` |
 
 pub mod auth;
 pub mod dead_letters;
@@ -262,10 +262,16 @@ pub enum Access {
 
 /// Checks the request's credentials against what the route needs: the admin token, or a JWT
 /// of the configured issuer whose scopes grant it. 401 without valid credentials, 403 when a
-/// valid token lacks the scope, 429 while too many wrong credentials came lately (then none
-/// is even checked, so guessing gains nothing).
+/// valid token lacks the scope, 429 while too many wrong credentials came lately: then the
+/// admin token is not even compared, so guessing gains nothing, while JWTs are still verified
+/// (their signatures cannot be guessed, so a guesser cannot lock their holders out).
 fn authorized(s: &Dashboard, headers: &HeaderMap, need: Need<'_>) -> Result<Access, ApiError> {
-    if let Some(wait) = s.lockout.locked() {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let bearer = auth.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim);
+    let jwt = s.issuer.as_ref().zip(bearer.filter(|b| b.contains('.')));
+    if let (Some(wait), None) = (s.lockout.locked(), jwt) {
         metrics::counter!("kiri_http_locked_out_total").increment(1);
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -276,14 +282,7 @@ fn authorized(s: &Dashboard, headers: &HeaderMap, need: Need<'_>) -> Result<Acce
             ),
         ));
     }
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if auth::bearer_matches(auth, &s.token) {
-        return Ok(Access::Admin);
-    }
-    let bearer = auth.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim);
-    if let (Some(issuer), Some(jwt)) = (&s.issuer, bearer.filter(|b| b.contains('.'))) {
+    if let Some((issuer, jwt)) = jwt {
         return match issuer.verify(jwt) {
             Ok(id) if granted(&id.scopes, need) => Ok(Access::Jwt(Arc::new(id))),
             Ok(id) => {
@@ -310,6 +309,9 @@ fn authorized(s: &Dashboard, headers: &HeaderMap, need: Need<'_>) -> Result<Acce
                 ))
             }
         };
+    }
+    if auth::bearer_matches(auth, &s.token) {
+        return Ok(Access::Admin);
     }
     metrics::counter!("kiri_http_unauthorized_total").increment(1);
     if auth.is_some() {

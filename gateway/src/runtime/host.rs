@@ -89,7 +89,7 @@ impl HostState {
         tracing::warn!(
             function = &*self.function,
             subject = caller.subject,
-            name = %String::from_utf8_lossy(name),
+            name = ?String::from_utf8_lossy(name),
             kind,
             "the caller's token does not grant this prefix"
         );

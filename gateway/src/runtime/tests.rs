@@ -668,3 +668,68 @@ fn table_and_memory_caps_refuse_a_module_at_load() {
     );
     assert!(rt.is_empty());
 }
+
+#[test]
+fn a_callers_prefixes_bound_every_host_call_and_do_not_outlive_its_invocation() {
+    let mut rt = runtime();
+    let imports = r#"(import "kiri" "kv_get" (func $kv_get (param i32 i32 i32 i32) (result i32)))
+      (import "kiri" "kv_put" (func $kv_put (param i32 i32 i32 i32) (result i32)))
+      (import "kiri" "kv_delete" (func $kv_delete (param i32 i32) (result i32)))
+      (import "kiri" "kv_list" (func $kv_list (param i32 i32 i32 i32) (result i32)))
+      (import "kiri" "publish" (func $publish (param i32 i32 i32 i32) (result i32)))
+      (import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
+      (import "kiri" "respond" (func $respond (param i32 i32) (result i32)))"#;
+    // The payload is used as a key, a key prefix and a topic; the six codes are the response.
+    let body = "(i32.store (i32.const 0) (call $kv_get (local.get 2) (local.get 3) (i32.const 512) (i32.const 64))) \
+        (i32.store (i32.const 4) (call $kv_put (local.get 2) (local.get 3) (local.get 2) (local.get 3))) \
+        (i32.store (i32.const 8) (call $kv_delete (local.get 2) (local.get 3))) \
+        (i32.store (i32.const 12) (call $kv_list (local.get 2) (local.get 3) (i32.const 512) (i32.const 64))) \
+        (i32.store (i32.const 16) (call $publish (local.get 2) (local.get 3) (local.get 2) (local.get 3))) \
+        (i32.store (i32.const 20) (call $emit (local.get 2) (local.get 3) (local.get 2) (local.get 3))) \
+        (drop (call $respond (i32.const 0) (i32.const 24))) i32.const 0";
+    let all = Permissions {
+        publish: vec!["#".into()],
+        emit: vec!["#".into()],
+    };
+    let f = rt
+        .load_bytes(
+            "t",
+            &wat::parse_str(with_body(imports, body)).unwrap(),
+            FunctionLimits::default(),
+            BTreeMap::new(),
+            all,
+        )
+        .unwrap();
+    let alice = Arc::new(Caller {
+        subject: "alice".into(),
+        prefixes: vec!["a/".into()],
+    });
+    let codes = |rt: &mut Runtime, payload: &[u8], caller: Option<&Arc<Caller>>| {
+        let job = Job {
+            function: f,
+            topic: "$http",
+            payload,
+            received_ms: 0,
+            fresh: false,
+            caller,
+        };
+        let got = std::sync::Mutex::new(Vec::new());
+        rt.run_batch(&[job], |_, r| -> Result<(), ()> {
+            let body = r.unwrap().response.unwrap();
+            *got.lock().unwrap() = body
+                .chunks(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            Ok(())
+        })
+        .unwrap();
+        got.into_inner().unwrap()
+    };
+    let denied = kiri_abi::code::DENIED;
+    assert_eq!(codes(&mut rt, b"b/x", Some(&alice)), vec![denied; 6]);
+    let granted = codes(&mut rt, b"a/x", Some(&alice));
+    assert!(!granted.contains(&denied), "{granted:?}");
+    // The same warm instance, next without a caller: nothing is left of alice's limits.
+    let open = codes(&mut rt, b"b/x", None);
+    assert!(!open.contains(&denied), "{open:?}");
+}
