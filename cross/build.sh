@@ -58,13 +58,15 @@ for t in "${targets[@]}"; do
     cargo build --profile "$profile" --target "$t" -p kiri -p kiri-sensor
     out="target/cross/$t"
     mkdir -p "$out"
-    strip_tool=aarch64-linux-gnu-strip
-    [[ "$t" == armv7-* ]] && strip_tool=arm-linux-gnueabihf-strip
+    case "$t" in
+        armv7-*) strip_tool=arm-linux-gnueabihf-strip ;;
+        *) strip_tool=aarch64-linux-gnu-strip ;;
+    esac
     for bin in kiri kiri-sensor; do
         "$strip_tool" -o "$out/$bin" "${CARGO_TARGET_DIR:-target}/$t/$profile/$bin"
         size=$(stat -c %s "$out/$bin")
         verdict="within the 10 MB budget"
-        [ "$size" -le "$budget" ] || verdict="OVER the 10 MB budget"
+        if [ "$size" -gt "$budget" ]; then verdict="OVER the 10 MB budget"; fi
         printf '%-34s %-12s %6.2f MB stripped (%s)\n' "$t" "$bin" "$(awk "BEGIN { print $size / 1048576 }")" "$verdict"
         [ "$size" -le "$budget" ] || exit 1
     done
