@@ -49,6 +49,37 @@ fn alerts_for_every_kind() -> String {
         .collect()
 }
 
+/// `kiri-sensor --count` exits successfully (every reading acknowledged by the broker), and
+/// the readings 0 to `readings - 1` all reach the cloud.
+fn agent_finishes_and_every_reading_arrives(
+    mut agent: Child,
+    log: &Path,
+    sub: &CloudSubscriber,
+    readings: usize,
+    kiri: &mut Kiri,
+) {
+    let finished = poll_until(Duration::from_secs(90), || {
+        matches!(agent.try_wait(), Ok(Some(_)))
+    });
+    let agent_log = std::fs::read_to_string(log).unwrap_or_default();
+    if !finished {
+        let _ = agent.kill();
+        panic!("kiri-sensor did not finish: {agent_log}");
+    }
+    assert!(
+        agent.wait().unwrap().success(),
+        "kiri-sensor failed: {agent_log}"
+    );
+    sub.wait_for(readings, Duration::from_secs(60), kiri);
+    let mut seqs = sub.distinct_seqs();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (0..readings as u64).collect::<Vec<_>>(),
+        "every reading, once"
+    );
+}
+
 struct Killed(Child);
 
 impl Drop for Killed {
@@ -85,7 +116,7 @@ fn readings_from_a_qemu_node_reach_the_cloud_complete() {
     let _qemu = Killed(qemu);
 
     let readings = 60;
-    let mut agent = Command::new(kiri_sensor())
+    let agent = Command::new(kiri_sensor())
         .args(["--source", &format!("tcp:127.0.0.1:{uart}")])
         .args(["--port", &broker_port.to_string()])
         .args(["--client-id", "e2e-agent", "--count", &readings.to_string()])
@@ -93,26 +124,12 @@ fn readings_from_a_qemu_node_reach_the_cloud_complete() {
         .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
         .spawn()
         .unwrap();
-    let finished = poll_until(Duration::from_secs(90), || {
-        matches!(agent.try_wait(), Ok(Some(_)))
-    });
-    let agent_log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
-    if !finished {
-        let _ = agent.kill();
-        panic!("kiri-sensor did not finish: {agent_log}");
-    }
-    assert!(
-        agent.wait().unwrap().success(),
-        "kiri-sensor failed: {agent_log}"
-    );
-
-    sub.wait_for(readings, Duration::from_secs(60), &mut kiri);
-    let mut seqs = sub.distinct_seqs();
-    seqs.sort_unstable();
-    assert_eq!(
-        seqs,
-        (0..readings as u64).collect::<Vec<_>>(),
-        "every reading, once"
+    agent_finishes_and_every_reading_arrives(
+        agent,
+        &dir.path().join("agent.log"),
+        &sub,
+        readings,
+        &mut kiri,
     );
     let kinds: std::collections::BTreeSet<String> = sub
         .received
@@ -165,21 +182,12 @@ fn simulated_readings_wait_while_the_broker_is_away() {
         "the agent waits for the broker"
     );
     local.restart();
-    let finished = poll_until(Duration::from_secs(60), || {
-        matches!(agent.try_wait(), Ok(Some(_)))
-    });
-    let agent_log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
-    if !finished {
-        let _ = agent.kill();
-        panic!("kiri-sensor did not finish: {agent_log}");
-    }
-    assert!(
-        agent.wait().unwrap().success(),
-        "kiri-sensor failed: {agent_log}"
+    agent_finishes_and_every_reading_arrives(
+        agent,
+        &dir.path().join("agent.log"),
+        &sub,
+        readings,
+        &mut kiri,
     );
-    sub.wait_for(readings, Duration::from_secs(60), &mut kiri);
-    let mut seqs = sub.distinct_seqs();
-    seqs.sort_unstable();
-    assert_eq!(seqs, (0..readings as u64).collect::<Vec<_>>());
     kiri.stop();
 }

@@ -39,14 +39,19 @@ fn data(adc_p: u32, adc_t: u32, adc_h: u16) -> Vec<u8> {
     ]
 }
 
-#[test]
-fn the_datasheet_example_compensates_to_25_08_c_and_100653_pa() {
-    let mut expect = start_up(&CALIBRATION);
-    expect.extend([
+/// One forced measurement of the datasheet's example raw values.
+fn forced_measurement() -> [T; 3] {
+    [
         T::write(A, vec![reg::CTRL_MEAS, 0b001_001_01]),
         T::write_read(A, vec![reg::STATUS], vec![0x00]),
         T::write_read(A, vec![reg::DATA], data(415_148, 519_888, 0x6E5A)),
-    ]);
+    ]
+}
+
+#[test]
+fn the_datasheet_example_compensates_to_25_08_c_and_100653_pa() {
+    let mut expect = start_up(&CALIBRATION);
+    expect.extend(forced_measurement());
     let mut i2c = Mock::new(&expect);
     let mut dev = Bme280::new(i2c.clone(), A, Config::default(), &mut NoopDelay).unwrap();
     assert_eq!(dev.calibration(), &CALIBRATION, "calibration parsed back");
@@ -174,11 +179,7 @@ fn a_forced_measurement_waits_the_datasheet_time() {
         }
     }
     let mut expect = start_up(&CALIBRATION);
-    expect.extend([
-        T::write(A, vec![reg::CTRL_MEAS, 0b001_001_01]),
-        T::write_read(A, vec![reg::STATUS], vec![0x00]),
-        T::write_read(A, vec![reg::DATA], data(415_148, 519_888, 0x6E5A)),
-    ]);
+    expect.extend(forced_measurement());
     let mut i2c = Mock::new(&expect);
     let mut dev = Bme280::new(i2c.clone(), A, Config::default(), &mut NoopDelay).unwrap();
     let mut delay = Recorded::default();
