@@ -246,6 +246,72 @@ fn a_crash_loop_loses_nothing_and_keeps_order() {
     kiri.stop();
 }
 
+/// Acknowledgements keep pace with commits whatever window the local broker keeps. Mosquitto
+/// with `max_inflight_messages 0` sends a whole backlog without waiting for any PUBACK, so the
+/// connection never falls idle; a gateway frozen and killed (`freeze_and_kill`) a third of the
+/// way through it must still have sent the acknowledgements of everything but what it took in
+/// since it last sent them (at most `queue + batch` inputs), so at most that many are
+/// redelivered and processed again.
+#[test]
+fn acknowledgements_keep_pace_with_a_broker_that_sends_without_limit() {
+    let backlog = 3000u64;
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Mosquitto::start(&dir.path().join("cloud"));
+    let local = Mosquitto::start_with(&dir.path().join("local"), "max_inflight_messages 0".into());
+    let sub = CloudSubscriber::start(cloud.port, "unlimited-consumer");
+    let (queue, batch) = (64u64, 32u64);
+    let broker = format!(
+        "mode = \"external\"\nurl = \"{}\"\nqueue = {queue}\nbatch = {batch}",
+        local.url()
+    );
+    let mut kiri = Kiri::start(
+        &dir.path().join("kiri"),
+        &config(&cloud.url(), &broker),
+        &[],
+    );
+    // The persistent session exists; the backlog waits for it at the broker.
+    kiri.kill9();
+    publish_all(
+        local.port,
+        "sensor-backlog",
+        "sensors/s1/temperature",
+        readings(0, backlog),
+    );
+    // The broker sends the backlog before it answers the subscription: don't wait for that.
+    kiri.spawn();
+    let third = backlog as usize / 3;
+    assert!(
+        poll_until(Duration::from_secs(60), || {
+            kiri.assert_running();
+            sub.distinct_seqs().len() >= third
+        }),
+        "a third of the backlog did not arrive"
+    );
+    kiri.freeze_and_kill();
+    kiri.spawn();
+    sub.wait_for(backlog as usize, Duration::from_secs(120), &mut kiri);
+    assert_in_order(&sub.distinct_seqs(), backlog);
+    // A reading processed again carries a new record id.
+    let mut first_id = std::collections::HashMap::new();
+    let mut again = 0;
+    for (_, e) in sub.received.lock().unwrap().iter() {
+        let seq = kiri::codec::decode_reading(&e.payload)
+            .unwrap()
+            .seq
+            .unwrap();
+        if *first_id.entry(seq).or_insert_with(|| e.id.clone()) != e.id {
+            again += 1;
+        }
+    }
+    eprintln!("unlimited broker window: {again} inputs processed again after the kill");
+    assert!(
+        again <= queue + batch,
+        "{again} inputs processed again: acknowledgements fell behind commits (at most {})",
+        queue + batch
+    );
+    kiri.stop();
+}
+
 #[test]
 fn link_faults_pause_drop_and_half_open_lose_nothing() {
     let (dir, cloud, sub, broker_port) = super::site("fault-consumer");
