@@ -201,7 +201,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .client_id
         .clone()
         .unwrap_or_else(|| format!("kiri-{gw}"));
-    // Acks only: at most `queue + batch` messages are unacknowledged inside Kiri.
+    // At most `queue + batch` messages are unacknowledged inside Kiri (see `ingest`); the
+    // client itself only (un)subscribes.
     let requests = config.broker.queue + config.broker.batch + 16;
     let opts = ingest::options(
         &client_id,
@@ -210,7 +211,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         config.broker.max_packet_bytes,
         requests,
     );
-    let (acker, eventloop) = AsyncClient::new(opts, requests);
+    let (ingest_client, eventloop) = AsyncClient::new(opts, requests);
+    let (acks_tx, acks_rx) = mpsc::channel(requests);
     let local_opts = {
         let mut o = rumqttc::MqttOptions::new(format!("{client_id}-local"), &host, port);
         o.set_max_packet_size(
@@ -293,12 +295,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     );
     let ingest_task = tokio::spawn(ingest::run(
         eventloop,
-        acker.clone(),
+        ingest_client.clone(),
         subscriptions.clone(),
         stale,
         config.broker.max_packet_bytes,
         ready.clone(),
-        tx.clone(),
+        ingest::Handoff {
+            work: tx.clone(),
+            acks: acks_rx,
+        },
     ));
 
     let forward_cfg = ForwardConfig {
@@ -384,7 +389,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             .collect(),
         max_message_bytes: config.broker.max_message_bytes,
         batch: config.broker.batch,
-        acker,
+        ingest: ingest_client,
+        acks: acks_tx,
         local,
         wake,
         handle: tokio::runtime::Handle::current(),

@@ -10,17 +10,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Publish, QoS};
+use rumqttc::{AsyncClient, QoS};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::codec;
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::dispatch::Router;
-use crate::ingest::Incoming;
+use crate::ingest::{Ack, Incoming};
 use crate::outbox::{NewRecord, Outbox, OutboxError};
 use crate::runtime::{Destination, Invocation, InvokeError, Job, Output, Runtime};
 
-/// How long to wait for input before retrying acks the ingest session could not take.
+/// How long to wait for input before retrying acks the ingest task could not take.
 const ACK_RETRY: Duration = Duration::from_millis(10);
 
 /// Work for the processor: a message to process and acknowledge, or a timer tick.
@@ -123,8 +123,10 @@ pub struct Processor {
     pub max_message_bytes: usize,
     /// Messages per group commit, at most.
     pub batch: usize,
-    /// The ingest session, for acknowledgements.
-    pub acker: AsyncClient,
+    /// The ingest session's client, for subscription changes.
+    pub ingest: AsyncClient,
+    /// Acknowledgements of committed messages, for the ingest task to send.
+    pub acks: mpsc::Sender<Ack>,
     /// A session to the local broker for the functions' `publish` calls.
     pub local: AsyncClient,
     /// Wakes the forwarder after a commit.
@@ -280,11 +282,11 @@ impl Processor {
     /// Processes until every producer of work is gone. Returns an error only if a commit failed.
     pub fn run(mut self, mut rx: mpsc::Receiver<Work>) -> Result<(), ProcessError> {
         let mut group = Vec::with_capacity(self.batch);
-        // Acks the ingest session could not take yet. Acks travel through the same rumqttc
-        // event loop that reads messages, so they must never wait on it while ingest waits
-        // on us: they are queued here and retried. Their number is bounded by the broker's
-        // in-flight window (it sends no more unacknowledged QoS 1 messages).
-        let mut pending_acks: VecDeque<Publish> = VecDeque::new();
+        // Acks the ingest task could not take yet. The task that sends them also feeds us,
+        // so they must never wait on it while it waits on us: they are queued here and
+        // retried. The task takes every ack before it reads more, so they are at most the
+        // messages we took in since it last ran: `queue + batch`.
+        let mut pending_acks: VecDeque<Ack> = VecDeque::new();
         for (idx, spec) in self.specs.clone().iter().enumerate() {
             if let Some(f) = spec {
                 self.schedules.set(idx, f);
@@ -292,11 +294,15 @@ impl Processor {
         }
         loop {
             self.sync_subscriptions();
-            while let Some(p) = pending_acks.front() {
-                if self.acker.try_ack(p).is_err() {
-                    break;
+            while let Some(&ack) = pending_acks.front() {
+                match self.acks.try_send(ack) {
+                    Ok(()) => {
+                        pending_acks.pop_front();
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => break,
+                    // The ingest task is gone (shutting down): the broker redelivers them.
+                    Err(mpsc::error::TrySendError::Closed(_)) => pending_acks.clear(),
                 }
-                pending_acks.pop_front();
             }
             if self.stop.load(Ordering::Relaxed) {
                 break;
@@ -356,7 +362,7 @@ impl Processor {
     fn commit_segment(
         &mut self,
         group: &mut Vec<Work>,
-        pending_acks: &mut VecDeque<Publish>,
+        pending_acks: &mut VecDeque<Ack>,
     ) -> Result<bool, ProcessError> {
         let names: Vec<String> = (0..self.runtime.len())
             .map(|i| self.runtime.name(i).to_string())
@@ -594,12 +600,10 @@ impl Processor {
     }
 }
 
-/// What acknowledging `m` needs (packet id and QoS, not the payload); `None` for QoS 0.
-pub(crate) fn ack_of(m: &Incoming) -> Option<Publish> {
-    if m.publish.qos == QoS::AtMostOnce {
-        return None;
-    }
-    let mut ack = Publish::new("", m.publish.qos, Vec::new());
-    ack.pkid = m.publish.pkid;
-    Some(ack)
+/// The acknowledgement `m` needs; `None` for QoS 0.
+pub(crate) fn ack_of(m: &Incoming) -> Option<Ack> {
+    (m.publish.qos != QoS::AtMostOnce).then_some(Ack {
+        connection: m.connection,
+        pkid: m.publish.pkid,
+    })
 }

@@ -201,12 +201,12 @@ fn a_crash_loop_loses_nothing_and_keeps_order() {
     let started = Instant::now();
     for round in 0..kills {
         std::thread::sleep(Duration::from_millis(fastrand::u64(100..1500)));
-        kiri.kill9();
+        kiri.freeze_and_kill();
         if round % 3 == 2 {
             // Also while it starts: opening and recovering the store, connecting.
             kiri.spawn();
             std::thread::sleep(Duration::from_millis(fastrand::u64(0..300)));
-            kiri.kill9();
+            kiri.freeze_and_kill();
         }
         kiri.restart();
     }
@@ -222,10 +222,21 @@ fn a_crash_loop_loses_nothing_and_keeps_order() {
         &missing[..missing.len().min(20)]
     );
     assert_in_order(&sub.distinct_seqs(), events);
-    // A duplicate is a record resent after a crash (in flight, or acknowledged since the last
-    // flush) or an input the broker redelivered (unacknowledged when the gateway died): it is
-    // never further behind the newest arrival than those windows allow.
-    let window = 100 /* the local broker's max_inflight_messages */ + 2 * inflight + batch;
+    // A duplicate is a record sent again after a crash (same id) or an input processed again
+    // (new id); neither arrives further behind the newest arrival than these windows allow.
+    // - Inputs processed again are the committed ones whose acknowledgement had not reached
+    //   the broker. The gateway sends each acknowledgement before it reads more input, so
+    //   they are at most the `queue + batch` it took in since: the newest it committed. (The
+    //   broker's window, `max_inflight_messages 100`, bounds nothing here: Mosquitto 2.0.11
+    //   sends more than that unacknowledged once queued messages move into flight. And
+    //   `freeze_and_kill` lets it read the acknowledgements already sent, which a reset
+    //   connection would lose.) Records are appended in commit order, so none is
+    //   `queue + batch` readings behind a record appended before it.
+    // - Records sent again are those in flight (at most `inflight`) or acknowledged since the
+    //   deletes were last flushed (at most `inflight`): among the last `2 * inflight` sent,
+    //   so fewer than `2 * inflight` records, one reading each, arrived after one before the
+    //   crash.
+    let window = queue + batch + 2 * inflight;
     let mut newest = 0;
     let mut furthest = 0;
     for &s in &arrivals {
@@ -242,6 +253,72 @@ fn a_crash_loop_loses_nothing_and_keeps_order() {
     assert!(
         furthest <= window,
         "a duplicate arrived {furthest} readings behind the newest (window {window})"
+    );
+    kiri.stop();
+}
+
+/// Acknowledgements keep pace with commits whatever window the local broker keeps. Mosquitto
+/// with `max_inflight_messages 0` sends a whole backlog without waiting for any PUBACK, so the
+/// connection never falls idle; a gateway frozen and killed (`freeze_and_kill`) a third of the
+/// way through it must still have sent the acknowledgements of everything but what it took in
+/// since it last sent them (at most `queue + batch` inputs), so at most that many are
+/// redelivered and processed again.
+#[test]
+fn acknowledgements_keep_pace_with_a_broker_that_sends_without_limit() {
+    let backlog = 3000u64;
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Mosquitto::start(&dir.path().join("cloud"));
+    let local = Mosquitto::start_with(&dir.path().join("local"), "max_inflight_messages 0".into());
+    let sub = CloudSubscriber::start(cloud.port, "unlimited-consumer");
+    let (queue, batch) = (64u64, 32u64);
+    let broker = format!(
+        "mode = \"external\"\nurl = \"{}\"\nqueue = {queue}\nbatch = {batch}",
+        local.url()
+    );
+    let mut kiri = Kiri::start(
+        &dir.path().join("kiri"),
+        &config(&cloud.url(), &broker),
+        &[],
+    );
+    // The persistent session exists; the backlog waits for it at the broker.
+    kiri.kill9();
+    publish_all(
+        local.port,
+        "sensor-backlog",
+        "sensors/s1/temperature",
+        readings(0, backlog),
+    );
+    // The broker sends the backlog before it answers the subscription: don't wait for that.
+    kiri.spawn();
+    let third = backlog as usize / 3;
+    assert!(
+        poll_until(Duration::from_secs(60), || {
+            kiri.assert_running();
+            sub.distinct_seqs().len() >= third
+        }),
+        "a third of the backlog did not arrive"
+    );
+    kiri.freeze_and_kill();
+    kiri.spawn();
+    sub.wait_for(backlog as usize, Duration::from_secs(120), &mut kiri);
+    assert_in_order(&sub.distinct_seqs(), backlog);
+    // A reading processed again carries a new record id.
+    let mut first_id = std::collections::HashMap::new();
+    let mut again = 0;
+    for (_, e) in sub.received.lock().unwrap().iter() {
+        let seq = kiri::codec::decode_reading(&e.payload)
+            .unwrap()
+            .seq
+            .unwrap();
+        if *first_id.entry(seq).or_insert_with(|| e.id.clone()) != e.id {
+            again += 1;
+        }
+    }
+    eprintln!("unlimited broker window: {again} inputs processed again after the kill");
+    assert!(
+        again <= queue + batch,
+        "{again} inputs processed again: acknowledgements fell behind commits (at most {})",
+        queue + batch
     );
     kiri.stop();
 }

@@ -340,6 +340,19 @@ impl Kiri {
         }
     }
 
+    /// A crash whose duplicates are the gateway's doing alone: SIGSTOP freezes it where it
+    /// is, the brokers get 300 ms to read what it already sent, then SIGKILL. Killed at once
+    /// with input unread, it would reset its connections, and Mosquitto ignores the packets a
+    /// reset connection still had waiting, its acknowledgements among them: more inputs
+    /// redelivered, as many as the broker was slow to read.
+    pub fn freeze_and_kill(&mut self) {
+        if let Some(c) = &self.child {
+            signal(c, "STOP");
+            thread::sleep(Duration::from_millis(300));
+        }
+        self.kill9();
+    }
+
     /// `POST /invoke/<function>` with `body`: the status and response body.
     pub fn invoke(&self, function: &str, token: Option<&str>, body: &[u8]) -> (u16, Vec<u8>) {
         let url = format!("http://127.0.0.1:{}/invoke/{function}", self.metrics_port);

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use rumqttc::{Publish, QoS};
+use rumqttc::QoS;
 use tokio::sync::mpsc;
 
 use super::{
@@ -14,6 +14,7 @@ use super::{
 use crate::config::FunctionConfig;
 use crate::dashboard::functions::FunctionInfo;
 use crate::dispatch::Router;
+use crate::ingest::Ack;
 use crate::processor::{ack_of, ProcessError, Processor, Work};
 
 /// Refusals that come before the signature is known good.
@@ -59,7 +60,7 @@ impl Processor {
 
     /// Applies a deployment and answers it; returns the acknowledgement to send (for one from
     /// the local broker), which goes out only now that its effects are durable.
-    pub(crate) fn deployment(&mut self, w: Work) -> Result<Option<Publish>, ProcessError> {
+    pub(crate) fn deployment(&mut self, w: Work) -> Result<Option<Ack>, ProcessError> {
         let (topic, payload, source, ack) = match w {
             Work::Message(m) => {
                 let ack = ack_of(&m);
@@ -309,7 +310,7 @@ impl Processor {
             let filters = added
                 .iter()
                 .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-            if self.acker.try_subscribe_many(filters).is_err() {
+            if self.ingest.try_subscribe_many(filters).is_err() {
                 drop(current);
                 self.pending_subscriptions = Some(wanted);
                 return;
@@ -317,7 +318,7 @@ impl Processor {
             current.extend(added);
         }
         for f in &removed {
-            if self.acker.try_unsubscribe(f.clone()).is_err() {
+            if self.ingest.try_unsubscribe(f.clone()).is_err() {
                 drop(current);
                 self.pending_subscriptions = Some(wanted);
                 return;
