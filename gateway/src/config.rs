@@ -574,7 +574,7 @@ impl FunctionConfig {
         }
         if self.limits.fuel == 0
             || self.limits.memory_bytes < 65536
-            || self.limits.memory_bytes > 1 << 32
+            || self.limits.memory_bytes as u64 > 1 << 32
         {
             return Err(format!(
                 "function {:?}: limits.fuel must be > 0 and limits.memory_bytes between 65536 and 4 GiB",
