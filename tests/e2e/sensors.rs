@@ -22,16 +22,10 @@ fn kiri_sensor() -> PathBuf {
 
 /// The node firmware for QEMU's lm3s6965evb (`make qemu-node-build`, run by `make test`).
 fn qemu_node_elf() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("thumbv7m-none-eabi/release/kiri-qemu-node");
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `make qemu-node-build` (`make test` does)",
-        path.display()
-    );
-    path
+    built(
+        "thumbv7m-none-eabi/release/kiri-qemu-node",
+        "`make qemu-node-build`",
+    )
 }
 
 /// One `threshold` function per kind, with a limit every reading passes: all come through.

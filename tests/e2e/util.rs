@@ -49,34 +49,31 @@ fn wait_for_port(port: u16, timeout: Duration) {
     );
 }
 
-/// The compiled example function `name` (built by `make functions`).
-pub fn function_wasm(name: &str) -> PathBuf {
+/// `relative` under the cargo target directory, which `how` builds; a clear failure if absent.
+pub fn built(relative: &str, how: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join(format!(
-        "wasm32-unknown-unknown/release/kiri_fn_{name}.wasm"
-    ));
+    let path = target.join(relative);
     assert!(
         path.exists(),
-        "{} is missing: build the example functions first (`make functions`, or `make test`)",
+        "{} is missing: build it first ({how}, or `make test`)",
         path.display()
     );
     path
 }
 
+/// The compiled example function `name` (built by `make functions`).
+pub fn function_wasm(name: &str) -> PathBuf {
+    built(
+        &format!("wasm32-unknown-unknown/release/kiri_fn_{name}.wasm"),
+        "`make functions`",
+    )
+}
+
 /// The C example function (built by `make functions-c`).
 pub fn c_function_wasm(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join(format!("wasm32-c/{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: build the C example first (`make functions-c`, or `make test`)",
-        path.display()
-    );
-    path
+    built(&format!("wasm32-c/{name}.wasm"), "`make functions-c`")
 }
 
 fn mosquitto_bin() -> PathBuf {
