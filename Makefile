@@ -4,7 +4,7 @@ CONFIG ?= kiri.example.toml
 WASM_TARGET := wasm32-unknown-unknown
 FUNCTIONS := kiri-fn-threshold kiri-fn-convert kiri-fn-average kiri-fn-window kiri-fn-zscore
 
-.PHONY: run test soak lint functions functions-c build assets firmware qemu-node qemu-node-build sensor cross image qemu deb install flash setup-run setup-test setup-lint clean
+.PHONY: run test bench bench-smoke node-red soak lint functions functions-c build assets firmware qemu-node qemu-node-build sensor cross image qemu deb install flash setup-run setup-test setup-lint clean
 
 ## run: build the gateway (release) and the example functions, start it with $(CONFIG), with a
 ## simulated sensor node publishing to it (`kiri-sensor --source simulate`); prints the
@@ -19,9 +19,28 @@ run: setup-run assets functions
 
 ## test: unit, property, end-to-end and browser tests (installs Mosquitto, clang, lld, qemu,
 ## Chromium and chromedriver as root if missing)
-test: setup-test assets functions functions-c firmware sensor image
+test: setup-test assets functions functions-c firmware sensor image node-red
 	@cross/deb.sh arm64
 	@scripts/test.sh
+	@$(MAKE) --no-print-directory bench-smoke
+
+## bench: the benchmarks (release build, LTO): criterion micro benchmarks, then Kiri against
+## Mosquitto alone and Node-RED on the same load, store-and-forward over TLS and the
+## footprint (with the aarch64 device build for its size); rewrites BENCHMARKS.md
+bench: setup-test assets functions node-red
+	cross/build.sh aarch64-unknown-linux-musl
+	$(CARGO) bench -p kiri --bench micro
+	$(CARGO) bench -p kiri --bench pipeline
+	python3 scripts/bench-report.py
+
+## bench-smoke: every benchmark once and briefly, in the test profile, so none rots (`make
+## test` runs it; nothing is asserted about speed)
+bench-smoke: functions node-red
+	$(CARGO) test -p kiri --benches
+
+## node-red: the pinned Node-RED the benchmark compares against, under .cache/node-red
+node-red:
+	@scripts/node-red.sh install
 
 ## soak: the delivery proofs, longer: a crash loop of SOAK_KILLS SIGKILLs over SOAK_EVENTS
 ## readings, and SOAK_MODEL_CASES random sequences of the outbox model check

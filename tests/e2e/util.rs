@@ -256,8 +256,8 @@ impl Kiri {
             .arg("run")
             .arg("--config")
             .arg(&self.config)
-            .envs(self.env.iter().cloned())
             .env("KIRI_LOG", "info,kiri=debug")
+            .envs(self.env.iter().cloned())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -292,6 +292,12 @@ impl Kiri {
             .call()
             .expect("GET /api/v1/status");
         resp.body_mut().read_json().expect("status is JSON")
+    }
+
+    /// The process id, while it runs (the pipeline benchmark reads its CPU time and memory).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Panics with the log if the process has exited.

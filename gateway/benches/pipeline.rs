@@ -1,0 +1,802 @@
+//! End-to-end benchmark: a load generator publishes timestamped, numbered messages; a
+//! subscriber at the cloud broker measures what arrives. Every system runs on the same machine
+//! in the same run, so the ratios between them hold even when the machine's speed drifts:
+//!
+//! - Mosquitto alone (publisher → broker → subscriber): the physical limit;
+//! - Kiri with a trivial function (emits its input unchanged), local and cloud broker on that
+//!   same Mosquitto: QoS 0 in, QoS 1 in (acknowledged after the durable commit), with and
+//!   without fsync, and 16 functions on 16 topics;
+//! - Node-RED running the equivalent flow (mqtt in → function → mqtt out), the peer people use;
+//! - store-and-forward: results buffered with the cloud down, then drained over TLS;
+//! - footprint: idle RSS, binary sizes.
+//!
+//! `cargo bench -p kiri --bench pipeline` (what `make bench` runs) measures and writes
+//! `target/bench/pipeline.json`, which `scripts/bench-report.py` turns into BENCHMARKS.md. An
+//! argument after `--` keeps only the sections whose name contains it (`throughput`,
+//! `latency`, `functions16`, `node-red`, `store`, `footprint`). Run without `--bench` (`cargo test
+//! -p kiri --bench pipeline`, what `make bench-smoke` runs) every section runs briefly, so none
+//! rots; nothing is asserted about speed.
+
+#[allow(dead_code)]
+#[path = "../../tests/e2e/util.rs"]
+mod util;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use kiri::codec::Envelope;
+use rumqttc::{Client, Event, MqttOptions, Outgoing, Packet, QoS};
+use serde_json::{json, Value};
+use util::{free_port, wait_until, Kiri, Mosquitto, Pki};
+
+/// Sizes of one run: `--bench` measures, without it every section runs briefly.
+struct Scale {
+    full: bool,
+    /// Messages per throughput run (published as fast as the publisher can).
+    throughput: u64,
+    /// Seconds of the fixed-rate latency runs.
+    latency_secs: f64,
+    /// Results buffered with the cloud down.
+    store: u64,
+}
+
+/// Rate of the latency runs, events per second.
+const RATE: u64 = 10_000;
+/// Payload of the pipeline runs: sequence number, send time, padding.
+const PAYLOAD: usize = 64;
+/// Payload of the store-and-forward run.
+const STORE_PAYLOAD: usize = 256;
+const PREFIX: &str = "kiri/gw-bench";
+
+/// Nanoseconds since the first call, on the monotonic clock shared by publisher and
+/// subscriber (both run in this process).
+fn now_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// A `len`-byte message: one CBOR byte string (Kiri refuses input that is not well-formed
+/// CBOR) holding the sequence number and the send time, padded.
+fn payload(seq: u64, len: usize) -> Vec<u8> {
+    let len = len.max(HEADER + 16);
+    let mut p = vec![0x5a; len];
+    p[0] = 0x59; // byte string, 2-byte length
+    p[1..3].copy_from_slice(&((len - HEADER) as u16).to_be_bytes());
+    p[HEADER..HEADER + 8].copy_from_slice(&seq.to_le_bytes());
+    p[HEADER + 8..HEADER + 16].copy_from_slice(&now_ns().to_le_bytes());
+    p
+}
+
+/// Bytes before the sequence number: the CBOR byte string's head.
+const HEADER: usize = 3;
+
+/// The trivial function: emits each payload unchanged on the topic it came in on.
+const TRIVIAL_WAT: &str = r#"(module
+  (import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (func (export "kiri_abi_version") (result i32) (i32.const 1))
+  (func (export "kiri_alloc") (param $len i32) (result i32)
+    (select (i32.const 1024) (i32.const 0) (i32.le_u (local.get $len) (i32.const 65536))))
+  (func (export "kiri_on_event") (param $t i32) (param $tl i32) (param $p i32) (param $pl i32)
+        (param $at i64) (result i32)
+    (i32.lt_s (call $emit (local.get $t) (local.get $tl) (local.get $p) (local.get $pl))
+              (i32.const 0))))"#;
+
+// ---------------------------------------------------------------------------------------
+// Load generator and subscriber
+
+/// What a subscriber saw.
+#[derive(Default)]
+struct Arrivals {
+    seen: Vec<bool>,
+    distinct: u64,
+    duplicates: u64,
+    latency_ns: Vec<u64>,
+    first_ns: Option<u64>,
+    last_ns: u64,
+}
+
+impl Arrivals {
+    fn record(&mut self, payload: &[u8]) {
+        let now = now_ns();
+        let field = |at: usize| u64::from_le_bytes(payload[at..at + 8].try_into().unwrap());
+        let (seq, sent) = (field(HEADER) as usize, field(HEADER + 8));
+        if seq >= self.seen.len() {
+            self.seen.resize(seq + 1, false);
+        }
+        if std::mem::replace(&mut self.seen[seq], true) {
+            self.duplicates += 1;
+            return;
+        }
+        self.distinct += 1;
+        self.latency_ns.push(now.saturating_sub(sent));
+        self.first_ns.get_or_insert(now);
+        self.last_ns = now;
+    }
+}
+
+/// How the subscriber finds the load generator's payload in a message.
+#[derive(Clone, Copy)]
+enum Wrapping {
+    /// As published (Mosquitto alone, Node-RED).
+    Raw,
+    /// Inside Kiri's envelope, or a batch of them.
+    Envelope,
+}
+
+/// A subscriber at the cloud broker (QoS 1, clean session).
+struct Subscriber {
+    arrivals: Arc<Mutex<Arrivals>>,
+    client: Client,
+}
+
+impl Subscriber {
+    fn start(port: u16, filter: &str, wrapping: Wrapping) -> Subscriber {
+        let arrivals = Arc::new(Mutex::new(Arrivals::default()));
+        let sink = arrivals.clone();
+        let mut opts = MqttOptions::new(format!("bench-sub-{}", free_port()), "127.0.0.1", port);
+        opts.set_max_packet_size(4 << 20, 4 << 20)
+            .set_keep_alive(Duration::from_secs(60));
+        let (client, mut conn) = Client::new(opts, 64);
+        let subscribed = Arc::new(AtomicBool::new(false));
+        let flag = subscribed.clone();
+        let filter = filter.to_string();
+        let sub = client.clone();
+        thread::spawn(move || {
+            for event in conn.iter() {
+                match event {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        sub.try_subscribe(filter.as_str(), QoS::AtLeastOnce)
+                            .unwrap();
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => flag.store(true, Ordering::SeqCst),
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let mut a = sink.lock().unwrap();
+                        match wrapping {
+                            Wrapping::Raw => a.record(&p.payload),
+                            Wrapping::Envelope if p.topic.ends_with("/$batch") => {
+                                for e in Envelope::decode_batch(&p.payload).expect("a batch") {
+                                    a.record(&e.payload);
+                                }
+                            }
+                            Wrapping::Envelope => a.record(
+                                &Envelope::decode(&p.payload).expect("an envelope").payload,
+                            ),
+                        }
+                    }
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+                    Ok(_) => {}
+                    Err(_) => thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        wait_until("the subscription", Duration::from_secs(10), || {
+            subscribed.load(Ordering::SeqCst)
+        });
+        Subscriber { arrivals, client }
+    }
+
+    /// Waits until `n` distinct messages arrived, or nothing arrived for `idle`.
+    fn wait(&self, n: u64, idle: Duration) {
+        let mut last = (0, Instant::now());
+        loop {
+            let got = self.arrivals.lock().unwrap().distinct;
+            if got >= n {
+                return;
+            }
+            if got != last.0 {
+                last = (got, Instant::now());
+            } else if last.1.elapsed() > idle {
+                eprintln!("  (gave up waiting: {got} of {n} arrived)");
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn finish(self) -> Arrivals {
+        let _ = self.client.disconnect();
+        std::mem::take(&mut *self.arrivals.lock().unwrap())
+    }
+}
+
+/// One publishing run's shape.
+#[derive(Clone)]
+struct Load {
+    count: u64,
+    /// Messages per second; `None`: as fast as the publisher can.
+    rate: Option<u64>,
+    qos: QoS,
+    topics: Vec<String>,
+    payload: usize,
+}
+
+/// Publishes `load` and returns once the broker has it (QoS 1: every PUBACK; QoS 0: the
+/// connection wrote the last message and the DISCONNECT after it).
+fn publish(port: u16, load: &Load) {
+    let mut opts = MqttOptions::new(format!("bench-pub-{}", free_port()), "127.0.0.1", port);
+    opts.set_max_packet_size(4 << 20, 4 << 20)
+        .set_inflight(100)
+        .set_keep_alive(Duration::from_secs(60));
+    let (client, mut conn) = Client::new(opts, 1000);
+    let acks = Arc::new(AtomicU64::new(0));
+    let acked = acks.clone();
+    let io = thread::spawn(move || {
+        for event in conn.iter() {
+            match event {
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    acked.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+                Ok(_) => {}
+                Err(e) => panic!("publisher connection failed: {e}"),
+            }
+        }
+    });
+    let start = Instant::now();
+    for seq in 0..load.count {
+        if let Some(rate) = load.rate {
+            let due = start + Duration::from_nanos(seq * 1_000_000_000 / rate);
+            let now = Instant::now();
+            if due > now {
+                thread::sleep(due - now);
+            }
+        }
+        let topic = &load.topics[seq as usize % load.topics.len()];
+        client
+            .publish(topic.as_str(), load.qos, false, payload(seq, load.payload))
+            .unwrap();
+    }
+    if load.qos != QoS::AtMostOnce {
+        wait_until("every PUBACK", Duration::from_secs(1800), || {
+            acks.load(Ordering::SeqCst) >= load.count
+        });
+    }
+    client.disconnect().unwrap();
+    io.join().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Processes
+
+/// `/proc/<pid>/status` field in kB (VmRSS, VmHWM).
+fn proc_kb(pid: u32, field: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// User + system CPU seconds the process used so far (Linux's USER_HZ is 100).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Resets the process's peak RSS (VmHWM) to its current RSS.
+fn reset_peak(pid: u32) {
+    let _ = fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+/// A system under test: where to publish, where results arrive, and its process.
+struct Target<'a> {
+    name: &'a str,
+    local_port: u16,
+    cloud_port: u16,
+    filter: &'a str,
+    wrapping: Wrapping,
+    pid: Option<u32>,
+}
+
+/// One measured run.
+fn run(target: &Target, scenario: &str, load: &Load) -> Value {
+    let sub = Subscriber::start(target.cloud_port, target.filter, target.wrapping);
+    if let Some(pid) = target.pid {
+        reset_peak(pid);
+    }
+    let cpu0 = target.pid.map(cpu_secs);
+    let t0 = now_ns();
+    publish(target.local_port, load);
+    sub.wait(load.count, Duration::from_secs(15));
+    let cpu = target.pid.zip(cpu0).map(|(pid, c0)| cpu_secs(pid) - c0);
+    let peak_kb = target.pid.map(|pid| proc_kb(pid, "VmHWM"));
+    let mut a = sub.finish();
+    let secs = (a.last_ns.saturating_sub(t0)) as f64 / 1e9;
+    a.latency_ns.sort_unstable();
+    let pct = |q: f64| -> f64 {
+        if a.latency_ns.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((a.latency_ns.len() as f64 * q).ceil() as usize).clamp(1, a.latency_ns.len());
+        a.latency_ns[i - 1] as f64 / 1000.0
+    };
+    let row = json!({
+        "system": target.name,
+        "scenario": scenario,
+        "qos": load.qos as u8,
+        "rate": load.rate,
+        "sent": load.count,
+        "received": a.distinct,
+        "lost": load.count - a.distinct.min(load.count),
+        "duplicates": a.duplicates,
+        "secs": secs,
+        "per_sec": a.distinct as f64 / secs.max(1e-9),
+        "p50_us": pct(0.5),
+        "p99_us": pct(0.99),
+        "p999_us": pct(0.999),
+        "max_us": pct(1.0),
+        "cpu_secs_per_10k": cpu.map(|c| c * 10_000.0 / a.distinct.max(1) as f64),
+        "peak_rss_kb": peak_kb,
+    });
+    eprintln!(
+        "  {:<10} {:<28} {:>8}/{:<8} {:>9.0}/s  p50 {:>8.1} us  p99 {:>8.1} us  p99.9 {:>8.1} us{}",
+        target.name,
+        scenario,
+        a.distinct,
+        load.count,
+        row["per_sec"].as_f64().unwrap(),
+        pct(0.5),
+        pct(0.99),
+        pct(0.999),
+        match (cpu, peak_kb) {
+            (Some(c), Some(k)) => format!(
+                "  cpu {:.2} s/10k  peak {:.1} MB",
+                c * 10_000.0 / a.distinct.max(1) as f64,
+                k as f64 / 1024.0
+            ),
+            _ => String::new(),
+        }
+    );
+    row
+}
+
+/// Settles and reads a process's resident memory, in kB.
+fn idle_rss(pid: u32) -> u64 {
+    thread::sleep(Duration::from_secs(2));
+    proc_kb(pid, "VmRSS")
+}
+
+/// A Kiri configuration for the bench: external broker `local`, cloud at `cloud_url`, one
+/// trivial function per trigger filter.
+struct KiriSetup<'a> {
+    local: u16,
+    cloud_url: String,
+    triggers: &'a [String],
+    fsync: bool,
+    /// Extra lines in `[cloud]` (TLS files, batching).
+    cloud_extra: String,
+    /// Extra lines in `[outbox]`.
+    outbox_extra: String,
+}
+
+impl KiriSetup<'_> {
+    fn start(&self, dir: &Path, wasm: &Path) -> Kiri {
+        let mut toml = format!(
+            "[gateway]\nid = \"gw-bench\"\nfsync = {}\n\
+             [broker]\nmode = \"external\"\nurl = \"mqtt://127.0.0.1:{}\"\n\
+             [cloud]\nurl = \"{}\"\ntopic_prefix = \"{PREFIX}\"\nbackoff_max_ms = 500\n{}\n\
+             [outbox]\n{}\n",
+            self.fsync, self.local, self.cloud_url, self.cloud_extra, self.outbox_extra
+        );
+        for (i, trigger) in self.triggers.iter().enumerate() {
+            toml += &format!(
+                "[[functions]]\nname = \"relay{i}\"\nmodule = \"{}\"\ntriggers = [\"{trigger}\"]\n",
+                wasm.display()
+            );
+        }
+        Kiri::start(dir, &toml, &[("KIRI_LOG", "warn".into())])
+    }
+}
+
+/// Node-RED running the equivalent flow (`scripts/node-red.sh run`), stopped on drop.
+struct NodeRed {
+    child: Child,
+}
+
+impl NodeRed {
+    fn start(dir: &Path, local: u16, cloud: u16, qos: u8, functions: usize) -> NodeRed {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/node-red.sh");
+        let mut child = Command::new("bash")
+            .arg(&script)
+            .args(["run", "--broker-port", &local.to_string()])
+            .args(["--cloud-port", &cloud.to_string(), "--topic", "bench/#"])
+            .args(["--prefix", PREFIX, "--qos", &qos.to_string()])
+            .args(["--functions", &functions.to_string()])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start scripts/node-red.sh");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.trim() == "node-red: ready" {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = child.kill();
+            panic!(
+                "Node-RED did not become ready within 60 s (is it installed? `scripts/node-red.sh install`)"
+            );
+        }
+        NodeRed { child }
+    }
+}
+
+impl Drop for NodeRed {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Bytes the files under `dir` occupy on disk (allocated blocks, not apparent sizes).
+fn disk_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() {
+            disk_bytes(&entry.path())
+        } else {
+            meta.blocks() * 512
+        };
+    }
+    total
+}
+
+fn stripped_size(binary: &Path) -> Option<u64> {
+    let out = std::env::temp_dir().join(format!("kiri-bench-strip-{}", std::process::id()));
+    let ok = Command::new("strip")
+        .arg("-o")
+        .arg(&out)
+        .arg(binary)
+        .status()
+        .ok()?
+        .success();
+    let size = ok
+        .then(|| fs::metadata(&out).ok().map(|m| m.len()))
+        .flatten();
+    let _ = fs::remove_file(&out);
+    size
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+/// The run's folder: removed at the end unless `BENCH_KEEP` is set (then its path is printed).
+enum Holder {
+    Temp(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl Holder {
+    fn path(&self) -> &Path {
+        match self {
+            Holder::Temp(t) => t.path(),
+            Holder::Kept(p) => p,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let full = args.iter().any(|a| a == "--bench");
+    let only: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let wanted =
+        |section: &str| only.is_empty() || only.iter().any(|o| section.contains(o.as_str()));
+    let scale = if full {
+        Scale {
+            full,
+            throughput: 200_000,
+            latency_secs: 10.0,
+            store: 1_000_000,
+        }
+    } else {
+        Scale {
+            full,
+            throughput: 2_000,
+            latency_secs: 0.3,
+            store: 5_000,
+        }
+    };
+    let latency_count = (RATE as f64 * scale.latency_secs) as u64;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = if std::env::var_os("BENCH_KEEP").is_some() {
+        eprintln!("keeping {}", dir.path().display());
+        Holder::Kept(dir.keep())
+    } else {
+        Holder::Temp(dir)
+    };
+    let wasm = dir.path().join("trivial.wasm");
+    fs::write(&wasm, wat::parse_str(TRIVIAL_WAT).unwrap()).unwrap();
+    let mut report: BTreeMap<&str, Value> = BTreeMap::new();
+    report.insert("mode", json!(if scale.full { "full" } else { "smoke" }));
+    let mut rows = Vec::new();
+
+    // One Mosquitto is the sensors' broker and the cloud for every pipeline run.
+    let broker = Mosquitto::start(&dir.path().join("mosquitto"));
+    let port = broker.port;
+    let one_topic = vec!["bench/0/s".to_string()];
+    let sixteen: Vec<String> = (0..16).map(|i| format!("bench/{i}/s")).collect();
+    let load = |count, rate, qos, topics: &Vec<String>| Load {
+        count,
+        rate,
+        qos,
+        topics: topics.clone(),
+        payload: PAYLOAD,
+    };
+
+    if wanted("throughput") || wanted("latency") {
+        eprintln!("Mosquitto alone, then Kiri with one trivial function:");
+        let alone = Target {
+            name: "mosquitto",
+            local_port: port,
+            cloud_port: port,
+            filter: "bench/#",
+            wrapping: Wrapping::Raw,
+            pid: None,
+        };
+        let max0 = load(scale.throughput, None, QoS::AtMostOnce, &one_topic);
+        let max1 = load(scale.throughput, None, QoS::AtLeastOnce, &one_topic);
+        let paced = load(latency_count, Some(RATE), QoS::AtLeastOnce, &one_topic);
+        rows.push(run(&alone, "max qos0", &max0));
+        rows.push(run(&alone, "max qos1", &max1));
+        rows.push(run(&alone, "10k/s qos1", &paced));
+        for fsync in [true, false] {
+            let setup = KiriSetup {
+                local: port,
+                cloud_url: format!("mqtt://127.0.0.1:{port}"),
+                triggers: &["bench/0/#".to_string()],
+                fsync,
+                cloud_extra: String::new(),
+                outbox_extra: String::new(),
+            };
+            let kiri = setup.start(&dir.path().join(format!("kiri-fsync-{fsync}")), &wasm);
+            let pid = kiri.pid().unwrap();
+            let name = if fsync { "kiri" } else { "kiri-nofsync" };
+            if fsync {
+                report.insert("idle_rss_kb_1fn", json!(idle_rss(pid)));
+            }
+            let kiri_target = Target {
+                name,
+                local_port: port,
+                cloud_port: port,
+                filter: "kiri/#",
+                wrapping: Wrapping::Envelope,
+                pid: Some(pid),
+            };
+            if fsync {
+                rows.push(run(&kiri_target, "max qos0", &max0));
+            }
+            rows.push(run(&kiri_target, "max qos1", &max1));
+            rows.push(run(&kiri_target, "10k/s qos1", &paced));
+        }
+    }
+
+    if wanted("functions16") {
+        eprintln!("16 functions on 16 topics:");
+        let setup = KiriSetup {
+            local: port,
+            cloud_url: format!("mqtt://127.0.0.1:{port}"),
+            triggers: &(0..16).map(|i| format!("bench/{i}/#")).collect::<Vec<_>>(),
+            fsync: true,
+            cloud_extra: String::new(),
+            outbox_extra: String::new(),
+        };
+        let kiri = setup.start(&dir.path().join("kiri-16"), &wasm);
+        let pid = kiri.pid().unwrap();
+        report.insert("idle_rss_kb_16fn", json!(idle_rss(pid)));
+        let t = Target {
+            name: "kiri",
+            local_port: port,
+            cloud_port: port,
+            filter: "kiri/#",
+            wrapping: Wrapping::Envelope,
+            pid: Some(pid),
+        };
+        rows.push(run(
+            &t,
+            "16 fns max qos1",
+            &load(scale.throughput, None, QoS::AtLeastOnce, &sixteen),
+        ));
+        rows.push(run(
+            &t,
+            "16 fns 10k/s qos1",
+            &load(latency_count, Some(RATE), QoS::AtLeastOnce, &sixteen),
+        ));
+    }
+
+    if wanted("node-red") {
+        eprintln!("Node-RED, the same flow:");
+        for (functions, topics) in [(1, &one_topic), (16, &sixteen)] {
+            for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+                if functions == 16 && qos == QoS::AtMostOnce {
+                    continue;
+                }
+                let nr_dir = dir
+                    .path()
+                    .join(format!("node-red-{functions}-{}", qos as u8));
+                let nr = NodeRed::start(&nr_dir, port, port, qos as u8, functions);
+                let pid = nr.child.id();
+                if functions == 1 && qos == QoS::AtLeastOnce {
+                    report.insert("node_red_idle_rss_kb", json!(idle_rss(pid)));
+                }
+                let t = Target {
+                    name: "node-red",
+                    local_port: port,
+                    cloud_port: port,
+                    filter: "kiri/#",
+                    wrapping: Wrapping::Raw,
+                    pid: Some(pid),
+                };
+                let prefix = if functions == 16 { "16 fns " } else { "" };
+                let q = qos as u8;
+                rows.push(run(
+                    &t,
+                    &format!("{prefix}max qos{q}"),
+                    &load(scale.throughput, None, qos, topics),
+                ));
+                if qos == QoS::AtLeastOnce {
+                    rows.push(run(
+                        &t,
+                        &format!("{prefix}10k/s qos1"),
+                        &load(latency_count, Some(RATE), qos, topics),
+                    ));
+                }
+            }
+        }
+    }
+    report.insert("runs", Value::Array(rows));
+
+    if wanted("store") {
+        eprintln!("Store and forward, the cloud over TLS:");
+        report.insert("store", store_and_forward(dir.path(), &wasm, port, &scale));
+    }
+
+    if wanted("footprint") {
+        let kiri_bin = Path::new(env!("CARGO_BIN_EXE_kiri"));
+        let aarch64 = target_dir().join("aarch64-unknown-linux-musl/device/kiri");
+        report.insert(
+            "binary",
+            json!({
+                "x86_64_release_stripped": stripped_size(kiri_bin),
+                "aarch64_musl_device": fs::metadata(&aarch64).ok().map(|m| m.len()),
+            }),
+        );
+    }
+    drop(broker);
+
+    let out = target_dir().join("bench");
+    fs::create_dir_all(&out).unwrap();
+    let file = out.join(if scale.full {
+        "pipeline.json"
+    } else {
+        "pipeline-smoke.json"
+    });
+    fs::write(&file, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    eprintln!("wrote {}", file.display());
+}
+
+/// Buffers `scale.store` results of 256 B with the cloud down, measures the store on disk and
+/// the gateway's memory, then starts the cloud (TLS) and measures the drain.
+fn store_and_forward(dir: &Path, wasm: &Path, local: u16, scale: &Scale) -> Value {
+    let pki = Pki::new(dir, "cloud-ca");
+    let (cert, key) = pki.issue("cloud", &["localhost"], false);
+    let tls_port = free_port();
+    let setup = KiriSetup {
+        local,
+        cloud_url: format!("mqtts://localhost:{tls_port}"),
+        triggers: &["store/#".to_string()],
+        fsync: true,
+        cloud_extra: format!("ca_file = \"{}\"\ninflight = 64", pki.ca().display()),
+        outbox_extra: "max_records = 2000000\nmax_bytes = 4294967296".into(),
+    };
+    let kiri_dir = dir.join("kiri-store");
+    let kiri = setup.start(&kiri_dir, wasm);
+    let pid = kiri.pid().unwrap();
+    let load = Load {
+        count: scale.store,
+        rate: None,
+        qos: QoS::AtLeastOnce,
+        topics: vec!["store/0/s".into()],
+        payload: STORE_PAYLOAD,
+    };
+    let t0 = Instant::now();
+    publish(local, &load);
+    wait_until(
+        "every input in the outbox",
+        Duration::from_secs(1800),
+        || kiri.metric("kiri_outbox_records") >= scale.store as f64,
+    );
+    let buffer_secs = t0.elapsed().as_secs_f64();
+    thread::sleep(Duration::from_secs(2));
+    let disk = disk_bytes(&kiri_dir.join("data"));
+    let raw = scale.store * STORE_PAYLOAD as u64;
+    let rss = proc_kb(pid, "VmRSS");
+    let peak = proc_kb(pid, "VmHWM");
+    eprintln!(
+        "  buffered {} results in {buffer_secs:.1} s ({:.0}/s): {:.1} MB on disk, {:.2}x raw; RSS {:.1} MB (peak {:.1} MB)",
+        scale.store,
+        scale.store as f64 / buffer_secs,
+        disk as f64 / 1e6,
+        disk as f64 / raw as f64,
+        rss as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+
+    let cloud = Mosquitto::start_with(
+        &dir.join("cloud"),
+        format!(
+            "listener {tls_port} 127.0.0.1\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\n",
+            pki.ca().display(),
+            cert.display(),
+            key.display()
+        ),
+    );
+    let sub = Subscriber::start(cloud.port, "kiri/#", Wrapping::Envelope);
+    reset_peak(pid);
+    let cpu0 = cpu_secs(pid);
+    sub.wait(scale.store, Duration::from_secs(30));
+    let cpu = cpu_secs(pid) - cpu0;
+    let drain_peak = proc_kb(pid, "VmHWM");
+    let a = sub.finish();
+    let secs = (a.last_ns - a.first_ns.unwrap_or(0)) as f64 / 1e9;
+    let rate = a.distinct as f64 / secs.max(1e-9);
+    eprintln!(
+        "  drained {} of {} over TLS in {secs:.1} s: {rate:.0} msg/s, {} duplicates, cpu {:.2} s/10k, peak RSS {:.1} MB",
+        a.distinct,
+        scale.store,
+        a.duplicates,
+        cpu * 10_000.0 / a.distinct.max(1) as f64,
+        drain_peak as f64 / 1024.0
+    );
+    json!({
+        "records": scale.store,
+        "payload_bytes": STORE_PAYLOAD,
+        "buffer_secs": buffer_secs,
+        "disk_bytes": disk,
+        "raw_bytes": raw,
+        "disk_ratio": disk as f64 / raw as f64,
+        "rss_kb": rss,
+        "peak_rss_kb": peak,
+        "drained": a.distinct,
+        "duplicates": a.duplicates,
+        "drain_secs": secs,
+        "drain_per_sec": rate,
+        "drain_cpu_secs_per_10k": cpu * 10_000.0 / a.distinct.max(1) as f64,
+        "drain_peak_rss_kb": drain_peak,
+    })
+}
