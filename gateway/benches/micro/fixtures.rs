@@ -6,7 +6,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use kiri::config::{FunctionConfig, FunctionLimits};
+use kiri::outbox::Outbox;
 use kiri::runtime::{Job, Permissions, Runtime};
+use kiri::store::Store;
 
 /// Installs the Prometheus recorder the gateway installs, with its upkeep every 5 s, so that
 /// the `metrics!` calls on the hot paths cost what they cost in production (with no recorder
@@ -47,7 +49,22 @@ pub fn reading(sensor: &str, kind: &str, value: f64, unit: &str, seq: u64) -> Ve
     buf[..n].to_vec()
 }
 
-/// A temporary store, deleted when dropped.
+/// The store and outbox as `gateway::run` opens them with the default settings, in `dir`
+/// (on a real file system: each sled batch writes and syncs its log buffer, each flush of the
+/// outbox `fsync`s).
+pub fn disk_store(dir: &std::path::Path) -> (Store, Outbox) {
+    let g = kiri::Config::default().gateway;
+    assert!(g.fsync, "fsync after each group commit is the default");
+    let store = Store::open(dir, g.cache_bytes, g.flush_every_ms).expect("store");
+    let outbox = Outbox::open(&store.db, kiri::Config::default().outbox)
+        .expect("outbox")
+        .guard_disk(dir)
+        .fsync_log(&store.log_path)
+        .expect("sled's log file");
+    (store, outbox)
+}
+
+/// A temporary store, deleted when dropped (sled puts it in shared memory when it can).
 pub fn temporary_db() -> sled::Db {
     sled::Config::new()
         .temporary(true)

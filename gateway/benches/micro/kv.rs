@@ -1,20 +1,20 @@
 //! `kv/*`: a function's key-value state as it sees it: `kv_get` of a stored key and `kv_put`
 //! through the host API (1000 calls per invocation, throughput per call), and the commit of an
-//! invocation's write (the sled transaction that stores it with the invocation's results).
+//! invocation's write (the sled transaction that stores it with the invocation's results, on
+//! the gateway's on-disk store, not flushed: the group commit is `outbox/*`).
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput};
-use kiri::outbox::Outbox;
 
 use crate::fixtures;
 use crate::invoke::{call_loop, CALLS};
 
 /// Registers the group.
 pub fn bench(c: &mut Criterion) {
-    let db = fixtures::temporary_db();
-    let outbox = Outbox::open(&db, kiri::Config::default().outbox).expect("outbox");
-    let mut rt = fixtures::runtime(db);
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let (store, outbox) = fixtures::disk_store(dir.path());
+    let mut rt = fixtures::runtime(store.db.clone());
     let value = b"0123456789abcdef01234567".to_vec();
     let write = [(b"key".to_vec(), Some(value.clone()))];
 

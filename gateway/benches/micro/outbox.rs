@@ -2,31 +2,20 @@
 //! gateway opens it (disk guard, `fsync` after each group commit: `gateway.fsync = true`).
 //!
 //! - `append_commit_batch{1,128}`: a group of 1 or 128 invocations, each appending its one
-//!   result, then the group commit (one flush and fsync). Throughput: per record.
+//!   result (as the processor does), then the group commit (one flush and fsync). Throughput:
+//!   per record. Each append is one sled batch, and sled writes its log buffer out and waits
+//!   for it (`sync_file_range`) at the start of every batch: a disk write per record.
+//! - `append_commit_single_batch128`: the same 128 records in one append, for comparison.
 //! - `drain_burst64`: what the forwarder does for a window of 64 messages with the defaults
 //!   (`batch_records = 1`, `inflight = 64`): 64 reads of one record, 64 acks (deletes), one
 //!   flush of the deletes. Throughput: per record.
 
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput};
-use kiri::outbox::{Cursor, NewRecord, Outbox};
-use kiri::store::Store;
+use criterion::{Criterion, SamplingMode, Throughput};
+use kiri::outbox::{Cursor, NewRecord, Priority};
 
 use crate::fixtures;
-
-/// The outbox as `gateway::run` opens it, in `dir`.
-fn open(dir: &std::path::Path) -> (Store, Outbox) {
-    let g = kiri::Config::default().gateway;
-    assert!(g.fsync, "fsync after each group commit is the default");
-    let store = Store::open(dir, g.cache_bytes, g.flush_every_ms).expect("store");
-    let outbox = Outbox::open(&store.db, kiri::Config::default().outbox)
-        .expect("outbox")
-        .guard_disk(dir)
-        .fsync_log(&store.log_path)
-        .expect("sled's log file");
-    (store, outbox)
-}
 
 fn record(seq: u64) -> NewRecord {
     NewRecord {
@@ -40,9 +29,11 @@ fn record(seq: u64) -> NewRecord {
 /// Registers the group.
 pub fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temporary folder");
-    let (_store, outbox) = open(dir.path());
+    let (_store, outbox) = fixtures::disk_store(dir.path());
     let new = record(1);
     let mut g = c.benchmark_group("outbox");
+    // Milliseconds per iteration: the same number of iterations in every sample.
+    g.sampling_mode(SamplingMode::Flat);
     for batch in [1u64, 128] {
         g.throughput(Throughput::Elements(batch));
         g.bench_function(format!("append_commit_batch{batch}"), |b| {
@@ -58,15 +49,31 @@ pub fn bench(c: &mut Criterion) {
                     took += start.elapsed();
                     // Untimed: the uplink acknowledges them, so the outbox stays near empty.
                     for seq in seqs {
-                        outbox
-                            .ack(kiri::outbox::Priority::Normal, seq)
-                            .expect("ack");
+                        outbox.ack(Priority::Normal, seq).expect("ack");
                     }
                 }
                 took
             })
         });
     }
+
+    let group = vec![new.clone(); 128];
+    g.throughput(Throughput::Elements(group.len() as u64));
+    g.bench_function("append_commit_single_batch128", |b| {
+        b.iter_custom(|iters| {
+            let mut took = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                let seqs = outbox.append(&group).expect("append");
+                outbox.flush().expect("group commit");
+                took += start.elapsed();
+                for seq in seqs {
+                    outbox.ack(Priority::Normal, seq).expect("ack");
+                }
+            }
+            took
+        })
+    });
 
     const BURST: usize = 64;
     let tokio = tokio::runtime::Builder::new_current_thread()
