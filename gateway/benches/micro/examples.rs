@@ -10,7 +10,8 @@
 //! The mock is not free: `config` turns the key into a `String` and looks it up in a
 //! `HashMap`, `emit` copies topic and payload into a `Vec` (drained after each call), every
 //! call goes through a thread-local `RefCell`. The wasm side pays comparable copies in the
-//! real host; the native figures are "the logic plus a cheap host", not the bare logic.
+//! real host; the native figures are "the logic plus a cheap host", not the bare logic (a
+//! profile of `threshold_native` puts about a quarter of its time in malloc/free and SipHash).
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
