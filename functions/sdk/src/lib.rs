@@ -255,24 +255,38 @@ macro_rules! log {
 
 /// Registers `f: fn(&Event) -> Result<(), Error>` as the function's event handler and
 /// defines the exports ABI v1 requires (`kiri_abi_version`, `kiri_alloc`, `kiri_on_event`).
+///
+/// The exports exist on `wasm32` only: their pointers are 32-bit wasm offsets, meaningless
+/// natively, and unmangled symbols of several functions would clash in one native binary.
+/// Natively the macro defines `pub fn kiri_handler(&Event) -> Result<(), Error>` instead, which
+/// calls `f` against the [`mock`] host (the gateway's benchmarks compare it with the wasm build).
 #[macro_export]
 macro_rules! handler {
     ($f:path) => {
+        #[cfg(target_arch = "wasm32")]
         #[no_mangle]
         pub extern "C" fn kiri_abi_version() -> i32 {
             $crate::abi::ABI_VERSION
         }
 
+        #[cfg(target_arch = "wasm32")]
         #[no_mangle]
         pub extern "C" fn kiri_alloc(len: i32) -> i32 {
             $crate::guest_alloc(len)
         }
 
+        #[cfg(target_arch = "wasm32")]
         #[no_mangle]
         pub extern "C" fn kiri_on_event(tp: i32, tl: i32, pp: i32, pl: i32, at: i64) -> i32 {
             // SAFETY: the host passes a region it wrote inside the buffer from kiri_alloc.
             let event = unsafe { $crate::Event::from_raw(tp, tl, pp, pl, at) };
             $crate::result_code($f(&event))
+        }
+
+        /// The event handler, called natively against the SDK's mock host (tests, benchmarks).
+        #[cfg(not(target_arch = "wasm32"))]
+        pub fn kiri_handler(event: &$crate::Event) -> Result<(), $crate::Error> {
+            $f(event)
         }
     };
 }

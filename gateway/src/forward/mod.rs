@@ -156,8 +156,9 @@ fn envelope(cfg: &ForwardConfig, r: &Record) -> Envelope {
     }
 }
 
-/// The topic and payload of the message carrying `records`.
-fn message(cfg: &ForwardConfig, records: &[Record]) -> (String, Vec<u8>) {
+/// The topic and payload of the message carrying `records`: one envelope, or a batch message
+/// when `batch_records` > 1. Public for the benchmarks (`gateway/benches`).
+pub fn message(cfg: &ForwardConfig, records: &[Record]) -> (String, Vec<u8>) {
     if cfg.batch_records <= 1 {
         let r = &records[0];
         let topic = format!("{}/{}", cfg.topic_prefix, r.topic);

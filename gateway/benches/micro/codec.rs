@@ -1,0 +1,73 @@
+//! `codec/*`: the CBOR work per event: the well-formedness check every input gets, the reading
+//! decode, and the envelope the forwarder wraps each result in (single and batched).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput};
+use kiri::codec;
+use kiri::forward::{self, Backoff, ForwardConfig};
+use kiri::outbox::{Priority, Record};
+
+use crate::fixtures;
+
+/// The forwarder's settings as the defaults make them, with `batch_records` per message.
+fn forward_config(batch_records: usize) -> ForwardConfig {
+    ForwardConfig {
+        host: "cloud.example".into(),
+        port: 8883,
+        tls: None,
+        credentials: None,
+        client_id: "kiri-gw-01".into(),
+        topic_prefix: "kiri/gw-01".into(),
+        gateway: "gw-01".into(),
+        store_id: 0x5eed_5eed_5eed_5eed,
+        inflight: 64,
+        batch_records,
+        batch_bytes: 64 << 10,
+        max_bytes_per_sec: 0,
+        keep_alive: Duration::from_secs(30),
+        max_packet: 1 << 20,
+        backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
+        deploy_topics: Vec::new(),
+    }
+}
+
+/// An outbox record as a function's alert leaves it.
+pub fn record(seq: u64) -> Record {
+    Record {
+        seq,
+        priority: Priority::Normal,
+        created_ms: 1_767_225_600_000 + seq,
+        function: "threshold".into(),
+        topic: "alerts/node-17/temperature".into(),
+        payload: fixtures::reading("node-17", "temperature", 31.4, "C", seq),
+    }
+}
+
+/// Registers the group.
+pub fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("codec");
+    let payload = fixtures::reading("node-17", "temperature", 21.5, "C", 42);
+    codec::check_well_formed(&payload).expect("a reading is CBOR");
+    codec::decode_reading(&payload).expect("the gateway reads what nodes write");
+    g.bench_function("check_well_formed_reading", |b| {
+        b.iter(|| codec::check_well_formed(black_box(&payload)))
+    });
+    g.bench_function("decode_reading", |b| {
+        b.iter(|| codec::decode_reading(black_box(&payload)))
+    });
+
+    let single = forward_config(1);
+    let one = [record(7)];
+    g.bench_function("encode_envelope", |b| {
+        b.iter(|| forward::message(&single, black_box(&one)))
+    });
+    let batched = forward_config(32);
+    let records: Vec<Record> = (0..32).map(record).collect();
+    g.throughput(Throughput::Elements(records.len() as u64));
+    g.bench_function("encode_batch32", |b| {
+        b.iter(|| forward::message(&batched, black_box(&records)))
+    });
+    g.finish();
+}
