@@ -49,6 +49,8 @@ struct Scale {
 
 /// Rate of the latency runs, events per second.
 const RATE: u64 = 10_000;
+/// A lower rate, for the latency a system adds while it is not saturated.
+const RATE_LOW: u64 = 2_000;
 /// Payload of the pipeline runs: sequence number, send time, padding.
 const PAYLOAD: usize = 64;
 /// Payload of the store-and-forward run.
@@ -572,9 +574,12 @@ fn main() {
         let max0 = load(scale.throughput, None, QoS::AtMostOnce, &one_topic);
         let max1 = load(scale.throughput, None, QoS::AtLeastOnce, &one_topic);
         let paced = load(latency_count, Some(RATE), QoS::AtLeastOnce, &one_topic);
+        let low_count = (RATE_LOW as f64 * scale.latency_secs) as u64;
+        let low = load(low_count, Some(RATE_LOW), QoS::AtLeastOnce, &one_topic);
         rows.push(run(&alone, "max qos0", &max0));
         rows.push(run(&alone, "max qos1", &max1));
         rows.push(run(&alone, "10k/s qos1", &paced));
+        rows.push(run(&alone, "2k/s qos1", &low));
         for fsync in [true, false] {
             let setup = KiriSetup {
                 local: port,
@@ -603,6 +608,7 @@ fn main() {
             }
             rows.push(run(&kiri_target, "max qos1", &max1));
             rows.push(run(&kiri_target, "10k/s qos1", &paced));
+            rows.push(run(&kiri_target, "2k/s qos1", &low));
         }
     }
 

@@ -164,6 +164,10 @@ fn the_api_wants_the_token_where_configured_and_locks_out_guessing() {
         "kiri_outbox_records",
         "kiri_ingest_subscribed",
         "kiri_uplink_connected",
+        // Per function, registered when it loads.
+        "kiri_function_starts_total",
+        "kiri_fuel_consumed_total",
+        "kiri_function_memory_peak_bytes",
     ] {
         assert!(
             scrape.samples.iter().any(|s| s.metric == name),

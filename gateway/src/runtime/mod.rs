@@ -146,6 +146,31 @@ struct Meta {
     permissions: Arc<Permissions>,
     kv: sled::Tree,
     live: crate::live::Live,
+    metrics: Handles,
+}
+
+/// A loaded function's metrics, registered once: looking them up by their label strings on
+/// every invocation cost more than running a trivial function (`make bench`).
+struct Handles {
+    fuel: metrics::Counter,
+    seconds: metrics::Histogram,
+    cold_starts: metrics::Counter,
+    warm_starts: metrics::Counter,
+    memory_peak: metrics::Gauge,
+}
+
+impl Handles {
+    fn new(name: &str) -> Handles {
+        let function = || ("function", name.to_string());
+        let start = |kind: &'static str| metrics::counter!("kiri_function_starts_total", "function" => name.to_string(), "kind" => kind);
+        Handles {
+            fuel: metrics::counter!("kiri_fuel_consumed_total", &[function()]),
+            seconds: metrics::histogram!("kiri_invocation_seconds", &[function()]),
+            cold_starts: start("cold"),
+            warm_starts: start("warm"),
+            memory_peak: metrics::gauge!("kiri_function_memory_peak_bytes", &[function()]),
+        }
+    }
 }
 
 struct Function {
@@ -359,6 +384,7 @@ impl Runtime {
             permissions: Arc::new(permissions),
             kv: self.db.open_tree(format!("kv/{name}"))?,
             live: self.live.clone(),
+            metrics: Handles::new(name),
         };
         let set = &self.engines[&meta.limits.max_call_depth];
         // One instance now: it validates the module's start and ABI version; the rest of
@@ -634,7 +660,7 @@ fn invoke_slot(
                     memory_bytes: 0,
                     failure: Some(e.reason()),
                 };
-                record(ctx.meters, job.function, &f.name, sample);
+                record(ctx.meters, job.function, &f.metrics, sample);
                 return Err(e);
             }
         }
@@ -659,10 +685,8 @@ fn invoke_slot(
     let used = budget.fuel - budget.remaining - left;
     let elapsed = started.elapsed();
     let memory_bytes = live.memory.data_size(&live.store) as u64;
-    let name = f.name.to_string();
-    metrics::counter!("kiri_fuel_consumed_total", "function" => name.clone()).increment(used);
-    metrics::histogram!("kiri_invocation_seconds", "function" => name)
-        .record(elapsed.as_secs_f64());
+    f.metrics.fuel.increment(used);
+    f.metrics.seconds.record(elapsed.as_secs_f64());
     if matches!(
         result,
         Err(InvokeError::Trap(_) | InvokeError::OutOfFuel(_) | InvokeError::Timeout(_))
@@ -677,19 +701,20 @@ fn invoke_slot(
         memory_bytes,
         failure: result.as_ref().err().map(InvokeError::reason),
     };
-    record(ctx.meters, job.function, &f.name, sample);
+    record(ctx.meters, job.function, &f.metrics, sample);
     result
 }
 
-fn record(meters: &meter::Meters, idx: usize, name: &str, sample: meter::Sample) {
-    let kind = if sample.cold { "cold" } else { "warm" };
-    metrics::counter!("kiri_function_starts_total", "function" => name.to_string(), "kind" => kind)
-        .increment(1);
+fn record(meters: &meter::Meters, idx: usize, handles: &Handles, sample: meter::Sample) {
+    if sample.cold {
+        handles.cold_starts.increment(1);
+    } else {
+        handles.warm_starts.increment(1);
+    }
     let mut meters = meters.lock().expect("meters lock");
     let stats = &mut meters[idx];
     stats.record(sample);
-    metrics::gauge!("kiri_function_memory_peak_bytes", "function" => name.to_string())
-        .set(stats.memory_peak_bytes as f64);
+    handles.memory_peak.set(stats.memory_peak_bytes as f64);
 }
 
 /// Fuel is handed out in slices; between slices the wall clock is checked, so neither a
