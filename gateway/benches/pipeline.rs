@@ -685,6 +685,18 @@ fn main() {
             }
         }
     }
+    // Speed is never asserted, delivery is: Kiri loses nothing in any of these runs.
+    let lost: Vec<String> = rows
+        .iter()
+        .filter(|r| r["system"].as_str().is_some_and(|s| s.starts_with("kiri")))
+        .filter(|r| r["lost"].as_u64() != Some(0))
+        .map(|r| format!("{} {}: {} lost", r["system"], r["scenario"], r["lost"]))
+        .collect();
+    // (Measuring, the report shows any loss; the smoke run in `make test` fails on it.)
+    assert!(
+        scale.full || lost.is_empty(),
+        "Kiri lost messages: {lost:?}"
+    );
     report.insert("runs", Value::Array(rows));
 
     if wanted("store") {
@@ -779,6 +791,12 @@ fn store_and_forward(dir: &Path, wasm: &Path, local: u16, scale: &Scale) -> Valu
     let cpu = cpu_secs(pid) - cpu0;
     let drain_peak = proc_kb(pid, "VmHWM");
     let a = sub.finish();
+    assert!(
+        scale.full || a.distinct == scale.store,
+        "{} of {} buffered results delivered",
+        a.distinct,
+        scale.store
+    );
     let secs = (a.last_ns - a.first_ns.unwrap_or(0)) as f64 / 1e9;
     let rate = a.distinct as f64 / secs.max(1e-9);
     eprintln!(
