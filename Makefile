@@ -52,7 +52,9 @@ soak: setup-test assets functions
 	TEST_CRASH_KILLS=$(SOAK_KILLS) TEST_CRASH_EVENTS=$(SOAK_EVENTS) \
 		$(CARGO) test -p kiri --test e2e -- --nocapture crash_loop link_faults
 
-## lint: formatting and clippy, for the host and for the wasm guests
+## lint: formatting and clippy, for the host and for the wasm guests; the dependency graph with
+## cargo-deny (deny.toml: licenses, bans, sources; advisories when the RustSec database can be
+## fetched, and a clear line when it cannot)
 lint: setup-lint assets
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -60,6 +62,9 @@ lint: setup-lint assets
 	$(CARGO) clippy --target thumbv7em-none-eabihf $(FIRMWARE_CRATES) -- -D warnings
 	$(CARGO) fmt --manifest-path firmware/qemu-node/Cargo.toml -- --check
 	$(CARGO) clippy --release $(QEMU_NODE_MANIFEST) -- -D warnings
+	$(CARGO) deny check --hide-inclusion-graph bans licenses sources
+	@if $(CARGO) deny fetch >/dev/null 2>&1; then $(CARGO) deny check advisories; \
+	else echo "lint: advisories NOT checked: the RustSec database (github.com/rustsec/advisory-db) cannot be fetched from here"; fi
 
 ## functions: build the example functions to WebAssembly
 functions: setup-run

@@ -48,6 +48,16 @@ apt_install() {
     fi
 }
 
+# `make lint` checks the dependency graph (advisories, licenses, bans, sources) with cargo-deny.
+DENY_VERSION=0.20.2
+if [ "$what" = "lint" ] && ! cargo deny --version 2>/dev/null | grep -q " $DENY_VERSION\$"; then
+    say "installing cargo-deny $DENY_VERSION (cargo install, a few minutes)"
+    if ! cargo install cargo-deny --locked --version "$DENY_VERSION" --quiet; then
+        say "could not install cargo-deny $DENY_VERSION"
+        missing=1
+    fi
+fi
+
 if [ "$what" = "test" ]; then
     need=()
     if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
