@@ -303,6 +303,21 @@ struct Target<'a> {
     pid: Option<u32>,
 }
 
+impl<'a> Target<'a> {
+    /// A system that takes input from and forwards results to the broker on `port`, under
+    /// `kiri/`.
+    fn forwarding(name: &'a str, port: u16, wrapping: Wrapping, pid: u32) -> Target<'a> {
+        Target {
+            name,
+            local_port: port,
+            cloud_port: port,
+            filter: "kiri/#",
+            wrapping,
+            pid: Some(pid),
+        }
+    }
+}
+
 /// One measured run.
 fn run(target: &Target, scenario: &str, load: &Load) -> Value {
     let sub = Subscriber::start(target.cloud_port, target.filter, target.wrapping);
@@ -595,14 +610,7 @@ fn main() {
             if fsync {
                 report.insert("idle_rss_kb_1fn", json!(idle_rss(pid)));
             }
-            let kiri_target = Target {
-                name,
-                local_port: port,
-                cloud_port: port,
-                filter: "kiri/#",
-                wrapping: Wrapping::Envelope,
-                pid: Some(pid),
-            };
+            let kiri_target = Target::forwarding(name, port, Wrapping::Envelope, pid);
             if fsync {
                 rows.push(run(&kiri_target, "max qos0", &max0));
             }
@@ -625,14 +633,7 @@ fn main() {
         let kiri = setup.start(&dir.path().join("kiri-16"), &wasm);
         let pid = kiri.pid().unwrap();
         report.insert("idle_rss_kb_16fn", json!(idle_rss(pid)));
-        let t = Target {
-            name: "kiri",
-            local_port: port,
-            cloud_port: port,
-            filter: "kiri/#",
-            wrapping: Wrapping::Envelope,
-            pid: Some(pid),
-        };
+        let t = Target::forwarding("kiri", port, Wrapping::Envelope, pid);
         rows.push(run(
             &t,
             "16 fns max qos1",
@@ -660,14 +661,7 @@ fn main() {
                 if functions == 1 && qos == QoS::AtLeastOnce {
                     report.insert("node_red_idle_rss_kb", json!(idle_rss(pid)));
                 }
-                let t = Target {
-                    name: "node-red",
-                    local_port: port,
-                    cloud_port: port,
-                    filter: "kiri/#",
-                    wrapping: Wrapping::Raw,
-                    pid: Some(pid),
-                };
+                let t = Target::forwarding("node-red", port, Wrapping::Raw, pid);
                 let prefix = if functions == 16 { "16 fns " } else { "" };
                 let q = qos as u8;
                 rows.push(run(
