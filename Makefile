@@ -20,9 +20,9 @@ run: setup-run assets functions
 ## test: unit, property, end-to-end and browser tests (installs Mosquitto, clang, lld, qemu,
 ## Chromium and chromedriver as root if missing)
 test: setup-test assets functions functions-c firmware sensor image node-red
+	@$(MAKE) --no-print-directory bench-smoke
 	@cross/deb.sh arm64
 	@scripts/test.sh
-	@$(MAKE) --no-print-directory bench-smoke
 
 ## bench: the benchmarks (release build, LTO): criterion micro benchmarks, then Kiri against
 ## Mosquitto alone and Node-RED on the same load, store-and-forward over TLS and the
