@@ -296,8 +296,8 @@ fn reset_peak(pid: u32) {
 /// A system under test: where to publish, where results arrive, and its process.
 struct Target<'a> {
     name: &'a str,
-    local_port: u16,
-    cloud_port: u16,
+    /// The broker that takes the load and, standing in for the cloud, receives the results.
+    port: u16,
     filter: &'a str,
     wrapping: Wrapping,
     pid: Option<u32>,
@@ -309,8 +309,7 @@ impl<'a> Target<'a> {
     fn forwarding(name: &'a str, port: u16, wrapping: Wrapping, pid: u32) -> Target<'a> {
         Target {
             name,
-            local_port: port,
-            cloud_port: port,
+            port,
             filter: "kiri/#",
             wrapping,
             pid: Some(pid),
@@ -320,13 +319,13 @@ impl<'a> Target<'a> {
 
 /// One measured run.
 fn run(target: &Target, scenario: &str, load: &Load) -> Value {
-    let sub = Subscriber::start(target.cloud_port, target.filter, target.wrapping);
+    let sub = Subscriber::start(target.port, target.filter, target.wrapping);
     if let Some(pid) = target.pid {
         reset_peak(pid);
     }
     let cpu0 = target.pid.map(cpu_secs);
     let t0 = now_ns();
-    publish(target.local_port, load);
+    publish(target.port, load);
     sub.wait(load.count, Duration::from_secs(15));
     let cpu = target.pid.zip(cpu0).map(|(pid, c0)| cpu_secs(pid) - c0);
     let peak_kb = target.pid.map(|pid| proc_kb(pid, "VmHWM"));
@@ -580,8 +579,7 @@ fn main() {
         eprintln!("Mosquitto alone, then Kiri with one trivial function:");
         let alone = Target {
             name: "mosquitto",
-            local_port: port,
-            cloud_port: port,
+            port,
             filter: "bench/#",
             wrapping: Wrapping::Raw,
             pid: None,
