@@ -142,6 +142,40 @@ pub struct BrokerConfig {
     pub batch: usize,
     /// Embedded broker: unacknowledged QoS 1 messages in flight per client.
     pub max_inflight: usize,
+    /// Embedded broker: the accounts sensors log in with, each with its topic rules. With
+    /// none, clients connect without logging in (see `allow_anonymous`).
+    pub users: Vec<BrokerUser>,
+    /// Embedded broker without `users`: let clients connect without logging in when it
+    /// listens on a non-loopback address (on loopback they always may).
+    pub allow_anonymous: bool,
+}
+
+/// `[[broker.users]]`: one account on the embedded broker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerUser {
+    /// The MQTT user name.
+    #[serde(deserialize_with = "text")]
+    pub name: String,
+    /// The password's Argon2 hash in PHC form (`kiri password-hash` makes one).
+    pub password_hash: String,
+    /// Topic filters this user may publish to (and name as its will): by default
+    /// `sensors/<name>/#`.
+    pub publish: Option<Vec<String>>,
+    /// Topic filters this user may subscribe to: each filter it subscribes with must lie
+    /// within one of them (none by default).
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+}
+
+impl BrokerUser {
+    /// The filters this user may publish to.
+    pub fn publish_filters(&self) -> Vec<String> {
+        match &self.publish {
+            Some(p) => p.clone(),
+            None => vec![format!("sensors/{}/#", self.name)],
+        }
+    }
 }
 
 impl Default for BrokerConfig {
@@ -156,6 +190,8 @@ impl Default for BrokerConfig {
             queue: 256,
             batch: 128,
             max_inflight: 256,
+            users: Vec::new(),
+            allow_anonymous: false,
         }
     }
 }
@@ -379,6 +415,9 @@ pub struct DeployConfig {
     pub max_package_bytes: usize,
     /// Versions of each deployed function kept for `kiri rollback`.
     pub keep_versions: usize,
+    /// Function names that may hold deployed modules at once: with `keep_versions` and
+    /// `max_package_bytes`, this bounds the disk deployments can take.
+    pub max_functions: usize,
 }
 
 impl Default for DeployConfig {
@@ -388,6 +427,7 @@ impl Default for DeployConfig {
             groups: Vec::new(),
             max_package_bytes: (1 << 20) - 4096,
             keep_versions: 3,
+            max_functions: 32,
         }
     }
 }
@@ -693,6 +733,53 @@ impl Config {
         Ok(config)
     }
 
+    /// The embedded broker's accounts: names, hashes, rules; and no anonymous clients on a
+    /// network address unless asked for.
+    fn validate_broker_users(&self) -> Result<(), ConfigError> {
+        let bad = |msg: String| Err(ConfigError::Invalid(msg));
+        let b = &self.broker;
+        if !b.users.is_empty() && b.mode == BrokerMode::External {
+            return bad(
+                "broker.users are for the embedded broker; an external broker has its own accounts"
+                    .into(),
+            );
+        }
+        if !b.users.is_empty() && b.allow_anonymous {
+            return bad("broker.allow_anonymous and broker.users exclude each other: with users, every client logs in".into());
+        }
+        if b.mode == BrokerMode::Embedded
+            && b.users.is_empty()
+            && !b.allow_anonymous
+            && !b.listen.ip().is_loopback()
+        {
+            return bad(format!(
+                "broker.listen = {} is reachable from the network: add broker.users (sensor accounts; see `kiri password-hash`), or set broker.allow_anonymous = true",
+                b.listen
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for u in &b.users {
+            if u.name.is_empty() || u.name.contains(['/', '+', '#', ':', '\0']) {
+                return bad(format!(
+                    "broker.users: name {:?} must be non-empty, without / + # : or NUL",
+                    u.name
+                ));
+            }
+            if !names.insert(&u.name) {
+                return bad(format!("broker.users: {:?} is listed twice", u.name));
+            }
+            crate::ingest::guard::check_hash(&u.password_hash).map_err(|e| {
+                ConfigError::Invalid(format!("broker.users {:?}: password_hash: {e}", u.name))
+            })?;
+            for f in u.publish_filters().iter().chain(&u.subscribe) {
+                if let Err(e) = topic::validate_filter(f) {
+                    return bad(format!("broker.users {:?}: filter {f:?}: {e}", u.name));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The cloud topic prefix, defaulted from the gateway id.
     pub fn topic_prefix(&self) -> String {
         self.cloud
@@ -761,6 +848,7 @@ impl Config {
                 self.broker.max_packet_bytes
             ));
         }
+        self.validate_broker_users()?;
         if self.broker.mode == BrokerMode::External {
             let local = parse_mqtt_url(&self.broker.url)
                 .map_err(|e| ConfigError::Invalid(format!("broker.url: {e}")))?;
@@ -781,6 +869,7 @@ impl Config {
             ("broker.queue", self.broker.queue as u64),
             ("broker.batch", self.broker.batch as u64),
             ("broker.max_inflight", self.broker.max_inflight as u64),
+            ("deploy.max_functions", self.deploy.max_functions as u64),
             ("cloud.inflight", self.cloud.inflight as u64),
             ("outbox.max_records", self.outbox.max_records),
             ("outbox.max_bytes", self.outbox.max_bytes),
@@ -1097,5 +1186,54 @@ mod tests {
             "hunter2-secret"
         );
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn broker_users_are_checked_and_a_network_listener_needs_them() {
+        let hash = "$argon2id$v=19$m=7168,t=5,p=1$7UvXlwYyI9yF7YmvmFmNFg$rHoHAPYlIUIF13FC6o98+IIp6OcoAH3AoSNCAAAhb3U";
+        // `broker` keys, then one user `name` with `extra` keys.
+        let with = |broker: &str, name: &str, extra: &str| {
+            format!("[broker]\n{broker}\n[[broker.users]]\nname = \"{name}\"\npassword_hash = \"{hash}\"\n{extra}")
+        };
+        let network = "listen = \"0.0.0.0:1883\"";
+        let (_dir, path) = file(&with(network, "s1", "subscribe = [\"commands/s1/#\"]"));
+        let c = Config::load_with_env(Some(&path), env(&[])).unwrap();
+        assert_eq!(c.broker.users[0].publish_filters(), ["sensors/s1/#"]);
+        assert_eq!(c.broker.users[0].subscribe, ["commands/s1/#"]);
+
+        let open = format!("[broker]\n{network}\n");
+        assert!(
+            err(&open, &[]).contains("broker.users"),
+            "{}",
+            err(&open, &[])
+        );
+        let (_dir, path) = file(&format!("{open}allow_anonymous = true\n"));
+        assert!(Config::load_with_env(Some(&path), env(&[])).is_ok());
+        let (_dir, path) = file("[broker]\nlisten = \"127.0.0.1:1883\"\n");
+        assert!(Config::load_with_env(Some(&path), env(&[])).is_ok());
+
+        for (text, expect) in [
+            (with(network, "s1", "publish = [\"a/#/b\"]"), "filter"),
+            (
+                with(&format!("{network}\nallow_anonymous = true"), "s1", ""),
+                "exclude",
+            ),
+            (
+                with(network, "s1", "").replace(hash, "hunter2"),
+                "password-hash",
+            ),
+            (with(network, "s:1", ""), "name"),
+            (with("mode = \"external\"", "s1", ""), "embedded"),
+            (
+                format!(
+                    "{}[[broker.users]]\nname = \"s1\"\npassword_hash = \"{hash}\"\n",
+                    with(network, "s1", "")
+                ),
+                "twice",
+            ),
+        ] {
+            let e = err(&text, &[]);
+            assert!(e.contains(expect), "{text}\n-> {e}");
+        }
     }
 }

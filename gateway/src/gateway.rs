@@ -1,5 +1,6 @@
 //! Starts every stage of the data flow and runs until a shutdown signal or a fatal error.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use crate::deploy;
 use crate::directory::Directory;
 use crate::dispatch::Router;
 use crate::forward::{self, Backoff, Credentials, ForwardConfig, SharedStatus};
-use crate::ingest::{self, broker};
+use crate::ingest::{self, broker, guard};
 use crate::outbox::Outbox;
 use crate::processor::Processor;
 use crate::runtime::Runtime;
@@ -113,7 +114,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             groups: config.deploy.groups.clone(),
             max_bytes: config.deploy.max_package_bytes,
         };
-        let deployments = deploy::Store::open(&store.db, config.deploy.keep_versions)?;
+        let room = deploy::Room {
+            max_functions: config.deploy.max_functions,
+            dir: config.gateway.data_dir.clone(),
+            min_free_bytes: config.outbox.min_free_bytes,
+        };
+        let deployments = deploy::Store::open(&store.db, config.deploy.keep_versions, room)?;
         for (name, version, manifest, module) in deployments
             .active()
             .map_err(|e| anyhow::anyhow!("deployments: {e}"))?
@@ -175,50 +181,86 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .map(|d| deploy::topics(&d.policy))
         .unwrap_or_default();
 
-    let (host, port) = match config.broker.mode {
-        BrokerMode::Embedded => {
-            let l = config.broker.listen;
-            broker::start(
-                l,
-                config.broker.max_packet_bytes,
-                config.broker.max_inflight,
-            )?;
-            let host = if l.ip().is_unspecified() {
-                "127.0.0.1".to_string()
-            } else {
-                l.ip().to_string()
-            };
-            (host, l.port())
-        }
-        BrokerMode::External => {
-            let url = parse_mqtt_url(&config.broker.url).map_err(anyhow::Error::msg)?;
-            (url.host, url.port)
-        }
-    };
     let gw = &config.gateway.id;
     let client_id = config
         .broker
         .client_id
         .clone()
         .unwrap_or_else(|| format!("kiri-{gw}"));
+    let local_id = format!("{client_id}-local");
+    let (host, port, internal_login) = match config.broker.mode {
+        BrokerMode::Embedded if !config.broker.users.is_empty() => {
+            // rumqttd on a loopback port of its own, the guard on `broker.listen`.
+            let login = guard::InternalLogin::generate()?;
+            let internal = std::net::TcpListener::bind(("127.0.0.1", 0))
+                .and_then(|l| l.local_addr())
+                .context("no free loopback port for the embedded broker")?;
+            broker::start(
+                internal,
+                config.broker.max_packet_bytes,
+                config.broker.max_inflight,
+                Some(&login),
+            )?;
+            let l = config.broker.listen;
+            let listener = tokio::net::TcpListener::bind(l)
+                .await
+                .map_err(|source| broker::BrokerError::Listen { addr: l, source })?;
+            let reserved = HashSet::from([client_id.clone(), local_id.clone()]);
+            let users = &config.broker.users;
+            let guard = guard::Guard::new(
+                users,
+                login.clone(),
+                reserved,
+                config.broker.max_packet_bytes,
+            )?;
+            tokio::spawn(guard::serve(listener, internal, Arc::new(guard)));
+            tracing::info!(listen = %l, users = users.len(), "embedded broker: clients log in");
+            (internal.ip().to_string(), internal.port(), Some(login))
+        }
+        BrokerMode::Embedded => {
+            let l = config.broker.listen;
+            broker::start(
+                l,
+                config.broker.max_packet_bytes,
+                config.broker.max_inflight,
+                None,
+            )?;
+            let host = if l.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                l.ip().to_string()
+            };
+            (host, l.port(), None)
+        }
+        BrokerMode::External => {
+            let url = parse_mqtt_url(&config.broker.url).map_err(anyhow::Error::msg)?;
+            (url.host, url.port, None)
+        }
+    };
     // At most `queue + batch` messages are unacknowledged inside Kiri (see `ingest`); the
     // client itself only (un)subscribes.
     let requests = config.broker.queue + config.broker.batch + 16;
-    let opts = ingest::options(
+    let mut opts = ingest::options(
         &client_id,
         &host,
         port,
         config.broker.max_packet_bytes,
         requests,
     );
+    if let Some(l) = &internal_login {
+        opts.set_credentials(&l.user, &l.password);
+    }
     let (ingest_client, eventloop) = AsyncClient::new(opts, requests);
     let (acks_tx, acks_rx) = mpsc::channel(requests);
     let local_opts = {
-        let mut o = rumqttc::MqttOptions::new(format!("{client_id}-local"), &host, port);
+        let mut o = rumqttc::MqttOptions::new(local_id, &host, port);
         o.set_max_packet_size(
             config.broker.max_packet_bytes,
             config.broker.max_packet_bytes,
         );
+        if let Some(l) = &internal_login {
+            o.set_credentials(&l.user, &l.password);
+        }
         o
     };
     let (local, mut local_loop) = AsyncClient::new(local_opts, 256);

@@ -77,6 +77,9 @@ enum Command {
         )]
         token: Option<String>,
     },
+    /// Hash a password for an embedded-broker account (`[[broker.users]]` `password_hash`):
+    /// reads the password from the first line of stdin, prints its Argon2id hash.
+    PasswordHash,
     /// Make an ed25519 key pair for signing packages; prints the public key.
     Keygen {
         /// Where to write the private key (the public one goes to `<out>.pub`).
@@ -266,6 +269,20 @@ fn main() -> anyhow::Result<()> {
             token,
         } => dlq::run(command, &url, token.as_deref()),
         Command::Functions { url } => functions_table(&url),
+        Command::PasswordHash => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from stdin")?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                anyhow::bail!(
+                    "no password on stdin (e.g. `printf '%s' \"$PW\" | kiri password-hash`)"
+                );
+            }
+            println!("{}", kiri::ingest::guard::hash_password(password)?);
+            Ok(())
+        }
         Command::Keygen { out } => deploy_cli::keygen(&out),
         Command::Token {
             key,

@@ -2,6 +2,7 @@
 //! broker, Mosquitto as the cloud, real MQTT clients on 127.0.0.1.
 
 mod board;
+mod broker_auth;
 mod browser;
 mod delivery;
 mod deploy;

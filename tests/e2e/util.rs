@@ -456,7 +456,21 @@ pub fn reading(sensor: &str, seq: u64) -> Vec<u8> {
 
 /// Publishes `payloads` to `topic` at QoS 1 and returns once the broker acknowledged all.
 pub fn publish_all(port: u16, client_id: &str, topic: &str, payloads: Vec<Vec<u8>>) {
+    publish_all_as(port, client_id, None, topic, payloads)
+}
+
+/// [`publish_all`], logged in as `login` (user name, password).
+pub fn publish_all_as(
+    port: u16,
+    client_id: &str,
+    login: Option<(&str, &str)>,
+    topic: &str,
+    payloads: Vec<Vec<u8>>,
+) {
     let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
+    if let Some((user, password)) = login {
+        opts.set_credentials(user, password);
+    }
     opts.set_max_packet_size(4 << 20, 4 << 20).set_inflight(50);
     let (client, mut conn) = Client::new(opts, 100);
     let n = payloads.len();

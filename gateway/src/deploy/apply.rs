@@ -173,6 +173,7 @@ impl Processor {
                     .runtime
                     .prepare(&spec, &module)
                     .map_err(|e| Rejection::new("invalid_module", e.to_string()))?;
+                d.store.check_room(name, &state, payload.len())?;
                 entry.reason = "activated".into();
                 entry.module_version = Some(prepared.version().to_string());
                 let stored = StoredVersion {

@@ -419,6 +419,7 @@ pub struct Store {
     state: sled::Tree,
     modules: sled::Tree,
     history: sled::Tree,
+    room: Room,
     keep: usize,
 }
 
@@ -446,16 +447,80 @@ pub enum Change<'a> {
     Remove,
 }
 
+/// The disk deployments may take: at most `max_functions` names holding modules (each at
+/// most `deploy.keep_versions` of them, each at most `deploy.max_package_bytes`), and none
+/// when the data directory's file system would be left with less than `min_free_bytes`.
+#[derive(Debug, Clone)]
+pub struct Room {
+    /// Names that may hold modules at once.
+    pub max_functions: usize,
+    /// The data directory.
+    pub dir: std::path::PathBuf,
+    /// Free space to keep (`outbox.min_free_bytes`).
+    pub min_free_bytes: u64,
+}
+
 impl Store {
-    /// Opens the trees; `keep` versions per name are kept for rollbacks.
-    pub fn open(db: &sled::Db, keep: usize) -> Result<Store, sled::Error> {
+    /// Opens the trees; `keep` versions per name are kept for rollbacks, within `room`.
+    pub fn open(db: &sled::Db, keep: usize, room: Room) -> Result<Store, sled::Error> {
         Ok(Store {
             db: db.clone(),
             state: db.open_tree("deploy/state")?,
             modules: db.open_tree("deploy/modules")?,
             history: db.open_tree("deploy/history")?,
             keep: keep.max(1),
+            room,
         })
+    }
+
+    /// Makes room to keep a new module of `bytes` for `name` (in `state`), or refuses:
+    /// for a name that holds no module yet when `max_functions` names do, the kept versions
+    /// of an undeployed function are dropped (the first by name), and without one the
+    /// package is refused (`too_many_functions`); `disk_full` when the file system would keep
+    /// less than `min_free_bytes` free.
+    pub fn check_room(&self, name: &str, state: &NameState, bytes: usize) -> Result<(), Rejection> {
+        if state.kept.is_empty() {
+            let mut holding = 0;
+            let mut undeployed = None;
+            for entry in self.state.iter() {
+                let (k, v) = entry.map_err(storage)?;
+                let other: NameState = codec::from_cbor(&v).map_err(storage)?;
+                if !other.kept.is_empty() {
+                    holding += 1;
+                    if other.active.is_none() && undeployed.is_none() {
+                        undeployed = Some((String::from_utf8_lossy(&k).into_owned(), other));
+                    }
+                }
+            }
+            if holding >= self.room.max_functions {
+                let Some((victim, other)) = undeployed else {
+                    return Err(Rejection::new(
+                        "too_many_functions",
+                        format!(
+                            "{holding} functions are deployed, deploy.max_functions is {}; undeploy one first, or raise the limit (new: {name:?})",
+                            self.room.max_functions
+                        ),
+                    ));
+                };
+                self.drop_kept(&victim, other)?;
+                tracing::info!(function = %victim, new = %name, "kept versions of an undeployed function dropped to make room (deploy.max_functions)");
+            }
+        }
+        let free = rustix::fs::statvfs(&self.room.dir)
+            .map(|st| st.f_bavail.saturating_mul(st.f_frsize))
+            .map_err(|e| Rejection::new("storage", format!("free disk space: {e}")))?;
+        // The module is kept once and written to the store's log before it is compacted.
+        let need = self.room.min_free_bytes.saturating_add(2 * bytes as u64);
+        if free < need {
+            return Err(Rejection::new(
+                "disk_full",
+                format!(
+                    "{free} bytes free on {}, a {bytes}-byte module needs {need} (outbox.min_free_bytes is kept free)",
+                    self.room.dir.display()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The state of `name` (default when never deployed).
@@ -562,6 +627,25 @@ impl Store {
         }
         self.db.flush().map_err(storage)?;
         self.trim_history();
+        Ok(())
+    }
+
+    /// Deletes every kept module of the undeployed `name` (its version history stays, so no
+    /// older version can be replayed).
+    fn drop_kept(&self, name: &str, mut state: NameState) -> Result<(), Rejection> {
+        use sled::transaction::ConflictableTransactionError;
+        use sled::Transactional;
+        let versions = std::mem::take(&mut state.kept);
+        let state_bytes = codec::to_cbor(&state);
+        (&self.state, &self.modules)
+            .transaction(|(st, md)| {
+                st.insert(name.as_bytes(), &state_bytes[..])?;
+                for v in &versions {
+                    md.remove(module_key(name, *v))?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| Rejection::new("storage", format!("{e:?}")))?;
         Ok(())
     }
 

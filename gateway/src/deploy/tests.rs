@@ -165,7 +165,7 @@ fn topics_name_this_gateway_and_its_groups_only() {
 fn state_commits_keep_versions_and_history() {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::Config::new().path(dir.path()).open().unwrap();
-    let store = Store::open(&db, 2).unwrap();
+    let store = Store::open(&db, 2, room(dir.path(), 32, 0)).unwrap();
     let entry = |v| HistoryEntry {
         time_ms: v,
         name: "f".into(),
@@ -233,6 +233,52 @@ fn state_commits_keep_versions_and_history() {
         h.iter().map(|e| e.time_ms).collect::<Vec<_>>(),
         [6, 5, 4, 3, 2, 1]
     );
+}
+
+fn room(dir: &std::path::Path, max_functions: usize, min_free_bytes: u64) -> Room {
+    Room {
+        max_functions,
+        dir: dir.to_path_buf(),
+        min_free_bytes,
+    }
+}
+
+#[test]
+fn deployments_stay_within_their_room_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    let store = Store::open(&db, 2, room(dir.path(), 2, 0)).unwrap();
+    let entry = HistoryEntry::accepted("f", 1, Kind::Deploy, "local", "activated");
+    let deploy = |name: &str, version: u64| {
+        let state = store.state(name).unwrap();
+        store.check_room(name, &state, WASM.len())?;
+        let stored = StoredVersion {
+            manifest: codec::to_cbor(&manifest(version)),
+            module: WASM.to_vec(),
+        };
+        let change = Change::Activate {
+            version,
+            stored: Some(&stored),
+        };
+        store.commit(name, version, "m", change, &entry)
+    };
+    deploy("a", 1).unwrap();
+    deploy("b", 1).unwrap();
+    deploy("b", 2).unwrap();
+    let refused = deploy("c", 1).unwrap_err();
+    assert_eq!(refused.reason, "too_many_functions", "{}", refused.detail);
+    // An undeployed function's kept versions give way to a new name.
+    store.commit("a", 2, "m", Change::Remove, &entry).unwrap();
+    deploy("c", 1).unwrap();
+    assert!(store.state("a").unwrap().kept.is_empty());
+    assert!(store.version("a", 1).unwrap().is_none());
+    assert_eq!(store.active().unwrap().len(), 2);
+
+    // No module goes in that would leave less than the reserve free.
+    let full = Store::open(&db, 2, room(dir.path(), 32, u64::MAX / 2)).unwrap();
+    let state = full.state("b").unwrap();
+    let refused = full.check_room("b", &state, WASM.len()).unwrap_err();
+    assert_eq!(refused.reason, "disk_full", "{}", refused.detail);
 }
 
 proptest! {

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 
+use super::guard::InternalLogin;
+
 /// The embedded broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -28,10 +30,13 @@ pub enum BrokerError {
 }
 
 /// Starts rumqttd on `listen` in its own threads and waits until it accepts connections.
+/// With `login`, clients must log in with that user name and password (the guard and
+/// Kiri's own sessions, when `broker.users` is set).
 pub fn start(
     listen: SocketAddr,
     max_packet_bytes: usize,
     max_inflight: usize,
+    login: Option<&InternalLogin>,
 ) -> Result<(), BrokerError> {
     // rumqttd only logs a failed bind from its server thread; check first for a clear error.
     drop(
@@ -44,7 +49,7 @@ pub fn start(
         connection_timeout_ms: 60_000,
         max_payload_size: max_packet_bytes,
         max_inflight_count: max_inflight,
-        auth: None,
+        auth: login.map(|l| HashMap::from([(l.user.clone(), l.password.clone())])),
         external_auth: None,
         dynamic_filters: true,
     };

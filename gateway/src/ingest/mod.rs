@@ -15,6 +15,7 @@
 //! `broker.queue + broker.batch`.
 
 pub mod broker;
+pub mod guard;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
