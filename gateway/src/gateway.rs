@@ -284,10 +284,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         None => {
             let (token, new) = store.dashboard_token()?;
             if new {
-                // Shown once, here only; `kiri dashboard` shows it again on demand.
+                // Never the token itself: logs are read by more people than the API is.
                 tracing::warn!(
-                    "generated the dashboard token (kept in the data directory; set dashboard.token to choose one). Open the dashboard with it: {}",
-                    dashboard::page::url(&config, Some(&token))
+                    "generated the dashboard token, kept in the data directory: `kiri dashboard --config FILE` prints the address with it (set dashboard.token to choose one)"
                 );
             }
             token.into()

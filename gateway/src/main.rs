@@ -27,7 +27,8 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Print the dashboard's address with its token (`.../#token=...`): from the configuration,
-    /// or the one the gateway generated (read from the data directory, so not while it runs).
+    /// or the one kept in the data directory (made now if the gateway has not made one yet);
+    /// not while the gateway runs, which holds the data directory.
     Dashboard {
         /// A TOML configuration file.
         #[arg(long, short, env = "KIRI_CONFIG_FILE")]
@@ -352,21 +353,21 @@ fn main() -> anyhow::Result<()> {
 /// Prints where the dashboard is, with the token in the fragment when there is one yet.
 fn dashboard_url(config: &Config) -> anyhow::Result<()> {
     let g = &config.gateway;
-    let token = match &config.dashboard.token {
-        Some(t) => Some(t.clone()),
-        // No data directory: no gateway ran here yet, so no token was generated.
-        None if !g.data_dir.join("store").exists() => None,
-        None => kiri::store::Store::open(&g.data_dir, g.cache_bytes, 0)
-            .context("cannot read the token (is the gateway running? it holds the data directory)")?
-            .stored_dashboard_token()?,
-    };
-    match token {
-        Some(t) => println!("Dashboard: {}", kiri::dashboard::page::url(config, Some(&t))),
-        None => println!(
-            "Dashboard: {} (the gateway makes its token at its first start and prints the address with it)",
-            kiri::dashboard::page::url(config, None)
-        ),
-    }
+    let token =
+        match &config.dashboard.token {
+            Some(t) => t.clone(),
+            // The one the gateway generated, or made now for it to find (never logged).
+            None => kiri::store::Store::open(&g.data_dir, g.cache_bytes, 0)
+                .context(
+                    "cannot read the token (is the gateway running? it holds the data directory)",
+                )?
+                .dashboard_token()?
+                .0,
+        };
+    println!(
+        "Dashboard: {}",
+        kiri::dashboard::page::url(config, Some(&token))
+    );
     Ok(())
 }
 

@@ -179,6 +179,26 @@ fn the_embedded_broker_logs_sensors_in_and_keeps_each_to_its_own_topics() {
         "a reading published outside the sensor's topics reached the cloud"
     );
 
+    // `kiri-sensor` logs in too: its readings are all acknowledged, so it finishes.
+    let mut agent = Command::new(crate::sensors::kiri_sensor())
+        .args(["--source", "simulate", "--rate", "50", "--node", "s1"])
+        .args(["--port", &port.to_string(), "--count", "9"])
+        .args(["--username", "s1", "--client-id", "agent"])
+        .env("KIRI_SENSOR_PASSWORD", "s1-secret")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let finished = poll_until(Duration::from_secs(30), || {
+        agent.try_wait().unwrap().is_some()
+    });
+    let _ = agent.kill();
+    assert!(
+        finished && agent.wait().unwrap().success(),
+        "kiri-sensor did not finish"
+    );
+    sub.wait_for(43, Duration::from_secs(30), &mut kiri);
+
     // Every refusal is counted by reason, and no password is in the log.
     for (reason, at_least) in [
         ("no_login", 1.0),

@@ -610,7 +610,7 @@ fn the_pages_event_stream_reader_parses_any_chunking_and_reconnects_and_a_wrong_
 }
 
 #[test]
-fn the_gateway_prints_the_dashboard_address_with_a_generated_token_once_and_kiri_dashboard_again() {
+fn the_generated_dashboard_token_stays_out_of_the_log_and_kiri_dashboard_prints_it() {
     let dir = tempfile::tempdir().unwrap();
     let kiri_dir = dir.path().join("kiri");
     let conf = config_with(
@@ -618,27 +618,38 @@ fn the_gateway_prints_the_dashboard_address_with_a_generated_token_once_and_kiri
         &embedded(free_port()),
         "",
     );
-    let mut kiri = Kiri::start(&kiri_dir, &conf, &[]);
-    let base = format!("http://127.0.0.1:{}", kiri.metrics_port);
-    let printed = |log: &str| -> Vec<String> {
-        log.lines()
-            .filter_map(|l| l.split(&format!("{base}/#token=")).nth(1))
-            .map(|t| t.trim().to_string())
-            .collect()
+    std::fs::create_dir_all(&kiri_dir).unwrap();
+    std::fs::write(kiri_dir.join("kiri.toml"), &conf).unwrap();
+    let dashboard = |port: u16| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kiri"))
+            .args(["dashboard", "--config"])
+            .arg(kiri_dir.join("kiri.toml"))
+            .env("KIRI_DASHBOARD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("KIRI_GATEWAY_DATA_DIR", kiri_dir.join("data"))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let prefix = format!("Dashboard: http://127.0.0.1:{port}/#token=");
+        let token = stdout.trim().strip_prefix(&prefix).map(str::to_string);
+        token.unwrap_or_else(|| panic!("{stdout:?} does not start with {prefix:?}"))
     };
-    let tokens = printed(&kiri.log_text());
-    assert_eq!(
-        tokens.len(),
-        1,
-        "the new token is shown once, in the address: {tokens:?}"
-    );
-    let token = tokens[0].clone();
+    let mut kiri = Kiri::start(&kiri_dir, &conf, &[]);
+    let port = kiri.metrics_port;
+    assert!(kiri.log_text().contains("generated the dashboard token"));
+    // It is the token: the API takes it.
+    kiri.stop();
+    let token = dashboard(port);
     assert_eq!(token.len(), 64);
     assert!(
-        kiri.log_text().contains(&format!("{base}/\n")),
-        "the address without a token too"
+        !kiri.log_text().contains(&token),
+        "the token is not in the log"
     );
-    // It is the token: the API takes it.
+    kiri.restart();
     assert_eq!(
         kiri.invoke("nope", Some(&token), b"").0,
         404,
@@ -648,33 +659,27 @@ fn the_gateway_prints_the_dashboard_address_with_a_generated_token_once_and_kiri
         kiri.invoke("nope", Some("wrong-token-0123456789"), b"").0,
         401
     );
-
-    // Started again: the token stays, and is not shown again.
     kiri.stop();
-    kiri.restart();
-    assert_eq!(
-        printed(&kiri.log_text()).len(),
-        1,
-        "not shown a second time"
-    );
-    kiri.stop();
+    assert_eq!(dashboard(port), token, "the token stays");
+    assert!(!kiri.log_text().contains(&token));
 
-    // `kiri dashboard` (what `make run` calls) shows it on demand, from the data directory.
+    // Before the gateway ever ran (what `make run` does first), `kiri dashboard` makes the
+    // token the gateway then uses.
+    let fresh = tempfile::tempdir().unwrap();
+    let fresh_dir = fresh.path().join("kiri");
+    std::fs::create_dir_all(&fresh_dir).unwrap();
+    std::fs::write(fresh_dir.join("kiri.toml"), &conf).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_kiri"))
         .args(["dashboard", "--config"])
-        .arg(kiri_dir.join("kiri.toml"))
-        .env(
-            "KIRI_DASHBOARD_LISTEN",
-            format!("127.0.0.1:{}", kiri.metrics_port),
-        )
-        .env("KIRI_GATEWAY_DATA_DIR", kiri_dir.join("data"))
+        .arg(fresh_dir.join("kiri.toml"))
+        .env("KIRI_GATEWAY_DATA_DIR", fresh_dir.join("data"))
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(stdout.trim(), format!("Dashboard: {base}/#token={token}"));
+    let made = String::from_utf8_lossy(&out.stdout);
+    let made = made.trim().rsplit("#token=").next().unwrap().to_string();
+    assert_eq!(made.len(), 64, "{made}");
+    let mut second = Kiri::start(&fresh_dir, &conf, &[]);
+    assert!(!second.log_text().contains("generated the dashboard token"));
+    assert_eq!(second.invoke("nope", Some(&made), b"").0, 404);
+    second.stop();
 }

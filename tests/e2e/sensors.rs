@@ -10,7 +10,7 @@ use super::util::*;
 use super::{config_with, embedded};
 
 /// `target/<profile>/kiri-sensor`, next to the `kiri` binary under test (`make test` builds it).
-fn kiri_sensor() -> PathBuf {
+pub(crate) fn kiri_sensor() -> PathBuf {
     let path = Path::new(env!("CARGO_BIN_EXE_kiri")).with_file_name("kiri-sensor");
     assert!(
         path.exists(),

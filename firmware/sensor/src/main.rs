@@ -42,6 +42,17 @@ pub struct Args {
     /// MQTT client id (a persistent session is kept under it).
     #[arg(long)]
     client_id: Option<String>,
+    /// MQTT user name, for a broker with accounts (Kiri's `broker.users`).
+    #[arg(long)]
+    username: Option<String>,
+    /// Its password (from the environment rather than the command line, which others see).
+    #[arg(
+        long,
+        env = "KIRI_SENSOR_PASSWORD",
+        hide_env_values = true,
+        requires = "username"
+    )]
+    password: Option<String>,
     /// Topic prefix: readings go to `<prefix>/<node>/<kind>`.
     #[arg(long, default_value = "sensors")]
     prefix: String,
@@ -195,6 +206,9 @@ async fn main() -> anyhow::Result<()> {
         .set_clean_session(false)
         .set_keep_alive(Duration::from_secs(30))
         .set_inflight(100);
+    if let Some(user) = &args.username {
+        options.set_credentials(user, args.password.as_deref().unwrap_or_default());
+    }
     // A rendezvous channel: readings wait in `buffer` (bounded, drop-oldest), not in the client.
     let (client, mut eventloop) = AsyncClient::new(options, 0);
 
