@@ -8,7 +8,8 @@
 //! (printed, and in `<target>/soak/report.json`) gives what was sent and received, the
 //! duplicates and where they come from, reconnects, the largest backlog, the gateway's memory
 //! over each of its lives and its error counters. `TEST_SOAK_SECONDS` (a number of seconds, or
-//! `10m`) and `TEST_SOAK_RATE` (readings per second) set the size.
+//! `10m`) and `TEST_SOAK_RATE` (readings per second) set the size, `TEST_SOAK_FAULTS` the kinds
+//! of fault (all by default).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -62,6 +63,18 @@ const SCHEDULE: [FaultKind; 6] = [
 ];
 
 impl FaultKind {
+    /// The name `TEST_SOAK_FAULTS` uses.
+    fn key(self) -> &'static str {
+        match self {
+            FaultKind::CloudRestart => "cloud-restart",
+            FaultKind::LinkPause => "link-pause",
+            FaultKind::LinkHalfOpen => "link-half-open",
+            FaultKind::LinkDrop => "link-drop",
+            FaultKind::GatewayKill => "gateway-kill",
+            FaultKind::SiteBrokerStop => "site-broker-stop",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             FaultKind::CloudRestart => "cloud broker restart (3 s down)",
@@ -72,6 +85,29 @@ impl FaultKind {
             FaultKind::SiteBrokerStop => "site broker SIGSTOP 5 s, SIGCONT",
         }
     }
+}
+
+/// `TEST_SOAK_FAULTS`: the kinds to inject, comma-separated (`FaultKind::key`); all by
+/// default. Without `gateway-kill`, the gateway lives the whole run: its memory over a long
+/// run in one process.
+fn schedule_param() -> Vec<FaultKind> {
+    let Ok(v) = std::env::var("TEST_SOAK_FAULTS") else {
+        return SCHEDULE.to_vec();
+    };
+    let kinds: Vec<FaultKind> = v
+        .split(',')
+        .map(|k| {
+            *SCHEDULE
+                .iter()
+                .find(|f| f.key() == k.trim())
+                .unwrap_or_else(|| {
+                    let keys: Vec<_> = SCHEDULE.iter().map(|f| f.key()).collect();
+                    panic!("TEST_SOAK_FAULTS: unknown fault {k:?} (known: {keys:?})")
+                })
+        })
+        .collect();
+    assert!(!kinds.is_empty(), "TEST_SOAK_FAULTS names no fault");
+    kinds
 }
 
 /// `TEST_SOAK_SECONDS`: seconds, or a duration such as `10m`.
@@ -397,6 +433,7 @@ fn every_10s(rss: &[(f64, u64)]) -> Vec<f64> {
 #[test]
 fn soak_under_faults() {
     let duration = duration_param();
+    let schedule = schedule_param();
     let rate = rate_param();
     let dir = tempfile::tempdir().unwrap();
     let mut cloud = Mosquitto::start(&dir.path().join("cloud"));
@@ -461,7 +498,7 @@ fn soak_under_faults() {
     // The schedule: equal slots, one fault in each (a quarter of the way in), the kinds in
     // turn; a fault that overruns its slot delays the next one.
     let slot_len = SLOT.max(duration / MAX_SLOTS);
-    let slots = (duration.as_secs() / slot_len.as_secs()).max(SCHEDULE.len() as u64);
+    let slots = (duration.as_secs() / slot_len.as_secs()).max(schedule.len() as u64);
     let slot = duration / slots as u32;
     let mut faults: Vec<serde_json::Value> = Vec::new();
     let mut problems: Vec<String> = Vec::new();
@@ -471,7 +508,7 @@ fn soak_under_faults() {
         if let Some(wait) = at.checked_duration_since(Instant::now()) {
             thread::sleep(wait);
         }
-        let kind = SCHEDULE[i as usize % SCHEDULE.len()];
+        let kind = schedule[i as usize % schedule.len()];
         let began = t0.elapsed().as_secs_f64();
         let mut detail = json!(null);
         match kind {
