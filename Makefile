@@ -43,14 +43,20 @@ node-red:
 	@scripts/node-red.sh install
 
 ## soak: the delivery proofs, longer: a crash loop of SOAK_KILLS SIGKILLs over SOAK_EVENTS
-## readings, and SOAK_MODEL_CASES random sequences of the outbox model check
+## readings, SOAK_MODEL_CASES random sequences of the outbox model check, then the soak under
+## faults for DURATION (seconds, or 10m, 1h) at SOAK_RATE readings/s; its report is printed
+## and kept in target/soak/report.json (SOAK_FAULTS: a comma-separated choice of fault kinds)
 SOAK_KILLS ?= 40
 SOAK_EVENTS ?= 40000
 SOAK_MODEL_CASES ?= 5000
+DURATION ?= 600
+SOAK_RATE ?= 200
 soak: setup-test assets functions
 	TEST_MODEL_CASES=$(SOAK_MODEL_CASES) $(CARGO) test -p kiri --lib the_outbox_matches_its_model
 	TEST_CRASH_KILLS=$(SOAK_KILLS) TEST_CRASH_EVENTS=$(SOAK_EVENTS) \
 		$(CARGO) test -p kiri --test e2e -- --nocapture crash_loop link_faults
+	TEST_SOAK_SECONDS=$(DURATION) TEST_SOAK_RATE=$(SOAK_RATE) $(if $(SOAK_FAULTS),TEST_SOAK_FAULTS=$(SOAK_FAULTS)) \
+		$(CARGO) test -p kiri --test e2e -- --nocapture --exact soak::soak_under_faults
 
 ## lint: formatting and clippy, for the host and for the wasm guests; the dependency graph with
 ## cargo-deny (deny.toml: licenses, bans, sources; advisories when the RustSec database can be
@@ -69,7 +75,7 @@ lint: setup-lint assets
 ## functions: build the example functions to WebAssembly
 functions: setup-run
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(FUNCTIONS))
-	@ls -l target/$(WASM_TARGET)/release/*.wasm
+	@ls -l $${CARGO_TARGET_DIR:-target}/$(WASM_TARGET)/release/*.wasm
 
 ## functions-c: build the C example (functions/examples/c) with clang to wasm32
 comma := ,

@@ -10,6 +10,7 @@ mod identity;
 mod observe;
 mod page;
 mod sensors;
+mod soak;
 mod util;
 
 use std::time::Duration;
@@ -632,50 +633,7 @@ fn failed_events_are_retried_with_backoff_then_kept() {
 #[test]
 fn hostile_functions_do_not_disturb_a_good_one() {
     let (dir, cloud, sub, broker_port) = site("cloud-consumer-9");
-    let abi = r#"(memory (export "memory") 1)
-      (func (export "kiri_abi_version") (result i32) i32.const 1)
-      (func (export "kiri_alloc") (param i32) (result i32) i32.const 1024)"#;
-    let hostile = [
-        (
-            "spinner",
-            format!(
-                r#"(module {abi} (func (export "kiri_on_event") (param i32 i32 i32 i32 i64) (result i32) (loop (br 0)) i32.const 0))"#
-            ),
-        ),
-        (
-            "grower",
-            format!(
-                r#"(module {abi} (func (export "kiri_on_event") (param i32 i32 i32 i32 i64) (result i32)
-            (loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable))"#
-            ),
-        ),
-        (
-            "flooder",
-            format!(
-                r#"(module (import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32))) {abi}
-            (data (i32.const 0) "spam")
-            (func (export "kiri_on_event") (param i32 i32 i32 i32 i64) (result i32)
-              (loop (br_if 0 (i32.eqz (call $emit (i32.const 0) (i32.const 4) (i32.const 0) (i32.const 4))))) i32.const 7))"#
-            ),
-        ),
-        (
-            "recurser",
-            format!(
-                r#"(module {abi} (func $r (param i32) (result i32) (call $r (local.get 0)))
-            (func (export "kiri_on_event") (param i32 i32 i32 i32 i64) (result i32) (call $r (i32.const 0))))"#
-            ),
-        ),
-    ];
-    let mut functions = String::new();
-    for (name, wat) in &hostile {
-        let path = dir.path().join(format!("{name}.wasm"));
-        std::fs::write(&path, wat::parse_str(wat).unwrap()).unwrap();
-        functions += &format!(
-            "[[functions]]\nname = \"{name}\"\nmodule = \"{}\"\ntriggers = [\"sensors/+/temperature\"]\nretries = 0\n\
-             limits = {{ fuel = 200000, memory_bytes = 1048576 }}\n",
-            path.display()
-        );
-    }
+    let mut functions = hostile_functions(dir.path(), "sensors/+/temperature");
     functions += &format!(
         "[[functions]]\nname = \"convert\"\nmodule = \"{}\"\ntriggers = [\"sensors/+/temperature\"]\n",
         function_wasm("convert").display()
@@ -701,12 +659,7 @@ fn hostile_functions_do_not_disturb_a_good_one() {
             .all(|(_, e)| e.function == "convert"),
         "no hostile output escaped"
     );
-    for (name, outcome) in [
-        ("spinner", "out_of_fuel"),
-        ("grower", "trap"),
-        ("flooder", "error"),
-        ("recurser", "trap"),
-    ] {
+    for (name, outcome) in HOSTILE {
         // Functions run side by side: the good one's results can arrive before the last
         // hostile invocations of the same group are counted.
         let metric = format!("kiri_invocations_total{{function=\"{name}\",outcome=\"{outcome}\"}}");

@@ -49,12 +49,16 @@ fn wait_for_port(port: u16, timeout: Duration) {
     );
 }
 
+/// The cargo target directory: `CARGO_TARGET_DIR`, or the workspace's `target`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
 /// `relative` under the cargo target directory, which `how` builds; a clear failure if absent.
 pub fn built(relative: &str, how: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join(relative);
+    let path = target_dir().join(relative);
     assert!(
         path.exists(),
         "{} is missing: build it first ({how}, or `make test`)",
@@ -167,6 +171,17 @@ impl Mosquitto {
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
+
+    /// SIGSTOP: the broker hangs with every connection open (the kernel still accepts new
+    /// ones and buffers what clients send) until `thaw`.
+    pub fn freeze(&self) {
+        assert!(signal(self.child.as_ref().expect("running"), "STOP"));
+    }
+
+    /// SIGCONT after `freeze`.
+    pub fn thaw(&self) {
+        assert!(signal(self.child.as_ref().expect("running"), "CONT"));
+    }
 }
 
 impl Drop for Mosquitto {
@@ -187,11 +202,13 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn signal(child: &Child, sig: &str) {
-    let _ = Command::new("kill")
+/// Sends `sig` to `child`; whether it was delivered.
+fn signal(child: &Child, sig: &str) -> bool {
+    Command::new("kill")
         .arg(format!("-{sig}"))
         .arg(child.id().to_string())
-        .status();
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// The `kiri` binary, run with a config file and environment overrides.
@@ -512,6 +529,50 @@ pub fn publish_all_as(
     }
 }
 
+/// A cloud-side consumer: a persistent session on `kiri/#` that hands each result envelope
+/// (with the topic it came on) to `sink`, from its own thread, reconnecting whenever the
+/// broker goes away. Returns once subscribed.
+pub fn subscribe_results(
+    port: u16,
+    client_id: &str,
+    mut sink: impl FnMut(&str, Envelope) + Send + 'static,
+) {
+    let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
+    opts.set_clean_session(false)
+        .set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut conn) = Client::new(opts, 10);
+    let subscribed = Arc::new(Mutex::new(false));
+    let flag = subscribed.clone();
+    thread::spawn(move || {
+        for event in conn.iter() {
+            match event {
+                Ok(Event::Incoming(Packet::SubAck(_))) => *flag.lock().unwrap() = true,
+                Ok(Event::Incoming(Packet::ConnAck(ack))) if !ack.session_present => {
+                    let _ = client.try_subscribe("kiri/#", QoS::AtLeastOnce);
+                }
+                // Deployments and their answers travel under kiri/ too: not results.
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic.contains("/deploy/") => {}
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let envelopes = if p.topic.ends_with("/$batch") {
+                        Envelope::decode_batch(&p.payload).expect("cloud message is a batch")
+                    } else {
+                        vec![Envelope::decode(&p.payload).expect("cloud message is an envelope")]
+                    };
+                    for e in envelopes {
+                        sink(&p.topic, e);
+                    }
+                }
+                Ok(_) => {}
+                // The broker restarts during the tests: keep reconnecting.
+                Err(_) => thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    });
+    wait_until("cloud subscription", Duration::from_secs(10), || {
+        *subscribed.lock().unwrap()
+    });
+}
+
 /// A cloud-side consumer: a persistent session on `kiri/#` that keeps every envelope.
 pub struct CloudSubscriber {
     pub received: Arc<Mutex<Vec<(String, Envelope)>>>,
@@ -521,38 +582,8 @@ impl CloudSubscriber {
     pub fn start(port: u16, client_id: &str) -> CloudSubscriber {
         let received = Arc::new(Mutex::new(Vec::new()));
         let sink = received.clone();
-        let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
-        opts.set_clean_session(false)
-            .set_max_packet_size(4 << 20, 4 << 20);
-        let (client, mut conn) = Client::new(opts, 10);
-        let subscribed = Arc::new(Mutex::new(false));
-        let flag = subscribed.clone();
-        thread::spawn(move || {
-            for event in conn.iter() {
-                match event {
-                    Ok(Event::Incoming(Packet::SubAck(_))) => *flag.lock().unwrap() = true,
-                    Ok(Event::Incoming(Packet::ConnAck(ack))) if !ack.session_present => {
-                        let _ = client.try_subscribe("kiri/#", QoS::AtLeastOnce);
-                    }
-                    // Deployments and their answers travel under kiri/ too: not results.
-                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic.contains("/deploy/") => {}
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let envelopes = if p.topic.ends_with("/$batch") {
-                            Envelope::decode_batch(&p.payload).expect("cloud message is a batch")
-                        } else {
-                            vec![Envelope::decode(&p.payload).expect("cloud message is an envelope")]
-                        };
-                        let mut sink = sink.lock().unwrap();
-                        sink.extend(envelopes.into_iter().map(|e| (p.topic.clone(), e)));
-                    }
-                    Ok(_) => {}
-                    // The broker restarts during the tests: keep reconnecting.
-                    Err(_) => thread::sleep(Duration::from_millis(100)),
-                }
-            }
-        });
-        wait_until("cloud subscription", Duration::from_secs(10), || {
-            *subscribed.lock().unwrap()
+        subscribe_results(port, client_id, move |topic, envelope| {
+            sink.lock().unwrap().push((topic.to_string(), envelope));
         });
         CloudSubscriber { received }
     }
@@ -762,4 +793,53 @@ async fn proxy_connection(
             }
         }
     }
+}
+
+/// Hostile guests and the outcome every invocation of each must end in: one spins (runs out
+/// of fuel), one grows its memory past the cap (traps), one emits until refused and then
+/// fails, one recurses without end (traps).
+pub const HOSTILE: [(&str, &str); 4] = [
+    ("spinner", "out_of_fuel"),
+    ("grower", "trap"),
+    ("flooder", "error"),
+    ("recurser", "trap"),
+];
+
+/// The `[[functions]]` entries of the `HOSTILE` guests, their modules written into `dir`,
+/// triggered by `trigger`, with small limits and no retries (each failure is a dead letter).
+pub fn hostile_functions(dir: &Path, trigger: &str) -> String {
+    let abi = r#"(memory (export "memory") 1)
+      (func (export "kiri_abi_version") (result i32) i32.const 1)
+      (func (export "kiri_alloc") (param i32) (result i32) i32.const 1024)"#;
+    let on_event = r#"(func (export "kiri_on_event") (param i32 i32 i32 i32 i64) (result i32)"#;
+    let wat = |name: &str| match name {
+        "spinner" => format!("(module {abi} {on_event} (loop (br 0)) i32.const 0))"),
+        "grower" => format!(
+            "(module {abi} {on_event}
+               (loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable))"
+        ),
+        "flooder" => format!(
+            r#"(module (import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32))) {abi}
+               (data (i32.const 0) "spam")
+               {on_event}
+                 (loop (br_if 0 (i32.eqz (call $emit (i32.const 0) (i32.const 4) (i32.const 0) (i32.const 4)))))
+                 i32.const 7))"#
+        ),
+        "recurser" => format!(
+            "(module {abi} (func $r (param i32) (result i32) (call $r (local.get 0)))
+               {on_event} (call $r (i32.const 0))))"
+        ),
+        other => unreachable!("no hostile guest {other}"),
+    };
+    let mut functions = String::new();
+    for (name, _) in HOSTILE {
+        let path = dir.join(format!("{name}.wasm"));
+        fs::write(&path, wat::parse_str(wat(name)).unwrap()).unwrap();
+        functions += &format!(
+            "[[functions]]\nname = \"{name}\"\nmodule = \"{}\"\ntriggers = [\"{trigger}\"]\nretries = 0\n\
+             limits = {{ fuel = 200000, memory_bytes = 1048576 }}\n",
+            path.display()
+        );
+    }
+    functions
 }
