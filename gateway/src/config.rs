@@ -663,9 +663,30 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(env_overrides(env));
+        Self::extract(figment, file.and_then(Path::parent), env)
+    }
+
+    /// Like [`Config::load_with_env`] with the file's text in hand, as if it were read from a
+    /// file in `dir` (the fuzz targets use it: no file to write per input).
+    pub fn from_toml_str(
+        text: &str,
+        dir: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let figment =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text));
+        Self::extract(figment, Some(dir), env)
+    }
+
+    /// The environment over `figment`, extracted, paths made relative to `dir`, validated.
+    fn extract(
+        figment: Figment,
+        dir: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let figment = figment.merge(env_overrides(env));
         let mut config: Config = figment.extract().map_err(Box::new)?;
-        if let Some(dir) = file.and_then(Path::parent) {
+        if let Some(dir) = dir {
             let cloud = &mut config.cloud;
             let paths = config
                 .functions
@@ -701,7 +722,12 @@ impl Config {
             .unwrap_or_else(|| format!("kiri/{}", self.gateway.id))
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// The largest MQTT packet the uplink reads: room for a batch or a deploy package.
+    pub fn uplink_max_packet(&self) -> usize {
+        self.broker.max_packet_bytes.max(self.cloud.batch_bytes) * 2 + 4096
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let bad = |msg: String| Err(ConfigError::Invalid(msg));
         let id = &self.gateway.id;
         if id.is_empty() || id.contains(['/', '+', '#', '\0']) {
@@ -834,7 +860,14 @@ fn env_overrides(
             continue;
         }
         let lower = rest.to_ascii_lowercase();
-        let parsed: Value = value.parse().unwrap_or_else(|_| Value::from(value.clone()));
+        // figment's value parser (0.10.19) slices a string at a char index as if it were a
+        // byte index, and panics on a backslash after a non-ASCII character (found by the
+        // `config` fuzz target): such a value is taken as text, unparsed.
+        let parsed: Value = if value.contains('\\') && !value.is_ascii() {
+            Value::from(value.clone())
+        } else {
+            value.parse().unwrap_or_else(|_| Value::from(value.clone()))
+        };
         // Section names may contain `_` (dead_letters): match them by name, longest first.
         let split = SECTIONS
             .iter()
@@ -981,6 +1014,16 @@ mod tests {
         assert_eq!(c.dead_letters.max_records, 5);
         let numeric = Config::load_with_env(None, env(&[("KIRI_GATEWAY_ID", "42")])).unwrap();
         assert_eq!(numeric.gateway.id, "42");
+    }
+
+    #[test]
+    fn an_escape_after_a_non_ascii_character_is_an_error_not_a_panic() {
+        let vars = env(&[("KIRI_DEPLOY_GROUPS", "[\"é\\n\"]")]);
+        let e = Config::load_with_env(None, vars).unwrap_err().to_string();
+        assert!(e.contains("groups"), "{e}");
+        let vars = env(&[("KIRI_GATEWAY_ID", "\"é\\u0041\"")]);
+        let c = Config::load_with_env(None, vars).unwrap();
+        assert_eq!(c.gateway.id, "\"é\\u0041\"", "kept as the text it is");
     }
 
     #[test]
