@@ -25,7 +25,8 @@ if [ ! -f "$KIRI_FUZZ_GUEST" ]; then
     exit 1
 fi
 fuzz=(cargo +nightly fuzz)
-build=(--sanitizer "$sanitizer" --target-dir "$target_dir/fuzz")
+# --release: assertions and overflow checks come from fuzz/Cargo.toml's profile (see there).
+build=(--release --sanitizer "$sanitizer" --target-dir "$target_dir/fuzz")
 say "building ${targets[*]} (nightly, sanitizer $sanitizer)"
 if ! "${fuzz[@]}" build "${build[@]}" >&2; then
     say "the fuzz targets did not build"
@@ -37,25 +38,28 @@ mkdir -p "$logs"
 summary=()
 failed=0
 for t in "${targets[@]}"; do
-    mkdir -p "fuzz/corpus/$t" "fuzz/regressions/$t"
+    corpus="$root/fuzz/corpus/$t"
+    regressions="$root/fuzz/regressions/$t"
+    mkdir -p "$corpus" "$regressions"
     log="$logs/$t.log"
     say "$t: ${seconds}s (log: $log)"
     # shellcheck disable=SC2086 # FUZZ_ARGS is a list of flags
-    "${fuzz[@]}" run "${build[@]}" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
+    # New inputs go to the first folder; the seeds and the regressions are read too.
+    "${fuzz[@]}" run "${build[@]}" "$t" "$corpus" "$root/fuzz/seeds/$t" "$regressions" -- \
         -max_total_time="$seconds" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
-        -artifact_prefix="fuzz/regressions/$t/" ${FUZZ_ARGS:-} >"$log" 2>&1
+        -artifact_prefix="$regressions/" ${FUZZ_ARGS:-} >"$log" 2>&1
     status=$?
     execs=$(awk '/^stat::number_of_executed_units:/ { print $2 }' "$log")
     rate=$(awk '/^stat::average_exec_per_sec:/ { print $2 }' "$log")
     # The last status line (`#N ... cov: C ft: F ...`) has the final coverage and features.
     cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)
     ft=$(grep -oE 'ft: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)
-    corpus=$(find "fuzz/corpus/$t" -type f | wc -l)
+    units=$(find "$corpus" -type f | wc -l)
     line=$(printf '%-14s %4ss  %10s execs  %7s exec/s  cov: %-6s ft: %-6s corpus: %s' \
-        "$t" "$seconds" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "$corpus")
+        "$t" "$seconds" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "$units")
     if [ "$status" -ne 0 ]; then
         failed=1
-        artifact=$(grep -oE "fuzz/regressions/$t/[^ ]+" "$log" | tail -1)
+        artifact=$(grep -oE "$regressions/[^ ]+" "$log" | tail -1)
         line="$line  FAILED (exit $status)${artifact:+: $artifact}"
         say "$t failed; the end of its log:"
         tail -n 40 "$log" >&2

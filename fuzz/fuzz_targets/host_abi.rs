@@ -16,7 +16,10 @@ fn guest() -> Vec<u8> {
         PathBuf::from,
     );
     std::fs::read(&path).unwrap_or_else(|e| {
-        panic!("{}: {e} (build the guest with `make functions`)", path.display())
+        panic!(
+            "{}: {e} (build the guest with `make functions`)",
+            path.display()
+        )
     })
 }
 

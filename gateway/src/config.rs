@@ -19,6 +19,8 @@ pub const EXAMPLE: &str = include_str!("../../kiri.example.toml");
 
 /// The shortest `every` accepted.
 pub const MIN_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+/// The longest `every` accepted (100 years): the first tick must be a time the clock can hold.
+pub const MAX_EVERY: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
 
 /// The tables of the configuration, for mapping environment variables to keys.
 const SECTIONS: [&str; 7] = [
@@ -518,10 +520,10 @@ impl FunctionConfig {
         }
         if let Some(every) = &self.every {
             match humantime::parse_duration(every) {
-                Ok(d) if d >= MIN_EVERY => {}
+                Ok(d) if (MIN_EVERY..=MAX_EVERY).contains(&d) => {}
                 Ok(_) => {
                     return Err(format!(
-                        "function {:?}: every = {every:?} is shorter than 100ms",
+                        "function {:?}: every = {every:?} is shorter than 100ms or longer than 100 years",
                         self.name
                     ))
                 }
@@ -1063,6 +1065,7 @@ mod tests {
         assert!(err(&f("limits = { timeout_ms = 0 }"), &[]).contains("timeout_ms"));
         assert!(err(&f("limits = { max_call_depth = 1 }"), &[]).contains("max_call_depth"));
         assert!(err(&f("every = \"1ms\""), &[]).contains("100ms"));
+        assert!(err(&f("every = \"300000000000y\""), &[]).contains("100 years"));
         assert!(err(&f("cron = \"61 * * * *\""), &[]).contains("cron"));
         assert!(err("[cloud]\nca_file = \"ca.pem\"\n", &[]).contains("mqtts://"));
         assert!(err(

@@ -51,14 +51,18 @@ fn env_number(name: &str) -> Option<u64> {
     )
 }
 
-/// Runs `entry` on `input`; a panic becomes a failure that names `what` and keeps the input.
-fn run(target: &str, what: &str, input: &[u8], entry: &mut dyn FnMut(&[u8])) {
+/// Runs `entry` on `input`; a panic becomes a failure that names `what`. A generated input is
+/// kept (`keep`: a file name) for the regressions.
+fn run(target: &str, what: &str, keep: Option<&str>, input: &[u8], entry: &mut dyn FnMut(&[u8])) {
     if catch_unwind(AssertUnwindSafe(|| entry(input))).is_ok() {
         return;
     }
+    let Some(name) = keep else {
+        panic!("fuzz target {target} failed on {what}");
+    };
     let dir = target_dir().join("fuzz-failures");
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{target}-{}", what.replace(['/', ' '], "-")));
+    let path = dir.join(format!("{target}-{name}"));
     std::fs::write(&path, input).unwrap();
     panic!(
         "fuzz target {target} failed on {what}; the input is in {} (move it to \
@@ -76,7 +80,7 @@ fn fuzz(target: &str, entry: &mut dyn FnMut(&[u8])) {
     );
     let regressions = files("regressions", target);
     for (path, bytes) in seeds.iter().chain(&regressions) {
-        run(target, &path.display().to_string(), bytes, entry);
+        run(target, &path.display().to_string(), None, bytes, entry);
     }
     let cases = env_number("TEST_FUZZ_CASES").unwrap_or(5000);
     let seed = env_number("TEST_FUZZ_SEED").unwrap_or_else(|| fastrand::u64(..));
@@ -95,7 +99,14 @@ fn fuzz(target: &str, entry: &mut dyn FnMut(&[u8])) {
     for case in 0..cases {
         let base = &corpus[rng.usize(0..corpus.len())];
         let input = mutate::mutate(&mut rng, base, &corpus);
-        run(target, &format!("seed {seed} case {case}"), &input, entry);
+        let what = format!("seed {seed} case {case}");
+        run(
+            target,
+            &what,
+            Some(&format!("{seed}-{case}")),
+            &input,
+            entry,
+        );
     }
 }
 
