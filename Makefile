@@ -3,8 +3,10 @@ CARGO ?= cargo
 CONFIG ?= kiri.example.toml
 WASM_TARGET := wasm32-unknown-unknown
 FUNCTIONS := kiri-fn-threshold kiri-fn-convert kiri-fn-average kiri-fn-window kiri-fn-zscore
+# Guests the tests need besides the examples: the host ABI's fuzz guest.
+TEST_GUESTS := kiri-fuzz-guest
 
-.PHONY: run test bench bench-smoke node-red soak lint functions functions-c build assets firmware qemu-node qemu-node-build sensor cross image qemu deb install flash setup-run setup-test setup-lint clean
+.PHONY: run test bench bench-smoke node-red soak fuzz lint functions functions-c build assets firmware qemu-node qemu-node-build sensor cross image qemu deb install flash setup-run setup-test setup-lint setup-fuzz clean
 
 ## run: build the gateway (release) and the example functions, start it with $(CONFIG), with a
 ## simulated sensor node publishing to it (`kiri-sensor --source simulate`); prints the
@@ -58,13 +60,22 @@ soak: setup-test assets functions
 	TEST_SOAK_SECONDS=$(DURATION) TEST_SOAK_RATE=$(SOAK_RATE) $(if $(SOAK_FAULTS),TEST_SOAK_FAULTS=$(SOAK_FAULTS)) \
 		$(CARGO) test -p kiri --test e2e -- --nocapture --exact soak::soak_under_faults
 
+## fuzz: each fuzz target (fuzz/: the CBOR decoders, deploy packages, the config loader, topic
+## filters, outbox records, the host ABI) under libFuzzer for FUZZ_SECONDS, one summary line
+## per target (executions, exec/s, cov, ft); fails on a crash, whose input is then a
+## regression test in fuzz/regressions/ (installs nightly and cargo-fuzz if missing)
+FUZZ_SECONDS ?= 60
+fuzz: setup-fuzz assets functions
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
 ## lint: formatting and clippy, for the host and for the wasm guests; the dependency graph with
 ## cargo-deny (deny.toml: licenses, bans, sources; advisories when the RustSec database can be
 ## fetched, and a clear line when it cannot)
 lint: setup-lint assets
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy --target $(WASM_TARGET) $(addprefix -p ,$(FUNCTIONS) kiri-sdk) -- -D warnings
+	$(CARGO) clippy --target $(WASM_TARGET) $(addprefix -p ,$(FUNCTIONS) $(TEST_GUESTS) kiri-sdk) -- -D warnings
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --target thumbv7em-none-eabihf $(FIRMWARE_CRATES) -- -D warnings
 	$(CARGO) fmt --manifest-path firmware/qemu-node/Cargo.toml -- --check
 	$(CARGO) clippy --release $(QEMU_NODE_MANIFEST) -- -D warnings
@@ -72,9 +83,9 @@ lint: setup-lint assets
 	@if $(CARGO) deny fetch >/dev/null 2>&1; then $(CARGO) deny check advisories; \
 	else echo "lint: advisories NOT checked: the RustSec database (github.com/rustsec/advisory-db) cannot be fetched from here"; fi
 
-## functions: build the example functions to WebAssembly
+## functions: build the example functions (and the test guests) to WebAssembly
 functions: setup-run
-	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(FUNCTIONS))
+	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(FUNCTIONS) $(TEST_GUESTS))
 	@ls -l $${CARGO_TARGET_DIR:-target}/$(WASM_TARGET)/release/*.wasm
 
 ## functions-c: build the C example (functions/examples/c) with clang to wasm32
@@ -167,6 +178,9 @@ setup-test:
 
 setup-lint:
 	@scripts/setup.sh lint
+
+setup-fuzz:
+	@scripts/setup.sh fuzz
 
 clean:
 	$(CARGO) clean

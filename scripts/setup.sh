@@ -6,6 +6,8 @@
 #                           clang + lld (to build the C example function), the thumbv7 and
 #                           aarch64 Rust targets, qemu (the sensor node and the simulated board),
 #                           and Chromium with chromedriver (the dashboard's browser test)
+#   scripts/setup.sh fuzz   the wasm32 target (the host ABI's guest), the nightly toolchain and
+#                           cargo-fuzz (pinned), for `make fuzz`
 set -euo pipefail
 what="${1:-run}"
 missing=0
@@ -55,6 +57,25 @@ if [ "$what" = "lint" ] && ! cargo deny --version 2>/dev/null | grep -q " $DENY_
     if ! cargo install cargo-deny --locked --version "$DENY_VERSION" --quiet; then
         say "could not install cargo-deny $DENY_VERSION"
         missing=1
+    fi
+fi
+
+# `make fuzz` runs libFuzzer through cargo-fuzz, which needs a nightly compiler.
+FUZZ_VERSION=0.13.2
+if [ "$what" = "fuzz" ]; then
+    if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+        say "installing the nightly toolchain (for cargo-fuzz)"
+        if ! rustup toolchain install nightly --profile minimal; then
+            say "could not install the nightly toolchain"
+            missing=1
+        fi
+    fi
+    if ! cargo fuzz --version 2>/dev/null | grep -q " $FUZZ_VERSION\$"; then
+        say "installing cargo-fuzz $FUZZ_VERSION (cargo install, a minute or two)"
+        if ! cargo install cargo-fuzz --locked --version "$FUZZ_VERSION" --quiet; then
+            say "could not install cargo-fuzz $FUZZ_VERSION"
+            missing=1
+        fi
     fi
 fi
 

@@ -19,6 +19,8 @@ pub const EXAMPLE: &str = include_str!("../../kiri.example.toml");
 
 /// The shortest `every` accepted.
 pub const MIN_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+/// The longest `every` accepted (100 years): the first tick must be a time the clock can hold.
+pub const MAX_EVERY: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
 
 /// The tables of the configuration, for mapping environment variables to keys.
 const SECTIONS: [&str; 7] = [
@@ -558,10 +560,10 @@ impl FunctionConfig {
         }
         if let Some(every) = &self.every {
             match humantime::parse_duration(every) {
-                Ok(d) if d >= MIN_EVERY => {}
+                Ok(d) if (MIN_EVERY..=MAX_EVERY).contains(&d) => {}
                 Ok(_) => {
                     return Err(format!(
-                        "function {:?}: every = {every:?} is shorter than 100ms",
+                        "function {:?}: every = {every:?} is shorter than 100ms or longer than 100 years",
                         self.name
                     ))
                 }
@@ -703,9 +705,30 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(env_overrides(env));
+        Self::extract(figment, file.and_then(Path::parent), env)
+    }
+
+    /// Like [`Config::load_with_env`] with the file's text in hand, as if it were read from a
+    /// file in `dir` (the fuzz targets use it: no file to write per input).
+    pub fn from_toml_str(
+        text: &str,
+        dir: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let figment =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text));
+        Self::extract(figment, Some(dir), env)
+    }
+
+    /// The environment over `figment`, extracted, paths made relative to `dir`, validated.
+    fn extract(
+        figment: Figment,
+        dir: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let figment = figment.merge(env_overrides(env));
         let mut config: Config = figment.extract().map_err(Box::new)?;
-        if let Some(dir) = file.and_then(Path::parent) {
+        if let Some(dir) = dir {
             let cloud = &mut config.cloud;
             let paths = config
                 .functions
@@ -788,7 +811,12 @@ impl Config {
             .unwrap_or_else(|| format!("kiri/{}", self.gateway.id))
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// The largest MQTT packet the uplink reads: room for a batch or a deploy package.
+    pub fn uplink_max_packet(&self) -> usize {
+        self.broker.max_packet_bytes.max(self.cloud.batch_bytes) * 2 + 4096
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let bad = |msg: String| Err(ConfigError::Invalid(msg));
         let id = &self.gateway.id;
         if id.is_empty() || id.contains(['/', '+', '#', '\0']) {
@@ -923,7 +951,14 @@ fn env_overrides(
             continue;
         }
         let lower = rest.to_ascii_lowercase();
-        let parsed: Value = value.parse().unwrap_or_else(|_| Value::from(value.clone()));
+        // figment's value parser (0.10.19) slices a string at a char index as if it were a
+        // byte index, and panics on a backslash after a non-ASCII character (found by the
+        // `config` fuzz target): such a value is taken as text, unparsed.
+        let parsed: Value = if value.contains('\\') && !value.is_ascii() {
+            Value::from(value.clone())
+        } else {
+            value.parse().unwrap_or_else(|_| Value::from(value.clone()))
+        };
         // Section names may contain `_` (dead_letters): match them by name, longest first.
         let split = SECTIONS
             .iter()
@@ -1073,6 +1108,16 @@ mod tests {
     }
 
     #[test]
+    fn an_escape_after_a_non_ascii_character_is_an_error_not_a_panic() {
+        let vars = env(&[("KIRI_DEPLOY_GROUPS", "[\"é\\n\"]")]);
+        let e = Config::load_with_env(None, vars).unwrap_err().to_string();
+        assert!(e.contains("groups"), "{e}");
+        let vars = env(&[("KIRI_GATEWAY_ID", "\"é\\u0041\"")]);
+        let c = Config::load_with_env(None, vars).unwrap();
+        assert_eq!(c.gateway.id, "\"é\\u0041\"", "kept as the text it is");
+    }
+
+    #[test]
     fn unknown_keys_are_errors_that_name_the_key() {
         let e = err("[cloud]\nulr = \"mqtt://a:1\"\n", &[]);
         assert!(e.contains("ulr"), "{e}");
@@ -1109,6 +1154,7 @@ mod tests {
         assert!(err(&f("limits = { timeout_ms = 0 }"), &[]).contains("timeout_ms"));
         assert!(err(&f("limits = { max_call_depth = 1 }"), &[]).contains("max_call_depth"));
         assert!(err(&f("every = \"1ms\""), &[]).contains("100ms"));
+        assert!(err(&f("every = \"300000000000y\""), &[]).contains("100 years"));
         assert!(err(&f("cron = \"61 * * * *\""), &[]).contains("cron"));
         assert!(err("[cloud]\nca_file = \"ca.pem\"\n", &[]).contains("mqtts://"));
         assert!(err(

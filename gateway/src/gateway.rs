@@ -373,7 +373,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         batch_bytes: config.cloud.batch_bytes,
         max_bytes_per_sec: config.cloud.max_bytes_per_sec,
         keep_alive: Duration::from_secs(config.cloud.keep_alive_secs.max(5)),
-        max_packet: config.broker.max_packet_bytes.max(config.cloud.batch_bytes) * 2 + 4096,
+        max_packet: config.uplink_max_packet(),
         backoff: Backoff::new(
             Duration::from_millis(config.cloud.backoff_initial_ms),
             Duration::from_millis(config.cloud.backoff_max_ms),

@@ -14,6 +14,9 @@ pub mod deploy;
 pub mod directory;
 pub mod dispatch;
 pub mod forward;
+/// Fuzz targets (`fuzz/`, `tests/fuzz`): not part of the gateway's API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod identity;
 pub mod ingest;

@@ -44,7 +44,7 @@
 //!   `expired` (TTL), `corrupt` (checksum). A record of an unknown format version is kept.
 //!   Every drop is counted in `kiri_outbox_dropped_total{reason}` and in [`Outbox::stats`].
 
-mod record;
+pub(crate) mod record;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
