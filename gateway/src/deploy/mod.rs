@@ -479,6 +479,21 @@ impl Store {
     /// package is refused (`too_many_functions`); `disk_full` when the file system would keep
     /// less than `min_free_bytes` free.
     pub fn check_room(&self, name: &str, state: &NameState, bytes: usize) -> Result<(), Rejection> {
+        // The disk first: nothing is dropped for a module that will not fit.
+        let free = rustix::fs::statvfs(&self.room.dir)
+            .map(|st| st.f_bavail.saturating_mul(st.f_frsize))
+            .map_err(|e| Rejection::new("storage", format!("free disk space: {e}")))?;
+        // The module is kept once and written to the store's log before it is compacted.
+        let need = self.room.min_free_bytes.saturating_add(2 * bytes as u64);
+        if free < need {
+            return Err(Rejection::new(
+                "disk_full",
+                format!(
+                    "{free} bytes free on {}, a {bytes}-byte module needs {need} (outbox.min_free_bytes is kept free)",
+                    self.room.dir.display()
+                ),
+            ));
+        }
         if state.kept.is_empty() {
             let mut holding = 0;
             let mut undeployed = None;
@@ -505,20 +520,6 @@ impl Store {
                 self.drop_kept(&victim, other)?;
                 tracing::info!(function = %victim, new = %name, "kept versions of an undeployed function dropped to make room (deploy.max_functions)");
             }
-        }
-        let free = rustix::fs::statvfs(&self.room.dir)
-            .map(|st| st.f_bavail.saturating_mul(st.f_frsize))
-            .map_err(|e| Rejection::new("storage", format!("free disk space: {e}")))?;
-        // The module is kept once and written to the store's log before it is compacted.
-        let need = self.room.min_free_bytes.saturating_add(2 * bytes as u64);
-        if free < need {
-            return Err(Rejection::new(
-                "disk_full",
-                format!(
-                    "{free} bytes free on {}, a {bytes}-byte module needs {need} (outbox.min_free_bytes is kept free)",
-                    self.room.dir.display()
-                ),
-            ));
         }
         Ok(())
     }

@@ -279,6 +279,14 @@ fn deployments_stay_within_their_room_on_disk() {
     let state = full.state("b").unwrap();
     let refused = full.check_room("b", &state, WASM.len()).unwrap_err();
     assert_eq!(refused.reason, "disk_full", "{}", refused.detail);
+    // ... and nothing is dropped for it: an undeployed function's versions stay.
+    store.commit("b", 3, "m", Change::Remove, &entry).unwrap();
+    let full = Store::open(&db, 2, room(dir.path(), 2, u64::MAX / 2)).unwrap();
+    let refused = full
+        .check_room("d", &NameState::default(), WASM.len())
+        .unwrap_err();
+    assert_eq!(refused.reason, "disk_full");
+    assert_eq!(store.state("b").unwrap().kept, vec![1, 2]);
 }
 
 proptest! {

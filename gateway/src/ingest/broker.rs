@@ -64,7 +64,8 @@ pub fn start(
     let config = Config {
         id: 0,
         router: RouterConfig {
-            max_connections: 1024,
+            // The guard's clients, and room beyond them for Kiri's own sessions.
+            max_connections: super::guard::MAX_CONNECTIONS + 16,
             max_outgoing_packet_count: max_inflight as u64,
             max_segment_size: segment,
             max_segment_count: 8,

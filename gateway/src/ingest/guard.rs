@@ -35,7 +35,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// `kiri password-hash` makes), so a flood of logins queues instead of exhausting memory.
 const CHECKS_AT_ONCE: usize = 2;
 /// Client connections at once; more are closed as they arrive (counted as `busy`).
-const MAX_CONNECTIONS: usize = 1024;
+pub const MAX_CONNECTIONS: usize = 1024;
+/// The largest CONNECT read (its will included): a connection holds no more before it has
+/// logged in.
+const MAX_CONNECT_BYTES: usize = 64 << 10;
 /// Argon2id parameters for new hashes: OWASP's 7 MiB, 5 passes, 1 lane (the hash records
 /// them, so a check uses whatever its hash names).
 const HASH_PARAMS: (u32, u32, u32) = (7 * 1024, 5, 1);
@@ -262,12 +265,12 @@ fn complete_packet(
 }
 
 /// Writes a CONNACK refusing the connection, then ends it.
-async fn refuse(
+async fn refuse<T>(
     client: &mut TcpStream,
     code: v4::ConnectReturnCode,
     reason: &'static str,
     detail: String,
-) -> Result<(), Refusal> {
+) -> Result<T, Refusal> {
     let mut out = BytesMut::new();
     if v4::ConnAck::new(code, false).write(&mut out).is_ok() {
         let _ = client.write_all(&out).await;
@@ -284,36 +287,42 @@ async fn relay(
     use v4::ConnectReturnCode::{BadClientId, NotAuthorized, RefusedProtocolVersion};
     let _ = client.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(4096);
-    let first = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        next_packet(&mut client, &mut buf, guard.max_packet),
-    )
-    .await
-    .map_err(|_| refusal("timeout", "no CONNECT within 10 s"))?;
-    let Some((header, frame)) = first? else {
-        return Ok(());
-    };
-    if header.packet_type().ok() != Some(PacketType::Connect) {
-        return Err(refusal("malformed", "the first packet is not a CONNECT"));
-    }
-    let mut connect = match v4::Connect::read(header, frame) {
-        Ok(c) if c.protocol == Protocol::V4 => c,
-        Ok(_) | Err(mqttbytes::Error::InvalidProtocolLevel(_)) => {
-            let detail = "a CONNECT for another MQTT version than 3.1.1".to_string();
-            return refuse(&mut client, RefusedProtocolVersion, "protocol", detail).await;
+    // The CONNECT and the password check, within one deadline: a connection that has not
+    // logged in holds no more than a small CONNECT, for at most this long.
+    let admission = async {
+        let Some((header, frame)) = next_packet(&mut client, &mut buf, MAX_CONNECT_BYTES).await?
+        else {
+            return Ok(None);
+        };
+        if header.packet_type().ok() != Some(PacketType::Connect) {
+            return Err(refusal("malformed", "the first packet is not a CONNECT"));
         }
-        Err(e) => return Err(refusal("malformed", format!("malformed CONNECT: {e}"))),
+        let mut connect = match v4::Connect::read(header, frame) {
+            Ok(c) if c.protocol == Protocol::V4 => c,
+            Ok(_) | Err(mqttbytes::Error::InvalidProtocolLevel(_)) => {
+                let detail = "a CONNECT for another MQTT version than 3.1.1".to_string();
+                return refuse(&mut client, RefusedProtocolVersion, "protocol", detail).await;
+            }
+            Err(e) => return Err(refusal("malformed", format!("malformed CONNECT: {e}"))),
+        };
+        let id = connect.client_id.clone();
+        let Some(login) = connect.login.take() else {
+            let detail = format!("client {id:?} did not log in");
+            return refuse(&mut client, NotAuthorized, "no_login", detail).await;
+        };
+        let user = login.username;
+        let Some(rules) = guard.login(&user, &login.password).await else {
+            let detail = format!("client {id:?}: wrong user name or password (user {user:?})");
+            let code = v4::ConnectReturnCode::BadUserNamePassword;
+            return refuse(&mut client, code, "bad_login", detail).await;
+        };
+        Ok(Some((connect, id, user, rules)))
     };
-    let id = connect.client_id.clone();
-    let Some(login) = connect.login.take() else {
-        let detail = format!("client {id:?} did not log in");
-        return refuse(&mut client, NotAuthorized, "no_login", detail).await;
-    };
-    let user = login.username;
-    let Some(rules) = guard.login(&user, &login.password).await else {
-        let detail = format!("client {id:?}: wrong user name or password (user {user:?})");
-        let code = v4::ConnectReturnCode::BadUserNamePassword;
-        return refuse(&mut client, code, "bad_login", detail).await;
+    let admitted = tokio::time::timeout(CONNECT_TIMEOUT, admission)
+        .await
+        .map_err(|_| refusal("timeout", "not logged in within 10 s"))?;
+    let Some((mut connect, id, user, rules)) = admitted? else {
+        return Ok(());
     };
     if let Some(will) = &connect.last_will {
         if !rules.may_publish(&will.topic) {
@@ -337,19 +346,38 @@ async fn relay(
         .write(&mut out)
         .map_err(|e| refusal("malformed", format!("CONNECT: {e}")))?;
 
-    let server = TcpStream::connect(upstream)
-        .await
-        .map_err(|e| refusal("io", format!("the embedded broker at {upstream}: {e}")))?;
+    let server = match TcpStream::connect(upstream).await {
+        Ok(s) => s,
+        Err(e) => {
+            let detail = format!("the embedded broker at {upstream}: {e}");
+            let code = v4::ConnectReturnCode::ServiceUnavailable;
+            return refuse(&mut client, code, "io", detail).await;
+        }
+    };
     let _ = server.set_nodelay(true);
     let (mut server_rx, mut server_tx) = server.into_split();
     let (mut client_rx, mut client_tx) = client.into_split();
     let downstream = tokio::io::copy(&mut server_rx, &mut client_tx);
     let upstream_relay = async {
         loop {
-            // Everything whole in the buffer goes out in one write.
-            while let Some((header, frame)) = complete_packet(&mut buf, guard.max_packet)? {
-                check(&rules, &user, header, &frame)?;
-                out.extend_from_slice(&frame);
+            // Everything whole in the buffer goes out in one write; what came before a refused
+            // packet still goes.
+            let mut verdict = Ok(());
+            loop {
+                match complete_packet(&mut buf, guard.max_packet) {
+                    Ok(Some((header, frame))) => match check(&rules, &user, header, &frame) {
+                        Ok(()) => out.extend_from_slice(&frame),
+                        Err(refused) => {
+                            verdict = Err(refused);
+                            break;
+                        }
+                    },
+                    Ok(None) => break,
+                    Err(refused) => {
+                        verdict = Err(refused);
+                        break;
+                    }
+                }
             }
             if !out.is_empty() {
                 server_tx
@@ -358,6 +386,7 @@ async fn relay(
                     .map_err(|e| refusal("io", format!("writing to the broker: {e}")))?;
                 out.clear();
             }
+            verdict?;
             match client_rx.read_buf(&mut buf).await {
                 Ok(0) => return Ok(()),
                 Ok(_) => {}
