@@ -6,7 +6,25 @@ FUNCTIONS := kiri-fn-threshold kiri-fn-convert kiri-fn-average kiri-fn-window ki
 # Guests the tests need besides the examples: the host ABI's fuzz guest.
 TEST_GUESTS := kiri-fuzz-guest
 
-.PHONY: run test bench bench-smoke node-red soak fuzz lint functions functions-c build assets firmware qemu-node qemu-node-build sensor cross image qemu deb install flash setup-run setup-test setup-lint setup-fuzz clean
+.PHONY: help check run test bench bench-smoke node-red soak fuzz lint functions functions-c build assets firmware qemu-node qemu-node-build sensor cross image qemu deb install flash setup-run setup-test setup-lint setup-fuzz clean
+
+## help: list the targets with what each does (from the `##` comments in this Makefile)
+help:
+	@awk 'function out() { if (name == "") return; n = split(text, w, " "); line = sprintf("  %-13s", name); \
+			len = 15; for (i = 1; i <= n; i++) { if (len + length(w[i]) > 99) { print line; \
+			line = sprintf("%15s", ""); len = 15 } line = line " " w[i]; len += length(w[i]) + 1 } \
+			print line; name = "" } \
+		/^## [a-z-]+:/ { out(); sub(/^## /, ""); name = $$0; sub(/:.*/, "", name); \
+			text = substr($$0, length(name) + 2); next } \
+		/^## / && name != "" { sub(/^##/, ""); text = text $$0; next } \
+		{ out() }' $(MAKEFILE_LIST)
+
+## check: the fast loop: formatting, clippy and the unit tests only (no end-to-end, browser,
+## fuzz or benchmark runs; `make test` runs everything)
+check: setup-lint assets
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) test --workspace --lib --bins
 
 ## run: build the gateway (release) and the example functions, start it with $(CONFIG), with a
 ## simulated sensor node publishing to it (`kiri-sensor --source simulate`); prints the
