@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kiri::codec::Envelope;
+use kiri::uplink::Envelope;
 use rumqttc::{Client, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::{json, Value};
 use util::{free_port, wait_until, Kiri, Mosquitto, Pki};

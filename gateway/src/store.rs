@@ -1,5 +1,6 @@
-//! The embedded store: one sled database in `gateway.data_dir` holding the outbox, the
-//! dead letters and the store's identity.
+//! The store: one sled database in `gateway.data_dir` holding the outbox, the dead letters,
+//! the functions' state, the deployments, and the gateway's own keys (`meta`: the store's id,
+//! the dashboard token, the ingest session's subscriptions).
 
 use std::path::Path;
 
@@ -79,7 +80,7 @@ impl Store {
         if let Some(t) = self.stored_dashboard_token()? {
             return Ok((t, false));
         }
-        let token = crate::dashboard::auth::generate().map_err(StoreError::Random)?;
+        let token = crate::crypto::token::generate().map_err(StoreError::Random)?;
         self.db
             .open_tree("meta")?
             .insert("dashboard_token", token.as_bytes())?;

@@ -1,12 +1,16 @@
-//! Timer triggers: `every = "10s"` and `cron = "..."` functions get a `$timer` event on
-//! schedule. A tick that finds the processor's queue full is skipped and counted, never
-//! queued without bound; ticks that fall while the gateway is down are not replayed.
+//! The timer trigger: `every = "10s"` and `cron = "..."` functions get a `$timer` event on
+//! schedule, one tokio task per timer, started and stopped by the registry through the
+//! [`Scheduler`] it defines. A tick that finds the pipeline's queue full is skipped and
+//! counted, never queued without bound; ticks that fall while the gateway is down are not
+//! replayed.
 
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::processor::Work;
+use crate::config::FunctionConfig;
+use crate::pipeline::Work;
+use crate::registry::Scheduler;
 
 fn fire(function: usize, name: &str, tx: &mpsc::Sender<Work>) -> bool {
     let work = Work::Timer {
@@ -29,7 +33,7 @@ fn fire(function: usize, name: &str, tx: &mpsc::Sender<Work>) -> bool {
 }
 
 /// Fires every `period` (the first time one period after start).
-pub async fn every(function: usize, name: String, period: Duration, tx: mpsc::Sender<Work>) {
+async fn every(function: usize, name: String, period: Duration, tx: mpsc::Sender<Work>) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -41,7 +45,7 @@ pub async fn every(function: usize, name: String, period: Duration, tx: mpsc::Se
 }
 
 /// Fires at each occurrence of `schedule` (UTC).
-pub async fn cron(function: usize, name: String, schedule: croner::Cron, tx: mpsc::Sender<Work>) {
+async fn cron(function: usize, name: String, schedule: croner::Cron, tx: mpsc::Sender<Work>) {
     loop {
         let now = chrono::Utc::now();
         let Ok(next) = schedule.find_next_occurrence(&now, false) else {
@@ -57,24 +61,26 @@ pub async fn cron(function: usize, name: String, schedule: croner::Cron, tx: mps
 }
 
 /// The running timers, per function index; replaced when a deployment changes a function.
-pub struct Schedules {
+pub struct Timers {
     handle: tokio::runtime::Handle,
     tx: mpsc::Sender<Work>,
     tasks: std::collections::HashMap<usize, Vec<tokio::task::JoinHandle<()>>>,
 }
 
-impl Schedules {
+impl Timers {
     /// Timers that queue their ticks on `tx`, as tasks on `handle`.
-    pub fn new(handle: tokio::runtime::Handle, tx: mpsc::Sender<Work>) -> Schedules {
-        Schedules {
+    pub fn new(handle: tokio::runtime::Handle, tx: mpsc::Sender<Work>) -> Timers {
+        Timers {
             handle,
             tx,
             tasks: Default::default(),
         }
     }
+}
 
+impl Scheduler for Timers {
     /// Starts the timers `f` asks for (stopping the ones function `idx` had).
-    pub fn set(&mut self, idx: usize, f: &crate::config::FunctionConfig) {
+    fn set(&mut self, idx: usize, f: &FunctionConfig) {
         self.clear(idx);
         let mut tasks = Vec::new();
         if let Some(spec) = &f.every {
@@ -91,14 +97,14 @@ impl Schedules {
     }
 
     /// Stops function `idx`'s timers.
-    pub fn clear(&mut self, idx: usize) {
+    fn clear(&mut self, idx: usize) {
         for t in self.tasks.remove(&idx).unwrap_or_default() {
             t.abort();
         }
     }
 }
 
-impl Drop for Schedules {
+impl Drop for Timers {
     fn drop(&mut self) {
         for t in self.tasks.values().flatten() {
             t.abort();

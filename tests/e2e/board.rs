@@ -116,7 +116,7 @@ fn the_simulated_board_processes_host_readings_and_holds_them_through_an_outage(
             .iter()
             .filter(|(_, e)| e.function == "convert")
             .map(|(_, e)| {
-                kiri::codec::decode_reading(&e.payload)
+                kiri_reading::Reading::decode(&e.payload)
                     .unwrap()
                     .seq
                     .unwrap()

@@ -306,7 +306,7 @@ fn acknowledgements_keep_pace_with_a_broker_that_sends_without_limit() {
     let mut first_id = std::collections::HashMap::new();
     let mut again = 0;
     for (_, e) in sub.received.lock().unwrap().iter() {
-        let seq = kiri::codec::decode_reading(&e.payload)
+        let seq = kiri_reading::Reading::decode(&e.payload)
             .unwrap()
             .seq
             .unwrap();
@@ -610,7 +610,7 @@ fn alerts_drain_first_and_batches_carry_many_results() {
     let bulk: Vec<u64> = received[49..]
         .iter()
         .map(|(_, e)| {
-            kiri::codec::decode_reading(&e.payload)
+            kiri_reading::Reading::decode(&e.payload)
                 .unwrap()
                 .seq
                 .unwrap()

@@ -95,10 +95,10 @@ fn units(sub: &CloudSubscriber) -> Vec<(u64, String)> {
     let mut seen = std::collections::BTreeSet::new();
     let mut out = Vec::new();
     for (_, e) in sub.received.lock().unwrap().iter() {
-        let r = kiri::codec::decode_reading(&e.payload).unwrap();
+        let r = kiri_reading::Reading::decode(&e.payload).unwrap();
         let seq = r.seq.unwrap();
         if seen.insert(seq) {
-            out.push((seq, r.unit));
+            out.push((seq, r.unit.to_string()));
         }
     }
     out

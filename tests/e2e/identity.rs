@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use kiri::identity::{mint, MintClaims};
+use kiri::http::jwt::{mint, MintClaims};
 
 use super::util::*;
 use super::{config_with, embedded};

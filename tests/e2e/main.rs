@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use std::process::Command;
 
-use kiri::codec;
 use util::*;
 
 /// A test site: a temp dir, a Mosquitto "cloud" with a consumer on `kiri/#`, and a free
@@ -97,13 +96,9 @@ fn readings_reach_the_cloud_in_order_through_outages_and_restarts() {
             (first.gateway.as_str(), first.function.as_str()),
             ("gw-test", "convert")
         );
-        let r = codec::decode_reading(&first.payload).unwrap();
-        assert_eq!(
-            (r.value, r.unit.as_str()),
-            (32.0, "F"),
-            "0 °C becomes 32 °F"
-        );
-        let last = codec::decode_reading(&received.last().unwrap().1.payload).unwrap();
+        let r = kiri_reading::Reading::decode(&first.payload).unwrap();
+        assert_eq!((r.value, r.unit), (32.0, "F"), "0 °C becomes 32 °F");
+        let last = kiri_reading::Reading::decode(&received.last().unwrap().1.payload).unwrap();
         assert!((last.value - (999.0 * 1.8 + 32.0)).abs() < 1e-9);
     }
 
@@ -256,7 +251,7 @@ fn function_state_is_durable_across_a_kill_9() {
             .unwrap()
             .iter()
             .filter(|(_, e)| seen.insert(e.id.clone()))
-            .map(|(_, e)| codec::decode_reading(&e.payload).unwrap().value)
+            .map(|(_, e)| kiri_reading::Reading::decode(&e.payload).unwrap().value)
             .collect()
     };
     publish_all(
@@ -368,12 +363,13 @@ fn every_example_function_loads_and_handles_a_reading() {
 
     let db = sled::Config::new().temporary(true).open().unwrap();
     let mut rt = Runtime::new(1 << 16, db);
-    let hot = codec::encode_reading(&codec::Reading {
-        sensor: "s1".into(),
-        kind: "temperature".into(),
+    let hot = util::encode_reading(&kiri_reading::Reading {
+        sensor: "s1",
+        kind: "temperature",
         value: 45.0,
-        unit: "C".into(),
+        unit: "C",
         ts: None,
+        uptime_ms: None,
         seq: Some(1),
     });
     /// Name, module, config, results expected for one hot reading.
@@ -440,8 +436,8 @@ fn functions_can_be_invoked_over_http_with_the_token() {
 
     let (status, body) = kiri.invoke("convert", Some(token), &reading("s1", 100));
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let r = codec::decode_reading(&body).unwrap();
-    assert_eq!((r.value, r.unit.as_str()), (212.0, "F"));
+    let r = kiri_reading::Reading::decode(&body).unwrap();
+    assert_eq!((r.value, r.unit), (212.0, "F"));
 
     assert_eq!(kiri.invoke("convert", None, b"").0, 401);
     assert_eq!(

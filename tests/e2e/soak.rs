@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kiri::codec::{self, Envelope, Reading};
+use kiri::uplink::Envelope;
+use kiri_reading::Reading;
 use rumqttc::{Client, Connection, Event, MqttOptions, Packet, QoS};
 use serde_json::json;
 
@@ -131,12 +132,13 @@ fn rate_param() -> u64 {
 }
 
 fn soak_reading(sensor: &str, seq: u64) -> Vec<u8> {
-    codec::encode_reading(&Reading {
-        sensor: sensor.into(),
-        kind: "temperature".into(),
+    crate::util::encode_reading(&Reading {
+        sensor,
+        kind: "temperature",
         value: (seq % 100) as f64,
-        unit: "C".into(),
+        unit: "C",
         ts: Some(kiri::now_ms()),
+        uptime_ms: None,
         seq: Some(seq),
     })
 }
@@ -292,7 +294,7 @@ impl Arrivals {
             *self.stray.entry(envelope.function).or_default() += 1;
             return;
         }
-        let seq = codec::decode_reading(&envelope.payload)
+        let seq = Reading::decode(&envelope.payload)
             .ok()
             .and_then(|r| r.seq)
             .expect("a good function's result is a reading with its seq");

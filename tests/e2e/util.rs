@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kiri::codec::{self, Envelope, Reading};
+use kiri::uplink::Envelope;
+use kiri_reading::Reading;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
 /// A port nothing listens on right now.
@@ -461,14 +462,22 @@ impl Drop for Kiri {
 
 /// A reading with sequence number `seq` and value `seq` °C.
 pub fn reading(sensor: &str, seq: u64) -> Vec<u8> {
-    codec::encode_reading(&Reading {
-        sensor: sensor.into(),
-        kind: "temperature".into(),
+    encode_reading(&Reading {
+        sensor,
+        kind: "temperature",
         value: seq as f64,
-        unit: "C".into(),
+        unit: "C",
         ts: Some(kiri::now_ms()),
+        uptime_ms: None,
         seq: Some(seq),
     })
+}
+
+/// A reading in the documented format (`kiri_reading`, as the nodes write it).
+pub fn encode_reading(r: &Reading<'_>) -> Vec<u8> {
+    let mut buf = [0u8; 512];
+    let n = r.encode(&mut buf).expect("a reading fits in 512 bytes");
+    buf[..n].to_vec()
 }
 
 /// Publishes `payloads` to `topic` at QoS 1 and returns once the broker acknowledged all.
@@ -609,7 +618,7 @@ impl CloudSubscriber {
             .unwrap()
             .iter()
             .map(|(_, e)| {
-                let r = codec::decode_reading(&e.payload).expect("payload is a reading");
+                let r = Reading::decode(&e.payload).expect("payload is a reading");
                 r.seq.expect("reading has seq")
             })
             .collect()

@@ -1,10 +1,13 @@
 //! The seed inputs committed under `fuzz/seeds/<target>/`, made here so they stay valid as
 //! the formats change: `cargo test -p kiri --test fuzz -- --ignored write_seeds` rewrites them.
 
-use kiri::codec::{self, DeadLetterEntry, Envelope, Reading};
+use kiri::codec;
 use kiri::config::{Config, FunctionConfig};
-use kiri::deploy::{keys, HistoryEntry, Kind, Manifest, NameState, StoredVersion};
+use kiri::crypto::keys;
+use kiri::dead_letters::Entry;
+use kiri::deploy::{HistoryEntry, Kind, Manifest, NameState, Package, StoredVersion};
 use kiri::fuzzing;
+use kiri::uplink::Envelope;
 use kiri_fuzz_guest::{op, tag, WORDS};
 
 /// A seed: its file name and bytes.
@@ -60,7 +63,7 @@ fn manifest(kind: Kind, version: u64) -> Manifest {
 
 fn package(m: &Manifest) -> Vec<u8> {
     let module = if m.kind == Kind::Deploy { MODULE } else { b"" };
-    keys::sign(&fuzzing::signing_key(), codec::to_cbor(m), module.to_vec()).encode()
+    Package::sign(&fuzzing::signing_key(), codec::to_cbor(m), module.to_vec()).encode()
 }
 
 fn codec() -> Vec<Seed> {
@@ -73,15 +76,19 @@ fn codec() -> Vec<Seed> {
         ts: 1_700_000_000_000,
         payload: vec![0xa1, 0x61, 0x76, 0x01],
     };
-    let reading = Reading {
-        sensor: "n1".into(),
-        kind: "temperature".into(),
+    let reading = kiri_reading::Reading {
+        sensor: "n1",
+        kind: "temperature",
         value: 21.5,
-        unit: "C".into(),
+        unit: "C",
         ts: Some(1_700_000_000_000),
+        uptime_ms: None,
         seq: Some(3),
     };
-    let dead = DeadLetterEntry {
+    let mut buf = [0u8; 128];
+    let n = reading.encode(&mut buf).expect("room");
+    let reading = buf[..n].to_vec();
+    let dead = Entry {
         function: Some("f".into()),
         version: Some("0123456789abcdef".into()),
         topic: "sensors/n1/temperature".into(),
@@ -120,7 +127,7 @@ fn codec() -> Vec<Seed> {
             "batch",
             Envelope::encode_batch("gw", &[envelope.clone(), envelope]),
         ),
-        ("reading", codec::encode_reading(&reading)),
+        ("reading", reading),
         ("dead-letter", dead.encode()),
         ("package", package(&manifest(Kind::Undeploy, 7))),
         ("name-state", codec::to_cbor(&state)),

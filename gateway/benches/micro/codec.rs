@@ -1,17 +1,19 @@
 //! `codec/*`: the CBOR work per event: the well-formedness check every input gets, the reading
-//! decode, and the envelope the forwarder wraps each result in (single and batched).
+//! decode (`kiri_reading`, what the SDK's functions run), and the envelope the uplink wraps
+//! each result in (single and batched).
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
 use kiri::codec;
-use kiri::forward::{self, Backoff, ForwardConfig};
+use kiri::net::Backoff;
 use kiri::outbox::{Priority, Record};
+use kiri::uplink::{self, ForwardConfig};
 
 use crate::fixtures;
 
-/// The forwarder's settings as the defaults make them, with `batch_records` per message.
+/// The uplink's settings as the defaults make them, with `batch_records` per message.
 fn forward_config(batch_records: usize) -> ForwardConfig {
     ForwardConfig {
         host: "cloud.example".into(),
@@ -50,24 +52,24 @@ pub fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("codec");
     let payload = fixtures::reading("node-17", "temperature", 21.5, "C", 42);
     codec::check_well_formed(&payload).expect("a reading is CBOR");
-    codec::decode_reading(&payload).expect("the gateway reads what nodes write");
+    kiri_reading::Reading::decode(&payload).expect("functions read what nodes write");
     g.bench_function("check_well_formed_reading", |b| {
         b.iter(|| codec::check_well_formed(black_box(&payload)))
     });
     g.bench_function("decode_reading", |b| {
-        b.iter(|| codec::decode_reading(black_box(&payload)))
+        b.iter(|| kiri_reading::Reading::decode(black_box(&payload)))
     });
 
     let single = forward_config(1);
     let one = [record(7)];
     g.bench_function("encode_envelope", |b| {
-        b.iter(|| forward::message(&single, black_box(&one)))
+        b.iter(|| uplink::message(&single, black_box(&one)))
     });
     let batched = forward_config(32);
     let records: Vec<Record> = (0..32).map(record).collect();
     g.throughput(Throughput::Elements(records.len() as u64));
     g.bench_function("encode_batch32", |b| {
-        b.iter(|| forward::message(&batched, black_box(&records)))
+        b.iter(|| uplink::message(&batched, black_box(&records)))
     });
     g.finish();
 }

@@ -5,7 +5,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput};
-use kiri::deploy::{self, keys, Kind, Manifest, NameState, Policy};
+use kiri::crypto::keys;
+use kiri::deploy::{self, Kind, Manifest, NameState, Package, Policy};
 
 use crate::fixtures;
 
@@ -45,7 +46,7 @@ pub fn bench(c: &mut Criterion) {
         groups: vec!["site-a".into()],
         created_ms: 1_767_225_600_000,
     };
-    let package = keys::sign(&key, kiri::codec::to_cbor(&manifest), wasm).encode();
+    let package = Package::sign(&key, kiri::codec::to_cbor(&manifest), wasm).encode();
     let state = NameState {
         highest: 1,
         ..NameState::default()

@@ -1,9 +1,10 @@
-//! `topic/*`: which functions an incoming topic triggers (the dispatcher's routing table).
+//! `topic/*`: which functions an incoming topic triggers (the registry's routing table).
 
 use std::hint::black_box;
 
 use criterion::Criterion;
-use kiri::dispatch::{topic, Router};
+use kiri::net::topic;
+use kiri::registry::Router;
 
 /// The trigger filters of `n` functions, one each, as a site might configure them: per-site
 /// and per-kind filters with `+`, per-node subtrees with `#`, other trees, one catch-all.

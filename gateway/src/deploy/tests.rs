@@ -1,6 +1,8 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::codec;
+use crate::crypto::keys;
 
 const WASM: &[u8] = b"\0asm\x01\0\0\0 not really a module, the runtime checks that";
 
@@ -37,7 +39,7 @@ fn manifest(version: u64) -> Manifest {
 }
 
 fn package(key: &ed25519_dalek::SigningKey, m: &Manifest) -> Vec<u8> {
-    keys::sign(key, codec::to_cbor(m), WASM.to_vec()).encode()
+    Package::sign(key, codec::to_cbor(m), WASM.to_vec()).encode()
 }
 
 fn reason(r: Result<Verified, Rejection>) -> &'static str {
@@ -67,10 +69,10 @@ fn a_valid_package_passes_and_each_defect_is_named() {
         "malformed",
         "truncated"
     );
-    let mut tampered = keys::sign(&key, codec::to_cbor(&manifest(2)), WASM.to_vec());
+    let mut tampered = Package::sign(&key, codec::to_cbor(&manifest(2)), WASM.to_vec());
     tampered.module.push(0);
     assert_eq!(check(&tampered.encode(), &fresh), "hash_mismatch");
-    tampered = keys::sign(&key, codec::to_cbor(&manifest(2)), WASM.to_vec());
+    tampered = Package::sign(&key, codec::to_cbor(&manifest(2)), WASM.to_vec());
     tampered.manifest = codec::to_cbor(&manifest(3));
     assert_eq!(check(&tampered.encode(), &fresh), "bad_signature");
     let seen = NameState {
@@ -165,7 +167,7 @@ fn topics_name_this_gateway_and_its_groups_only() {
 fn state_commits_keep_versions_and_history() {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::Config::new().path(dir.path()).open().unwrap();
-    let store = Store::open(&db, 2, room(dir.path(), 32, 0)).unwrap();
+    let store = Deployments::open(&db, 2, room(dir.path(), 32, 0)).unwrap();
     let entry = |v| HistoryEntry {
         time_ms: v,
         name: "f".into(),
@@ -247,7 +249,7 @@ fn room(dir: &std::path::Path, max_functions: usize, min_free_bytes: u64) -> Roo
 fn deployments_stay_within_their_room_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::Config::new().path(dir.path()).open().unwrap();
-    let store = Store::open(&db, 2, room(dir.path(), 2, 0)).unwrap();
+    let store = Deployments::open(&db, 2, room(dir.path(), 2, 0)).unwrap();
     let entry = HistoryEntry::accepted("f", 1, Kind::Deploy, "local", "activated");
     let deploy = |name: &str, version: u64| {
         let state = store.state(name).unwrap();
@@ -275,13 +277,13 @@ fn deployments_stay_within_their_room_on_disk() {
     assert_eq!(store.active().unwrap().len(), 2);
 
     // No module goes in that would leave less than the reserve free.
-    let full = Store::open(&db, 2, room(dir.path(), 32, u64::MAX / 2)).unwrap();
+    let full = Deployments::open(&db, 2, room(dir.path(), 32, u64::MAX / 2)).unwrap();
     let state = full.state("b").unwrap();
     let refused = full.check_room("b", &state, WASM.len()).unwrap_err();
     assert_eq!(refused.reason, "disk_full", "{}", refused.detail);
     // ... and nothing is dropped for it: an undeployed function's versions stay.
     store.commit("b", 3, "m", Change::Remove, &entry).unwrap();
-    let full = Store::open(&db, 2, room(dir.path(), 2, u64::MAX / 2)).unwrap();
+    let full = Deployments::open(&db, 2, room(dir.path(), 2, u64::MAX / 2)).unwrap();
     let refused = full
         .check_room("d", &NameState::default(), WASM.len())
         .unwrap_err();

@@ -5,8 +5,9 @@ use std::path::Path;
 use figment::providers::Serialized;
 use figment::Figment;
 
-use crate::config::{parse_mqtt_url, Config, MIN_EVERY};
-use crate::dispatch::topic;
+use crate::config::{Config, MIN_EVERY};
+use crate::net::parse_mqtt_url;
+use crate::net::topic;
 
 /// Where the harness pretends the file is (relative paths are made relative to it).
 const DIR: &str = "/etc/kiri";
@@ -30,7 +31,7 @@ pub fn config(data: &[u8]) {
     assert!(topic::validate_name(&c.topic_prefix()).is_ok());
     let _ = (c.outbox.ttl(), c.uplink_max_packet());
     for k in &c.deploy.trusted_keys {
-        assert!(crate::deploy::keys::parse_public(k).is_ok());
+        assert!(crate::crypto::keys::parse_public(k).is_ok());
     }
     for f in &c.functions {
         assert!(f.validate().is_ok());

@@ -4,8 +4,8 @@ use std::sync::OnceLock;
 
 use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 
-use crate::codec::{self, Package};
-use crate::deploy::{self, keys, Kind, Manifest, NameState, Policy};
+use crate::codec;
+use crate::deploy::{self, Kind, Manifest, NameState, Package, Policy};
 
 /// The gateway's clock during the checks, ms since the Unix epoch.
 pub const NOW_MS: u64 = 1_700_000_000_000;
@@ -67,7 +67,7 @@ pub fn deploy(data: &[u8]) {
                 }
             }
         }
-        keys::sign(&signing_key(), manifest, module.to_vec()).encode()
+        Package::sign(&signing_key(), manifest, module.to_vec()).encode()
     };
     check(&bytes);
 }
@@ -115,7 +115,7 @@ fn check(bytes: &[u8]) {
         Kind::Deploy => {
             let hash = deploy::sha256_hex(&package.module);
             assert_eq!(m.module_sha256.as_deref(), Some(hash.as_str()));
-            let spec = deploy::apply::deployed_spec(m, m.version).expect("a deploy has a function");
+            let spec = deploy::deployed_spec(m, m.version).expect("a deploy has a function");
             assert_eq!(spec.name, "f");
             assert!(
                 spec.validate().is_ok(),

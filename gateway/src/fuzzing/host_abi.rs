@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::FunctionLimits;
-use crate::dispatch::topic;
+use crate::net::topic;
 use crate::runtime::{
     Caller, Destination, Invocation, InvokeError, Job, Permissions, Runtime, MAX_KEY_BYTES,
     MAX_TOPIC_BYTES,

@@ -1,6 +1,6 @@
 //! `topic`: MQTT topic names and filters against a reference matcher written from the spec.
 
-use crate::dispatch::topic::{covers, matches, minimal_cover, validate_filter, validate_name};
+use crate::net::topic::{covers, matches, minimal_cover, validate_filter, validate_name};
 
 /// At most this many lines are read (the checks are quadratic in them).
 const MAX_LINES: usize = 8;

@@ -1,64 +1,38 @@
-//! Ingest: the MQTT session with the local broker. QoS 1, a persistent session
-//! (`clean_session = false`) and manual acknowledgements: a message is acknowledged only
-//! after its effects are durable. Messages flow to the processor through a bounded queue; when
-//! it is full this task stops reading, so the broker holds the rest.
+//! Ingest: the MQTT session with the site broker (the embedded one or an external one). QoS 1,
+//! a persistent session (`clean_session = false`) and manual acknowledgements: a message is
+//! acknowledged only after its effects are durable. Messages flow to the pipeline through its
+//! bounded queue; when it is full this task stops reading, so the broker holds the rest.
 //!
-//! The processor hands the acknowledgements back and this task writes them itself, each
-//! before it reads anything more. Through rumqttc's request queue they would wait: its event
+//! The pipeline hands the acknowledgements back and this task writes them itself, each
+//! before it reads anything more (`session.rs` is the one place that reaches below
+//! rumqttc's request queue to do so). Through rumqttc's request queue they would wait: its event
 //! loop takes one request per turn but reads up to ten messages, hands those out before its
 //! next turn, and is not polled at all while the processing queue is full. Behind a broker
 //! that keeps sending (an in-flight window that is large, unlimited, or not kept: Mosquitto
 //! 2.0.11 overshoots `max_inflight_messages` once queued messages move into flight), about
 //! one acknowledgement would go out per ten messages read, and a crash would have the broker
 //! redeliver every input committed since. Written here, the committed inputs still
-//! unacknowledged are at most those the processor took in since this task last ran:
+//! unacknowledged are at most those the pipeline took in since this task last ran:
 //! `broker.queue + broker.batch`.
 
-pub mod broker;
-pub mod guard;
+mod session;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, PubAck, Publish, QoS,
-    StateError, SubscribeFilter,
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS, StateError,
+    SubscribeFilter,
 };
 use tokio::sync::mpsc;
 
-use crate::processor::Work;
+use crate::net::Backoff;
+use crate::pipeline::{Ack, Incoming, Work};
+use crate::telemetry::RECEIVED;
+use session::Session;
 
-/// Messages received from the local broker since start (for the live tick).
-pub static RECEIVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// How long writing acknowledgements may take before the connection is left to fail.
-const ACK_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// One message from the local broker, waiting to be processed and then acknowledged.
-#[derive(Debug)]
-pub struct Incoming {
-    /// The MQTT publish.
-    pub publish: Publish,
-    /// When it arrived, ms since the Unix epoch.
-    pub received_ms: u64,
-    /// The connection it came on (counted since start).
-    pub connection: u64,
-}
-
-/// The acknowledgement of a QoS 1 message, for the ingest task to send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ack {
-    /// The connection the message came on: an acknowledgement goes out on that connection
-    /// only. After a reconnect the broker sends the message again under the same packet id,
-    /// and may give that id to another message once it is acknowledged, so a late
-    /// acknowledgement could acknowledge a message never processed.
-    pub connection: u64,
-    /// The message's packet id.
-    pub pkid: u16,
-}
-
-/// Options for an MQTT session to the local broker.
+/// Options for an MQTT session to the site broker.
 pub fn options(
     client_id: &str,
     host: &str,
@@ -75,7 +49,7 @@ pub fn options(
     o
 }
 
-/// The ingest task's channels with the processor.
+/// The ingest task's channels with the pipeline.
 #[derive(Debug)]
 pub struct Handoff {
     /// Messages to process.
@@ -84,11 +58,11 @@ pub struct Handoff {
     pub acks: mpsc::Receiver<Ack>,
 }
 
-/// Drives the ingest session until the processor goes away. `stale` are filters an earlier
+/// Drives the ingest session until the pipeline goes away. `stale` are filters an earlier
 /// configuration subscribed to that the current one does not use: the persistent session
 /// still holds them, so they are unsubscribed on the first connection.
 pub async fn run(
-    mut eventloop: EventLoop,
+    eventloop: EventLoop,
     client: AsyncClient,
     subscriptions: Arc<std::sync::Mutex<Vec<String>>>,
     mut stale: Vec<String>,
@@ -97,8 +71,8 @@ pub async fn run(
     handoff: Handoff,
 ) {
     let Handoff { work: tx, mut acks } = handoff;
-    let mut delay =
-        crate::forward::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut session = Session::new(eventloop);
+    let mut delay = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut connection = 0;
     loop {
         // An acknowledgement may interrupt `poll`. That loses nothing here: this session is
@@ -106,14 +80,14 @@ pub async fn run(
         // (un)subscriptions, go into the write buffer before `poll` waits on the socket (as
         // long as less than rumqttc's 8 KiB is waiting there); what `poll` has read stays
         // buffered in the event loop.
-        let connected = eventloop.network.is_some();
+        let connected = session.connected();
         let event = tokio::select! {
             biased;
             Some(ack) = acks.recv(), if connected => {
-                acknowledge(&mut eventloop, connection, ack, &mut acks).await;
+                session.acknowledge(connection, ack, &mut acks).await;
                 continue;
             }
-            event = eventloop.poll() => event,
+            event = session.poll() => event,
         };
         match event {
             Ok(Event::Incoming(Packet::Publish(publish))) => {
@@ -130,7 +104,7 @@ pub async fn run(
                     tokio::select! {
                         biased;
                         Some(ack) = acks.recv() => {
-                            acknowledge(&mut eventloop, connection, ack, &mut acks).await;
+                            session.acknowledge(connection, ack, &mut acks).await;
                         }
                         permit = tx.reserve() => break permit,
                     }
@@ -183,7 +157,7 @@ pub async fn run(
                 // Messages rumqttc read on the dead connection and still holds would come out
                 // after the next ConnAck, as if sent on the new one: drop them, the broker
                 // sends them again.
-                eventloop.state.events.clear();
+                session.drop_buffered();
                 if let ConnectionError::MqttState(StateError::Deserialization(
                     rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
                 )) = &e
@@ -209,40 +183,5 @@ pub async fn run(
                 tokio::time::sleep(wait).await;
             }
         }
-    }
-}
-
-/// Writes `first` and every other acknowledgement waiting in `more` on the open connection,
-/// `connection`, and flushes them. Those of messages from an earlier connection are dropped
-/// (the broker redelivers the messages). A write that fails is left to `poll`, which finds
-/// the connection broken; the broker redelivers those messages too.
-async fn acknowledge(
-    eventloop: &mut EventLoop,
-    connection: u64,
-    first: Ack,
-    more: &mut mpsc::Receiver<Ack>,
-) {
-    let Some(network) = eventloop.network.as_mut() else {
-        return;
-    };
-    let mut next = Some(first);
-    while let Some(ack) = next {
-        if ack.connection == connection {
-            if let Err(e) = network.write(Packet::PubAck(PubAck::new(ack.pkid))).await {
-                tracing::debug!(error = %e, "cannot write an acknowledgement");
-                return;
-            }
-        } else {
-            tracing::debug!(
-                pkid = ack.pkid,
-                "acknowledgement for a closed connection dropped"
-            );
-        }
-        next = more.try_recv().ok();
-    }
-    match tokio::time::timeout(ACK_WRITE_TIMEOUT, network.flush()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::debug!(error = %e, "cannot send acknowledgements"),
-        Err(_) => tracing::debug!("sending acknowledgements timed out"),
     }
 }

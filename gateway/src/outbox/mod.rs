@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 pub use record::{Priority, Record, RecordError};
 
 use crate::config::{OutboxConfig, WhenFull};
-use crate::dispatch::topic;
+use crate::net::topic;
 
 /// Where forwarded log lines go, under the cloud topic prefix: `$logs/<function>`.
 pub const LOGS_TOPIC: &str = "$logs/";

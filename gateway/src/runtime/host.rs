@@ -10,7 +10,7 @@ use std::sync::Arc;
 use kiri_abi::{code, import, level, IMPORT_MODULE};
 use wasmi::{Caller, Error, Extern, Linker, Memory, StoreLimits};
 
-use crate::dispatch::topic;
+use crate::net::topic;
 
 /// Longest topic a function may emit or publish to, bytes.
 pub const MAX_TOPIC_BYTES: usize = 1024;
@@ -59,7 +59,7 @@ pub struct HostState {
     /// The body set by `respond` (HTTP invocations answer with it).
     pub(crate) response: Option<Vec<u8>>,
     /// Where log lines go (the function's ring, and live readers).
-    pub(crate) live: crate::live::Live,
+    pub(crate) telemetry: crate::telemetry::Telemetry,
     /// The verified HTTP caller of this invocation, if any.
     pub(crate) caller: Option<Arc<super::Caller>>,
 }
@@ -257,7 +257,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
                     "debug"
                 }
             };
-            state.live.log(function, name, text.into_owned());
+            state.telemetry.log(function, name, text.into_owned());
             Ok(())
         },
     )?;

@@ -1,0 +1,126 @@
+//! Small tools: configuration checks, the dashboard's address, a sensor reading, decoding
+//! envelopes, password hashes and JWTs.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use anyhow::Context;
+use kiri::uplink::Envelope;
+use kiri::Config;
+
+/// `kiri config check`: loads and validates the configuration (and the JWT issuer's key
+/// files, as `kiri run` would), then prints it resolved.
+pub fn config_check(file: Option<&Path>) -> anyhow::Result<()> {
+    let config = Config::load(file)?;
+    if let Some(jwt) = &config.dashboard.jwt {
+        kiri::http::jwt::Issuer::load(jwt)?;
+    }
+    println!("{config:#?}");
+    Ok(())
+}
+
+/// Prints where the dashboard is, with the token in the fragment when there is one yet.
+pub fn dashboard_url(config: &Config) -> anyhow::Result<()> {
+    let g = &config.gateway;
+    let token =
+        match &config.dashboard.token {
+            Some(t) => t.clone(),
+            // The one the gateway generated, or made now for it to find (never logged).
+            None => kiri::store::Store::open(&g.data_dir, g.cache_bytes, 0)
+                .context(
+                    "cannot read the token (is the gateway running? it holds the data directory)",
+                )?
+                .dashboard_token()?
+                .0,
+        };
+    println!("Dashboard: {}", kiri::http::page::url(config, Some(&token)));
+    Ok(())
+}
+
+/// `kiri reading`: one CBOR sensor reading (the documented format) on stdout.
+pub fn reading(
+    sensor: &str,
+    kind: &str,
+    value: f64,
+    unit: &str,
+    seq: Option<u64>,
+) -> anyhow::Result<()> {
+    let r = kiri_reading::Reading {
+        sensor,
+        kind,
+        value,
+        unit,
+        ts: Some(kiri::now_ms()),
+        uptime_ms: None,
+        seq,
+    };
+    let mut buf = vec![0u8; 64 + sensor.len() + kind.len() + unit.len()];
+    let n = r
+        .encode(&mut buf)
+        .map_err(|e| anyhow::anyhow!("cannot encode the reading: {e:?}"))?;
+    std::io::stdout().write_all(&buf[..n])?;
+    Ok(())
+}
+
+/// `kiri decode`: a result envelope (or, with `reading`, a bare CBOR value) from stdin, as JSON.
+pub fn decode(reading: bool) -> anyhow::Result<()> {
+    let mut bytes = Vec::new();
+    std::io::stdin().read_to_end(&mut bytes)?;
+    if reading {
+        let value: ciborium::Value =
+            ciborium::de::from_reader(&bytes[..]).context("stdin is not CBOR")?;
+        println!("{}", serde_json::to_string(&value)?);
+        return Ok(());
+    }
+    let e = Envelope::decode(&bytes).context("stdin is not a Kiri result envelope")?;
+    let payload: ciborium::Value = ciborium::de::from_reader(&e.payload[..])
+        .unwrap_or_else(|_| ciborium::Value::Bytes(e.payload.clone()));
+    println!(
+        "id={} gateway={} function={} topic={} ts={} payload={}",
+        e.id,
+        e.gateway,
+        e.function,
+        e.topic,
+        e.ts,
+        serde_json::to_string(&payload)?
+    );
+    Ok(())
+}
+
+/// `kiri password-hash`: the Argon2id hash of the password on the first line of stdin.
+pub fn password_hash() -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        anyhow::bail!("no password on stdin (e.g. `printf '%s' \"$PW\" | kiri password-hash`)");
+    }
+    println!("{}", kiri::crypto::password::hash_password(password)?);
+    Ok(())
+}
+
+/// `kiri token`: a JWT for the HTTP API, signed with `key`.
+pub fn token(
+    key: &Path,
+    issuer: String,
+    audience: String,
+    subject: String,
+    scopes: &[String],
+    ttl: humantime::Duration,
+) -> anyhow::Result<()> {
+    let pem = std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?;
+    let now = kiri::now_ms() / 1000;
+    let claims = kiri::http::jwt::MintClaims {
+        iss: issuer,
+        aud: audience,
+        sub: subject,
+        scope: scopes.join(" "),
+        iat: now,
+        nbf: now,
+        exp: now.saturating_add(ttl.as_secs()),
+    };
+    println!("{}", kiri::http::jwt::mint(&pem, &claims)?);
+    Ok(())
+}

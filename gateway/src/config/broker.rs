@@ -1,0 +1,170 @@
+//! `[broker]` and `[[broker.users]]`: where sensor messages come from, and the accounts of
+//! the embedded broker.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::value::{opt_text, text};
+use crate::net::{parse_mqtt_url, topic};
+
+/// Which MQTT broker sensors publish to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerMode {
+    /// Kiri runs a rumqttd broker in-process on `broker.listen`.
+    Embedded,
+    /// Kiri connects to an existing broker at `broker.url`.
+    External,
+}
+
+/// `[broker]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// `embedded` or `external`.
+    pub mode: BrokerMode,
+    /// Embedded broker: the address it listens on.
+    pub listen: SocketAddr,
+    /// External broker: `mqtt://host:port`.
+    #[serde(deserialize_with = "text")]
+    pub url: String,
+    /// MQTT client id of the ingest session (default `kiri-<gateway.id>`).
+    #[serde(deserialize_with = "opt_text")]
+    pub client_id: Option<String>,
+    /// Largest payload accepted; larger messages are rejected and counted.
+    pub max_message_bytes: usize,
+    /// Largest MQTT packet read at all (must exceed `max_message_bytes` plus the topic).
+    pub max_packet_bytes: usize,
+    /// Messages received but not yet processed, at most (back-pressure beyond).
+    pub queue: usize,
+    /// Events processed per group commit, at most.
+    pub batch: usize,
+    /// Embedded broker: unacknowledged QoS 1 messages in flight per client.
+    pub max_inflight: usize,
+    /// Embedded broker: the accounts sensors log in with, each with its topic rules. With
+    /// none, clients connect without logging in (see `allow_anonymous`).
+    pub users: Vec<BrokerUser>,
+    /// Embedded broker without `users`: let clients connect without logging in when it
+    /// listens on a non-loopback address (on loopback they always may).
+    pub allow_anonymous: bool,
+}
+
+/// `[[broker.users]]`: one account on the embedded broker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerUser {
+    /// The MQTT user name.
+    #[serde(deserialize_with = "text")]
+    pub name: String,
+    /// The password's Argon2 hash in PHC form (`kiri password-hash` makes one).
+    pub password_hash: String,
+    /// Topic filters this user may publish to (and name as its will): by default
+    /// `sensors/<name>/#`.
+    pub publish: Option<Vec<String>>,
+    /// Topic filters this user may subscribe to: each filter it subscribes with must lie
+    /// within one of them (none by default).
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+}
+
+impl BrokerUser {
+    /// The filters this user may publish to.
+    pub fn publish_filters(&self) -> Vec<String> {
+        match &self.publish {
+            Some(p) => p.clone(),
+            None => vec![format!("sensors/{}/#", self.name)],
+        }
+    }
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            mode: BrokerMode::Embedded,
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            url: "mqtt://127.0.0.1:1883".into(),
+            client_id: None,
+            max_message_bytes: 256 << 10,
+            max_packet_bytes: 1 << 20,
+            queue: 256,
+            batch: 128,
+            max_inflight: 256,
+            users: Vec::new(),
+            allow_anonymous: false,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Checks the section on its own.
+    pub(super) fn validate(&self) -> Result<(), String> {
+        self.validate_users()?;
+        if self.mode == BrokerMode::External {
+            let local = parse_mqtt_url(&self.url).map_err(|e| format!("broker.url: {e}"))?;
+            if local.tls {
+                return Err(format!(
+                    "broker.url = {}: TLS to the local broker is not supported; use mqtt://",
+                    self.url
+                ));
+            }
+        }
+        if self.max_packet_bytes < self.max_message_bytes + 1024 {
+            return Err("broker.max_packet_bytes must exceed broker.max_message_bytes by at least 1024 (room for the topic)".into());
+        }
+        for (key, v) in [
+            ("broker.queue", self.queue),
+            ("broker.batch", self.batch),
+            ("broker.max_inflight", self.max_inflight),
+        ] {
+            if v == 0 {
+                return Err(format!("{key} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The embedded broker's accounts: names, hashes, rules; and no anonymous clients on a
+    /// network address unless asked for.
+    fn validate_users(&self) -> Result<(), String> {
+        if !self.users.is_empty() && self.mode == BrokerMode::External {
+            return Err(
+                "broker.users are for the embedded broker; an external broker has its own accounts"
+                    .into(),
+            );
+        }
+        if !self.users.is_empty() && self.allow_anonymous {
+            return Err("broker.allow_anonymous and broker.users exclude each other: with users, every client logs in".into());
+        }
+        if self.mode == BrokerMode::Embedded
+            && self.users.is_empty()
+            && !self.allow_anonymous
+            && !self.listen.ip().is_loopback()
+        {
+            return Err(format!(
+                "broker.listen = {} is reachable from the network: add broker.users (sensor accounts; see `kiri password-hash`), or set broker.allow_anonymous = true",
+                self.listen
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for u in &self.users {
+            if u.name.is_empty() || u.name.contains(['/', '+', '#', ':', '\0']) {
+                return Err(format!(
+                    "broker.users: name {:?} must be non-empty, without / + # : or NUL",
+                    u.name
+                ));
+            }
+            if !names.insert(&u.name) {
+                return Err(format!("broker.users: {:?} is listed twice", u.name));
+            }
+            crate::crypto::password::check_hash(&u.password_hash)
+                .map_err(|e| format!("broker.users {:?}: password_hash: {e}", u.name))?;
+            for f in u.publish_filters().iter().chain(&u.subscribe) {
+                if let Err(e) = topic::validate_filter(f) {
+                    return Err(format!("broker.users {:?}: filter {f:?}: {e}", u.name));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,203 @@
+//! `[[functions]]`: the functions to run, their triggers, permissions and sandbox limits.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::value::ConfigValue;
+use crate::net::topic;
+
+/// The shortest `every` accepted.
+pub const MIN_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+/// The longest `every` accepted (100 years): the first tick must be a time the clock can hold.
+pub const MAX_EVERY: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+
+/// `[[functions]]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionConfig {
+    /// Unique name: `[A-Za-z0-9_-]`, 1 to 64 characters.
+    pub name: String,
+    /// Path to the `.wasm` module (relative to the config file's folder).
+    pub module: PathBuf,
+    /// MQTT topic filters (`+` and `#` allowed) that trigger the function.
+    #[serde(default)]
+    pub triggers: Vec<String>,
+    /// Run on a fixed interval (`"10s"`, `"5m"`, `"1h 30m"`), with topic `$timer`.
+    pub every: Option<String>,
+    /// Run on a cron schedule (5 fields, or 6 with seconds first; UTC), with topic `$timer`.
+    pub cron: Option<String>,
+    /// Values the function reads with the `config` host call.
+    #[serde(default)]
+    pub config: BTreeMap<String, ConfigValue>,
+    /// Automatic retries of a failed event (after the first attempt), through the dead letters.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Delay before the first retry, ms; it doubles for each further one.
+    #[serde(default = "default_retry_backoff_ms")]
+    pub retry_backoff_ms: u64,
+    /// Instances that may run at once: 1 (the default) keeps the order of events; more run
+    /// events in parallel, in any order.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Whether `POST /invoke/<name>` may run it (off by default).
+    #[serde(default)]
+    pub http: bool,
+    /// Topic filters the function may `publish` to on the local broker (none by default).
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Topic filters the function may `emit` to for the cloud (all by default).
+    #[serde(default = "all_topics")]
+    pub emit: Vec<String>,
+    /// Sandbox limits.
+    #[serde(default)]
+    pub limits: FunctionLimits,
+}
+
+impl FunctionConfig {
+    /// Checks one function's settings (the module itself is checked when it is loaded).
+    pub fn validate(&self) -> Result<(), String> {
+        let ok_name = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ok_name {
+            return Err(format!(
+                "function name {:?}: use 1-64 of A-Z a-z 0-9 - _",
+                self.name
+            ));
+        }
+        if self.triggers.is_empty() && self.every.is_none() && self.cron.is_none() && !self.http {
+            return Err(format!(
+                "function {:?} has no triggers, every, cron or http: nothing would run it",
+                self.name
+            ));
+        }
+        if let Some(every) = &self.every {
+            match humantime::parse_duration(every) {
+                Ok(d) if (MIN_EVERY..=MAX_EVERY).contains(&d) => {}
+                Ok(_) => {
+                    return Err(format!(
+                        "function {:?}: every = {every:?} is shorter than 100ms or longer than 100 years",
+                        self.name
+                    ))
+                }
+                Err(e) => return Err(format!("function {:?}: every = {every:?}: {e}", self.name)),
+            }
+        }
+        if let Some(cron) = &self.cron {
+            if let Err(e) = cron.parse::<croner::Cron>() {
+                return Err(format!("function {:?}: cron = {cron:?}: {e}", self.name));
+            }
+        }
+        let lists = [
+            ("trigger", &self.triggers),
+            ("publish", &self.publish),
+            ("emit", &self.emit),
+        ];
+        for (what, filters) in lists {
+            for t in filters {
+                if let Err(e) = topic::validate_filter(t) {
+                    return Err(format!(
+                        "function {:?}: {what} filter {t:?}: {e}",
+                        self.name
+                    ));
+                }
+            }
+        }
+        if self.retries > 100 || self.retry_backoff_ms > 86_400_000 {
+            return Err(format!(
+                "function {:?}: retries must be at most 100 and retry_backoff_ms at most 86400000 (a day)",
+                self.name
+            ));
+        }
+        if !(1..=64).contains(&self.concurrency) {
+            return Err(format!(
+                "function {:?}: concurrency must be 1 to 64",
+                self.name
+            ));
+        }
+        if self.limits.timeout_ms == 0 {
+            return Err(format!(
+                "function {:?}: limits.timeout_ms must be > 0",
+                self.name
+            ));
+        }
+        if !(16..=100_000).contains(&self.limits.max_call_depth) {
+            return Err(format!(
+                "function {:?}: limits.max_call_depth must be 16 to 100000",
+                self.name
+            ));
+        }
+        if self.limits.fuel == 0
+            || self.limits.memory_bytes < 65536
+            || self.limits.memory_bytes as u64 > 1 << 32
+        {
+            return Err(format!(
+                "function {:?}: limits.fuel must be > 0 and limits.memory_bytes between 65536 and 4 GiB",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn default_concurrency() -> usize {
+    1
+}
+
+fn default_retries() -> u32 {
+    2
+}
+
+fn default_retry_backoff_ms() -> u64 {
+    1000
+}
+
+fn all_topics() -> Vec<String> {
+    vec!["#".to_string()]
+}
+
+/// Per-invocation sandbox limits of a function.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FunctionLimits {
+    /// CPU budget per invocation, in wasmi fuel units (about one per instruction).
+    pub fuel: u64,
+    /// Linear memory cap, bytes.
+    pub memory_bytes: usize,
+    /// `emit` plus `publish` calls per invocation, at most.
+    pub max_outputs: usize,
+    /// Total output payload bytes per invocation, at most.
+    pub max_output_bytes: usize,
+    /// Wall-clock time per invocation, milliseconds.
+    pub timeout_ms: u64,
+    /// Largest value one key-value write may store, bytes.
+    pub kv_max_value_bytes: usize,
+    /// Distinct keys one invocation may write or delete, at most.
+    pub kv_max_writes: usize,
+    /// Nested calls (wasm function frames) at most; deeper recursion traps.
+    pub max_call_depth: usize,
+    /// Instances that may run at once (set from the function's `concurrency`).
+    #[serde(skip)]
+    pub concurrency: usize,
+}
+
+impl Default for FunctionLimits {
+    fn default() -> Self {
+        FunctionLimits {
+            fuel: 10_000_000,
+            memory_bytes: 16 << 20,
+            max_outputs: 64,
+            max_output_bytes: 1 << 20,
+            timeout_ms: 1000,
+            kv_max_value_bytes: 64 << 10,
+            kv_max_writes: 256,
+            max_call_depth: 1000,
+            concurrency: 1,
+        }
+    }
+}

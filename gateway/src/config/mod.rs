@@ -1,0 +1,474 @@
+//! The gateway's configuration: one TOML file, every key overridable from the environment.
+//!
+//! Sources, later ones winning: built-in defaults, the TOML file (if given), then
+//! `KIRI_<SECTION>_<KEY>` environment variables (`KIRI_CLOUD_URL` sets `cloud.url`,
+//! `KIRI_GATEWAY_DATA_DIR` sets `gateway.data_dir`). Unknown keys are errors naming the key.
+//!
+//! One file per TOML section, each with its defaults and its own checks (`validate`); this
+//! file loads the whole, makes relative paths relative to the file, and checks what spans
+//! sections. The reference for users is `docs/configuration.md`; a test keeps it, the example
+//! (`kiri.example.toml`, `kiri config example`) and these structs in agreement. This module
+//! imports only leaves (`net`, `crypto`): every other module may import it.
+
+mod broker;
+mod cloud;
+mod dashboard;
+mod dead_letters;
+mod deploy;
+mod functions;
+mod gateway;
+mod outbox;
+mod value;
+
+use std::path::Path;
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+pub use broker::{BrokerConfig, BrokerMode, BrokerUser};
+pub use cloud::{CloudConfig, LogForwarding};
+pub use dashboard::{DashboardConfig, JwtConfig};
+pub use dead_letters::DeadLetterConfig;
+pub use deploy::DeployConfig;
+pub use functions::{FunctionConfig, FunctionLimits, MAX_EVERY, MIN_EVERY};
+pub use gateway::GatewayConfig;
+pub use outbox::{OutboxConfig, WhenFull};
+pub use value::{ConfigValue, Secret};
+
+use crate::net::topic;
+
+/// The commented example configuration (`kiri config example`, `kiri.example.toml`).
+pub const EXAMPLE: &str = include_str!("../../../kiri.example.toml");
+
+/// The tables of the configuration, for mapping environment variables to keys.
+const SECTIONS: [&str; 7] = [
+    "gateway",
+    "broker",
+    "cloud",
+    "outbox",
+    "dead_letters",
+    "dashboard",
+    "deploy",
+];
+
+/// Environment variables with this prefix override configuration keys.
+pub const ENV_PREFIX: &str = "KIRI_";
+
+/// A configuration that could not be loaded or is inconsistent.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or the environment did not parse, or named an unknown key.
+    #[error("{0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// A value parsed but is not acceptable.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Identity and local storage.
+    pub gateway: GatewayConfig,
+    /// Where sensor messages come from.
+    pub broker: BrokerConfig,
+    /// Where results go.
+    pub cloud: CloudConfig,
+    /// The durable store-and-forward queue.
+    pub outbox: OutboxConfig,
+    /// Failed and rejected inputs kept for inspection.
+    pub dead_letters: DeadLetterConfig,
+    /// The local HTTP endpoint.
+    pub dashboard: DashboardConfig,
+    /// Signed function deployment over MQTT.
+    pub deploy: DeployConfig,
+    /// The functions to run.
+    pub functions: Vec<FunctionConfig>,
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then `KIRI_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// Like [`Config::load`] with an explicit environment (for tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        Self::extract(figment, file.and_then(Path::parent), env)
+    }
+
+    /// Like [`Config::load_with_env`] with the file's text in hand, as if it were read from a
+    /// file in `dir` (the fuzz targets use it: no file to write per input).
+    pub fn from_toml_str(
+        text: &str,
+        dir: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let figment =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text));
+        Self::extract(figment, Some(dir), env)
+    }
+
+    /// The environment over `figment`, extracted, paths made relative to `dir`, validated.
+    fn extract(
+        figment: Figment,
+        dir: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let figment = figment.merge(env_overrides(env));
+        let mut config: Config = figment.extract().map_err(Box::new)?;
+        if let Some(dir) = dir {
+            let cloud = &mut config.cloud;
+            let paths = config
+                .functions
+                .iter_mut()
+                .map(|f| &mut f.module)
+                .chain(cloud.ca_file.as_mut())
+                .chain(cloud.client_cert.as_mut())
+                .chain(cloud.client_key.as_mut())
+                .chain(config.dashboard.tls_cert.as_mut())
+                .chain(config.dashboard.tls_key.as_mut())
+                .chain(
+                    config
+                        .dashboard
+                        .jwt
+                        .iter_mut()
+                        .flat_map(|j| j.keys.iter_mut()),
+                );
+            for path in paths {
+                if path.is_relative() {
+                    *path = dir.join(&*path);
+                }
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The cloud topic prefix, defaulted from the gateway id.
+    pub fn topic_prefix(&self) -> String {
+        self.cloud
+            .topic_prefix
+            .clone()
+            .unwrap_or_else(|| format!("kiri/{}", self.gateway.id))
+    }
+
+    /// The largest MQTT packet the uplink reads: room for a batch or a deploy package.
+    pub fn uplink_max_packet(&self) -> usize {
+        self.broker.max_packet_bytes.max(self.cloud.batch_bytes) * 2 + 4096
+    }
+
+    /// Checks each section, then what spans sections.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        self.gateway.validate().map_err(ConfigError::Invalid)?;
+        self.cloud.validate().map_err(ConfigError::Invalid)?;
+        self.outbox.validate().map_err(ConfigError::Invalid)?;
+        self.deploy.validate().map_err(ConfigError::Invalid)?;
+        self.broker.validate().map_err(ConfigError::Invalid)?;
+        self.dashboard.validate().map_err(ConfigError::Invalid)?;
+        let bad = |msg: String| Err(ConfigError::Invalid(msg));
+        if self.deploy.max_package_bytes + 1024 > self.broker.max_packet_bytes
+            || self.deploy.keep_versions == 0
+        {
+            return bad(format!(
+                "deploy.max_package_bytes must leave 1 KiB under broker.max_packet_bytes ({}): a package travels in one MQTT message; and deploy.keep_versions must be at least 1",
+                self.broker.max_packet_bytes
+            ));
+        }
+        if let Err(e) = topic::validate_name(&self.topic_prefix()) {
+            return bad(format!("cloud.topic_prefix: {e}"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for f in &self.functions {
+            if !names.insert(&f.name) {
+                return bad(format!("function {:?} is defined twice", f.name));
+            }
+            f.validate().map_err(ConfigError::Invalid)?;
+        }
+        Ok(())
+    }
+}
+
+/// Maps `KIRI_SECTION_KEY=value` to `section.key`. `KIRI_LOG` (the log filter) is not a key.
+fn env_overrides(
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Serialized<figment::value::Dict> {
+    use figment::value::{Dict, Value};
+    let mut root = Dict::new();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if rest == "LOG" {
+            continue;
+        }
+        if rest == "CONFIG_FILE" {
+            continue;
+        }
+        let lower = rest.to_ascii_lowercase();
+        // figment's value parser (0.10.19) slices a string at a char index as if it were a
+        // byte index, and panics on a backslash after a non-ASCII character (found by the
+        // `config` fuzz target): such a value is taken as text, unparsed.
+        let parsed: Value = if value.contains('\\') && !value.is_ascii() {
+            Value::from(value.clone())
+        } else {
+            value.parse().unwrap_or_else(|_| Value::from(value.clone()))
+        };
+        // Section names may contain `_` (dead_letters): match them by name, longest first.
+        let split = SECTIONS
+            .iter()
+            .filter_map(|s| Some((*s, lower.strip_prefix(s)?.strip_prefix('_')?)))
+            .max_by_key(|(s, _)| s.len());
+        match split {
+            Some((section, key)) => {
+                let entry = root
+                    .entry(section.to_string())
+                    .or_insert_with(|| Value::from(Dict::new()));
+                if let Value::Dict(_, d) = entry {
+                    d.insert(key.to_string(), parsed);
+                }
+            }
+            // A bare `KIRI_X` names no key of any section; let extraction report it.
+            None => {
+                root.insert(lower, parsed);
+            }
+        }
+    }
+    Serialized::defaults(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kiri.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    fn err(text: &str, vars: &[(&str, &str)]) -> String {
+        let (_dir, path) = file(text);
+        Config::load_with_env(Some(&path), env(vars))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn no_file_gives_the_embedded_defaults() {
+        let c = Config::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(c.broker.mode, BrokerMode::Embedded);
+        assert_eq!(c.broker.listen.to_string(), "127.0.0.1:1883");
+        assert_eq!(c.gateway.data_dir, PathBuf::from("kiri-data"));
+        assert_eq!(c.topic_prefix(), "kiri/gw-01");
+        assert!(c.functions.is_empty());
+    }
+
+    #[test]
+    fn the_shipped_example_parses_and_module_paths_follow_the_file() {
+        let (dir, path) = file(EXAMPLE);
+        let c = Config::load_with_env(Some(&path), env(&[])).unwrap();
+        assert_eq!(c.functions.len(), 4);
+        assert!(c.functions[0].module.starts_with(dir.path()));
+        assert_eq!(c.functions[1].config["limit"].to_string(), "30");
+        assert_eq!(c.functions[0].config["temperature_unit"].to_string(), "F");
+    }
+
+    #[test]
+    fn environment_variables_override_keys() {
+        let (_dir, path) = file("[cloud]\nurl = \"mqtt://a:1\"\n");
+        let vars = env(&[
+            ("KIRI_CLOUD_URL", "mqtt://b:2"),
+            ("KIRI_GATEWAY_DATA_DIR", "/tmp/x"),
+            ("KIRI_BROKER_QUEUE", "10"),
+            ("KIRI_GATEWAY_ID", "site-7"),
+            ("KIRI_LOG", "debug"),
+            ("KIRI_CONFIG_FILE", "not-a-key"),
+            ("KIRI_DEAD_LETTERS_MAX_RECORDS", "5"),
+            ("OTHER", "ignored"),
+        ]);
+        let c = Config::load_with_env(Some(&path), vars).unwrap();
+        assert_eq!(c.cloud.url, "mqtt://b:2");
+        assert_eq!(c.gateway.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.broker.queue, 10);
+        assert_eq!(c.topic_prefix(), "kiri/site-7");
+        assert_eq!(c.dead_letters.max_records, 5);
+        let numeric = Config::load_with_env(None, env(&[("KIRI_GATEWAY_ID", "42")])).unwrap();
+        assert_eq!(numeric.gateway.id, "42");
+    }
+
+    #[test]
+    fn an_escape_after_a_non_ascii_character_is_an_error_not_a_panic() {
+        let vars = env(&[("KIRI_DEPLOY_GROUPS", "[\"é\\n\"]")]);
+        let e = Config::load_with_env(None, vars).unwrap_err().to_string();
+        assert!(e.contains("groups"), "{e}");
+        let vars = env(&[("KIRI_GATEWAY_ID", "\"é\\u0041\"")]);
+        let c = Config::load_with_env(None, vars).unwrap();
+        assert_eq!(c.gateway.id, "\"é\\u0041\"", "kept as the text it is");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let e = err("[cloud]\nulr = \"mqtt://a:1\"\n", &[]);
+        assert!(e.contains("ulr"), "{e}");
+        let e = err("[clod]\n", &[]);
+        assert!(e.contains("clod"), "{e}");
+        let e = err("", &[("KIRI_CLOUD_URLL", "x")]);
+        assert!(e.contains("urll"), "{e}");
+    }
+
+    #[test]
+    fn inconsistent_values_are_explained() {
+        let f = |extra: &str| {
+            format!(
+                "[[functions]]\nname = \"a\"\nmodule = \"a.wasm\"\ntriggers = [\"x/#\"]\n{extra}"
+            )
+        };
+        assert!(err(
+            &f("[[functions]]\nname = \"a\"\nmodule = \"b.wasm\"\ntriggers = [\"y\"]\n"),
+            &[]
+        )
+        .contains("defined twice"));
+        assert!(err(&f("").replace("x/#", "x/#/y"), &[]).contains("trigger"));
+        assert!(
+            err(&f("").replace("triggers = [\"x/#\"]", "triggers = []"), &[])
+                .contains("no triggers")
+        );
+        let (_d, timer_only) = file(&f("").replace(
+            "triggers = [\"x/#\"]",
+            "every = \"10s\"\ncron = \"*/5 * * * *\"",
+        ));
+        let c = Config::load_with_env(Some(&timer_only), env(&[])).unwrap();
+        assert_eq!(c.functions[0].every.as_deref(), Some("10s"));
+        assert!(err(&f("every = \"soon\""), &[]).contains("every"));
+        assert!(err(&f("limits = { timeout_ms = 0 }"), &[]).contains("timeout_ms"));
+        assert!(err(&f("limits = { max_call_depth = 1 }"), &[]).contains("max_call_depth"));
+        assert!(err(&f("every = \"1ms\""), &[]).contains("100ms"));
+        assert!(err(&f("every = \"300000000000y\""), &[]).contains("100 years"));
+        assert!(err(&f("cron = \"61 * * * *\""), &[]).contains("cron"));
+        assert!(err("[cloud]\nca_file = \"ca.pem\"\n", &[]).contains("mqtts://"));
+        assert!(err(
+            "",
+            &[
+                ("KIRI_CLOUD_URL", "mqtts://a"),
+                ("KIRI_CLOUD_CLIENT_CERT", "c.pem")
+            ]
+        )
+        .contains("go together"));
+        assert!(err("", &[("KIRI_OUTBOX_TTL", "soon")]).contains("outbox.ttl"));
+        assert!(err("[outbox]\nhigh_priority = [\"a/#/b\"]\n", &[]).contains("high_priority"));
+        assert!(err("", &[("KIRI_DASHBOARD_LISTEN", "0.0.0.0:8080")]).contains("dashboard.token"));
+        assert!(err("", &[("KIRI_DASHBOARD_TOKEN", "short")]).contains("16"));
+        let open = env(&[
+            ("KIRI_DASHBOARD_LISTEN", "0.0.0.0:8080"),
+            ("KIRI_DASHBOARD_TOKEN", "a-long-enough-token"),
+        ]);
+        assert!(Config::load_with_env(None, open).is_ok());
+        assert!(err("", &[("KIRI_GATEWAY_ID", "a/b")]).contains("gateway.id"));
+        assert!(err("", &[("KIRI_BROKER_QUEUE", "0")]).contains("broker.queue"));
+        assert!(err("[broker]\nmode = \"cloud\"\n", &[]).contains("cloud"));
+        assert!(
+            Config::load_with_env(Some(Path::new("/nonexistent/k.toml")), env(&[]))
+                .unwrap_err()
+                .to_string()
+                .contains("does not exist")
+        );
+    }
+
+    #[test]
+    fn log_forwarding_levels_include_the_more_severe() {
+        assert!(LogForwarding::Warn.passes("error") && LogForwarding::Warn.passes("warn"));
+        assert!(!LogForwarding::Warn.passes("info") && !LogForwarding::Off.passes("error"));
+        assert!(LogForwarding::Debug.passes("debug"));
+    }
+
+    #[test]
+    fn the_cloud_password_is_never_shown() {
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                ("KIRI_CLOUD_USERNAME", "gw"),
+                ("KIRI_CLOUD_PASSWORD", "hunter2-secret"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.cloud.password.as_ref().unwrap().expose(),
+            "hunter2-secret"
+        );
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn broker_users_are_checked_and_a_network_listener_needs_them() {
+        let hash = "$argon2id$v=19$m=7168,t=5,p=1$7UvXlwYyI9yF7YmvmFmNFg$rHoHAPYlIUIF13FC6o98+IIp6OcoAH3AoSNCAAAhb3U";
+        // `broker` keys, then one user `name` with `extra` keys.
+        let with = |broker: &str, name: &str, extra: &str| {
+            format!("[broker]\n{broker}\n[[broker.users]]\nname = \"{name}\"\npassword_hash = \"{hash}\"\n{extra}")
+        };
+        let network = "listen = \"0.0.0.0:1883\"";
+        let (_dir, path) = file(&with(network, "s1", "subscribe = [\"commands/s1/#\"]"));
+        let c = Config::load_with_env(Some(&path), env(&[])).unwrap();
+        assert_eq!(c.broker.users[0].publish_filters(), ["sensors/s1/#"]);
+        assert_eq!(c.broker.users[0].subscribe, ["commands/s1/#"]);
+
+        let open = format!("[broker]\n{network}\n");
+        assert!(
+            err(&open, &[]).contains("broker.users"),
+            "{}",
+            err(&open, &[])
+        );
+        let (_dir, path) = file(&format!("{open}allow_anonymous = true\n"));
+        assert!(Config::load_with_env(Some(&path), env(&[])).is_ok());
+        let (_dir, path) = file("[broker]\nlisten = \"127.0.0.1:1883\"\n");
+        assert!(Config::load_with_env(Some(&path), env(&[])).is_ok());
+
+        for (text, expect) in [
+            (with(network, "s1", "publish = [\"a/#/b\"]"), "filter"),
+            (
+                with(&format!("{network}\nallow_anonymous = true"), "s1", ""),
+                "exclude",
+            ),
+            (
+                with(network, "s1", "").replace(hash, "hunter2"),
+                "password-hash",
+            ),
+            (with(network, "s:1", ""), "name"),
+            (with("mode = \"external\"", "s1", ""), "embedded"),
+            (
+                format!(
+                    "{}[[broker.users]]\nname = \"s1\"\npassword_hash = \"{hash}\"\n",
+                    with(network, "s1", "")
+                ),
+                "twice",
+            ),
+        ] {
+            let e = err(&text, &[]);
+            assert!(e.contains(expect), "{text}\n-> {e}");
+        }
+    }
+}

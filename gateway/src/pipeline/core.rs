@@ -1,0 +1,446 @@
+//! The pure core of the pipeline: takes a group of work, runs the functions it triggers,
+//! stages their effects in the [`Journal`], flushes once (group commit), and only then hands
+//! back the acknowledgements, answers the HTTP calls and publishes to the site broker.
+//! Deployments take effect between the segments of a group. No tokio, no sockets: the I/O is
+//! behind the traits of `io.rs`, and `run.rs` drives it.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{oneshot, Notify};
+
+use super::io::{HandBack, Site, Subscriptions};
+use super::journal::{Journal, Origin, Staged, Stager};
+use super::work::{Ack, HttpInvoke, Incoming, InvokeFailure, Work, HTTP_TOPIC, TIMER_TOPIC};
+use super::ProcessError;
+use crate::codec;
+use crate::dead_letters::Entry;
+use crate::deploy::{self, Deployer};
+use crate::registry::Registry;
+use crate::runtime::{Job, Output};
+
+/// What bounds the core.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest accepted payload (`broker.max_message_bytes`).
+    pub max_message_bytes: usize,
+    /// Work items per group commit, at most (`broker.batch`).
+    pub batch: usize,
+}
+
+/// What a group came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Committed; its acknowledgements and answers are out (or queued to go).
+    Committed,
+    /// The gateway is stopping: the group was given up unacknowledged (the broker
+    /// redelivers it after a restart).
+    Stopped,
+}
+
+/// The pipeline's state between groups.
+pub struct Core<J> {
+    pub(super) registry: Registry,
+    pub(super) journal: J,
+    deploy: Option<Deployer>,
+    limits: Limits,
+    /// Acks the ingest task could not take yet. The task that sends them also feeds the
+    /// pipeline, so they never wait on it while it waits on the pipeline: they are queued
+    /// here and retried. The task takes every ack before it reads more, so they are at most
+    /// the messages taken in since it last ran: `queue + batch`.
+    pending_acks: VecDeque<Ack>,
+    /// The ingest session's subscriptions (it re-subscribes to them on every connection).
+    subscriptions: Arc<Mutex<Vec<String>>>,
+    /// Subscriptions wanted but not yet requested (the ingest request queue was full).
+    pending_subscriptions: Option<Vec<String>>,
+    /// Wakes the uplink after a commit.
+    wake: Arc<Notify>,
+}
+
+impl<J: Journal> Core<J> {
+    /// A core over `registry` and `journal`, taking deployments when `deploy` is set.
+    /// `subscriptions` is the list the ingest session subscribes to on every connection;
+    /// the core brings it in line with the registry's needs as functions come and go.
+    pub fn new(
+        registry: Registry,
+        journal: J,
+        deploy: Option<Deployer>,
+        limits: Limits,
+        subscriptions: Arc<Mutex<Vec<String>>>,
+        wake: Arc<Notify>,
+    ) -> Core<J> {
+        Core {
+            registry,
+            journal,
+            deploy,
+            limits,
+            pending_acks: VecDeque::new(),
+            subscriptions,
+            pending_subscriptions: None,
+            wake,
+        }
+    }
+
+    /// Work items per group, at most.
+    pub fn batch(&self) -> usize {
+        self.limits.batch
+    }
+
+    /// The registry (for tests and the driver).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Whether acknowledgements or subscription changes still wait for room: the driver then
+    /// comes back soon even without new work.
+    pub fn waiting(&self) -> bool {
+        !self.pending_acks.is_empty() || self.pending_subscriptions.is_some()
+    }
+
+    /// Hands back the acknowledgements waiting, in order, while the ingest task takes them.
+    pub fn hand_back_acks(&mut self, site: &mut impl Site) {
+        while let Some(&ack) = self.pending_acks.front() {
+            match site.hand_back(ack) {
+                HandBack::Taken => {
+                    self.pending_acks.pop_front();
+                }
+                HandBack::Full => break,
+                // The ingest task is gone (shutting down): the broker redelivers them.
+                HandBack::Gone => self.pending_acks.clear(),
+            }
+        }
+    }
+
+    /// Processes one group: its segments of ordinary work, each committed with one flush,
+    /// and the deployments between them, each applied on its own. Its acknowledgements go
+    /// back as far as the ingest task takes them now; the rest wait in the core.
+    pub fn process(
+        &mut self,
+        group: Vec<Work>,
+        site: &mut impl Site,
+    ) -> Result<Step, ProcessError> {
+        // A deployment takes effect between groups: the work before it runs on the old
+        // version, the work after it on the new one.
+        let mut rest: VecDeque<Work> = group.into();
+        while !rest.is_empty() {
+            match rest.iter().position(|w| self.is_deployment(w)) {
+                Some(0) => {
+                    let w = rest.pop_front().expect("not empty");
+                    self.deployment(w, site);
+                }
+                cut => {
+                    let n = cut.unwrap_or(rest.len());
+                    let mut segment: Vec<Work> = rest.drain(..n).collect();
+                    if self.commit_segment(&mut segment, site)? == Step::Stopped {
+                        // Unacknowledged, the rest is redelivered by the broker after a restart.
+                        return Ok(Step::Stopped);
+                    }
+                }
+            }
+        }
+        self.hand_back_acks(site);
+        Ok(Step::Committed)
+    }
+
+    /// Processes a segment of work and queues its acknowledgements.
+    fn commit_segment(
+        &mut self,
+        segment: &mut [Work],
+        site: &mut impl Site,
+    ) -> Result<Step, ProcessError> {
+        let Some(local) = self.process_group(segment)? else {
+            return Ok(Step::Stopped);
+        };
+        for w in segment.iter() {
+            if let Some(ack) = acked(w) {
+                self.pending_acks.push_back(ack);
+            }
+        }
+        for o in local {
+            if !site.publish(o.topic, o.payload) {
+                tracing::warn!(
+                    "local publish dropped: local session unavailable or its queue full"
+                );
+                metrics::counter!("kiri_local_publish_dropped_total").increment(1);
+            }
+        }
+        self.wake.notify_one();
+        Ok(Step::Committed)
+    }
+
+    /// Runs one segment: its jobs (in parallel across functions), then one flush, then the
+    /// HTTP answers. Returns the local messages to publish, or `None` when shutting down.
+    fn process_group(&mut self, group: &mut [Work]) -> Result<Option<Vec<Output>>, ProcessError> {
+        let mut jobs = Vec::new();
+        let mut origins = Vec::new();
+        for (wi, w) in group.iter().enumerate() {
+            match w {
+                Work::Message(m) => {
+                    if let Some((reason, error)) = self.check(m) {
+                        self.reject(m, reason, error)?;
+                        continue;
+                    }
+                    for function in self.registry.route(&m.publish.topic) {
+                        jobs.push(Job {
+                            function,
+                            topic: &m.publish.topic,
+                            payload: &m.publish.payload,
+                            received_ms: m.received_ms,
+                            fresh: false,
+                            caller: None,
+                        });
+                        origins.push(Origin::Event);
+                    }
+                }
+                Work::Timer { function, at_ms } => {
+                    // Its function may have been undeployed, or replaced by a version without
+                    // a timer, after this tick was queued.
+                    if self.registry.has_timer(*function) {
+                        jobs.push(Job {
+                            function: *function,
+                            topic: TIMER_TOPIC,
+                            payload: &[],
+                            received_ms: *at_ms,
+                            fresh: false,
+                            caller: None,
+                        });
+                        origins.push(Origin::Event);
+                    }
+                }
+                Work::Replay(r) => {
+                    if self.registry.spec(r.function).is_none() {
+                        // Its function was undeployed after this was queued.
+                        self.journal.release(r.id);
+                        continue;
+                    }
+                    metrics::counter!("kiri_dead_letters_replayed_total").increment(1);
+                    // Retries run on a fresh instance, whatever the last failure was.
+                    jobs.push(Job {
+                        function: r.function,
+                        topic: &r.topic,
+                        payload: &r.payload,
+                        received_ms: r.received_ms,
+                        fresh: r.attempts > 0,
+                        caller: None,
+                    });
+                    origins.push(Origin::Replay {
+                        id: r.id,
+                        attempts: r.attempts,
+                    });
+                }
+                Work::Invoke(call) => {
+                    if self.registry.takes_http(call.function) {
+                        jobs.push(Job {
+                            function: call.function,
+                            topic: HTTP_TOPIC,
+                            payload: &call.body,
+                            received_ms: call.received_ms,
+                            fresh: false,
+                            caller: call.caller.as_ref(),
+                        });
+                        origins.push(Origin::Http { work: wi });
+                    }
+                }
+                Work::Deploy { .. } => {}
+            }
+        }
+        let (runtime, functions) = self.registry.for_jobs();
+        let meters = runtime.meters();
+        let stager = Stager {
+            journal: &self.journal,
+            functions,
+            meters: &meters,
+        };
+        let staged: Vec<Mutex<Staged>> = jobs.iter().map(|_| Default::default()).collect();
+        let result = runtime.run_batch(&jobs, |j, result| {
+            let s = stager.stage(&jobs[j], origins[j], result)?;
+            *staged[j].lock().expect("staged lock") = s;
+            Ok::<(), ProcessError>(())
+        });
+        if let Err(errors) = result {
+            // A storage failure outranks a shutdown that happened meanwhile.
+            return match errors
+                .into_iter()
+                .find(|e| !matches!(e, ProcessError::ShuttingDown))
+            {
+                Some(e) => Err(e),
+                None => Ok(None),
+            };
+        }
+        // Group commit: every output, state change and dead letter of the group is durable.
+        self.journal.flush()?;
+        self.refuse_stale_invocations(group);
+        metrics::counter!("kiri_commits_total").increment(1);
+        let mut local = Vec::new();
+        for (origin, s) in origins.into_iter().zip(staged) {
+            let s = s.into_inner().expect("staged lock");
+            local.extend(s.local);
+            if let (Origin::Http { work }, Some(response)) = (origin, s.response) {
+                if let Work::Invoke(call) = &mut group[work] {
+                    answer(call, response);
+                }
+            }
+        }
+        Ok(Some(local))
+    }
+
+    /// Answers HTTP calls to functions undeployed (or without `http` now) after the call was
+    /// queued.
+    fn refuse_stale_invocations(&self, group: &mut [Work]) {
+        for w in group {
+            if let Work::Invoke(call) = w {
+                if !self.registry.takes_http(call.function) {
+                    let failure = InvokeFailure {
+                        reason: "not_found",
+                        error: "the function was undeployed".into(),
+                    };
+                    answer(call, Err(failure));
+                }
+            }
+        }
+    }
+
+    /// Why a message cannot be processed at all, if it cannot.
+    fn check(&self, m: &Incoming) -> Option<(&'static str, String)> {
+        let payload = &m.publish.payload;
+        if payload.len() > self.limits.max_message_bytes {
+            let error = format!(
+                "payload of {} bytes exceeds broker.max_message_bytes = {}",
+                payload.len(),
+                self.limits.max_message_bytes
+            );
+            return Some(("oversized", error));
+        }
+        codec::check_well_formed(payload)
+            .err()
+            .map(|e| ("malformed", e.to_string()))
+    }
+
+    fn reject(
+        &self,
+        m: &Incoming,
+        reason: &'static str,
+        error: String,
+    ) -> Result<(), ProcessError> {
+        tracing::warn!(topic = %m.publish.topic, bytes = m.publish.payload.len(), reason, "input rejected: {error}");
+        metrics::counter!("kiri_ingest_rejected_total", "reason" => reason).increment(1);
+        self.journal.dead_letter(Entry {
+            function: None,
+            version: None,
+            topic: m.publish.topic.clone(),
+            reason: reason.to_string(),
+            error,
+            received_ms: m.received_ms,
+            payload: m.publish.payload.to_vec(),
+            payload_len: m.publish.payload.len() as u64,
+            attempts: 0,
+            retry_at_ms: None,
+        })?;
+        Ok(())
+    }
+
+    /// Whether `w` is a deployment (it then takes effect between segments).
+    fn is_deployment(&self, w: &Work) -> bool {
+        match (w, &self.deploy) {
+            (Work::Deploy { .. }, Some(_)) => true,
+            (Work::Message(m), Some(d)) => d.addressed(&m.publish.topic).is_some(),
+            _ => false,
+        }
+    }
+
+    /// Applies a deployment, publishes its result, and queues the acknowledgement of one
+    /// that came from the site broker, which goes out only now that its effects are durable.
+    fn deployment(&mut self, w: Work, site: &mut impl Site) {
+        let ack = acked(&w);
+        let (topic, payload, source) = match w {
+            Work::Message(m) => (
+                m.publish.topic,
+                m.publish.payload.to_vec(),
+                deploy::Source::Local,
+            ),
+            Work::Deploy { topic, payload } => (topic, payload, deploy::Source::Cloud),
+            _ => return,
+        };
+        if let Some(d) = &self.deploy {
+            if let Some(applied) = deploy::apply(d, &mut self.registry, &topic, &payload, source) {
+                let sent = match source {
+                    deploy::Source::Cloud => d.reply_to_cloud(applied.topic, applied.payload),
+                    deploy::Source::Local => site.publish(applied.topic, applied.payload),
+                };
+                if !sent {
+                    metrics::counter!("kiri_deploy_replies_dropped_total").increment(1);
+                    tracing::warn!(%topic, "deployment result not published: session queue full or down (it is in the history)");
+                }
+                if applied.changed {
+                    self.want_subscriptions();
+                }
+            }
+        }
+        if let Some(ack) = ack {
+            self.pending_acks.push_back(ack);
+        }
+    }
+
+    /// The subscriptions the functions (and deployments) need now: requested at the next
+    /// [`Core::sync_subscriptions`].
+    pub fn want_subscriptions(&mut self) {
+        let mut wanted = self.registry.subscriptions();
+        if let Some(d) = &self.deploy {
+            wanted.extend(d.topics());
+        }
+        self.pending_subscriptions = Some(wanted);
+    }
+
+    /// Brings the ingest session's subscriptions to what [`Core::want_subscriptions`] asked
+    /// for; when its request queue is full, leaves them pending for the next turn.
+    pub fn sync_subscriptions(&mut self, site: &mut impl Subscriptions) {
+        let Some(wanted) = self.pending_subscriptions.take() else {
+            return;
+        };
+        let mut current = self.subscriptions.lock().expect("subscriptions lock");
+        let added: Vec<String> = wanted
+            .iter()
+            .filter(|f| !current.contains(f))
+            .cloned()
+            .collect();
+        let removed: Vec<String> = current
+            .iter()
+            .filter(|f| !wanted.contains(f))
+            .cloned()
+            .collect();
+        if !added.is_empty() {
+            if !site.subscribe(&added) {
+                drop(current);
+                self.pending_subscriptions = Some(wanted);
+                return;
+            }
+            current.extend(added);
+        }
+        for f in &removed {
+            if !site.unsubscribe(f) {
+                drop(current);
+                self.pending_subscriptions = Some(wanted);
+                return;
+            }
+            current.retain(|c| c != f);
+        }
+        *current = wanted.clone();
+        drop(current);
+        site.settled(&wanted);
+    }
+}
+
+/// The acknowledgement `w` needs once committed: a QoS 1 message's.
+fn acked(w: &Work) -> Option<Ack> {
+    match w {
+        Work::Message(m) => m.ack(),
+        _ => None,
+    }
+}
+
+/// Answers an HTTP call (the caller may have given up waiting; the effects are committed
+/// either way).
+fn answer(call: &mut HttpInvoke, response: Result<Vec<u8>, InvokeFailure>) {
+    let (unused, _) = oneshot::channel();
+    let _ = std::mem::replace(&mut call.reply, unused).send(response);
+}

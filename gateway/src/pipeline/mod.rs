@@ -1,0 +1,60 @@
+//! The pipeline: from work taken in to effects made durable, and only then acknowledged.
+//!
+//! Producers (ingest, the timer and HTTP triggers, retries and replays, the uplink's
+//! deployments) put [`Work`] on one bounded queue (`broker.queue`); `run.rs` takes it in groups
+//! of at most `broker.batch` and hands each group to the [`Core`]:
+//!
+//! 1. each message is checked (size, well-formed CBOR: else it is rejected into the dead
+//!    letters) and routed by the registry to the functions its topic triggers; timer ticks,
+//!    HTTP calls and replays name their function;
+//! 2. the runtime runs the jobs, a function's jobs in order on its instance, different
+//!    functions (and the instances of a function with `concurrency` > 1) in parallel;
+//! 3. each job's result is staged in the [`Journal`] as it finishes: outputs and state writes
+//!    in one transaction, or a dead letter;
+//! 4. one flush makes the whole group durable (group commit), and makes its results readable
+//!    by the uplink;
+//! 5. only then are its QoS 1 messages acknowledged (handed back to the ingest task, which
+//!    writes the PUBACKs), its HTTP calls answered, and its `publish` outputs sent to the site
+//!    broker.
+//!
+//! Deployments take effect between the segments of a group. The invariants the unit tests
+//! check (`tests.rs`, including a model check over random sequences): no acknowledgement and
+//! no answer before the flush of their group; a failed flush acknowledges, answers and
+//! forwards nothing of its group; a failed invocation leaves no state and no output; a
+//! function's results keep the order of its events.
+//!
+//! - `work.rs`: what flows in (the leaf every producer imports).
+//! - `core.rs`: the pure core; `journal.rs`: what it writes, and the seam for storage faults;
+//!   `io.rs`: the traits behind which its I/O with the site broker lies.
+//! - `run.rs`: the thread that drives it, and that I/O over tokio and rumqttc.
+
+mod core;
+mod io;
+mod journal;
+mod run;
+mod work;
+
+pub use self::core::{Core, Limits, Step};
+pub use io::{Acks, HandBack, Publish, Site, Subscriptions};
+pub use journal::{Durable, Journal};
+pub use run::{run, SiteLink, Stop};
+pub use work::{Ack, HttpInvoke, Incoming, InvokeFailure, Retries, Work, HTTP_TOPIC, TIMER_TOPIC};
+
+use crate::outbox::OutboxError;
+
+/// The pipeline could not commit; the gateway must stop rather than acknowledge.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The outbox failed.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    /// The dead-letter store failed.
+    #[error("dead letters: {0}")]
+    DeadLetters(#[from] sled::Error),
+    /// The gateway is shutting down while waiting for outbox room; the group is not acked.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,124 @@
+//! What flows into the pipeline, and back out to the producers: the leaf every producer of work
+//! imports (ingest, the timer trigger, the HTTP trigger, retries and replays, the uplink's
+//! deployments). It imports none of them.
+
+use std::sync::Arc;
+
+use rumqttc::{Publish, QoS};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::dead_letters::retry::{Replay, Requeue, Requeued};
+use crate::registry::Directory;
+use crate::runtime::Caller;
+
+/// The topic HTTP invocations are delivered on.
+pub const HTTP_TOPIC: &str = "$http";
+
+/// The topic timer events are delivered on.
+pub const TIMER_TOPIC: &str = "$timer";
+
+/// Work for the pipeline, through its one bounded queue.
+#[derive(Debug)]
+pub enum Work {
+    /// A message from the site broker.
+    Message(Incoming),
+    /// Function `function`'s `every` or `cron` schedule fired at `at_ms`.
+    Timer {
+        /// The function's index.
+        function: usize,
+        /// When it fired, ms since the Unix epoch.
+        at_ms: u64,
+    },
+    /// An HTTP invocation waiting for the function's response.
+    Invoke(HttpInvoke),
+    /// A deployment package or command that came over the cloud link.
+    Deploy {
+        /// The topic it came on.
+        topic: String,
+        /// The package.
+        payload: Vec<u8>,
+    },
+    /// A dead letter being retried or replayed.
+    Replay(Replay),
+}
+
+/// One message from the site broker, waiting to be processed and then acknowledged.
+#[derive(Debug)]
+pub struct Incoming {
+    /// The MQTT publish.
+    pub publish: Publish,
+    /// When it arrived, ms since the Unix epoch.
+    pub received_ms: u64,
+    /// The connection it came on (counted since start).
+    pub connection: u64,
+}
+
+impl Incoming {
+    /// The acknowledgement it needs once its effects are durable; `None` for QoS 0.
+    pub fn ack(&self) -> Option<Ack> {
+        (self.publish.qos != QoS::AtMostOnce).then_some(Ack {
+            connection: self.connection,
+            pkid: self.publish.pkid,
+        })
+    }
+}
+
+/// The acknowledgement of a QoS 1 message, for the ingest task to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    /// The connection the message came on: an acknowledgement goes out on that connection
+    /// only. After a reconnect the broker sends the message again under the same packet id,
+    /// and may give that id to another message once it is acknowledged, so a late
+    /// acknowledgement could acknowledge a message never processed.
+    pub connection: u64,
+    /// The message's packet id.
+    pub pkid: u16,
+}
+
+/// A synchronous invocation over HTTP.
+#[derive(Debug)]
+pub struct HttpInvoke {
+    /// The function's index.
+    pub function: usize,
+    /// The request body, passed as the payload.
+    pub body: Vec<u8>,
+    /// When the request arrived, ms since the Unix epoch.
+    pub received_ms: u64,
+    /// Who called, when the request carried a JWT (none with the admin token).
+    pub caller: Option<Arc<Caller>>,
+    /// Gets the response body once the invocation's effects are committed, or why it failed.
+    pub reply: oneshot::Sender<Result<Vec<u8>, InvokeFailure>>,
+}
+
+/// Why an HTTP invocation produced no response.
+#[derive(Debug, Clone)]
+pub struct InvokeFailure {
+    /// Short reason: `trap`, `out_of_fuel`, `timeout`, `error`, `alloc`, `instantiate`,
+    /// `not_found`.
+    pub reason: &'static str,
+    /// The full error.
+    pub error: String,
+}
+
+/// The retry task's way into the pipeline's queue: due dead letters of running functions are
+/// queued as [`Work::Replay`], never waiting.
+pub struct Retries {
+    /// The pipeline's queue.
+    pub work: mpsc::Sender<Work>,
+    /// The functions, to find a dead letter's function by name.
+    pub functions: Directory,
+}
+
+impl Requeue for Retries {
+    fn function(&self, name: &str) -> Option<usize> {
+        self.functions.find(name).map(|(idx, _)| idx)
+    }
+
+    fn requeue(&self, replay: Replay) -> Requeued {
+        match self.work.try_send(Work::Replay(replay)) {
+            Ok(()) => Requeued::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => Requeued::Full,
+            Err(mpsc::error::TrySendError::Closed(_)) => Requeued::Closed,
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The directory: what the rest of the gateway sees of the registry's functions, shared. The
+//! registry writes it (at start, and when a deployment activates or removes a function); the
+//! HTTP API, the retry task and dead-letter replays read it. Indices never change: a replaced
+//! function keeps its index, a removed one stays, inactive.
+
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use super::Origin;
+use crate::config::FunctionConfig;
+
+/// What the API shows of a function's configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FunctionInfo {
+    /// Name.
+    pub name: String,
+    /// Version: the first 16 hex digits of the module's SHA-256.
+    pub version: String,
+    /// MQTT triggers.
+    pub triggers: Vec<String>,
+    /// Interval schedule.
+    pub every: Option<String>,
+    /// Cron schedule.
+    pub cron: Option<String>,
+    /// Whether HTTP invocation is on.
+    pub http: bool,
+    /// Fuel per invocation.
+    pub fuel: u64,
+    /// Memory cap, bytes.
+    pub memory_bytes: usize,
+    /// Wall-clock limit, ms.
+    pub timeout_ms: u64,
+    /// `config` (from the configuration file) or `deployed` (over MQTT).
+    pub origin: String,
+    /// The deployed package's version, for a deployed function.
+    pub deployed_version: Option<u64>,
+    /// Whether it runs (an undeployed function stays listed, inactive, until a restart).
+    pub active: bool,
+}
+
+impl FunctionInfo {
+    /// The entry of `spec`, running module `module_version`, from `origin`.
+    pub(super) fn new(spec: &FunctionConfig, module_version: &str, origin: Origin) -> Self {
+        let (origin, deployed_version) = match origin {
+            Origin::Config => ("config", None),
+            Origin::Deployed { version } => ("deployed", Some(version)),
+        };
+        FunctionInfo {
+            name: spec.name.clone(),
+            version: module_version.to_string(),
+            triggers: spec.triggers.clone(),
+            every: spec.every.clone(),
+            cron: spec.cron.clone(),
+            http: spec.http,
+            fuel: spec.limits.fuel,
+            memory_bytes: spec.limits.memory_bytes,
+            timeout_ms: spec.limits.timeout_ms,
+            origin: origin.into(),
+            deployed_version,
+            active: true,
+        }
+    }
+}
+
+/// Shared, cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Directory(Arc<RwLock<Vec<FunctionInfo>>>);
+
+impl Directory {
+    /// Sets the entry of function `idx` (appending when it is the next index).
+    pub(super) fn set(&self, idx: usize, info: FunctionInfo) {
+        let mut all = self.0.write().expect("directory lock");
+        if idx == all.len() {
+            all.push(info);
+        } else {
+            all[idx] = info;
+        }
+    }
+
+    /// Marks function `idx` as no longer running.
+    pub(super) fn deactivate(&self, idx: usize) {
+        if let Some(f) = self.0.write().expect("directory lock").get_mut(idx) {
+            f.active = false;
+        }
+    }
+
+    /// The running function called `name`: its index and entry.
+    pub fn find(&self, name: &str) -> Option<(usize, FunctionInfo)> {
+        let all = self.0.read().expect("directory lock");
+        all.iter()
+            .position(|f| f.active && f.name == name)
+            .map(|i| (i, all[i].clone()))
+    }
+
+    /// Every entry, by index (inactive ones included).
+    pub fn all(&self) -> Vec<FunctionInfo> {
+        self.0.read().expect("directory lock").clone()
+    }
+}

@@ -1,0 +1,319 @@
+//! One instance of a function, and one invocation on it: the event copied into guest memory
+//! through `kiri_alloc`, `kiri_on_event` run within the function's fuel and wall-clock budget,
+//! then the instance's outputs, state writes and response taken as the invocation's result.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kiri_abi::export;
+use wasmi::{
+    Memory, Module, Store, StoreLimitsBuilder, TypedFunc, TypedResumableCall, WasmParams,
+    WasmResults,
+};
+
+use super::host::{HostState, Output};
+use super::{EngineSet, Invocation, InvokeError, Job, LoadError, Permissions};
+use crate::config::FunctionLimits;
+use crate::telemetry::{meter, Telemetry};
+
+type OnEvent = TypedFunc<(i32, i32, i32, i32, i64), i32>;
+
+pub(super) struct Instance {
+    store: Store<HostState>,
+    memory: Memory,
+    alloc: TypedFunc<i32, i32>,
+    on_event: OnEvent,
+}
+
+/// What does not change while a function is loaded.
+pub(super) struct Meta {
+    /// The module's version: the first 16 hex digits of its SHA-256.
+    pub(super) version: Arc<str>,
+    pub(super) name: Arc<str>,
+    pub(super) module: Module,
+    pub(super) limits: FunctionLimits,
+    pub(super) config: Arc<BTreeMap<String, String>>,
+    pub(super) permissions: Arc<Permissions>,
+    pub(super) kv: sled::Tree,
+    pub(super) telemetry: Telemetry,
+    pub(super) metrics: Handles,
+}
+
+/// A loaded function's metrics, registered once: looking them up by their label strings on
+/// every invocation cost more than running a trivial function (`make bench`).
+pub(super) struct Handles {
+    fuel: metrics::Counter,
+    seconds: metrics::Histogram,
+    cold_starts: metrics::Counter,
+    warm_starts: metrics::Counter,
+    memory_peak: metrics::Gauge,
+}
+
+impl Handles {
+    pub(super) fn new(name: &str) -> Handles {
+        let function = || ("function", name.to_string());
+        let start = |kind: &'static str| metrics::counter!("kiri_function_starts_total", "function" => name.to_string(), "kind" => kind);
+        Handles {
+            fuel: metrics::counter!("kiri_fuel_consumed_total", &[function()]),
+            seconds: metrics::histogram!("kiri_invocation_seconds", &[function()]),
+            cold_starts: start("cold"),
+            warm_starts: start("warm"),
+            memory_peak: metrics::gauge!("kiri_function_memory_peak_bytes", &[function()]),
+        }
+    }
+}
+
+pub(super) struct Function {
+    pub(super) meta: Meta,
+    /// Up to `concurrency` instances; `None` slots are created on demand.
+    pub(super) pool: Vec<Option<Instance>>,
+}
+
+pub(super) fn instantiate(
+    set: &EngineSet,
+    f: &Meta,
+    max_payload_bytes: usize,
+) -> Result<Instance, LoadError> {
+    {
+        let state = HostState {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(f.limits.memory_bytes)
+                .memories(1)
+                .tables(4)
+                .table_elements(100_000)
+                .instances(1)
+                .build(),
+            function: f.name.clone(),
+            config: f.config.clone(),
+            permissions: f.permissions.clone(),
+            outputs: Vec::new(),
+            output_bytes: 0,
+            log_lines: 0,
+            max_outputs: f.limits.max_outputs,
+            max_output_bytes: f.limits.max_output_bytes,
+            max_payload_bytes,
+            kv: f.kv.clone(),
+            kv_writes: BTreeMap::new(),
+            max_kv_value_bytes: f.limits.kv_max_value_bytes,
+            max_kv_writes: f.limits.kv_max_writes,
+            response: None,
+            telemetry: f.telemetry.clone(),
+            caller: None,
+        };
+        let mut store = Store::new(&set.engine, state);
+        store.limiter(|s| &mut s.limits);
+        // The start function and kiri_abi_version run on the invocation fuel budget too.
+        store
+            .set_fuel(f.limits.fuel)
+            .map_err(LoadError::Instantiate)?;
+        let instance = set
+            .linker
+            .instantiate_and_start(&mut store, &f.module)
+            .map_err(LoadError::Instantiate)?;
+        let export_err = |name, expected| LoadError::Export { name, expected };
+        let memory = instance
+            .get_memory(&store, export::MEMORY)
+            .ok_or(export_err(export::MEMORY, "a memory"))?;
+        let version = instance
+            .get_typed_func::<(), i32>(&store, export::ABI_VERSION)
+            .map_err(|_| export_err(export::ABI_VERSION, "func () -> i32"))?;
+        let alloc = instance
+            .get_typed_func::<i32, i32>(&store, export::ALLOC)
+            .map_err(|_| export_err(export::ALLOC, "func (i32) -> i32"))?;
+        let on_event = instance
+            .get_typed_func::<(i32, i32, i32, i32, i64), i32>(&store, export::ON_EVENT)
+            .map_err(|_| export_err(export::ON_EVENT, "func (i32, i32, i32, i32, i64) -> i32"))?;
+        let v = version
+            .call(&mut store, ())
+            .map_err(LoadError::Instantiate)?;
+        if v != kiri_abi::ABI_VERSION {
+            return Err(LoadError::AbiVersion(v));
+        }
+        metrics::counter!("kiri_instances_started_total", "function" => f.name.to_string())
+            .increment(1);
+        Ok(Instance {
+            store,
+            memory,
+            alloc,
+            on_event,
+        })
+    }
+}
+
+/// What one invocation needs besides its instance slot.
+pub(super) struct Ctx<'a> {
+    pub(super) set: &'a EngineSet,
+    pub(super) meta: &'a Meta,
+    pub(super) max_payload_bytes: usize,
+    pub(super) meters: &'a meter::Meters,
+}
+
+pub(super) fn invoke_slot(
+    ctx: &Ctx<'_>,
+    slot: &mut Option<Instance>,
+    job: &Job<'_>,
+) -> Result<Invocation, InvokeError> {
+    let f = ctx.meta;
+    let cold = slot.is_none();
+    if cold {
+        match instantiate(ctx.set, f, ctx.max_payload_bytes) {
+            Ok(instance) => *slot = Some(instance),
+            Err(e) => {
+                let e = InvokeError::Instantiate(e);
+                let sample = meter::Sample {
+                    cold,
+                    fuel: 0,
+                    wall_us: 0,
+                    memory_bytes: 0,
+                    failure: Some(e.reason()),
+                };
+                record(ctx.meters, job.function, &f.metrics, sample);
+                return Err(e);
+            }
+        }
+    }
+    let instance = slot.as_mut().expect("instantiated above");
+    let started = Instant::now();
+    let mut budget = Budget {
+        fuel: f.limits.fuel,
+        remaining: f.limits.fuel,
+        deadline: started + Duration::from_millis(f.limits.timeout_ms),
+        timeout_ms: f.limits.timeout_ms,
+    };
+    let result = call(instance, &mut budget, job).map(|outputs| Invocation {
+        outputs,
+        kv_writes: std::mem::take(&mut instance.store.data_mut().kv_writes)
+            .into_iter()
+            .collect(),
+        kv: f.kv.clone(),
+        response: instance.store.data_mut().response.take(),
+    });
+    let left = instance.store.get_fuel().unwrap_or(0);
+    let used = budget.fuel - budget.remaining - left;
+    let elapsed = started.elapsed();
+    let memory_bytes = instance.memory.data_size(&instance.store) as u64;
+    f.metrics.fuel.increment(used);
+    f.metrics.seconds.record(elapsed.as_secs_f64());
+    if matches!(
+        result,
+        Err(InvokeError::Trap(_) | InvokeError::OutOfFuel(_) | InvokeError::Timeout(_))
+    ) {
+        // Its memory and globals may be in any state: the next call gets a fresh instance.
+        *slot = None;
+    }
+    let sample = meter::Sample {
+        cold,
+        fuel: used,
+        wall_us: elapsed.as_micros() as u64,
+        memory_bytes,
+        failure: result.as_ref().err().map(InvokeError::reason),
+    };
+    record(ctx.meters, job.function, &f.metrics, sample);
+    result
+}
+
+fn record(meters: &meter::Meters, idx: usize, handles: &Handles, sample: meter::Sample) {
+    if sample.cold {
+        handles.cold_starts.increment(1);
+    } else {
+        handles.warm_starts.increment(1);
+    }
+    let mut meters = meters.lock().expect("meters lock");
+    let stats = &mut meters[idx];
+    stats.record(sample);
+    handles.memory_peak.set(stats.memory_peak_bytes as f64);
+}
+
+/// Fuel is handed out in slices; between slices the wall clock is checked, so neither a
+/// spinning guest nor one calling the host in a loop can outlive its timeout by more than
+/// one slice.
+const FUEL_SLICE: u64 = 1_000_000;
+
+struct Budget {
+    fuel: u64,
+    remaining: u64,
+    deadline: Instant,
+    timeout_ms: u64,
+}
+
+impl Budget {
+    /// Moves the next slice (at least `need`) into the store, or says why it cannot.
+    fn refill(&mut self, store: &mut Store<HostState>, need: u64) -> Result<(), InvokeError> {
+        if Instant::now() >= self.deadline {
+            return Err(InvokeError::Timeout(self.timeout_ms));
+        }
+        let slice = FUEL_SLICE.max(need).min(self.remaining);
+        if slice == 0 || slice < need {
+            return Err(InvokeError::OutOfFuel(self.fuel));
+        }
+        self.remaining -= slice;
+        let left = store.get_fuel().unwrap_or(0);
+        store
+            .set_fuel(left + slice)
+            .map_err(|e| InvokeError::Trap(e.to_string()))
+    }
+}
+
+fn trap(e: wasmi::Error) -> InvokeError {
+    InvokeError::Trap(e.to_string())
+}
+
+/// Calls `func` within the budget's fuel and deadline.
+fn bounded<P: WasmParams, R: WasmResults>(
+    func: &TypedFunc<P, R>,
+    store: &mut Store<HostState>,
+    params: P,
+    budget: &mut Budget,
+) -> Result<R, InvokeError> {
+    let mut call = func.call_resumable(&mut *store, params).map_err(trap)?;
+    loop {
+        match call {
+            TypedResumableCall::Finished(r) => return Ok(r),
+            TypedResumableCall::OutOfFuel(next) => {
+                budget.refill(store, next.required_fuel())?;
+                call = next.resume(&mut *store).map_err(trap)?;
+            }
+            TypedResumableCall::HostTrap(t) => {
+                return Err(InvokeError::Trap(t.host_error().to_string()))
+            }
+        }
+    }
+}
+
+fn call(
+    instance: &mut Instance,
+    budget: &mut Budget,
+    job: &Job<'_>,
+) -> Result<Vec<Output>, InvokeError> {
+    let (topic, payload, received_ms) = (job.topic, job.payload, job.received_ms);
+    let store = &mut instance.store;
+    store.data_mut().reset();
+    store.data_mut().caller = job.caller.cloned();
+    store.set_fuel(0).map_err(trap)?;
+    budget.refill(store, 0)?;
+    let total = topic.len() + payload.len();
+    let len = i32::try_from(total).map_err(|_| InvokeError::Alloc(total))?;
+    let ptr = bounded(&instance.alloc, store, len, budget)?;
+    // Wasm pointers are unsigned 32-bit values.
+    let start = ptr as u32 as usize;
+    if start == 0 || start + total > instance.memory.data_size(&*store) {
+        return Err(InvokeError::Alloc(total));
+    }
+    let mem = instance.memory.data_mut(&mut *store);
+    mem[start..start + topic.len()].copy_from_slice(topic.as_bytes());
+    mem[start + topic.len()..start + total].copy_from_slice(payload);
+    // start + total fits in memory (at most 4 GiB), so these wrap to the right u32 values.
+    let args = (
+        start as u32 as i32,
+        topic.len() as i32,
+        (start + topic.len()) as u32 as i32,
+        payload.len() as i32,
+        received_ms as i64,
+    );
+    let rc = bounded(&instance.on_event, store, args, budget)?;
+    if rc != 0 {
+        return Err(InvokeError::Failed(rc));
+    }
+    Ok(std::mem::take(&mut store.data_mut().outputs))
+}

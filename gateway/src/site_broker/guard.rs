@@ -1,0 +1,440 @@
+//! The embedded broker's front door when `broker.users` is set: a client logs in with a
+//! user name and password (checked against Argon2 hashes), and may then publish, name a
+//! will, and subscribe only within its user's topic rules.
+//!
+//! rumqttd checks passwords but has no topic rules, so with users it listens on a loopback
+//! port of its own, which only this guard and Kiri's own sessions can log in to (with a
+//! password made at random at each start), and the guard listens on `broker.listen`. For
+//! each client it reads the CONNECT, checks the login and the will, relays the CONNECT with
+//! the internal login and the client id `<user>:<client id>` (so that one user cannot take
+//! over another's session, or Kiri's), and from then on reads every packet the client sends
+//! and relays it only if it is allowed: a PUBLISH to a topic outside the user's `publish`
+//! filters, or a SUBSCRIBE to a filter not within its `subscribe` filters, ends the
+//! connection (MQTT 3.1.1 has no way to refuse one packet), logged and counted in
+//! `kiri_broker_refused_total{reason}`. What the broker sends back is relayed unchanged.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::password_hash::PasswordVerifier;
+use argon2::Argon2;
+use bytes::{Bytes, BytesMut};
+use rumqttc::mqttbytes::{self, v4, FixedHeader, PacketType, Protocol};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::config::BrokerUser;
+use crate::net::topic;
+
+/// How long a new connection may take to send its CONNECT.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Password checks running at once: each takes its hash's memory cost (7 MiB for the hashes
+/// `kiri password-hash` makes), so a flood of logins queues instead of exhausting memory.
+const CHECKS_AT_ONCE: usize = 2;
+/// Client connections at once; more are closed as they arrive (counted as `busy`).
+pub const MAX_CONNECTIONS: usize = 1024;
+/// The largest CONNECT read (its will included): a connection holds no more before it has
+/// logged in.
+const MAX_CONNECT_BYTES: usize = 64 << 10;
+/// What one user may do.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    publish: Vec<String>,
+    subscribe: Vec<String>,
+}
+
+impl Rules {
+    /// May the user publish to (or name as its will) the topic `name`?
+    pub fn may_publish(&self, name: &str) -> bool {
+        topic::validate_name(name).is_ok() && self.publish.iter().any(|f| topic::matches(f, name))
+    }
+
+    /// May the user subscribe with `filter`? Only within one of its filters.
+    pub fn may_subscribe(&self, filter: &str) -> bool {
+        topic::validate_filter(filter).is_ok()
+            && self.subscribe.iter().any(|f| topic::covers(f, filter))
+    }
+}
+
+struct Account {
+    hash: String,
+    rules: Rules,
+}
+
+/// The login Kiri's own sessions use with the internal broker.
+#[derive(Clone)]
+pub struct InternalLogin {
+    /// User name.
+    pub user: String,
+    /// Password, random per start.
+    pub password: String,
+}
+
+impl std::fmt::Debug for InternalLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InternalLogin")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InternalLogin {
+    /// A new random login.
+    pub fn generate() -> anyhow::Result<InternalLogin> {
+        let mut bytes = [0u8; 24];
+        getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        let password = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(InternalLogin {
+            user: "kiri-internal".into(),
+            password,
+        })
+    }
+}
+
+/// The guard's settings.
+pub struct Guard {
+    accounts: HashMap<String, Account>,
+    /// Checked for unknown users, so that the time taken does not tell which names exist.
+    dummy_hash: String,
+    internal: InternalLogin,
+    /// Client ids of Kiri's own sessions: no client may take them.
+    reserved_ids: HashSet<String>,
+    max_packet: usize,
+    checks: Semaphore,
+}
+
+impl Guard {
+    /// A guard for `users`, relaying with `internal`.
+    pub fn new(
+        users: &[BrokerUser],
+        internal: InternalLogin,
+        reserved_ids: HashSet<String>,
+        max_packet: usize,
+    ) -> anyhow::Result<Guard> {
+        let accounts = users
+            .iter()
+            .map(|u| {
+                let rules = Rules {
+                    publish: u.publish_filters(),
+                    subscribe: u.subscribe.clone(),
+                };
+                let account = Account {
+                    hash: u.password_hash.clone(),
+                    rules,
+                };
+                (u.name.clone(), account)
+            })
+            .collect();
+        let mut dummy = [0u8; 16];
+        getrandom::fill(&mut dummy).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        let dummy_hash = crate::crypto::password::hash_password(&format!("{dummy:?}"))?;
+        Ok(Guard {
+            accounts,
+            dummy_hash,
+            internal,
+            reserved_ids,
+            max_packet,
+            checks: Semaphore::new(CHECKS_AT_ONCE),
+        })
+    }
+
+    /// Checks a login; the user's rules if it is right.
+    async fn login(self: &Arc<Self>, user: &str, password: &str) -> Option<Rules> {
+        let _permit = self.checks.acquire().await.ok()?;
+        let guard = self.clone();
+        let (user, password) = (user.to_string(), password.to_string());
+        tokio::task::spawn_blocking(move || {
+            let account = guard.accounts.get(&user);
+            let hash = account.map_or(guard.dummy_hash.as_str(), |a| a.hash.as_str());
+            let right = Argon2::default()
+                .verify_password(password.as_bytes(), hash)
+                .is_ok();
+            account.filter(|_| right).map(|a| a.rules.clone())
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+}
+
+/// Accepts clients on `listener` and relays each to the broker at `upstream`, forever.
+pub async fn serve(listener: TcpListener, upstream: SocketAddr, guard: Arc<Guard>) {
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (client, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "embedded broker: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            refused("busy");
+            tracing::warn!(%peer, "embedded broker: {MAX_CONNECTIONS} connections already, closing a new one");
+            continue;
+        };
+        let guard = guard.clone();
+        tokio::spawn(async move {
+            if let Err(end) = relay(client, upstream, &guard).await {
+                refused(end.reason);
+                tracing::warn!(%peer, reason = end.reason, "embedded broker: {}", end.detail);
+            }
+            drop(permit);
+        });
+    }
+}
+
+fn refused(reason: &'static str) {
+    metrics::counter!("kiri_broker_refused_total", "reason" => reason).increment(1);
+}
+
+/// Why a connection was refused or closed.
+#[derive(Debug)]
+struct Refusal {
+    reason: &'static str,
+    detail: String,
+}
+
+fn refusal(reason: &'static str, detail: impl Into<String>) -> Refusal {
+    Refusal {
+        reason,
+        detail: detail.into(),
+    }
+}
+
+/// Reads the next whole packet from `stream` into `buf`; `None` at the end of the stream.
+async fn next_packet(
+    stream: &mut (impl AsyncRead + Unpin),
+    buf: &mut BytesMut,
+    max_packet: usize,
+) -> Result<Option<(FixedHeader, Bytes)>, Refusal> {
+    loop {
+        if let Some(packet) = complete_packet(buf, max_packet)? {
+            return Ok(Some(packet));
+        }
+        match stream.read_buf(buf).await {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            Err(e) => return Err(refusal("io", format!("reading from the client: {e}"))),
+        }
+    }
+}
+
+/// The next whole packet already in `buf`, if there is one (room is reserved for the rest).
+fn complete_packet(
+    buf: &mut BytesMut,
+    max_packet: usize,
+) -> Result<Option<(FixedHeader, Bytes)>, Refusal> {
+    match mqttbytes::check(buf.iter(), max_packet) {
+        Ok(header) => Ok(Some((header, buf.split_to(header.frame_length()).freeze()))),
+        Err(mqttbytes::Error::InsufficientBytes(more)) => {
+            buf.reserve(more.max(4096));
+            Ok(None)
+        }
+        Err(e) => Err(refusal("malformed", format!("malformed packet: {e}"))),
+    }
+}
+
+/// Writes a CONNACK refusing the connection, then ends it.
+async fn refuse<T>(
+    client: &mut TcpStream,
+    code: v4::ConnectReturnCode,
+    reason: &'static str,
+    detail: String,
+) -> Result<T, Refusal> {
+    let mut out = BytesMut::new();
+    if v4::ConnAck::new(code, false).write(&mut out).is_ok() {
+        let _ = client.write_all(&out).await;
+    }
+    Err(refusal(reason, detail))
+}
+
+/// One client's session: the login, then its packets, checked, until either side ends.
+async fn relay(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    guard: &Arc<Guard>,
+) -> Result<(), Refusal> {
+    use v4::ConnectReturnCode::{BadClientId, NotAuthorized, RefusedProtocolVersion};
+    let _ = client.set_nodelay(true);
+    let mut buf = BytesMut::with_capacity(4096);
+    // The CONNECT and the password check, within one deadline: a connection that has not
+    // logged in holds no more than a small CONNECT, for at most this long.
+    let admission = async {
+        let Some((header, frame)) = next_packet(&mut client, &mut buf, MAX_CONNECT_BYTES).await?
+        else {
+            return Ok(None);
+        };
+        if header.packet_type().ok() != Some(PacketType::Connect) {
+            return Err(refusal("malformed", "the first packet is not a CONNECT"));
+        }
+        let mut connect = match v4::Connect::read(header, frame) {
+            Ok(c) if c.protocol == Protocol::V4 => c,
+            Ok(_) | Err(mqttbytes::Error::InvalidProtocolLevel(_)) => {
+                let detail = "a CONNECT for another MQTT version than 3.1.1".to_string();
+                return refuse(&mut client, RefusedProtocolVersion, "protocol", detail).await;
+            }
+            Err(e) => return Err(refusal("malformed", format!("malformed CONNECT: {e}"))),
+        };
+        let id = connect.client_id.clone();
+        let Some(login) = connect.login.take() else {
+            let detail = format!("client {id:?} did not log in");
+            return refuse(&mut client, NotAuthorized, "no_login", detail).await;
+        };
+        let user = login.username;
+        let Some(rules) = guard.login(&user, &login.password).await else {
+            let detail = format!("client {id:?}: wrong user name or password (user {user:?})");
+            let code = v4::ConnectReturnCode::BadUserNamePassword;
+            return refuse(&mut client, code, "bad_login", detail).await;
+        };
+        Ok(Some((connect, id, user, rules)))
+    };
+    let admitted = tokio::time::timeout(CONNECT_TIMEOUT, admission)
+        .await
+        .map_err(|_| refusal("timeout", "not logged in within 10 s"))?;
+    let Some((mut connect, id, user, rules)) = admitted? else {
+        return Ok(());
+    };
+    if let Some(will) = &connect.last_will {
+        if !rules.may_publish(&will.topic) {
+            let detail = format!("user {user:?} may not name {:?} as its will", will.topic);
+            return refuse(&mut client, NotAuthorized, "will", detail).await;
+        }
+    }
+    if !id.is_empty() {
+        connect.client_id = format!("{user}:{id}");
+    }
+    if guard.reserved_ids.contains(&connect.client_id) {
+        let detail = format!("client id {:?} is Kiri's own", connect.client_id);
+        return refuse(&mut client, BadClientId, "client_id", detail).await;
+    }
+    connect.login = Some(v4::Login::new(
+        guard.internal.user.clone(),
+        guard.internal.password.clone(),
+    ));
+    let mut out = BytesMut::new();
+    connect
+        .write(&mut out)
+        .map_err(|e| refusal("malformed", format!("CONNECT: {e}")))?;
+
+    let server = match TcpStream::connect(upstream).await {
+        Ok(s) => s,
+        Err(e) => {
+            let detail = format!("the embedded broker at {upstream}: {e}");
+            let code = v4::ConnectReturnCode::ServiceUnavailable;
+            return refuse(&mut client, code, "io", detail).await;
+        }
+    };
+    let _ = server.set_nodelay(true);
+    let (mut server_rx, mut server_tx) = server.into_split();
+    let (mut client_rx, mut client_tx) = client.into_split();
+    let downstream = tokio::io::copy(&mut server_rx, &mut client_tx);
+    let upstream_relay = async {
+        loop {
+            // Everything whole in the buffer goes out in one write; what came before a refused
+            // packet still goes.
+            let mut verdict = Ok(());
+            loop {
+                match complete_packet(&mut buf, guard.max_packet) {
+                    Ok(Some((header, frame))) => match check(&rules, &user, header, &frame) {
+                        Ok(()) => out.extend_from_slice(&frame),
+                        Err(refused) => {
+                            verdict = Err(refused);
+                            break;
+                        }
+                    },
+                    Ok(None) => break,
+                    Err(refused) => {
+                        verdict = Err(refused);
+                        break;
+                    }
+                }
+            }
+            if !out.is_empty() {
+                server_tx
+                    .write_all(&out)
+                    .await
+                    .map_err(|e| refusal("io", format!("writing to the broker: {e}")))?;
+                out.clear();
+            }
+            verdict?;
+            match client_rx.read_buf(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(refusal("io", format!("reading from the client: {e}"))),
+            }
+        }
+    };
+    tokio::select! {
+        r = upstream_relay => match r {
+            Err(Refusal { reason: "io", .. }) => Ok(()),
+            r => r,
+        },
+        _ = downstream => Ok(()),
+    }
+}
+
+/// Is this packet from `user`'s client allowed?
+fn check(rules: &Rules, user: &str, header: FixedHeader, frame: &Bytes) -> Result<(), Refusal> {
+    match header.packet_type() {
+        Ok(PacketType::Publish) => {
+            let publish = v4::Publish::read(header, frame.clone())
+                .map_err(|e| refusal("malformed", format!("malformed PUBLISH: {e}")))?;
+            if !rules.may_publish(&publish.topic) {
+                let detail = format!("user {user:?} may not publish to {:?}", publish.topic);
+                return Err(refusal("publish", detail));
+            }
+        }
+        Ok(PacketType::Subscribe) => {
+            let subscribe = v4::Subscribe::read(header, frame.clone())
+                .map_err(|e| refusal("malformed", format!("malformed SUBSCRIBE: {e}")))?;
+            if let Some(f) = subscribe
+                .filters
+                .iter()
+                .find(|f| !rules.may_subscribe(&f.path))
+            {
+                let detail = format!("user {user:?} may not subscribe to {:?}", f.path);
+                return Err(refusal("subscribe", detail));
+            }
+        }
+        Ok(PacketType::Connect) => return Err(refusal("malformed", "a second CONNECT")),
+        Ok(_) => {}
+        Err(e) => return Err(refusal("malformed", format!("malformed packet: {e}"))),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(publish: &[&str], subscribe: &[&str]) -> Rules {
+        Rules {
+            publish: publish.iter().map(|s| s.to_string()).collect(),
+            subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn rules_keep_a_sensor_in_its_own_topics() {
+        let r = rules(&["sensors/s1/#"], &["commands/s1/+"]);
+        assert!(r.may_publish("sensors/s1/temperature"));
+        assert!(r.may_publish("sensors/s1"));
+        assert!(!r.may_publish("sensors/s2/temperature"));
+        assert!(
+            !r.may_publish("sensors/s1/+"),
+            "a wildcard is no topic name"
+        );
+        assert!(!r.may_publish("kiri/deploy/gw"));
+        assert!(r.may_subscribe("commands/s1/reset"));
+        assert!(r.may_subscribe("commands/s1/+"));
+        assert!(!r.may_subscribe("commands/+/reset"));
+        assert!(!r.may_subscribe("#"));
+        assert!(!r.may_subscribe("commands/s1/#"));
+        assert!(!r.may_subscribe("a/#/b"), "not a valid filter");
+    }
+}

@@ -1,0 +1,171 @@
+//! The site broker sensors publish to: with `broker.mode = "embedded"` (the default) rumqttd
+//! in-process, behind the [`guard`] when `broker.users` gives sensors accounts; with
+//! `"external"`, an existing broker (Mosquitto) that Kiri only connects to. [`start`] gives the
+//! address Kiri's own sessions (ingest, local publishing) connect to.
+//!
+//! rumqttd keeps messages in memory: a message it acknowledged to a sensor but Kiri has not
+//! yet committed is lost if the process dies. Use an external broker with persistence (for
+//! example Mosquitto with `persistence true`) where that window matters.
+
+pub mod guard;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+
+use crate::config::{BrokerConfig, BrokerMode};
+use crate::net::parse_mqtt_url;
+use guard::InternalLogin;
+
+/// Where Kiri's own sessions reach the site broker, and how they log in.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// Host to connect to.
+    pub host: String,
+    /// Port to connect to.
+    pub port: u16,
+    /// The internal login, when rumqttd sits behind the guard.
+    pub login: Option<InternalLogin>,
+}
+
+/// Starts the site broker `broker` describes (nothing for an external one) and says where
+/// Kiri's sessions reach it. `own_ids` are the client ids of those sessions: no sensor may
+/// take them.
+pub async fn start(broker: &BrokerConfig, own_ids: HashSet<String>) -> anyhow::Result<Endpoint> {
+    match broker.mode {
+        BrokerMode::Embedded if !broker.users.is_empty() => {
+            // rumqttd on a loopback port of its own, the guard on `broker.listen`.
+            let login = InternalLogin::generate()?;
+            let internal = std::net::TcpListener::bind(("127.0.0.1", 0))
+                .and_then(|l| l.local_addr())
+                .context("no free loopback port for the embedded broker")?;
+            start_rumqttd(
+                internal,
+                broker.max_packet_bytes,
+                broker.max_inflight,
+                Some(&login),
+            )?;
+            let l = broker.listen;
+            let listener = tokio::net::TcpListener::bind(l)
+                .await
+                .map_err(|source| BrokerError::Listen { addr: l, source })?;
+            let users = &broker.users;
+            let guard = guard::Guard::new(users, login.clone(), own_ids, broker.max_packet_bytes)?;
+            tokio::spawn(guard::serve(listener, internal, Arc::new(guard)));
+            tracing::info!(listen = %l, users = users.len(), "embedded broker: clients log in");
+            Ok(Endpoint {
+                host: internal.ip().to_string(),
+                port: internal.port(),
+                login: Some(login),
+            })
+        }
+        BrokerMode::Embedded => {
+            let l = broker.listen;
+            start_rumqttd(l, broker.max_packet_bytes, broker.max_inflight, None)?;
+            let host = if l.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                l.ip().to_string()
+            };
+            Ok(Endpoint {
+                host,
+                port: l.port(),
+                login: None,
+            })
+        }
+        BrokerMode::External => {
+            let url = parse_mqtt_url(&broker.url).map_err(anyhow::Error::msg)?;
+            Ok(Endpoint {
+                host: url.host,
+                port: url.port,
+                login: None,
+            })
+        }
+    }
+}
+
+/// The embedded broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The listen address is taken or not available.
+    #[error("embedded broker cannot listen on {addr}: {source} (set broker.listen, or broker.mode = \"external\")")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The broker thread ended or never accepted connections.
+    #[error("embedded broker on {0} did not come up")]
+    NotUp(SocketAddr),
+}
+
+/// Starts rumqttd on `listen` in its own threads and waits until it accepts connections.
+/// With `login`, clients must log in with that user name and password (the guard and
+/// Kiri's own sessions, when `broker.users` is set).
+fn start_rumqttd(
+    listen: SocketAddr,
+    max_packet_bytes: usize,
+    max_inflight: usize,
+    login: Option<&InternalLogin>,
+) -> Result<(), BrokerError> {
+    // rumqttd only logs a failed bind from its server thread; check first for a clear error.
+    drop(
+        TcpListener::bind(listen).map_err(|source| BrokerError::Listen {
+            addr: listen,
+            source,
+        })?,
+    );
+    let connections = ConnectionSettings {
+        connection_timeout_ms: 60_000,
+        max_payload_size: max_packet_bytes,
+        max_inflight_count: max_inflight,
+        auth: login.map(|l| HashMap::from([(l.user.clone(), l.password.clone())])),
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = ServerSettings {
+        name: "kiri-embedded".into(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections,
+    };
+    let segment = (4usize << 20).max(2 * max_packet_bytes);
+    let config = Config {
+        id: 0,
+        router: RouterConfig {
+            // The guard's clients, and room beyond them for Kiri's own sessions.
+            max_connections: guard::MAX_CONNECTIONS + 16,
+            max_outgoing_packet_count: max_inflight as u64,
+            max_segment_size: segment,
+            max_segment_count: 8,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: Some(HashMap::from([("1".to_string(), server)])),
+        ..Config::default()
+    };
+    let thread = std::thread::Builder::new()
+        .name("kiri-broker".into())
+        .spawn(move || {
+            let mut broker = Broker::new(config);
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "embedded broker stopped");
+            }
+        })
+        .map_err(|_| BrokerError::NotUp(listen))?;
+    // No probe connection (rumqttd logs an aborted handshake as an error): give the server
+    // thread a moment to bind, and report it if it died. Ingest retries until it is up.
+    std::thread::sleep(Duration::from_millis(50));
+    if thread.is_finished() {
+        return Err(BrokerError::NotUp(listen));
+    }
+    tracing::info!(%listen, "embedded broker listening");
+    Ok(())
+}
