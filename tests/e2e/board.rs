@@ -63,10 +63,19 @@ impl Board {
 
     fn wait_for(&mut self, text: &str, timeout: Duration) {
         let ok = poll_until(timeout, || {
+            // The console first: the board may say it and power off between two polls.
+            if self.said(text) {
+                return true;
+            }
             if let Ok(Some(status)) = self.child.try_wait() {
+                // What it printed before it stopped may still be on its way to the console.
+                std::thread::sleep(Duration::from_millis(200));
+                if self.said(text) {
+                    return true;
+                }
                 panic!("the board stopped ({status}): {}", self.transcript());
             }
-            self.said(text)
+            false
         });
         assert!(ok, "no {text:?} on the console: {}", self.transcript());
     }

@@ -361,19 +361,27 @@ impl<J: Journal> Core<J> {
             Work::Deploy { topic, payload } => (topic, payload, deploy::Source::Cloud),
             _ => return,
         };
-        if let Some(d) = &self.deploy {
-            if let Some(applied) = deploy::apply(d, &mut self.registry, &topic, &payload, source) {
-                let sent = match source {
-                    deploy::Source::Cloud => d.reply_to_cloud(applied.topic, applied.payload),
-                    deploy::Source::Local => site.publish(applied.topic, applied.payload),
-                };
-                if !sent {
-                    metrics::counter!("kiri_deploy_replies_dropped_total").increment(1);
-                    tracing::warn!(%topic, "deployment result not published: session queue full or down (it is in the history)");
+        let applied = match &self.deploy {
+            Some(d) => deploy::apply(d, &mut self.registry, &topic, &payload, source),
+            None => None,
+        };
+        if let Some(applied) = applied {
+            if applied.changed {
+                // The new triggers are subscribed to before the result goes out: whoever waits
+                // for it may publish to them at once.
+                self.want_subscriptions();
+                self.sync_subscriptions(site);
+            }
+            let sent = match (source, &self.deploy) {
+                (deploy::Source::Cloud, Some(d)) => {
+                    d.reply_to_cloud(applied.topic, applied.payload)
                 }
-                if applied.changed {
-                    self.want_subscriptions();
-                }
+                (deploy::Source::Cloud, None) => false,
+                (deploy::Source::Local, _) => site.publish(applied.topic, applied.payload),
+            };
+            if !sent {
+                metrics::counter!("kiri_deploy_replies_dropped_total").increment(1);
+                tracing::warn!(%topic, "deployment result not published: session queue full or down (it is in the history)");
             }
         }
         if let Some(ack) = ack {
@@ -381,7 +389,7 @@ impl<J: Journal> Core<J> {
         }
     }
 
-    /// The subscriptions the functions (and deployments) need now: requested at the next
+    /// The subscriptions the functions (and deployments) need now: requested by the next
     /// [`Core::sync_subscriptions`].
     pub fn want_subscriptions(&mut self) {
         let mut wanted = self.registry.subscriptions();

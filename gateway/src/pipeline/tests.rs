@@ -3,7 +3,8 @@
 //! records what the core hands it. The unit tests check one invariant each; the model check
 //! runs random sequences of messages, timer ticks, HTTP calls, failing invocations, flush
 //! errors and a full acknowledgement queue against a model of what may be acknowledged,
-//! answered and forwarded at each step.
+//! answered and forwarded at each step. Over 500 lines: the unit tests and the model check share
+//! the guest, the faulty journal, the recording site broker and the fixture.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +18,7 @@ use tokio::sync::{oneshot, Notify};
 use super::*;
 use crate::config::{FunctionConfig, OutboxConfig};
 use crate::dead_letters::DeadLetters;
+use crate::deploy::Deployer;
 use crate::outbox::{Cursor, Outbox, Record};
 use crate::registry::{Origin, Registry, Scheduler};
 use crate::runtime::Runtime;
@@ -59,6 +61,7 @@ enum Seen {
     FlushFailed,
     Acked(u16),
     Published(String),
+    Subscribed(Vec<String>),
 }
 
 type Log = Arc<Mutex<Vec<Seen>>>;
@@ -138,6 +141,10 @@ impl Subscriptions for Recorder {
             return false;
         }
         self.subscribed.extend(filters.iter().cloned());
+        self.log
+            .lock()
+            .unwrap()
+            .push(Seen::Subscribed(filters.to_vec()));
         true
     }
 
@@ -192,6 +199,11 @@ struct Fixture {
 /// Function `f` (index 0): messages on `in/#`, a timer, HTTP. Function `g` (index 1): messages
 /// on `in/#` and HTTP.
 fn fixture() -> Fixture {
+    fixture_with(|_| None)
+}
+
+/// The same, taking deployments with what `deployer` makes of the store.
+fn fixture_with(deployer: impl FnOnce(&sled::Db) -> Option<Deployer>) -> Fixture {
     let db = sled::Config::new().temporary(true).open().unwrap();
     let outbox = Arc::new(Outbox::open(&db, OutboxConfig::default()).unwrap());
     let dead_letters = Arc::new(DeadLetters::open(&db, Default::default()).unwrap());
@@ -223,7 +235,7 @@ fn fixture() -> Fixture {
     let core = Core::new(
         registry,
         journal,
-        None,
+        deployer(&db),
         limits,
         subscriptions,
         Arc::new(Notify::new()),
@@ -517,6 +529,72 @@ fn subscriptions_follow_the_functions_and_wait_while_requests_are_full() {
     assert_eq!(fx.site.unsubscribed, ["in/#"]);
     assert_eq!(fx.site.settled, Some(Vec::new()));
     assert!(!fx.core.waiting());
+}
+
+#[test]
+fn a_deployment_subscribes_to_its_triggers_before_it_answers_and_is_acknowledged_after() {
+    use crate::crypto::keys;
+    use crate::deploy::{self, Deployments, Kind, Manifest, Package, Policy, Room};
+    let key = keys::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let (replies, _) = tokio::sync::mpsc::channel(4);
+    let mut fx = fixture_with(|db| {
+        let room = Room {
+            max_functions: 4,
+            dir: dir.path().to_path_buf(),
+            min_free_bytes: 0,
+        };
+        Some(Deployer {
+            policy: Policy {
+                trusted: vec![key.verifying_key()],
+                gateway: "gw".into(),
+                groups: Vec::new(),
+                max_bytes: 1 << 20,
+            },
+            store: Deployments::open(db, 2, room).unwrap(),
+            cloud_replies: replies,
+        })
+    });
+    let wasm = wat::parse_str(GUEST).unwrap();
+    let manifest = Manifest {
+        kind: Kind::Deploy,
+        name: "h".into(),
+        version: 1,
+        module_sha256: Some(deploy::sha256_hex(&wasm)),
+        function: Some(spec(
+            "name = \"h\"\nmodule = \"\"\ntriggers = [\"new/#\"]\n",
+        )),
+        rollback_to: None,
+        expires_ms: None,
+        gateways: vec!["gw".into()],
+        groups: Vec::new(),
+        created_ms: 1,
+    };
+    let package = Package::sign(&key, crate::codec::to_cbor(&manifest), wasm).encode();
+    let mut publish = rumqttc::Publish::new("kiri/gw/deploy/h", QoS::AtLeastOnce, package);
+    publish.pkid = 9;
+    let work = Work::Message(Incoming {
+        publish,
+        received_ms: 1,
+        connection: 1,
+    });
+    let (before, _) = fx.message(&[OK], true);
+    fx.process(vec![before, work]).unwrap();
+    let seen = fx.seen();
+    let subscribed = seen
+        .iter()
+        .position(|s| matches!(s, Seen::Subscribed(f) if f.contains(&"new/#".to_string())))
+        .expect("subscribed to the new trigger");
+    let answered = seen
+        .iter()
+        .position(|s| s == &Seen::Published("kiri/gw/deploy/h/result".into()))
+        .expect("the result is published");
+    let acked = seen
+        .iter()
+        .position(|s| s == &Seen::Acked(9))
+        .expect("the package is acknowledged");
+    assert!(subscribed < answered && answered < acked, "{seen:?}");
+    assert_eq!(fx.core.registry.route("new/x"), [2]);
 }
 
 /// One step of a random run.
