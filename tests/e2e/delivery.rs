@@ -465,15 +465,13 @@ fn is_root() -> bool {
 
 /// The data directory on a small tmpfs (needs root to mount) that a filler file fills: the
 /// gateway stops acknowledging before the store meets the full disk, and resumes when space
-/// returns. Without root the test says so and checks nothing.
+/// returns. Without root the test fails, saying why: it must not pass without checking.
 #[test]
 fn a_full_disk_stops_acknowledgements_until_space_returns() {
-    if !is_root() {
-        // `a_full_outbox_blocks_input_and_resumes_without_loss` covers the same path with a
-        // small byte bound instead of a small disk.
-        eprintln!("SKIPPED: mounting a small tmpfs needs root (CI runs as root)");
-        return;
-    }
+    assert!(
+        is_root(),
+        "this test mounts a small tmpfs, which needs root: run `make test` as root (CI does)"
+    );
     let (dir, mut cloud, sub, broker_port) = super::site("disk-consumer");
     let data = dir.path().join("kiri/data");
     std::fs::create_dir_all(&data).unwrap();
