@@ -23,6 +23,7 @@ help:
 ## fuzz or benchmark runs; `make test` runs everything)
 check: setup-lint assets
 	$(CARGO) fmt --all -- --check
+	python3 scripts/check-modules.py
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace --lib --bins
 
@@ -63,7 +64,7 @@ node-red:
 	@scripts/node-red.sh install
 
 ## soak: the delivery proofs, longer: a crash loop of SOAK_KILLS SIGKILLs over SOAK_EVENTS
-## readings, SOAK_MODEL_CASES random sequences of the outbox model check, then the soak under
+## readings, SOAK_MODEL_CASES random sequences of the outbox and pipeline model checks, then the soak under
 ## faults for DURATION (seconds, or 10m, 1h) at SOAK_RATE readings/s; its report is printed
 ## and kept in target/soak/report.json (SOAK_FAULTS: a comma-separated choice of fault kinds)
 SOAK_KILLS ?= 40
@@ -73,6 +74,7 @@ DURATION ?= 600
 SOAK_RATE ?= 200
 soak: setup-test assets functions
 	TEST_MODEL_CASES=$(SOAK_MODEL_CASES) $(CARGO) test -p kiri --lib the_outbox_matches_its_model
+	TEST_MODEL_CASES=$(SOAK_MODEL_CASES) $(CARGO) test -p kiri --lib the_pipeline_acknowledges_answers_and_forwards_only_what_is_committed
 	TEST_CRASH_KILLS=$(SOAK_KILLS) TEST_CRASH_EVENTS=$(SOAK_EVENTS) \
 		$(CARGO) test -p kiri --test e2e -- --nocapture crash_loop link_faults
 	TEST_SOAK_SECONDS=$(DURATION) TEST_SOAK_RATE=$(SOAK_RATE) $(if $(SOAK_FAULTS),TEST_SOAK_FAULTS=$(SOAK_FAULTS)) \
@@ -86,11 +88,13 @@ FUZZ_SECONDS ?= 60
 fuzz: setup-fuzz assets functions
 	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
 
-## lint: formatting and clippy, for the host and for the wasm guests; the dependency graph with
-## cargo-deny (deny.toml: licenses, bans, sources; advisories when the RustSec database can be
-## fetched, and a clear line when it cannot)
+## lint: formatting and clippy, for the host and for the wasm guests; the shape of gateway/src
+## (scripts/check-modules.py: no module cycle, no impl out of its module, no unexplained file over
+## 500 lines); the dependency graph with cargo-deny (deny.toml: licenses, bans, sources;
+## advisories when the RustSec database can be fetched, and a clear line when it cannot)
 lint: setup-lint assets
 	$(CARGO) fmt --all -- --check
+	python3 scripts/check-modules.py
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --target $(WASM_TARGET) $(addprefix -p ,$(FUNCTIONS) $(TEST_GUESTS) kiri-sdk) -- -D warnings
 	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check

@@ -5,7 +5,7 @@
 //! - `codec/*`: the CBOR check of every input, the reading decode, the forwarded envelope;
 //! - `invoke/*`, `host/*`: invocations (warm, cold), compiling, host call round trips;
 //! - `kv/*`: key-value state through the host API, and its commit;
-//! - `outbox/*`: append + group commit with fsync, and the forwarder's drain;
+//! - `outbox/*`: append + group commit with fsync, and the uplink's drain;
 //! - `deploy/*`: signature and manifest checks of a signed package;
 //! - `example/*`: each example function in wasm and natively, with its fuel.
 //!

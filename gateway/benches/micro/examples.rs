@@ -135,7 +135,7 @@ pub fn bench(c: &mut Criterion) {
         let topic = format!("sensors/{}/temperature", e.sensor);
         for seq in 0..e.history {
             let payload = reading(e, seq);
-            // The state the processor would have committed...
+            // The state the pipeline would have committed...
             let done = rt.invoke(f, &topic, &payload, 0).expect("invocation");
             for (k, v) in done.kv_writes {
                 match v {

@@ -93,7 +93,7 @@ pub fn load(rt: &mut Runtime, name: &str, wasm: &[u8], config: &[(&str, &str)]) 
     .unwrap_or_else(|e| panic!("loading {name}: {e}"))
 }
 
-/// Runs one event through [`Runtime::run_batch`], the processor's path; panics if it fails.
+/// Runs one event through [`Runtime::run_batch`], the pipeline's path; panics if it fails.
 pub fn run(rt: &mut Runtime, job: Job<'_>) {
     rt.run_batch(&[job], |_, result| {
         result.map(drop).map_err(|e| e.to_string())

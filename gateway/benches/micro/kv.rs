@@ -1,7 +1,7 @@
 //! `kv/*`: a function's key-value state as it sees it: `kv_get` of a stored key and `kv_put`
 //! through the host API (1000 calls per invocation, throughput per call); `store_get`, the
 //! sled read behind `kv_get`; and `commit_batch128`: 128 invocations' state writes, each
-//! committed as the processor commits it (one sled transaction, with the invocation's
+//! committed as the pipeline commits it (one sled transaction, with the invocation's
 //! results: none here), then the group commit (flush and fsync), on the gateway's on-disk
 //! store. Throughput: per write. A transaction returns before its log write reaches the disk;
 //! the flush waits for all of them, so only the group's time tells the cost.
@@ -25,7 +25,7 @@ pub fn bench(c: &mut Criterion) {
         "(drop (call $kv_get (i32.const 16) (i32.const 3) (i32.const 64) (i32.const 64)))",
     );
     let get = fixtures::load(&mut rt, "kv_get", &get, &[]);
-    // The key, stored in the function's own namespace as the processor commits a write.
+    // The key, stored in the function's own namespace as the pipeline commits a write.
     let tree = rt.invoke(get, "bench/kv", b"", 0).expect("invocation").kv;
     outbox
         .append_with_state(&[], Some((&tree, &write)))

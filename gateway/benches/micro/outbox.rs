@@ -2,11 +2,11 @@
 //! gateway opens it (disk guard, `fsync` after each group commit: `gateway.fsync = true`).
 //!
 //! - `append_commit_batch{1,128}`: a group of 1 or 128 invocations, each appending its one
-//!   result (as the processor does), then the group commit (one flush and fsync). Throughput:
+//!   result (as the pipeline does), then the group commit (one flush and fsync). Throughput:
 //!   per record. Each append is one sled batch, and sled writes its log buffer out and waits
 //!   for it (`sync_file_range`) at the start of every batch: a disk write per record.
 //! - `append_commit_single_batch128`: the same 128 records in one append, for comparison.
-//! - `drain_burst64`: what the forwarder does for a window of 64 messages with the defaults
+//! - `drain_burst64`: what the uplink does for a window of 64 messages with the defaults
 //!   (`batch_records = 1`, `inflight = 64`): 64 reads of one record, 64 acks (deletes), one
 //!   flush of the deletes. Throughput: per record.
 

@@ -30,7 +30,7 @@ struct Usage {
     bytes: u64,
 }
 
-/// The dead-letter tree; shared by the processor (record, remove) and the HTTP API.
+/// The dead-letter tree; shared by the pipeline (record, remove) and the HTTP API.
 pub struct DeadLetters {
     db: sled::Db,
     tree: sled::Tree,
@@ -192,7 +192,7 @@ impl DeadLetters {
         Ok(true)
     }
 
-    /// Makes removals durable (the processor's commits flush everything anyway).
+    /// Makes removals durable (the pipeline's commits flush everything anyway).
     pub fn flush(&self) -> Result<(), sled::Error> {
         self.db.flush().map(|_| ())
     }

@@ -6,35 +6,33 @@
 //! then the pipeline; wait; shut down in the order that loses nothing (inputs first, then the
 //! pipeline after its group, then the rest).
 
+mod functions;
+mod site;
 mod tasks;
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
-use rumqttc::{AsyncClient, EventLoop};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, LogForwarding};
 use crate::dead_letters::DeadLetters;
-use crate::deploy::{self, Deployer};
+use crate::deploy::Deployer;
 use crate::http;
 use crate::ingest;
 use crate::net::{self, parse_mqtt_url, Backoff};
 use crate::outbox::Outbox;
-use crate::pipeline::{self, Ack, Core, Durable, Limits, Retries, SiteLink, Stop, Work};
-use crate::registry::{Origin, Registry};
-use crate::runtime::Runtime;
-use crate::site_broker;
+use crate::pipeline::{self, Core, Durable, Limits, Retries, SiteLink, Stop};
 use crate::store::Store;
 use crate::telemetry::{self, SharedStatus, Telemetry};
-use crate::timers::Timers;
 use crate::uplink::{self, Credentials, ForwardConfig};
+use functions::load_functions;
+use site::start_site;
 
 /// Runs the gateway described by `config` until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -298,159 +296,6 @@ fn open_store(config: &Config) -> anyhow::Result<Stores> {
         outbox,
         dead_letters,
         wake,
-    })
-}
-
-/// Loads the configuration's functions, then (with deployment on) the deployed ones.
-fn load_functions(
-    config: &Config,
-    stores: &Stores,
-    telemetry: &Telemetry,
-    work: &mpsc::Sender<Work>,
-    cloud_replies: mpsc::Sender<(String, Vec<u8>)>,
-) -> anyhow::Result<(Registry, Option<Deployer>)> {
-    let mut runtime = Runtime::new(config.broker.max_message_bytes, stores.store.db.clone());
-    runtime.set_telemetry(telemetry.clone());
-    let timers = Timers::new(tokio::runtime::Handle::current(), work.clone());
-    let mut registry = Registry::new(runtime, Box::new(timers));
-    for f in &config.functions {
-        registry
-            .load(f)
-            .with_context(|| format!("function {:?} ({})", f.name, f.module.display()))?;
-        tracing::info!(function = %f.name, triggers = ?f.triggers, "function loaded");
-    }
-    if config.deploy.trusted_keys.is_empty() {
-        return Ok((registry, None));
-    }
-    let d = &config.deploy;
-    let policy = deploy::Policy {
-        trusted: d
-            .trusted_keys
-            .iter()
-            .map(|k| crate::crypto::keys::parse_public(k).expect("validated with the config"))
-            .collect(),
-        gateway: config.gateway.id.clone(),
-        groups: d.groups.clone(),
-        max_bytes: d.max_package_bytes,
-    };
-    let room = deploy::Room {
-        max_functions: d.max_functions,
-        dir: config.gateway.data_dir.clone(),
-        min_free_bytes: config.outbox.min_free_bytes,
-    };
-    let deployments = deploy::Deployments::open(&stores.store.db, d.keep_versions, room)?;
-    let active = deployments
-        .active()
-        .map_err(|e| anyhow::anyhow!("deployments: {e}"))?;
-    for (name, version, manifest, module) in active {
-        if config.functions.iter().any(|f| f.name == name) {
-            anyhow::bail!(
-                "function {name:?} is both in the configuration file and deployed over MQTT \
-                 (version {version}): rename one, or `kiri undeploy` the deployed one first"
-            );
-        }
-        let Some(spec) = deploy::deployed_spec(&manifest, version) else {
-            continue;
-        };
-        let prepared = match registry.runtime_mut().prepare(&spec, &module) {
-            Ok(p) => p,
-            Err(e) => {
-                // Keep starting: the configuration's functions, and deployment itself
-                // (to fix this one), must not depend on it.
-                tracing::error!(function = %name, version, error = %e,
-                    "a deployed function no longer loads; it stays inactive until a new version is deployed");
-                metrics::counter!("kiri_deployments_total", "outcome" => "rejected", "reason" => "load_failed").increment(1);
-                let refused = deploy::HistoryEntry::refused(
-                    &name,
-                    "load",
-                    "start",
-                    "load_failed",
-                    e.to_string(),
-                );
-                deployments.record(&deploy::HistoryEntry {
-                    version: Some(version),
-                    ..refused
-                });
-                continue;
-            }
-        };
-        let triggers = spec.triggers.clone();
-        registry.activate(spec, prepared, Origin::Deployed { version });
-        tracing::info!(function = %name, version, ?triggers, "deployed function loaded");
-    }
-    let deployer = Deployer {
-        policy,
-        store: deployments,
-        cloud_replies,
-    };
-    tracing::info!(topics = ?deployer.topics(), keys = deployer.policy.trusted.len(), "deployment over MQTT is on");
-    Ok((registry, Some(deployer)))
-}
-
-/// Kiri's side of the site broker: the ingest session, a session for local publishing, and
-/// the subscriptions.
-struct Site {
-    ingest: AsyncClient,
-    eventloop: EventLoop,
-    local: AsyncClient,
-    local_task: JoinHandle<()>,
-    acks_tx: mpsc::Sender<Ack>,
-    acks_rx: mpsc::Receiver<Ack>,
-    /// What the ingest session subscribes to (on every connection).
-    subscriptions: Arc<Mutex<Vec<String>>>,
-    /// What an earlier start subscribed to and this one no longer needs.
-    stale: Vec<String>,
-}
-
-/// Starts the site broker, and makes Kiri's sessions with it.
-async fn start_site(
-    config: &Config,
-    store: &Store,
-    registry: &Registry,
-    deployer: Option<&Deployer>,
-) -> anyhow::Result<Site> {
-    let b = &config.broker;
-    let client_id = b
-        .client_id
-        .clone()
-        .unwrap_or_else(|| format!("kiri-{}", config.gateway.id));
-    let local_id = format!("{client_id}-local");
-    let own_ids = HashSet::from([client_id.clone(), local_id.clone()]);
-    let endpoint = site_broker::start(b, own_ids).await?;
-    let (host, port) = (&endpoint.host, endpoint.port);
-    // At most `queue + batch` messages are unacknowledged inside Kiri (see `ingest`); the
-    // client itself only (un)subscribes.
-    let requests = b.queue + b.batch + 16;
-    let mut opts = ingest::options(&client_id, host, port, b.max_packet_bytes, requests);
-    let mut local_opts = rumqttc::MqttOptions::new(local_id, host, port);
-    local_opts.set_max_packet_size(b.max_packet_bytes, b.max_packet_bytes);
-    if let Some(l) = &endpoint.login {
-        opts.set_credentials(&l.user, &l.password);
-        local_opts.set_credentials(&l.user, &l.password);
-    }
-    let (ingest, eventloop) = AsyncClient::new(opts, requests);
-    let (acks_tx, acks_rx) = mpsc::channel(requests);
-    let (local, mut local_loop) = AsyncClient::new(local_opts, 256);
-    let local_task = tokio::spawn(async move {
-        loop {
-            if let Err(e) = local_loop.poll().await {
-                tracing::debug!(error = %e, "local publish session: reconnecting");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    });
-    let mut subscriptions = registry.subscriptions();
-    subscriptions.extend(deployer.map(Deployer::topics).unwrap_or_default());
-    let stale = store.replace_subscriptions(&subscriptions)?;
-    Ok(Site {
-        ingest,
-        eventloop,
-        local,
-        local_task,
-        acks_tx,
-        acks_rx,
-        subscriptions: Arc::new(Mutex::new(subscriptions)),
-        stale,
     })
 }
 

@@ -99,7 +99,7 @@ pub async fn run(
                     connection,
                 };
                 // Wait for room in the queue (the broker holds the rest meanwhile), still
-                // acknowledging what the processor commits.
+                // acknowledging what the pipeline commits.
                 let permit = loop {
                     tokio::select! {
                         biased;

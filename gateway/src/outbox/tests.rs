@@ -1,9 +1,15 @@
+//! The outbox's unit tests and its model check with crashes. Over 500 lines: they share their
+//! fixtures (a store on a temp dir, the records, the reopen after a simulated `kill -9`).
+
 use std::collections::VecDeque;
 use std::path::Path;
 
 use proptest::prelude::*;
 
+use std::time::Duration;
+
 use super::*;
+use crate::config::WhenFull;
 
 fn open(dir: &Path, limits: OutboxConfig) -> (sled::Db, Outbox) {
     // sled's background flusher keeps the file lock for a moment after the last handle is
@@ -167,7 +173,7 @@ fn a_reader_following_parallel_appenders_never_skips_a_record() {
             })
         })
         .collect();
-    // Read like the forwarder: from the cursor onwards, never back.
+    // Read like the uplink: from the cursor onwards, never back.
     let mut cursor = Cursor::default();
     let mut seen = Vec::new();
     loop {

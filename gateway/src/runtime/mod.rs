@@ -184,7 +184,7 @@ impl Runtime {
     }
 
     /// Installs a prepared function: at `slot`, replacing what ran there (invocations never
-    /// overlap an install: the processor installs between groups), or as a new function.
+    /// overlap an install: the pipeline installs between groups), or as a new function.
     /// Returns its index.
     pub fn install(&mut self, slot: Option<usize>, prepared: Prepared) -> usize {
         let f = prepared.0;
@@ -408,7 +408,7 @@ impl Runtime {
                 let handles: Vec<_> = work.into_iter().map(|w| scope.spawn(w)).collect();
                 errors.extend(first().err());
                 for h in handles {
-                    // A panicking worker is a bug: take the processor (and the gateway) down.
+                    // A panicking worker is a bug: take the pipeline (and the gateway) down.
                     let r = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
                     errors.extend(r.err());
                 }

@@ -1,3 +1,6 @@
+//! The sandbox, case by case: limits, traps, the host functions' checks, state, batches.
+//! Over 500 lines: the cases share the hand-written guests (WAT) at the top, each a few lines.
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -27,7 +27,7 @@ pub struct UplinkStatus {
     pub delivered: u64,
 }
 
-/// The status, shared between the forwarder (writer) and the HTTP API (reader); changes are
+/// The status, shared between the uplink (writer) and the HTTP API (reader); changes are
 /// also sent to live readers.
 #[derive(Clone, Default)]
 pub struct SharedStatus(Arc<Mutex<UplinkStatus>>, Option<super::Telemetry>);

@@ -44,7 +44,7 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// What the forwarder needs to know.
+/// What the uplink needs to know.
 #[derive(Debug, Clone)]
 pub struct ForwardConfig {
     /// Cloud broker host (also the TLS server name).

@@ -1,0 +1,292 @@
+//! Writing to the outbox: appends (with the bounds and `when_full` applied under one lock, and
+//! the function's state writes in the same transaction) and the flush that makes them durable
+//! and readable.
+
+use std::sync::atomic::Ordering;
+use std::sync::MutexGuard;
+use std::time::Duration;
+
+use super::disk::DiskGuard;
+use super::record::{self, Priority};
+use super::{Keyed, NewRecord, Numbered, Outbox, OutboxError, StateWrite, Usage};
+use crate::config::WhenFull;
+
+impl Outbox {
+    /// Encoded size of a record, as counted against `max_bytes`.
+    pub fn encoded_len(r: &NewRecord) -> u64 {
+        (13 + 4 + r.function.len() + r.topic.len() + r.payload.len()) as u64
+    }
+
+    /// Appends `records` atomically (all or none). Not durable until [`Outbox::flush`].
+    pub fn append(&self, records: &[NewRecord]) -> Result<Vec<u64>, OutboxError> {
+        self.append_with_state(records, None)
+    }
+
+    /// Appends `records` and applies `state` writes (key → value, `None` deletes) to another
+    /// tree in one sled transaction: both or neither. Returns the records' sequence numbers
+    /// (none if `reject_new` dropped them). Not durable until [`Outbox::flush`].
+    pub fn append_with_state(
+        &self,
+        records: &[NewRecord],
+        state: Option<(&sled::Tree, &[StateWrite])>,
+    ) -> Result<Vec<u64>, OutboxError> {
+        let state = state.filter(|(_, w)| !w.is_empty());
+        if records.is_empty() && state.is_none() {
+            return Ok(Vec::new());
+        }
+        let (values, bytes) = self.encode_all(records);
+        // Under the usage lock: room is checked and taken in one step (parallel invocation
+        // workers cannot all pass the check and overshoot the bounds); sequence numbers are
+        // taken and applied in one order, so a reader never sees a record before an older one
+        // still being written; and an ack cannot be counted before its append.
+        let u = self.usage.lock().expect("outbox usage lock");
+        let (mut u, fit) = self.room_for(u, records.len() as u64, bytes)?;
+        let victims = match fit {
+            Fit::DropOldest => self.victims(&u, records.len() as u64, bytes)?,
+            _ => Vec::new(),
+        };
+        let (encoded, seqs) = if fit == Fit::Reject {
+            (Vec::new(), Vec::new())
+        } else {
+            self.number(values)?
+        };
+        match state {
+            // One record alone is all or none by itself. A sled batch or transaction pins the
+            // log, which writes (and `sync_file_range`s) an IO buffer of its own for each
+            // call: twice per event, more than everything else an event costs (`make bench`).
+            None if victims.is_empty() && encoded.len() == 1 => {
+                let (k, v) = &encoded[0];
+                self.tree.insert(&k[..], &v[..])?;
+            }
+            None => {
+                let mut batch = sled::Batch::default();
+                for (k, _) in &victims {
+                    batch.remove(k);
+                }
+                for (k, v) in &encoded {
+                    batch.insert(&k[..], &v[..]);
+                }
+                self.tree.apply_batch(batch)?;
+            }
+            Some((kv, writes)) => {
+                use sled::transaction::{ConflictableTransactionError, TransactionError};
+                use sled::Transactional;
+                let result = (&self.tree, kv).transaction(|(outbox, kv)| {
+                    for (k, _) in &victims {
+                        outbox.remove(k)?;
+                    }
+                    for (k, v) in &encoded {
+                        outbox.insert(&k[..], &v[..])?;
+                    }
+                    for (k, v) in writes {
+                        match v {
+                            Some(v) => kv.insert(&k[..], &v[..])?,
+                            None => kv.remove(&k[..])?,
+                        };
+                    }
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                });
+                match result {
+                    Ok(()) => {}
+                    Err(TransactionError::Storage(e)) => return Err(e.into()),
+                    Err(TransactionError::Abort(())) => unreachable!("the closure never aborts"),
+                }
+            }
+        }
+        if !victims.is_empty() {
+            u.records -= victims.len() as u64;
+            u.bytes -= victims.iter().map(|(_, len)| len).sum::<u64>();
+            u.high -= victims
+                .iter()
+                .filter(|(k, _)| k.first() == Some(&(Priority::High as u8)))
+                .count() as u64;
+            self.count_drops("full", victims.len() as u64);
+            tracing::warn!(
+                dropped = victims.len(),
+                "outbox full: dropped the oldest results (when_full = drop_oldest)"
+            );
+        }
+        if fit == Fit::Reject {
+            self.count_drops("rejected", records.len() as u64);
+            tracing::warn!(
+                rejected = records.len(),
+                "outbox full: dropped new results (when_full = reject_new)"
+            );
+        } else {
+            self.count_appended(&mut u, &encoded, &seqs, bytes);
+        }
+        self.publish_gauges(*u);
+        Ok(seqs)
+    }
+
+    /// Gives each value its sequence number and key. Call under the usage lock.
+    fn number(&self, values: Vec<(Priority, Vec<u8>)>) -> Result<Numbered, OutboxError> {
+        let mut encoded = Vec::with_capacity(values.len());
+        let mut seqs = Vec::with_capacity(values.len());
+        for (priority, value) in values {
+            let seq = self.db.generate_id()?;
+            encoded.push((record::key(priority, seq), value));
+            seqs.push(seq);
+        }
+        Ok((encoded, seqs))
+    }
+
+    /// Accounts for records just written (under the usage lock).
+    fn count_appended(&self, u: &mut Usage, encoded: &[Keyed], seqs: &[u64], bytes: u64) {
+        if let Some(last) = seqs.last() {
+            self.issued.fetch_max(last + 1, Ordering::Release);
+        }
+        let n = encoded.len() as u64;
+        u.records += n;
+        u.bytes += bytes;
+        u.high += encoded
+            .iter()
+            .filter(|(k, _)| k[0] == Priority::High as u8)
+            .count() as u64;
+        self.counts.appended.fetch_add(n, Ordering::Relaxed);
+        metrics::counter!("kiri_outbox_appended_total").increment(n);
+    }
+
+    /// Each record's class and encoded value, and their total size.
+    fn encode_all(&self, records: &[NewRecord]) -> (Vec<(Priority, Vec<u8>)>, u64) {
+        let values: Vec<(Priority, Vec<u8>)> = records
+            .iter()
+            .map(|r| {
+                let v = record::encode(r.created_ms, &r.function, &r.topic, &r.payload);
+                (self.priority_of(&r.topic), v)
+            })
+            .collect();
+        let bytes = values.iter().map(|(_, v)| v.len() as u64).sum();
+        (values, bytes)
+    }
+
+    /// Appends `records` only if they fit now (never waits, never drops others, whatever
+    /// `when_full` says): for what may be lost, like forwarded log lines. Returns whether it
+    /// appended them.
+    pub fn append_if_room(&self, records: &[NewRecord]) -> Result<bool, OutboxError> {
+        let (values, bytes) = self.encode_all(records);
+        let mut u = self.usage.lock().expect("outbox usage lock");
+        let fits = u.records + records.len() as u64 <= self.limits.max_records
+            && u.bytes + bytes <= self.limits.max_bytes;
+        if !fits || self.disk.as_ref().is_some_and(DiskGuard::low) {
+            return Ok(false);
+        }
+        let (encoded, seqs) = self.number(values)?;
+        let mut batch = sled::Batch::default();
+        for (k, v) in &encoded {
+            batch.insert(&k[..], &v[..]);
+        }
+        self.tree.apply_batch(batch)?;
+        self.count_appended(&mut u, &encoded, &seqs, bytes);
+        self.publish_gauges(*u);
+        Ok(true)
+    }
+
+    /// Makes everything written so far durable (one fsync), and readable by the uplink.
+    /// Returns the bytes flushed.
+    pub fn flush(&self) -> Result<usize, OutboxError> {
+        let upto = self.issued.load(Ordering::Acquire);
+        let n = self.db.flush()?;
+        if let Some(f) = &self.fsync {
+            f.sync().map_err(sled::Error::Io)?;
+        }
+        self.durable.fetch_max(upto, Ordering::Release);
+        if let Some(r) = &self.readable {
+            r.notify_one();
+        }
+        Ok(n)
+    }
+
+    /// Waits, holding `u` between checks, until the records fit or the policy says what to do
+    /// instead; hands the lock back so the caller can take the room before anyone else does.
+    fn room_for<'a>(
+        &self,
+        mut u: MutexGuard<'a, Usage>,
+        records: u64,
+        bytes: u64,
+    ) -> Result<(MutexGuard<'a, Usage>, Fit), OutboxError> {
+        let (mut full_counted, mut disk_counted) = (false, false);
+        loop {
+            if self.closed.load(Ordering::Relaxed) {
+                return Err(OutboxError::Closed);
+            }
+            if records == 0 {
+                return Ok((u, Fit::Yes));
+            }
+            if self.disk.as_ref().is_some_and(DiskGuard::low) {
+                if !disk_counted {
+                    disk_counted = true;
+                    self.counts.disk_waits.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("kiri_outbox_disk_waits_total").increment(1);
+                    tracing::warn!(
+                        min_free_bytes = self.limits.min_free_bytes,
+                        "disk almost full: holding back results (and input acknowledgements) until space returns"
+                    );
+                }
+            } else {
+                let fits = u.records + records <= self.limits.max_records
+                    && u.bytes + bytes <= self.limits.max_bytes;
+                if fits || u.records == 0 {
+                    return Ok((u, Fit::Yes));
+                }
+                match self.limits.when_full {
+                    WhenFull::RejectNew => return Ok((u, Fit::Reject)),
+                    WhenFull::DropOldest => return Ok((u, Fit::DropOldest)),
+                    WhenFull::Block => {}
+                }
+                if !full_counted {
+                    full_counted = true;
+                    self.counts.full_waits.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("kiri_outbox_full_waits_total").increment(1);
+                    tracing::warn!(
+                        records = u.records,
+                        bytes = u.bytes,
+                        "outbox full: holding back input acknowledgements until the uplink drains it"
+                    );
+                }
+            }
+            // Records that wait for a flush cannot be sent, so cannot make room: flush them
+            // before waiting (a group larger than the bound would otherwise wait for ever).
+            if self.durable.load(Ordering::Acquire) < self.issued.load(Ordering::Acquire) {
+                self.flush()?;
+            }
+            u = self
+                .room
+                .wait_timeout(u, Duration::from_millis(100))
+                .expect("outbox usage lock")
+                .0;
+        }
+    }
+
+    /// The oldest records to delete so that `records`/`bytes` more fit: normal priority first,
+    /// then high. Keys and encoded sizes.
+    fn victims(
+        &self,
+        u: &Usage,
+        records: u64,
+        bytes: u64,
+    ) -> Result<Vec<(sled::IVec, u64)>, OutboxError> {
+        let mut out = Vec::new();
+        let (mut r, mut b) = (u.records, u.bytes);
+        for p in [Priority::Low, Priority::Normal, Priority::High] {
+            for entry in self.tree.scan_prefix([p as u8]) {
+                if r + records <= self.limits.max_records && b + bytes <= self.limits.max_bytes {
+                    return Ok(out);
+                }
+                let (k, v) = entry?;
+                r -= 1;
+                b = b.saturating_sub(v.len() as u64);
+                out.push((k, v.len() as u64));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What an append may do, as [`Outbox::room_for`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fit {
+    Yes,
+    DropOldest,
+    Reject,
+}
