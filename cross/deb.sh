@@ -3,7 +3,8 @@
 #   cross/deb.sh [ARCH...]      ARCH: arm64 (default build aarch64-unknown-linux-musl, static)
 #                                     armhf (armv7-unknown-linux-gnueabihf, Raspberry Pi OS 32-bit)
 #   -> target/deb/kiri_<version>_<arch>.deb
-# Contents: /usr/bin/kiri, /usr/bin/kiri-sensor, /etc/kiri/kiri.toml (a conffile), the example
+# Contents: /usr/bin/kiri, /usr/bin/kiri-sensor, /etc/kiri/kiri.toml (a conffile), the README
+# and the docs/ book in /usr/share/doc/kiri, the example
 # functions in /usr/lib/kiri/functions, the systemd units kiri.service (enabled and started on
 # install: user `kiri`, state in /var/lib/kiri, hardened, watchdog) and kiri-sensor.service
 # (for a BME280 on I2C bus 1; enable it after checking its command line).
@@ -40,7 +41,10 @@ for arch in "${arches[@]}"; do
         install -m 0644 "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/release/kiri_fn_$f.wasm" \
             "$root/usr/lib/kiri/functions/$f.wasm"
     done
+    # The README's links go to docs/: the book comes along, beside it.
+    install -d "$root/usr/share/doc/kiri/docs"
     install -m 0644 README.md "$root/usr/share/doc/kiri/README.md"
+    install -m 0644 docs/*.md docs/*.png "$root/usr/share/doc/kiri/docs/"
     printf '%s\n' "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/" \
         "Upstream-Name: kiri" "" "Files: *" "Copyright: Kiri developers" "License: Apache-2.0" \
         " On Debian systems the full text is in /usr/share/common-licenses/Apache-2.0." \

@@ -133,7 +133,7 @@ fn readings_reach_the_cloud_in_order_through_outages_and_restarts() {
         (2000..2500).map(|i| reading("s1", i)).collect(),
     );
     // Committed, not just written: the embedded broker keeps in memory only what Kiri has not
-    // committed yet, and that dies with the process (see the README's guarantees).
+    // committed yet, and that dies with the process (see docs/delivery-guarantees.md).
     wait_until("500 results committed", Duration::from_secs(60), || {
         let outbox = &kiri.status()["outbox"];
         outbox["records"].as_u64() >= Some(500) && outbox["unflushed"] == 0

@@ -646,7 +646,7 @@ fn soak_under_faults() {
             }),
         );
     }
-    // The README's bounds ("Where duplicates come from"), per function: records in flight
+    // The bounds of docs/delivery-guarantees.md ("Where duplicates come from"), per function: records in flight
     // when an uplink session (one per connect) ends (at most `inflight`), and after a kill also those
     // acknowledged since deletes were last flushed (`inflight` more); inputs processed again
     // after a kill, `queue + batch` plus the acknowledgements the broker had not read when a

@@ -1,4 +1,4 @@
-//! The CBOR sensor reading format (documented in the README), without an allocator.
+//! The CBOR sensor reading format (documented in `docs/data-formats.md`), without an allocator.
 //!
 //! A reading is a CBOR map with text keys: `sensor` (text), `kind` (text), `value` (number),
 //! `unit` (text), and optionally `ts` (unsigned, ms since the Unix epoch), `uptime_ms`

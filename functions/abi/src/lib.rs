@@ -1,5 +1,5 @@
 //! Kiri function ABI, version 1: the names, version number and result codes that the
-//! gateway (host) and a function (guest) agree on. `functions/ABI.md` is the full contract;
+//! gateway (host) and a function (guest) agree on. `docs/writing-functions.md` is the full contract;
 //! this crate is its machine-readable half, shared by the host and the Rust SDK.
 #![no_std]
 #![deny(missing_docs, unsafe_code)]

@@ -1,5 +1,5 @@
 /*
- * relay: a Kiri function in plain C against functions/ABI.md (no SDK, no libc).
+ * relay: a Kiri function in plain C against docs/writing-functions.md (no SDK, no libc).
  *
  * Forwards each payload unchanged to the cloud on "<prefix>/<input topic>" (config `prefix`,
  * default "relay"), and counts the events it relayed in its key-value state (key "count",

@@ -1,4 +1,4 @@
-//! The Rust SDK for Kiri functions (ABI v1, see `functions/ABI.md`).
+//! The Rust SDK for Kiri functions (ABI v1, see `docs/writing-functions.md`).
 //!
 //! A function is a plain Rust function registered with [`handler!`]:
 //!

@@ -253,6 +253,9 @@ fn env_overrides(
 }
 
 #[cfg(test)]
+mod reference;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::path::PathBuf;
