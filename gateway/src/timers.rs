@@ -2,11 +2,12 @@
 //! schedule, one tokio task per timer, started and stopped by the registry through the
 //! [`Scheduler`] it defines. A tick that finds the pipeline's queue full is skipped and
 //! counted, never queued without bound; ticks that fall while the gateway is down are not
-//! replayed.
+//! replayed. Timers set before the pipeline runs (at startup) wait for it: they start when
+//! [`Timers::new`]'s `go` turns true.
 
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::FunctionConfig;
 use crate::pipeline::Work;
@@ -32,8 +33,22 @@ fn fire(function: usize, name: &str, tx: &mpsc::Sender<Work>) -> bool {
     }
 }
 
-/// Fires every `period` (the first time one period after start).
-async fn every(function: usize, name: String, period: Duration, tx: mpsc::Sender<Work>) {
+/// Waits until the pipeline runs; `false` if it never will (the gateway is stopping).
+async fn started(go: &mut watch::Receiver<bool>) -> bool {
+    go.wait_for(|go| *go).await.is_ok()
+}
+
+/// Fires every `period` (the first time one period after the pipeline started).
+async fn every(
+    function: usize,
+    name: String,
+    period: Duration,
+    tx: mpsc::Sender<Work>,
+    mut go: watch::Receiver<bool>,
+) {
+    if !started(&mut go).await {
+        return;
+    }
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -44,8 +59,17 @@ async fn every(function: usize, name: String, period: Duration, tx: mpsc::Sender
     }
 }
 
-/// Fires at each occurrence of `schedule` (UTC).
-async fn cron(function: usize, name: String, schedule: croner::Cron, tx: mpsc::Sender<Work>) {
+/// Fires at each occurrence of `schedule` (UTC) once the pipeline runs.
+async fn cron(
+    function: usize,
+    name: String,
+    schedule: croner::Cron,
+    tx: mpsc::Sender<Work>,
+    mut go: watch::Receiver<bool>,
+) {
+    if !started(&mut go).await {
+        return;
+    }
     loop {
         let now = chrono::Utc::now();
         let Ok(next) = schedule.find_next_occurrence(&now, false) else {
@@ -64,15 +88,21 @@ async fn cron(function: usize, name: String, schedule: croner::Cron, tx: mpsc::S
 pub struct Timers {
     handle: tokio::runtime::Handle,
     tx: mpsc::Sender<Work>,
+    go: watch::Receiver<bool>,
     tasks: std::collections::HashMap<usize, Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Timers {
-    /// Timers that queue their ticks on `tx`, as tasks on `handle`.
-    pub fn new(handle: tokio::runtime::Handle, tx: mpsc::Sender<Work>) -> Timers {
+    /// Timers that queue their ticks on `tx`, as tasks on `handle`, from when `go` is true.
+    pub fn new(
+        handle: tokio::runtime::Handle,
+        tx: mpsc::Sender<Work>,
+        go: watch::Receiver<bool>,
+    ) -> Timers {
         Timers {
             handle,
             tx,
+            go,
             tasks: Default::default(),
         }
     }
@@ -85,12 +115,24 @@ impl Scheduler for Timers {
         let mut tasks = Vec::new();
         if let Some(spec) = &f.every {
             let period = humantime::parse_duration(spec).expect("validated with the config");
-            let task = every(idx, f.name.clone(), period, self.tx.clone());
+            let task = every(
+                idx,
+                f.name.clone(),
+                period,
+                self.tx.clone(),
+                self.go.clone(),
+            );
             tasks.push(self.handle.spawn(task));
         }
         if let Some(spec) = &f.cron {
             let schedule = spec.parse().expect("validated with the config");
-            let task = cron(idx, f.name.clone(), schedule, self.tx.clone());
+            let task = cron(
+                idx,
+                f.name.clone(),
+                schedule,
+                self.tx.clone(),
+                self.go.clone(),
+            );
             tasks.push(self.handle.spawn(task));
         }
         self.tasks.insert(idx, tasks);

@@ -9,13 +9,13 @@ use criterion::{Criterion, Throughput};
 use kiri::codec;
 use kiri::net::Backoff;
 use kiri::outbox::{Priority, Record};
-use kiri::uplink::{self, ForwardConfig};
+use kiri::uplink::{self, UplinkConfig};
 
 use crate::fixtures;
 
 /// The uplink's settings as the defaults make them, with `batch_records` per message.
-fn forward_config(batch_records: usize) -> ForwardConfig {
-    ForwardConfig {
+fn forward_config(batch_records: usize) -> UplinkConfig {
+    UplinkConfig {
         host: "cloud.example".into(),
         port: 8883,
         tls: None,

@@ -1,8 +1,7 @@
 //! Clients of a running gateway's HTTP API: `kiri status`, `kiri functions`, `kiri dlq`.
 
 use anyhow::{bail, Context};
-use kiri::dead_letters::Entry;
-use kiri::http::{FunctionView, Outcome, Selection};
+use kiri::http::{FunctionView, Listed, Outcome, Selection};
 
 use super::DlqCommand;
 
@@ -171,15 +170,6 @@ pub fn functions_table(url: &str) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// One dead letter as `GET /api/v1/dead-letters` lists it.
-#[derive(serde::Deserialize)]
-struct Listed {
-    id: u64,
-    #[serde(flatten)]
-    entry: Entry,
-    replayable: bool,
 }
 
 fn agent() -> ureq::Agent {

@@ -284,7 +284,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Logs to stderr, filtered by `KIRI_LOG` (default `info`, rumqttd's own lines off).
-/// Logs to stderr, filtered by `KIRI_LOG` (default `info`, rumqttd's own lines off).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KIRI_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off"));
@@ -296,7 +295,6 @@ fn init_logging() {
         .init();
 }
 
-/// Resolves at Ctrl-C or SIGTERM.
 /// Resolves at Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

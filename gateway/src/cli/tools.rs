@@ -54,7 +54,8 @@ pub fn reading(
         uptime_ms: None,
         seq,
     };
-    let mut buf = vec![0u8; 64 + sensor.len() + kind.len() + unit.len()];
+    // The map's keys, headers and numbers take under 128 bytes; the text is copied as it is.
+    let mut buf = vec![0u8; 128 + sensor.len() + kind.len() + unit.len()];
     let n = r
         .encode(&mut buf)
         .map_err(|e| anyhow::anyhow!("cannot encode the reading: {e:?}"))?;

@@ -40,7 +40,9 @@ pub struct BrokerConfig {
     pub queue: usize,
     /// Events processed per group commit, at most.
     pub batch: usize,
-    /// Embedded broker: unacknowledged QoS 1 messages in flight per client.
+    /// Embedded broker: how many packets rumqttd reads from one client connection in one go,
+    /// and how many QoS 0 messages it takes from its log for one subscription at a time (not
+    /// a QoS 1 window: rumqttd fixes that at 100 per connection).
     pub max_inflight: usize,
     /// Embedded broker: the accounts sensors log in with, each with its topic rules. With
     /// none, clients connect without logging in (see `allow_anonymous`).

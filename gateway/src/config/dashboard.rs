@@ -54,7 +54,7 @@ pub struct JwtConfig {
     pub audience: String,
     /// The issuer's public keys (PEM, `PUBLIC KEY`: Ed25519 or P-256); several for rotation.
     pub keys: Vec<PathBuf>,
-    /// Clock skew tolerated on `exp` and `nbf`, seconds.
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, seconds.
     #[serde(default = "default_leeway")]
     pub leeway_s: u64,
 }

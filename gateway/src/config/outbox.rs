@@ -11,7 +11,8 @@ use crate::net::topic;
 pub enum WhenFull {
     /// Stop acknowledging inputs until the uplink drains room: back-pressure to the broker.
     Block,
-    /// Delete the oldest records (normal priority first) to make room; each one counted.
+    /// Delete the oldest records (forwarded log lines first, then normal priority, then high)
+    /// to make room; each one counted.
     DropOldest,
     /// Keep what is held and drop the new results (the inputs are still processed and
     /// acknowledged); each one counted.

@@ -1,5 +1,5 @@
-//! Dead letters: inputs that were not processed (rejected at ingest, or their function
-//! failed), kept durably so nothing is dropped without a trace, retried by themselves on a
+//! Dead letters: inputs that were not processed (refused by the pipeline's input check, or
+//! their function failed), kept durably so nothing is dropped without a trace, retried by themselves on a
 //! schedule ([`retry`]) and replayable on request. Bounded by `[dead_letters] max_records` and
 //! `max_bytes`: beyond either, the oldest entry is removed and counted in
 //! `kiri_dead_letters_dropped_total`.
@@ -69,11 +69,10 @@ impl DeadLetters {
         })
     }
 
-    /// Records an entry (durable at the next flush of the store). Keeps the first
-    /// `max_payload_bytes` of the payload; entries with the whole payload can be replayed, and
-    /// only they keep their retry time.
+    /// Records an entry (durable at the next flush of the store), its `payload_len` the
+    /// payload's full length. Keeps the first `max_payload_bytes` of the payload; entries with
+    /// the whole payload can be replayed, and only they keep their retry time.
     pub fn record(&self, mut entry: Entry) -> Result<u64, sled::Error> {
-        entry.payload_len = entry.payload.len() as u64;
         entry.payload.truncate(self.limits.max_payload_bytes);
         if !entry.replayable() {
             entry.retry_at_ms = None;

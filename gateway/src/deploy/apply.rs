@@ -16,6 +16,8 @@ const UNSIGNED: [&str; 4] = ["too_large", "malformed", "untrusted_key", "bad_sig
 /// What a deployment came to: the result to publish, and whether the functions changed.
 #[derive(Debug)]
 pub struct Applied {
+    /// The function the deployment was for.
+    pub name: String,
     /// Where to publish the result (`kiri/<gateway>/deploy/<name>/result`).
     pub topic: String,
     /// The result, CBOR ([`DeployResult`]).
@@ -79,6 +81,7 @@ pub fn apply(
     let gateway = deployer.policy.gateway.clone();
     Some(Applied {
         topic: format!("kiri/{gateway}/deploy/{name}/result"),
+        name,
         payload: crate::codec::to_cbor(&DeployResult { gateway, entry }),
         changed,
     })

@@ -122,7 +122,7 @@ pub struct HistoryEntry {
     pub kind: String,
     /// Whether it was accepted.
     pub accepted: bool,
-    /// The rejection reason, or `activated` / `removed` / `already_active`.
+    /// The rejection reason, or `activated` / `removed` / `already_applied`.
     pub reason: String,
     /// Details.
     pub detail: String,
@@ -169,18 +169,14 @@ pub struct DeployResult {
     pub entry: HistoryEntry,
 }
 
-fn kind_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Deploy => "deploy",
-        Kind::Undeploy => "undeploy",
-        Kind::Rollback => "rollback",
-    }
-}
-
 impl Kind {
     /// Its name.
     pub fn name(self) -> &'static str {
-        kind_name(self)
+        match self {
+            Kind::Deploy => "deploy",
+            Kind::Undeploy => "undeploy",
+            Kind::Rollback => "rollback",
+        }
     }
 }
 

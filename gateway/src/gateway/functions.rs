@@ -2,7 +2,7 @@
 //! deployed ones, all through [`Registry::activate`].
 
 use anyhow::Context;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::Stores;
 use crate::config::Config;
@@ -13,17 +13,18 @@ use crate::runtime::Runtime;
 use crate::telemetry::Telemetry;
 use crate::timers::Timers;
 
-/// Loads the configuration's functions, then (with deployment on) the deployed ones.
+/// Loads the configuration's functions, then (with deployment on) the deployed ones. Their
+/// timers queue ticks on `work` once `timers_go` turns true (when the pipeline runs).
 pub(super) fn load_functions(
     config: &Config,
     stores: &Stores,
     telemetry: &Telemetry,
-    work: &mpsc::Sender<Work>,
+    (work, timers_go): (&mpsc::Sender<Work>, watch::Receiver<bool>),
     cloud_replies: mpsc::Sender<(String, Vec<u8>)>,
 ) -> anyhow::Result<(Registry, Option<Deployer>)> {
     let mut runtime = Runtime::new(config.broker.max_message_bytes, stores.store.db.clone());
     runtime.set_telemetry(telemetry.clone());
-    let timers = Timers::new(tokio::runtime::Handle::current(), work.clone());
+    let timers = Timers::new(tokio::runtime::Handle::current(), work.clone(), timers_go);
     let mut registry = Registry::new(runtime, Box::new(timers));
     for f in &config.functions {
         registry

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, LogForwarding};
@@ -30,7 +30,7 @@ use crate::outbox::Outbox;
 use crate::pipeline::{self, Core, Durable, Limits, Retries, SiteLink, Stop};
 use crate::store::Store;
 use crate::telemetry::{self, SharedStatus, Telemetry};
-use crate::uplink::{self, Credentials, ForwardConfig};
+use crate::uplink::{self, Credentials, UplinkConfig};
 use functions::load_functions;
 use site::start_site;
 
@@ -48,12 +48,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let stores = open_store(&config)?;
     let (work, queue) = mpsc::channel(config.broker.queue);
     let telemetry = Telemetry::new(config.dashboard.log_lines);
+    let (timers_go, go) = watch::channel(false);
     let (replies_tx, replies_rx) = mpsc::channel(16);
-    let (registry, deployer) = load_functions(&config, &stores, &telemetry, &work, replies_tx)?;
+    let (registry, deployer) =
+        load_functions(&config, &stores, &telemetry, (&work, go), replies_tx)?;
     let site = start_site(&config, &stores.store, &registry, deployer.as_ref()).await?;
     let ready = Arc::new(AtomicBool::new(false));
     let uplink_status = SharedStatus::new(&config.cloud.url, Some(telemetry.clone()));
-
     let api = http::Api {
         metrics: metrics.handle,
         work: work.clone(),
@@ -73,18 +74,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         uplink: uplink_status.clone(),
         outbox: stores.outbox.clone(),
     };
-    let app = http::router(api);
-    let dashboard_tls = files.dashboard_tls.clone();
-    let http_task = tokio::spawn(async move {
-        if let Err(e) = http::serve(http_listener, app, dashboard_tls).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
-    tracing::info!(
-        "dashboard and HTTP API (/api/v1/status, /metrics, /healthz, /readyz, /invoke/<function>): {}",
-        http::page::url(&config, None)
-    );
-    let ingest_task = tokio::spawn(ingest::run(
+    let http = start_http(&config, http_listener, api, files.dashboard_tls.clone());
+    let ingest = tokio::spawn(ingest::run(
         site.eventloop,
         site.ingest.clone(),
         site.subscriptions.clone(),
@@ -96,18 +87,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             acks: site.acks_rx,
         },
     ));
-    let uplink = uplink::Control {
+    let control = uplink::Control {
         work: work.clone(),
         replies: replies_rx,
         open: true,
     };
     let deploy_topics = deployer.as_ref().map(Deployer::topics).unwrap_or_default();
-    let mut uplink_task = tokio::spawn(uplink::run(
+    let mut uplink = tokio::spawn(uplink::run(
         uplink_config(&config, &files, &stores, deploy_topics),
         stores.outbox.clone(),
         stores.wake.clone(),
         uplink_status.clone(),
-        uplink,
+        control,
     ));
     let tasks = Background {
         housekeeping: tokio::spawn(tasks::housekeeping(stores.outbox.clone())),
@@ -136,8 +127,80 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         local: site.local_task,
         upkeep: metrics.upkeep,
     };
+    // From here on the producers hold the only senders: once they are gone, the queue closes.
     drop(work);
+    let link = SiteLink {
+        acks: site.acks_tx,
+        ingest: site.ingest,
+        local: site.local,
+        db: stores.store.db.clone(),
+    };
+    let mut pipeline = start_pipeline(
+        &config,
+        &stores,
+        registry,
+        deployer,
+        site.subscriptions,
+        queue,
+        link,
+    )?;
+    // The timers tick from now on, as the pipeline takes work.
+    let _ = timers_go.send(true);
+    let functions = config.functions.len();
+    tracing::info!(gateway = %config.gateway.id, functions, "kiri running");
 
+    let fatal = tokio::select! {
+        _ = shutdown => {
+            tracing::info!("shutting down");
+            None
+        }
+        _ = &mut pipeline.done => Some(anyhow::anyhow!("pipeline stopped")),
+        r = &mut uplink => Some(match r {
+            Ok(Err(e)) => anyhow::Error::new(e).context("uplink"),
+            _ => anyhow::anyhow!("uplink task ended"),
+        }),
+    };
+    let (before, after) = tasks.split();
+    let first = [ingest, http].into_iter().chain(before).collect();
+    shut_down(fatal, first, pipeline, uplink, after, &stores).await
+}
+
+/// Serves the HTTP API (and the dashboard page) on `listener`.
+fn start_http(
+    config: &Config,
+    listener: tokio::net::TcpListener,
+    api: http::Api,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> JoinHandle<()> {
+    let app = http::router(api);
+    tracing::info!(
+        "dashboard and HTTP API (/api/v1/status, /metrics, /healthz, /readyz, /invoke/<function>): {}",
+        http::page::url(config, None)
+    );
+    tokio::spawn(async move {
+        if let Err(e) = http::serve(listener, app, tls).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    })
+}
+
+/// The pipeline's thread, how to stop it, and when it ended.
+struct Pipeline {
+    thread: std::thread::JoinHandle<Result<(), pipeline::ProcessError>>,
+    stop: Stop,
+    done: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// Starts the pipeline on a thread of its own (wasmi is synchronous).
+fn start_pipeline(
+    config: &Config,
+    stores: &Stores,
+    registry: crate::registry::Registry,
+    deployer: Option<Deployer>,
+    subscriptions: Arc<std::sync::Mutex<Vec<String>>>,
+    queue: mpsc::Receiver<crate::pipeline::Work>,
+    link: SiteLink,
+) -> anyhow::Result<Pipeline> {
     let limits = Limits {
         max_message_bytes: config.broker.max_message_bytes,
         batch: config.broker.batch,
@@ -151,18 +214,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         journal,
         deployer,
         limits,
-        site.subscriptions,
+        subscriptions,
         stores.wake.clone(),
     );
-    let link = SiteLink {
-        acks: site.acks_tx,
-        ingest: site.ingest,
-        local: site.local,
-        db: stores.store.db.clone(),
-    };
     let stop = Stop::default();
-    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
-    let pipeline_thread = {
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    let thread = {
         let (stop, handle) = (stop.clone(), tokio::runtime::Handle::current());
         std::thread::Builder::new()
             .name("kiri-pipeline".into())
@@ -172,38 +229,37 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 result
             })?
     };
-    let functions = config.functions.len();
-    tracing::info!(gateway = %config.gateway.id, functions, "kiri running");
+    Ok(Pipeline { thread, stop, done })
+}
 
-    let mut fatal: Option<anyhow::Error> = None;
-    tokio::select! {
-        _ = shutdown => tracing::info!("shutting down"),
-        _ = &mut done_rx => fatal = Some(anyhow::anyhow!("pipeline stopped")),
-        r = &mut uplink_task => fatal = Some(match r {
-            Ok(Err(e)) => anyhow::Error::new(e).context("uplink"),
-            _ => anyhow::anyhow!("uplink task ended"),
-        }),
-    }
-    // Stop every producer of work first; then the pipeline finishes the group it is on and
-    // stops. Work still queued is not acknowledged, so the broker redelivers it after a
-    // restart.
-    for task in [ingest_task, http_task, tasks.retry] {
+/// Stops in the order that loses nothing: every producer of work first (`first`, with the
+/// systemd notifier), then the pipeline after the group it is on (work still queued is not
+/// acknowledged, so the broker sends it again after a restart), then the uplink and the
+/// `rest`; then one last flush.
+async fn shut_down(
+    mut fatal: Option<anyhow::Error>,
+    first: Vec<JoinHandle<()>>,
+    pipeline: Pipeline,
+    uplink: JoinHandle<Result<(), crate::outbox::OutboxError>>,
+    rest: Vec<JoinHandle<()>>,
+    stores: &Stores,
+) -> anyhow::Result<()> {
+    for task in first {
         task.abort();
         let _ = task.await;
     }
     tracing::debug!("inputs stopped");
-    tasks.systemd.abort();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    stop.stop();
+    pipeline.stop.stop();
     stores.outbox.close();
-    let joined = tokio::task::spawn_blocking(move || pipeline_thread.join()).await;
+    let thread = pipeline.thread;
+    let joined = tokio::task::spawn_blocking(move || thread.join()).await;
     tracing::debug!("pipeline stopped");
     if let Ok(Ok(Err(e))) = joined {
         fatal = Some(anyhow::Error::new(e).context("pipeline"));
     }
-    uplink_task.abort();
-    let rest = [tasks.housekeeping, tasks.tick, tasks.local, tasks.upkeep];
-    for task in rest.into_iter().chain(tasks.logs) {
+    uplink.abort();
+    for task in rest {
         task.abort();
     }
     stores.outbox.flush()?;
@@ -215,6 +271,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
 /// What the configuration's files give, read before anything opens.
 struct Files {
+    cloud_url: net::MqttUrl,
     cloud_tls: Option<Arc<rustls::ClientConfig>>,
     dashboard_tls: Option<Arc<rustls::ServerConfig>>,
     issuer: Option<Arc<http::jwt::Issuer>>,
@@ -238,6 +295,7 @@ fn check_files(config: &Config) -> anyhow::Result<Files> {
         None => None,
     };
     Ok(Files {
+        cloud_url,
         cloud_tls,
         dashboard_tls,
         issuer,
@@ -321,13 +379,12 @@ fn uplink_config(
     files: &Files,
     stores: &Stores,
     deploy_topics: Vec<String>,
-) -> ForwardConfig {
+) -> UplinkConfig {
     let c = &config.cloud;
     let gw = &config.gateway.id;
-    let url = parse_mqtt_url(&c.url).expect("checked at start");
-    ForwardConfig {
-        host: url.host,
-        port: url.port,
+    UplinkConfig {
+        host: files.cloud_url.host.clone(),
+        port: files.cloud_url.port,
         tls: files.cloud_tls.clone(),
         credentials: c.username.as_ref().map(|u| Credentials {
             username: u.clone(),
@@ -367,4 +424,15 @@ struct Background {
     retry: JoinHandle<()>,
     local: JoinHandle<()>,
     upkeep: JoinHandle<()>,
+}
+
+impl Background {
+    /// Those stopped before the pipeline (the retries, an input; the systemd notifier, which
+    /// must not speak after STOPPING=1), and those after it.
+    fn split(self) -> (Vec<JoinHandle<()>>, Vec<JoinHandle<()>>) {
+        let before = vec![self.retry, self.systemd];
+        let mut after = vec![self.housekeeping, self.tick, self.local, self.upkeep];
+        after.extend(self.logs);
+        (before, after)
+    }
 }

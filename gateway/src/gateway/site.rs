@@ -20,7 +20,7 @@ use crate::store::Store;
 
 /// Kiri's side of the site broker: the ingest session, a session for local publishing, and
 /// the subscriptions.
-pub(super) struct Site {
+pub(super) struct SiteSessions {
     pub(super) ingest: AsyncClient,
     pub(super) eventloop: EventLoop,
     pub(super) local: AsyncClient,
@@ -39,7 +39,7 @@ pub(super) async fn start_site(
     store: &Store,
     registry: &Registry,
     deployer: Option<&Deployer>,
-) -> anyhow::Result<Site> {
+) -> anyhow::Result<SiteSessions> {
     let b = &config.broker;
     let client_id = b
         .client_id
@@ -73,7 +73,7 @@ pub(super) async fn start_site(
     let mut subscriptions = registry.subscriptions();
     subscriptions.extend(deployer.map(Deployer::topics).unwrap_or_default());
     let stale = store.replace_subscriptions(&subscriptions)?;
-    Ok(Site {
+    Ok(SiteSessions {
         ingest,
         eventloop,
         local,

@@ -1,6 +1,6 @@
 //! Who may call what: the admin token (as `Authorization: Bearer <token>`, compared in
 //! constant time, with a lockout after a burst of wrong ones) or a JWT of the configured
-//! issuer (`jwt.rs`) whose scopes grant what the route needs.
+//! issuer (`jwt/`) whose scopes grant what the route needs.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -3,7 +3,7 @@
 //! (`POST /invoke/<function>`). The routes, who may call them and what they answer are
 //! documented once, in `docs/http-api.md`; [`router`] wires them.
 //!
-//! - `auth.rs`: the admin token (constant-time, with a lockout) and JWTs (`jwt.rs`), checked
+//! - `auth.rs`: the admin token (constant-time, with a lockout) and JWTs (`jwt/`), checked
 //!   against what each route needs.
 //! - `invoke.rs`: the HTTP trigger, answered only once the invocation's effects are committed.
 //! - `status.rs`, `functions.rs`, `live.rs`: what the page reads (status, functions with their
@@ -30,7 +30,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::mpsc;
 
 pub use auth::Lockout;
-pub use dead_letters::{Outcome, Selection};
+pub use dead_letters::{Listed, Outcome, Selection};
 pub use functions::FunctionView;
 
 use crate::dead_letters::DeadLetters;

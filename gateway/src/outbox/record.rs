@@ -16,7 +16,7 @@ pub enum Priority {
 }
 
 impl Priority {
-    /// Both classes, in drain order.
+    /// The three classes, in drain order.
     pub const ALL: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
 
     /// The name used in metrics and the API.

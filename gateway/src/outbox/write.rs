@@ -258,8 +258,8 @@ impl Outbox {
         }
     }
 
-    /// The oldest records to delete so that `records`/`bytes` more fit: normal priority first,
-    /// then high. Keys and encoded sizes.
+    /// The oldest records to delete so that `records`/`bytes` more fit: low priority first,
+    /// then normal, then high. Keys and encoded sizes.
     fn victims(
         &self,
         u: &Usage,

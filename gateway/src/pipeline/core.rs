@@ -1,8 +1,11 @@
 //! The pure core of the pipeline: takes a group of work, runs the functions it triggers,
-//! stages their effects in the [`Journal`], flushes once (group commit), and only then hands
-//! back the acknowledgements, answers the HTTP calls and publishes to the site broker.
-//! Deployments take effect between the segments of a group. No tokio, no sockets: the I/O is
-//! behind the traits of `io.rs`, and `run.rs` drives it.
+//! stages their effects in the [`Journal`], flushes once per segment (group commit), and only
+//! then answers the HTTP calls, publishes to the site broker and hands back the
+//! acknowledgements. Deployments take effect between the segments of a group. No async
+//! runtime and no sockets: its I/O with the site broker is behind the traits of `io.rs`, and
+//! `run.rs` drives it. (It does touch two tokio primitives that need no runtime: the one-shot
+//! channels HTTP calls are answered on, and the `Notify` that wakes the uplink; deployment
+//! results for the cloud go through the deployer's channel.)
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -10,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{oneshot, Notify};
 
 use super::io::{HandBack, Site, Subscriptions};
-use super::journal::{Journal, Origin, Staged, Stager};
+use super::journal::{JobOrigin, Journal, Staged, Stager};
 use super::work::{Ack, HttpInvoke, Incoming, InvokeFailure, Work, HTTP_TOPIC, TIMER_TOPIC};
 use super::ProcessError;
 use crate::codec;
@@ -86,11 +89,6 @@ impl<J: Journal> Core<J> {
         self.limits.batch
     }
 
-    /// The registry (for tests and the driver).
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
     /// Whether acknowledgements or subscription changes still wait for room: the driver then
     /// comes back soon even without new work.
     pub fn waiting(&self) -> bool {
@@ -157,10 +155,8 @@ impl<J: Journal> Core<J> {
             }
         }
         for o in local {
-            if !site.publish(o.topic, o.payload) {
-                tracing::warn!(
-                    "local publish dropped: local session unavailable or its queue full"
-                );
+            if let Err(e) = site.publish(o.topic, o.payload) {
+                tracing::warn!(error = %e, "local publish dropped: local session unavailable or its queue full");
                 metrics::counter!("kiri_local_publish_dropped_total").increment(1);
             }
         }
@@ -189,7 +185,7 @@ impl<J: Journal> Core<J> {
                             fresh: false,
                             caller: None,
                         });
-                        origins.push(Origin::Event);
+                        origins.push(JobOrigin::Event);
                     }
                 }
                 Work::Timer { function, at_ms } => {
@@ -204,7 +200,7 @@ impl<J: Journal> Core<J> {
                             fresh: false,
                             caller: None,
                         });
-                        origins.push(Origin::Event);
+                        origins.push(JobOrigin::Event);
                     }
                 }
                 Work::Replay(r) => {
@@ -223,7 +219,7 @@ impl<J: Journal> Core<J> {
                         fresh: r.attempts > 0,
                         caller: None,
                     });
-                    origins.push(Origin::Replay {
+                    origins.push(JobOrigin::Replay {
                         id: r.id,
                         attempts: r.attempts,
                     });
@@ -238,7 +234,7 @@ impl<J: Journal> Core<J> {
                             fresh: false,
                             caller: call.caller.as_ref(),
                         });
-                        origins.push(Origin::Http { work: wi });
+                        origins.push(JobOrigin::Http { work: wi });
                     }
                 }
                 Work::Deploy { .. } => {}
@@ -275,7 +271,7 @@ impl<J: Journal> Core<J> {
         for (origin, s) in origins.into_iter().zip(staged) {
             let s = s.into_inner().expect("staged lock");
             local.extend(s.local);
-            if let (Origin::Http { work }, Some(response)) = (origin, s.response) {
+            if let (JobOrigin::Http { work }, Some(response)) = (origin, s.response) {
                 if let Work::Invoke(call) = &mut group[work] {
                     answer(call, response);
                 }
@@ -377,11 +373,11 @@ impl<J: Journal> Core<J> {
                     d.reply_to_cloud(applied.topic, applied.payload)
                 }
                 (deploy::Source::Cloud, None) => false,
-                (deploy::Source::Local, _) => site.publish(applied.topic, applied.payload),
+                (deploy::Source::Local, _) => site.publish(applied.topic, applied.payload).is_ok(),
             };
             if !sent {
                 metrics::counter!("kiri_deploy_replies_dropped_total").increment(1);
-                tracing::warn!(%topic, "deployment result not published: session queue full or down (it is in the history)");
+                tracing::warn!(function = %applied.name, "deployment result not published: session queue full or down (it is in the history)");
             }
         }
         if let Some(ack) = ack {

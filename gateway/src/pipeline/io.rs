@@ -26,9 +26,9 @@ pub trait Acks {
 
 /// Publishes to the site broker: the functions' `publish` outputs and deployment results.
 pub trait Publish {
-    /// Queues a QoS 1 message without waiting; `false` if it could not be queued (the site
+    /// Queues a QoS 1 message without waiting; why not, if it could not be queued (the site
     /// session is down or its queue full).
-    fn publish(&mut self, topic: String, payload: Vec<u8>) -> bool;
+    fn publish(&mut self, topic: String, payload: Vec<u8>) -> Result<(), String>;
 }
 
 /// Changes the ingest session's subscriptions.

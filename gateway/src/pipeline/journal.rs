@@ -72,7 +72,7 @@ impl Journal for Durable {
 
 /// Where a job of the group came from, for staging its result.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Origin {
+pub(super) enum JobOrigin {
     /// A message or timer tick: a failure becomes a dead letter (with a retry schedule).
     Event,
     /// A replay or retry of dead letter `id`, tried `attempts` times before.
@@ -101,7 +101,7 @@ impl<J: Journal> Stager<'_, J> {
     pub(super) fn stage(
         &self,
         job: &Job<'_>,
-        origin: Origin,
+        origin: JobOrigin,
         result: Result<Invocation, InvokeError>,
     ) -> Result<Staged, ProcessError> {
         let name = self.functions.name(job.function);
@@ -146,9 +146,9 @@ impl<J: Journal> Stager<'_, J> {
             }
         };
         let (attempts, replaced) = match origin {
-            Origin::Http { .. } => return Ok(staged),
-            Origin::Event => (0, None),
-            Origin::Replay { id, attempts } => {
+            JobOrigin::Http { .. } => return Ok(staged),
+            JobOrigin::Event => (0, None),
+            JobOrigin::Replay { id, attempts } => {
                 if attempts > 0 {
                     self.meters.lock().expect("meters lock")[job.function].retries += 1;
                 }

@@ -11,17 +11,18 @@
 //!    functions (and the instances of a function with `concurrency` > 1) in parallel;
 //! 3. each job's result is staged in the [`Journal`] as it finishes: outputs and state writes
 //!    in one transaction, or a dead letter;
-//! 4. one flush makes the whole group durable (group commit), and makes its results readable
+//! 4. one flush makes the whole segment durable (group commit), and makes its results readable
 //!    by the uplink;
-//! 5. only then are its QoS 1 messages acknowledged (handed back to the ingest task, which
-//!    writes the PUBACKs), its HTTP calls answered, and its `publish` outputs sent to the site
-//!    broker.
+//! 5. only then are its HTTP calls answered, its `publish` outputs sent to the site broker,
+//!    and its QoS 1 messages acknowledged (handed back to the ingest task, which writes the
+//!    PUBACKs).
 //!
-//! Deployments take effect between the segments of a group. The invariants the unit tests
-//! check (`tests.rs`, including a model check over random sequences): no acknowledgement and
-//! no answer before the flush of their group; a failed flush acknowledges, answers and
-//! forwards nothing of its group; a failed invocation leaves no state and no output; a
-//! function's results keep the order of its events.
+//! A group is one segment unless deployments split it: they take effect between segments, so
+//! that work queued before a deployment runs on the old version. The invariants the unit
+//! tests check (`tests.rs`, including a model check over random sequences): no acknowledgement
+//! and no answer before the flush of their segment; a failed flush acknowledges, answers and
+//! forwards nothing of its segment (and stops the pipeline); a failed invocation leaves no
+//! state and no output; a function's results keep the order of its events.
 //!
 //! - `work.rs`: what flows in (the leaf every producer imports).
 //! - `core.rs`: the pure core; `journal.rs`: what it writes, and the seam for storage faults;

@@ -62,12 +62,12 @@ impl Acks for SiteLink {
 }
 
 impl Publish for SiteLink {
-    fn publish(&mut self, topic: String, payload: Vec<u8>) -> bool {
+    fn publish(&mut self, topic: String, payload: Vec<u8>) -> Result<(), String> {
         // Never wait on the local broker: it may be down, and the pipeline must keep
         // committing (and stop when asked).
         self.local
             .try_publish(topic, QoS::AtLeastOnce, false, payload)
-            .is_ok()
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -129,9 +129,9 @@ impl Acks for Recorder {
 }
 
 impl Publish for Recorder {
-    fn publish(&mut self, topic: String, _payload: Vec<u8>) -> bool {
+    fn publish(&mut self, topic: String, _payload: Vec<u8>) -> Result<(), String> {
         self.log.lock().unwrap().push(Seen::Published(topic));
-        true
+        Ok(())
     }
 }
 

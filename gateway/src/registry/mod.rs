@@ -46,6 +46,8 @@ pub struct Registry {
     specs: Vec<Option<FunctionConfig>>,
     /// Each function's module version (the first 16 hex digits of its SHA-256).
     versions: Vec<String>,
+    /// Where each function came from.
+    origins: Vec<Origin>,
     router: Router,
     directory: Directory,
     schedules: Box<dyn Scheduler>,
@@ -88,6 +90,7 @@ impl Registry {
             runtime,
             specs: Vec::new(),
             versions: Vec::new(),
+            origins: Vec::new(),
             router: Router::default(),
             directory: Directory::default(),
             schedules,
@@ -110,12 +113,14 @@ impl Registry {
         if idx == self.specs.len() {
             self.specs.push(None);
             self.versions.push(String::new());
+            self.origins.push(origin);
         }
         self.directory
             .set(idx, FunctionInfo::new(&spec, &module_version, origin));
         self.schedules.set(idx, &spec);
         self.specs[idx] = Some(spec);
         self.versions[idx] = module_version;
+        self.origins[idx] = origin;
         self.reroute();
         idx
     }
@@ -177,10 +182,8 @@ impl Registry {
     /// Whether a function of this name came from the configuration file (a deployment may not
     /// take its name).
     pub fn is_configured(&self, name: &str) -> bool {
-        self.directory
-            .all()
-            .iter()
-            .any(|f| f.name == name && f.origin == "config")
+        self.index_of(name)
+            .is_some_and(|idx| self.origins[idx] == Origin::Config)
     }
 
     /// What the rest of the gateway sees of the functions, shared.

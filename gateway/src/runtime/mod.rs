@@ -1,7 +1,7 @@
-//! The function runtime on wasmi: one compiled `Module` per function, instances created from
-//! it on demand (up to `concurrency`), each reused while healthy and replaced after a trap,
-//! fuel, a memory cap and a wall-clock deadline on every invocation, and the ABI v1 host
-//! functions. Synchronous: the pipeline's thread drives it.
+//! The function runtime on wasmi: one compiled `Module` per function; instances created from
+//! it on demand (up to `concurrency`), each reused while healthy and thrown away after a trap,
+//! running out of fuel or a timeout; fuel, a memory cap and a wall-clock deadline on every
+//! invocation; and the ABI v1 host functions. Synchronous: the pipeline's thread drives it.
 //!
 //! - `mod.rs`: the [`Runtime`] (load, prepare, install, retire; [`Runtime::run_batch`]).
 //! - `interface.rs`: what a module must import and export; load and invocation errors.
@@ -140,13 +140,6 @@ impl Runtime {
         })
     }
 
-    /// Reads, validates and instantiates a function; returns its index.
-    pub fn load(&mut self, cfg: &FunctionConfig) -> Result<usize, LoadError> {
-        let bytes = Self::read_module(&cfg.module)?;
-        let prepared = self.prepare(cfg, &bytes)?;
-        Ok(self.install(None, prepared))
-    }
-
     /// Reads a module file, refusing one over the size limit before reading it.
     pub fn read_module(path: &std::path::Path) -> Result<Vec<u8>, LoadError> {
         let shown = path.display().to_string();
@@ -215,7 +208,8 @@ impl Runtime {
         }
     }
 
-    /// Like [`Runtime::load`] from bytes already in memory.
+    /// Validates, instantiates and installs a function from bytes, outside any registry (for
+    /// tools and benchmarks that run a module on its own); returns its index.
     pub fn load_bytes(
         &mut self,
         name: &str,

@@ -544,7 +544,10 @@ fn a_huge_module_file_is_refused_before_it_is_read() {
         emit: vec!["#".into()],
         limits: FunctionLimits::default(),
     };
-    assert!(matches!(runtime().load(&cfg), Err(LoadError::TooLarge(_))));
+    assert!(matches!(
+        Runtime::read_module(&cfg.module),
+        Err(LoadError::TooLarge(_))
+    ));
 }
 
 #[test]

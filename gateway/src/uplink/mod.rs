@@ -46,7 +46,7 @@ impl std::fmt::Debug for Credentials {
 
 /// What the uplink needs to know.
 #[derive(Debug, Clone)]
-pub struct ForwardConfig {
+pub struct UplinkConfig {
     /// Cloud broker host (also the TLS server name).
     pub host: String,
     /// Cloud broker port.
@@ -94,7 +94,7 @@ pub struct Control {
 
 /// Runs the uplink forever (until the task is dropped). Returns only on a storage error.
 pub async fn run(
-    cfg: ForwardConfig,
+    cfg: UplinkConfig,
     outbox: Arc<Outbox>,
     wake: Arc<Notify>,
     status: SharedStatus,
@@ -144,7 +144,7 @@ fn describe(e: &rumqttc::ConnectionError) -> String {
     }
 }
 
-fn envelope(cfg: &ForwardConfig, r: &Record) -> Envelope {
+fn envelope(cfg: &UplinkConfig, r: &Record) -> Envelope {
     Envelope {
         id: format!("{:016x}-{}", cfg.store_id, r.seq),
         gateway: cfg.gateway.clone(),
@@ -158,7 +158,7 @@ fn envelope(cfg: &ForwardConfig, r: &Record) -> Envelope {
 
 /// The topic and payload of the message carrying `records`: one envelope, or a batch message
 /// when `batch_records` > 1. Public for the benchmarks (`gateway/benches`).
-pub fn message(cfg: &ForwardConfig, records: &[Record]) -> (String, Vec<u8>) {
+pub fn message(cfg: &UplinkConfig, records: &[Record]) -> (String, Vec<u8>) {
     if cfg.batch_records <= 1 {
         let r = &records[0];
         let topic = format!("{}/{}", cfg.topic_prefix, r.topic);
@@ -180,7 +180,7 @@ struct Links<'a> {
 
 /// One connection's life. `Ok(error)` when the connection ended, `Err` on storage failure.
 async fn session(
-    cfg: &ForwardConfig,
+    cfg: &UplinkConfig,
     outbox: &Outbox,
     backoff: &mut Backoff,
     links: Links<'_>,
