@@ -16,11 +16,12 @@ use rumqttc::QoS;
 use tokio::sync::{oneshot, Notify};
 
 use super::*;
-use crate::config::{FunctionConfig, OutboxConfig};
+use crate::config::OutboxConfig;
 use crate::dead_letters::DeadLetters;
 use crate::deploy::Deployer;
 use crate::outbox::{Cursor, Outbox, Record};
-use crate::registry::{Origin, Registry, Scheduler};
+use crate::registry::testing::{spec, RecordingTimers as Timers};
+use crate::registry::{Origin, Registry};
 use crate::runtime::Runtime;
 
 /// Emits its payload to `out`, writes it under the key `last`, answers it, and then: with a
@@ -159,29 +160,6 @@ impl Subscriptions for Recorder {
     fn settled(&mut self, all: &[String]) {
         self.settled = Some(all.to_vec());
     }
-}
-
-/// Timers as the registry asks for them; none fire (the tests queue ticks themselves).
-#[derive(Clone, Default)]
-struct Timers(Arc<Mutex<Vec<String>>>);
-
-impl Scheduler for Timers {
-    fn set(&mut self, idx: usize, spec: &FunctionConfig) {
-        let every = spec.every.clone().unwrap_or_default();
-        self.0.lock().unwrap().push(format!("set {idx} {every}"));
-    }
-
-    fn clear(&mut self, idx: usize) {
-        self.0.lock().unwrap().push(format!("clear {idx}"));
-    }
-}
-
-/// A function's settings from TOML, as in `[[functions]]`.
-fn spec(toml: &str) -> FunctionConfig {
-    use figment::providers::Format;
-    figment::Figment::from(figment::providers::Toml::string(toml))
-        .extract()
-        .unwrap()
 }
 
 struct Fixture {

@@ -222,4 +222,6 @@ impl Registry {
 }
 
 #[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
 mod tests;

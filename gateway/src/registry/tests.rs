@@ -1,5 +1,4 @@
-use std::sync::{Arc, Mutex};
-
+use super::testing::{spec, RecordingTimers as Timers};
 use super::*;
 
 const GUEST: &str = r#"(module
@@ -7,28 +6,6 @@ const GUEST: &str = r#"(module
   (func (export "kiri_abi_version") (result i32) i32.const 1)
   (func (export "kiri_alloc") (param i32) (result i32) i32.const 1024)
   (func (export "kiri_on_event") (param i32 i32 i32 i32 i64) (result i32) i32.const 0))"#;
-
-/// Records what the registry asks of the timers.
-#[derive(Clone, Default)]
-struct Timers(Arc<Mutex<Vec<String>>>);
-
-impl Scheduler for Timers {
-    fn set(&mut self, idx: usize, spec: &FunctionConfig) {
-        let every = spec.every.as_deref().unwrap_or("-");
-        self.0.lock().unwrap().push(format!("set {idx} {every}"));
-    }
-
-    fn clear(&mut self, idx: usize) {
-        self.0.lock().unwrap().push(format!("clear {idx}"));
-    }
-}
-
-fn spec(toml: &str) -> FunctionConfig {
-    use figment::providers::Format;
-    figment::Figment::from(figment::providers::Toml::string(toml))
-        .extract()
-        .unwrap()
-}
 
 fn registry() -> (Registry, Timers) {
     let db = sled::Config::new().temporary(true).open().unwrap();
