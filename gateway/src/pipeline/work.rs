@@ -94,7 +94,7 @@ pub struct HttpInvoke {
 #[derive(Debug, Clone)]
 pub struct InvokeFailure {
     /// Short reason: `trap`, `out_of_fuel`, `timeout`, `error`, `alloc`, `instantiate`,
-    /// `not_found`.
+    /// `backoff`, `not_found`.
     pub reason: &'static str,
     /// The full error.
     pub error: String,

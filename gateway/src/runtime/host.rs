@@ -3,9 +3,16 @@
 //! Every pointer and length from the guest is bounds-checked against its memory; a bad one
 //! is a guest bug and traps. Recoverable failures (a topic that is not valid, an output over
 //! the limits, a missing config key) return the negative ABI codes of `kiri_abi::code`.
+//!
+//! Time: every host call first checks the invocation's wall-clock deadline
+//! (`limits.timeout_ms`, in [`HostState::deadline`]) and traps with [`DeadlineExceeded`] once
+//! it has passed, so a guest that calls the host in a loop (or whose start function does) is
+//! stopped within one host call of its limit, whatever the fuel left. Refusals of outputs and
+//! of a caller's prefixes are counted each time and logged once per invocation.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use kiri_abi::{code, import, level, IMPORT_MODULE};
 use wasmi::{Caller, Error, Extern, Linker, Memory, StoreLimits};
@@ -39,6 +46,26 @@ pub struct Output {
     pub payload: Vec<u8>,
 }
 
+/// A host call found the invocation (or the start function) past its wall-clock deadline.
+#[derive(Debug)]
+pub struct DeadlineExceeded;
+
+impl std::fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the wall-clock limit (limits.timeout_ms) passed during a host call")
+    }
+}
+
+impl wasmi::errors::HostError for DeadlineExceeded {}
+
+/// Traps with [`DeadlineExceeded`] when the caller's deadline has passed.
+fn deadline(caller: &Caller<'_, HostState>) -> Result<(), Error> {
+    if Instant::now() >= caller.data().deadline {
+        return Err(Error::host(DeadlineExceeded));
+    }
+    Ok(())
+}
+
 /// Per-instance state the host functions see.
 pub struct HostState {
     pub(crate) limits: StoreLimits,
@@ -62,6 +89,10 @@ pub struct HostState {
     pub(crate) telemetry: crate::telemetry::Telemetry,
     /// The verified HTTP caller of this invocation, if any.
     pub(crate) caller: Option<Arc<super::Caller>>,
+    /// When this invocation (or the start function) must end: host calls trap after it.
+    pub(crate) deadline: Instant,
+    /// Whether this invocation already logged a refusal (the rest are only counted).
+    pub(crate) refusal_logged: bool,
 }
 
 impl HostState {
@@ -73,11 +104,17 @@ impl HostState {
         self.kv_writes.clear();
         self.response = None;
         self.caller = None;
+        self.refusal_logged = false;
+    }
+
+    /// Whether to log a refusal now: the first of this invocation only.
+    fn log_refusal(&mut self) -> bool {
+        !std::mem::replace(&mut self.refusal_logged, true)
     }
 
     /// Whether this invocation's caller (if any) grants `name`, a topic or a key; a refusal
-    /// is counted and logged.
-    fn caller_grants(&self, name: &[u8], kind: &'static str) -> bool {
+    /// is counted, and logged once per invocation.
+    fn caller_grants(&mut self, name: &[u8], kind: &'static str) -> bool {
         let Some(caller) = &self.caller else {
             return true;
         };
@@ -86,13 +123,16 @@ impl HostState {
         }
         metrics::counter!("kiri_caller_denied_total", "function" => self.function.to_string(), "kind" => kind)
             .increment(1);
-        tracing::warn!(
-            function = &*self.function,
-            subject = caller.subject,
-            name = ?String::from_utf8_lossy(name),
-            kind,
-            "the caller's token does not grant this prefix"
-        );
+        let subject = caller.subject.clone();
+        if self.log_refusal() {
+            tracing::warn!(
+                function = &*self.function,
+                subject,
+                name = ?String::from_utf8_lossy(name),
+                kind,
+                "the caller's token does not grant this prefix (further refusals of this invocation are only counted)"
+            );
+        }
         false
     }
 
@@ -154,6 +194,7 @@ fn output(
     args: [i32; 4],
 ) -> Result<i32, Error> {
     let [tp, tl, pp, pl] = args;
+    deadline(&caller)?;
     let mem = memory(&caller)?;
     let (data, state) = mem.data_and_store_mut(&mut caller);
     let topic = range(tp, tl, data.len())?;
@@ -169,13 +210,13 @@ fn output(
     if topic::validate_name(topic).is_err() {
         return Ok(code::INVALID);
     }
+    if !state.caller_grants(topic.as_bytes(), "topic") {
+        return Ok(code::DENIED);
+    }
     let allowed = match destination {
         Destination::Cloud => &state.permissions.emit,
         Destination::Local => &state.permissions.publish,
     };
-    if !state.caller_grants(topic.as_bytes(), "topic") {
-        return Ok(code::DENIED);
-    }
     if !allowed.iter().any(|f| topic::matches(f, topic)) {
         let kind = match destination {
             Destination::Cloud => "emit",
@@ -183,12 +224,14 @@ fn output(
         };
         metrics::counter!("kiri_output_denied_total", "function" => state.function.to_string(), "kind" => kind)
             .increment(1);
-        tracing::warn!(
-            function = &*state.function,
-            topic,
-            kind,
-            "output to a topic the function may not use was refused"
-        );
+        if state.log_refusal() {
+            tracing::warn!(
+                function = &*state.function,
+                topic,
+                kind,
+                "output to a topic the function may not use was refused (further refusals of this invocation are only counted)"
+            );
+        }
         return Ok(code::DENIED);
     }
     if state.outputs.len() >= state.max_outputs
@@ -227,6 +270,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
         IMPORT_MODULE,
         import::LOG,
         |mut caller: Caller<'_, HostState>, lvl: i32, p: i32, l: i32| -> Result<(), Error> {
+            deadline(&caller)?;
             let mem = memory(&caller)?;
             let (data, state) = mem.data_and_store_mut(&mut caller);
             let line = range(p, l, data.len())?;
@@ -261,9 +305,14 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
             Ok(())
         },
     )?;
-    linker.func_wrap(IMPORT_MODULE, import::NOW_MS, || -> i64 {
-        crate::now_ms() as i64
-    })?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        import::NOW_MS,
+        |caller: Caller<'_, HostState>| -> Result<i64, Error> {
+            deadline(&caller)?;
+            Ok(crate::now_ms() as i64)
+        },
+    )?;
     linker.func_wrap(
         IMPORT_MODULE,
         import::CONFIG,
@@ -285,6 +334,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
         IMPORT_MODULE,
         import::RESPOND,
         |mut caller: Caller<'_, HostState>, p: i32, l: i32| -> Result<i32, Error> {
+            deadline(&caller)?;
             let mem = memory(&caller)?;
             let (data, state) = mem.data_and_store_mut(&mut caller);
             let body = range(p, l, data.len())?;
@@ -299,6 +349,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
         IMPORT_MODULE,
         import::CALLER,
         |mut caller: Caller<'_, HostState>, op: i32, oc: i32| -> Result<i32, Error> {
+            deadline(&caller)?;
             let mem = memory(&caller)?;
             let (data, state) = mem.data_and_store_mut(&mut caller);
             let out = range(op, oc, data.len())?;
@@ -324,8 +375,9 @@ fn lookup(
     caller: &mut Caller<'_, HostState>,
     [kp, kl, op, oc]: [i32; 4],
     too_long: i32,
-    find: impl FnOnce(&HostState, &[u8]) -> Result<Result<Vec<u8>, i32>, Error>,
+    find: impl FnOnce(&mut HostState, &[u8]) -> Result<Result<Vec<u8>, i32>, Error>,
 ) -> Result<i32, Error> {
+    deadline(caller)?;
     let mem = memory(caller)?;
     let (data, state) = mem.data_and_store_mut(caller);
     let key = range(kp, kl, data.len())?;
@@ -368,6 +420,7 @@ fn add_kv_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
          vp: i32,
          vl: i32|
          -> Result<i32, Error> {
+            deadline(&caller)?;
             let mem = memory(&caller)?;
             let (data, state) = mem.data_and_store_mut(&mut caller);
             let key = range(kp, kl, data.len())?;
@@ -380,6 +433,7 @@ fn add_kv_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
         IMPORT_MODULE,
         import::KV_DELETE,
         |mut caller: Caller<'_, HostState>, kp: i32, kl: i32| -> Result<i32, Error> {
+            deadline(&caller)?;
             let mem = memory(&caller)?;
             let (data, state) = mem.data_and_store_mut(&mut caller);
             let key = range(kp, kl, data.len())?;
@@ -395,6 +449,7 @@ fn add_kv_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
          op: i32,
          oc: i32|
          -> Result<i32, Error> {
+            deadline(&caller)?;
             let mem = memory(&caller)?;
             let (data, state) = mem.data_and_store_mut(&mut caller);
             let prefix = range(pp, pl, data.len())?;

@@ -3,6 +3,7 @@
 //! then the instance's outputs, state writes and response taken as the invocation's result.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use wasmi::{
     WasmResults,
 };
 
-use super::host::{HostState, Output};
+use super::host::{DeadlineExceeded, HostState, Output};
 use super::{EngineSet, Invocation, InvokeError, Job, LoadError, Permissions};
 use crate::config::FunctionLimits;
 use crate::telemetry::{meter, Telemetry};
@@ -38,6 +39,8 @@ pub(super) struct Meta {
     pub(super) kv: sled::Tree,
     pub(super) telemetry: Telemetry,
     pub(super) metrics: Handles,
+    /// Cold starts, rate-limited after failures in a row.
+    pub(super) starts: Starts,
 }
 
 /// A loaded function's metrics, registered once: looking them up by their label strings on
@@ -64,16 +67,61 @@ impl Handles {
     }
 }
 
+/// Cold starts of a function that keeps losing its instance (a trap, running out of fuel or
+/// time, a failed start), rate-limited: after [`FREE_FAILURES`] failures in a row, a new
+/// instance is started only once a back-off has passed (100 ms, doubling, at most 30 s); one
+/// invocation that succeeds resets it. Shared by the function's instance slots.
+#[derive(Debug, Default)]
+pub(super) struct Starts {
+    failures: AtomicU32,
+    not_before_ms: AtomicU64,
+}
+
+/// Failures in a row before cold starts back off.
+pub(super) const FREE_FAILURES: u32 = 3;
+/// The longest back-off between cold starts.
+const MAX_BACKOFF_MS: u64 = 30_000;
+
+impl Starts {
+    /// How long until a start is allowed, with the failures so far; `None`: now.
+    fn wait(&self, now_ms: u64) -> Option<(u32, u64)> {
+        let failures = self.failures.load(Ordering::Relaxed);
+        let not_before = self.not_before_ms.load(Ordering::Relaxed);
+        (failures >= FREE_FAILURES && now_ms < not_before).then(|| (failures, not_before - now_ms))
+    }
+
+    /// The instance was lost (or could not start).
+    fn failed(&self, now_ms: u64) {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= FREE_FAILURES {
+            let doublings = (failures - FREE_FAILURES).min(20);
+            let wait = (100u64 << doublings).min(MAX_BACKOFF_MS);
+            self.not_before_ms.store(now_ms + wait, Ordering::Relaxed);
+        }
+    }
+
+    /// An invocation succeeded.
+    fn succeeded(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
 pub(super) struct Function {
     pub(super) meta: Meta,
     /// Up to `concurrency` instances; `None` slots are created on demand.
     pub(super) pool: Vec<Option<Instance>>,
 }
 
+/// A new instance of `f`, its start function and `kiri_abi_version` run on the invocation's
+/// budget: fuel (`limits.fuel`) and wall-clock time (`limits.timeout_ms`, enforced by the host
+/// calls). `fuel_used` gets what they used, whatever the outcome.
 pub(super) fn instantiate(
     set: &EngineSet,
     f: &Meta,
     max_payload_bytes: usize,
+    fuel_used: &mut u64,
 ) -> Result<Instance, LoadError> {
     {
         let state = HostState {
@@ -100,6 +148,8 @@ pub(super) fn instantiate(
             response: None,
             telemetry: f.telemetry.clone(),
             caller: None,
+            deadline: Instant::now() + Duration::from_millis(f.limits.timeout_ms),
+            refusal_logged: false,
         };
         let mut store = Store::new(&set.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -107,10 +157,9 @@ pub(super) fn instantiate(
         store
             .set_fuel(f.limits.fuel)
             .map_err(LoadError::Instantiate)?;
-        let instance = set
-            .linker
-            .instantiate_and_start(&mut store, &f.module)
-            .map_err(LoadError::Instantiate)?;
+        let started = set.linker.instantiate_and_start(&mut store, &f.module);
+        *fuel_used = f.limits.fuel - store.get_fuel().unwrap_or(0);
+        let instance = started.map_err(LoadError::Instantiate)?;
         let export_err = |name, expected| LoadError::Export { name, expected };
         let memory = instance
             .get_memory(&store, export::MEMORY)
@@ -124,9 +173,9 @@ pub(super) fn instantiate(
         let on_event = instance
             .get_typed_func::<(i32, i32, i32, i32, i64), i32>(&store, export::ON_EVENT)
             .map_err(|_| export_err(export::ON_EVENT, "func (i32, i32, i32, i32, i64) -> i32"))?;
-        let v = version
-            .call(&mut store, ())
-            .map_err(LoadError::Instantiate)?;
+        let v = version.call(&mut store, ());
+        *fuel_used = f.limits.fuel - store.get_fuel().unwrap_or(0);
+        let v = v.map_err(LoadError::Instantiate)?;
         if v != kiri_abi::ABI_VERSION {
             return Err(LoadError::AbiVersion(v));
         }
@@ -156,15 +205,29 @@ pub(super) fn invoke_slot(
 ) -> Result<Invocation, InvokeError> {
     let f = ctx.meta;
     let cold = slot.is_none();
+    let started = Instant::now();
+    let mut start_fuel = 0;
     if cold {
-        match instantiate(ctx.set, f, ctx.max_payload_bytes) {
+        let now_ms = crate::now_ms();
+        let result = match f.starts.wait(now_ms) {
+            Some((failures, wait_ms)) => Err(InvokeError::Backoff { failures, wait_ms }),
+            None => instantiate(ctx.set, f, ctx.max_payload_bytes, &mut start_fuel)
+                .map_err(|e| start_failure(e, &f.limits)),
+        };
+        match result {
             Ok(instance) => *slot = Some(instance),
+            Err(e @ InvokeError::Backoff { .. }) => {
+                let mut meters = ctx.meters.lock().expect("meters lock");
+                meters[job.function].record_refusal(e.reason());
+                return Err(e);
+            }
             Err(e) => {
-                let e = InvokeError::Instantiate(e);
+                f.starts.failed(now_ms);
+                f.metrics.fuel.increment(start_fuel);
                 let sample = meter::Sample {
                     cold,
-                    fuel: 0,
-                    wall_us: 0,
+                    fuel: start_fuel,
+                    wall_us: started.elapsed().as_micros() as u64,
                     memory_bytes: 0,
                     failure: Some(e.reason()),
                 };
@@ -174,7 +237,6 @@ pub(super) fn invoke_slot(
         }
     }
     let instance = slot.as_mut().expect("instantiated above");
-    let started = Instant::now();
     let mut budget = Budget {
         fuel: f.limits.fuel,
         remaining: f.limits.fuel,
@@ -190,7 +252,8 @@ pub(super) fn invoke_slot(
         response: instance.store.data_mut().response.take(),
     });
     let left = instance.store.get_fuel().unwrap_or(0);
-    let used = budget.fuel - budget.remaining - left;
+    // A cold start's fuel and time count as the invocation's (metering shows what it cost).
+    let used = budget.fuel - budget.remaining - left + start_fuel;
     let elapsed = started.elapsed();
     let memory_bytes = instance.memory.data_size(&instance.store) as u64;
     f.metrics.fuel.increment(used);
@@ -201,6 +264,9 @@ pub(super) fn invoke_slot(
     ) {
         // Its memory and globals may be in any state: the next call gets a fresh instance.
         *slot = None;
+        f.starts.failed(crate::now_ms());
+    } else if result.is_ok() {
+        f.starts.succeeded();
     }
     let sample = meter::Sample {
         cold,
@@ -259,6 +325,19 @@ fn trap(e: wasmi::Error) -> InvokeError {
     InvokeError::Trap(e.to_string())
 }
 
+/// A failed start as an invocation error: the deadline and fuel by their own names.
+fn start_failure(e: LoadError, limits: &FunctionLimits) -> InvokeError {
+    if let LoadError::Instantiate(w) = &e {
+        if w.downcast_ref::<DeadlineExceeded>().is_some() {
+            return InvokeError::Timeout(limits.timeout_ms);
+        }
+        if w.as_trap_code() == Some(wasmi::TrapCode::OutOfFuel) {
+            return InvokeError::OutOfFuel(limits.fuel);
+        }
+    }
+    InvokeError::Instantiate(e)
+}
+
 /// Calls `func` within the budget's fuel and deadline.
 fn bounded<P: WasmParams, R: WasmResults>(
     func: &TypedFunc<P, R>,
@@ -275,7 +354,12 @@ fn bounded<P: WasmParams, R: WasmResults>(
                 call = next.resume(&mut *store).map_err(trap)?;
             }
             TypedResumableCall::HostTrap(t) => {
-                return Err(InvokeError::Trap(t.host_error().to_string()))
+                let e = t.host_error();
+                return Err(if e.downcast_ref::<DeadlineExceeded>().is_some() {
+                    InvokeError::Timeout(budget.timeout_ms)
+                } else {
+                    InvokeError::Trap(e.to_string())
+                });
             }
         }
     }
@@ -290,6 +374,7 @@ fn call(
     let store = &mut instance.store;
     store.data_mut().reset();
     store.data_mut().caller = job.caller.cloned();
+    store.data_mut().deadline = budget.deadline;
     store.set_fuel(0).map_err(trap)?;
     budget.refill(store, 0)?;
     let total = topic.len() + payload.len();

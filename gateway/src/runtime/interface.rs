@@ -70,6 +70,17 @@ pub enum InvokeError {
     /// A fresh instance could not be created.
     #[error("{0}")]
     Instantiate(LoadError),
+    /// The function lost its instance too often in a row (traps, fuel, time, failed starts):
+    /// no new one is started before the back-off has passed.
+    #[error(
+        "not started: the function failed {failures} times in a row; next start in {wait_ms} ms"
+    )]
+    Backoff {
+        /// Failures in a row.
+        failures: u32,
+        /// Until the next start is allowed.
+        wait_ms: u64,
+    },
 }
 
 impl From<sled::Error> for LoadError {
@@ -88,6 +99,7 @@ impl InvokeError {
             InvokeError::Alloc(_) => "alloc",
             InvokeError::Failed(_) => "error",
             InvokeError::Instantiate(_) => "instantiate",
+            InvokeError::Backoff { .. } => "backoff",
         }
     }
 }

@@ -245,11 +245,12 @@ impl Runtime {
             kv: self.db.open_tree(format!("kv/{name}"))?,
             telemetry: self.telemetry.clone(),
             metrics: Handles::new(name),
+            starts: Default::default(),
         };
         let set = &self.engines[&meta.limits.max_call_depth];
         // One instance now: it validates the module's start and ABI version; the rest of
         // the pool is made on demand.
-        let first = instantiate(set, &meta, self.max_payload_bytes)?;
+        let first = instantiate(set, &meta, self.max_payload_bytes, &mut 0)?;
         let mut pool: Vec<Option<Instance>> =
             (0..meta.limits.concurrency.max(1)).map(|_| None).collect();
         pool[0] = Some(first);

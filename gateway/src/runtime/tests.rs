@@ -2,6 +2,7 @@
 //! Over 500 lines: the cases share the hand-written guests (WAT) at the top, each a few lines.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
@@ -738,4 +739,180 @@ fn a_callers_prefixes_bound_every_host_call_and_do_not_outlive_its_invocation() 
     // The same warm instance, next without a caller: nothing is left of alice's limits.
     let open = codes(&mut rt, b"b/x", None);
     assert!(!open.contains(&denied), "{open:?}");
+}
+
+/// Log lines written through `tracing` while `f` runs on this thread.
+fn logged(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&buffer.0.lock().unwrap()).into_owned();
+    text
+}
+
+#[test]
+fn a_kv_list_loop_stays_within_its_timeout_however_much_fuel_is_left() {
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let kv = db.open_tree("kv/t").unwrap();
+    for i in 0..1024u32 {
+        kv.insert(format!("key-{i:0200}"), &[0u8; 8][..]).unwrap();
+    }
+    let mut rt = Runtime::new(1024, db);
+    // kv_list("") into a 64 KiB buffer, for ever.
+    let body = "(loop (drop (call $list (i32.const 0) (i32.const 0) (i32.const 1024) (i32.const 65536))) (br 0)) i32.const 0";
+    let wasm = wat::parse_str(with_body(KV, body).replace(
+        "(memory (export \"memory\") 1)",
+        "(memory (export \"memory\") 2)",
+    ))
+    .unwrap();
+    let limits = FunctionLimits {
+        fuel: u64::MAX / 2,
+        timeout_ms: 100,
+        ..FunctionLimits::default()
+    };
+    let f = rt
+        .load_bytes("t", &wasm, limits, BTreeMap::new(), Permissions::default())
+        .unwrap();
+    let started = std::time::Instant::now();
+    let result = rt.invoke(f, "t", b"", 0);
+    let took = started.elapsed();
+    assert!(
+        matches!(result, Err(InvokeError::Timeout(100))),
+        "{result:?}"
+    );
+    // Within one host call of the limit (each lists 1,024 keys); before the deadline held
+    // inside host calls, one fuel slice of this loop lasted about 80 s.
+    assert!(took < Duration::from_millis(100 + 1000), "{took:?}");
+    let stats = rt.meters().lock().unwrap()[f].snapshot();
+    assert_eq!(stats.errors.get("timeout"), Some(&1));
+}
+
+#[test]
+fn a_slow_start_function_is_stopped_at_the_timeout_and_metered() {
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let kv = db.open_tree("kv/t").unwrap();
+    let mut rt = Runtime::new(1024, db);
+    // The start function spins on the host (now_ms) while the key "slow" exists; the event
+    // handler traps on a non-empty payload, so that the next call starts a new instance.
+    let wat = r#"(module
+      (import "kiri" "kv_get" (func $get (param i32 i32 i32 i32) (result i32)))
+      (import "kiri" "now_ms" (func $now (result i64)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "slow")
+      (func $start
+        (if (i32.ge_s (call $get (i32.const 0) (i32.const 4) (i32.const 16) (i32.const 8)) (i32.const 0))
+          (then (loop (drop (call $now)) (br 0)))))
+      (start $start)
+      (func (export "kiri_abi_version") (result i32) i32.const 1)
+      (func (export "kiri_alloc") (param i32) (result i32) i32.const 1024)
+      (func (export "kiri_on_event") (param i32 i32 i32 i32 i64) (result i32)
+        (if (i32.ne (local.get 3) (i32.const 0)) (then unreachable))
+        i32.const 0))"#;
+    let limits = FunctionLimits {
+        fuel: u64::MAX / 2,
+        timeout_ms: 100,
+        ..FunctionLimits::default()
+    };
+    let f = rt
+        .load_bytes(
+            "t",
+            &wat::parse_str(wat).unwrap(),
+            limits,
+            BTreeMap::new(),
+            Permissions::default(),
+        )
+        .unwrap();
+    assert!(matches!(
+        rt.invoke(f, "t", b"x", 0),
+        Err(InvokeError::Trap(_))
+    ));
+    kv.insert("slow", &b"1"[..]).unwrap();
+    let started = std::time::Instant::now();
+    let result = rt.invoke(f, "t", b"", 0);
+    let took = started.elapsed();
+    assert!(
+        matches!(result, Err(InvokeError::Timeout(100))),
+        "{result:?}"
+    );
+    assert!(took < Duration::from_millis(100 + 1000), "{took:?}");
+    let stats = rt.meters().lock().unwrap()[f].snapshot();
+    assert!(
+        stats.fuel > 0 && stats.wall_us_max >= 100_000,
+        "the start is metered: {stats:?}"
+    );
+}
+
+#[test]
+fn a_function_that_keeps_losing_its_instance_backs_off_its_cold_starts() {
+    let mut rt = runtime();
+    let f = load(&mut rt, &with_body("", "unreachable")).unwrap();
+    for _ in 0..3 {
+        assert!(matches!(
+            rt.invoke(f, "t", b"", 0),
+            Err(InvokeError::Trap(_))
+        ));
+    }
+    let started_before = rt.meters().lock().unwrap()[f].cold_starts;
+    let refused = rt.invoke(f, "t", b"", 0);
+    assert!(
+        matches!(refused, Err(InvokeError::Backoff { failures: 3, .. })),
+        "{refused:?}"
+    );
+    let stats = rt.meters().lock().unwrap()[f].snapshot();
+    assert_eq!(stats.cold_starts, started_before, "no instance was started");
+    assert_eq!(stats.errors.get("backoff"), Some(&1));
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(
+        matches!(rt.invoke(f, "t", b"", 0), Err(InvokeError::Trap(_))),
+        "after the back-off, a new instance runs again"
+    );
+}
+
+#[test]
+fn refused_outputs_are_logged_once_per_invocation_and_all_counted() {
+    let mut rt = runtime();
+    let imports = r#"(import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
+      (data (i32.const 0) "forbidden")"#;
+    // 1,000 emits to a topic outside the allow-list, then success.
+    let body = "(local i32) (loop \
+          (drop (call $emit (i32.const 0) (i32.const 9) (i32.const 0) (i32.const 0))) \
+          (local.set 5 (i32.add (local.get 5) (i32.const 1))) \
+          (br_if 0 (i32.lt_u (local.get 5) (i32.const 1000)))) \
+        i32.const 0";
+    let wasm = wat::parse_str(with_body(imports, body)).unwrap();
+    let permissions = Permissions {
+        publish: Vec::new(),
+        emit: vec!["allowed/#".into()],
+    };
+    let f = rt
+        .load_bytes(
+            "t",
+            &wasm,
+            FunctionLimits::default(),
+            BTreeMap::new(),
+            permissions,
+        )
+        .unwrap();
+    let log = logged(|| {
+        for _ in 0..3 {
+            assert!(rt.invoke(f, "t", b"", 0).unwrap().outputs.is_empty());
+        }
+    });
+    let lines = log.lines().filter(|l| l.contains("was refused")).count();
+    assert_eq!(lines, 3, "one line per invocation, not per refusal:\n{log}");
 }

@@ -87,6 +87,12 @@ impl FunctionStats {
         self.recent_us.push_back(s.wall_us);
     }
 
+    /// Adds one invocation refused before anything ran (no start, no fuel, no time).
+    pub fn record_refusal(&mut self, reason: &'static str) {
+        self.invocations += 1;
+        *self.errors.entry(reason.to_string()).or_default() += 1;
+    }
+
     /// A copy with the percentiles filled in (sorting happens here, not per invocation).
     pub fn snapshot(&self) -> FunctionStats {
         let mut out = self.clone();
