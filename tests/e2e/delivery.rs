@@ -456,38 +456,14 @@ fn a_full_outbox_blocks_input_and_resumes_without_loss() {
     kiri.stop();
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 /// The data directory on a small tmpfs (needs root to mount) that a filler file fills: the
 /// gateway stops acknowledging before the store meets the full disk, and resumes when space
 /// returns. Without root the test fails, saying why: it must not pass without checking.
 #[test]
 fn a_full_disk_stops_acknowledgements_until_space_returns() {
-    assert!(
-        is_root(),
-        "this test mounts a small tmpfs, which needs root: run `make test` as root (CI does)"
-    );
     let (dir, mut cloud, sub, broker_port) = super::site("disk-consumer");
     let data = dir.path().join("kiri/data");
-    std::fs::create_dir_all(&data).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=48m", "tmpfs"])
-        .arg(&data)
-        .status()
-        .unwrap();
-    assert!(mounted.success(), "mount tmpfs");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(data.clone());
+    let disk = small_disk(&data, "48m");
     let mut kiri = Kiri::start(
         &dir.path().join("kiri"),
         &config(&cloud.url(), &embedded(broker_port)).replacen(
@@ -499,20 +475,7 @@ fn a_full_disk_stops_acknowledgements_until_space_returns() {
     );
     cloud.stop();
     // Leave about 4 MiB above the 16 MiB reserve.
-    let free = {
-        let out = Command::new("df")
-            .args(["--output=avail", "-B1"])
-            .arg(&data)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap()
-            .trim()
-            .parse::<u64>()
-            .unwrap()
-    };
+    let free = disk.free();
     let filler = data.join("filler");
     std::fs::write(&filler, vec![0u8; (free - (20 << 20)) as usize]).unwrap();
 

@@ -7,6 +7,7 @@ mod browser;
 mod delivery;
 mod deploy;
 mod identity;
+mod isolation;
 mod observe;
 mod page;
 mod sensors;

@@ -331,6 +331,22 @@ impl Kiri {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits up to `timeout` for the process to exit by itself; its status, or `None` if it
+    /// still runs.
+    #[allow(dead_code)]
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let c = self.child.as_mut()?;
+            if let Ok(Some(status)) = c.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// SIGTERM, and the gateway must exit cleanly within 10 s.
     pub fn stop(&mut self) {
         let mut c = self.child.take().expect("running");
@@ -851,4 +867,50 @@ pub fn hostile_functions(dir: &Path, trigger: &str) -> String {
         );
     }
     functions
+}
+
+/// A small tmpfs mounted at `dir` (created), unmounted when the guard goes; needs root, and
+/// fails the test saying so without it.
+#[allow(dead_code)]
+pub fn small_disk(dir: &Path, size: &str) -> SmallDisk {
+    assert!(
+        is_root(),
+        "this test mounts a small tmpfs, which needs root: run `make test` as root (CI does)"
+    );
+    fs::create_dir_all(dir).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount tmpfs");
+    SmallDisk(dir.to_path_buf())
+}
+
+/// A mounted tmpfs; unmounted on drop.
+pub struct SmallDisk(pub PathBuf);
+
+impl SmallDisk {
+    /// Bytes free on it.
+    #[allow(dead_code)]
+    pub fn free(&self) -> u64 {
+        let out = Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
 }

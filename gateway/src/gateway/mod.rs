@@ -232,10 +232,17 @@ fn start_pipeline(
     Ok(Pipeline { thread, stop, done })
 }
 
+/// How long stopping may take before the process exits anyway (non-zero): a store that fails
+/// can also hang (a flush on a full disk), and a gateway that neither works nor exits cannot be
+/// restarted by its supervisor.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
+
 /// Stops in the order that loses nothing: every producer of work first (`first`, with the
 /// systemd notifier), then the pipeline after the group it is on (work still queued is not
 /// acknowledged, so the broker sends it again after a restart), then the uplink and the
-/// `rest`; then one last flush.
+/// `rest`; then one last flush (not after a failure: the store may be what failed). A fatal
+/// error is logged as an ERROR with its cause; whatever happens, the process is gone within
+/// [`SHUTDOWN_LIMIT`].
 async fn shut_down(
     mut fatal: Option<anyhow::Error>,
     first: Vec<JoinHandle<()>>,
@@ -244,6 +251,22 @@ async fn shut_down(
     rest: Vec<JoinHandle<()>>,
     stores: &Stores,
 ) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("kiri-shutdown-limit".into())
+        .spawn(|| {
+            std::thread::sleep(SHUTDOWN_LIMIT);
+            tracing::error!(
+                seconds = SHUTDOWN_LIMIT.as_secs(),
+                "stopping took too long (a stage or the store is stuck): exiting now"
+            );
+            std::process::exit(1);
+        })?;
+    if let Some(e) = &fatal {
+        tracing::error!(
+            error = format!("{e:#}"),
+            "a stage failed: stopping the gateway"
+        );
+    }
     for task in first {
         task.abort();
         let _ = task.await;
@@ -255,17 +278,29 @@ async fn shut_down(
     let thread = pipeline.thread;
     let joined = tokio::task::spawn_blocking(move || thread.join()).await;
     tracing::debug!("pipeline stopped");
-    if let Ok(Ok(Err(e))) = joined {
-        fatal = Some(anyhow::Error::new(e).context("pipeline"));
+    match joined {
+        Ok(Ok(Err(e))) => {
+            let e = anyhow::Error::new(e).context("pipeline");
+            tracing::error!(
+                error = format!("{e:#}"),
+                "the pipeline failed: nothing more is acknowledged"
+            );
+            fatal = Some(e);
+        }
+        Ok(Err(_)) => {
+            // The panic's message is already on stderr (the default hook).
+            tracing::error!("the pipeline panicked: nothing more is acknowledged");
+            fatal = Some(anyhow::anyhow!("the pipeline panicked"));
+        }
+        _ => {}
     }
     uplink.abort();
     for task in rest {
         task.abort();
     }
-    stores.outbox.flush()?;
     match fatal {
         Some(e) => Err(e),
-        None => Ok(()),
+        None => Ok(stores.outbox.flush().map(drop)?),
     }
 }
 

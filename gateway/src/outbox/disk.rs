@@ -5,29 +5,57 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Watches the free space of the data directory's file system (checked at most every 250 ms).
+/// Watches the free space of the data directory's file system. A measurement (`statvfs`) is
+/// trusted for 250 ms, less what was written since: each write is counted at
+/// [`WRITE_AMPLIFICATION`] times its size (sled writes a value to its log, and large ones to a
+/// blob file as well), and once that estimate reaches the reserve the space is measured again
+/// at once. So a burst of large writes cannot run past the reserve between two measurements.
 pub(super) struct DiskGuard {
     pub(super) dir: PathBuf,
     pub(super) min_free: u64,
-    pub(super) last: Mutex<Option<(Instant, bool)>>,
+    pub(super) last: Mutex<Option<Measured>>,
 }
 
+/// What the disk had free when last measured, and what was written since.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Measured {
+    at: Instant,
+    free: u64,
+    written: u64,
+}
+
+/// How many bytes of disk one byte written to the store is counted as, at most.
+const WRITE_AMPLIFICATION: u64 = 3;
+
 impl DiskGuard {
-    pub(super) fn low(&self) -> bool {
+    /// Whether writing `upcoming` more bytes would go below the reserve (it counts them as
+    /// written when it answers no).
+    pub(super) fn low(&self, upcoming: u64) -> bool {
+        let upcoming = upcoming.saturating_mul(WRITE_AMPLIFICATION);
         let mut last = self.last.lock().expect("disk guard lock");
-        if let Some((at, low)) = *last {
-            if at.elapsed() < Duration::from_millis(250) {
-                return low;
-            }
-        }
-        let low = match rustix::fs::statvfs(&self.dir) {
-            Ok(st) => st.f_bavail.saturating_mul(st.f_frsize) < self.min_free,
-            Err(e) => {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot read free disk space");
-                false
-            }
+        let fresh = last.filter(|m| {
+            m.at.elapsed() < Duration::from_millis(250)
+                && m.free.saturating_sub(m.written + upcoming) >= self.min_free
+        });
+        let mut m = match fresh {
+            Some(m) => m,
+            None => match rustix::fs::statvfs(&self.dir) {
+                Ok(st) => Measured {
+                    at: Instant::now(),
+                    free: st.f_bavail.saturating_mul(st.f_frsize),
+                    written: 0,
+                },
+                Err(e) => {
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "cannot read free disk space");
+                    return false;
+                }
+            },
         };
-        *last = Some((Instant::now(), low));
+        let low = m.free.saturating_sub(m.written + upcoming) < self.min_free;
+        if !low {
+            m.written += upcoming;
+        }
+        *last = Some(m);
         low
     }
 }

@@ -388,6 +388,42 @@ fn appends_wait_while_the_disk_is_below_the_reserve() {
     assert_eq!(outbox.usage().0, 0, "nothing written");
 }
 
+#[test]
+fn state_writes_and_dead_letters_wait_below_the_reserve_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = OutboxConfig {
+        min_free_bytes: u64::MAX,
+        ..OutboxConfig::default()
+    };
+    let (db, outbox) = open(dir.path(), config);
+    let kv = db.open_tree("kv/f").unwrap();
+    let outbox = std::sync::Arc::new(outbox.guard_disk(dir.path()));
+    let state = {
+        let outbox = outbox.clone();
+        std::thread::spawn(move || {
+            let writes = vec![(b"k".to_vec(), Some(vec![0u8; 65536]))];
+            outbox.append_with_state(&[], Some((&kv, writes.as_slice())))
+        })
+    };
+    let dead_letter = {
+        let outbox = outbox.clone();
+        std::thread::spawn(move || outbox.wait_for_disk(100))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !state.is_finished(),
+        "a state write alone waits while the disk is low"
+    );
+    assert!(!dead_letter.is_finished(), "so does a dead letter");
+    outbox.close();
+    assert!(matches!(state.join().unwrap(), Err(OutboxError::Closed)));
+    assert!(matches!(
+        dead_letter.join().unwrap(),
+        Err(OutboxError::Closed)
+    ));
+    assert!(db.open_tree("kv/f").unwrap().is_empty(), "nothing written");
+}
+
 // ---------------------------------------------------------------------------------------
 // The model check: the outbox against a model built on `VecDeque`s, through random appends,
 // reads, acks, flushes and crashes. A crash copies the data directory as it is on disk at

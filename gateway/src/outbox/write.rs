@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::sync::MutexGuard;
 use std::time::Duration;
 
-use super::disk::DiskGuard;
 use super::record::{self, Priority};
 use super::{Keyed, NewRecord, Numbered, Outbox, OutboxError, StateWrite, Usage};
 use crate::config::WhenFull;
@@ -40,7 +39,11 @@ impl Outbox {
         // taken and applied in one order, so a reader never sees a record before an older one
         // still being written; and an ack cannot be counted before its append.
         let u = self.usage.lock().expect("outbox usage lock");
-        let (mut u, fit) = self.room_for(u, records.len() as u64, bytes)?;
+        let state_bytes = state.map(|(_, writes)| {
+            let len = |(k, v): &StateWrite| (k.len() + v.as_ref().map_or(0, Vec::len)) as u64;
+            writes.iter().map(len).sum::<u64>().max(1)
+        });
+        let (mut u, fit) = self.room_for(u, records.len() as u64, bytes, state_bytes)?;
         let victims = match fit {
             Fit::DropOldest => self.victims(&u, records.len() as u64, bytes)?,
             _ => Vec::new(),
@@ -160,6 +163,36 @@ impl Outbox {
         (values, bytes)
     }
 
+    /// Waits while writing `bytes` would take the data directory's file system below the
+    /// reserve (`min_free_bytes`): for the writes that go to the store beside the outbox (dead
+    /// letters), which must hold back the same way.
+    pub fn wait_for_disk(&self, bytes: u64) -> Result<(), OutboxError> {
+        let Some(disk) = &self.disk else {
+            return Ok(());
+        };
+        let mut counted = false;
+        while disk.low(bytes) {
+            if self.closed.load(Ordering::Relaxed) {
+                return Err(OutboxError::Closed);
+            }
+            if !counted {
+                counted = true;
+                self.count_disk_wait();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    fn count_disk_wait(&self) {
+        self.counts.disk_waits.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("kiri_outbox_disk_waits_total").increment(1);
+        tracing::warn!(
+            min_free_bytes = self.limits.min_free_bytes,
+            "disk almost full: holding back writes (and input acknowledgements) until space returns"
+        );
+    }
+
     /// Appends `records` only if they fit now (never waits, never drops others, whatever
     /// `when_full` says): for what may be lost, like forwarded log lines. Returns whether it
     /// appended them.
@@ -168,7 +201,7 @@ impl Outbox {
         let mut u = self.usage.lock().expect("outbox usage lock");
         let fits = u.records + records.len() as u64 <= self.limits.max_records
             && u.bytes + bytes <= self.limits.max_bytes;
-        if !fits || self.disk.as_ref().is_some_and(DiskGuard::low) {
+        if !fits || self.disk.as_ref().is_some_and(|d| d.low(bytes)) {
             return Ok(false);
         }
         let (encoded, seqs) = self.number(values)?;
@@ -199,30 +232,31 @@ impl Outbox {
 
     /// Waits, holding `u` between checks, until the records fit or the policy says what to do
     /// instead; hands the lock back so the caller can take the room before anyone else does.
+    /// Below the disk reserve it waits whatever is written: records, or `state_bytes` of state
+    /// writes alone.
     fn room_for<'a>(
         &self,
         mut u: MutexGuard<'a, Usage>,
         records: u64,
         bytes: u64,
+        state_bytes: Option<u64>,
     ) -> Result<(MutexGuard<'a, Usage>, Fit), OutboxError> {
         let (mut full_counted, mut disk_counted) = (false, false);
         loop {
             if self.closed.load(Ordering::Relaxed) {
                 return Err(OutboxError::Closed);
             }
-            if records == 0 {
+            if records == 0 && state_bytes.is_none() {
                 return Ok((u, Fit::Yes));
             }
-            if self.disk.as_ref().is_some_and(DiskGuard::low) {
+            let writing = bytes + state_bytes.unwrap_or(0);
+            if self.disk.as_ref().is_some_and(|d| d.low(writing)) {
                 if !disk_counted {
                     disk_counted = true;
-                    self.counts.disk_waits.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("kiri_outbox_disk_waits_total").increment(1);
-                    tracing::warn!(
-                        min_free_bytes = self.limits.min_free_bytes,
-                        "disk almost full: holding back results (and input acknowledgements) until space returns"
-                    );
+                    self.count_disk_wait();
                 }
+            } else if records == 0 {
+                return Ok((u, Fit::Yes));
             } else {
                 let fits = u.records + records <= self.limits.max_records
                     && u.bytes + bytes <= self.limits.max_bytes;

@@ -19,6 +19,7 @@ use super::ProcessError;
 use crate::codec;
 use crate::dead_letters::Entry;
 use crate::deploy::{self, Deployer};
+use crate::outbox::OutboxError;
 use crate::registry::Registry;
 use crate::runtime::{Job, Output};
 
@@ -173,7 +174,10 @@ impl<J: Journal> Core<J> {
             match w {
                 Work::Message(m) => {
                     if let Some((reason, error)) = self.check(m) {
-                        self.reject(m, reason, error)?;
+                        match self.reject(m, reason, error) {
+                            Err(ProcessError::ShuttingDown) => return Ok(None),
+                            other => other?,
+                        }
                         continue;
                     }
                     for function in self.registry.route(&m.publish.topic) {
@@ -320,7 +324,7 @@ impl<J: Journal> Core<J> {
     ) -> Result<(), ProcessError> {
         tracing::warn!(topic = %m.publish.topic, bytes = m.publish.payload.len(), reason, "input rejected: {error}");
         metrics::counter!("kiri_ingest_rejected_total", "reason" => reason).increment(1);
-        self.journal.dead_letter(Entry {
+        let recorded = self.journal.dead_letter(Entry {
             function: None,
             version: None,
             topic: m.publish.topic.clone(),
@@ -331,8 +335,11 @@ impl<J: Journal> Core<J> {
             payload_len: m.publish.payload.len() as u64,
             attempts: 0,
             retry_at_ms: None,
-        })?;
-        Ok(())
+        });
+        match recorded {
+            Err(OutboxError::Closed) => Err(ProcessError::ShuttingDown),
+            other => Ok(other?),
+        }
     }
 
     /// Whether `w` is a deployment (it then takes effect between segments).

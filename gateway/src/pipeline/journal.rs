@@ -24,8 +24,8 @@ pub trait Journal: Sync {
         records: &[NewRecord],
         state: (&sled::Tree, &[StateWrite]),
     ) -> Result<(), OutboxError>;
-    /// Records a dead letter (not yet durable).
-    fn dead_letter(&self, entry: Entry) -> Result<(), sled::Error>;
+    /// Records a dead letter (not yet durable), once the disk has room.
+    fn dead_letter(&self, entry: Entry) -> Result<(), OutboxError>;
     /// Removes a dead letter whose new attempt is staged (not yet durable).
     fn remove_dead_letter(&self, id: u64) -> Result<(), sled::Error>;
     /// Ends the claim a retry or replay holds on a dead letter.
@@ -53,8 +53,12 @@ impl Journal for Durable {
             .map(drop)
     }
 
-    fn dead_letter(&self, entry: Entry) -> Result<(), sled::Error> {
-        self.dead_letters.record(entry).map(drop)
+    fn dead_letter(&self, entry: Entry) -> Result<(), OutboxError> {
+        // Below the disk reserve a dead letter waits like a result (and so does the input's
+        // acknowledgement).
+        let bytes = (entry.payload.len() + entry.error.len() + entry.topic.len()) as u64;
+        self.outbox.wait_for_disk(bytes)?;
+        Ok(self.dead_letters.record(entry).map(drop)?)
     }
 
     fn remove_dead_letter(&self, id: u64) -> Result<(), sled::Error> {
@@ -169,7 +173,7 @@ impl<J: Journal> Stager<'_, J> {
             if retry_at_ms.is_none() {
                 self.meters.lock().expect("meters lock")[job.function].dead_lettered += 1;
             }
-            self.journal.dead_letter(Entry {
+            let recorded = self.journal.dead_letter(Entry {
                 function: Some(name.to_string()),
                 version: Some(self.functions.version(job.function).to_string()),
                 topic: job.topic.to_string(),
@@ -180,7 +184,11 @@ impl<J: Journal> Stager<'_, J> {
                 payload_len: job.payload.len() as u64,
                 attempts,
                 retry_at_ms,
-            })?;
+            });
+            match recorded {
+                Err(OutboxError::Closed) => return Err(ProcessError::ShuttingDown),
+                other => other?,
+            }
         }
         if let Some(id) = replaced {
             // Only now, after any new entry is written: the input exists nowhere else.

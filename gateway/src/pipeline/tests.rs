@@ -83,7 +83,7 @@ impl Journal for Faulty {
         self.inner.append(records, state)
     }
 
-    fn dead_letter(&self, entry: crate::dead_letters::Entry) -> Result<(), sled::Error> {
+    fn dead_letter(&self, entry: crate::dead_letters::Entry) -> Result<(), OutboxError> {
         self.inner.dead_letter(entry)
     }
 
