@@ -68,11 +68,13 @@ impl Handles {
 }
 
 /// Cold starts of a function that keeps losing its instance (a trap, running out of fuel or
-/// time, a failed start), rate-limited: after [`FREE_FAILURES`] failures in a row, a new
-/// instance is started only once a back-off has passed (100 ms, doubling, at most 30 s); one
-/// invocation that succeeds resets it. Shared by the function's instance slots.
-#[derive(Debug, Default)]
+/// time, a failed start), rate-limited: after `free` failures in a row ([`FREE_FAILURES`]
+/// unless the runtime says otherwise), a new instance is started only once a back-off has
+/// passed (100 ms, doubling, at most 30 s); one invocation that succeeds resets it. Shared by
+/// the function's instance slots.
+#[derive(Debug)]
 pub(super) struct Starts {
+    free: u32,
     failures: AtomicU32,
     not_before_ms: AtomicU64,
 }
@@ -83,18 +85,26 @@ pub(super) const FREE_FAILURES: u32 = 3;
 const MAX_BACKOFF_MS: u64 = 30_000;
 
 impl Starts {
+    pub(super) fn new(free: u32) -> Starts {
+        Starts {
+            free,
+            failures: AtomicU32::new(0),
+            not_before_ms: AtomicU64::new(0),
+        }
+    }
+
     /// How long until a start is allowed, with the failures so far; `None`: now.
     fn wait(&self, now_ms: u64) -> Option<(u32, u64)> {
         let failures = self.failures.load(Ordering::Relaxed);
         let not_before = self.not_before_ms.load(Ordering::Relaxed);
-        (failures >= FREE_FAILURES && now_ms < not_before).then(|| (failures, not_before - now_ms))
+        (failures >= self.free && now_ms < not_before).then(|| (failures, not_before - now_ms))
     }
 
     /// The instance was lost (or could not start).
     fn failed(&self, now_ms: u64) {
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if failures >= FREE_FAILURES {
-            let doublings = (failures - FREE_FAILURES).min(20);
+        if failures >= self.free {
+            let doublings = (failures - self.free).min(20);
             let wait = (100u64 << doublings).min(MAX_BACKOFF_MS);
             self.not_before_ms.store(now_ms + wait, Ordering::Relaxed);
         }

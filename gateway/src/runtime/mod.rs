@@ -112,6 +112,8 @@ pub struct Runtime {
     db: sled::Db,
     meters: meter::Meters,
     telemetry: Telemetry,
+    /// Failures in a row before a function's cold starts back off.
+    free_failures: u32,
 }
 
 impl Runtime {
@@ -125,6 +127,7 @@ impl Runtime {
             db,
             meters: meter::Meters::default(),
             telemetry: Telemetry::default(),
+            free_failures: instance::FREE_FAILURES,
         }
     }
 
@@ -245,7 +248,7 @@ impl Runtime {
             kv: self.db.open_tree(format!("kv/{name}"))?,
             telemetry: self.telemetry.clone(),
             metrics: Handles::new(name),
-            starts: Default::default(),
+            starts: instance::Starts::new(self.free_failures),
         };
         let set = &self.engines[&meta.limits.max_call_depth];
         // One instance now: it validates the module's start and ABI version; the rest of
@@ -414,6 +417,13 @@ impl Runtime {
         } else {
             Err(errors)
         }
+    }
+
+    /// Failures in a row (traps, fuel, time, failed starts) after which a function's cold
+    /// starts back off (3); set before loading functions. Tests of the layers above that need
+    /// every invocation to run turn it off with `u32::MAX`.
+    pub fn set_free_failures(&mut self, failures: u32) {
+        self.free_failures = failures;
     }
 
     /// Where the functions' log lines go; set it before loading functions.
