@@ -1,8 +1,11 @@
 //! Dead letters: inputs that were not processed (refused by the pipeline's input check, or
-//! their function failed), kept durably so nothing is dropped without a trace, retried by themselves on a
-//! schedule ([`retry`]) and replayable on request. Bounded by `[dead_letters] max_records` and
-//! `max_bytes`: beyond either, the oldest entry is removed and counted in
-//! `kiri_dead_letters_dropped_total`.
+//! their function failed), kept durably so nothing is dropped without a trace, retried by
+//! themselves on a schedule ([`retry`]) and replayable on request. Bounded by `[dead_letters]
+//! max_records` and `max_bytes`. Beyond either, an entry goes, chosen by kind: the oldest
+//! rejected input first, then the oldest failure kept for good, and only then the oldest one
+//! waiting for a retry (an input that was acknowledged, and exists nowhere else); a rejected
+//! input never takes the place of one waiting for a retry (it is dropped itself instead). Each
+//! is counted in `kiri_dead_letters_dropped_total{kind}` (`rejected`, `failed`, `retry`).
 //!
 //! One sled tree, `dead_letters`: key = entry id (8 bytes big-endian, from sled's monotonic
 //! id generator, so key order is arrival order), value = [`Entry`] in CBOR.
@@ -19,15 +22,82 @@ pub mod retry;
 pub use entry::Entry;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::sync::Mutex;
 
 use crate::config::DeadLetterConfig;
 
-#[derive(Debug, Default, Clone, Copy)]
+/// What an entry is, for choosing what goes when a bound is hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// An input refused before any function ran.
+    Rejected = 0,
+    /// A failure kept for good (no retry left, or not replayable).
+    Failed = 1,
+    /// A failure waiting for its automatic retry.
+    Retry = 2,
+}
+
+impl Kind {
+    fn of(entry: &Entry) -> Kind {
+        match (&entry.function, entry.retry_at_ms) {
+            (None, _) => Kind::Rejected,
+            (Some(_), Some(_)) => Kind::Retry,
+            (Some(_), None) => Kind::Failed,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Rejected => "rejected",
+            Kind::Failed => "failed",
+            Kind::Retry => "retry",
+        }
+    }
+}
+
+/// What the tree holds: counts, and each entry's size by kind, oldest first (sled's `len`
+/// scans the tree).
+#[derive(Debug, Default)]
 struct Usage {
     records: u64,
     bytes: u64,
+    by_kind: [BTreeMap<u64, u64>; 3],
+}
+
+impl Usage {
+    fn add(&mut self, id: u64, kind: Kind, len: u64) {
+        self.records += 1;
+        self.bytes += len;
+        self.by_kind[kind as usize].insert(id, len);
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Kind> {
+        for (k, kind) in [Kind::Rejected, Kind::Failed, Kind::Retry]
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(len) = self.by_kind[k].remove(&id) {
+                self.records -= 1;
+                self.bytes = self.bytes.saturating_sub(len);
+                return Some(kind);
+            }
+        }
+        None
+    }
+
+    /// The entry to drop to make room for one of kind `new`: the oldest rejected input, then
+    /// the oldest failure kept for good, then (unless `new` is a rejected input) the oldest
+    /// waiting for a retry.
+    fn victim(&self, new: Kind) -> Option<u64> {
+        let order: &[Kind] = match new {
+            Kind::Rejected => &[Kind::Rejected, Kind::Failed],
+            _ => &[Kind::Rejected, Kind::Failed, Kind::Retry],
+        };
+        order
+            .iter()
+            .find_map(|k| self.by_kind[*k as usize].keys().next().copied())
+    }
 }
 
 /// The dead-letter tree; shared by the pipeline (record, remove) and the HTTP API.
@@ -35,7 +105,7 @@ pub struct DeadLetters {
     db: sled::Db,
     tree: sled::Tree,
     limits: DeadLetterConfig,
-    // sled's `len` scans the tree; keep our own counts, under one lock with the writes.
+    // Our own counts and index by kind, under one lock with the writes.
     usage: Mutex<Usage>,
     /// Entries waiting for an automatic retry: (due time, id), soonest first.
     due: Mutex<BinaryHeap<Reverse<(u64, u64)>>>,
@@ -52,11 +122,16 @@ impl DeadLetters {
         let mut due = BinaryHeap::new();
         for entry in tree.iter() {
             let (k, v) = entry?;
-            usage.records += 1;
-            usage.bytes += v.len() as u64;
-            let retry = Entry::decode(&v).ok().and_then(|e| e.retry_at_ms);
-            if let (Some(at), Ok(key)) = (retry, <[u8; 8]>::try_from(k.as_ref())) {
-                due.push(Reverse((at, u64::from_be_bytes(key))));
+            let Ok(key) = <[u8; 8]>::try_from(k.as_ref()) else {
+                continue;
+            };
+            let id = u64::from_be_bytes(key);
+            let decoded = Entry::decode(&v).ok();
+            // An entry that does not decode is counted with the rejected: it goes first.
+            let kind = decoded.as_ref().map_or(Kind::Rejected, Kind::of);
+            usage.add(id, kind, v.len() as u64);
+            if let Some(at) = decoded.and_then(|e| e.retry_at_ms) {
+                due.push(Reverse((at, id)));
             }
         }
         Ok(DeadLetters {
@@ -79,21 +154,27 @@ impl DeadLetters {
         }
         let value = entry.encode();
         let id = self.db.generate_id()?;
+        let kind = Kind::of(&entry);
         let mut u = self.usage.lock().expect("dead letter lock");
         self.tree.insert(id.to_be_bytes(), value.as_slice())?;
-        u.records += 1;
-        u.bytes += value.len() as u64;
+        u.add(id, kind, value.len() as u64);
         metrics::counter!("kiri_dead_letters_total", "reason" => entry.reason.clone()).increment(1);
+        let mut kept = true;
         while u.records > self.limits.max_records || u.bytes > self.limits.max_bytes {
-            let Some((_, old)) = self.tree.pop_min()? else {
+            // Nothing else may go: the new entry itself does (a rejected input, among
+            // entries waiting for their retry).
+            let victim = u.victim(kind).unwrap_or(id);
+            self.tree.remove(victim.to_be_bytes())?;
+            let dropped = u.remove(victim).unwrap_or(kind);
+            metrics::counter!("kiri_dead_letters_dropped_total", "kind" => dropped.name())
+                .increment(1);
+            if victim == id {
+                kept = false;
                 break;
-            };
-            u.records -= 1;
-            u.bytes = u.bytes.saturating_sub(old.len() as u64);
-            metrics::counter!("kiri_dead_letters_dropped_total").increment(1);
+            }
         }
         metrics::gauge!("kiri_dead_letters").set(u.records as f64);
-        if let Some(at) = entry.retry_at_ms {
+        if let (true, Some(at)) = (kept, entry.retry_at_ms) {
             self.due
                 .lock()
                 .expect("dead letter lock")
@@ -182,11 +263,10 @@ impl DeadLetters {
     /// Removes an entry; `false` if it was not there.
     pub fn remove(&self, id: u64) -> Result<bool, sled::Error> {
         let mut u = self.usage.lock().expect("dead letter lock");
-        let Some(old) = self.tree.remove(id.to_be_bytes())? else {
+        if self.tree.remove(id.to_be_bytes())?.is_none() {
             return Ok(false);
-        };
-        u.records -= 1;
-        u.bytes = u.bytes.saturating_sub(old.len() as u64);
+        }
+        u.remove(id);
         metrics::gauge!("kiri_dead_letters").set(u.records as f64);
         Ok(true)
     }
@@ -245,6 +325,59 @@ mod tests {
         assert!(dl.remove(ids[3]).unwrap());
         assert!(!dl.remove(ids[3]).unwrap());
         assert_eq!(dl.len(), 2);
+    }
+
+    #[test]
+    fn junk_never_evicts_an_input_waiting_for_its_retry() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let limits = DeadLetterConfig {
+            max_records: 3,
+            ..DeadLetterConfig::default()
+        };
+        let dl = DeadLetters::open(&db, limits).unwrap();
+        let junk = |b: u8| Entry {
+            function: None,
+            reason: "malformed".into(),
+            attempts: 0,
+            ..letter(&[b])
+        };
+        let pending = |b: u8| Entry {
+            retry_at_ms: Some(1_000 + b as u64),
+            ..letter(&[b])
+        };
+        let first = dl.record(pending(1)).unwrap();
+        let second = dl.record(pending(2)).unwrap();
+        for b in 0..100 {
+            dl.record(junk(b)).unwrap();
+        }
+        let held: Vec<u64> = dl
+            .list(None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(held.len(), 3);
+        assert_eq!(
+            &held[..2],
+            [first, second],
+            "both retries kept through 100 junk inputs"
+        );
+        let third = dl.record(pending(3)).unwrap();
+        let held: Vec<u64> = dl
+            .list(None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(
+            held,
+            [first, second, third],
+            "a retry takes the junk's place"
+        );
+        dl.record(junk(200)).unwrap();
+        assert_eq!(dl.len(), 3, "junk among retries only: the junk itself goes");
+        let (due, _) = dl.take_due(u64::MAX, 10);
+        assert_eq!(due, [first, second, third], "every retry still comes due");
     }
 
     #[test]
