@@ -26,7 +26,9 @@ use crate::config::FunctionConfig;
 
 pub use apply::{apply, deployed_spec, Applied};
 pub use package::{Package, PACKAGE_VERSION};
-pub use store::{Active, Change, Deployments, NameState, Room, StoredVersion, HISTORY_KEEP};
+pub use store::{
+    Active, Change, Deployments, NameState, Room, StoredVersion, HISTORY_KEEP, REFUSALS_KEEP,
+};
 pub use verify::{admit, authenticate, verify, Verified};
 
 /// What a signed manifest asks for.

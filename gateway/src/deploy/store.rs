@@ -10,6 +10,10 @@ use crate::codec;
 /// History entries kept; older ones are deleted.
 pub const HISTORY_KEEP: usize = 500;
 
+/// Refusals (and load failures) kept, apart from the accepted deployments: replaying a
+/// captured package over and over fills only this list.
+pub const REFUSALS_KEEP: usize = 100;
+
 /// The persisted state of one function name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NameState {
@@ -60,6 +64,7 @@ pub struct Deployments {
     state: sled::Tree,
     modules: sled::Tree,
     history: sled::Tree,
+    refusals: sled::Tree,
     room: Room,
     keep: usize,
 }
@@ -109,6 +114,7 @@ impl Deployments {
             state: db.open_tree("deploy/state")?,
             modules: db.open_tree("deploy/modules")?,
             history: db.open_tree("deploy/history")?,
+            refusals: db.open_tree("deploy/refusals")?,
             keep: keep.max(1),
             room,
         })
@@ -291,7 +297,8 @@ impl Deployments {
         Ok(())
     }
 
-    /// Records a rejection (or an idempotent repeat) in the history.
+    /// Records a refusal (or a load failure): in a list of its own, bounded by
+    /// [`REFUSALS_KEEP`], so that refusals never push accepted deployments out of the history.
     pub fn record(&self, entry: &HistoryEntry) {
         let id = match self.db.generate_id() {
             Ok(id) => id,
@@ -300,27 +307,44 @@ impl Deployments {
                 return;
             }
         };
-        if let Err(e) = self.history.insert(id.to_be_bytes(), codec::to_cbor(entry)) {
+        if let Err(e) = self
+            .refusals
+            .insert(id.to_be_bytes(), codec::to_cbor(entry))
+        {
             tracing::error!(error = %e, "cannot record a deployment history entry");
         }
-        self.trim_history();
+        trim(&self.refusals, REFUSALS_KEEP);
     }
 
     fn trim_history(&self) {
-        let excess = self.history.len().saturating_sub(HISTORY_KEEP);
-        for (k, _) in self.history.iter().take(excess).flatten() {
-            let _ = self.history.remove(k);
-        }
+        trim(&self.history, HISTORY_KEEP);
     }
 
-    /// The newest `limit` history entries, newest first.
+    /// The newest `limit` entries, accepted deployments and refusals merged, newest first.
     pub fn history(&self, limit: usize) -> Vec<HistoryEntry> {
-        self.history
-            .iter()
-            .rev()
-            .take(limit)
-            .flatten()
-            .filter_map(|(_, v)| codec::from_cbor(&v).ok())
-            .collect()
+        let mut accepted = self.history.iter().rev().flatten().peekable();
+        let mut refused = self.refusals.iter().rev().flatten().peekable();
+        let mut out = Vec::new();
+        while out.len() < limit {
+            // Ids come from one generator: the larger key is the newer entry.
+            let newer = match (accepted.peek(), refused.peek()) {
+                (Some((a, _)), Some((r, _))) if a >= r => accepted.next(),
+                (Some(_), None) => accepted.next(),
+                (_, Some(_)) => refused.next(),
+                (None, None) => break,
+            };
+            if let Some(entry) = newer.and_then(|(_, v)| codec::from_cbor(&v).ok()) {
+                out.push(entry);
+            }
+        }
+        out
+    }
+}
+
+/// Deletes the oldest entries of `tree` beyond `keep`.
+fn trim(tree: &sled::Tree, keep: usize) {
+    let excess = tree.len().saturating_sub(keep);
+    for (k, _) in tree.iter().take(excess).flatten() {
+        let _ = tree.remove(k);
     }
 }

@@ -237,6 +237,43 @@ fn state_commits_keep_versions_and_history() {
     );
 }
 
+#[test]
+fn replayed_refusals_never_push_deployments_out_of_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    let store = Deployments::open(&db, 2, room(dir.path(), 32, 0)).unwrap();
+    for v in 1..=5 {
+        let entry = HistoryEntry::accepted("f", v, Kind::Deploy, "local", "activated");
+        store
+            .commit("f", v, &format!("m{v}"), Change::Remove, &entry)
+            .unwrap();
+        // Each real deployment followed by a burst of a replayed, refused package.
+        for _ in 0..130 {
+            let refusal = HistoryEntry {
+                version: Some(1),
+                ..HistoryEntry::refused("f", "deploy", "local", "not_newer", "replayed".into())
+            };
+            store.record(&refusal);
+        }
+    }
+    let all = store.history(10_000);
+    let accepted: Vec<u64> = all
+        .iter()
+        .filter(|e| e.accepted)
+        .filter_map(|e| e.version)
+        .collect();
+    assert_eq!(
+        accepted,
+        [5, 4, 3, 2, 1],
+        "all five deployments kept, newest first"
+    );
+    assert_eq!(all.len(), 5 + REFUSALS_KEEP, "refusals bounded apart");
+    assert!(
+        all[..REFUSALS_KEEP].iter().all(|e| !e.accepted) && all[REFUSALS_KEEP].version == Some(5),
+        "merged by time: the last burst of refusals came after the last deployment"
+    );
+}
+
 fn room(dir: &std::path::Path, max_functions: usize, min_free_bytes: u64) -> Room {
     Room {
         max_functions,
