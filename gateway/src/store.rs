@@ -7,8 +7,8 @@ use std::path::Path;
 /// The store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The data directory could not be created.
-    #[error("cannot create data directory {path}: {source}")]
+    /// The data directory could not be created or made private.
+    #[error("cannot create data directory {path} (or make it private, 0700): {source}")]
     Dir {
         /// The directory.
         path: String,
@@ -43,11 +43,19 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the store, with sled's page cache capped at `cache_bytes`.
+    /// The data directory is made private to the gateway's user (0700), whatever the umask:
+    /// it holds the dashboard token, function state and the results.
     pub fn open(dir: &Path, cache_bytes: u64, flush_every_ms: u64) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+        let dir_error = |source| StoreError::Dir {
             path: dir.display().to_string(),
             source,
-        })?;
+        };
+        std::fs::create_dir_all(dir).map_err(dir_error)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(dir_error)?;
+        }
         let db = sled::Config::new()
             .path(dir.join("store"))
             .cache_capacity(cache_bytes)

@@ -119,3 +119,83 @@ fn a_store_failure_makes_the_gateway_exit_non_zero_with_an_error_line() {
         "an ERROR line with the cause; log:\n{log}"
     );
 }
+
+/// The status line of a raw HTTP/1.1 GET with the given `Host` header.
+fn get_with_host(port: u16, path: &str, host: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
+/// A page on another site that rebinds its own name to the gateway's address cannot read the
+/// open routes: the API refuses a `Host` it does not know; addresses, `localhost` and the names
+/// of `dashboard.hosts` pass.
+#[test]
+fn a_foreign_host_header_is_refused() {
+    let (dir, cloud, _sub, broker_port) = super::site("host-consumer");
+    let conf = super::config(&cloud.url(), &embedded(broker_port)).replacen(
+        "[cloud]",
+        "[dashboard]\nhosts = [\"gateway.local\"]\n[cloud]",
+        1,
+    );
+    let mut kiri = Kiri::start(&dir.path().join("kiri"), &conf, &[]);
+    let port = kiri.metrics_port;
+    for path in ["/api/v1/status", "/metrics", "/"] {
+        let refused = get_with_host(port, path, &format!("rebound.example:{port}"));
+        assert!(refused.contains(" 421 "), "{path}: {refused}");
+    }
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("gateway.local:{port}"),
+    ] {
+        let ok = get_with_host(port, "/api/v1/status", &host);
+        assert!(ok.contains(" 200 "), "{host}: {ok}");
+    }
+    assert_eq!(kiri.metric("kiri_http_host_refused_total"), 3.0);
+    kiri.stop();
+}
+
+/// Another local user cannot read the data directory, which holds the generated dashboard
+/// token, the functions' state and the results: it is 0700 whatever the umask.
+#[test]
+fn the_data_directory_is_private_to_the_gateway_user() {
+    assert!(
+        is_root(),
+        "this test reads the data directory as another user (nobody), which needs root"
+    );
+    let (dir, cloud, _sub, broker_port) = super::site("private-consumer");
+    let kiri_dir = dir.path().join("kiri");
+    let mut kiri = Kiri::start(
+        &kiri_dir,
+        &super::config(&cloud.url(), &embedded(broker_port)),
+        &[],
+    );
+    let data = kiri_dir.join("data");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "data directory mode {mode:o}");
+    // The path down to it is open to others (the test's temp dirs), so only its own mode
+    // stands between another user and the store.
+    for p in [dir.path(), kiri_dir.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let as_nobody = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--", "ls"])
+        .arg(data.join("store"))
+        .output()
+        .unwrap();
+    assert!(
+        !as_nobody.status.success(),
+        "another user listed the store: {}",
+        String::from_utf8_lossy(&as_nobody.stdout)
+    );
+    kiri.stop();
+}

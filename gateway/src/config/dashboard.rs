@@ -28,6 +28,10 @@ pub struct DashboardConfig {
     pub tls_key: Option<PathBuf>,
     /// Accept JWTs from this issuer besides the token (`[dashboard.jwt]`).
     pub jwt: Option<JwtConfig>,
+    /// Host names requests may carry in their `Host` header, besides IP addresses and
+    /// `localhost` (which always may): the names the gateway is reached by. Any other name is
+    /// refused, against DNS rebinding.
+    pub hosts: Vec<String>,
 }
 
 impl Default for DashboardConfig {
@@ -40,6 +44,7 @@ impl Default for DashboardConfig {
             tls_cert: None,
             tls_key: None,
             jwt: None,
+            hosts: Vec::new(),
         }
     }
 }
@@ -79,6 +84,15 @@ impl DashboardConfig {
             if jwt.keys.is_empty() || jwt.issuer.is_empty() || jwt.audience.is_empty() {
                 return Err("dashboard.jwt needs issuer, audience and at least one key".into());
             }
+        }
+        if let Some(h) = self
+            .hosts
+            .iter()
+            .find(|h| h.is_empty() || h.contains([':', '/', ' ']))
+        {
+            return Err(format!(
+                "dashboard.hosts: {h:?} is not a host name (no port, scheme or path)"
+            ));
         }
         if self.token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err("dashboard.token must be at least 16 characters".into());

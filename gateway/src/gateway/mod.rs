@@ -73,6 +73,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         started,
         uplink: uplink_status.clone(),
         outbox: stores.outbox.clone(),
+        hosts: config.dashboard.hosts.clone().into(),
     };
     let http = start_http(&config, http_listener, api, files.dashboard_tls.clone());
     let ingest = tokio::spawn(ingest::run(

@@ -76,6 +76,9 @@ pub struct Api {
     pub uplink: SharedStatus,
     /// The outbox.
     pub outbox: Arc<crate::outbox::Outbox>,
+    /// Host names accepted in `Host` besides IP addresses and `localhost`
+    /// (`dashboard.hosts`).
+    pub hosts: Arc<[String]>,
 }
 
 /// The routes.
@@ -110,7 +113,58 @@ pub fn router(state: Api) -> Router {
         )
         .layer(axum::middleware::map_response(no_store))
         .merge(page::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            host_check,
+        ))
         .with_state(state)
+}
+
+/// Refuses a request whose `Host` names the gateway by a name it does not know: a page on
+/// another site that rebinds its own name to the gateway's address (DNS rebinding) could
+/// otherwise read the open routes from the victim's browser. IP addresses and `localhost`
+/// always pass, and the names of `dashboard.hosts`.
+async fn host_check(
+    State(s): State<Api>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    if host_allowed(host, &s.hosts) {
+        return next.run(req).await;
+    }
+    metrics::counter!("kiri_http_host_refused_total").increment(1);
+    error(
+        StatusCode::MISDIRECTED_REQUEST,
+        "host_not_allowed",
+        "this gateway is not reached by that name; add it to dashboard.hosts",
+    )
+}
+
+/// Whether a `Host` header value may reach the API (see [`host_check`]). No header (HTTP/1.0)
+/// passes: browsers always send one.
+fn host_allowed(host: Option<&str>, names: &[String]) -> bool {
+    let Some(host) = host else {
+        return true;
+    };
+    if host.starts_with('[') {
+        // [IPv6]:port
+        return host
+            .trim_start_matches('[')
+            .split(']')
+            .next()
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || names.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
 /// Serves `app` on `listener`, over TLS with `tls`, until the task is dropped. Returns only
@@ -180,4 +234,36 @@ impl IntoResponse for ApiError {
 fn error(status: StatusCode, reason: &str, error: impl Into<String>) -> Response {
     let body = serde_json::json!({ "reason": reason, "error": error.into() });
     (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn addresses_localhost_and_the_configured_names_may_reach_the_api_and_no_other_name() {
+        let names = ["gateway.local".to_string()];
+        let allowed = |h| super::host_allowed(Some(h), &names);
+        for ok in [
+            "127.0.0.1:8080",
+            "127.0.0.1",
+            "10.1.2.3:8443",
+            "[::1]:8080",
+            "localhost:8080",
+            "LOCALHOST",
+            "gateway.local:8080",
+            "Gateway.Local",
+        ] {
+            assert!(allowed(ok), "{ok}");
+        }
+        for refused in [
+            "attacker.example:8080",
+            "attacker.example",
+            "127.0.0.1.nip.io:8080",
+            "gateway.local.attacker.example",
+            "[not-an-address]:80",
+            "",
+        ] {
+            assert!(!allowed(refused), "{refused}");
+        }
+        assert!(super::host_allowed(None, &names));
+    }
 }
