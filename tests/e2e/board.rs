@@ -350,6 +350,8 @@ fn the_debian_package_holds_the_service_the_config_and_the_binaries() {
         "Restart=on-failure",
         "WatchdogSec=",
         "NoNewPrivileges=yes",
+        "LimitNOFILE=8192",
+        "StateDirectoryMode=0700",
     ] {
         assert!(unit.contains(line), "{line} in kiri.service");
     }

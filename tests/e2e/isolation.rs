@@ -199,3 +199,134 @@ fn the_data_directory_is_private_to_the_gateway_user() {
     );
     kiri.stop();
 }
+
+/// A sensor connected before a flood: publishes what it is sent, counts its acknowledgements
+/// and its connections (a second CONNACK means it was cut off and came back).
+struct ConnectedSensor {
+    client: rumqttc::Client,
+    events: std::sync::mpsc::Receiver<rumqttc::Packet>,
+}
+
+impl ConnectedSensor {
+    fn connect(port: u16, id: &str) -> ConnectedSensor {
+        use rumqttc::{Client, Event, MqttOptions};
+        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_inflight(50)
+            .set_keep_alive(Duration::from_secs(300));
+        let (client, mut connection) = Client::new(opts, 400);
+        let (tx, events) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for event in connection.iter() {
+                match event {
+                    Ok(Event::Incoming(p)) => {
+                        if tx.send(p).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        let sensor = ConnectedSensor { client, events };
+        let first = sensor.events.recv_timeout(Duration::from_secs(20));
+        assert!(
+            matches!(first, Ok(rumqttc::Packet::ConnAck(_))),
+            "the sensor connects: {first:?}"
+        );
+        sensor
+    }
+
+    /// Publishes `payloads` at QoS 1; the acknowledgements and reconnections seen until all
+    /// are acknowledged (or `timeout`).
+    fn publish(&self, topic: &str, payloads: Vec<Vec<u8>>, timeout: Duration) -> (usize, usize) {
+        let n = payloads.len();
+        for p in payloads {
+            self.client
+                .publish(topic, rumqttc::QoS::AtLeastOnce, false, p)
+                .unwrap();
+        }
+        let (mut acked, mut reconnected) = (0, 0);
+        let deadline = std::time::Instant::now() + timeout;
+        while acked < n {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(rumqttc::Packet::PubAck(_)) => acked += 1,
+                Ok(rumqttc::Packet::ConnAck(_)) => reconnected += 1,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        (acked, reconnected)
+    }
+}
+
+/// The attack as measured: 1,100 idle connections to the broker and 1,100 to the HTTP API
+/// under the 1,024 open-file limit systemd gives a service by default, then an input over
+/// 128 KiB (which the store keeps in a file of its own). The limits derived from the file
+/// limit keep descriptors for the store; idle connections make room for new clients; the
+/// connected sensor is never cut off; every reading is processed; health answers; the idle
+/// connections are closed after the 10 s login and header deadlines.
+#[test]
+fn idle_connections_under_a_1024_file_limit_do_not_stop_processing() {
+    let (dir, cloud, sub, broker_port) = super::site("fd-flood-consumer");
+    let conf = super::config(&cloud.url(), &embedded(broker_port));
+    let mut kiri = Kiri::start_with_open_files(&dir.path().join("kiri"), &conf, &[], Some(1024));
+    assert_eq!(kiri.metric("kiri_open_files_limit"), 1024.0);
+    let sensor = ConnectedSensor::connect(broker_port, "s1");
+
+    // 17 addresses × 65 connections: over the per-address limit (64) and the total the file
+    // limit leaves (234 broker clients, 64 HTTP connections).
+    let sources: Vec<std::net::IpAddr> = (10..27).map(|i| [127, 0, 0, i].into()).collect();
+    let mut broker_flood = idle_connections(broker_port, &sources, 65);
+    let mut http_flood = idle_connections(kiri.metrics_port, &sources, 65);
+    assert!(broker_flood.len() > 1_100 && http_flood.len() > 1_100);
+    kiri.assert_running();
+
+    // The connected sensor's readings, and a new client's input over 128 KiB.
+    let readings = (0..300).map(|i| reading("s1", i)).collect();
+    let (acked, reconnected) =
+        sensor.publish("sensors/s1/temperature", readings, Duration::from_secs(60));
+    assert_eq!((acked, reconnected), (300, 0), "acked, reconnections");
+    publish_all(
+        broker_port,
+        "s2",
+        "sensors/s2/temperature",
+        vec![vec![0xff; 200 << 10]],
+    );
+    sub.wait_for(300, Duration::from_secs(60), &mut kiri);
+    wait_until(
+        "the large input to be kept as a dead letter",
+        Duration::from_secs(20),
+        || kiri.metric("kiri_dead_letters_total") >= 1.0,
+    );
+    assert_eq!(kiri.get_status("/healthz"), 200);
+    let evicted = kiri.metric("kiri_broker_refused_total{reason=\"evicted\"}");
+    assert!(
+        evicted > 800.0,
+        "idle broker connections made room: {evicted}"
+    );
+
+    // Idle connections do not stay: the login and header deadlines close them.
+    let (mut last_mqtt, mut last_http) = (broker_flood.pop().unwrap(), http_flood.pop().unwrap());
+    assert!(
+        closed_within(&mut last_mqtt, Duration::from_secs(15)),
+        "a connection that never logs in is closed"
+    );
+    assert!(
+        closed_within(&mut last_http, Duration::from_secs(15)),
+        "an HTTP connection that sends nothing is closed"
+    );
+    kiri.assert_running();
+    let log = kiri.log_text();
+    assert!(
+        log.contains("broker.max_connections = 1024 lowered to 234"),
+        "the lowered limit is logged; log:\n{log}"
+    );
+    assert!(
+        !log.contains("Too many open files"),
+        "descriptors never ran out; log:\n{log}"
+    );
+    drop((broker_flood, http_flood));
+    kiri.stop();
+}

@@ -219,10 +219,22 @@ pub struct Kiri {
     env: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
+    /// The open-file limit it runs under (soft and hard), if not the test's own.
+    open_files: Option<u64>,
 }
 
 impl Kiri {
     pub fn start(dir: &Path, config_toml: &str, env: &[(&str, String)]) -> Kiri {
+        Kiri::start_with_open_files(dir, config_toml, env, None)
+    }
+
+    /// [`Kiri::start`] under `prlimit --nofile=N:N`, as systemd's default `LimitNOFILE` does.
+    pub fn start_with_open_files(
+        dir: &Path,
+        config_toml: &str,
+        env: &[(&str, String)],
+        open_files: Option<u64>,
+    ) -> Kiri {
         fs::create_dir_all(dir).unwrap();
         let config = dir.join("kiri.toml");
         fs::write(&config, config_toml).unwrap();
@@ -245,6 +257,7 @@ impl Kiri {
             env,
             log: dir.join("kiri.log"),
             child: None,
+            open_files,
         };
         k.restart();
         k
@@ -270,7 +283,17 @@ impl Kiri {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_kiri"))
+        let kiri = env!("CARGO_BIN_EXE_kiri");
+        let mut command = match self.open_files {
+            None => Command::new(kiri),
+            Some(n) => {
+                // util-linux's prlimit sets the limit on itself, then runs kiri in its place.
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(kiri);
+                c
+            }
+        };
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(&self.config)
@@ -913,4 +936,51 @@ impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
+}
+
+/// Opens `each` TCP connections to 127.0.0.1:`port` from each of `sources` (loopback
+/// addresses) and holds them idle; those that connected.
+pub fn idle_connections(port: u16, sources: &[std::net::IpAddr], each: usize) -> Vec<TcpStream> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut open = Vec::new();
+        for &source in sources {
+            for _ in 0..each {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind((source, 0).into()).unwrap();
+                if let Ok(s) = socket.connect(([127, 0, 0, 1], port).into()).await {
+                    let s = s.into_std().unwrap();
+                    s.set_nonblocking(false).unwrap();
+                    open.push(s);
+                }
+            }
+        }
+        open
+    })
+}
+
+/// Whether the peer closes `stream` (nothing sent on it) within `timeout`.
+pub fn closed_within(stream: &mut TcpStream, timeout: Duration) -> bool {
+    use std::io::Read;
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 64];
+    while Instant::now() < deadline {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
 }

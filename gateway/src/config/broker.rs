@@ -50,6 +50,11 @@ pub struct BrokerConfig {
     /// Embedded broker without `users`: let clients connect without logging in when it
     /// listens on a non-loopback address (on loopback they always may).
     pub allow_anonymous: bool,
+    /// Embedded broker: client connections at once, at most; more are closed as they arrive.
+    /// Lowered at start to what the open-file limit leaves (each costs three descriptors).
+    pub max_connections: usize,
+    /// Embedded broker: client connections at once from one IP address, at most.
+    pub max_connections_per_address: usize,
 }
 
 /// `[[broker.users]]`: one account on the embedded broker.
@@ -94,6 +99,8 @@ impl Default for BrokerConfig {
             max_inflight: 256,
             users: Vec::new(),
             allow_anonymous: false,
+            max_connections: 1024,
+            max_connections_per_address: 64,
         }
     }
 }
@@ -118,6 +125,11 @@ impl BrokerConfig {
             ("broker.queue", self.queue),
             ("broker.batch", self.batch),
             ("broker.max_inflight", self.max_inflight),
+            ("broker.max_connections", self.max_connections),
+            (
+                "broker.max_connections_per_address",
+                self.max_connections_per_address,
+            ),
         ] {
             if v == 0 {
                 return Err(format!("{key} must be at least 1"));

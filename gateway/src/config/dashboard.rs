@@ -32,6 +32,11 @@ pub struct DashboardConfig {
     /// `localhost` (which always may): the names the gateway is reached by. Any other name is
     /// refused, against DNS rebinding.
     pub hosts: Vec<String>,
+    /// HTTP connections at once, at most; more wait in the kernel's backlog until one ends.
+    /// Lowered at start to what the open-file limit leaves.
+    pub max_connections: usize,
+    /// HTTP connections at once from one IP address, at most; more are closed as they arrive.
+    pub max_connections_per_address: usize,
 }
 
 impl Default for DashboardConfig {
@@ -45,6 +50,8 @@ impl Default for DashboardConfig {
             tls_key: None,
             jwt: None,
             hosts: Vec::new(),
+            max_connections: 64,
+            max_connections_per_address: 16,
         }
     }
 }
@@ -93,6 +100,12 @@ impl DashboardConfig {
             return Err(format!(
                 "dashboard.hosts: {h:?} is not a host name (no port, scheme or path)"
             ));
+        }
+        if self.max_connections == 0 || self.max_connections_per_address == 0 {
+            return Err(
+                "dashboard.max_connections and dashboard.max_connections_per_address must be at least 1"
+                    .into(),
+            );
         }
         if self.token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err("dashboard.token must be at least 16 characters".into());

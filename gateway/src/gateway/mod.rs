@@ -6,6 +6,7 @@
 //! then the pipeline; wait; shut down in the order that loses nothing (inputs first, then the
 //! pipeline after its group, then the rest).
 
+pub mod fds;
 mod functions;
 mod site;
 mod tasks;
@@ -39,6 +40,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let started = Instant::now();
     let files = check_files(&config)?;
     let metrics = start_metrics();
+    let fds = fds::budget(&config.broker, &config.dashboard)?;
     let http_listener = tokio::net::TcpListener::bind(config.dashboard.listen)
         .await
         .with_context(|| {
@@ -52,7 +54,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let (replies_tx, replies_rx) = mpsc::channel(16);
     let (registry, deployer) =
         load_functions(&config, &stores, &telemetry, (&work, go), replies_tx)?;
-    let site = start_site(&config, &stores.store, &registry, deployer.as_ref()).await?;
+    let site = start_site(&config, fds, &stores.store, &registry, deployer.as_ref()).await?;
     let ready = Arc::new(AtomicBool::new(false));
     let uplink_status = SharedStatus::new(&config.cloud.url, Some(telemetry.clone()));
     let api = http::Api {
@@ -74,8 +76,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         uplink: uplink_status.clone(),
         outbox: stores.outbox.clone(),
         hosts: config.dashboard.hosts.clone().into(),
+        streams: Arc::new(tokio::sync::Semaphore::new((fds.http / 4).max(1))),
     };
-    let http = start_http(&config, http_listener, api, files.dashboard_tls.clone());
+    let http = start_http(
+        &config,
+        fds,
+        http_listener,
+        api,
+        files.dashboard_tls.clone(),
+    );
     let ingest = tokio::spawn(ingest::run(
         site.eventloop,
         site.ingest.clone(),
@@ -169,6 +178,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 /// Serves the HTTP API (and the dashboard page) on `listener`.
 fn start_http(
     config: &Config,
+    fds: fds::Budget,
     listener: tokio::net::TcpListener,
     api: http::Api,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -178,11 +188,11 @@ fn start_http(
         "dashboard and HTTP API (/api/v1/status, /metrics, /healthz, /readyz, /invoke/<function>): {}",
         http::page::url(config, None)
     );
-    tokio::spawn(async move {
-        if let Err(e) = http::serve(listener, app, tls).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    })
+    let limits = net::ConnectionLimits {
+        total: fds.http,
+        per_address: fds.http_per_address,
+    };
+    tokio::spawn(http::serve(listener, app, tls, limits))
 }
 
 /// The pipeline's thread, how to stop it, and when it ended.

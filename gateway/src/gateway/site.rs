@@ -36,6 +36,7 @@ pub(super) struct SiteSessions {
 /// Starts the site broker, and makes Kiri's sessions with it.
 pub(super) async fn start_site(
     config: &Config,
+    fds: super::fds::Budget,
     store: &Store,
     registry: &Registry,
     deployer: Option<&Deployer>,
@@ -47,7 +48,11 @@ pub(super) async fn start_site(
         .unwrap_or_else(|| format!("kiri-{}", config.gateway.id));
     let local_id = format!("{client_id}-local");
     let own_ids = HashSet::from([client_id.clone(), local_id.clone()]);
-    let endpoint = site_broker::start(b, own_ids).await?;
+    let limits = crate::net::ConnectionLimits {
+        total: fds.broker,
+        per_address: fds.broker_per_address,
+    };
+    let endpoint = site_broker::start(b, own_ids, limits).await?;
     let (host, port) = (&endpoint.host, endpoint.port);
     // At most `queue + batch` messages are unacknowledged inside Kiri (see `ingest`); the
     // client itself only (un)subscribes.

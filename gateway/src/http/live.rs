@@ -46,14 +46,23 @@ pub(super) async fn logs(
 pub(super) async fn events(State(s): State<Api>) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use tokio::sync::broadcast::error::RecvError;
-    let stream = futures_util::stream::unfold(s.telemetry.subscribe(), |mut rx| async move {
+    let Ok(place) = s.streams.clone().try_acquire_owned() else {
+        metrics::counter!("kiri_http_rejected_busy_total").increment(1);
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many live event streams open (a quarter of dashboard.max_connections): retry later",
+        );
+    };
+    let start = (s.telemetry.subscribe(), place);
+    let stream = futures_util::stream::unfold(start, |(mut rx, place)| async move {
         let event = match rx.recv().await {
             Ok(e) => Event::default().json_data(&e).ok()?,
             // A reader this far behind skips what it missed, and is told how much.
             Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
             Err(RecvError::Closed) => return None,
         };
-        Some((Ok::<_, std::convert::Infallible>(event), rx))
+        Some((Ok::<_, std::convert::Infallible>(event), (rx, place)))
     });
     Sse::new(stream)
         .keep_alive(KeepAlive::default())

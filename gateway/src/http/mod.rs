@@ -16,6 +16,7 @@ mod invoke;
 pub mod jwt;
 mod live;
 pub mod page;
+mod serve;
 mod status;
 
 use std::sync::atomic::AtomicBool;
@@ -32,6 +33,7 @@ use tokio::sync::mpsc;
 pub use auth::Lockout;
 pub use dead_letters::{Listed, Outcome, Selection};
 pub use functions::FunctionView;
+pub use serve::{serve, HEADER_TIMEOUT};
 
 use crate::dead_letters::DeadLetters;
 use crate::pipeline::Work;
@@ -79,6 +81,9 @@ pub struct Api {
     /// Host names accepted in `Host` besides IP addresses and `localhost`
     /// (`dashboard.hosts`).
     pub hosts: Arc<[String]>,
+    /// Places for live event streams (`GET /api/v1/events`), each of which keeps its
+    /// connection working for as long as it is open: a quarter of the connections.
+    pub streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// The routes.
@@ -165,25 +170,6 @@ fn host_allowed(host: Option<&str>, names: &[String]) -> bool {
     name.parse::<std::net::IpAddr>().is_ok()
         || name.eq_ignore_ascii_case("localhost")
         || names.iter().any(|n| n.eq_ignore_ascii_case(name))
-}
-
-/// Serves `app` on `listener`, over TLS with `tls`, until the task is dropped. Returns only
-/// when the server fails.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
-) -> std::io::Result<()> {
-    match tls {
-        None => axum::serve(listener, app).await,
-        Some(tls) => {
-            let std_listener = listener.into_std()?;
-            let tls = axum_server::tls_rustls::RustlsConfig::from_config(tls);
-            axum_server::from_tcp_rustls(std_listener, tls)?
-                .serve(app.into_make_service())
-                .await
-        }
-    }
 }
 
 /// API answers are live state: never cached.

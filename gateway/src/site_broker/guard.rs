@@ -1,17 +1,25 @@
-//! The embedded broker's front door when `broker.users` is set: a client logs in with a
-//! user name and password (checked against Argon2 hashes), and may then publish, name a
-//! will, and subscribe only within its user's topic rules.
+//! The embedded broker's front door: rumqttd listens on a loopback port of its own, which
+//! only this guard and Kiri's own sessions can log in to (with a password made at random at
+//! each start), and the guard listens on `broker.listen`. It bounds what clients can hold:
+//! at most `broker.max_connections` at once (fewer when the open-file limit is low, see
+//! `gateway::fds`) and `broker.max_connections_per_address` from one IP address. When a limit
+//! is reached, the connection waiting longest for its login is closed to make room
+//! (`evicted`); when all have logged in, the new one is closed (`busy`). A connection that
+//! has not sent its CONNECT (and logged in) within 10 s is closed (`timeout`), holding no
+//! more than a 64 KiB CONNECT meanwhile.
 //!
-//! rumqttd checks passwords but has no topic rules, so with users it listens on a loopback
-//! port of its own, which only this guard and Kiri's own sessions can log in to (with a
-//! password made at random at each start), and the guard listens on `broker.listen`. For
-//! each client it reads the CONNECT, checks the login and the will, relays the CONNECT with
-//! the internal login and the client id `<user>:<client id>` (so that one user cannot take
-//! over another's session, or Kiri's), and from then on reads every packet the client sends
-//! and relays it only if it is allowed: a PUBLISH to a topic outside the user's `publish`
-//! filters, or a SUBSCRIBE to a filter not within its `subscribe` filters, ends the
+//! With `broker.users`, a client logs in with a user name and password (checked against
+//! Argon2 hashes), and may then publish, name a will, and subscribe only within its user's
+//! topic rules: the guard reads the CONNECT, checks the login and the will, relays the
+//! CONNECT with the internal login and the client id `<user>:<client id>` (so that one user
+//! cannot take over another's session, or Kiri's), and from then on reads every packet the
+//! client sends and relays it only if it is allowed: a PUBLISH to a topic outside the user's
+//! `publish` filters, or a SUBSCRIBE to a filter not within its `subscribe` filters, ends the
 //! connection (MQTT 3.1.1 has no way to refuse one packet), logged and counted in
-//! `kiri_broker_refused_total{reason}`. What the broker sends back is relayed unchanged.
+//! `kiri_broker_refused_total{reason}`. Without users, clients connect without logging in
+//! (a login they send is ignored), keep their client ids (except Kiri's own), and what they
+//! send after the CONNECT is relayed unchecked. What the broker sends back is relayed
+//! unchanged.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -27,15 +35,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::config::BrokerUser;
-use crate::net::topic;
+use crate::net::{topic, ConnectionLimits, Connections, Full, Ticket};
 
 /// How long a new connection may take to send its CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Password checks running at once: each takes its hash's memory cost (7 MiB for the hashes
 /// `kiri password-hash` makes), so a flood of logins queues instead of exhausting memory.
 const CHECKS_AT_ONCE: usize = 2;
-/// Client connections at once; more are closed as they arrive (counted as `busy`).
-pub const MAX_CONNECTIONS: usize = 1024;
 /// The largest CONNECT read (its will included): a connection holds no more before it has
 /// logged in.
 const MAX_CONNECT_BYTES: usize = 64 << 10;
@@ -96,6 +102,7 @@ impl InternalLogin {
 
 /// The guard's settings.
 pub struct Guard {
+    /// The accounts; none when clients connect without logging in.
     accounts: HashMap<String, Account>,
     /// Checked for unknown users, so that the time taken does not tell which names exist.
     dummy_hash: String,
@@ -107,7 +114,7 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// A guard for `users`, relaying with `internal`.
+    /// A guard for `users` (none: clients need not log in), relaying with `internal`.
     pub fn new(
         users: &[BrokerUser],
         internal: InternalLogin,
@@ -161,29 +168,56 @@ impl Guard {
 }
 
 /// Accepts clients on `listener` and relays each to the broker at `upstream`, forever.
-pub async fn serve(listener: TcpListener, upstream: SocketAddr, guard: Arc<Guard>) {
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+pub async fn serve(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    guard: Arc<Guard>,
+    limits: ConnectionLimits,
+) {
+    let connections = Connections::new(limits);
+    let mut accept_failing = false;
+    let (mut busy, mut last_busy_line) = (0u64, None::<std::time::Instant>);
     loop {
         let (client, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "embedded broker: accept failed");
+                // Out of descriptors or memory: wait for connections to end, quietly after
+                // the first line.
+                if !std::mem::replace(&mut accept_failing, true) {
+                    tracing::warn!(error = %e, "embedded broker: accept failed (retrying every 100 ms)");
+                }
+                refused("accept");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            refused("busy");
-            tracing::warn!(%peer, "embedded broker: {MAX_CONNECTIONS} connections already, closing a new one");
-            continue;
+        accept_failing = false;
+        let ticket = match connections.admit(peer.ip()) {
+            Ok((ticket, _)) => ticket,
+            Err(full) => {
+                refused("busy");
+                busy += 1;
+                // A flood is logged once in 10 s, with how many were closed.
+                if last_busy_line.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    let (n, key) = match full {
+                        Full::Total => (limits.total, "broker.max_connections"),
+                        Full::Address => (limits.per_address, "broker.max_connections_per_address"),
+                    };
+                    tracing::warn!(%peer, closed = busy, "embedded broker: {n} connections logged in already ({key}), closing new ones");
+                    (busy, last_busy_line) = (0, Some(std::time::Instant::now()));
+                }
+                continue;
+            }
         };
         let guard = guard.clone();
         tokio::spawn(async move {
-            if let Err(end) = relay(client, upstream, &guard).await {
+            if let Err(end) = relay(client, upstream, &guard, &ticket).await {
                 refused(end.reason);
-                tracing::warn!(%peer, reason = end.reason, "embedded broker: {}", end.detail);
+                // Connections closed to make room are many in a flood: counted, not logged.
+                if end.reason != "evicted" {
+                    tracing::warn!(%peer, reason = end.reason, "embedded broker: {}", end.detail);
+                }
             }
-            drop(permit);
         });
     }
 }
@@ -258,6 +292,7 @@ async fn relay(
     mut client: TcpStream,
     upstream: SocketAddr,
     guard: &Arc<Guard>,
+    ticket: &Ticket,
 ) -> Result<(), Refusal> {
     use v4::ConnectReturnCode::{BadClientId, NotAuthorized, RefusedProtocolVersion};
     let _ = client.set_nodelay(true);
@@ -281,6 +316,9 @@ async fn relay(
             Err(e) => return Err(refusal("malformed", format!("malformed CONNECT: {e}"))),
         };
         let id = connect.client_id.clone();
+        if guard.accounts.is_empty() {
+            return Ok(Some((connect, id, None)));
+        }
         let Some(login) = connect.login.take() else {
             let detail = format!("client {id:?} did not log in");
             return refuse(&mut client, NotAuthorized, "no_login", detail).await;
@@ -291,22 +329,31 @@ async fn relay(
             let code = v4::ConnectReturnCode::BadUserNamePassword;
             return refuse(&mut client, code, "bad_login", detail).await;
         };
-        Ok(Some((connect, id, user, rules)))
+        Ok(Some((connect, id, Some((user, rules)))))
     };
-    let admitted = tokio::time::timeout(CONNECT_TIMEOUT, admission)
-        .await
-        .map_err(|_| refusal("timeout", "not logged in within 10 s"))?;
-    let Some((mut connect, id, user, rules)) = admitted? else {
+    // Until it has logged in, the connection may be closed to make room for a new one.
+    let admitted = tokio::select! {
+        admitted = tokio::time::timeout(CONNECT_TIMEOUT, admission) => {
+            admitted.map_err(|_| refusal("timeout", "not logged in within 10 s"))?
+        }
+        _ = ticket.evicted() => {
+            return Err(refusal("evicted", "closed before logging in, to make room for a new connection"));
+        }
+    };
+    ticket.set_idle(false);
+    let Some((mut connect, id, account)) = admitted? else {
         return Ok(());
     };
-    if let Some(will) = &connect.last_will {
-        if !rules.may_publish(&will.topic) {
-            let detail = format!("user {user:?} may not name {:?} as its will", will.topic);
-            return refuse(&mut client, NotAuthorized, "will", detail).await;
+    if let Some((user, rules)) = &account {
+        if let Some(will) = &connect.last_will {
+            if !rules.may_publish(&will.topic) {
+                let detail = format!("user {user:?} may not name {:?} as its will", will.topic);
+                return refuse(&mut client, NotAuthorized, "will", detail).await;
+            }
         }
-    }
-    if !id.is_empty() {
-        connect.client_id = format!("{user}:{id}");
+        if !id.is_empty() {
+            connect.client_id = format!("{user}:{id}");
+        }
     }
     if guard.reserved_ids.contains(&connect.client_id) {
         let detail = format!("client id {:?} is Kiri's own", connect.client_id);
@@ -330,6 +377,16 @@ async fn relay(
         }
     };
     let _ = server.set_nodelay(true);
+    let Some((user, rules)) = account else {
+        // No accounts: the CONNECT, what came after it, then everything unchecked.
+        let mut server = server;
+        out.extend_from_slice(&buf);
+        if server.write_all(&out).await.is_err() {
+            return Ok(());
+        }
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+        return Ok(());
+    };
     let (mut server_rx, mut server_tx) = server.into_split();
     let (mut client_rx, mut client_tx) = client.into_split();
     let downstream = tokio::io::copy(&mut server_rx, &mut client_tx);

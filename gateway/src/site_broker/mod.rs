@@ -1,5 +1,6 @@
 //! The site broker sensors publish to: with `broker.mode = "embedded"` (the default) rumqttd
-//! in-process, behind the [`guard`] when `broker.users` gives sensors accounts; with
+//! in-process on a loopback port of its own, behind the [`guard`] on `broker.listen` (which
+//! bounds connections, and checks logins and topic rules when `broker.users` is set); with
 //! `"external"`, an existing broker (Mosquitto) that Kiri only connects to. [`start`] gives the
 //! address Kiri's own sessions (ingest, local publishing) connect to.
 //!
@@ -34,10 +35,14 @@ pub struct Endpoint {
 
 /// Starts the site broker `broker` describes (nothing for an external one) and says where
 /// Kiri's sessions reach it. `own_ids` are the client ids of those sessions: no sensor may
-/// take them.
-pub async fn start(broker: &BrokerConfig, own_ids: HashSet<String>) -> anyhow::Result<Endpoint> {
+/// take them. `limits` bound the embedded broker's client connections.
+pub async fn start(
+    broker: &BrokerConfig,
+    own_ids: HashSet<String>,
+    limits: crate::net::ConnectionLimits,
+) -> anyhow::Result<Endpoint> {
     match broker.mode {
-        BrokerMode::Embedded if !broker.users.is_empty() => {
+        BrokerMode::Embedded => {
             // rumqttd on a loopback port of its own, the guard on `broker.listen`.
             let login = InternalLogin::generate()?;
             let internal = std::net::TcpListener::bind(("127.0.0.1", 0))
@@ -47,7 +52,8 @@ pub async fn start(broker: &BrokerConfig, own_ids: HashSet<String>) -> anyhow::R
                 internal,
                 broker.max_packet_bytes,
                 broker.max_inflight,
-                Some(&login),
+                limits.total,
+                &login,
             )?;
             let l = broker.listen;
             let listener = tokio::net::TcpListener::bind(l)
@@ -55,26 +61,16 @@ pub async fn start(broker: &BrokerConfig, own_ids: HashSet<String>) -> anyhow::R
                 .map_err(|source| BrokerError::Listen { addr: l, source })?;
             let users = &broker.users;
             let guard = guard::Guard::new(users, login.clone(), own_ids, broker.max_packet_bytes)?;
-            tokio::spawn(guard::serve(listener, internal, Arc::new(guard)));
-            tracing::info!(listen = %l, users = users.len(), "embedded broker: clients log in");
+            tokio::spawn(guard::serve(listener, internal, Arc::new(guard), limits));
+            if users.is_empty() {
+                tracing::info!(listen = %l, "embedded broker: clients connect without logging in");
+            } else {
+                tracing::info!(listen = %l, users = users.len(), "embedded broker: clients log in");
+            }
             Ok(Endpoint {
                 host: internal.ip().to_string(),
                 port: internal.port(),
                 login: Some(login),
-            })
-        }
-        BrokerMode::Embedded => {
-            let l = broker.listen;
-            start_rumqttd(l, broker.max_packet_bytes, broker.max_inflight, None)?;
-            let host = if l.ip().is_unspecified() {
-                "127.0.0.1".to_string()
-            } else {
-                l.ip().to_string()
-            };
-            Ok(Endpoint {
-                host,
-                port: l.port(),
-                login: None,
             })
         }
         BrokerMode::External => {
@@ -105,13 +101,14 @@ pub enum BrokerError {
 }
 
 /// Starts rumqttd on `listen` in its own threads and waits until it accepts connections.
-/// With `login`, clients must log in with that user name and password (the guard and
-/// Kiri's own sessions, when `broker.users` is set).
+/// Clients must log in with `login` (the guard and Kiri's own sessions); at most `clients`
+/// come through the guard.
 fn start_rumqttd(
     listen: SocketAddr,
     max_packet_bytes: usize,
     max_inflight: usize,
-    login: Option<&InternalLogin>,
+    clients: usize,
+    login: &InternalLogin,
 ) -> Result<(), BrokerError> {
     // rumqttd only logs a failed bind from its server thread; check first for a clear error.
     drop(
@@ -121,10 +118,14 @@ fn start_rumqttd(
         })?,
     );
     let connections = ConnectionSettings {
-        connection_timeout_ms: 60_000,
+        // Only the guard (which has its own CONNECT deadline) and Kiri connect here.
+        connection_timeout_ms: 10_000,
         max_payload_size: max_packet_bytes,
         max_inflight_count: max_inflight,
-        auth: login.map(|l| HashMap::from([(l.user.clone(), l.password.clone())])),
+        auth: Some(HashMap::from([(
+            login.user.clone(),
+            login.password.clone(),
+        )])),
         external_auth: None,
         dynamic_filters: true,
     };
@@ -140,7 +141,7 @@ fn start_rumqttd(
         id: 0,
         router: RouterConfig {
             // The guard's clients, and room beyond them for Kiri's own sessions.
-            max_connections: guard::MAX_CONNECTIONS + 16,
+            max_connections: clients + 16,
             max_outgoing_packet_count: max_inflight as u64,
             max_segment_size: segment,
             max_segment_count: 8,
