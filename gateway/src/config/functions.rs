@@ -179,6 +179,14 @@ pub struct FunctionLimits {
     pub kv_max_value_bytes: usize,
     /// Distinct keys one invocation may write or delete, at most.
     pub kv_max_writes: usize,
+    /// The function's key-value namespace, bytes of keys and values at most: a write that
+    /// would grow it past this is refused (`LIMIT`).
+    pub kv_max_bytes: u64,
+    /// The function's key-value namespace, keys at most.
+    pub kv_max_keys: u64,
+    /// Log bytes per second the function may write (a second's worth as burst); what is
+    /// over is counted, not written.
+    pub log_bytes_per_sec: u32,
     /// Nested calls (wasm function frames) at most; deeper recursion traps.
     pub max_call_depth: usize,
     /// Instances that may run at once (set from the function's `concurrency`).
@@ -196,6 +204,9 @@ impl Default for FunctionLimits {
             timeout_ms: 1000,
             kv_max_value_bytes: 64 << 10,
             kv_max_writes: 256,
+            kv_max_bytes: 16 << 20,
+            kv_max_keys: 65_536,
+            log_bytes_per_sec: 16 << 10,
             max_call_depth: 1000,
             concurrency: 1,
         }

@@ -29,6 +29,9 @@ fn limits() -> FunctionLimits {
         timeout_ms: 500,
         kv_max_value_bytes: 300,
         kv_max_writes: 6,
+        kv_max_bytes: 1200,
+        kv_max_keys: 6,
+        log_bytes_per_sec: 4096,
         max_call_depth: 200,
         concurrency: 1,
     }
@@ -176,6 +179,20 @@ impl HostAbi {
                 .is_none_or(|v| v.len() <= limits.kv_max_value_bytes));
             assert!(grants(k), "key {k:?} not granted");
         }
+        // The quota charge is what the writes change, and stays within the quota (or within
+        // what was stored already, when that was over it).
+        let (mut bytes, mut keys) = (0i64, 0i64);
+        for (k, v) in &inv.kv_writes {
+            let before = inv.kv.get(k).unwrap().map(|b| (k.len() + b.len()) as i64);
+            let after = v.as_ref().map(|v| (k.len() + v.len()) as i64);
+            bytes += after.unwrap_or(0) - before.unwrap_or(0);
+            keys += after.is_some() as i64 - before.is_some() as i64;
+        }
+        let charge = &inv.kv_charge;
+        assert_eq!((charge.bytes, charge.keys), (bytes, keys));
+        let usage = (charge.usage.bytes(), charge.usage.keys());
+        assert!(bytes <= 0 || usage.0 + bytes <= limits.kv_max_bytes as i64);
+        assert!(keys <= 0 || usage.1 + keys <= limits.kv_max_keys as i64);
         assert!(inv
             .response
             .as_ref()

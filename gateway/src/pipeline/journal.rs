@@ -134,6 +134,7 @@ impl<J: Journal> Stager<'_, J> {
                     Err(OutboxError::Closed) => return Err(ProcessError::ShuttingDown),
                     other => other?,
                 };
+                invocation.kv_charge.settle();
                 staged.response = Some(Ok(invocation.response.unwrap_or_default()));
                 None
             }

@@ -13,7 +13,7 @@ use wasmi::{
     WasmResults,
 };
 
-use super::host::{DeadlineExceeded, HostState, Output};
+use super::host::{DeadlineExceeded, HostState, KvUsage, LogBudget, Output};
 use super::{EngineSet, Invocation, InvokeError, Job, LoadError, Permissions};
 use crate::config::FunctionLimits;
 use crate::telemetry::{meter, Telemetry};
@@ -37,6 +37,10 @@ pub(super) struct Meta {
     pub(super) config: Arc<BTreeMap<String, String>>,
     pub(super) permissions: Arc<Permissions>,
     pub(super) kv: sled::Tree,
+    /// Its key-value usage, shared with its instances (and with its next version's).
+    pub(super) kv_usage: Arc<KvUsage>,
+    /// Its log budget, shared by its instances.
+    pub(super) log_budget: Arc<LogBudget>,
     pub(super) telemetry: Telemetry,
     pub(super) metrics: Handles,
     /// Cold starts, rate-limited after failures in a row.
@@ -155,6 +159,11 @@ pub(super) fn instantiate(
             kv_writes: BTreeMap::new(),
             max_kv_value_bytes: f.limits.kv_max_value_bytes,
             max_kv_writes: f.limits.kv_max_writes,
+            kv_usage: f.kv_usage.clone(),
+            kv_max_bytes: f.limits.kv_max_bytes,
+            kv_max_keys: f.limits.kv_max_keys,
+            kv_delta: (0, 0),
+            log_budget: f.log_budget.clone(),
             response: None,
             telemetry: f.telemetry.clone(),
             caller: None,
@@ -259,6 +268,7 @@ pub(super) fn invoke_slot(
             .into_iter()
             .collect(),
         kv: f.kv.clone(),
+        kv_charge: instance.store.data_mut().take_kv_charge(),
         response: instance.store.data_mut().response.take(),
     });
     let left = instance.store.get_fuel().unwrap_or(0);

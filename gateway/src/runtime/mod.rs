@@ -18,8 +18,8 @@ use std::sync::Arc;
 use sha2::Digest;
 use wasmi::{Config as EngineConfig, Engine, Linker, Module};
 
-use host::HostState;
-pub use host::{Destination, Output, MAX_KEY_BYTES, MAX_TOPIC_BYTES};
+pub use host::{Destination, KvCharge, Output, MAX_KEY_BYTES, MAX_TOPIC_BYTES};
+use host::{HostState, KvUsage, LogBudget};
 use instance::{instantiate, invoke_slot, Ctx, Function, Handles, Instance, Meta};
 pub use interface::{InvokeError, LoadError};
 
@@ -41,6 +41,8 @@ pub struct Invocation {
     pub kv_writes: Vec<KvWrite>,
     /// The function's key-value namespace.
     pub kv: sled::Tree,
+    /// What the writes change in the function's key-value usage: settle it once committed.
+    pub kv_charge: KvCharge,
     /// The body it set with `respond`, if any.
     pub response: Option<Vec<u8>>,
 }
@@ -238,6 +240,17 @@ impl Runtime {
         interface::check_interface(&module)?;
         let digest = sha2::Sha256::digest(wasm);
         let version: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let kv = self.db.open_tree(format!("kv/{name}"))?;
+        // A new version shares the running one's usage; a first load measures the namespace.
+        let running = self.functions.iter().find(|f| &*f.meta.name == name);
+        let kv_usage = match running {
+            Some(f) => f.meta.kv_usage.clone(),
+            None => Arc::new(KvUsage::measure(&kv)?),
+        };
+        metrics::gauge!("kiri_kv_bytes", "function" => name.to_string())
+            .set(kv_usage.bytes() as f64);
+        metrics::gauge!("kiri_kv_keys", "function" => name.to_string()).set(kv_usage.keys() as f64);
+        let log_budget = Arc::new(LogBudget::new(limits.log_bytes_per_sec));
         let meta = Meta {
             version: version.into(),
             name: name.into(),
@@ -245,7 +258,9 @@ impl Runtime {
             limits,
             config: Arc::new(config),
             permissions: Arc::new(permissions),
-            kv: self.db.open_tree(format!("kv/{name}"))?,
+            kv,
+            kv_usage,
+            log_budget,
             telemetry: self.telemetry.clone(),
             metrics: Handles::new(name),
             starts: instance::Starts::new(self.free_failures),

@@ -916,3 +916,128 @@ fn refused_outputs_are_logged_once_per_invocation_and_all_counted() {
     let lines = log.lines().filter(|l| l.contains("was refused")).count();
     assert_eq!(lines, 3, "one line per invocation, not per refusal:\n{log}");
 }
+
+/// A hoarder: each invocation writes a new 4-byte key (its count) with 100 bytes, and
+/// emits the code `kv_put` returned; with a payload, it deletes the first key instead.
+const HOARDER: &str = r#"(module
+  (import "kiri" "kv_put" (func $put (param i32 i32 i32 i32) (result i32)))
+  (import "kiri" "kv_delete" (func $del (param i32 i32) (result i32)))
+  (import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 400) "o")
+  (global $n (mut i32) (i32.const 0))
+  (func (export "kiri_abi_version") (result i32) i32.const 1)
+  (func (export "kiri_alloc") (param i32) (result i32) i32.const 1024)
+  (func (export "kiri_on_event") (param i32 i32 i32 i32 i64) (result i32)
+    (if (i32.ne (local.get 3) (i32.const 0))
+      (then
+        (i32.store (i32.const 0) (i32.const 0))
+        (i32.store (i32.const 300) (call $del (i32.const 0) (i32.const 4))))
+      (else
+        (i32.store (i32.const 0) (global.get $n))
+        (i32.store (i32.const 300) (call $put (i32.const 0) (i32.const 4) (i32.const 100) (i32.const 100)))
+        (global.set $n (i32.add (global.get $n) (i32.const 1)))))
+    (drop (call $emit (i32.const 400) (i32.const 1) (i32.const 300) (i32.const 4)))
+    i32.const 0))"#;
+
+/// Runs the hoarder once (`delete`: its delete instead), commits what it wrote; the code
+/// its write got.
+fn hoard(rt: &mut Runtime, outbox: &crate::outbox::Outbox, f: usize, delete: bool) -> i32 {
+    let inv = rt
+        .invoke(f, "t", if delete { b"d" } else { b"" }, 0)
+        .unwrap();
+    commit(outbox, &inv);
+    inv.kv_charge.settle();
+    i32::from_le_bytes(inv.outputs[0].payload[..4].try_into().unwrap())
+}
+
+#[test]
+fn a_functions_state_stops_at_its_key_and_byte_quotas_and_deletes_make_room() {
+    let limit = kiri_abi::code::LIMIT;
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let outbox = crate::outbox::Outbox::open(&db, Default::default()).unwrap();
+    let load_with = |rt: &mut Runtime, limits: FunctionLimits| {
+        let wasm = wat::parse_str(HOARDER).unwrap();
+        let p = Permissions {
+            emit: vec!["#".into()],
+            ..Permissions::default()
+        };
+        rt.load_bytes("hoarder", &wasm, limits, BTreeMap::new(), p)
+            .unwrap()
+    };
+    let mut rt = Runtime::new(1024, db.clone());
+    let keys = FunctionLimits {
+        kv_max_keys: 3,
+        ..FunctionLimits::default()
+    };
+    let f = load_with(&mut rt, keys.clone());
+    let codes: Vec<i32> = (0..4).map(|_| hoard(&mut rt, &outbox, f, false)).collect();
+    assert_eq!(
+        codes,
+        [0, 0, 0, limit],
+        "the fourth key is over kv_max_keys"
+    );
+    assert_eq!(hoard(&mut rt, &outbox, f, true), 0, "a delete always may");
+    assert_eq!(hoard(&mut rt, &outbox, f, false), 0, "and makes room");
+    assert_eq!(hoard(&mut rt, &outbox, f, false), limit);
+
+    // Measured again from the store at the next start: the quota holds across restarts.
+    // 3 keys of 104 bytes are stored; 350 bytes leave room for none more.
+    let mut again = Runtime::new(1024, db);
+    let bytes = FunctionLimits {
+        kv_max_bytes: 350,
+        ..FunctionLimits::default()
+    };
+    let f = load_with(&mut again, bytes);
+    assert_eq!(
+        hoard(&mut again, &outbox, f, false),
+        limit,
+        "over kv_max_bytes"
+    );
+    assert_eq!(hoard(&mut again, &outbox, f, true), 0);
+    assert_eq!(
+        hoard(&mut again, &outbox, f, false),
+        0,
+        "room for one again"
+    );
+}
+
+#[test]
+fn log_lines_over_the_functions_byte_rate_are_counted_not_written() {
+    // Fifty lines of 1,000 bytes an invocation, against 4,096 bytes a second.
+    let wat = r#"(module
+      (import "kiri" "log" (func $log (param i32 i32 i32)))
+      (memory (export "memory") 1)
+      (func (export "kiri_abi_version") (result i32) i32.const 1)
+      (func (export "kiri_alloc") (param i32) (result i32) i32.const 4096)
+      (func (export "kiri_on_event") (param i32 i32 i32 i32 i64) (result i32)
+        (local $i i32)
+        (memory.fill (i32.const 0) (i32.const 120) (i32.const 1000))
+        (loop
+          (call $log (i32.const 2) (i32.const 0) (i32.const 1000))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if 0 (i32.lt_u (local.get $i) (i32.const 50))))
+        i32.const 0))"#;
+    let mut rt = runtime();
+    let limits = FunctionLimits {
+        log_bytes_per_sec: 4096,
+        ..FunctionLimits::default()
+    };
+    let f = rt
+        .load_bytes(
+            "chatty",
+            &wat::parse_str(wat).unwrap(),
+            limits,
+            BTreeMap::new(),
+            Permissions::default(),
+        )
+        .unwrap();
+    let text = logged(|| {
+        rt.invoke(f, "t", b"", 0).unwrap();
+    });
+    let lines = text.lines().filter(|l| l.contains("xxxxxxxxxx")).count();
+    assert_eq!(
+        lines, 4,
+        "a second's budget of 4,096 bytes: four lines of 1,000"
+    );
+}

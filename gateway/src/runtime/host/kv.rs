@@ -40,7 +40,7 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error>
             let key = range(kp, kl, data.len())?;
             let value = range(vp, vl, data.len())?;
             // kv_write checks the key and value sizes before it copies anything.
-            Ok(state.kv_write(&data[key], Some(&data[value])))
+            state.kv_write(&data[key], Some(&data[value]))
         },
     )?;
     linker.func_wrap(
@@ -51,7 +51,7 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error>
             let mem = memory(&caller)?;
             let (data, state) = mem.data_and_store_mut(&mut caller);
             let key = range(kp, kl, data.len())?;
-            Ok(state.kv_write(&data[key], None))
+            state.kv_write(&data[key], None)
         },
     )?;
     linker.func_wrap(

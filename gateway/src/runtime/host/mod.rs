@@ -15,11 +15,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod kv;
+mod shares;
 
 use kiri_abi::{code, import, level, IMPORT_MODULE};
 use wasmi::{Caller, Error, Extern, Linker, Memory, StoreLimits};
 
 use crate::net::topic;
+pub use shares::{KvCharge, KvUsage, LogBudget};
 
 /// Longest topic a function may emit or publish to, bytes.
 pub const MAX_TOPIC_BYTES: usize = 1024;
@@ -85,6 +87,14 @@ pub struct HostState {
     pub(crate) kv_writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     pub(crate) max_kv_value_bytes: usize,
     pub(crate) max_kv_writes: usize,
+    /// The function's committed key-value usage, and its quota.
+    pub(crate) kv_usage: Arc<KvUsage>,
+    pub(crate) kv_max_bytes: u64,
+    pub(crate) kv_max_keys: u64,
+    /// This invocation's change to the usage: bytes, keys.
+    pub(crate) kv_delta: (i64, i64),
+    /// The function's log budget (bytes per second), shared by its instances.
+    pub(crate) log_budget: Arc<LogBudget>,
     /// The body set by `respond` (HTTP invocations answer with it).
     pub(crate) response: Option<Vec<u8>>,
     /// Where log lines go (the function's ring, and live readers).
@@ -104,6 +114,7 @@ impl HostState {
         self.output_bytes = 0;
         self.log_lines = 0;
         self.kv_writes.clear();
+        self.kv_delta = (0, 0);
         self.response = None;
         self.caller = None;
         self.refusal_logged = false;
@@ -150,22 +161,71 @@ impl HostState {
         Ok(stored.map(|v| v.to_vec()))
     }
 
-    fn kv_write(&mut self, key: &[u8], value: Option<&[u8]>) -> i32 {
+    /// This invocation's change to the key-value usage, to settle once it is committed.
+    pub(crate) fn take_kv_charge(&mut self) -> KvCharge {
+        let (bytes, keys) = std::mem::take(&mut self.kv_delta);
+        KvCharge {
+            function: self.function.clone(),
+            usage: self.kv_usage.clone(),
+            bytes,
+            keys,
+        }
+    }
+
+    /// The size a key's entry counts for (key and value bytes), as this invocation sees it;
+    /// `None` if it does not exist.
+    fn kv_entry_size(&self, key: &[u8]) -> Result<Option<i64>, Error> {
+        if let Some(v) = self.kv_writes.get(key) {
+            return Ok(v.as_ref().map(|v| (key.len() + v.len()) as i64));
+        }
+        let stored = self
+            .kv
+            .get(key)
+            .map_err(|e| Error::new(format!("kv store: {e}")))?;
+        Ok(stored.map(|v| (key.len() + v.len()) as i64))
+    }
+
+    fn kv_write(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<i32, Error> {
         if key.is_empty() || key.len() > MAX_KEY_BYTES {
-            return code::INVALID;
+            return Ok(code::INVALID);
         }
         if !self.caller_grants(key, "kv") {
-            return code::DENIED;
+            return Ok(code::DENIED);
         }
         if value.is_some_and(|v| v.len() > self.max_kv_value_bytes) {
-            return code::TOO_LARGE;
+            return Ok(code::TOO_LARGE);
         }
         if !self.kv_writes.contains_key(key) && self.kv_writes.len() >= self.max_kv_writes {
-            return code::LIMIT;
+            return Ok(code::LIMIT);
         }
+        // The quota: a write that grows the namespace past it is refused; shrinking always
+        // may. Checked against what is committed plus this invocation's own writes.
+        let before = self.kv_entry_size(key)?;
+        let after = value.map(|v| (key.len() + v.len()) as i64);
+        let added = (
+            after.unwrap_or(0) - before.unwrap_or(0),
+            after.is_some() as i64 - before.is_some() as i64,
+        );
+        let delta = (self.kv_delta.0 + added.0, self.kv_delta.1 + added.1);
+        let over_bytes = added.0 > 0 && self.kv_usage.bytes() + delta.0 > self.kv_max_bytes as i64;
+        let over_keys = added.1 > 0 && self.kv_usage.keys() + delta.1 > self.kv_max_keys as i64;
+        if over_bytes || over_keys {
+            let which = if over_keys { "keys" } else { "bytes" };
+            metrics::counter!("kiri_kv_quota_refused_total", "function" => self.function.to_string(), "quota" => which)
+                .increment(1);
+            if self.log_refusal() {
+                tracing::warn!(
+                    function = &*self.function,
+                    key = ?String::from_utf8_lossy(key),
+                    "key-value write over the function's quota (limits.kv_max_{which}): refused with LIMIT (further refusals of this invocation are only counted)"
+                );
+            }
+            return Ok(code::LIMIT);
+        }
+        self.kv_delta = delta;
         self.kv_writes
             .insert(key.to_vec(), value.map(<[u8]>::to_vec));
-        code::OK
+        Ok(code::OK)
     }
 }
 
@@ -278,8 +338,15 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
             let line = range(p, l, data.len())?;
             let bytes = &data[line.start..line.start + line.len().min(MAX_LOG_BYTES)];
             state.log_lines += 1;
-            if state.log_lines > MAX_LOG_LINES {
-                metrics::counter!("kiri_function_log_dropped_total", "function" => state.function.to_string())
+            let over = if state.log_lines > MAX_LOG_LINES {
+                Some("lines")
+            } else if !state.log_budget.allow(bytes.len()) {
+                Some("rate")
+            } else {
+                None
+            };
+            if let Some(reason) = over {
+                metrics::counter!("kiri_function_log_dropped_total", "function" => state.function.to_string(), "reason" => reason)
                     .increment(1);
                 return Ok(());
             }
