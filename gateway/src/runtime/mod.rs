@@ -4,24 +4,30 @@
 //! invocation; and the ABI v1 host functions. Synchronous: the pipeline's thread drives it.
 //!
 //! - `mod.rs`: the [`Runtime`] (load, prepare, install, retire; [`Runtime::run_batch`]).
+//! - `handle.rs`: one function, run from any thread ([`FunctionHandle`]).
+//! - `prepare.rs`: a module compiled and started outside the runtime ([`Preparer`]).
 //! - `interface.rs`: what a module must import and export; load and invocation errors.
 //! - `instance.rs`: an instance of a function, and one invocation on it within its budget.
 //! - `host.rs`: the host functions (`emit`, `publish`, `kv_*`, `log`, ...), bounds-checked.
 
+mod handle;
 mod host;
 mod instance;
 mod interface;
+mod prepare;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use sha2::Digest;
-use wasmi::{Config as EngineConfig, Engine, Linker, Module};
+use wasmi::{Config as EngineConfig, Engine, Linker};
 
+pub use handle::FunctionHandle;
+use host::HostState;
 pub use host::{Destination, KvCharge, Output, MAX_KEY_BYTES, MAX_TOPIC_BYTES};
-use host::{HostState, KvUsage, LogBudget};
-use instance::{instantiate, invoke_slot, Ctx, Function, Handles, Instance, Meta};
+use instance::{invoke_slot, Ctx, Function};
 pub use interface::{InvokeError, LoadError};
+pub use prepare::{Prepared, Preparer};
 
 use crate::config::{FunctionConfig, FunctionLimits};
 use crate::telemetry::{meter, Telemetry};
@@ -106,10 +112,14 @@ struct EngineSet {
     linker: Linker<HostState>,
 }
 
-/// All loaded functions; functions with the same call-depth limit share an engine.
+/// All loaded functions; functions with the same call-depth limit share an engine. Each
+/// function sits behind a lock of its own, so that functions can run on different threads
+/// at once ([`Runtime::handle`]); its name and version are kept apart, readable while it runs.
 pub struct Runtime {
-    engines: HashMap<usize, EngineSet>,
-    functions: Vec<Function>,
+    engines: HashMap<usize, Arc<EngineSet>>,
+    functions: Vec<Arc<std::sync::Mutex<Function>>>,
+    /// Each function's name and module version, as installed.
+    names: Vec<(Arc<str>, Arc<str>)>,
     max_payload_bytes: usize,
     db: sled::Db,
     meters: meter::Meters,
@@ -125,6 +135,7 @@ impl Runtime {
         Runtime {
             engines: HashMap::new(),
             functions: Vec::new(),
+            names: Vec::new(),
             max_payload_bytes,
             db,
             meters: meter::Meters::default(),
@@ -133,16 +144,19 @@ impl Runtime {
         }
     }
 
-    fn engine(&mut self, max_call_depth: usize) -> &EngineSet {
-        self.engines.entry(max_call_depth).or_insert_with(|| {
-            let mut config = EngineConfig::default();
-            config.consume_fuel(true);
-            config.set_max_recursion_depth(max_call_depth);
-            let engine = Engine::new(&config);
-            let mut linker = Linker::new(&engine);
-            host::add_to_linker(&mut linker).expect("host functions have distinct names");
-            EngineSet { engine, linker }
-        })
+    fn engine(&mut self, max_call_depth: usize) -> Arc<EngineSet> {
+        self.engines
+            .entry(max_call_depth)
+            .or_insert_with(|| {
+                let mut config = EngineConfig::default();
+                config.consume_fuel(true);
+                config.set_max_recursion_depth(max_call_depth);
+                let engine = Engine::new(&config);
+                let mut linker = Linker::new(&engine);
+                host::add_to_linker(&mut linker).expect("host functions have distinct names");
+                Arc::new(EngineSet { engine, linker })
+            })
+            .clone()
     }
 
     /// Reads a module file, refusing one over the size limit before reading it.
@@ -162,9 +176,12 @@ impl Runtime {
     /// Validates and instantiates `wasm` as the function `cfg` describes, without installing
     /// it: nothing running changes, whatever the outcome.
     pub fn prepare(&mut self, cfg: &FunctionConfig, wasm: &[u8]) -> Result<Prepared, LoadError> {
-        if wasm.len() as u64 > MAX_MODULE_BYTES {
-            return Err(LoadError::TooLarge(wasm.len() as u64));
-        }
+        self.preparer(cfg).prepare(wasm)
+    }
+
+    /// What preparing a module for the function `cfg` describes needs of the runtime, taken
+    /// now, so that the module can be compiled and started without holding the runtime.
+    pub fn preparer(&mut self, cfg: &FunctionConfig) -> Preparer {
         let config = cfg
             .config
             .iter()
@@ -178,18 +195,51 @@ impl Runtime {
             concurrency: cfg.concurrency,
             ..cfg.limits.clone()
         };
-        self.prepare_bytes(&cfg.name, wasm, limits, config, permissions)
+        self.preparer_for(&cfg.name, limits, config, permissions)
     }
 
-    /// Installs a prepared function: at `slot`, replacing what ran there (invocations never
-    /// overlap an install: the pipeline installs between groups), or as a new function.
-    /// Returns its index.
+    fn preparer_for(
+        &mut self,
+        name: &str,
+        limits: FunctionLimits,
+        config: BTreeMap<String, String>,
+        permissions: Permissions,
+    ) -> Preparer {
+        // A new version shares the running one's key-value usage.
+        let kv_usage = self.names.iter().position(|(n, _)| &**n == name).map(|i| {
+            self.functions[i]
+                .lock()
+                .expect("function lock")
+                .meta
+                .kv_usage
+                .clone()
+        });
+        Preparer {
+            set: self.engine(limits.max_call_depth),
+            name: name.into(),
+            limits,
+            config,
+            permissions,
+            db: self.db.clone(),
+            kv_usage,
+            telemetry: self.telemetry.clone(),
+            free_failures: self.free_failures,
+            max_payload_bytes: self.max_payload_bytes,
+        }
+    }
+
+    /// Installs a prepared function: at `slot`, replacing what ran there, or as a new
+    /// function. Returns its index. An invocation already running on the old version (a
+    /// [`FunctionHandle`] taken before) finishes on it.
     pub fn install(&mut self, slot: Option<usize>, prepared: Prepared) -> usize {
         let f = prepared.0;
+        let names = (f.meta.name.clone(), f.meta.version.clone());
+        let f = Arc::new(std::sync::Mutex::new(f));
         match slot {
             Some(i) => {
-                self.meters.lock().expect("meters lock")[i].name = f.meta.name.to_string();
+                self.meters.lock().expect("meters lock")[i].name = names.0.to_string();
                 self.functions[i] = f;
+                self.names[i] = names;
                 i
             }
             None => {
@@ -197,10 +247,11 @@ impl Runtime {
                     .lock()
                     .expect("meters lock")
                     .push(meter::FunctionStats {
-                        name: f.meta.name.to_string(),
+                        name: names.0.to_string(),
                         ..Default::default()
                     });
                 self.functions.push(f);
+                self.names.push(names);
                 self.functions.len() - 1
             }
         }
@@ -208,8 +259,25 @@ impl Runtime {
 
     /// Drops the instances of function `idx` (undeployed: it is no longer routed to).
     pub fn retire(&mut self, idx: usize) {
-        for slot in &mut self.functions[idx].pool {
+        for slot in &mut self.functions[idx].lock().expect("function lock").pool {
             *slot = None;
+        }
+    }
+
+    /// Function `idx`, to run jobs on from any thread.
+    pub fn handle(&self, idx: usize) -> FunctionHandle {
+        let function = self.functions[idx].clone();
+        let depth = function
+            .lock()
+            .expect("function lock")
+            .meta
+            .limits
+            .max_call_depth;
+        FunctionHandle {
+            function,
+            set: self.engines[&depth].clone(),
+            max_payload_bytes: self.max_payload_bytes,
+            meters: self.meters.clone(),
         }
     }
 
@@ -223,66 +291,10 @@ impl Runtime {
         config: BTreeMap<String, String>,
         permissions: Permissions,
     ) -> Result<usize, LoadError> {
-        let prepared = self.prepare_bytes(name, wasm, limits, config, permissions)?;
+        let prepared = self
+            .preparer_for(name, limits, config, permissions)
+            .prepare(wasm)?;
         Ok(self.install(None, prepared))
-    }
-
-    fn prepare_bytes(
-        &mut self,
-        name: &str,
-        wasm: &[u8],
-        limits: FunctionLimits,
-        config: BTreeMap<String, String>,
-        permissions: Permissions,
-    ) -> Result<Prepared, LoadError> {
-        let engine = &self.engine(limits.max_call_depth).engine;
-        let module = Module::new(engine, wasm).map_err(LoadError::Invalid)?;
-        interface::check_interface(&module)?;
-        let digest = sha2::Sha256::digest(wasm);
-        let version: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-        let kv = self.db.open_tree(format!("kv/{name}"))?;
-        // A new version shares the running one's usage; a first load measures the namespace.
-        let running = self.functions.iter().find(|f| &*f.meta.name == name);
-        let kv_usage = match running {
-            Some(f) => f.meta.kv_usage.clone(),
-            None => Arc::new(KvUsage::measure(&kv)?),
-        };
-        metrics::gauge!("kiri_kv_bytes", "function" => name.to_string())
-            .set(kv_usage.bytes() as f64);
-        metrics::gauge!("kiri_kv_keys", "function" => name.to_string()).set(kv_usage.keys() as f64);
-        let log_budget = Arc::new(LogBudget::new(limits.log_bytes_per_sec));
-        let meta = Meta {
-            version: version.into(),
-            name: name.into(),
-            module,
-            limits,
-            config: Arc::new(config),
-            permissions: Arc::new(permissions),
-            kv,
-            kv_usage,
-            log_budget,
-            telemetry: self.telemetry.clone(),
-            metrics: Handles::new(name),
-            starts: instance::Starts::new(self.free_failures),
-        };
-        let set = &self.engines[&meta.limits.max_call_depth];
-        // One instance now: it validates the module's start and ABI version; the rest of
-        // the pool is made on demand.
-        let first = instantiate(set, &meta, self.max_payload_bytes, &mut 0)?;
-        let mut pool: Vec<Option<Instance>> =
-            (0..meta.limits.concurrency.max(1)).map(|_| None).collect();
-        pool[0] = Some(first);
-        Ok(Prepared(Function { meta, pool }))
-    }
-}
-
-/// A function validated and instantiated, ready for [`Runtime::install`].
-pub struct Prepared(Function);
-
-impl Prepared {
-    /// Its version (the first 16 hex digits of the module's SHA-256).
-    pub fn version(&self) -> &str {
-        &self.0.meta.version
     }
 }
 
@@ -299,12 +311,12 @@ impl Runtime {
 
     /// The version of function `idx`: the first 16 hex digits of its module's SHA-256.
     pub fn version(&self, idx: usize) -> &str {
-        &self.functions[idx].meta.version
+        &self.names[idx].1
     }
 
     /// The name of function `idx`.
     pub fn name(&self, idx: usize) -> &str {
-        &self.functions[idx].meta.name
+        &self.names[idx].0
     }
 
     /// Runs function `idx` on one event (on its first instance). On success returns its
@@ -318,8 +330,6 @@ impl Runtime {
         payload: &[u8],
         received_ms: u64,
     ) -> Result<Invocation, InvokeError> {
-        let f = &mut self.functions[idx];
-        let set = &self.engines[&f.meta.limits.max_call_depth];
         let job = Job {
             function: idx,
             topic,
@@ -328,8 +338,11 @@ impl Runtime {
             fresh: false,
             caller: None,
         };
+        let handle = self.handle(idx);
+        let mut f = handle.function.lock().expect("function lock");
+        let f = &mut *f;
         let ctx = Ctx {
-            set,
+            set: &handle.set,
             meta: &f.meta,
             max_payload_bytes: self.max_payload_bytes,
             meters: &self.meters,
@@ -347,83 +360,35 @@ impl Runtime {
         jobs: &[Job<'_>],
         then: impl Fn(usize, Result<Invocation, InvokeError>) -> Result<(), E> + Sync,
     ) -> Result<(), Vec<E>> {
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        let stop = &stop;
-        // One task per (function, instance slot), holding its jobs in order.
-        let mut tasks: Vec<(usize, usize, Vec<usize>)> = Vec::new();
-        let mut next_slot = vec![0usize; self.functions.len()];
+        let mut by_function: Vec<(usize, Vec<usize>)> = Vec::new();
         for (j, job) in jobs.iter().enumerate() {
-            let slots = self.functions[job.function].pool.len();
-            let slot = next_slot[job.function] % slots;
-            next_slot[job.function] += 1;
-            match tasks
-                .iter_mut()
-                .find(|(f, s, _)| *f == job.function && *s == slot)
-            {
-                Some(t) => t.2.push(j),
-                None => tasks.push((job.function, slot, vec![j])),
+            match by_function.iter_mut().find(|(f, _)| *f == job.function) {
+                Some((_, js)) => js.push(j),
+                None => by_function.push((job.function, vec![j])),
             }
         }
-        // Hand each task its own instance slot (disjoint mutable borrows).
-        let (engines, max_payload_bytes, meters) =
-            (&self.engines, self.max_payload_bytes, &self.meters);
-        let mut slots: Vec<Option<(&Meta, &mut Option<Instance>)>> = Vec::new();
-        let mut index = Vec::new();
-        for (fi, f) in self.functions.iter_mut().enumerate() {
-            let meta = &f.meta;
-            for (si, slot) in f.pool.iter_mut().enumerate() {
-                index.push((fi, si));
-                slots.push(Some((meta, slot)));
-            }
-        }
-        let then = &then;
-        let mut work: Vec<_> = tasks
+        let stop = AtomicBool::new(false);
+        let (stop, then) = (&stop, &then);
+        let mut work: Vec<_> = by_function
             .into_iter()
-            .map(|(fi, si, js)| {
-                let at = index
-                    .iter()
-                    .position(|x| *x == (fi, si))
-                    .expect("slot exists");
-                let (meta, slot) = slots[at].take().expect("one task per slot");
-                move || -> Result<(), E> {
-                    let ctx = Ctx {
-                        set: &engines[&meta.limits.max_call_depth],
-                        meta,
-                        max_payload_bytes,
-                        meters,
-                    };
-                    for j in js {
-                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                            break;
-                        }
-                        let job = &jobs[j];
-                        if job.fresh {
-                            *slot = None;
-                        }
-                        if let Err(e) = then(j, invoke_slot(&ctx, slot, job)) {
-                            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                            return Err(e);
-                        }
-                    }
-                    Ok(())
-                }
+            .map(|(f, js)| {
+                let handle = self.handle(f);
+                move || handle.run_some(jobs, &js, then, stop)
             })
             .collect();
-        // One task: run it here, no thread needed (the common case at low load).
         let Some(first) = work.pop() else {
             return Ok(());
         };
         let mut errors = Vec::new();
         if work.is_empty() {
-            errors.extend(first().err());
+            errors.extend(first());
         } else {
             std::thread::scope(|scope| {
                 let handles: Vec<_> = work.into_iter().map(|w| scope.spawn(w)).collect();
-                errors.extend(first().err());
+                errors.extend(first());
                 for h in handles {
                     // A panicking worker is a bug: take the pipeline (and the gateway) down.
-                    let r = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-                    errors.extend(r.err());
+                    errors.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
                 }
             });
         }

@@ -99,7 +99,7 @@ fn a_pointer_outside_memory_traps_and_the_instance_is_replaced() {
     .unwrap();
     let err = rt.invoke(f, "t", b"", 0).unwrap_err();
     assert!(matches!(err, InvokeError::Trap(_)), "{err}");
-    assert!(rt.functions[f].pool[0].is_none());
+    assert!(rt.functions[f].lock().unwrap().pool[0].is_none());
     assert!(
         matches!(rt.invoke(f, "t", b"", 0), Err(InvokeError::Trap(_))),
         "a fresh instance runs again"
@@ -620,7 +620,12 @@ fn a_function_with_concurrency_uses_several_instances() {
     .unwrap();
     assert_eq!(done.into_inner(), 9);
     assert!(
-        rt.functions[f].pool.iter().all(Option::is_some),
+        rt.functions[f]
+            .lock()
+            .unwrap()
+            .pool
+            .iter()
+            .all(Option::is_some),
         "three live instances"
     );
     let stats = rt.meters().lock().unwrap()[f].clone();
