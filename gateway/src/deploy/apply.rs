@@ -127,8 +127,8 @@ fn apply_checked(
             let spec = deployed_spec(&m, m.version).expect("verified: deploy has a function");
             let module = verified.package.module;
             let prepared = registry
-                .runtime_mut()
-                .prepare(&spec, &module)
+                .preparer(&spec)
+                .prepare(&module)
                 .map_err(|e| Rejection::new("invalid_module", e.to_string()))?;
             store.check_room(name, &state, payload.len())?;
             entry.reason = "activated".into();
@@ -167,8 +167,8 @@ fn apply_checked(
             let spec = deployed_spec(&old, to)
                 .ok_or_else(|| Rejection::new("storage", "the kept manifest has no function"))?;
             let prepared = registry
-                .runtime_mut()
-                .prepare(&spec, &stored.module)
+                .preparer(&spec)
+                .prepare(&stored.module)
                 .map_err(|e| Rejection::new("invalid_module", e.to_string()))?;
             entry.reason = "activated".into();
             entry.detail = format!("rolled back to version {to}");

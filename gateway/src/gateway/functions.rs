@@ -65,7 +65,7 @@ pub(super) fn load_functions(
         let Some(spec) = deploy::deployed_spec(&manifest, version) else {
             continue;
         };
-        let prepared = match registry.runtime_mut().prepare(&spec, &module) {
+        let prepared = match registry.preparer(&spec).prepare(&module) {
             Ok(p) => p,
             Err(e) => {
                 // Keep starting: the configuration's functions, and deployment itself

@@ -244,15 +244,15 @@ impl<J: Journal> Core<J> {
                 Work::Deploy { .. } => {}
             }
         }
-        let (runtime, functions) = self.registry.for_jobs();
-        let meters = runtime.meters();
+        let (runner, functions) = self.registry.for_jobs();
+        let meters = self.registry.meters();
         let stager = Stager {
             journal: &self.journal,
             functions,
             meters: &meters,
         };
         let staged: Vec<Mutex<Staged>> = jobs.iter().map(|_| Default::default()).collect();
-        let result = runtime.run_batch(&jobs, |j, result| {
+        let result = runner.run_batch(&jobs, |j, result| {
             let s = stager.stage(&jobs[j], origins[j], result)?;
             *staged[j].lock().expect("staged lock") = s;
             Ok::<(), ProcessError>(())

@@ -95,7 +95,7 @@ pub(super) struct Staged {
 /// What the invocation workers share to stage results.
 pub(super) struct Stager<'a, J> {
     pub(super) journal: &'a J,
-    pub(super) functions: Catalog<'a>,
+    pub(super) functions: Catalog,
     pub(super) meters: &'a Meters,
 }
 

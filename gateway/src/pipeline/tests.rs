@@ -196,7 +196,7 @@ fn fixture_with(deployer: impl FnOnce(&sled::Db) -> Option<Deployer>) -> Fixture
         "name = \"g\"\nmodule = \"g.wasm\"\ntriggers = [\"in/#\"]\nhttp = true\n",
     ] {
         let spec = spec(toml);
-        let prepared = registry.runtime_mut().prepare(&spec, &wasm).unwrap();
+        let prepared = registry.preparer(&spec).prepare(&wasm).unwrap();
         registry.activate(spec, prepared, Origin::Config);
     }
     let log: Log = Default::default();

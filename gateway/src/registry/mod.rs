@@ -12,8 +12,12 @@
 mod directory;
 mod routes;
 
+use std::sync::{Arc, Mutex};
+
 use crate::config::FunctionConfig;
-use crate::runtime::{LoadError, Prepared, Runtime};
+use crate::runtime::{
+    FunctionHandle, Invocation, InvokeError, Job, LoadError, Prepared, Preparer, Runtime,
+};
 
 pub use directory::{Directory, FunctionInfo};
 pub use routes::Router;
@@ -39,28 +43,36 @@ pub trait Scheduler: Send {
     fn clear(&mut self, idx: usize);
 }
 
-/// The functions, by index.
+/// The functions, by index: a handle, cloned by every pipeline lane and shared. Each call
+/// takes an internal lock briefly; none holds it while a function runs or a module compiles.
+#[derive(Clone)]
 pub struct Registry {
+    inner: Arc<Mutex<Inner>>,
+    directory: Directory,
+    meters: crate::telemetry::meter::Meters,
+}
+
+struct Inner {
     runtime: Runtime,
     /// Each function's spec; `None` once retired.
-    specs: Vec<Option<FunctionConfig>>,
+    specs: Vec<Option<Arc<FunctionConfig>>>,
     /// Each function's module version (the first 16 hex digits of its SHA-256).
-    versions: Vec<String>,
+    versions: Vec<Arc<str>>,
     /// Where each function came from.
     origins: Vec<Origin>,
     router: Router,
-    directory: Directory,
     schedules: Box<dyn Scheduler>,
 }
 
-/// What the pipeline reads of each function while the runtime runs their jobs.
-#[derive(Clone, Copy)]
-pub struct Catalog<'a> {
-    specs: &'a [Option<FunctionConfig>],
-    versions: &'a [String],
+/// What the pipeline reads of each function while the runtime runs their jobs: a snapshot
+/// taken with [`Registry::for_jobs`].
+#[derive(Clone)]
+pub struct Catalog {
+    specs: Vec<Option<Arc<FunctionConfig>>>,
+    versions: Vec<Arc<str>>,
 }
 
-impl Catalog<'_> {
+impl Catalog {
     /// The name of function `idx` (an active one).
     pub fn name(&self, idx: usize) -> &str {
         self.spec(idx).map_or("", |f| f.name.as_str())
@@ -78,7 +90,23 @@ impl Catalog<'_> {
     }
 
     fn spec(&self, idx: usize) -> Option<&FunctionConfig> {
-        self.specs.get(idx).and_then(Option::as_ref)
+        self.specs.get(idx).and_then(Option::as_deref)
+    }
+}
+
+/// The functions' handles for one group of jobs, taken with [`Registry::for_jobs`].
+pub struct Jobs {
+    handles: Vec<FunctionHandle>,
+}
+
+impl Jobs {
+    /// Runs `jobs` like [`Runtime::run_batch`], on the versions taken.
+    pub fn run_batch<E: Send>(
+        &self,
+        jobs: &[Job<'_>],
+        then: impl Fn(usize, Result<Invocation, InvokeError>) -> Result<(), E> + Sync,
+    ) -> Result<(), Vec<E>> {
+        crate::runtime::run_on(|f| self.handles[f].clone(), jobs, then)
     }
 }
 
@@ -86,86 +114,101 @@ impl Registry {
     /// An empty registry whose functions live in `runtime` and run their timers on
     /// `schedules`.
     pub fn new(runtime: Runtime, schedules: Box<dyn Scheduler>) -> Registry {
+        let meters = runtime.meters();
         Registry {
-            runtime,
-            specs: Vec::new(),
-            versions: Vec::new(),
-            origins: Vec::new(),
-            router: Router::default(),
+            inner: Arc::new(Mutex::new(Inner {
+                runtime,
+                specs: Vec::new(),
+                versions: Vec::new(),
+                origins: Vec::new(),
+                router: Router::default(),
+                schedules,
+            })),
             directory: Directory::default(),
-            schedules,
+            meters,
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Reads, validates and activates a function of the configuration file.
     pub fn load(&mut self, spec: &FunctionConfig) -> Result<usize, LoadError> {
         let wasm = Runtime::read_module(&spec.module)?;
-        let prepared = self.runtime.prepare(spec, &wasm)?;
+        let prepared = self.preparer(spec).prepare(&wasm)?;
         Ok(self.activate(spec.clone(), prepared, Origin::Config))
+    }
+
+    /// What preparing a module for `spec` needs (then compiled without the registry's lock).
+    pub fn preparer(&self, spec: &FunctionConfig) -> Preparer {
+        self.lock().runtime.preparer(spec)
     }
 
     /// Makes `prepared` the running version of the function `spec` names: in place of the
     /// version it replaces (same index), or as a new index. Routes, subscriptions, timers,
     /// retry policy and the directory follow. Returns its index.
     pub fn activate(&mut self, spec: FunctionConfig, prepared: Prepared, origin: Origin) -> usize {
-        let module_version = prepared.version().to_string();
-        let idx = self.runtime.install(self.index_of(&spec.name), prepared);
-        if idx == self.specs.len() {
-            self.specs.push(None);
-            self.versions.push(String::new());
-            self.origins.push(origin);
+        let module_version: Arc<str> = prepared.version().into();
+        let mut inner = self.lock();
+        let slot = inner.index_of(&spec.name);
+        let idx = inner.runtime.install(slot, prepared);
+        if idx == inner.specs.len() {
+            inner.specs.push(None);
+            inner.versions.push("".into());
+            inner.origins.push(origin);
         }
         self.directory
             .set(idx, FunctionInfo::new(&spec, &module_version, origin));
-        self.schedules.set(idx, &spec);
-        self.specs[idx] = Some(spec);
-        self.versions[idx] = module_version;
-        self.origins[idx] = origin;
-        self.reroute();
+        inner.schedules.set(idx, &spec);
+        inner.specs[idx] = Some(Arc::new(spec));
+        inner.versions[idx] = module_version;
+        inner.origins[idx] = origin;
+        inner.reroute();
         idx
     }
 
     /// Stops the function called `name` (undeployed): its instances go, nothing routes to it
     /// and its timers stop; its index stays, inactive. `false` if there is no such function.
     pub fn retire(&mut self, name: &str) -> bool {
-        let Some(idx) = self.index_of(name) else {
+        let mut inner = self.lock();
+        let Some(idx) = inner.index_of(name) else {
             return false;
         };
-        self.runtime.retire(idx);
-        self.specs[idx] = None;
+        inner.runtime.retire(idx);
+        inner.specs[idx] = None;
         self.directory.deactivate(idx);
-        self.schedules.clear(idx);
-        self.reroute();
+        inner.schedules.clear(idx);
+        inner.reroute();
         true
-    }
-
-    fn reroute(&mut self) {
-        let empty: &[String] = &[];
-        self.router = Router::new(
-            self.specs
-                .iter()
-                .map(|s| s.as_ref().map_or(empty, |f| f.triggers.as_slice())),
-        );
     }
 
     /// The index a function of this name has or had (retired functions included).
     pub fn index_of(&self, name: &str) -> Option<usize> {
-        (0..self.runtime.len()).find(|&i| self.runtime.name(i) == name)
+        self.lock().index_of(name)
     }
 
     /// The active functions `topic` triggers, each once, in index order.
     pub fn route(&self, topic: &str) -> Vec<usize> {
-        self.router.route(topic)
+        self.lock().router.route(topic)
     }
 
     /// The filters the ingest session must subscribe to for the functions' triggers.
     pub fn subscriptions(&self) -> Vec<String> {
-        self.router.subscriptions()
+        self.lock().router.subscriptions()
     }
 
     /// The spec of function `idx`, while it is active.
-    pub fn spec(&self, idx: usize) -> Option<&FunctionConfig> {
-        self.specs.get(idx).and_then(Option::as_ref)
+    pub fn spec(&self, idx: usize) -> Option<Arc<FunctionConfig>> {
+        self.lock().specs.get(idx).cloned().flatten()
+    }
+
+    /// The indices of the active functions.
+    pub fn active(&self) -> Vec<usize> {
+        let inner = self.lock();
+        (0..inner.specs.len())
+            .filter(|&i| inner.specs[i].is_some())
+            .collect()
     }
 
     /// Whether the active function `idx` runs on a timer.
@@ -182,8 +225,10 @@ impl Registry {
     /// Whether a function of this name came from the configuration file (a deployment may not
     /// take its name).
     pub fn is_configured(&self, name: &str) -> bool {
-        self.index_of(name)
-            .is_some_and(|idx| self.origins[idx] == Origin::Config)
+        let inner = self.lock();
+        inner
+            .index_of(name)
+            .is_some_and(|idx| inner.origins[idx] == Origin::Config)
     }
 
     /// What the rest of the gateway sees of the functions, shared.
@@ -193,31 +238,46 @@ impl Registry {
 
     /// The functions' metering, shared with the HTTP API and the tick.
     pub fn meters(&self) -> crate::telemetry::meter::Meters {
-        self.runtime.meters()
+        self.meters.clone()
     }
 
-    /// The runtime, to prepare new versions.
-    pub fn runtime_mut(&mut self) -> &mut Runtime {
-        &mut self.runtime
-    }
-
-    /// The runtime to run jobs on, beside what the pipeline reads of each function meanwhile.
-    pub fn for_jobs(&mut self) -> (&mut Runtime, Catalog<'_>) {
+    /// The functions as they are now, to run a group of jobs on (a version installed
+    /// meanwhile serves the next group), and what the pipeline reads of them meanwhile.
+    pub fn for_jobs(&self) -> (Jobs, Catalog) {
+        let inner = self.lock();
+        let handles = (0..inner.runtime.len())
+            .map(|i| inner.runtime.handle(i))
+            .collect();
         let catalog = Catalog {
-            specs: &self.specs,
-            versions: &self.versions,
+            specs: inner.specs.clone(),
+            versions: inner.versions.clone(),
         };
-        (&mut self.runtime, catalog)
+        (Jobs { handles }, catalog)
     }
 
     /// Functions loaded so far (retired ones included).
     pub fn len(&self) -> usize {
-        self.specs.len()
+        self.lock().specs.len()
     }
 
     /// Whether no function was ever loaded.
     pub fn is_empty(&self) -> bool {
-        self.specs.is_empty()
+        self.lock().specs.is_empty()
+    }
+}
+
+impl Inner {
+    fn index_of(&self, name: &str) -> Option<usize> {
+        (0..self.runtime.len()).find(|&i| self.runtime.name(i) == name)
+    }
+
+    fn reroute(&mut self) {
+        let empty: &[String] = &[];
+        self.router = Router::new(
+            self.specs
+                .iter()
+                .map(|s| s.as_ref().map_or(empty, |f| f.triggers.as_slice())),
+        );
     }
 }
 

@@ -19,7 +19,7 @@ fn registry() -> (Registry, Timers) {
 fn activate(r: &mut Registry, toml: &str, origin: Origin) -> usize {
     let spec = spec(toml);
     let wasm = wat::parse_str(GUEST).unwrap();
-    let prepared = r.runtime_mut().prepare(&spec, &wasm).unwrap();
+    let prepared = r.preparer(&spec).prepare(&wasm).unwrap();
     r.activate(spec, prepared, origin)
 }
 

@@ -102,3 +102,53 @@ impl FunctionHandle {
         errors
     }
 }
+
+/// Runs `jobs` on the functions `handle` gives by index: in parallel across functions (and
+/// across the instances of a function with `concurrency` > 1); with `concurrency` = 1 a
+/// function's jobs run one after the other in the given order. `then(job_index, result)` is
+/// called on the worker right after each job, before the next job of that instance, so it
+/// can commit state the next one reads. An error from `then` stops every worker before its
+/// next job; all errors are returned.
+pub fn run_on<E: Send>(
+    handle: impl Fn(usize) -> FunctionHandle,
+    jobs: &[Job<'_>],
+    then: impl Fn(usize, Result<Invocation, InvokeError>) -> Result<(), E> + Sync,
+) -> Result<(), Vec<E>> {
+    let mut by_function: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (j, job) in jobs.iter().enumerate() {
+        match by_function.iter_mut().find(|(f, _)| *f == job.function) {
+            Some((_, js)) => js.push(j),
+            None => by_function.push((job.function, vec![j])),
+        }
+    }
+    let stop = AtomicBool::new(false);
+    let (stop, then) = (&stop, &then);
+    let mut work: Vec<_> = by_function
+        .into_iter()
+        .map(|(f, js)| {
+            let handle = handle(f);
+            move || handle.run_some(jobs, &js, then, stop)
+        })
+        .collect();
+    let Some(first) = work.pop() else {
+        return Ok(());
+    };
+    let mut errors = Vec::new();
+    if work.is_empty() {
+        errors.extend(first());
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = work.into_iter().map(|w| scope.spawn(w)).collect();
+            errors.extend(first());
+            for h in handles {
+                // A panicking worker is a bug: take the pipeline (and the gateway) down.
+                errors.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            }
+        });
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}

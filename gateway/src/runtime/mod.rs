@@ -17,12 +17,11 @@ mod interface;
 mod prepare;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use wasmi::{Config as EngineConfig, Engine, Linker};
 
-pub use handle::FunctionHandle;
+pub use handle::{run_on, FunctionHandle};
 use host::HostState;
 pub use host::{Destination, KvCharge, Output, MAX_KEY_BYTES, MAX_TOPIC_BYTES};
 use instance::{invoke_slot, Ctx, Function};
@@ -360,43 +359,7 @@ impl Runtime {
         jobs: &[Job<'_>],
         then: impl Fn(usize, Result<Invocation, InvokeError>) -> Result<(), E> + Sync,
     ) -> Result<(), Vec<E>> {
-        let mut by_function: Vec<(usize, Vec<usize>)> = Vec::new();
-        for (j, job) in jobs.iter().enumerate() {
-            match by_function.iter_mut().find(|(f, _)| *f == job.function) {
-                Some((_, js)) => js.push(j),
-                None => by_function.push((job.function, vec![j])),
-            }
-        }
-        let stop = AtomicBool::new(false);
-        let (stop, then) = (&stop, &then);
-        let mut work: Vec<_> = by_function
-            .into_iter()
-            .map(|(f, js)| {
-                let handle = self.handle(f);
-                move || handle.run_some(jobs, &js, then, stop)
-            })
-            .collect();
-        let Some(first) = work.pop() else {
-            return Ok(());
-        };
-        let mut errors = Vec::new();
-        if work.is_empty() {
-            errors.extend(first());
-        } else {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = work.into_iter().map(|w| scope.spawn(w)).collect();
-                errors.extend(first());
-                for h in handles {
-                    // A panicking worker is a bug: take the pipeline (and the gateway) down.
-                    errors.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
-                }
-            });
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        run_on(|f| self.handle(f), jobs, then)
     }
 
     /// Failures in a row (traps, fuel, time, failed starts) after which a function's cold
