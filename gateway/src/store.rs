@@ -104,27 +104,67 @@ impl Store {
             .map(|t| String::from_utf8_lossy(&t).into_owned()))
     }
 
-    /// Records the filters the ingest session subscribes to now, and returns those an earlier
-    /// run subscribed to that are no longer wanted.
+    /// Records the filters the control session subscribes to now, and returns those an
+    /// earlier run subscribed to that are no longer wanted.
     pub fn replace_subscriptions(&self, now: &[String]) -> Result<Vec<String>, StoreError> {
-        let meta = self.db.open_tree("meta")?;
-        let before: Vec<String> = match meta.get("subscriptions")? {
-            Some(v) => String::from_utf8_lossy(&v)
-                .lines()
-                .map(str::to_string)
-                .collect(),
-            None => Vec::new(),
-        };
-        save_subscriptions(&self.db, now)?;
-        Ok(before.into_iter().filter(|f| !now.contains(f)).collect())
+        replace_subscriptions_of(&self.db, None, now)
     }
 }
 
-/// Records the filters the ingest session is subscribed to (so that a later configuration
-/// can unsubscribe those it no longer uses).
-pub fn save_subscriptions(db: &sled::Db, now: &[String]) -> Result<(), StoreError> {
+/// The key a session's subscriptions are kept under: the control session's, or function
+/// `lane`'s.
+fn subscriptions_key(lane: Option<&str>) -> String {
+    match lane {
+        None => "subscriptions".into(),
+        Some(f) => format!("subscriptions/{f}"),
+    }
+}
+
+/// Records the filters the session of `lane` (the control session: `None`) subscribes to
+/// now, and returns those an earlier run subscribed to that are no longer wanted.
+pub fn replace_subscriptions_of(
+    db: &sled::Db,
+    lane: Option<&str>,
+    now: &[String],
+) -> Result<Vec<String>, StoreError> {
     let meta = db.open_tree("meta")?;
-    meta.insert("subscriptions", now.join("\n").as_bytes())?;
+    let before: Vec<String> = match meta.get(subscriptions_key(lane))? {
+        Some(v) => String::from_utf8_lossy(&v)
+            .lines()
+            .map(str::to_string)
+            .collect(),
+        None => Vec::new(),
+    };
+    save_subscriptions(db, lane, now)?;
+    Ok(before.into_iter().filter(|f| !now.contains(f)).collect())
+}
+
+/// The functions whose lanes had sessions with the site broker in an earlier run (or this one).
+pub fn lane_sessions(db: &sled::Db) -> Result<Vec<String>, StoreError> {
+    let meta = db.open_tree("meta")?;
+    meta.scan_prefix("subscriptions/")
+        .keys()
+        .map(|k| Ok(String::from_utf8_lossy(&k?["subscriptions/".len()..]).into_owned()))
+        .collect()
+}
+
+/// Forgets the subscriptions of function `lane`'s session (its session was ended).
+pub fn forget_lane_session(db: &sled::Db, lane: &str) -> Result<(), StoreError> {
+    db.open_tree("meta")?
+        .remove(subscriptions_key(Some(lane)))?;
+    db.flush()?;
+    Ok(())
+}
+
+/// Records the filters the session of `lane` (the control session: `None`) is subscribed to
+/// (so that a later configuration can unsubscribe those it no longer uses).
+pub fn save_subscriptions(
+    db: &sled::Db,
+    lane: Option<&str>,
+    now: &[String],
+) -> Result<(), StoreError> {
+    let meta = db.open_tree("meta")?;
+    meta.insert(subscriptions_key(lane), now.join("\n").as_bytes())?;
     db.flush()?;
     Ok(())
 }

@@ -10,10 +10,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::FunctionConfig;
-use crate::pipeline::Work;
+use crate::pipeline::{Dispatch, Work};
 use crate::registry::Scheduler;
 
-fn fire(function: usize, name: &str, tx: &mpsc::Sender<Work>) -> bool {
+fn fire(function: usize, name: &str, tx: &Dispatch) -> bool {
     let work = Work::Timer {
         function,
         at_ms: crate::now_ms(),
@@ -43,7 +43,7 @@ async fn every(
     function: usize,
     name: String,
     period: Duration,
-    tx: mpsc::Sender<Work>,
+    tx: Dispatch,
     mut go: watch::Receiver<bool>,
 ) {
     if !started(&mut go).await {
@@ -64,7 +64,7 @@ async fn cron(
     function: usize,
     name: String,
     schedule: croner::Cron,
-    tx: mpsc::Sender<Work>,
+    tx: Dispatch,
     mut go: watch::Receiver<bool>,
 ) {
     if !started(&mut go).await {
@@ -87,18 +87,14 @@ async fn cron(
 /// The running timers, per function index; replaced when a deployment changes a function.
 pub struct Timers {
     handle: tokio::runtime::Handle,
-    tx: mpsc::Sender<Work>,
+    tx: Dispatch,
     go: watch::Receiver<bool>,
     tasks: std::collections::HashMap<usize, Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Timers {
     /// Timers that queue their ticks on `tx`, as tasks on `handle`, from when `go` is true.
-    pub fn new(
-        handle: tokio::runtime::Handle,
-        tx: mpsc::Sender<Work>,
-        go: watch::Receiver<bool>,
-    ) -> Timers {
+    pub fn new(handle: tokio::runtime::Handle, tx: Dispatch, go: watch::Receiver<bool>) -> Timers {
         Timers {
             handle,
             tx,

@@ -53,7 +53,8 @@ pub struct BrokerConfig {
     /// Embedded broker: client connections at once, at most; more are closed as they arrive.
     /// Lowered at start to what the open-file limit leaves (each costs three descriptors).
     pub max_connections: usize,
-    /// Embedded broker: client connections at once from one IP address, at most.
+    /// Embedded broker: client connections at once from one IP address (IPv6: one /64), at
+    /// most.
     pub max_connections_per_address: usize,
 }
 

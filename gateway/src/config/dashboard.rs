@@ -32,10 +32,11 @@ pub struct DashboardConfig {
     /// `localhost` (which always may): the names the gateway is reached by. Any other name is
     /// refused, against DNS rebinding.
     pub hosts: Vec<String>,
-    /// HTTP connections at once, at most; more wait in the kernel's backlog until one ends.
-    /// Lowered at start to what the open-file limit leaves.
+    /// HTTP connections at once, at most; at the limit the one idle longest is closed to
+    /// make room, or else the new one. Lowered at start to what the open-file limit leaves.
     pub max_connections: usize,
-    /// HTTP connections at once from one IP address, at most; more are closed as they arrive.
+    /// HTTP connections at once from one IP address (IPv6: one /64), at most, with the same
+    /// policy.
     pub max_connections_per_address: usize,
 }
 

@@ -76,6 +76,14 @@ impl FunctionConfig {
                 self.name
             ));
         }
+        let l = &self.limits;
+        if l.kv_max_bytes > i64::MAX as u64 || l.kv_max_keys > i64::MAX as u64 {
+            return Err(format!(
+                "function {:?}: limits.kv_max_bytes and limits.kv_max_keys must be at most {}",
+                self.name,
+                i64::MAX
+            ));
+        }
         if let Some(every) = &self.every {
             match humantime::parse_duration(every) {
                 Ok(d) if (MIN_EVERY..=MAX_EVERY).contains(&d) => {}

@@ -7,7 +7,7 @@ use tokio::sync::{mpsc, watch};
 use super::Stores;
 use crate::config::Config;
 use crate::deploy::{self, Deployer};
-use crate::pipeline::Work;
+use crate::pipeline::Dispatch;
 use crate::registry::{Origin, Registry};
 use crate::runtime::Runtime;
 use crate::telemetry::Telemetry;
@@ -19,7 +19,7 @@ pub(super) fn load_functions(
     config: &Config,
     stores: &Stores,
     telemetry: &Telemetry,
-    (work, timers_go): (&mpsc::Sender<Work>, watch::Receiver<bool>),
+    (work, timers_go): (&Dispatch, watch::Receiver<bool>),
     cloud_replies: mpsc::Sender<(String, Vec<u8>)>,
 ) -> anyhow::Result<(Registry, Option<Deployer>)> {
     let mut runtime = Runtime::new(config.broker.max_message_bytes, stores.store.db.clone());

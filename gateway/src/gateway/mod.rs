@@ -8,11 +8,12 @@
 
 pub mod fds;
 mod functions;
+mod lanes;
 mod site;
+mod stop;
 mod tasks;
 
 use std::future::Future;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::config::{Config, LogForwarding};
 use crate::dead_letters::DeadLetters;
@@ -28,12 +30,13 @@ use crate::http;
 use crate::ingest;
 use crate::net::{self, parse_mqtt_url, Backoff};
 use crate::outbox::Outbox;
-use crate::pipeline::{self, Core, Durable, Limits, Retries, SiteLink, Stop};
+use crate::pipeline::{self, Core, Dispatch, Durable, Limits, Retries, Role, SiteLink, Stop};
 use crate::store::Store;
 use crate::telemetry::{self, SharedStatus, Telemetry};
 use crate::uplink::{self, Credentials, UplinkConfig};
 use functions::load_functions;
 use site::start_site;
+use stop::shut_down;
 
 /// Runs the gateway described by `config` until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -48,18 +51,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             format!("cannot listen on dashboard.listen = {listen}")
         })?;
     let stores = open_store(&config)?;
+    // The control lane's queue; each function lane has its own (`lanes.rs`).
     let (work, queue) = mpsc::channel(config.broker.queue);
+    let dispatch = Dispatch::new(work.clone());
     let telemetry = Telemetry::new(config.dashboard.log_lines);
     let (timers_go, go) = watch::channel(false);
     let (replies_tx, replies_rx) = mpsc::channel(16);
     let (registry, deployer) =
-        load_functions(&config, &stores, &telemetry, (&work, go), replies_tx)?;
-    let site = start_site(&config, fds, &stores.store, &registry, deployer.as_ref()).await?;
-    let ready = Arc::new(AtomicBool::new(false));
+        load_functions(&config, &stores, &telemetry, (&dispatch, go), replies_tx)?;
+    let site = start_site(&config, fds, &stores.store, deployer.as_ref()).await?;
+    let readiness = ingest::Readiness::default();
+    let ready = readiness.flag();
     let uplink_status = SharedStatus::new(&config.cloud.url, Some(telemetry.clone()));
     let api = http::Api {
         metrics: metrics.handle,
-        work: work.clone(),
+        work: dispatch.clone(),
         directory: registry.directory(),
         token: dashboard_token(&config, &stores.store)?,
         ready: ready.clone(),
@@ -85,20 +91,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         api,
         files.dashboard_tls.clone(),
     );
-    let ingest = tokio::spawn(ingest::run(
-        site.eventloop,
-        site.ingest.clone(),
-        site.subscriptions.clone(),
-        site.stale,
-        config.broker.max_packet_bytes,
-        ready.clone(),
-        ingest::Handoff {
-            work: work.clone(),
-            acks: site.acks_rx,
-        },
-    ));
+    let ingest = tokio::spawn(
+        ingest::run(
+            site.eventloop,
+            site.control.clone(),
+            site.subscriptions.clone(),
+            site.stale,
+            config.broker.max_packet_bytes,
+            readiness.session(&site.access.client_id),
+            ingest::Handoff {
+                work: work.clone(),
+                acks: site.acks_rx,
+            },
+        )
+        .instrument(tracing::info_span!("control")),
+    );
     let control = uplink::Control {
-        work: work.clone(),
+        work: dispatch.clone(),
         replies: replies_rx,
         open: true,
     };
@@ -130,7 +139,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         retry: tokio::spawn(crate::dead_letters::retry::run(
             stores.dead_letters.clone(),
             Retries {
-                work: work.clone(),
+                work: dispatch.clone(),
                 functions: registry.directory(),
             },
         )),
@@ -139,13 +148,44 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     };
     // From here on the producers hold the only senders: once they are gone, the queue closes.
     drop(work);
+    let (ended_tx, mut ended) = mpsc::unbounded_channel();
+    let mut lanes = lanes::Lanes::new(lanes::LaneKit {
+        access: site.access.clone(),
+        registry: registry.clone(),
+        outbox: stores.outbox.clone(),
+        dead_letters: stores.dead_letters.clone(),
+        wake: stores.wake.clone(),
+        local: site.local.clone(),
+        db: stores.store.db.clone(),
+        dispatch: dispatch.clone(),
+        readiness: readiness.clone(),
+        limits: Limits {
+            max_message_bytes: config.broker.max_message_bytes,
+            batch: config.broker.batch,
+        },
+        queue: config.broker.queue,
+        handle: tokio::runtime::Handle::current(),
+        ended: ended_tx.clone(),
+    });
+    lanes.start()?;
+    let lanes = Arc::new(std::sync::Mutex::new(lanes));
     let link = SiteLink {
         acks: site.acks_tx,
-        ingest: site.ingest,
+        ingest: site.control,
         local: site.local,
         db: stores.store.db.clone(),
+        lane: None,
+        on_functions_changed: Some(Box::new({
+            let lanes = lanes.clone();
+            move || {
+                let synced = lanes.lock().unwrap_or_else(|e| e.into_inner()).sync();
+                if let Err(e) = synced {
+                    tracing::error!(error = format!("{e:#}"), "cannot start a function lane");
+                }
+            }
+        })),
     };
-    let mut pipeline = start_pipeline(
+    let pipeline = start_pipeline(
         &config,
         &stores,
         registry,
@@ -153,6 +193,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         site.subscriptions,
         queue,
         link,
+        ended_tx,
     )?;
     // The timers tick from now on, as the pipeline takes work.
     let _ = timers_go.send(true);
@@ -164,7 +205,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             tracing::info!("shutting down");
             None
         }
-        _ = &mut pipeline.done => Some(anyhow::anyhow!("pipeline stopped")),
+        Some((lane, error)) = ended.recv() => Some(match error {
+            Some(e) => anyhow::anyhow!("{e}").context(format!("pipeline lane {lane}")),
+            None => anyhow::anyhow!("pipeline lane {lane} stopped"),
+        }),
         r = &mut uplink => Some(match r {
             Ok(Err(e)) => anyhow::Error::new(e).context("uplink"),
             _ => anyhow::anyhow!("uplink task ended"),
@@ -172,7 +216,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     };
     let (before, after) = tasks.split();
     let first = [ingest, http].into_iter().chain(before).collect();
-    shut_down(fatal, first, pipeline, uplink, after, &stores).await
+    let stop_lanes = move || {
+        let mut threads = lanes.lock().unwrap_or_else(|e| e.into_inner()).stop();
+        pipeline.stop.stop();
+        threads.push(("control".to_string(), pipeline.thread));
+        threads
+    };
+    shut_down(fatal, first, stop_lanes, uplink, after, &stores).await
 }
 
 /// Serves the HTTP API (and the dashboard page) on `listener`.
@@ -195,14 +245,15 @@ fn start_http(
     tokio::spawn(http::serve(listener, app, tls, limits))
 }
 
-/// The pipeline's thread, how to stop it, and when it ended.
+/// The control lane's thread, and how to stop it.
 struct Pipeline {
     thread: std::thread::JoinHandle<Result<(), pipeline::ProcessError>>,
     stop: Stop,
-    done: tokio::sync::oneshot::Receiver<()>,
 }
 
-/// Starts the pipeline on a thread of its own (wasmi is synchronous).
+/// Starts the control lane (deployments) on a thread of its own (wasmi is synchronous); it
+/// says on `ended` if it ends on its own.
+#[allow(clippy::too_many_arguments)]
 fn start_pipeline(
     config: &Config,
     stores: &Stores,
@@ -211,6 +262,7 @@ fn start_pipeline(
     subscriptions: Arc<std::sync::Mutex<Vec<String>>>,
     queue: mpsc::Receiver<crate::pipeline::Work>,
     link: SiteLink,
+    ended: mpsc::UnboundedSender<(String, Option<String>)>,
 ) -> anyhow::Result<Pipeline> {
     let limits = Limits {
         max_message_bytes: config.broker.max_message_bytes,
@@ -227,92 +279,23 @@ fn start_pipeline(
         limits,
         subscriptions,
         stores.wake.clone(),
-    );
+    )
+    .with_role(Role::Control);
     let stop = Stop::default();
-    let (done_tx, done) = tokio::sync::oneshot::channel();
     let thread = {
         let (stop, handle) = (stop.clone(), tokio::runtime::Handle::current());
         std::thread::Builder::new()
-            .name("kiri-pipeline".into())
+            .name("kiri-control".into())
             .spawn(move || {
-                let result = pipeline::run(core, queue, link, stop, handle);
-                let _ = done_tx.send(());
+                let result = pipeline::run(core, queue, link, stop.clone(), handle);
+                if !stop.asked() || result.is_err() {
+                    let error = result.as_ref().err().map(|e| e.to_string());
+                    let _ = ended.send(("control".into(), error));
+                }
                 result
             })?
     };
-    Ok(Pipeline { thread, stop, done })
-}
-
-/// How long stopping may take before the process exits anyway (non-zero): a store that fails
-/// can also hang (a flush on a full disk), and a gateway that neither works nor exits cannot be
-/// restarted by its supervisor.
-const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
-
-/// Stops in the order that loses nothing: every producer of work first (`first`, with the
-/// systemd notifier), then the pipeline after the group it is on (work still queued is not
-/// acknowledged, so the broker sends it again after a restart), then the uplink and the
-/// `rest`; then one last flush (not after a failure: the store may be what failed). A fatal
-/// error is logged as an ERROR with its cause; whatever happens, the process is gone within
-/// [`SHUTDOWN_LIMIT`].
-async fn shut_down(
-    mut fatal: Option<anyhow::Error>,
-    first: Vec<JoinHandle<()>>,
-    pipeline: Pipeline,
-    uplink: JoinHandle<Result<(), crate::outbox::OutboxError>>,
-    rest: Vec<JoinHandle<()>>,
-    stores: &Stores,
-) -> anyhow::Result<()> {
-    std::thread::Builder::new()
-        .name("kiri-shutdown-limit".into())
-        .spawn(|| {
-            std::thread::sleep(SHUTDOWN_LIMIT);
-            tracing::error!(
-                seconds = SHUTDOWN_LIMIT.as_secs(),
-                "stopping took too long (a stage or the store is stuck): exiting now"
-            );
-            std::process::exit(1);
-        })?;
-    if let Some(e) = &fatal {
-        tracing::error!(
-            error = format!("{e:#}"),
-            "a stage failed: stopping the gateway"
-        );
-    }
-    for task in first {
-        task.abort();
-        let _ = task.await;
-    }
-    tracing::debug!("inputs stopped");
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    pipeline.stop.stop();
-    stores.outbox.close();
-    let thread = pipeline.thread;
-    let joined = tokio::task::spawn_blocking(move || thread.join()).await;
-    tracing::debug!("pipeline stopped");
-    match joined {
-        Ok(Ok(Err(e))) => {
-            let e = anyhow::Error::new(e).context("pipeline");
-            tracing::error!(
-                error = format!("{e:#}"),
-                "the pipeline failed: nothing more is acknowledged"
-            );
-            fatal = Some(e);
-        }
-        Ok(Err(_)) => {
-            // The panic's message is already on stderr (the default hook).
-            tracing::error!("the pipeline panicked: nothing more is acknowledged");
-            fatal = Some(anyhow::anyhow!("the pipeline panicked"));
-        }
-        _ => {}
-    }
-    uplink.abort();
-    for task in rest {
-        task.abort();
-    }
-    match fatal {
-        Some(e) => Err(e),
-        None => Ok(stores.outbox.flush().map(drop)?),
-    }
+    Ok(Pipeline { thread, stop })
 }
 
 /// What the configuration's files give, read before anything opens.

@@ -1,12 +1,12 @@
 //! Kiri's side of the site broker: the broker itself (embedded, behind its guard, or
-//! external), the ingest session, a second session for local publishing, and the
-//! subscriptions the functions need.
+//! external), the control session (deployments), a session for local publishing, and what
+//! the function lanes need to make sessions of their own (`lanes.rs`).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, EventLoop};
+use rumqttc::{AsyncClient, EventLoop, MqttOptions};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -14,31 +14,58 @@ use crate::config::Config;
 use crate::deploy::Deployer;
 use crate::ingest;
 use crate::pipeline::Ack;
-use crate::registry::Registry;
-use crate::site_broker;
+use crate::site_broker::{self, guard::InternalLogin, guard::OwnIds};
 use crate::store::Store;
 
-/// Kiri's side of the site broker: the ingest session, a session for local publishing, and
-/// the subscriptions.
+/// How Kiri's sessions reach the site broker.
+#[derive(Clone)]
+pub(super) struct SiteAccess {
+    host: String,
+    port: u16,
+    login: Option<InternalLogin>,
+    /// The control session's client id; a function lane's is `<it>.<function>`.
+    pub(super) client_id: String,
+    pub(super) max_packet: usize,
+}
+
+impl SiteAccess {
+    /// A persistent session's options, for the session `client_id`, with room for `requests`.
+    pub(super) fn options(&self, client_id: &str, requests: usize) -> MqttOptions {
+        let mut o = ingest::options(client_id, &self.host, self.port, self.max_packet, requests);
+        if let Some(l) = &self.login {
+            o.set_credentials(&l.user, &l.password);
+        }
+        o
+    }
+
+    /// Function `name`'s lane session's client id.
+    pub(super) fn lane_id(&self, name: &str) -> String {
+        format!("{}.{name}", self.client_id)
+    }
+}
+
+/// Kiri's side of the site broker: the control session, a session for local publishing, and
+/// how to reach the broker.
 pub(super) struct SiteSessions {
-    pub(super) ingest: AsyncClient,
+    pub(super) access: SiteAccess,
+    pub(super) control: AsyncClient,
     pub(super) eventloop: EventLoop,
     pub(super) local: AsyncClient,
     pub(super) local_task: JoinHandle<()>,
     pub(super) acks_tx: mpsc::Sender<Ack>,
     pub(super) acks_rx: mpsc::Receiver<Ack>,
-    /// What the ingest session subscribes to (on every connection).
+    /// What the control session subscribes to (on every connection): the deployment topics.
     pub(super) subscriptions: Arc<Mutex<Vec<String>>>,
-    /// What an earlier start subscribed to and this one no longer needs.
+    /// What an earlier start subscribed to on it and this one no longer needs (before
+    /// function lanes, it held every trigger).
     pub(super) stale: Vec<String>,
 }
 
-/// Starts the site broker, and makes Kiri's sessions with it.
+/// Starts the site broker, and makes Kiri's control and local sessions with it.
 pub(super) async fn start_site(
     config: &Config,
     fds: super::fds::Budget,
     store: &Store,
-    registry: &Registry,
     deployer: Option<&Deployer>,
 ) -> anyhow::Result<SiteSessions> {
     let b = &config.broker;
@@ -47,24 +74,32 @@ pub(super) async fn start_site(
         .clone()
         .unwrap_or_else(|| format!("kiri-{}", config.gateway.id));
     let local_id = format!("{client_id}-local");
-    let own_ids = HashSet::from([client_id.clone(), local_id.clone()]);
+    let own_ids = OwnIds {
+        exact: HashSet::from([client_id.clone(), local_id.clone()]),
+        prefix: format!("{client_id}."),
+    };
     let limits = crate::net::ConnectionLimits {
         total: fds.broker,
         per_address: fds.broker_per_address,
     };
     let endpoint = site_broker::start(b, own_ids, limits).await?;
-    let (host, port) = (&endpoint.host, endpoint.port);
+    let access = SiteAccess {
+        host: endpoint.host,
+        port: endpoint.port,
+        login: endpoint.login,
+        client_id,
+        max_packet: b.max_packet_bytes,
+    };
     // At most `queue + batch` messages are unacknowledged inside Kiri (see `ingest`); the
     // client itself only (un)subscribes.
     let requests = b.queue + b.batch + 16;
-    let mut opts = ingest::options(&client_id, host, port, b.max_packet_bytes, requests);
-    let mut local_opts = rumqttc::MqttOptions::new(local_id, host, port);
+    let opts = access.options(&access.client_id, requests);
+    let mut local_opts = rumqttc::MqttOptions::new(local_id, &access.host, access.port);
     local_opts.set_max_packet_size(b.max_packet_bytes, b.max_packet_bytes);
-    if let Some(l) = &endpoint.login {
-        opts.set_credentials(&l.user, &l.password);
+    if let Some(l) = &access.login {
         local_opts.set_credentials(&l.user, &l.password);
     }
-    let (ingest, eventloop) = AsyncClient::new(opts, requests);
+    let (control, eventloop) = AsyncClient::new(opts, requests);
     let (acks_tx, acks_rx) = mpsc::channel(requests);
     let (local, mut local_loop) = AsyncClient::new(local_opts, 256);
     let local_task = tokio::spawn(async move {
@@ -75,11 +110,11 @@ pub(super) async fn start_site(
             }
         }
     });
-    let mut subscriptions = registry.subscriptions();
-    subscriptions.extend(deployer.map(Deployer::topics).unwrap_or_default());
+    let subscriptions = deployer.map(Deployer::topics).unwrap_or_default();
     let stale = store.replace_subscriptions(&subscriptions)?;
     Ok(SiteSessions {
-        ingest,
+        access,
+        control,
         eventloop,
         local,
         local_task,

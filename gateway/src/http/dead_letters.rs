@@ -125,8 +125,12 @@ pub(super) async fn list(
 pub(super) async fn replay(
     State(s): State<Api>,
     headers: HeaderMap,
-    Json(sel): Json<Selection>,
+    body: axum::body::Body,
 ) -> Response {
+    let sel = match selection(&s, &headers, body).await {
+        Ok(sel) => sel,
+        Err(r) => return r,
+    };
     let entries =
         match authorized(&s, &headers, Need::DeadLetters).and_then(|_| selected(&s, &sel, false)) {
             Ok(e) => e,
@@ -177,8 +181,12 @@ pub(super) async fn replay(
 pub(super) async fn drop_entries(
     State(s): State<Api>,
     headers: HeaderMap,
-    Json(sel): Json<Selection>,
+    body: axum::body::Body,
 ) -> Response {
+    let sel = match selection(&s, &headers, body).await {
+        Ok(sel) => sel,
+        Err(r) => return r,
+    };
     let entries =
         match authorized(&s, &headers, Need::DeadLetters).and_then(|_| selected(&s, &sel, true)) {
             Ok(e) => e,
@@ -204,4 +212,21 @@ pub(super) async fn drop_entries(
     metrics::counter!("kiri_dead_letters_dropped_by_request_total")
         .increment(outcome.done.len() as u64);
     Json(outcome).into_response()
+}
+
+/// The [`Selection`] a replay or drop request carries, read only once the caller may ask.
+async fn selection(
+    s: &Api,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<Selection, Response> {
+    authorized(s, headers, Need::DeadLetters).map_err(IntoResponse::into_response)?;
+    let bytes = super::invoke::read_body(body, 64 << 10).await?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("the body is not a selection: {e}"),
+        )
+    })
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,11 +19,16 @@ pub(super) async fn invoke(
     State(s): State<Api>,
     Path(function): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let access = match authorized(&s, &headers, Need::Invoke(&function)) {
         Ok(a) => a,
         Err(r) => return r.into_response(),
+    };
+    // The body is read only once the caller is known.
+    let body = match read_body(body, s.max_body).await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     let Some((index, f)) = s.directory.find(&function).filter(|(_, f)| f.http) else {
         return error(
@@ -80,4 +85,26 @@ pub(super) async fn invoke(
             "no answer in time; the call may still run",
         ),
     }
+}
+
+/// Reads a request body of at most `max` bytes: `413` beyond, `400` if it fails (the client
+/// went away, or took longer than the body deadline).
+pub(super) async fn read_body(body: Body, max: usize) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, max).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the body is over {max} bytes"),
+            )
+        } else {
+            error(
+                StatusCode::BAD_REQUEST,
+                "body",
+                format!("cannot read the body: {e}"),
+            )
+        }
+    })
 }

@@ -28,7 +28,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::mpsc;
 
 pub use auth::Lockout;
 pub use dead_letters::{Listed, Outcome, Selection};
@@ -36,7 +35,6 @@ pub use functions::FunctionView;
 pub use serve::{serve, HEADER_TIMEOUT};
 
 use crate::dead_letters::DeadLetters;
-use crate::pipeline::Work;
 use crate::registry::Directory;
 use crate::telemetry::{meter::Meters, SharedStatus, Telemetry};
 use auth::{authorized, Need};
@@ -47,7 +45,7 @@ pub struct Api {
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// The pipeline's queue.
-    pub work: mpsc::Sender<Work>,
+    pub work: crate::pipeline::Dispatch,
     /// The functions.
     pub directory: Directory,
     /// The token write requests must carry.

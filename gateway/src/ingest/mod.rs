@@ -1,7 +1,8 @@
-//! Ingest: the MQTT session with the site broker (the embedded one or an external one). QoS 1,
-//! a persistent session (`clean_session = false`) and manual acknowledgements: a message is
-//! acknowledged only after its effects are durable. Messages flow to the pipeline through its
-//! bounded queue; when it is full this task stops reading, so the broker holds the rest.
+//! Ingest: an MQTT session with the site broker (the embedded one or an external one): the
+//! control session, or one function lane's. QoS 1, a persistent session
+//! (`clean_session = false`) and manual acknowledgements: a message is acknowledged only after
+//! its effects are durable. Messages flow to the lane's pipeline through its bounded queue;
+//! when it is full this task stops reading, so the broker holds the rest.
 //!
 //! The pipeline hands the acknowledgements back and this task writes them itself, each
 //! before it reads anything more (`session.rs` is the one place that reaches below
@@ -15,9 +16,10 @@
 //! unacknowledged are at most those the pipeline took in since this task last ran:
 //! `broker.queue + broker.batch`.
 
+mod ready;
 mod session;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +32,7 @@ use tokio::sync::mpsc;
 use crate::net::Backoff;
 use crate::pipeline::{Ack, Incoming, Work};
 use crate::telemetry::RECEIVED;
+pub use ready::{Readiness, SessionState};
 use session::Session;
 
 /// Options for an MQTT session to the site broker.
@@ -67,7 +70,7 @@ pub async fn run(
     subscriptions: Arc<std::sync::Mutex<Vec<String>>>,
     mut stale: Vec<String>,
     max_packet: usize,
-    ready: Arc<AtomicBool>,
+    ready: SessionState,
     handoff: Handoff,
 ) {
     let Handoff { work: tx, mut acks } = handoff;
@@ -115,7 +118,7 @@ pub async fn run(
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 connection += 1;
                 delay.reset();
-                metrics::gauge!("kiri_ingest_connected").set(1.0);
+                ready.set(true, false);
                 tracing::info!(
                     session_present = ack.session_present,
                     "connected to the local broker"
@@ -130,8 +133,7 @@ pub async fn run(
                 // configuration may have gained triggers since (subscribing is idempotent).
                 let subscriptions = subscriptions.lock().expect("subscriptions lock").clone();
                 if subscriptions.is_empty() {
-                    metrics::gauge!("kiri_ingest_subscribed").set(1.0);
-                    ready.store(true, Ordering::Relaxed);
+                    ready.set(true, true);
                 } else {
                     let filters = subscriptions
                         .iter()
@@ -147,8 +149,7 @@ pub async fn run(
                 if ack.return_codes.iter().any(|c| matches!(c, Failure)) {
                     tracing::error!(?subscriptions, "the local broker refused a subscription");
                 } else {
-                    metrics::gauge!("kiri_ingest_subscribed").set(1.0);
-                    ready.store(true, Ordering::Relaxed);
+                    ready.set(true, true);
                     tracing::info!(?subscriptions, "subscribed");
                 }
             }
@@ -174,9 +175,7 @@ pub async fn run(
                          broker.max_packet_bytes"
                     );
                 }
-                metrics::gauge!("kiri_ingest_connected").set(0.0);
-                metrics::gauge!("kiri_ingest_subscribed").set(0.0);
-                ready.store(false, Ordering::Relaxed);
+                ready.set(false, false);
                 metrics::counter!("kiri_ingest_connection_errors_total").increment(1);
                 let wait = delay.next_delay();
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "local broker connection failed");
@@ -184,4 +183,29 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Ends the persistent session `options` names at the site broker (a function that is gone):
+/// connects with a clean session, which drops what the broker kept for it (subscriptions,
+/// queued messages), then disconnects. Gives up after 10 s (the broker may be down: the next
+/// start tries again).
+pub async fn forget_session(mut options: MqttOptions) -> bool {
+    options.set_clean_session(true);
+    let (client, mut eventloop) = AsyncClient::new(options, 4);
+    let forgotten = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    if forgotten {
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await;
+    }
+    forgotten
 }

@@ -4,7 +4,12 @@
 //! has not logged in yet, or has no request in progress, as its owner says with
 //! [`Ticket::set_idle`]) is told to close, and the new one takes its place; when none is
 //! idle, the new one is refused. So a flood of idle connections cannot keep out a client
-//! that has something to say, and one that is working is never cut off.
+//! that has something to say, and one that is working is never cut off. A connection told
+//! to close still holds its descriptor until its owner drops the [`Ticket`] (its owner gives
+//! it a second at most); while as many are closing as `total`, no more are evicted (new ones
+//! are refused), so the descriptors in use stay under twice `total`.
+//!
+//! IPv6 addresses count per /64 (one host usually has a whole /64).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -32,8 +37,11 @@ pub struct Connections {
 #[derive(Default)]
 struct State {
     next_id: u64,
+    /// The connections counted against the limits.
     open: BTreeMap<u64, Entry>,
     by_address: HashMap<IpAddr, usize>,
+    /// Connections told to close whose owners have not yet let them go.
+    closing: usize,
 }
 
 struct Entry {
@@ -41,6 +49,18 @@ struct Entry {
     /// Since when it is idle; `None` while it works.
     idle_since: Option<Instant>,
     close: Arc<Notify>,
+}
+
+/// The address a connection counts under: IPv6 per /64.
+fn counted_as(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        IpAddr::V6(v6) => IpAddr::V4(v6.to_ipv4_mapped().expect("mapped")),
+        v4 => v4,
+    }
 }
 
 /// Why a connection was not let in.
@@ -82,8 +102,15 @@ impl Connections {
     /// Counts a new, idle connection from `ip`, closing the longest-idle one when a limit is
     /// reached; refused when no connection in the way is idle.
     pub fn admit(&self, ip: IpAddr) -> Result<(Ticket, Admitted), Full> {
+        let ip = counted_as(ip);
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut admitted = Admitted::Room;
+        let full = s.by_address.get(&ip).copied().unwrap_or(0) >= self.limits.per_address
+            || s.open.len() >= self.limits.total;
+        if full && s.closing >= self.limits.total {
+            // As many are still closing as may be open: evict no more until they are gone.
+            return Err(Full::Total);
+        }
         if s.by_address.get(&ip).copied().unwrap_or(0) >= self.limits.per_address {
             s.evict(Some(ip)).ok_or(Full::Address)?;
             admitted = Admitted::Evicted(Full::Address);
@@ -131,6 +158,7 @@ impl State {
             .filter_map(|(id, e)| e.idle_since.map(|t| (id, t)))
             .min_by_key(|&(id, t)| (t, *id))?;
         let entry = self.remove(id)?;
+        self.closing += 1;
         entry.close.notify_one();
         Some(())
     }
@@ -147,7 +175,8 @@ impl State {
     }
 }
 
-/// One open connection, counted until dropped (or evicted).
+/// One open connection, counted until dropped (or evicted: then counted as closing until
+/// dropped).
 pub struct Ticket {
     state: Arc<Mutex<State>>,
     id: u64,
@@ -155,11 +184,16 @@ pub struct Ticket {
 }
 
 impl Ticket {
-    /// Marks the connection idle (it may then be closed to make room) or working.
-    pub fn set_idle(&self, idle: bool) {
+    /// Marks the connection idle (it may then be closed to make room) or working; `false`
+    /// if it was already told to close (the owner then closes it).
+    pub fn set_idle(&self, idle: bool) -> bool {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = s.open.get_mut(&self.id) {
-            e.idle_since = idle.then(Instant::now);
+        match s.open.get_mut(&self.id) {
+            Some(e) => {
+                e.idle_since = idle.then(Instant::now);
+                true
+            }
+            None => false,
         }
     }
 
@@ -172,7 +206,10 @@ impl Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.remove(self.id);
+        if s.remove(self.id).is_none() {
+            // Evicted: it was counted as closing since.
+            s.closing = s.closing.saturating_sub(1);
+        }
     }
 }
 
@@ -210,5 +247,37 @@ mod tests {
         assert_eq!(c.admit(b).err(), Some(Full::Total), "none idle at all");
         drop(a2);
         assert!(c.admit(b).is_ok(), "room again once one ends");
+    }
+
+    #[test]
+    fn connections_still_closing_bound_the_evictions() {
+        let c = Connections::new(ConnectionLimits {
+            total: 2,
+            per_address: 2,
+        });
+        let a = ip("10.0.0.1");
+        // Two idle ones, then two newcomers evict them; their owners hold on to them.
+        let held: Vec<Ticket> = (0..4).map(|_| c.admit(a).unwrap().0).collect();
+        assert_eq!(c.open(), 2);
+        assert_eq!(
+            c.admit(a).err(),
+            Some(Full::Total),
+            "two closing: no more evictions"
+        );
+        drop(held);
+        assert!(c.admit(a).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_as_its_slash_64() {
+        let c = Connections::new(ConnectionLimits {
+            total: 10,
+            per_address: 1,
+        });
+        let (first, _) = c.admit(ip("2001:db8::1")).unwrap();
+        first.set_idle(false);
+        assert_eq!(c.admit(ip("2001:db8::2")).err(), Some(Full::Address));
+        assert!(c.admit(ip("2001:db8:0:1::1")).is_ok(), "another /64");
+        assert!(c.admit(ip("::ffff:10.0.0.1")).is_ok());
     }
 }

@@ -58,6 +58,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 pub use record::{Priority, Record, RecordError};
+pub use write::{Appended, StateChange};
 
 use crate::config::OutboxConfig;
 use crate::net::topic;

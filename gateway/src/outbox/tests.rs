@@ -308,10 +308,11 @@ fn reject_new_keeps_what_is_held_but_still_commits_the_state() {
     let kv = db.open_tree("kv").unwrap();
     outbox.append(&[rec(1), rec(2)]).unwrap();
     let writes = vec![(b"k".to_vec(), Some(b"v".to_vec()))];
-    let seqs = outbox
+    let appended = outbox
         .append_with_state(&[rec(3)], Some((&kv, &writes)))
         .unwrap();
-    assert!(seqs.is_empty(), "nothing appended");
+    assert!(appended.seqs.is_empty(), "nothing appended");
+    assert_eq!((appended.change.bytes, appended.change.keys), (2, 1));
     assert_eq!(kv.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
     let topics: Vec<String> = read_all(&outbox).into_iter().map(|r| r.topic).collect();
     assert_eq!(topics, ["t/1", "t/2"]);

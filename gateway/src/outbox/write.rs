@@ -10,6 +10,25 @@ use super::record::{self, Priority};
 use super::{Keyed, NewRecord, Numbered, Outbox, OutboxError, StateWrite, Usage};
 use crate::config::WhenFull;
 
+/// What an append did.
+#[derive(Debug, Default)]
+pub struct Appended {
+    /// The records' sequence numbers.
+    pub seqs: Vec<u64>,
+    /// What its state writes changed in their tree.
+    pub change: StateChange,
+}
+
+/// What state writes changed in their tree, from the values they replaced: bytes of keys and
+/// values, and keys.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StateChange {
+    /// Bytes added (negative: freed).
+    pub bytes: i64,
+    /// Keys added (negative: removed).
+    pub keys: i64,
+}
+
 impl Outbox {
     /// Encoded size of a record, as counted against `max_bytes`.
     pub fn encoded_len(r: &NewRecord) -> u64 {
@@ -18,20 +37,21 @@ impl Outbox {
 
     /// Appends `records` atomically (all or none). Not durable until [`Outbox::flush`].
     pub fn append(&self, records: &[NewRecord]) -> Result<Vec<u64>, OutboxError> {
-        self.append_with_state(records, None)
+        self.append_with_state(records, None).map(|a| a.seqs)
     }
 
     /// Appends `records` and applies `state` writes (key → value, `None` deletes) to another
     /// tree in one sled transaction: both or neither. Returns the records' sequence numbers
-    /// (none if `reject_new` dropped them). Not durable until [`Outbox::flush`].
+    /// (none if `reject_new` dropped them) and what the state writes changed in the tree.
+    /// Not durable until [`Outbox::flush`].
     pub fn append_with_state(
         &self,
         records: &[NewRecord],
         state: Option<(&sled::Tree, &[StateWrite])>,
-    ) -> Result<Vec<u64>, OutboxError> {
+    ) -> Result<Appended, OutboxError> {
         let state = state.filter(|(_, w)| !w.is_empty());
         if records.is_empty() && state.is_none() {
-            return Ok(Vec::new());
+            return Ok(Appended::default());
         }
         let (values, bytes) = self.encode_all(records);
         // Under the usage lock: room is checked and taken in one step (parallel invocation
@@ -53,6 +73,7 @@ impl Outbox {
         } else {
             self.number(values)?
         };
+        let mut change = StateChange::default();
         match state {
             // One record alone is all or none by itself. A sled batch or transaction pins the
             // log, which writes (and `sync_file_range`s) an IO buffer of its own for each
@@ -81,16 +102,22 @@ impl Outbox {
                     for (k, v) in &encoded {
                         outbox.insert(&k[..], &v[..])?;
                     }
+                    // What the writes change, from the values they replace.
+                    let mut change = StateChange::default();
                     for (k, v) in writes {
-                        match v {
+                        let old = match v {
                             Some(v) => kv.insert(&k[..], &v[..])?,
                             None => kv.remove(&k[..])?,
                         };
+                        let size = |len: usize| (k.len() + len) as i64;
+                        change.bytes += v.as_ref().map_or(0, |v| size(v.len()));
+                        change.bytes -= old.as_ref().map_or(0, |o| size(o.len()));
+                        change.keys += i64::from(v.is_some()) - i64::from(old.is_some());
                     }
-                    Ok::<(), ConflictableTransactionError<()>>(())
+                    Ok::<StateChange, ConflictableTransactionError<()>>(change)
                 });
                 match result {
-                    Ok(()) => {}
+                    Ok(c) => change = c,
                     Err(TransactionError::Storage(e)) => return Err(e.into()),
                     Err(TransactionError::Abort(())) => unreachable!("the closure never aborts"),
                 }
@@ -119,7 +146,7 @@ impl Outbox {
             self.count_appended(&mut u, &encoded, &seqs, bytes);
         }
         self.publish_gauges(*u);
-        Ok(seqs)
+        Ok(Appended { seqs, change })
     }
 
     /// Gives each value its sequence number and key. Call under the usage lock.

@@ -42,8 +42,24 @@ pub enum Step {
     Stopped,
 }
 
+/// What one core is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything, in one lane: the functions' events, deployments, the subscriptions of all
+    /// (one session for all; the tools and tests run it so).
+    All,
+    /// The gateway's control lane: deployments (they change the other lanes through
+    /// [`Subscriptions::functions_changed`]) and whatever else comes its way; its session
+    /// subscribes to the deployment topics only.
+    Control,
+    /// One function's lane: its events only (its session subscribes to its triggers), with
+    /// its own group commit; deployments on its session are events like any other.
+    Lane(usize),
+}
+
 /// The pipeline's state between groups.
 pub struct Core<J> {
+    role: Role,
     pub(super) registry: Registry,
     pub(super) journal: J,
     deploy: Option<Deployer>,
@@ -74,6 +90,7 @@ impl<J: Journal> Core<J> {
         wake: Arc<Notify>,
     ) -> Core<J> {
         Core {
+            role: Role::All,
             registry,
             journal,
             deploy,
@@ -83,6 +100,12 @@ impl<J: Journal> Core<J> {
             pending_subscriptions: None,
             wake,
         }
+    }
+
+    /// The core for `role` (by default [`Role::All`]).
+    pub fn with_role(mut self, role: Role) -> Core<J> {
+        self.role = role;
+        self
     }
 
     /// Work items per group, at most.
@@ -180,7 +203,11 @@ impl<J: Journal> Core<J> {
                         }
                         continue;
                     }
-                    for function in self.registry.route(&m.publish.topic) {
+                    let mut functions = self.registry.route(&m.publish.topic);
+                    if let Role::Lane(only) = self.role {
+                        functions.retain(|&f| f == only);
+                    }
+                    for function in functions {
                         jobs.push(Job {
                             function,
                             topic: &m.publish.topic,
@@ -344,6 +371,9 @@ impl<J: Journal> Core<J> {
 
     /// Whether `w` is a deployment (it then takes effect between segments).
     fn is_deployment(&self, w: &Work) -> bool {
+        if matches!(self.role, Role::Lane(_)) {
+            return false;
+        }
         match (w, &self.deploy) {
             (Work::Deploy { .. }, Some(_)) => true,
             (Work::Message(m), Some(d)) => d.addressed(&m.publish.topic).is_some(),
@@ -372,6 +402,9 @@ impl<J: Journal> Core<J> {
             if applied.changed {
                 // The new triggers are subscribed to before the result goes out: whoever waits
                 // for it may publish to them at once.
+                if self.role == Role::Control {
+                    site.functions_changed();
+                }
                 self.want_subscriptions();
                 self.sync_subscriptions(site);
             }
@@ -395,8 +428,16 @@ impl<J: Journal> Core<J> {
     /// The subscriptions the functions (and deployments) need now: requested by the next
     /// [`Core::sync_subscriptions`].
     pub fn want_subscriptions(&mut self) {
-        let mut wanted = self.registry.subscriptions();
-        if let Some(d) = &self.deploy {
+        let mut wanted = match self.role {
+            Role::All => self.registry.subscriptions(),
+            Role::Control => Vec::new(),
+            Role::Lane(f) => self
+                .registry
+                .spec(f)
+                .map(|s| s.triggers.clone())
+                .unwrap_or_default(),
+        };
+        if let (Some(d), Role::All | Role::Control) = (&self.deploy, self.role) {
             wanted.extend(d.topics());
         }
         self.pending_subscriptions = Some(wanted);

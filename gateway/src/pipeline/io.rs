@@ -41,6 +41,9 @@ pub trait Subscriptions {
     /// The subscriptions are now `all`: keep the list, so that a later start can unsubscribe
     /// what it no longer needs (the session is persistent).
     fn settled(&mut self, all: &[String]);
+    /// A deployment added, replaced or removed a function: the lanes follow (for the
+    /// control lane; nothing to do where one lane serves all functions).
+    fn functions_changed(&mut self) {}
 }
 
 /// The three together, as the core takes them.

@@ -11,19 +11,20 @@ use std::sync::Arc;
 use super::work::InvokeFailure;
 use super::ProcessError;
 use crate::dead_letters::{DeadLetters, Entry};
-use crate::outbox::{NewRecord, Outbox, OutboxError, StateWrite};
+use crate::outbox::{NewRecord, Outbox, OutboxError, StateChange, StateWrite};
 use crate::registry::Catalog;
 use crate::runtime::{Destination, Invocation, InvokeError, Job, Output};
 use crate::telemetry::meter::Meters;
 
 /// The writes of a group commit. Shared by the invocation workers of a group.
 pub trait Journal: Sync {
-    /// Appends one invocation's results and state writes, atomically (not yet durable).
+    /// Appends one invocation's results and state writes, atomically (not yet durable);
+    /// what the state writes changed.
     fn append(
         &self,
         records: &[NewRecord],
         state: (&sled::Tree, &[StateWrite]),
-    ) -> Result<(), OutboxError>;
+    ) -> Result<StateChange, OutboxError>;
     /// Records a dead letter (not yet durable), once the disk has room.
     fn dead_letter(&self, entry: Entry) -> Result<(), OutboxError>;
     /// Removes a dead letter whose new attempt is staged (not yet durable).
@@ -47,10 +48,10 @@ impl Journal for Durable {
         &self,
         records: &[NewRecord],
         state: (&sled::Tree, &[StateWrite]),
-    ) -> Result<(), OutboxError> {
+    ) -> Result<StateChange, OutboxError> {
         self.outbox
             .append_with_state(records, Some(state))
-            .map(drop)
+            .map(|a| a.change)
     }
 
     fn dead_letter(&self, entry: Entry) -> Result<(), OutboxError> {
@@ -130,11 +131,13 @@ impl<J: Journal> Stager<'_, J> {
                     }
                 }
                 let state = (&invocation.kv, invocation.kv_writes.as_slice());
-                match self.journal.append(&records, state) {
+                let change = match self.journal.append(&records, state) {
                     Err(OutboxError::Closed) => return Err(ProcessError::ShuttingDown),
                     other => other?,
                 };
-                invocation.kv_charge.settle();
+                // The usage follows what the writes changed in the store (invocations
+                // side by side may each have counted the same key).
+                invocation.kv_charge.settle(change.bytes, change.keys);
                 staged.response = Some(Ok(invocation.response.unwrap_or_default()));
                 None
             }

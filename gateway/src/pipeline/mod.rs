@@ -1,8 +1,11 @@
 //! The pipeline: from work taken in to effects made durable, and only then acknowledged.
 //!
-//! Producers (ingest, the timer and HTTP triggers, retries and replays, the uplink's
-//! deployments) put [`Work`] on one bounded queue (`broker.queue`); `run.rs` takes it in groups
-//! of at most `broker.batch` and hands each group to the [`Core`]:
+//! The gateway runs one pipeline per function (a lane: [`Role::Lane`], fed by that function's
+//! own session with the site broker) and one for deployments ([`Role::Control`]); tools and
+//! tests run one for everything ([`Role::All`]). Producers (ingest, the timer and HTTP
+//! triggers, retries and replays, the uplink's deployments) put [`Work`] on a lane's bounded
+//! queue (`broker.queue`; [`Dispatch`] picks the lane); `run.rs` takes it in groups of at most
+//! `broker.batch` and hands each group to the lane's [`Core`]:
 //!
 //! 1. each message is checked (size, well-formed CBOR: else it is rejected into the dead
 //!    letters) and routed by the registry to the functions its topic triggers; timer ticks,
@@ -35,11 +38,13 @@ mod journal;
 mod run;
 mod work;
 
-pub use self::core::{Core, Limits, Step};
+pub use self::core::{Core, Limits, Role, Step};
 pub use io::{Acks, HandBack, Publish, Site, Subscriptions};
 pub use journal::{Durable, Journal};
 pub use run::{run, SiteLink, Stop};
-pub use work::{Ack, HttpInvoke, Incoming, InvokeFailure, Retries, Work, HTTP_TOPIC, TIMER_TOPIC};
+pub use work::{
+    Ack, Dispatch, HttpInvoke, Incoming, InvokeFailure, Retries, Work, HTTP_TOPIC, TIMER_TOPIC,
+};
 
 use crate::outbox::OutboxError;
 

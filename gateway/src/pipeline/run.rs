@@ -34,7 +34,8 @@ impl Stop {
         self.notify.notify_one();
     }
 
-    fn asked(&self) -> bool {
+    /// Whether it was asked to stop.
+    pub fn asked(&self) -> bool {
         self.flag.load(Ordering::Relaxed)
     }
 }
@@ -49,6 +50,11 @@ pub struct SiteLink {
     pub local: AsyncClient,
     /// The store, to keep the list of subscriptions.
     pub db: sled::Db,
+    /// Whose subscriptions these are: the control session's (`None`) or a function lane's.
+    pub lane: Option<String>,
+    /// Called when a deployment changed the functions (the control lane starts, changes or
+    /// stops the function lanes).
+    pub on_functions_changed: Option<Box<dyn FnMut() + Send>>,
 }
 
 impl Acks for SiteLink {
@@ -84,8 +90,14 @@ impl Subscriptions for SiteLink {
     }
 
     fn settled(&mut self, all: &[String]) {
-        if let Err(e) = crate::store::save_subscriptions(&self.db, all) {
+        if let Err(e) = crate::store::save_subscriptions(&self.db, self.lane.as_deref(), all) {
             tracing::error!(error = %e, "cannot persist the subscriptions");
+        }
+    }
+
+    fn functions_changed(&mut self) {
+        if let Some(changed) = &mut self.on_functions_changed {
+            changed();
         }
     }
 }

@@ -79,7 +79,7 @@ impl Journal for Faulty {
         &self,
         records: &[crate::outbox::NewRecord],
         state: (&sled::Tree, &[crate::outbox::StateWrite]),
-    ) -> Result<(), OutboxError> {
+    ) -> Result<crate::outbox::StateChange, OutboxError> {
         self.inner.append(records, state)
     }
 

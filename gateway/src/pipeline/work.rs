@@ -2,7 +2,8 @@
 //! imports (ingest, the timer trigger, the HTTP trigger, retries and replays, the uplink's
 //! deployments). It imports none of them.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use rumqttc::{Publish, QoS};
 use tokio::sync::{mpsc, oneshot};
@@ -100,11 +101,67 @@ pub struct InvokeFailure {
     pub error: String,
 }
 
-/// The retry task's way into the pipeline's queue: due dead letters of running functions are
+impl Work {
+    /// The function this work is for, when it names one (timer ticks, HTTP calls, replays).
+    pub fn function(&self) -> Option<usize> {
+        match self {
+            Work::Timer { function, .. } => Some(*function),
+            Work::Invoke(call) => Some(call.function),
+            Work::Replay(r) => Some(r.function),
+            Work::Message(_) | Work::Deploy { .. } => None,
+        }
+    }
+}
+
+/// Where producers put work that is not a site-broker message: work for one function goes to
+/// that function's lane, the rest (and work for a function without a lane) to the control
+/// lane. Each lane's queue is bounded; nothing here waits.
+#[derive(Clone, Debug)]
+pub struct Dispatch {
+    control: mpsc::Sender<Work>,
+    lanes: Arc<RwLock<HashMap<usize, mpsc::Sender<Work>>>>,
+}
+
+impl Dispatch {
+    /// Everything to `control` until lanes are added.
+    pub fn new(control: mpsc::Sender<Work>) -> Dispatch {
+        Dispatch {
+            control,
+            lanes: Arc::default(),
+        }
+    }
+
+    /// Work for function `function` goes to `lane` from now on.
+    pub fn set_lane(&self, function: usize, lane: mpsc::Sender<Work>) {
+        self.lanes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(function, lane);
+    }
+
+    /// Function `function` has no lane any more.
+    pub fn remove_lane(&self, function: usize) {
+        self.lanes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&function);
+    }
+
+    /// Queues `work` where it goes, without waiting.
+    pub fn try_send(&self, work: Work) -> Result<(), mpsc::error::TrySendError<Work>> {
+        let lane = work.function().and_then(|f| {
+            let lanes = self.lanes.read().unwrap_or_else(|e| e.into_inner());
+            lanes.get(&f).cloned()
+        });
+        lane.as_ref().unwrap_or(&self.control).try_send(work)
+    }
+}
+
+/// The retry task's way into the pipeline's queues: due dead letters of running functions are
 /// queued as [`Work::Replay`], never waiting.
 pub struct Retries {
-    /// The pipeline's queue.
-    pub work: mpsc::Sender<Work>,
+    /// Where work goes.
+    pub work: Dispatch,
     /// The functions, to find a dead letter's function by name.
     pub functions: Directory,
 }

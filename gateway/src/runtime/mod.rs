@@ -111,14 +111,22 @@ struct EngineSet {
     linker: Linker<HostState>,
 }
 
+/// What the runtime reads of an installed function without taking its lock.
+struct Installed {
+    name: Arc<str>,
+    version: Arc<str>,
+    max_call_depth: usize,
+    kv_usage: Arc<host::KvUsage>,
+}
+
 /// All loaded functions; functions with the same call-depth limit share an engine. Each
 /// function sits behind a lock of its own, so that functions can run on different threads
 /// at once ([`Runtime::handle`]); its name and version are kept apart, readable while it runs.
 pub struct Runtime {
     engines: HashMap<usize, Arc<EngineSet>>,
     functions: Vec<Arc<std::sync::Mutex<Function>>>,
-    /// Each function's name and module version, as installed.
-    names: Vec<(Arc<str>, Arc<str>)>,
+    /// What is read of each function without taking its lock (it may be running).
+    names: Vec<Installed>,
     max_payload_bytes: usize,
     db: sled::Db,
     meters: meter::Meters,
@@ -205,14 +213,11 @@ impl Runtime {
         permissions: Permissions,
     ) -> Preparer {
         // A new version shares the running one's key-value usage.
-        let kv_usage = self.names.iter().position(|(n, _)| &**n == name).map(|i| {
-            self.functions[i]
-                .lock()
-                .expect("function lock")
-                .meta
-                .kv_usage
-                .clone()
-        });
+        let kv_usage = self
+            .names
+            .iter()
+            .find(|i| &*i.name == name)
+            .map(|i| i.kv_usage.clone());
         Preparer {
             set: self.engine(limits.max_call_depth),
             name: name.into(),
@@ -232,11 +237,16 @@ impl Runtime {
     /// [`FunctionHandle`] taken before) finishes on it.
     pub fn install(&mut self, slot: Option<usize>, prepared: Prepared) -> usize {
         let f = prepared.0;
-        let names = (f.meta.name.clone(), f.meta.version.clone());
+        let names = Installed {
+            name: f.meta.name.clone(),
+            version: f.meta.version.clone(),
+            max_call_depth: f.meta.limits.max_call_depth,
+            kv_usage: f.meta.kv_usage.clone(),
+        };
         let f = Arc::new(std::sync::Mutex::new(f));
         match slot {
             Some(i) => {
-                self.meters.lock().expect("meters lock")[i].name = names.0.to_string();
+                self.meters.lock().expect("meters lock")[i].name = names.name.to_string();
                 self.functions[i] = f;
                 self.names[i] = names;
                 i
@@ -246,7 +256,7 @@ impl Runtime {
                     .lock()
                     .expect("meters lock")
                     .push(meter::FunctionStats {
-                        name: names.0.to_string(),
+                        name: names.name.to_string(),
                         ..Default::default()
                     });
                 self.functions.push(f);
@@ -256,25 +266,22 @@ impl Runtime {
         }
     }
 
-    /// Drops the instances of function `idx` (undeployed: it is no longer routed to).
+    /// Drops the instances of function `idx` (undeployed: it is no longer routed to), once
+    /// what runs on them now has ended (without waiting for it).
     pub fn retire(&mut self, idx: usize) {
-        for slot in &mut self.functions[idx].lock().expect("function lock").pool {
-            *slot = None;
-        }
+        let f = self.functions[idx].clone();
+        std::thread::spawn(move || {
+            for slot in &mut f.lock().unwrap_or_else(|e| e.into_inner()).pool {
+                *slot = None;
+            }
+        });
     }
 
-    /// Function `idx`, to run jobs on from any thread.
+    /// Function `idx`, to run jobs on from any thread (taken without waiting for it).
     pub fn handle(&self, idx: usize) -> FunctionHandle {
-        let function = self.functions[idx].clone();
-        let depth = function
-            .lock()
-            .expect("function lock")
-            .meta
-            .limits
-            .max_call_depth;
         FunctionHandle {
-            function,
-            set: self.engines[&depth].clone(),
+            function: self.functions[idx].clone(),
+            set: self.engines[&self.names[idx].max_call_depth].clone(),
             max_payload_bytes: self.max_payload_bytes,
             meters: self.meters.clone(),
         }
@@ -310,12 +317,12 @@ impl Runtime {
 
     /// The version of function `idx`: the first 16 hex digits of its module's SHA-256.
     pub fn version(&self, idx: usize) -> &str {
-        &self.names[idx].1
+        &self.names[idx].version
     }
 
     /// The name of function `idx`.
     pub fn name(&self, idx: usize) -> &str {
-        &self.names[idx].0
+        &self.names[idx].name
     }
 
     /// Runs function `idx` on one event (on its first instance). On success returns its

@@ -951,8 +951,15 @@ fn hoard(rt: &mut Runtime, outbox: &crate::outbox::Outbox, f: usize, delete: boo
     let inv = rt
         .invoke(f, "t", if delete { b"d" } else { b"" }, 0)
         .unwrap();
-    commit(outbox, &inv);
-    inv.kv_charge.settle();
+    let change = outbox
+        .append_with_state(&[], Some((&inv.kv, inv.kv_writes.as_slice())))
+        .unwrap()
+        .change;
+    assert_eq!(
+        (change.bytes, change.keys),
+        (inv.kv_charge.bytes, inv.kv_charge.keys)
+    );
+    inv.kv_charge.settle(change.bytes, change.keys);
     i32::from_le_bytes(inv.outputs[0].payload[..4].try_into().unwrap())
 }
 
@@ -1044,5 +1051,60 @@ fn log_lines_over_the_functions_byte_rate_are_counted_not_written() {
     assert_eq!(
         lines, 4,
         "a second's budget of 4,096 bytes: four lines of 1,000"
+    );
+}
+
+#[test]
+fn instances_side_by_side_writing_one_key_count_it_once() {
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let outbox = crate::outbox::Outbox::open(&db, Default::default()).unwrap();
+    let mut rt = Runtime::new(1024, db);
+    let limits = FunctionLimits {
+        concurrency: 2,
+        ..FunctionLimits::default()
+    };
+    let body = "(drop (call $put (i32.const 0) (i32.const 2) (i32.const 100) (i32.const 10)))
+      (i32.const 0)";
+    let wasm = wat::parse_str(with_body(KV, body)).unwrap();
+    let f = rt
+        .load_bytes(
+            "twice",
+            &wasm,
+            limits,
+            BTreeMap::new(),
+            Permissions::default(),
+        )
+        .unwrap();
+    let job = Job {
+        function: f,
+        topic: "t",
+        payload: b"",
+        received_ms: 0,
+        fresh: false,
+        caller: None,
+    };
+    // Both run before either commits: each counts the key as new.
+    let done = std::sync::Mutex::new(Vec::new());
+    rt.run_batch(&[job, job], |_, r| {
+        done.lock().unwrap().push(r.unwrap());
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    let done = done.into_inner().unwrap();
+    assert!(done.iter().all(|inv| inv.kv_charge.keys == 1));
+    for inv in done {
+        let change = outbox
+            .append_with_state(&[], Some((&inv.kv, inv.kv_writes.as_slice())))
+            .unwrap()
+            .change;
+        let usage = inv.kv_charge.usage.clone();
+        inv.kv_charge.settle(change.bytes, change.keys);
+        assert!(usage.keys() <= 1);
+    }
+    let inv = rt.invoke(f, "t", b"", 0).unwrap();
+    assert_eq!(
+        (inv.kv_charge.usage.keys(), inv.kv_charge.usage.bytes()),
+        (1, 12),
+        "the store holds one key of 2 + 10 bytes"
     );
 }

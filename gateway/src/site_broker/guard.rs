@@ -28,12 +28,13 @@ use std::time::Duration;
 
 use argon2::password_hash::PasswordVerifier;
 use argon2::Argon2;
-use bytes::{Bytes, BytesMut};
-use rumqttc::mqttbytes::{self, v4, FixedHeader, PacketType, Protocol};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use bytes::BytesMut;
+use rumqttc::mqttbytes::{self, v4, PacketType, Protocol};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use super::packets::{check, complete_packet, next_packet, refusal, refuse, Refusal};
 use crate::config::BrokerUser;
 use crate::net::{topic, ConnectionLimits, Connections, Full, Ticket};
 
@@ -100,6 +101,23 @@ impl InternalLogin {
     }
 }
 
+/// The client ids of Kiri's own sessions: a few exact ones, and every id under a prefix (one
+/// session per function lane, added as functions are deployed).
+#[derive(Debug, Clone, Default)]
+pub struct OwnIds {
+    /// Exact ids.
+    pub exact: HashSet<String>,
+    /// Every id starting with this.
+    pub prefix: String,
+}
+
+impl OwnIds {
+    /// Whether `id` is one of Kiri's.
+    pub fn contains(&self, id: &str) -> bool {
+        self.exact.contains(id) || (!self.prefix.is_empty() && id.starts_with(&self.prefix))
+    }
+}
+
 /// The guard's settings.
 pub struct Guard {
     /// The accounts; none when clients connect without logging in.
@@ -108,9 +126,9 @@ pub struct Guard {
     dummy_hash: String,
     internal: InternalLogin,
     /// Client ids of Kiri's own sessions: no client may take them.
-    reserved_ids: HashSet<String>,
+    reserved_ids: OwnIds,
     max_packet: usize,
-    checks: Semaphore,
+    checks: Arc<Semaphore>,
 }
 
 impl Guard {
@@ -118,7 +136,7 @@ impl Guard {
     pub fn new(
         users: &[BrokerUser],
         internal: InternalLogin,
-        reserved_ids: HashSet<String>,
+        reserved_ids: OwnIds,
         max_packet: usize,
     ) -> anyhow::Result<Guard> {
         let accounts = users
@@ -144,16 +162,19 @@ impl Guard {
             internal,
             reserved_ids,
             max_packet,
-            checks: Semaphore::new(CHECKS_AT_ONCE),
+            checks: Arc::new(Semaphore::new(CHECKS_AT_ONCE)),
         })
     }
 
     /// Checks a login; the user's rules if it is right.
     async fn login(self: &Arc<Self>, user: &str, password: &str) -> Option<Rules> {
-        let _permit = self.checks.acquire().await.ok()?;
+        // The place is held by the check itself: a connection closed meanwhile (evicted)
+        // does not free it before the hash is done.
+        let permit = self.checks.clone().acquire_owned().await.ok()?;
         let guard = self.clone();
         let (user, password) = (user.to_string(), password.to_string());
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let account = guard.accounts.get(&user);
             let hash = account.map_or(guard.dummy_hash.as_str(), |a| a.hash.as_str());
             let right = Argon2::default()
@@ -226,67 +247,6 @@ fn refused(reason: &'static str) {
     metrics::counter!("kiri_broker_refused_total", "reason" => reason).increment(1);
 }
 
-/// Why a connection was refused or closed.
-#[derive(Debug)]
-struct Refusal {
-    reason: &'static str,
-    detail: String,
-}
-
-fn refusal(reason: &'static str, detail: impl Into<String>) -> Refusal {
-    Refusal {
-        reason,
-        detail: detail.into(),
-    }
-}
-
-/// Reads the next whole packet from `stream` into `buf`; `None` at the end of the stream.
-async fn next_packet(
-    stream: &mut (impl AsyncRead + Unpin),
-    buf: &mut BytesMut,
-    max_packet: usize,
-) -> Result<Option<(FixedHeader, Bytes)>, Refusal> {
-    loop {
-        if let Some(packet) = complete_packet(buf, max_packet)? {
-            return Ok(Some(packet));
-        }
-        match stream.read_buf(buf).await {
-            Ok(0) => return Ok(None),
-            Ok(_) => {}
-            Err(e) => return Err(refusal("io", format!("reading from the client: {e}"))),
-        }
-    }
-}
-
-/// The next whole packet already in `buf`, if there is one (room is reserved for the rest).
-fn complete_packet(
-    buf: &mut BytesMut,
-    max_packet: usize,
-) -> Result<Option<(FixedHeader, Bytes)>, Refusal> {
-    match mqttbytes::check(buf.iter(), max_packet) {
-        Ok(header) => Ok(Some((header, buf.split_to(header.frame_length()).freeze()))),
-        Err(mqttbytes::Error::InsufficientBytes(more)) => {
-            buf.reserve(more.max(4096));
-            Ok(None)
-        }
-        Err(e) => Err(refusal("malformed", format!("malformed packet: {e}"))),
-    }
-}
-
-/// Writes a CONNACK refusing the connection, then ends it.
-async fn refuse<T>(
-    client: &mut TcpStream,
-    code: v4::ConnectReturnCode,
-    reason: &'static str,
-    detail: String,
-) -> Result<T, Refusal> {
-    let mut out = BytesMut::new();
-    if v4::ConnAck::new(code, false).write(&mut out).is_ok() {
-        let _ = client.write_all(&out).await;
-    }
-    Err(refusal(reason, detail))
-}
-
 /// One client's session: the login, then its packets, checked, until either side ends.
 async fn relay(
     mut client: TcpStream,
@@ -332,15 +292,23 @@ async fn relay(
         Ok(Some((connect, id, Some((user, rules)))))
     };
     // Until it has logged in, the connection may be closed to make room for a new one.
+    let evicted = || {
+        refusal(
+            "evicted",
+            "closed before logging in, to make room for a new connection",
+        )
+    };
     let admitted = tokio::select! {
+        biased;
+        _ = ticket.evicted() => return Err(evicted()),
         admitted = tokio::time::timeout(CONNECT_TIMEOUT, admission) => {
             admitted.map_err(|_| refusal("timeout", "not logged in within 10 s"))?
         }
-        _ = ticket.evicted() => {
-            return Err(refusal("evicted", "closed before logging in, to make room for a new connection"));
-        }
     };
-    ticket.set_idle(false);
+    // Evicted at the very moment it logged in: it is no longer counted, so it goes.
+    if !ticket.set_idle(false) {
+        return Err(evicted());
+    }
     let Some((mut connect, id, account)) = admitted? else {
         return Ok(());
     };
@@ -378,13 +346,19 @@ async fn relay(
     };
     let _ = server.set_nodelay(true);
     let Some((user, rules)) = account else {
-        // No accounts: the CONNECT, what came after it, then everything unchecked.
+        // No accounts: the CONNECT, what came after it, then everything unchecked, until
+        // either side ends (the broker closing a silent client ends the relay too).
         let mut server = server;
         out.extend_from_slice(&buf);
         if server.write_all(&out).await.is_err() {
             return Ok(());
         }
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+        let (mut client_rx, mut client_tx) = client.into_split();
+        let (mut server_rx, mut server_tx) = server.into_split();
+        tokio::select! {
+            _ = tokio::io::copy(&mut client_rx, &mut server_tx) => {}
+            _ = tokio::io::copy(&mut server_rx, &mut client_tx) => {}
+        }
         return Ok(());
     };
     let (mut server_rx, mut server_tx) = server.into_split();
@@ -433,36 +407,6 @@ async fn relay(
         },
         _ = downstream => Ok(()),
     }
-}
-
-/// Is this packet from `user`'s client allowed?
-fn check(rules: &Rules, user: &str, header: FixedHeader, frame: &Bytes) -> Result<(), Refusal> {
-    match header.packet_type() {
-        Ok(PacketType::Publish) => {
-            let publish = v4::Publish::read(header, frame.clone())
-                .map_err(|e| refusal("malformed", format!("malformed PUBLISH: {e}")))?;
-            if !rules.may_publish(&publish.topic) {
-                let detail = format!("user {user:?} may not publish to {:?}", publish.topic);
-                return Err(refusal("publish", detail));
-            }
-        }
-        Ok(PacketType::Subscribe) => {
-            let subscribe = v4::Subscribe::read(header, frame.clone())
-                .map_err(|e| refusal("malformed", format!("malformed SUBSCRIBE: {e}")))?;
-            if let Some(f) = subscribe
-                .filters
-                .iter()
-                .find(|f| !rules.may_subscribe(&f.path))
-            {
-                let detail = format!("user {user:?} may not subscribe to {:?}", f.path);
-                return Err(refusal("subscribe", detail));
-            }
-        }
-        Ok(PacketType::Connect) => return Err(refusal("malformed", "a second CONNECT")),
-        Ok(_) => {}
-        Err(e) => return Err(refusal("malformed", format!("malformed packet: {e}"))),
-    }
-    Ok(())
 }
 
 #[cfg(test)]

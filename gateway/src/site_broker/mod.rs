@@ -9,8 +9,9 @@
 //! example Mosquitto with `persistence true`) where that window matters.
 
 pub mod guard;
+mod packets;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +39,7 @@ pub struct Endpoint {
 /// take them. `limits` bound the embedded broker's client connections.
 pub async fn start(
     broker: &BrokerConfig,
-    own_ids: HashSet<String>,
+    own_ids: guard::OwnIds,
     limits: crate::net::ConnectionLimits,
 ) -> anyhow::Result<Endpoint> {
     match broker.mode {

@@ -85,7 +85,7 @@ pub struct UplinkConfig {
 /// results come back to be published.
 pub struct Control {
     /// The pipeline's queue.
-    pub work: tokio::sync::mpsc::Sender<Work>,
+    pub work: crate::pipeline::Dispatch,
     /// Results to publish (topic, payload).
     pub replies: tokio::sync::mpsc::Receiver<(String, Vec<u8>)>,
     /// False once every sender of `replies` is gone.

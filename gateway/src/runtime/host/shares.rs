@@ -56,10 +56,12 @@ pub struct KvCharge {
 }
 
 impl KvCharge {
-    /// Counts the committed writes in the function's usage (and its gauges).
-    pub fn settle(self) {
-        let bytes = self.usage.bytes.fetch_add(self.bytes, Ordering::Relaxed) + self.bytes;
-        let keys = self.usage.keys.fetch_add(self.keys, Ordering::Relaxed) + self.keys;
+    /// Counts the committed writes in the function's usage (and its gauges): `bytes` and
+    /// `keys` as they changed the store (the charge counted while the invocation ran is what
+    /// it checked against; invocations side by side may each have counted the same key).
+    pub fn settle(self, bytes: i64, keys: i64) {
+        let bytes = self.usage.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let keys = self.usage.keys.fetch_add(keys, Ordering::Relaxed) + keys;
         let function = self.function.to_string();
         metrics::gauge!("kiri_kv_bytes", "function" => function.clone()).set(bytes as f64);
         metrics::gauge!("kiri_kv_keys", "function" => function).set(keys as f64);
@@ -114,10 +116,10 @@ mod tests {
         KvCharge {
             function: "f".into(),
             usage: usage.clone(),
-            bytes: -5,
-            keys: -1,
+            bytes: 0,
+            keys: 0,
         }
-        .settle();
+        .settle(-5, -1);
         assert_eq!((usage.bytes(), usage.keys()), (1, 1));
     }
 }
