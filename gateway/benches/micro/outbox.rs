@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput};
-use kiri::outbox::{Cursor, NewRecord, Priority};
+use kiri::outbox::{Cursor, NewRecord, Priority, Record, RecordId};
 
 use crate::fixtures;
 
@@ -49,7 +49,9 @@ pub fn bench(c: &mut Criterion) {
                     took += start.elapsed();
                     // Untimed: the uplink acknowledges them, so the outbox stays near empty.
                     for seq in seqs {
-                        outbox.ack(Priority::Normal, seq).expect("ack");
+                        outbox
+                            .ack(&RecordId::new(Priority::Normal, "threshold", seq))
+                            .expect("ack");
                     }
                 }
                 took
@@ -68,7 +70,9 @@ pub fn bench(c: &mut Criterion) {
                 outbox.flush().expect("group commit");
                 took += start.elapsed();
                 for seq in seqs {
-                    outbox.ack(Priority::Normal, seq).expect("ack");
+                    outbox
+                        .ack(&RecordId::new(Priority::Normal, "threshold", seq))
+                        .expect("ack");
                 }
             }
             took
@@ -98,11 +102,11 @@ pub fn bench(c: &mut Criterion) {
                 let mut sent = Vec::with_capacity(BURST);
                 for _ in 0..BURST {
                     let r = outbox.read(&mut cursor, 1, 64 << 10, |_| 0).expect("read");
-                    sent.extend(r.into_iter().map(|r| (r.priority, r.seq)));
+                    sent.extend(r.iter().map(Record::id));
                 }
                 assert_eq!(sent.len(), BURST, "the stock holds a burst");
-                for (priority, seq) in sent {
-                    outbox.ack(priority, seq).expect("ack");
+                for id in &sent {
+                    outbox.ack(id).expect("ack");
                 }
                 tokio.block_on(outbox.flush_deletes()).expect("flush");
                 took += start.elapsed();

@@ -27,6 +27,10 @@ pub struct OutboxConfig {
     pub max_records: u64,
     /// Bytes held at most (record payloads plus headers).
     pub max_bytes: u64,
+    /// Records one function may hold at most (its share; forwarded log lines included).
+    pub function_max_records: u64,
+    /// Bytes one function may hold at most (its share).
+    pub function_max_bytes: u64,
     /// Policy when a bound is reached.
     pub when_full: WhenFull,
     /// Results older than this (humantime: `7d`, `12h`) are expired, counted and not sent.
@@ -53,6 +57,8 @@ impl Default for OutboxConfig {
         OutboxConfig {
             max_records: 1_000_000,
             max_bytes: 256 << 20,
+            function_max_records: 250_000,
+            function_max_bytes: 64 << 20,
             when_full: WhenFull::Block,
             ttl: None,
             high_priority: Vec::new(),
@@ -79,6 +85,8 @@ impl OutboxConfig {
         for (key, v) in [
             ("outbox.max_records", self.max_records),
             ("outbox.max_bytes", self.max_bytes),
+            ("outbox.function_max_records", self.function_max_records),
+            ("outbox.function_max_bytes", self.function_max_bytes),
         ] {
             if v == 0 {
                 return Err(format!("{key} must be at least 1"));

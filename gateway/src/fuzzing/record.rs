@@ -20,12 +20,8 @@ pub fn outbox_record(data: &[u8]) {
 
 fn raw(mode: u8, v: &[u8]) {
     let priority = Priority::ALL[usize::from(mode / 2) % Priority::ALL.len()];
-    if let Some((p, seq)) = record::parse_key(v) {
-        assert_eq!(
-            record::key(p, seq).as_slice(),
-            v,
-            "keys are exactly 9 bytes"
-        );
+    if let Some(id) = record::parse_key(v) {
+        assert_eq!(id.key(), v, "a key that parses is what key() writes for it");
     }
     match record::decode(priority, 7, v) {
         Ok(r) => {

@@ -2,13 +2,16 @@
 //!
 //! ## Record format
 //! One sled tree, `outbox`. Key: the record's class (1 byte: 0 high priority, 1 normal, 2 low:
-//! forwarded log lines), then its sequence number, 8 bytes big-endian, so key order is drain
-//! order: every high priority record before any normal one, every normal one before any low
-//! one, FIFO within a class. Sequence numbers come from sled's
+//! forwarded log lines), then the emitting function's queue (its name, length-prefixed:
+//! `len u8 | name`), then its sequence number, 8 bytes big-endian: so each function has a FIFO
+//! queue of its own in each class, in sequence order. Sequence numbers come from sled's
 //! `generate_id`, which is monotonic across restarts and crashes (it may skip numbers, never
-//! repeat them). Value (see `record.rs`):
+//! repeat them), and are unique across functions. Value (see `record.rs`):
 //! `version u8 | crc32 u32 | created_ms u64 | fn_len u16 | fn | topic_len u16 | topic | payload`,
-//! all big-endian; the CRC-32 covers everything after itself.
+//! all big-endian; the CRC-32 covers everything after itself. Keys of the first format (class
+//! and sequence number only, 9 bytes) are moved to their function's queue when the outbox
+//! opens, a batch at a time (each batch atomic, so a crash mid-way leaves every record in one
+//! place or the other, and the next open finishes the move).
 //!
 //! ## Life cycle
 //! - **write** (`write.rs`): the pipeline appends the outputs of one invocation atomically,
@@ -18,9 +21,13 @@
 //!   sequence order even with parallel invocation workers.
 //! - **commit**: after a group of invocations the pipeline calls [`Outbox::flush`] (one fsync
 //!   for the group); only then are the inputs acknowledged to the broker.
-//! - **read** (`read.rs`): the uplink reads with a [`Cursor`] (one position per class) from the oldest
-//!   record it has not sent on the current connection; after a reconnect it starts again from
-//!   the oldest record present. Only flushed records are read (a watermark, raised by each
+//! - **read** (`read.rs`): the uplink reads with a [`Cursor`] (one position per function queue
+//!   and class) from the oldest record it has not sent on the current connection; after a
+//!   reconnect it starts again from the oldest record present. Every high priority record goes
+//!   before any normal one, every normal one before any low one; within a class the functions'
+//!   queues are served by deficit round robin on bytes ([`QUANTUM`] per turn), so a function
+//!   that floods the outbox with large results takes its share of the uplink, not all of it.
+//!   Each function's results go in the order it emitted them. Only flushed records are read (a watermark, raised by each
 //!   flush): the cloud never sees a result that a crash could still undo, and a sequence
 //!   number a crash could hand out again (sled restarts its id generator after a crash that
 //!   lost everything since the last flush) has never left the gateway.
@@ -31,12 +38,16 @@
 //!   duplicates, each with the same id both times.
 //!
 //! ## Policy
-//! - Bounds: `[outbox] max_records` and `max_bytes`, checked and taken under the same lock as
-//!   the write. When an append does not fit, `when_full` decides: `block` waits for room (and
-//!   so the pipeline stops acknowledging inputs), `drop_oldest` deletes the oldest records,
-//!   low priority first, then normal, then high, in the same batch as the append, `reject_new` drops the new
-//!   records (the function's state writes are still committed). A single append larger than
-//!   the whole bound is let through when the outbox is empty, so it cannot wedge the gateway.
+//! - Bounds: `[outbox] max_records` and `max_bytes` for the whole outbox, and
+//!   `function_max_records` and `function_max_bytes` for each function's share, checked and
+//!   taken under the same lock as the write. When an append does not fit, `when_full` decides,
+//!   for that function alone when only its share is over: `block` waits for room (and so the
+//!   function's lane stops acknowledging inputs), `drop_oldest` deletes the oldest records
+//!   (of the function over its share; when the whole outbox is full, of the function holding
+//!   the most bytes), low priority first, then normal, then high, in the same batch as the
+//!   append, `reject_new` drops the new records (the function's state writes are still
+//!   committed). A single append larger than the bound is let through when the outbox (or the
+//!   function's share) is empty, so it cannot wedge the gateway.
 //! - Disk (`disk.rs`): below `min_free_bytes` free on the data directory's file system an
 //!   append of records waits, whatever the policy, so that sled never meets a full disk
 //!   mid-write.
@@ -49,20 +60,24 @@
 //!   Every drop is counted in `kiri_outbox_dropped_total{reason}` and in [`Outbox::stats`].
 
 mod disk;
+mod migrate;
 mod read;
 pub(crate) mod record;
+mod usage;
 mod write;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-pub use record::{Priority, Record, RecordError};
+pub use record::{Priority, Record, RecordError, RecordId};
 pub use write::{Appended, StateChange};
 
 use crate::config::OutboxConfig;
 use crate::net::topic;
 use disk::{DiskGuard, Fsync};
+use migrate::migrate;
+use usage::Usage;
 
 /// Where forwarded log lines go, under the cloud topic prefix: `$logs/<function>`.
 pub const LOGS_TOPIC: &str = "$logs/";
@@ -79,7 +94,11 @@ pub enum OutboxError {
 }
 
 /// A record's key and encoded value.
-type Keyed = ([u8; 9], Vec<u8>);
+type Keyed = (Vec<u8>, Vec<u8>);
+
+/// Bytes a function's queue may send per turn of the uplink's round robin (a larger record
+/// waits for as many turns as it needs).
+pub const QUANTUM: u64 = 64 << 10;
 
 /// Numbered records and their sequence numbers.
 type Numbered = (Vec<Keyed>, Vec<u64>);
@@ -98,14 +117,6 @@ pub struct NewRecord {
     pub payload: Vec<u8>,
     /// Emission time, ms since the Unix epoch.
     pub created_ms: u64,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct Usage {
-    records: u64,
-    bytes: u64,
-    /// Of `records`, how many are high priority.
-    high: u64,
 }
 
 /// Counts since start, for the status API (the same numbers go to the metrics).
@@ -130,6 +141,8 @@ pub struct OutboxStats {
     pub bytes: u64,
     /// High priority records held.
     pub high_priority_records: u64,
+    /// Records and bytes held per function, by name.
+    pub functions: std::collections::BTreeMap<String, FunctionShare>,
     /// Records held but not yet flushed (not yet sent: a crash may still undo them).
     pub unflushed: u64,
     /// Age of the oldest record held, ms.
@@ -154,10 +167,30 @@ pub struct OutboxStats {
     pub policy: OutboxConfig,
 }
 
-/// The uplink's read position: the next sequence number to read in each class.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// What one function holds in the outbox.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct FunctionShare {
+    /// Records held.
+    pub records: u64,
+    /// Bytes held.
+    pub bytes: u64,
+}
+
+/// The uplink's read position: in each class, the next sequence number to read in each
+/// function's queue, and where the round robin between the queues stands.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Cursor {
-    next: [u64; 3],
+    class: [ClassCursor; 3],
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct ClassCursor {
+    /// Queue → the next sequence number to read in it.
+    next: std::collections::HashMap<Vec<u8>, u64>,
+    /// Queue → bytes it may still send in its turns (deficit round robin).
+    deficit: std::collections::HashMap<Vec<u8>, u64>,
+    /// The queue whose turn is under way (its quantum already granted), if any.
+    turn: Option<Vec<u8>>,
 }
 
 /// The durable FIFO. Shared between the pipeline (appends) and the uplink (reads, acks).
@@ -182,20 +215,23 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Opens (or creates) the outbox in `db` and measures what it holds.
+    /// Opens (or creates) the outbox in `db` and measures what it holds. Records of the first
+    /// key format are moved to their function's queue first.
     pub fn open(db: &sled::Db, limits: OutboxConfig) -> Result<Outbox, OutboxError> {
         let tree = db.open_tree("outbox")?;
+        migrate(&tree)?;
         let mut usage = Usage::default();
         let mut issued = 0;
         for entry in tree.iter() {
             let (k, v) = entry?;
-            if let Some((_, seq)) = record::parse_key(&k) {
-                issued = issued.max(seq + 1);
-            }
-            usage.records += 1;
-            usage.bytes += v.len() as u64;
-            if k.first() == Some(&(Priority::High as u8)) {
-                usage.high += 1;
+            match record::parse_key(&k) {
+                Some(id) => {
+                    issued = issued.max(id.seq + 1);
+                    usage.add(&id, v.len() as u64);
+                }
+                None => {
+                    tracing::error!(key = ?k, "an outbox key this version cannot read: kept, never sent")
+                }
             }
         }
         let outbox = Outbox {
@@ -203,7 +239,7 @@ impl Outbox {
             tree,
             ttl_ms: limits.ttl().map(|d| d.as_millis() as u64),
             limits,
-            usage: Mutex::new(usage),
+            usage: Mutex::new(usage.clone()),
             room: Condvar::new(),
             closed: AtomicBool::new(false),
             counts: Counts::default(),
@@ -213,7 +249,7 @@ impl Outbox {
             fsync: None,
             readable: None,
         };
-        outbox.publish_gauges(usage);
+        outbox.publish_gauges(&usage);
         Ok(outbox)
     }
 
@@ -246,7 +282,7 @@ impl Outbox {
         self
     }
 
-    fn publish_gauges(&self, u: Usage) {
+    fn publish_gauges(&self, u: &Usage) {
         metrics::gauge!("kiri_outbox_records").set(u.records as f64);
         metrics::gauge!("kiri_outbox_bytes").set(u.bytes as f64);
     }
@@ -264,7 +300,7 @@ impl Outbox {
 
     /// Records and bytes currently held.
     pub fn usage(&self) -> (u64, u64) {
-        let u = *self.usage.lock().expect("outbox usage lock");
+        let u = self.usage.lock().expect("outbox usage lock");
         (u.records, u.bytes)
     }
 
@@ -288,13 +324,24 @@ impl Outbox {
 
     /// What the outbox holds and has done.
     pub fn stats(&self) -> Result<OutboxStats, OutboxError> {
-        let u = *self.usage.lock().expect("outbox usage lock");
+        let u = self.usage.lock().expect("outbox usage lock").clone();
         let c = &self.counts;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Ok(OutboxStats {
             records: u.records,
             bytes: u.bytes,
             high_priority_records: u.high,
+            functions: u
+                .queues
+                .iter()
+                .map(|(q, s)| {
+                    let share = FunctionShare {
+                        records: s.records,
+                        bytes: s.bytes,
+                    };
+                    (String::from_utf8_lossy(q).into_owned(), share)
+                })
+                .collect(),
             unflushed: self.unflushed()?,
             oldest_age_ms: self
                 .oldest_created_ms()?
@@ -314,23 +361,36 @@ impl Outbox {
     /// Records written but not yet flushed.
     pub fn unflushed(&self) -> Result<u64, OutboxError> {
         let durable = self.durable.load(Ordering::Acquire);
+        let queues: Vec<Vec<u8>> = {
+            let u = self.usage.lock().expect("outbox usage lock");
+            u.queues.keys().cloned().collect()
+        };
         let mut n = 0;
         for p in Priority::ALL {
-            let range = record::key(p, durable)..=record::key(p, u64::MAX);
-            n += self.tree.range(range).count() as u64;
+            for q in &queues {
+                let range = record::key_in(p, q, durable)..=record::key_in(p, q, u64::MAX);
+                n += self.tree.range(range).count() as u64;
+            }
         }
         Ok(n)
     }
 
-    /// When the oldest record held was created (the older of the two classes' first records).
+    /// When the oldest record held was created (the oldest of the queues' first records).
     pub fn oldest_created_ms(&self) -> Result<Option<u64>, OutboxError> {
+        let queues: Vec<Vec<u8>> = {
+            let u = self.usage.lock().expect("outbox usage lock");
+            u.queues.keys().cloned().collect()
+        };
         let mut oldest: Option<u64> = None;
         for p in Priority::ALL {
-            if let Some((k, v)) = self.tree.scan_prefix([p as u8]).next().transpose()? {
-                if let Some(Ok(r)) =
-                    record::parse_key(&k).map(|(p, seq)| record::decode(p, seq, &v))
-                {
-                    oldest = Some(oldest.map_or(r.created_ms, |o| o.min(r.created_ms)));
+            for q in &queues {
+                let first = self.tree.scan_prefix(record::queue_prefix(p, q)).next();
+                if let Some((k, v)) = first.transpose()? {
+                    if let Some(Ok(r)) =
+                        record::parse_key(&k).map(|id| record::decode(p, id.seq, &v))
+                    {
+                        oldest = Some(oldest.map_or(r.created_ms, |o| o.min(r.created_ms)));
+                    }
                 }
             }
         }
@@ -344,5 +404,7 @@ impl Outbox {
     }
 }
 
+#[cfg(test)]
+mod share_tests;
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use super::record::{self, Priority, Record, RecordError};
-use super::{Cursor, Outbox, OutboxError};
+use super::{Cursor, Outbox, OutboxError, RecordId, QUANTUM};
 
 impl Outbox {
     /// Flushes for the uplink's deletes (without the `fsync`, and without making new records
@@ -20,8 +20,10 @@ impl Outbox {
     }
 
     /// Up to `max` flushed records (and, past the first, `max_bytes` by `weight`) after
-    /// `cursor`, high priority first, each class in order; advances the cursor past them.
-    /// Expired and corrupt records are deleted and counted on the way.
+    /// `cursor`: high priority first, then normal, then low; within a class, the functions'
+    /// queues by deficit round robin on stored bytes ([`QUANTUM`] a turn), each queue in
+    /// order. Advances the cursor past them. Expired and corrupt records are deleted and
+    /// counted on the way.
     pub fn read(
         &self,
         cursor: &mut Cursor,
@@ -34,52 +36,86 @@ impl Outbox {
         let mut out = Vec::with_capacity(max.min(1024));
         let mut size = 0usize;
         for p in Priority::ALL {
-            let next = &mut cursor.next[p as usize];
-            if *next >= durable {
+            let queues = self.usage.lock().expect("outbox usage lock").queues_in(p);
+            if queues.is_empty() {
                 continue;
             }
-            let range = record::key(p, *next)..record::key(p, durable);
-            for entry in self.tree.range(range) {
-                if out.len() >= max {
-                    return Ok(out);
+            let c = &mut cursor.class[p as usize];
+            // Where the round robin stands: the queue whose turn is under way, or the next
+            // one after it in name order.
+            let mut at = match &c.turn {
+                Some(t) => queues.partition_point(|q| q < t) % queues.len(),
+                None => 0,
+            };
+            if c.turn.as_ref().is_some_and(|t| queues[at] != *t) {
+                c.turn = None;
+            }
+            let mut drained = vec![false; queues.len()];
+            while drained.iter().any(|d| !d) {
+                let q = &queues[at];
+                if !drained[at] {
+                    if c.turn.as_ref() != Some(q) {
+                        *c.deficit.entry(q.clone()).or_default() += QUANTUM;
+                        c.turn = Some(q.clone());
+                    }
+                    let next = c.next.get(q).copied().unwrap_or(0);
+                    let range = record::key_in(p, q, next)..record::key_in(p, q, durable);
+                    let mut ended = true;
+                    for entry in self.tree.range(range) {
+                        let (k, v) = entry?;
+                        let Some(id) = record::parse_key(&k) else {
+                            continue;
+                        };
+                        let deficit = c.deficit.get(q).copied().unwrap_or(0);
+                        if v.len() as u64 > deficit {
+                            // Not this turn: the next one adds to the deficit.
+                            ended = false;
+                            break;
+                        }
+                        match record::decode(p, id.seq, &v) {
+                            Ok(r) if self.expired(&r, now) => {
+                                if self.remove(&id)? {
+                                    self.count_drops("expired", 1);
+                                }
+                            }
+                            Ok(r) => {
+                                let w = weight(&r);
+                                if out.len() >= max || (!out.is_empty() && size + w > max_bytes) {
+                                    // Full: the turn goes on at the next read.
+                                    return Ok(out);
+                                }
+                                size += w;
+                                out.push(r);
+                                c.deficit.insert(q.clone(), deficit - v.len() as u64);
+                            }
+                            Err(e @ RecordError::Version(_)) => {
+                                // Written by another Kiri version: keep it for that version, skip it here.
+                                tracing::error!(seq = id.seq, error = %e, "skipping an outbox record this version cannot read");
+                            }
+                            Err(e) => {
+                                tracing::error!(seq = id.seq, error = %e, "dropping corrupt outbox record");
+                                if self.remove(&id)? {
+                                    self.count_drops("corrupt", 1);
+                                }
+                            }
+                        }
+                        c.next.insert(q.clone(), id.seq + 1);
+                    }
+                    if ended {
+                        // Nothing more to send: an idle queue keeps no credit.
+                        drained[at] = true;
+                        c.deficit.remove(q);
+                    }
+                    c.turn = None;
                 }
-                let (k, v) = entry?;
-                let Some((_, seq)) = record::parse_key(&k) else {
-                    continue;
-                };
-                match record::decode(p, seq, &v) {
-                    Ok(r) if self.expired(&r, now) => {
-                        if self.remove(p, seq)? {
-                            self.count_drops("expired", 1);
-                        }
-                    }
-                    Ok(r) => {
-                        let w = weight(&r);
-                        if !out.is_empty() && size + w > max_bytes {
-                            return Ok(out);
-                        }
-                        size += w;
-                        out.push(r);
-                    }
-                    Err(e @ RecordError::Version(_)) => {
-                        // Written by another Kiri version: keep it for that version, skip it here.
-                        tracing::error!(seq, error = %e, "skipping an outbox record this version cannot read");
-                    }
-                    Err(e) => {
-                        tracing::error!(seq, error = %e, "dropping corrupt outbox record");
-                        if self.remove(p, seq)? {
-                            self.count_drops("corrupt", 1);
-                        }
-                    }
-                }
-                *next = seq + 1;
+                at = (at + 1) % queues.len();
             }
         }
         Ok(out)
     }
 
-    /// Deletes the expired records at the head of each class (records are in creation order
-    /// within a class, near enough: the sweep stops at the first live one; [`Outbox::read`]
+    /// Deletes the expired records at the head of each queue (records are in creation order
+    /// within a queue, near enough: the sweep stops at the first live one; [`Outbox::read`]
     /// catches any other). Returns how many it deleted.
     pub fn expire(&self) -> Result<u64, OutboxError> {
         if self.ttl_ms.is_none() {
@@ -88,18 +124,21 @@ impl Outbox {
         let now = crate::now_ms();
         let mut n = 0;
         for p in Priority::ALL {
-            for entry in self.tree.scan_prefix([p as u8]) {
-                let (k, v) = entry?;
-                let Some((_, seq)) = record::parse_key(&k) else {
-                    continue;
-                };
-                match record::decode(p, seq, &v) {
-                    Ok(r) if self.expired(&r, now) => {
-                        if self.remove(p, seq)? {
-                            n += 1;
+            let queues = self.usage.lock().expect("outbox usage lock").queues_in(p);
+            for q in queues {
+                for entry in self.tree.scan_prefix(record::queue_prefix(p, &q)) {
+                    let (k, v) = entry?;
+                    let Some(id) = record::parse_key(&k) else {
+                        continue;
+                    };
+                    match record::decode(p, id.seq, &v) {
+                        Ok(r) if self.expired(&r, now) => {
+                            if self.remove(&id)? {
+                                n += 1;
+                            }
                         }
+                        _ => break,
                     }
-                    _ => break,
                 }
             }
         }
@@ -111,25 +150,21 @@ impl Outbox {
     }
 
     /// Deletes a record the cloud acknowledged. Unknown records are ignored.
-    pub fn ack(&self, priority: Priority, seq: u64) -> Result<(), OutboxError> {
-        if self.remove(priority, seq)? {
+    pub fn ack(&self, id: &RecordId) -> Result<(), OutboxError> {
+        if self.remove(id)? {
             self.counts.acked.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("kiri_outbox_acked_total").increment(1);
         }
         Ok(())
     }
 
-    fn remove(&self, priority: Priority, seq: u64) -> Result<bool, OutboxError> {
+    fn remove(&self, id: &RecordId) -> Result<bool, OutboxError> {
         let mut u = self.usage.lock().expect("outbox usage lock");
-        let Some(old) = self.tree.remove(record::key(priority, seq))? else {
+        let Some(old) = self.tree.remove(id.key())? else {
             return Ok(false);
         };
-        u.records = u.records.saturating_sub(1);
-        u.bytes = u.bytes.saturating_sub(old.len() as u64);
-        if priority == Priority::High {
-            u.high = u.high.saturating_sub(1);
-        }
-        self.publish_gauges(*u);
+        u.sub(id, old.len() as u64);
+        self.publish_gauges(&u);
         drop(u);
         self.room.notify_all();
         Ok(true)

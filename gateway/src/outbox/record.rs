@@ -63,24 +63,107 @@ pub enum RecordError {
     Utf8,
 }
 
-/// The key of a record: its class, then its sequence number big-endian, so keys sort by
-/// class and, within a class, in FIFO order.
-pub fn key(priority: Priority, seq: u64) -> [u8; 9] {
-    let mut k = [0; 9];
-    k[0] = priority as u8;
-    k[1..].copy_from_slice(&seq.to_be_bytes());
+/// Bytes of a function's name kept in a key (names are at most 64 bytes; longer ones share
+/// a queue with whatever has the same first 255 bytes).
+const NAME_IN_KEY: usize = u8::MAX as usize;
+
+/// Where a record sits in the outbox: its class, the queue of the function that emitted it
+/// (the name's bytes, as in the key), and its sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RecordId {
+    /// Its drain class.
+    pub priority: Priority,
+    /// The emitting function's queue: its name's bytes.
+    pub queue: Vec<u8>,
+    /// Its sequence number.
+    pub seq: u64,
+}
+
+impl RecordId {
+    /// The id of a record emitted by `function`.
+    pub fn new(priority: Priority, function: &str, seq: u64) -> RecordId {
+        RecordId {
+            priority,
+            queue: queue_name(function).to_vec(),
+            seq,
+        }
+    }
+
+    /// Its key.
+    pub fn key(&self) -> Vec<u8> {
+        key_in(self.priority, &self.queue, self.seq)
+    }
+}
+
+impl Record {
+    /// Where it sits in the outbox (what [`crate::outbox::Outbox::ack`] takes).
+    pub fn id(&self) -> RecordId {
+        RecordId::new(self.priority, &self.function, self.seq)
+    }
+}
+
+/// The queue name of `function`: its name's bytes, at most 255.
+pub fn queue_name(function: &str) -> &[u8] {
+    &function.as_bytes()[..function.len().min(NAME_IN_KEY)]
+}
+
+/// The prefix of one function's queue in one class: `class u8 | name_len u8 | name`.
+pub fn queue_prefix(priority: Priority, queue: &[u8]) -> Vec<u8> {
+    let queue = &queue[..queue.len().min(NAME_IN_KEY)];
+    let mut k = Vec::with_capacity(2 + queue.len() + 8);
+    k.push(priority as u8);
+    k.push(queue.len() as u8);
+    k.extend_from_slice(queue);
     k
 }
 
+/// The key of a record: its class, its function's queue, then its sequence number
+/// big-endian, so keys sort by class, then by function, and within a function's queue in
+/// FIFO order.
+pub fn key(priority: Priority, function: &str, seq: u64) -> Vec<u8> {
+    key_in(priority, queue_name(function), seq)
+}
+
+/// The key of record `seq` in `queue`.
+pub fn key_in(priority: Priority, queue: &[u8], seq: u64) -> Vec<u8> {
+    let mut k = queue_prefix(priority, queue);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn priority_of(b: u8) -> Option<Priority> {
+    match b {
+        0 => Some(Priority::High),
+        1 => Some(Priority::Normal),
+        2 => Some(Priority::Low),
+        _ => None,
+    }
+}
+
 /// Decodes a key written by [`key`].
-pub fn parse_key(key: &[u8]) -> Option<(Priority, u64)> {
-    let priority = match key.first()? {
-        0 => Priority::High,
-        1 => Priority::Normal,
-        2 => Priority::Low,
-        _ => return None,
-    };
-    Some((priority, u64::from_be_bytes(key.get(1..)?.try_into().ok()?)))
+pub fn parse_key(key: &[u8]) -> Option<RecordId> {
+    let priority = priority_of(*key.first()?)?;
+    let len = usize::from(*key.get(1)?);
+    if key.len() != 2 + len + 8 {
+        return None;
+    }
+    Some(RecordId {
+        priority,
+        queue: key[2..2 + len].to_vec(),
+        seq: u64::from_be_bytes(key[2 + len..].try_into().ok()?),
+    })
+}
+
+/// Decodes a key of the first format (before per-function queues): class, then sequence
+/// number, 9 bytes. [`crate::outbox::Outbox::open`] moves such records to [`key`]s.
+pub fn parse_legacy_key(key: &[u8]) -> Option<(Priority, u64)> {
+    if key.len() != 9 {
+        return None;
+    }
+    Some((
+        priority_of(key[0])?,
+        u64::from_be_bytes(key[1..].try_into().ok()?),
+    ))
 }
 
 /// Encodes a record's value (everything but `seq`, which is the key).
@@ -149,15 +232,23 @@ mod tests {
     }
 
     #[test]
-    fn keys_sort_by_class_then_sequence() {
-        assert!(key(Priority::High, u64::MAX) < key(Priority::Normal, 0));
-        assert!(key(Priority::Normal, 255) < key(Priority::Normal, 256));
+    fn keys_sort_by_class_then_function_then_sequence() {
+        assert!(key(Priority::High, "z", u64::MAX) < key(Priority::Normal, "a", 0));
+        assert!(key(Priority::Normal, "f", 255) < key(Priority::Normal, "f", 256));
         assert_eq!(
-            parse_key(&key(Priority::High, 7)),
-            Some((Priority::High, 7))
+            parse_key(&key(Priority::High, "conv", 7)),
+            Some(RecordId::new(Priority::High, "conv", 7))
         );
-        assert_eq!(parse_key(&[3; 9]), None);
-        assert_eq!(parse_key(&[1; 8]), None);
+        let prefix = queue_prefix(Priority::Normal, b"f");
+        assert!(key(Priority::Normal, "f", 3).starts_with(&prefix));
+        assert!(!key(Priority::Normal, "ff", 3).starts_with(&prefix));
+        assert_eq!(parse_key(&[3; 11]), None);
+        assert_eq!(parse_key(&[1, 1, b'f', 0, 0]), None);
+        assert_eq!(
+            parse_legacy_key(&[1, 0, 0, 0, 0, 0, 0, 0, 9]),
+            Some((Priority::Normal, 9))
+        );
+        assert_eq!(parse_legacy_key(&key(Priority::Normal, "f", 9)), None);
     }
 
     proptest! {

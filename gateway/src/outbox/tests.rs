@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::*;
 use crate::config::WhenFull;
 
-fn open(dir: &Path, limits: OutboxConfig) -> (sled::Db, Outbox) {
+pub(super) fn open(dir: &Path, limits: OutboxConfig) -> (sled::Db, Outbox) {
     // sled's background flusher keeps the file lock for a moment after the last handle is
     // dropped, so a reopen right after a close may have to wait for it.
     let mut attempts = 0;
@@ -35,7 +35,7 @@ fn size(r: &Record) -> usize {
 }
 
 /// Flushes (only flushed records are read), then reads everything.
-fn read_all(outbox: &Outbox) -> Vec<Record> {
+pub(super) fn read_all(outbox: &Outbox) -> Vec<Record> {
     outbox.flush().unwrap();
     outbox
         .read(&mut Cursor::default(), usize::MAX, usize::MAX, size)
@@ -83,7 +83,9 @@ fn records_come_back_in_order_and_leave_only_when_acked() {
         .read(&mut cursor, 10, usize::MAX, size)
         .unwrap()
         .is_empty());
-    outbox.ack(Priority::Normal, seqs[0]).unwrap();
+    outbox
+        .ack(&RecordId::new(Priority::Normal, "f", seqs[0]))
+        .unwrap();
     assert_eq!(seqs_of(&read_all(&outbox)), &seqs[1..]);
     assert_eq!(outbox.usage().0, 2);
 }
@@ -123,7 +125,9 @@ fn a_full_outbox_blocks_the_appender_until_an_ack_makes_room() {
     };
     std::thread::sleep(Duration::from_millis(200));
     assert!(!waiter.is_finished(), "must wait while full");
-    outbox.ack(Priority::Normal, seqs[0]).unwrap();
+    outbox
+        .ack(&RecordId::new(Priority::Normal, "f", seqs[0]))
+        .unwrap();
     assert!(waiter.join().unwrap());
 }
 
@@ -149,7 +153,7 @@ fn a_corrupt_record_is_dropped_and_the_rest_is_read() {
     let seqs = outbox.append(&[rec(1), rec(2)]).unwrap();
     let tree = db.open_tree("outbox").unwrap();
     tree.insert(
-        record::key(Priority::Normal, seqs[0]),
+        record::key(Priority::Normal, "f", seqs[0]),
         &b"\x01garbage-garbage-garbage"[..],
     )
     .unwrap();
@@ -544,7 +548,7 @@ proptest! {
                 Op::Ack(i) => {
                     if !unacked.is_empty() {
                         let (p, seq) = unacked.remove(i as usize % unacked.len());
-                        outbox.ack(p, seq).unwrap();
+                        outbox.ack(&RecordId::new(p, "f", seq)).unwrap();
                         let q = &mut model[p as usize];
                         let at = q.iter().position(|m| m.seq == seq).expect("acked record is in the model");
                         acked_unflushed.push((p, q.remove(at).unwrap()));
@@ -625,7 +629,7 @@ fn a_group_larger_than_the_bound_flushes_itself_to_make_room() {
             let mut sent = 0;
             while !done.load(Ordering::Relaxed) {
                 for r in outbox.read(&mut cursor, 10, usize::MAX, size).unwrap() {
-                    outbox.ack(r.priority, r.seq).unwrap();
+                    outbox.ack(&r.id()).unwrap();
                     sent += 1;
                 }
                 std::thread::sleep(Duration::from_millis(5));

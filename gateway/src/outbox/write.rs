@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::MutexGuard;
 use std::time::Duration;
 
-use super::record::{self, Priority};
+use super::record::{self, Priority, RecordId};
 use super::{Keyed, NewRecord, Numbered, Outbox, OutboxError, StateWrite, Usage};
 use crate::config::WhenFull;
 
@@ -54,6 +54,7 @@ impl Outbox {
             return Ok(Appended::default());
         }
         let (values, bytes) = self.encode_all(records);
+        let shares = Demand::of(records, &values);
         // Under the usage lock: room is checked and taken in one step (parallel invocation
         // workers cannot all pass the check and overshoot the bounds); sequence numbers are
         // taken and applied in one order, so a reader never sees a record before an older one
@@ -63,9 +64,9 @@ impl Outbox {
             let len = |(k, v): &StateWrite| (k.len() + v.as_ref().map_or(0, Vec::len)) as u64;
             writes.iter().map(len).sum::<u64>().max(1)
         });
-        let (mut u, fit) = self.room_for(u, records.len() as u64, bytes, state_bytes)?;
+        let (mut u, fit) = self.room_for(u, &shares, bytes, state_bytes)?;
         let victims = match fit {
-            Fit::DropOldest => self.victims(&u, records.len() as u64, bytes)?,
+            Fit::DropOldest => self.victims(&u, &shares)?,
             _ => Vec::new(),
         };
         let (encoded, seqs) = if fit == Fit::Reject {
@@ -84,8 +85,8 @@ impl Outbox {
             }
             None => {
                 let mut batch = sled::Batch::default();
-                for (k, _) in &victims {
-                    batch.remove(k);
+                for (id, _) in &victims {
+                    batch.remove(id.key());
                 }
                 for (k, v) in &encoded {
                     batch.insert(&k[..], &v[..]);
@@ -96,8 +97,8 @@ impl Outbox {
                 use sled::transaction::{ConflictableTransactionError, TransactionError};
                 use sled::Transactional;
                 let result = (&self.tree, kv).transaction(|(outbox, kv)| {
-                    for (k, _) in &victims {
-                        outbox.remove(k)?;
+                    for (id, _) in &victims {
+                        outbox.remove(id.key())?;
                     }
                     for (k, v) in &encoded {
                         outbox.insert(&k[..], &v[..])?;
@@ -124,12 +125,9 @@ impl Outbox {
             }
         }
         if !victims.is_empty() {
-            u.records -= victims.len() as u64;
-            u.bytes -= victims.iter().map(|(_, len)| len).sum::<u64>();
-            u.high -= victims
-                .iter()
-                .filter(|(k, _)| k.first() == Some(&(Priority::High as u8)))
-                .count() as u64;
+            for (id, len) in &victims {
+                u.sub(id, *len);
+            }
             self.count_drops("full", victims.len() as u64);
             tracing::warn!(
                 dropped = victims.len(),
@@ -143,51 +141,63 @@ impl Outbox {
                 "outbox full: dropped new results (when_full = reject_new)"
             );
         } else {
-            self.count_appended(&mut u, &encoded, &seqs, bytes);
+            self.count_appended(&mut u, &encoded, &seqs);
         }
-        self.publish_gauges(*u);
+        self.publish_gauges(&u);
         Ok(Appended { seqs, change })
     }
 
     /// Gives each value its sequence number and key. Call under the usage lock.
-    fn number(&self, values: Vec<(Priority, Vec<u8>)>) -> Result<Numbered, OutboxError> {
+    fn number(&self, values: Vec<Encoded>) -> Result<Numbered, OutboxError> {
         let mut encoded = Vec::with_capacity(values.len());
         let mut seqs = Vec::with_capacity(values.len());
-        for (priority, value) in values {
+        for (priority, function, value) in values {
             let seq = self.db.generate_id()?;
-            encoded.push((record::key(priority, seq), value));
+            encoded.push((record::key(priority, &function, seq), value));
             seqs.push(seq);
         }
         Ok((encoded, seqs))
     }
 
     /// Accounts for records just written (under the usage lock).
-    fn count_appended(&self, u: &mut Usage, encoded: &[Keyed], seqs: &[u64], bytes: u64) {
+    fn count_appended(&self, u: &mut Usage, encoded: &[Keyed], seqs: &[u64]) {
         if let Some(last) = seqs.last() {
             self.issued.fetch_max(last + 1, Ordering::Release);
         }
+        for (k, v) in encoded {
+            if let Some(id) = record::parse_key(k) {
+                u.add(&id, v.len() as u64);
+            }
+        }
         let n = encoded.len() as u64;
-        u.records += n;
-        u.bytes += bytes;
-        u.high += encoded
-            .iter()
-            .filter(|(k, _)| k[0] == Priority::High as u8)
-            .count() as u64;
         self.counts.appended.fetch_add(n, Ordering::Relaxed);
         metrics::counter!("kiri_outbox_appended_total").increment(n);
     }
 
-    /// Each record's class and encoded value, and their total size.
-    fn encode_all(&self, records: &[NewRecord]) -> (Vec<(Priority, Vec<u8>)>, u64) {
-        let values: Vec<(Priority, Vec<u8>)> = records
+    /// Each record's class, function and encoded value, and their total size.
+    fn encode_all(&self, records: &[NewRecord]) -> (Vec<Encoded>, u64) {
+        let values: Vec<Encoded> = records
             .iter()
             .map(|r| {
                 let v = record::encode(r.created_ms, &r.function, &r.topic, &r.payload);
-                (self.priority_of(&r.topic), v)
+                (self.priority_of(&r.topic), r.function.clone(), v)
             })
             .collect();
-        let bytes = values.iter().map(|(_, v)| v.len() as u64).sum();
+        let bytes = values.iter().map(|(_, _, v)| v.len() as u64).sum();
         (values, bytes)
+    }
+
+    /// Whether `demand` fits the whole outbox's bounds and each function's share.
+    fn fits(&self, u: &Usage, demand: &Demand) -> (bool, bool) {
+        let total = u.records + demand.records <= self.limits.max_records
+            && u.bytes + demand.bytes <= self.limits.max_bytes;
+        let shares = demand.queues.iter().all(|(q, records, bytes)| {
+            let s = u.share(q);
+            (s.records + records <= self.limits.function_max_records
+                && s.bytes + bytes <= self.limits.function_max_bytes)
+                || s.records == 0
+        });
+        (total, shares)
     }
 
     /// Waits while writing `bytes` would take the data directory's file system below the
@@ -225,10 +235,17 @@ impl Outbox {
     /// appended them.
     pub fn append_if_room(&self, records: &[NewRecord]) -> Result<bool, OutboxError> {
         let (values, bytes) = self.encode_all(records);
+        let demand = Demand::of(records, &values);
         let mut u = self.usage.lock().expect("outbox usage lock");
-        let fits = u.records + records.len() as u64 <= self.limits.max_records
-            && u.bytes + bytes <= self.limits.max_bytes;
-        if !fits || self.disk.as_ref().is_some_and(|d| d.low(bytes)) {
+        // Strictly within the bounds: no exception for an empty outbox or share.
+        let total = u.records + demand.records <= self.limits.max_records
+            && u.bytes + demand.bytes <= self.limits.max_bytes;
+        let shares = demand.queues.iter().all(|(q, records, bytes)| {
+            let s = u.share(q);
+            s.records + records <= self.limits.function_max_records
+                && s.bytes + bytes <= self.limits.function_max_bytes
+        });
+        if !total || !shares || self.disk.as_ref().is_some_and(|d| d.low(bytes)) {
             return Ok(false);
         }
         let (encoded, seqs) = self.number(values)?;
@@ -237,8 +254,8 @@ impl Outbox {
             batch.insert(&k[..], &v[..]);
         }
         self.tree.apply_batch(batch)?;
-        self.count_appended(&mut u, &encoded, &seqs, bytes);
-        self.publish_gauges(*u);
+        self.count_appended(&mut u, &encoded, &seqs);
+        self.publish_gauges(&u);
         Ok(true)
     }
 
@@ -264,10 +281,11 @@ impl Outbox {
     fn room_for<'a>(
         &self,
         mut u: MutexGuard<'a, Usage>,
-        records: u64,
+        demand: &Demand,
         bytes: u64,
         state_bytes: Option<u64>,
     ) -> Result<(MutexGuard<'a, Usage>, Fit), OutboxError> {
+        let records = demand.records;
         let (mut full_counted, mut disk_counted) = (false, false);
         loop {
             if self.closed.load(Ordering::Relaxed) {
@@ -285,9 +303,8 @@ impl Outbox {
             } else if records == 0 {
                 return Ok((u, Fit::Yes));
             } else {
-                let fits = u.records + records <= self.limits.max_records
-                    && u.bytes + bytes <= self.limits.max_bytes;
-                if fits || u.records == 0 {
+                let (total, shares) = self.fits(&u, demand);
+                if (total || u.records == 0) && shares {
                     return Ok((u, Fit::Yes));
                 }
                 match self.limits.when_full {
@@ -299,10 +316,16 @@ impl Outbox {
                     full_counted = true;
                     self.counts.full_waits.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("kiri_outbox_full_waits_total").increment(1);
+                    let whose = if shares {
+                        "the outbox"
+                    } else {
+                        "the function's share of the outbox"
+                    };
                     tracing::warn!(
                         records = u.records,
                         bytes = u.bytes,
-                        "outbox full: holding back input acknowledgements until the uplink drains it"
+                        function = %demand.names(),
+                        "outbox full ({whose}): holding back input acknowledgements until the uplink drains it"
                     );
                 }
             }
@@ -319,28 +342,121 @@ impl Outbox {
         }
     }
 
-    /// The oldest records to delete so that `records`/`bytes` more fit: low priority first,
-    /// then normal, then high. Keys and encoded sizes.
-    fn victims(
-        &self,
-        u: &Usage,
-        records: u64,
-        bytes: u64,
-    ) -> Result<Vec<(sled::IVec, u64)>, OutboxError> {
+    /// The records to delete so that `demand` fits: first the oldest of each function in the
+    /// append that is over its share, then, while the whole outbox is over its bounds, the
+    /// oldest of the function holding the most bytes; each function's low priority records
+    /// first, then normal, then high. Ids and encoded sizes.
+    fn victims(&self, u: &Usage, demand: &Demand) -> Result<Vec<(RecordId, u64)>, OutboxError> {
+        let mut sim = u.clone();
         let mut out = Vec::new();
-        let (mut r, mut b) = (u.records, u.bytes);
-        for p in [Priority::Low, Priority::Normal, Priority::High] {
-            for entry in self.tree.scan_prefix([p as u8]) {
-                if r + records <= self.limits.max_records && b + bytes <= self.limits.max_bytes {
-                    return Ok(out);
-                }
-                let (k, v) = entry?;
-                r -= 1;
-                b = b.saturating_sub(v.len() as u64);
-                out.push((k, v.len() as u64));
+        let mut taken = std::collections::HashSet::new();
+        // Over its own share: its own oldest.
+        for (q, records, bytes) in &demand.queues {
+            let over = |s: &Usage| {
+                let share = s.share(q);
+                share.records > 0
+                    && (share.records + records > self.limits.function_max_records
+                        || share.bytes + bytes > self.limits.function_max_bytes)
+            };
+            self.take_oldest(q, &mut sim, &mut out, &mut taken, over)?;
+        }
+        // The whole outbox over its bounds: the biggest holder's oldest, then the next.
+        let total_over = |s: &Usage| {
+            s.records > 0
+                && (s.records + demand.records > self.limits.max_records
+                    || s.bytes + demand.bytes > self.limits.max_bytes)
+        };
+        while total_over(&sim) {
+            let Some(biggest) = sim
+                .queues
+                .iter()
+                .max_by_key(|(q, s)| (s.bytes, std::cmp::Reverse((*q).clone())))
+                .map(|(q, _)| q.clone())
+            else {
+                break;
+            };
+            let before = out.len();
+            // Its oldest, while it is still the biggest (then look again).
+            let still_biggest = |s: &Usage| {
+                let mine = s.share(&biggest).bytes;
+                total_over(s) && s.queues.values().all(|o| o.bytes <= mine)
+            };
+            self.take_oldest(&biggest, &mut sim, &mut out, &mut taken, still_biggest)?;
+            if out.len() == before {
+                break;
             }
         }
         Ok(out)
+    }
+
+    /// Adds the oldest records of `queue` (low priority first) to `out` while `more` holds
+    /// for the simulated usage.
+    fn take_oldest(
+        &self,
+        queue: &[u8],
+        sim: &mut Usage,
+        out: &mut Vec<(RecordId, u64)>,
+        taken: &mut std::collections::HashSet<Vec<u8>>,
+        more: impl Fn(&Usage) -> bool,
+    ) -> Result<(), OutboxError> {
+        for p in [Priority::Low, Priority::Normal, Priority::High] {
+            for entry in self.tree.scan_prefix(record::queue_prefix(p, queue)) {
+                if !more(sim) {
+                    return Ok(());
+                }
+                let (k, v) = entry?;
+                if !taken.insert(k.to_vec()) {
+                    continue;
+                }
+                let Some(id) = record::parse_key(&k) else {
+                    continue;
+                };
+                sim.sub(&id, v.len() as u64);
+                out.push((id, v.len() as u64));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A record's class, function and encoded value.
+type Encoded = (Priority, String, Vec<u8>);
+
+/// What an append asks for: records and bytes in all, and per function queue.
+struct Demand {
+    records: u64,
+    bytes: u64,
+    queues: Vec<(Vec<u8>, u64, u64)>,
+}
+
+impl Demand {
+    fn of(records: &[NewRecord], values: &[Encoded]) -> Demand {
+        let mut queues: Vec<(Vec<u8>, u64, u64)> = Vec::new();
+        for (r, (_, _, v)) in records.iter().zip(values) {
+            let q = record::queue_name(&r.function);
+            match queues.iter_mut().find(|(name, _, _)| name == q) {
+                Some(e) => {
+                    e.1 += 1;
+                    e.2 += v.len() as u64;
+                }
+                None => queues.push((q.to_vec(), 1, v.len() as u64)),
+            }
+        }
+        Demand {
+            records: records.len() as u64,
+            bytes: values.iter().map(|(_, _, v)| v.len() as u64).sum(),
+            queues,
+        }
+    }
+
+    /// The functions' names, for the log.
+    fn names(&self) -> String {
+        let names: Vec<_> = self
+            .queues
+            .iter()
+            .map(|(q, _, _)| String::from_utf8_lossy(q).into_owned())
+            .collect();
+        names.join(",")
     }
 }
 

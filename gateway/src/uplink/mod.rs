@@ -235,9 +235,14 @@ async fn session(
     loop {
         while connected && window.room() > 0 {
             // Unbatched, one read takes as many records as the window has room for: a read
-            // walks the store's index, once per window rather than once per record.
+            // walks the store's index, once per window rather than once per record. Under a
+            // bandwidth cap, one message at a time: publishing waits for the cap, and what
+            // goes next is chosen again after each wait (the functions' turns stay fair
+            // rather than a window of one function's large results going first).
             let max = if cfg.batch_records > 1 {
                 cfg.batch_records
+            } else if pacer.is_some() {
+                1
             } else {
                 window.room()
             };
@@ -260,7 +265,7 @@ async fn session(
                     // next one.
                     return Ok(rumqttc::ConnectionError::RequestsDone);
                 }
-                window.published(records.iter().map(|r| (r.priority, r.seq)).collect());
+                window.published(records.iter().map(Record::id).collect());
             }
         }
         if unflushed_acks > 0 && (window.is_empty() || unflushed_acks >= cfg.inflight as usize) {
@@ -323,8 +328,8 @@ async fn session(
                         // Reset only on progress: a broker that accepts the connection but
                         // drops it on a record it will not take is not retried at full speed.
                         backoff.reset();
-                        for &(priority, seq) in &records {
-                            outbox.ack(priority, seq)?;
+                        for id in &records {
+                            outbox.ack(id)?;
                         }
                         unflushed_acks += 1;
                         status.delivered(records.len() as u64);

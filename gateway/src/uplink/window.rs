@@ -4,10 +4,10 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::outbox::Priority;
+use crate::outbox::RecordId;
 
 /// The records one message carries.
-pub type Carried = Vec<(Priority, u64)>;
+pub type Carried = Vec<RecordId>;
 
 /// Messages published and not yet acknowledged.
 #[derive(Debug, Default)]
@@ -67,7 +67,7 @@ mod tests {
 
     #[test]
     fn acks_map_back_to_records_through_packet_ids() {
-        let n = |seq| (Priority::Normal, seq);
+        let n = |seq| RecordId::new(crate::outbox::Priority::Normal, "f", seq);
         let mut w = Window::new(3);
         w.published(vec![n(10)]);
         w.published(vec![n(11), n(12)]);
