@@ -411,7 +411,7 @@ fn a_full_outbox_blocks_input_and_resumes_without_loss() {
     let (dir, mut cloud, sub, broker_port) = super::site("block-consumer");
     let conf = config(&cloud.url(), &embedded(broker_port)).replacen(
         "[cloud]",
-        "[outbox]\nmax_records = 20\nwhen_full = \"block\"\n[cloud]",
+        "[outbox]\nmax_records = 20\nfunction_max_records = 20\nwhen_full = \"block\"\n[cloud]",
         1,
     );
     let mut kiri = Kiri::start(&dir.path().join("kiri"), &conf, &[]);
@@ -588,7 +588,7 @@ fn outbox_policies_drop_and_expire_visibly() {
     let policy = |lines: &str| base.replacen("[cloud]", &format!("[outbox]\n{lines}\n[cloud]"), 1);
     let mut kiri = Kiri::start(
         &dir.path().join("kiri"),
-        &policy("max_records = 50\nwhen_full = \"drop_oldest\""),
+        &policy("max_records = 50\nfunction_max_records = 50\nwhen_full = \"drop_oldest\""),
         &[],
     );
     cloud.stop();

@@ -72,6 +72,18 @@ pub fn status(url: &str, json: bool) -> anyhow::Result<()> {
         ob["policy"]["when_full"].as_str().unwrap_or("?"),
         ob["policy"]["max_records"], ob["policy"]["max_bytes"]
     );
+    if let Some(held) = ob["functions"].as_object().filter(|m| !m.is_empty()) {
+        let shares: Vec<String> = held
+            .iter()
+            .map(|(name, s)| format!("{name} {} results / {} bytes", s["records"], s["bytes"]))
+            .collect();
+        println!(
+            "          per function (share {} records / {} bytes): {}",
+            ob["function_share"]["records"],
+            ob["function_share"]["bytes"],
+            shares.join(", ")
+        );
+    }
     println!(
         "          since start: {} appended, {} acked, dropped {} (full), {} (rejected), {} (expired), {} (corrupt); waits {} (full), {} (disk)",
         ob["appended"], ob["acked"], ob["dropped_full"], ob["rejected"], ob["expired"],

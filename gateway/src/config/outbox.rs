@@ -28,9 +28,10 @@ pub struct OutboxConfig {
     /// Bytes held at most (record payloads plus headers).
     pub max_bytes: u64,
     /// Records one function may hold at most (its share; forwarded log lines included).
-    pub function_max_records: u64,
-    /// Bytes one function may hold at most (its share).
-    pub function_max_bytes: u64,
+    /// Unset: three quarters of `max_records`.
+    pub function_max_records: Option<u64>,
+    /// Bytes one function may hold at most (its share). Unset: three quarters of `max_bytes`.
+    pub function_max_bytes: Option<u64>,
     /// Policy when a bound is reached.
     pub when_full: WhenFull,
     /// Results older than this (humantime: `7d`, `12h`) are expired, counted and not sent.
@@ -44,6 +45,21 @@ pub struct OutboxConfig {
 }
 
 impl OutboxConfig {
+    /// Records one function may hold: `function_max_records`, or three quarters of
+    /// `max_records`.
+    pub fn function_records(&self) -> u64 {
+        self.function_max_records
+            .unwrap_or(self.max_records - self.max_records / 4)
+            .max(1)
+    }
+
+    /// Bytes one function may hold: `function_max_bytes`, or three quarters of `max_bytes`.
+    pub fn function_bytes(&self) -> u64 {
+        self.function_max_bytes
+            .unwrap_or(self.max_bytes - self.max_bytes / 4)
+            .max(1)
+    }
+
     /// The TTL, parsed (validated with the config).
     pub fn ttl(&self) -> Option<std::time::Duration> {
         self.ttl
@@ -57,8 +73,8 @@ impl Default for OutboxConfig {
         OutboxConfig {
             max_records: 1_000_000,
             max_bytes: 256 << 20,
-            function_max_records: 250_000,
-            function_max_bytes: 64 << 20,
+            function_max_records: None,
+            function_max_bytes: None,
             when_full: WhenFull::Block,
             ttl: None,
             high_priority: Vec::new(),
@@ -85,8 +101,14 @@ impl OutboxConfig {
         for (key, v) in [
             ("outbox.max_records", self.max_records),
             ("outbox.max_bytes", self.max_bytes),
-            ("outbox.function_max_records", self.function_max_records),
-            ("outbox.function_max_bytes", self.function_max_bytes),
+            (
+                "outbox.function_max_records",
+                self.function_max_records.unwrap_or(1),
+            ),
+            (
+                "outbox.function_max_bytes",
+                self.function_max_bytes.unwrap_or(1),
+            ),
         ] {
             if v == 0 {
                 return Err(format!("{key} must be at least 1"));

@@ -143,6 +143,8 @@ pub struct OutboxStats {
     pub high_priority_records: u64,
     /// Records and bytes held per function, by name.
     pub functions: std::collections::BTreeMap<String, FunctionShare>,
+    /// What one function may hold (`outbox.function_max_records`, `function_max_bytes`).
+    pub function_share: FunctionShare,
     /// Records held but not yet flushed (not yet sent: a crash may still undo them).
     pub unflushed: u64,
     /// Age of the oldest record held, ms.
@@ -342,6 +344,10 @@ impl Outbox {
                     (String::from_utf8_lossy(q).into_owned(), share)
                 })
                 .collect(),
+            function_share: FunctionShare {
+                records: self.limits.function_records(),
+                bytes: self.limits.function_bytes(),
+            },
             unflushed: self.unflushed()?,
             oldest_age_ms: self
                 .oldest_created_ms()?

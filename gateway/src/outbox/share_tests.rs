@@ -20,7 +20,7 @@ fn from(function: &str, n: u32, payload_bytes: usize) -> NewRecord {
 
 fn shares(records: u64, when_full: WhenFull) -> OutboxConfig {
     OutboxConfig {
-        function_max_records: records,
+        function_max_records: Some(records),
         when_full,
         ..OutboxConfig::default()
     }
@@ -152,6 +152,7 @@ fn a_full_outbox_takes_room_from_the_biggest_holder() {
     let dir = tempfile::tempdir().unwrap();
     let limits = OutboxConfig {
         max_records: 6,
+        function_max_records: Some(6),
         when_full: WhenFull::DropOldest,
         ..OutboxConfig::default()
     };

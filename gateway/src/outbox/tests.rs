@@ -212,8 +212,13 @@ fn parallel_appenders_never_push_the_outbox_past_its_bound() {
         .map(|w| {
             let outbox = outbox.clone();
             std::thread::spawn(move || {
+                // Each writer a function of its own: the whole outbox's bound binds.
+                let of = |i: u32| NewRecord {
+                    function: format!("f{w}"),
+                    ..rec(w * 10 + i)
+                };
                 (0..5)
-                    .map(|i| outbox.append(&[rec(w * 10 + i)]).is_ok())
+                    .map(|i| outbox.append(&[of(i)]).is_ok())
                     .filter(|ok| *ok)
                     .count()
             })

@@ -193,8 +193,8 @@ impl Outbox {
             && u.bytes + demand.bytes <= self.limits.max_bytes;
         let shares = demand.queues.iter().all(|(q, records, bytes)| {
             let s = u.share(q);
-            (s.records + records <= self.limits.function_max_records
-                && s.bytes + bytes <= self.limits.function_max_bytes)
+            (s.records + records <= self.limits.function_records()
+                && s.bytes + bytes <= self.limits.function_bytes())
                 || s.records == 0
         });
         (total, shares)
@@ -242,8 +242,8 @@ impl Outbox {
             && u.bytes + demand.bytes <= self.limits.max_bytes;
         let shares = demand.queues.iter().all(|(q, records, bytes)| {
             let s = u.share(q);
-            s.records + records <= self.limits.function_max_records
-                && s.bytes + bytes <= self.limits.function_max_bytes
+            s.records + records <= self.limits.function_records()
+                && s.bytes + bytes <= self.limits.function_bytes()
         });
         if !total || !shares || self.disk.as_ref().is_some_and(|d| d.low(bytes)) {
             return Ok(false);
@@ -355,8 +355,8 @@ impl Outbox {
             let over = |s: &Usage| {
                 let share = s.share(q);
                 share.records > 0
-                    && (share.records + records > self.limits.function_max_records
-                        || share.bytes + bytes > self.limits.function_max_bytes)
+                    && (share.records + records > self.limits.function_records()
+                        || share.bytes + bytes > self.limits.function_bytes())
             };
             self.take_oldest(q, &mut sim, &mut out, &mut taken, over)?;
         }
