@@ -7,9 +7,17 @@ use super::OutboxError;
 /// Records moved per batch.
 const MIGRATE_BATCH: usize = 1024;
 
+/// Set in the store's default tree once every key is of the second format, so later opens
+/// skip the scan.
+const MARKER: &[u8] = b"outbox_key_format";
+const FORMAT: &[u8] = &[2];
+
 /// Moves records of the first key format (class and sequence number) to their function's
-/// queue, [`MIGRATE_BATCH`] at a time, each batch atomic.
-pub(super) fn migrate(tree: &sled::Tree) -> Result<(), OutboxError> {
+/// queue, [`MIGRATE_BATCH`] at a time, each batch atomic; then marks the store as moved.
+pub(super) fn migrate(db: &sled::Db, tree: &sled::Tree) -> Result<(), OutboxError> {
+    if db.get(MARKER)?.as_deref() == Some(FORMAT) {
+        return Ok(());
+    }
     let mut moved = 0u64;
     let mut batch = sled::Batch::default();
     let mut n = 0;
@@ -38,8 +46,9 @@ pub(super) fn migrate(tree: &sled::Tree) -> Result<(), OutboxError> {
         tree.apply_batch(batch)?;
         moved += n as u64;
     }
+    db.insert(MARKER, FORMAT)?;
+    db.flush()?;
     if moved > 0 {
-        tree.flush()?;
         tracing::info!(
             records = moved,
             "outbox records moved to per-function queues"

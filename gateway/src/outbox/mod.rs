@@ -221,7 +221,7 @@ impl Outbox {
     /// key format are moved to their function's queue first.
     pub fn open(db: &sled::Db, limits: OutboxConfig) -> Result<Outbox, OutboxError> {
         let tree = db.open_tree("outbox")?;
-        migrate(&tree)?;
+        migrate(db, &tree)?;
         let mut usage = Usage::default();
         let mut issued = 0;
         for entry in tree.iter() {
@@ -232,7 +232,8 @@ impl Outbox {
                     usage.add(&id, v.len() as u64);
                 }
                 None => {
-                    tracing::error!(key = ?k, "an outbox key this version cannot read: kept, never sent")
+                    usage.add_unread(v.len() as u64);
+                    tracing::error!(key = ?k, "an outbox key this version cannot read: kept, never sent");
                 }
             }
         }

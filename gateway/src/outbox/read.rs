@@ -58,48 +58,64 @@ impl Outbox {
                         *c.deficit.entry(q.clone()).or_default() += QUANTUM;
                         c.turn = Some(q.clone());
                     }
-                    let next = c.next.get(q).copied().unwrap_or(0);
+                    // The turn's state in locals, written back once at its end.
+                    let mut deficit = c.deficit.get(q).copied().unwrap_or(0);
+                    let mut next = c.next.get(q).copied().unwrap_or(0);
                     let range = record::key_in(p, q, next)..record::key_in(p, q, durable);
-                    let mut ended = true;
+                    let (mut ended, mut full) = (true, false);
                     for entry in self.tree.range(range) {
                         let (k, v) = entry?;
-                        let Some(id) = record::parse_key(&k) else {
+                        let Some(seq) = record::seq_of(&k) else {
                             continue;
                         };
-                        let deficit = c.deficit.get(q).copied().unwrap_or(0);
                         if v.len() as u64 > deficit {
                             // Not this turn: the next one adds to the deficit.
                             ended = false;
                             break;
                         }
-                        match record::decode(p, id.seq, &v) {
+                        if out.len() >= max {
+                            full = true;
+                            break;
+                        }
+                        let id = || RecordId {
+                            priority: p,
+                            queue: q.clone(),
+                            seq,
+                        };
+                        match record::decode(p, seq, &v) {
                             Ok(r) if self.expired(&r, now) => {
-                                if self.remove(&id)? {
+                                if self.remove(&id())? {
                                     self.count_drops("expired", 1);
                                 }
                             }
                             Ok(r) => {
                                 let w = weight(&r);
-                                if out.len() >= max || (!out.is_empty() && size + w > max_bytes) {
-                                    // Full: the turn goes on at the next read.
-                                    return Ok(out);
+                                if !out.is_empty() && size + w > max_bytes {
+                                    full = true;
+                                    break;
                                 }
                                 size += w;
                                 out.push(r);
-                                c.deficit.insert(q.clone(), deficit - v.len() as u64);
+                                deficit -= v.len() as u64;
                             }
                             Err(e @ RecordError::Version(_)) => {
                                 // Written by another Kiri version: keep it for that version, skip it here.
-                                tracing::error!(seq = id.seq, error = %e, "skipping an outbox record this version cannot read");
+                                tracing::error!(seq, error = %e, "skipping an outbox record this version cannot read");
                             }
                             Err(e) => {
-                                tracing::error!(seq = id.seq, error = %e, "dropping corrupt outbox record");
-                                if self.remove(&id)? {
+                                tracing::error!(seq, error = %e, "dropping corrupt outbox record");
+                                if self.remove(&id())? {
                                     self.count_drops("corrupt", 1);
                                 }
                             }
                         }
-                        c.next.insert(q.clone(), id.seq + 1);
+                        next = seq + 1;
+                    }
+                    c.deficit.insert(q.clone(), deficit);
+                    c.next.insert(q.clone(), next);
+                    if full {
+                        // The turn goes on at the next read.
+                        return Ok(out);
                     }
                     if ended {
                         // Nothing more to send: an idle queue keeps no credit.

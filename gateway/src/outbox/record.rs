@@ -154,6 +154,13 @@ pub fn parse_key(key: &[u8]) -> Option<RecordId> {
     })
 }
 
+/// The sequence number of a key written by [`key`] (its last 8 bytes), without parsing the
+/// rest.
+pub fn seq_of(key: &[u8]) -> Option<u64> {
+    let at = key.len().checked_sub(8).filter(|&at| at >= 2)?;
+    Some(u64::from_be_bytes(key[at..].try_into().ok()?))
+}
+
 /// Decodes a key of the first format (before per-function queues): class, then sequence
 /// number, 9 bytes. [`crate::outbox::Outbox::open`] moves such records to [`key`]s.
 pub fn parse_legacy_key(key: &[u8]) -> Option<(Priority, u64)> {

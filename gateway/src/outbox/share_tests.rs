@@ -262,3 +262,68 @@ fn records_of_the_first_key_format_move_to_their_functions_queue() {
     let next = outbox.append(&[from("a", 1, 1)]).unwrap();
     assert!(next[0] > 11, "sequence numbers go on after the moved ones");
 }
+
+fn log_line(function: &str, n: u32) -> NewRecord {
+    NewRecord {
+        topic: format!("{LOGS_TOPIC}{function}"),
+        ..from(function, n, 10)
+    }
+}
+
+#[test]
+fn a_full_outbox_drops_log_lines_of_anyone_before_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = OutboxConfig {
+        max_records: 4,
+        function_max_records: Some(4),
+        when_full: WhenFull::DropOldest,
+        high_priority: vec!["alert/#".into()],
+        ..OutboxConfig::default()
+    };
+    let (_db, outbox) = open(dir.path(), limits);
+    let alert = |n| NewRecord {
+        topic: "alert/x".into(),
+        ..from("a", n, 1000)
+    };
+    outbox.append(&[alert(1), alert(2)]).unwrap();
+    assert!(outbox
+        .append_if_room(&[log_line("b", 1), log_line("b", 2)])
+        .unwrap());
+    outbox.append(&[from("c", 1, 10)]).unwrap();
+    let left: Vec<_> = read_all(&outbox)
+        .into_iter()
+        .map(|r| (r.function, r.priority))
+        .collect();
+    assert_eq!(
+        left,
+        [
+            ("a".to_string(), Priority::High),
+            ("a".to_string(), Priority::High),
+            ("c".to_string(), Priority::Normal),
+            ("b".to_string(), Priority::Low),
+        ],
+        "a log line went, though the alerts' function holds the most bytes"
+    );
+}
+
+#[test]
+fn a_functions_log_lines_do_not_hold_back_its_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, outbox) = open(dir.path(), shares(2, WhenFull::RejectNew));
+    assert!(outbox
+        .append_if_room(&[log_line("f", 1), log_line("f", 2)])
+        .unwrap());
+    assert_eq!(
+        outbox
+            .append(&[from("f", 3, 10), from("f", 4, 10)])
+            .unwrap()
+            .len(),
+        2,
+        "its share of results is still free"
+    );
+    assert!(
+        !outbox.append_if_room(&[log_line("f", 5)]).unwrap(),
+        "a log line must fit the whole share"
+    );
+    assert!(outbox.append_if_room(&[log_line("g", 1)]).unwrap());
+}

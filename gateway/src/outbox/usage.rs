@@ -12,13 +12,20 @@ pub(super) struct Share {
     pub(super) bytes: u64,
     /// Records per class.
     pub(super) class: [u64; 3],
+    /// Bytes per class.
+    pub(super) class_bytes: [u64; 3],
+    /// The highest sequence number it was given (so a wait knows whether its own records
+    /// still need a flush).
+    pub(super) newest: u64,
 }
 
 impl Share {
-    pub(super) fn add(&mut self, priority: Priority, bytes: u64) {
+    pub(super) fn add(&mut self, id: &RecordId, bytes: u64) {
         self.records += 1;
         self.bytes += bytes;
-        self.class[priority as usize] += 1;
+        self.class[id.priority as usize] += 1;
+        self.class_bytes[id.priority as usize] += bytes;
+        self.newest = self.newest.max(id.seq);
     }
 
     pub(super) fn sub(&mut self, priority: Priority, bytes: u64) {
@@ -26,6 +33,17 @@ impl Share {
         self.bytes = self.bytes.saturating_sub(bytes);
         let c = &mut self.class[priority as usize];
         *c = c.saturating_sub(1);
+        let b = &mut self.class_bytes[priority as usize];
+        *b = b.saturating_sub(bytes);
+    }
+
+    /// Its records and bytes, forwarded log lines (low priority) left out.
+    pub(super) fn results(&self) -> (u64, u64) {
+        let low = Priority::Low as usize;
+        (
+            self.records - self.class[low],
+            self.bytes - self.class_bytes[low],
+        )
     }
 }
 
@@ -49,7 +67,13 @@ impl Usage {
         self.queues
             .entry(id.queue.clone())
             .or_default()
-            .add(id.priority, bytes);
+            .add(id, bytes);
+    }
+
+    /// A stored record whose key this version cannot read: held, in the bounds, in no queue.
+    pub(super) fn add_unread(&mut self, bytes: u64) {
+        self.records += 1;
+        self.bytes += bytes;
     }
 
     pub(super) fn sub(&mut self, id: &RecordId, bytes: u64) {

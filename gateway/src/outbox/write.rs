@@ -187,15 +187,19 @@ impl Outbox {
         (values, bytes)
     }
 
-    /// Whether `demand` fits the whole outbox's bounds and each function's share.
+    /// Whether `demand` fits the whole outbox's bounds and each function's share. A
+    /// function's forwarded log lines do not count against its results here (they leave last,
+    /// so they could otherwise hold its results back); they must fit the whole share
+    /// themselves ([`Outbox::append_if_room`]). A share holding no results takes one append
+    /// whatever its size.
     fn fits(&self, u: &Usage, demand: &Demand) -> (bool, bool) {
         let total = u.records + demand.records <= self.limits.max_records
             && u.bytes + demand.bytes <= self.limits.max_bytes;
         let shares = demand.queues.iter().all(|(q, records, bytes)| {
-            let s = u.share(q);
-            (s.records + records <= self.limits.function_records()
-                && s.bytes + bytes <= self.limits.function_bytes())
-                || s.records == 0
+            let (held, held_bytes) = u.share(q).results();
+            (held + records <= self.limits.function_records()
+                && held_bytes + bytes <= self.limits.function_bytes())
+                || held == 0
         });
         (total, shares)
     }
@@ -279,7 +283,7 @@ impl Outbox {
     /// Below the disk reserve it waits whatever is written: records, or `state_bytes` of state
     /// writes alone.
     fn room_for<'a>(
-        &self,
+        &'a self,
         mut u: MutexGuard<'a, Usage>,
         demand: &Demand,
         bytes: u64,
@@ -331,8 +335,21 @@ impl Outbox {
             }
             // Records that wait for a flush cannot be sent, so cannot make room: flush them
             // before waiting (a group larger than the bound would otherwise wait for ever).
-            if self.durable.load(Ordering::Acquire) < self.issued.load(Ordering::Acquire) {
-                self.flush()?;
+            // Over its share only, only its own records can make room for it. The flush runs
+            // without the lock: the others' appends and acks go on meanwhile.
+            let durable = self.durable.load(Ordering::Acquire);
+            if durable < self.issued.load(Ordering::Acquire) {
+                let (total, _) = self.fits(&u, demand);
+                let own = demand
+                    .queues
+                    .iter()
+                    .any(|(q, _, _)| u.queues.get(q).is_some_and(|s| s.newest >= durable));
+                if !total || own {
+                    drop(u);
+                    self.flush()?;
+                    u = self.usage.lock().expect("outbox usage lock");
+                    continue;
+                }
             }
             u = self
                 .room
@@ -343,81 +360,96 @@ impl Outbox {
     }
 
     /// The records to delete so that `demand` fits: first the oldest of each function in the
-    /// append that is over its share, then, while the whole outbox is over its bounds, the
-    /// oldest of the function holding the most bytes; each function's low priority records
-    /// first, then normal, then high. Ids and encoded sizes.
+    /// append that is over its share; then, while the whole outbox is over its bounds, class
+    /// by class (forwarded log lines, then normal priority, then high), the oldest of the
+    /// function holding the most of that class. Ids and encoded sizes.
     fn victims(&self, u: &Usage, demand: &Demand) -> Result<Vec<(RecordId, u64)>, OutboxError> {
         let mut sim = u.clone();
         let mut out = Vec::new();
-        let mut taken = std::collections::HashSet::new();
-        // Over its own share: its own oldest.
+        let mut from = Resume::default();
+        let classes = [Priority::Low, Priority::Normal, Priority::High];
+        // Over its own share: its own oldest results (its log lines do not count there).
         for (q, records, bytes) in &demand.queues {
             let over = |s: &Usage| {
-                let share = s.share(q);
-                share.records > 0
-                    && (share.records + records > self.limits.function_records()
-                        || share.bytes + bytes > self.limits.function_bytes())
+                let (held, held_bytes) = s.share(q).results();
+                held > 0
+                    && (held + records > self.limits.function_records()
+                        || held_bytes + bytes > self.limits.function_bytes())
             };
-            self.take_oldest(q, &mut sim, &mut out, &mut taken, over)?;
+            for p in [Priority::Normal, Priority::High] {
+                self.take_oldest(q, p, &mut sim, &mut out, &mut from, over)?;
+            }
         }
-        // The whole outbox over its bounds: the biggest holder's oldest, then the next.
+        // The whole outbox over its bounds: class by class, the biggest holder's oldest.
         let total_over = |s: &Usage| {
             s.records > 0
                 && (s.records + demand.records > self.limits.max_records
                     || s.bytes + demand.bytes > self.limits.max_bytes)
         };
-        while total_over(&sim) {
-            let Some(biggest) = sim
-                .queues
-                .iter()
-                .max_by_key(|(q, s)| (s.bytes, std::cmp::Reverse((*q).clone())))
-                .map(|(q, _)| q.clone())
-            else {
-                break;
-            };
-            let before = out.len();
-            // Its oldest, while it is still the biggest (then look again).
-            let still_biggest = |s: &Usage| {
-                let mine = s.share(&biggest).bytes;
-                total_over(s) && s.queues.values().all(|o| o.bytes <= mine)
-            };
-            self.take_oldest(&biggest, &mut sim, &mut out, &mut taken, still_biggest)?;
-            if out.len() == before {
-                break;
+        for p in classes {
+            while total_over(&sim) {
+                let c = p as usize;
+                let Some(biggest) = sim
+                    .queues
+                    .iter()
+                    .filter(|(_, s)| s.class[c] > 0)
+                    .max_by(|(qa, a), (qb, b)| {
+                        (a.class_bytes[c], a.class[c], qb).cmp(&(b.class_bytes[c], b.class[c], qa))
+                    })
+                    .map(|(q, _)| q.clone())
+                else {
+                    break;
+                };
+                let before = out.len();
+                // Its oldest while it is still the biggest of the class (then look again).
+                let still_biggest = |s: &Usage| {
+                    let mine = s.share(&biggest).class_bytes[c];
+                    total_over(s) && s.queues.values().all(|o| o.class_bytes[c] <= mine)
+                };
+                self.take_oldest(&biggest, p, &mut sim, &mut out, &mut from, still_biggest)?;
+                if out.len() == before {
+                    break;
+                }
             }
         }
         Ok(out)
     }
 
-    /// Adds the oldest records of `queue` (low priority first) to `out` while `more` holds
-    /// for the simulated usage.
+    /// Adds the oldest records of `queue` in class `p` to `out` while `more` holds for the
+    /// simulated usage, going on from where the last call on that queue and class stopped.
     fn take_oldest(
         &self,
         queue: &[u8],
+        p: Priority,
         sim: &mut Usage,
         out: &mut Vec<(RecordId, u64)>,
-        taken: &mut std::collections::HashSet<Vec<u8>>,
+        from: &mut Resume,
         more: impl Fn(&Usage) -> bool,
     ) -> Result<(), OutboxError> {
-        for p in [Priority::Low, Priority::Normal, Priority::High] {
-            for entry in self.tree.scan_prefix(record::queue_prefix(p, queue)) {
-                if !more(sim) {
-                    return Ok(());
-                }
-                let (k, v) = entry?;
-                if !taken.insert(k.to_vec()) {
-                    continue;
-                }
-                let Some(id) = record::parse_key(&k) else {
-                    continue;
-                };
-                sim.sub(&id, v.len() as u64);
-                out.push((id, v.len() as u64));
+        let prefix = record::queue_prefix(p, queue);
+        let start = match from.get(&prefix) {
+            Some(last) => std::ops::Bound::Excluded(last.clone()),
+            None => std::ops::Bound::Included(prefix.clone()),
+        };
+        let end = std::ops::Bound::Included(record::key_in(p, queue, u64::MAX));
+        for entry in self.tree.range::<Vec<u8>, _>((start, end)) {
+            if !more(sim) {
+                return Ok(());
             }
+            let (k, v) = entry?;
+            from.insert(prefix.clone(), k.to_vec());
+            let Some(id) = record::parse_key(&k) else {
+                continue;
+            };
+            sim.sub(&id, v.len() as u64);
+            out.push((id, v.len() as u64));
         }
         Ok(())
     }
 }
+
+/// Where victim selection stopped in each queue and class: the last key it took.
+type Resume = std::collections::HashMap<Vec<u8>, Vec<u8>>;
 
 /// A record's class, function and encoded value.
 type Encoded = (Priority, String, Vec<u8>);

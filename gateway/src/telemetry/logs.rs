@@ -31,28 +31,40 @@ pub async fn forward_logs(
                 Err(_) => break,
             }
         }
-        let records: Vec<crate::outbox::NewRecord> = batch
-            .iter()
-            .map(|l| crate::outbox::NewRecord {
-                function: l.function.clone(),
-                topic: format!("{}{}", crate::outbox::LOGS_TOPIC, l.function),
-                payload: crate::codec::to_cbor(l),
-                created_ms: l.time_ms,
-            })
-            .collect();
+        // Each function's lines apart: one function at its share of the outbox loses its
+        // lines, not the others'.
+        let mut by_function: std::collections::BTreeMap<String, Vec<crate::outbox::NewRecord>> =
+            Default::default();
+        for l in &batch {
+            by_function
+                .entry(l.function.clone())
+                .or_default()
+                .push(crate::outbox::NewRecord {
+                    function: l.function.clone(),
+                    topic: format!("{}{}", crate::outbox::LOGS_TOPIC, l.function),
+                    payload: crate::codec::to_cbor(l),
+                    created_ms: l.time_ms,
+                });
+        }
         let outbox = outbox.clone();
         let stored =
-            tokio::task::spawn_blocking(move || -> Result<bool, crate::outbox::OutboxError> {
-                let room = outbox.append_if_room(&records)?;
-                if room {
+            tokio::task::spawn_blocking(move || -> Result<u64, crate::outbox::OutboxError> {
+                let (mut lost, mut stored) = (0, false);
+                for records in by_function.values() {
+                    if outbox.append_if_room(records)? {
+                        stored = true;
+                    } else {
+                        lost += records.len() as u64;
+                    }
+                }
+                if stored {
                     outbox.flush()?;
                 }
-                Ok(room)
+                Ok(lost)
             })
             .await;
         match stored {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => dropped(batch.len() as u64),
+            Ok(Ok(lost)) => dropped(lost),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "cannot store forwarded log lines");
                 dropped(batch.len() as u64);
