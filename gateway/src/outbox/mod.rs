@@ -64,6 +64,7 @@ mod migrate;
 mod read;
 pub(crate) mod record;
 mod usage;
+mod victims;
 mod write;
 
 use std::path::Path;
