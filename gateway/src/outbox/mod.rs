@@ -59,6 +59,7 @@
 //!   `expired` (TTL), `corrupt` (checksum). A record of an unknown format version is kept.
 //!   Every drop is counted in `kiri_outbox_dropped_total{reason}` and in [`Outbox::stats`].
 
+mod commit;
 mod disk;
 mod migrate;
 mod read;
@@ -92,6 +93,9 @@ pub enum OutboxError {
     /// The outbox was closed (shutdown) while an append waited for room.
     #[error("outbox closed")]
     Closed,
+    /// An earlier flush failed: nothing written since can be made durable.
+    #[error("outbox storage: an earlier flush failed: {0}")]
+    Failed(String),
 }
 
 /// A record's key and encoded value.
@@ -215,6 +219,8 @@ pub struct Outbox {
     fsync: Option<Fsync>,
     /// Woken when records become readable (after a flush).
     readable: Option<Arc<tokio::sync::Notify>>,
+    /// The flushes lanes share.
+    commits: commit::Commits,
 }
 
 impl Outbox {
@@ -252,6 +258,7 @@ impl Outbox {
             durable: AtomicU64::new(issued),
             fsync: None,
             readable: None,
+            commits: Default::default(),
         };
         outbox.publish_gauges(&usage);
         Ok(outbox)

@@ -263,9 +263,9 @@ impl Outbox {
         Ok(true)
     }
 
-    /// Makes everything written so far durable (one fsync), and readable by the uplink.
-    /// Returns the bytes flushed.
-    pub fn flush(&self) -> Result<usize, OutboxError> {
+    /// One flush, now: sled's, then the `fsync`; raises the watermark of what the uplink
+    /// may read. [`Outbox::flush`] shares these between callers.
+    pub(super) fn flush_now(&self) -> Result<usize, OutboxError> {
         let upto = self.issued.load(Ordering::Acquire);
         let n = self.db.flush()?;
         if let Some(f) = &self.fsync {
