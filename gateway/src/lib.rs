@@ -17,6 +17,7 @@ pub mod config;
 pub mod crypto;
 pub mod dead_letters;
 pub mod deploy;
+pub mod formats;
 /// Fuzz targets (`fuzz/`, `tests/fuzz`): not part of the gateway's API.
 #[doc(hidden)]
 pub mod fuzzing;

@@ -6,6 +6,7 @@ mod broker_auth;
 mod browser;
 mod delivery;
 mod deploy;
+mod formats;
 mod identity;
 mod isolation;
 mod observe;

@@ -45,14 +45,19 @@ fn header<'a>(h: &'a ureq::http::HeaderMap, name: &str) -> &'a str {
     h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
-/// A gateway with `dashboard.auth_reads`, the token, and the given functions.
+/// A gateway with `dashboard.auth_reads`, the token, messages of at most 4 KiB, and the
+/// given functions.
 fn gateway(dir: &Path, cloud_url: &str, broker_port: u16, functions: &str) -> Kiri {
     let conf = config_with(cloud_url, &embedded(broker_port), functions).replacen(
         "[cloud]",
         "[dashboard]\nauth_reads = true\n[cloud]",
         1,
     );
-    Kiri::start(dir, &conf, &[("KIRI_DASHBOARD_TOKEN", TOKEN.to_string())])
+    let env = [
+        ("KIRI_DASHBOARD_TOKEN", TOKEN.to_string()),
+        ("KIRI_BROKER_MAX_MESSAGE_BYTES", "4096".to_string()),
+    ];
+    Kiri::start(dir, &conf, &env)
 }
 
 #[test]
@@ -377,22 +382,22 @@ fn the_dashboard_shows_the_gateway_live_in_a_browser() {
             .any(|(topic, _)| topic == "kiri/gw-test/gated")
     });
 
-    // An input that no function can take: not replayable; Drop asks for a second press.
+    // An input too large for any function: not replayable; Drop asks for a second press.
     publish_all(
         broker_port,
         "s1",
         "sensors/s1/temperature",
-        vec![vec![0xff]],
+        vec![vec![0; 8192]],
     );
     browser.wait_js(
         "the rejected input in the list",
         t,
         r#"return [...document.querySelectorAll('#dead-letters-body tr')]
-        .some(tr => tr.cells[3].textContent === 'malformed')"#,
+        .some(tr => tr.cells[3].textContent === 'oversized')"#,
     );
     let row = browser.js(
         r#"return [...document.querySelectorAll('#dead-letters-body tr')]
-        .find(tr => tr.cells[3].textContent === 'malformed').dataset.id"#,
+        .find(tr => tr.cells[3].textContent === 'oversized').dataset.id"#,
     );
     let row = format!("#dead-letters-body tr[data-id='{}']", row.as_str().unwrap());
     assert_eq!(

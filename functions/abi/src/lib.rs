@@ -48,6 +48,24 @@ pub mod import {
     /// `sub`), its length; `NOT_FOUND` when the invocation has no verified caller (MQTT,
     /// timers, replays, or a call made with the admin token).
     pub const CALLER: &str = "caller";
+    /// `() -> i32`: the format of the event's payload as the function receives it, one of
+    /// [`crate::format`]. Optional: a module that does not import it is unaffected (an
+    /// addition to version 1).
+    pub const INPUT_FORMAT: &str = "input_format";
+}
+
+/// What [`import::INPUT_FORMAT`] returns: the format of the payload the function received.
+pub mod format {
+    /// No payload format: a timer tick (empty payload).
+    pub const NONE: i32 = 0;
+    /// One CBOR data item.
+    pub const CBOR: i32 = 1;
+    /// One JSON value, UTF-8.
+    pub const JSON: i32 = 2;
+    /// UTF-8 text.
+    pub const TEXT: i32 = 3;
+    /// Any bytes (also an HTTP invocation's body).
+    pub const BYTES: i32 = 4;
 }
 
 /// The longest caller subject the host passes, bytes (longer tokens are refused).

@@ -140,6 +140,32 @@ pub fn respond(body: &[u8]) -> Result<(), Error> {
     check(host::respond(body))
 }
 
+/// The format of the event's payload as this function received it: the trigger's `format`,
+/// after the conversion the function's `deliver` asks for. `None` for a timer tick (no
+/// payload); an HTTP invocation's body is `Bytes`.
+pub fn input_format() -> Option<Format> {
+    match host::input_format() {
+        abi::format::CBOR => Some(Format::Cbor),
+        abi::format::JSON => Some(Format::Json),
+        abi::format::TEXT => Some(Format::Text),
+        abi::format::BYTES => Some(Format::Bytes),
+        _ => None,
+    }
+}
+
+/// A payload format, as [`input_format`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One CBOR data item.
+    Cbor,
+    /// One JSON value, UTF-8.
+    Json,
+    /// UTF-8 text.
+    Text,
+    /// Any bytes.
+    Bytes,
+}
+
 /// The verified identity of the HTTP caller (the `sub` of the JWT it presented), read into
 /// `buf` (256 bytes always suffice). `None` for MQTT events, timers, replays and calls made
 /// with the admin token. A function can authorise per resource with it; the gateway has

@@ -19,6 +19,7 @@ struct State {
     kv: BTreeMap<Vec<u8>, Vec<u8>>,
     response: Option<Vec<u8>>,
     caller: Option<(String, Vec<String>)>,
+    input_format: i32,
 }
 
 std::thread_local! {
@@ -40,6 +41,16 @@ pub fn set_config(key: &str, value: &str) {
 pub fn set_caller(caller: Option<(&str, &[&str])>) {
     let caller = caller.map(|(s, p)| (s.to_string(), p.iter().map(|p| p.to_string()).collect()));
     STATE.with(|s| s.borrow_mut().caller = caller);
+}
+
+/// Sets what [`input_format`](crate::input_format) returns for the following calls, one of
+/// [`abi::format`](crate::abi::format) (the gateway sets it for each event).
+pub fn set_input_format(code: i32) {
+    STATE.with(|s| s.borrow_mut().input_format = code);
+}
+
+pub(crate) fn input_format() -> i32 {
+    STATE.with(|s| s.borrow().input_format)
 }
 
 /// Whether the current caller (if any) may use `name` (a topic or a key).

@@ -26,6 +26,13 @@ extern "C" {
     fn kiri_kv_list(pp: *const u8, pl: usize, op: *mut u8, oc: usize) -> i32;
     #[link_name = "caller"]
     fn kiri_caller(op: *mut u8, oc: usize) -> i32;
+    #[link_name = "input_format"]
+    fn kiri_input_format() -> i32;
+}
+
+pub fn input_format() -> i32 {
+    // SAFETY: no arguments; the host returns a code.
+    unsafe { kiri_input_format() }
 }
 
 pub fn caller(out: &mut [u8]) -> i32 {

@@ -110,6 +110,7 @@ pub fn job<'a>(function: usize, topic: &'a str, payload: &'a [u8]) -> Job<'a> {
         received_ms: 1_767_225_600_000,
         fresh: false,
         caller: None,
+        format: kiri_abi::format::CBOR,
     }
 }
 

@@ -6,7 +6,75 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::value::ConfigValue;
+use crate::formats::{Deliver, InputFormat};
 use crate::net::topic;
+
+/// One trigger: a topic filter, written as a string, or as a table with the payload format
+/// it accepts: `{ topic = "zigbee2mqtt/+", format = "json" }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trigger {
+    /// The topic filter.
+    pub topic: String,
+    /// The payload format it accepts (unset: the function's `format`).
+    pub format: Option<InputFormat>,
+}
+
+impl From<&str> for Trigger {
+    fn from(topic: &str) -> Trigger {
+        Trigger {
+            topic: topic.to_string(),
+            format: None,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum TriggerForm {
+    Filter(String),
+    Table(TriggerTable),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerTable {
+    topic: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    format: Option<InputFormat>,
+}
+
+impl Serialize for Trigger {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.format {
+            None => TriggerForm::Filter(self.topic.clone()),
+            Some(format) => TriggerForm::Table(TriggerTable {
+                topic: self.topic.clone(),
+                format: Some(format),
+            }),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Trigger {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Trigger, D::Error> {
+        Ok(match TriggerForm::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "a trigger is a topic filter, or a table { topic = \"...\", format = \"cbor\" | \"json\" | \"text\" | \"bytes\" }",
+            )
+        })? {
+            TriggerForm::Filter(topic) => Trigger {
+                topic,
+                format: None,
+            },
+            TriggerForm::Table(TriggerTable { topic, format }) => Trigger { topic, format },
+        })
+    }
+}
+
+fn is_as_received(d: &Deliver) -> bool {
+    *d == Deliver::AsReceived
+}
 
 /// The shortest `every` accepted.
 pub const MIN_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
@@ -21,9 +89,17 @@ pub struct FunctionConfig {
     pub name: String,
     /// Path to the `.wasm` module (relative to the config file's folder).
     pub module: PathBuf,
-    /// MQTT topic filters (`+` and `#` allowed) that trigger the function.
+    /// MQTT topic filters (`+` and `#` allowed) that trigger the function, each with the
+    /// payload format it accepts if it names one.
     #[serde(default)]
-    pub triggers: Vec<String>,
+    pub triggers: Vec<Trigger>,
+    /// The payload format its triggers accept unless they name their own (unset: CBOR that
+    /// does not also read as JSON; see [`crate::formats::check`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<InputFormat>,
+    /// What the function receives: the payload as it came, or converted to CBOR or JSON.
+    #[serde(default, skip_serializing_if = "is_as_received")]
+    pub deliver: Deliver,
     /// Run on a fixed interval (`"10s"`, `"5m"`, `"1h 30m"`), with topic `$timer`.
     pub every: Option<String>,
     /// Run on a cron schedule (5 fields, or 6 with seconds first; UTC), with topic `$timer`.
@@ -56,6 +132,21 @@ pub struct FunctionConfig {
 }
 
 impl FunctionConfig {
+    /// The trigger filters.
+    pub fn filters(&self) -> Vec<String> {
+        self.triggers.iter().map(|t| t.topic.clone()).collect()
+    }
+
+    /// The payload format a message on `topic` must be in: the first matching trigger's,
+    /// else the function's (`None`: the default).
+    pub fn format_for(&self, topic: &str) -> Option<InputFormat> {
+        self.triggers
+            .iter()
+            .find(|t| t.format.is_some() && topic::matches(&t.topic, topic))
+            .and_then(|t| t.format)
+            .or(self.format)
+    }
+
     /// Checks one function's settings (the module itself is checked when it is loaded).
     pub fn validate(&self) -> Result<(), String> {
         let ok_name = !self.name.is_empty()
@@ -101,8 +192,9 @@ impl FunctionConfig {
                 return Err(format!("function {:?}: cron = {cron:?}: {e}", self.name));
             }
         }
+        let filters = self.filters();
         let lists = [
-            ("trigger", &self.triggers),
+            ("trigger", &filters),
             ("publish", &self.publish),
             ("emit", &self.emit),
         ];

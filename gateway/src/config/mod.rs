@@ -31,7 +31,7 @@ pub use cloud::{CloudConfig, LogForwarding};
 pub use dashboard::{DashboardConfig, JwtConfig};
 pub use dead_letters::DeadLetterConfig;
 pub use deploy::DeployConfig;
-pub use functions::{FunctionConfig, FunctionLimits, MAX_EVERY, MIN_EVERY};
+pub use functions::{FunctionConfig, FunctionLimits, Trigger, MAX_EVERY, MIN_EVERY};
 pub use gateway::GatewayConfig;
 pub use outbox::{OutboxConfig, WhenFull};
 pub use value::{ConfigValue, Secret};

@@ -44,6 +44,8 @@ name = "f"
 module = "f.wasm"
 every = "1m"
 cron = "* * * * *"
+format = "json"
+deliver = "cbor"
 "#
     );
     let config: Config = Figment::from(Serialized::defaults(Config::default()))

@@ -114,6 +114,7 @@ impl HostAbi {
             received_ms: 1_700_000_000_000,
             fresh,
             caller,
+            format: kiri_abi::format::BYTES,
         };
         let jobs = [job(true), job(false)];
         let fuel_before = self.fuel();

@@ -30,7 +30,7 @@ pub(super) fn load_functions(
         registry
             .load(f)
             .with_context(|| format!("function {:?} ({})", f.name, f.module.display()))?;
-        tracing::info!(function = %f.name, triggers = ?f.triggers, "function loaded");
+        tracing::info!(function = %f.name, triggers = ?f.filters(), "function loaded");
     }
     if config.deploy.trusted_keys.is_empty() {
         return Ok((registry, None));
@@ -87,7 +87,7 @@ pub(super) fn load_functions(
                 continue;
             }
         };
-        let triggers = spec.triggers.clone();
+        let triggers = spec.filters();
         registry.activate(spec, prepared, Origin::Deployed { version });
         tracing::info!(function = %name, version, ?triggers, "deployed function loaded");
     }

@@ -119,9 +119,9 @@ impl Lanes {
                 continue;
             };
             match self.running.get_mut(&idx) {
-                None => self.start_lane(idx, &spec.name, spec.triggers.clone())?,
-                Some(lane) if lane.triggers != spec.triggers => {
-                    resubscribe(lane, spec.triggers.clone(), &self.kit.db)
+                None => self.start_lane(idx, &spec.name, spec.filters())?,
+                Some(lane) if lane.triggers != spec.filters() => {
+                    resubscribe(lane, spec.filters(), &self.kit.db)
                 }
                 Some(_) => {}
             }

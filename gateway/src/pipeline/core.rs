@@ -16,9 +16,9 @@ use super::io::{HandBack, Site, Subscriptions};
 use super::journal::{JobOrigin, Journal, Staged, Stager};
 use super::work::{Ack, HttpInvoke, Incoming, InvokeFailure, Work, HTTP_TOPIC, TIMER_TOPIC};
 use super::ProcessError;
-use crate::codec;
 use crate::dead_letters::Entry;
 use crate::deploy::{self, Deployer};
+use crate::formats;
 use crate::outbox::OutboxError;
 use crate::registry::Registry;
 use crate::runtime::{Job, Output};
@@ -191,30 +191,35 @@ impl<J: Journal> Core<J> {
     /// Runs one segment: its jobs (in parallel across functions), then one flush, then the
     /// HTTP answers. Returns the local messages to publish, or `None` when shutting down.
     fn process_group(&mut self, group: &mut [Work]) -> Result<Option<Vec<Output>>, ProcessError> {
+        // Each message checked against the format of each function it triggers, and converted
+        // as the function asks; what fails is rejected here, before any function runs.
+        let mut inputs: Vec<Vec<Input<'_>>> = Vec::with_capacity(group.len());
+        for w in group.iter() {
+            let admitted = match w {
+                Work::Message(m) => self.admit(m),
+                Work::Replay(r) => Ok(self.admit_replay(r).into_iter().collect()),
+                _ => Ok(Vec::new()),
+            };
+            match admitted {
+                Ok(i) => inputs.push(i),
+                Err(ProcessError::ShuttingDown) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
         let mut jobs = Vec::new();
         let mut origins = Vec::new();
         for (wi, w) in group.iter().enumerate() {
             match w {
                 Work::Message(m) => {
-                    if let Some((reason, error)) = self.check(m) {
-                        match self.reject(m, reason, error) {
-                            Err(ProcessError::ShuttingDown) => return Ok(None),
-                            other => other?,
-                        }
-                        continue;
-                    }
-                    let mut functions = self.registry.route(&m.publish.topic);
-                    if let Role::Lane(only) = self.role {
-                        functions.retain(|&f| f == only);
-                    }
-                    for function in functions {
+                    for input in &inputs[wi] {
                         jobs.push(Job {
-                            function,
+                            function: input.function,
                             topic: &m.publish.topic,
-                            payload: &m.publish.payload,
+                            payload: &input.payload,
                             received_ms: m.received_ms,
                             fresh: false,
                             caller: None,
+                            format: input.format,
                         });
                         origins.push(JobOrigin::Event);
                     }
@@ -230,25 +235,28 @@ impl<J: Journal> Core<J> {
                             received_ms: *at_ms,
                             fresh: false,
                             caller: None,
+                            format: kiri_abi::format::NONE,
                         });
                         origins.push(JobOrigin::Event);
                     }
                 }
                 Work::Replay(r) => {
-                    if self.registry.spec(r.function).is_none() {
-                        // Its function was undeployed after this was queued.
+                    let Some(input) = inputs[wi].first() else {
+                        // Its function was undeployed after this was queued, or the payload
+                        // does not pass its format (any more): it stays a dead letter.
                         self.journal.release(r.id);
                         continue;
-                    }
+                    };
                     metrics::counter!("kiri_dead_letters_replayed_total").increment(1);
                     // Retries run on a fresh instance, whatever the last failure was.
                     jobs.push(Job {
                         function: r.function,
                         topic: &r.topic,
-                        payload: &r.payload,
+                        payload: &input.payload,
                         received_ms: r.received_ms,
                         fresh: r.attempts > 0,
                         caller: None,
+                        format: input.format,
                     });
                     origins.push(JobOrigin::Replay {
                         id: r.id,
@@ -264,6 +272,7 @@ impl<J: Journal> Core<J> {
                             received_ms: call.received_ms,
                             fresh: false,
                             caller: call.caller.as_ref(),
+                            format: kiri_abi::format::BYTES,
                         });
                         origins.push(JobOrigin::Http { work: wi });
                     }
@@ -327,8 +336,9 @@ impl<J: Journal> Core<J> {
         }
     }
 
-    /// Why a message cannot be processed at all, if it cannot.
-    fn check(&self, m: &Incoming) -> Option<(&'static str, String)> {
+    /// The functions `m` runs, each with the payload in the form it asks for; a message
+    /// too large for any, or not in a function's format, is rejected (for that function).
+    fn admit<'m>(&self, m: &'m Incoming) -> Result<Vec<Input<'m>>, ProcessError> {
         let payload = &m.publish.payload;
         if payload.len() > self.limits.max_message_bytes {
             let error = format!(
@@ -336,23 +346,59 @@ impl<J: Journal> Core<J> {
                 payload.len(),
                 self.limits.max_message_bytes
             );
-            return Some(("oversized", error));
+            self.reject(m, None, "oversized", error)?;
+            return Ok(Vec::new());
         }
-        codec::check_well_formed(payload)
-            .err()
-            .map(|e| ("malformed", e.to_string()))
+        let mut functions = self.registry.route(&m.publish.topic);
+        if let Role::Lane(only) = self.role {
+            functions.retain(|&f| f == only);
+        }
+        let mut inputs = Vec::with_capacity(functions.len());
+        for function in functions {
+            let Some(spec) = self.registry.spec(function) else {
+                continue;
+            };
+            match Input::of(function, &spec, &m.publish.topic, payload) {
+                Ok(input) => inputs.push(input),
+                Err(r) => self.reject(m, Some(&spec.name), r.reason, r.error)?,
+            }
+        }
+        Ok(inputs)
+    }
+
+    /// A dead letter's payload in the form its function asks for now, if it still passes
+    /// the function's format.
+    fn admit_replay<'r>(&self, r: &'r crate::dead_letters::retry::Replay) -> Option<Input<'r>> {
+        let spec = self.registry.spec(r.function)?;
+        match Input::of(r.function, &spec, &r.topic, &r.payload) {
+            Ok(input) => Some(input),
+            Err(e) => {
+                tracing::warn!(function = %spec.name, topic = %r.topic, reason = e.reason,
+                    "dead letter not replayed, it does not pass the function's format: {}", e.error);
+                metrics::counter!("kiri_ingest_rejected_total", "reason" => e.reason).increment(1);
+                None
+            }
+        }
     }
 
     fn reject(
         &self,
         m: &Incoming,
+        function: Option<&str>,
         reason: &'static str,
         error: String,
     ) -> Result<(), ProcessError> {
-        tracing::warn!(topic = %m.publish.topic, bytes = m.publish.payload.len(), reason, "input rejected: {error}");
+        match function {
+            Some(f) => {
+                tracing::warn!(topic = %m.publish.topic, function = f, bytes = m.publish.payload.len(), reason, "input rejected: {error}")
+            }
+            None => {
+                tracing::warn!(topic = %m.publish.topic, bytes = m.publish.payload.len(), reason, "input rejected: {error}")
+            }
+        }
         metrics::counter!("kiri_ingest_rejected_total", "reason" => reason).increment(1);
         let recorded = self.journal.dead_letter(Entry {
-            function: None,
+            function: function.map(str::to_string),
             version: None,
             topic: m.publish.topic.clone(),
             reason: reason.to_string(),
@@ -434,7 +480,7 @@ impl<J: Journal> Core<J> {
             Role::Lane(f) => self
                 .registry
                 .spec(f)
-                .map(|s| s.triggers.clone())
+                .map(|s| s.filters())
                 .unwrap_or_default(),
         };
         if let (Some(d), Role::All | Role::Control) = (&self.deploy, self.role) {
@@ -495,4 +541,31 @@ fn acked(w: &Work) -> Option<Ack> {
 fn answer(call: &mut HttpInvoke, response: Result<Vec<u8>, InvokeFailure>) {
     let (unused, _) = oneshot::channel();
     let _ = std::mem::replace(&mut call.reply, unused).send(response);
+}
+
+/// What one function gets of one event: its payload in the form the function asks for, and
+/// that form's `input_format` code.
+struct Input<'a> {
+    function: usize,
+    payload: std::borrow::Cow<'a, [u8]>,
+    format: i32,
+}
+
+impl<'a> Input<'a> {
+    /// `payload` on `topic` for `function` (whose settings are `spec`): checked against its
+    /// format and converted as it asks.
+    fn of(
+        function: usize,
+        spec: &crate::config::FunctionConfig,
+        topic: &str,
+        payload: &'a [u8],
+    ) -> Result<Input<'a>, formats::Rejection> {
+        let format = formats::check(spec.format_for(topic), payload)?;
+        let (payload, format) = formats::deliver(format, spec.deliver, payload)?;
+        Ok(Input {
+            function,
+            payload,
+            format: format.code(),
+        })
+    }
 }

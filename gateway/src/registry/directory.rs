@@ -49,7 +49,7 @@ impl FunctionInfo {
         FunctionInfo {
             name: spec.name.clone(),
             version: module_version.to_string(),
-            triggers: spec.triggers.clone(),
+            triggers: spec.filters(),
             every: spec.every.clone(),
             cron: spec.cron.clone(),
             http: spec.http,

@@ -272,12 +272,12 @@ impl Inner {
     }
 
     fn reroute(&mut self) {
-        let empty: &[String] = &[];
-        self.router = Router::new(
-            self.specs
-                .iter()
-                .map(|s| s.as_ref().map_or(empty, |f| f.triggers.as_slice())),
-        );
+        let filters: Vec<Vec<String>> = self
+            .specs
+            .iter()
+            .map(|s| s.as_ref().map_or_else(Vec::new, |f| f.filters()))
+            .collect();
+        self.router = Router::new(filters.iter().map(Vec::as_slice));
     }
 }
 

@@ -167,6 +167,7 @@ pub(super) fn instantiate(
             response: None,
             telemetry: f.telemetry.clone(),
             caller: None,
+            input_format: kiri_abi::format::NONE,
             deadline: Instant::now() + Duration::from_millis(f.limits.timeout_ms),
             refusal_logged: false,
         };
@@ -394,6 +395,7 @@ fn call(
     let store = &mut instance.store;
     store.data_mut().reset();
     store.data_mut().caller = job.caller.cloned();
+    store.data_mut().input_format = job.format;
     store.data_mut().deadline = budget.deadline;
     store.set_fuel(0).map_err(trap)?;
     budget.refill(store, 0)?;

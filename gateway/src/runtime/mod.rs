@@ -67,6 +67,8 @@ pub struct Job<'a> {
     pub fresh: bool,
     /// The verified HTTP caller, if the event is a call made with a JWT.
     pub caller: Option<&'a Arc<Caller>>,
+    /// The payload's format, a [`kiri_abi::format`] code (what `input_format` returns).
+    pub format: i32,
 }
 
 /// A verified HTTP caller (from a JWT): the function can read its subject, and its topics
@@ -343,6 +345,7 @@ impl Runtime {
             received_ms,
             fresh: false,
             caller: None,
+            format: kiri_abi::format::CBOR,
         };
         let handle = self.handle(idx);
         let mut f = handle.function.lock().expect("function lock");

@@ -534,6 +534,8 @@ fn a_huge_module_file_is_refused_before_it_is_read() {
         name: "huge".into(),
         module: path,
         triggers: vec!["t".into()],
+        format: None,
+        deliver: Default::default(),
         every: None,
         cron: None,
         config: BTreeMap::new(),
@@ -567,6 +569,7 @@ fn a_batch_runs_each_function_in_order_and_functions_side_by_side() {
             received_ms: 0,
             fresh: false,
             caller: None,
+            format: kiri_abi::format::CBOR,
         })
         .collect();
     let seen = std::sync::Mutex::new(vec![Vec::new(), Vec::new()]);
@@ -609,6 +612,7 @@ fn a_function_with_concurrency_uses_several_instances() {
             received_ms: 0,
             fresh: false,
             caller: None,
+            format: kiri_abi::format::CBOR,
         })
         .collect();
     let done = std::sync::atomic::AtomicUsize::new(0);
@@ -648,6 +652,7 @@ fn the_first_error_of_the_callback_stops_the_batch() {
             received_ms: 0,
             fresh: false,
             caller: None,
+            format: kiri_abi::format::CBOR,
         })
         .collect();
     let calls = std::sync::atomic::AtomicUsize::new(0);
@@ -724,6 +729,7 @@ fn a_callers_prefixes_bound_every_host_call_and_do_not_outlive_its_invocation() 
             received_ms: 0,
             fresh: false,
             caller,
+            format: kiri_abi::format::BYTES,
         };
         let got = std::sync::Mutex::new(Vec::new());
         rt.run_batch(&[job], |_, r| -> Result<(), ()> {
@@ -1082,6 +1088,7 @@ fn instances_side_by_side_writing_one_key_count_it_once() {
         received_ms: 0,
         fresh: false,
         caller: None,
+        format: kiri_abi::format::CBOR,
     };
     // Both run before either commits: each counts the key as new.
     let done = std::sync::Mutex::new(Vec::new());

@@ -101,6 +101,8 @@ pub struct HostState {
     pub(crate) telemetry: crate::telemetry::Telemetry,
     /// The verified HTTP caller of this invocation, if any.
     pub(crate) caller: Option<Arc<super::Caller>>,
+    /// The format of this invocation's payload (`input_format`), a [`kiri_abi::format`] code.
+    pub(crate) input_format: i32,
     /// When this invocation (or the start function) must end: host calls trap after it.
     pub(crate) deadline: Instant,
     /// Whether this invocation already logged a refusal (the rest are only counted).
@@ -117,6 +119,7 @@ impl HostState {
         self.kv_delta = (0, 0);
         self.response = None;
         self.caller = None;
+        self.input_format = kiri_abi::format::NONE;
         self.refusal_logged = false;
     }
 
@@ -428,6 +431,11 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
             })
         },
     )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        import::INPUT_FORMAT,
+        |caller: Caller<'_, HostState>| -> i32 { caller.data().input_format },
+    )?;
     kv::add_to_linker(linker)
 }
 
@@ -461,8 +469,9 @@ fn lookup(
 }
 
 /// The names `add_to_linker` defines; a module importing anything else is refused at load.
-pub const IMPORTS: [&str; 11] = [
+pub const IMPORTS: [&str; 12] = [
     import::EMIT,
+    import::INPUT_FORMAT,
     import::CALLER,
     import::RESPOND,
     import::PUBLISH,

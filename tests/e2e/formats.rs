@@ -1,0 +1,221 @@
+//! Payload formats (issue 19): what each trigger format takes and refuses, published with a
+//! real MQTT client (`mosquitto_pub`), and the conversion that lets the CBOR examples run on a
+//! JSON sensor.
+
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{config_with, embedded};
+use crate::util::*;
+
+/// Publishes `payload` on `topic` with `mosquitto_pub` (QoS 1), as a device would.
+fn mosquitto_pub(port: u16, topic: &str, payload: &[u8]) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), payload).unwrap();
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-t", topic, "-f"])
+        .arg(file.path())
+        .status()
+        .expect("mosquitto_pub (Debian package mosquitto-clients, installed by make test)");
+    assert!(status.success(), "mosquitto_pub to {topic}");
+}
+
+/// A function that emits, for each event, the `input_format` code it was given followed by
+/// the payload it received, on `echo`.
+fn echo_module(dir: &std::path::Path) -> std::path::PathBuf {
+    let wat = r#"(module
+      (import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
+      (import "kiri" "input_format" (func $format (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "echo")
+      (func (export "kiri_abi_version") (result i32) i32.const 1)
+      (func (export "kiri_alloc") (param i32) (result i32) i32.const 1024)
+      (func (export "kiri_on_event") (param i32 i32 i32 i32 i64) (result i32)
+        ;; The byte before the payload (the topic's last) takes the format code.
+        (i32.store8 (i32.sub (local.get 2) (i32.const 1)) (call $format))
+        (drop (call $emit (i32.const 0) (i32.const 4) (i32.sub (local.get 2) (i32.const 1))
+          (i32.add (local.get 3) (i32.const 1))))
+        i32.const 0))"#;
+    let path = dir.join("echo.wasm");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(&path, wat::parse_str(wat).unwrap()).unwrap();
+    path
+}
+
+/// What reached the cloud: (function, payload) of each result.
+type Results = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+fn collect(cloud_port: u16, id: &str) -> Results {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sink = got.clone();
+    subscribe_results(cloud_port, id, move |_, e| {
+        sink.lock()
+            .unwrap()
+            .push((e.function.clone(), e.payload.clone()));
+    });
+    got
+}
+
+/// One echo function per format (and one with the default), each on `in/<format>`: every
+/// payload the issue names is taken or refused as `docs/payload-formats.md` says, refusals are
+/// counted, logged with topic and function, and kept as dead letters with their payload, and
+/// the message after each is processed.
+#[test]
+fn each_format_takes_what_it_documents_and_refuses_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Mosquitto::start(&dir.path().join("cloud"));
+    let got = collect(cloud.port, "formats-consumer");
+    let port = free_port();
+    let echo = echo_module(dir.path());
+    let mut functions = String::new();
+    for format in ["cbor", "json", "text", "bytes", "default"] {
+        let trigger = match format {
+            "default" => "\"in/default\"".to_string(),
+            f => format!("{{ topic = \"in/{f}\", format = \"{f}\" }}"),
+        };
+        functions += &format!(
+            "[[functions]]\nname = \"{format}\"\nmodule = \"{}\"\ntriggers = [{trigger}]\nretries = 0\n",
+            echo.display()
+        );
+    }
+    let conf = config_with(&cloud.url(), &embedded(port), &functions);
+    let token = "formats-test-token-0123456789";
+    let env = [("KIRI_DASHBOARD_TOKEN", token.to_string())];
+    let mut kiri = Kiri::start(&dir.path().join("kiri"), &conf, &env);
+
+    let json = br#"{"temperature":21.5,"humidity":40,"linkquality":120}"#.to_vec();
+    let cbor_reading = reading("s1", 1);
+    let not_utf8 = vec![0xff, 0xfe, 0x41];
+    // (topic, payload, taken)
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        ("in/cbor", json.clone(), false),
+        ("in/cbor", cbor_reading.clone(), true),
+        ("in/cbor", b"7".to_vec(), true),
+        ("in/json", cbor_reading.clone(), false),
+        ("in/json", json.clone(), true),
+        ("in/json", b"7".to_vec(), true),
+        ("in/text", not_utf8.clone(), false),
+        ("in/text", b"ON".to_vec(), true),
+        ("in/text", b"7".to_vec(), true),
+        ("in/bytes", not_utf8.clone(), true),
+        ("in/bytes", b"7".to_vec(), true),
+        ("in/default", b"7".to_vec(), false),
+        ("in/default", json.clone(), false),
+        ("in/default", cbor_reading.clone(), true),
+    ];
+    for (topic, payload, _) in &cases {
+        mosquitto_pub(port, topic, payload);
+    }
+    let taken: Vec<(String, Vec<u8>)> = cases
+        .iter()
+        .filter(|c| c.2)
+        .map(|(t, p, _)| (t.trim_start_matches("in/").to_string(), p.clone()))
+        .collect();
+    wait_until(
+        "every taken payload at the cloud",
+        Duration::from_secs(30),
+        || {
+            kiri.assert_running();
+            got.lock().unwrap().len() >= taken.len()
+        },
+    );
+    let mut arrived: Vec<(String, Vec<u8>)> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(f, p)| (f.clone(), p[1..].to_vec()))
+        .collect();
+    let mut want = taken.clone();
+    arrived.sort();
+    want.sort();
+    assert_eq!(
+        arrived, want,
+        "each function got exactly what its format takes, unchanged"
+    );
+    for (f, p) in got.lock().unwrap().iter() {
+        let code = match f.as_str() {
+            "cbor" | "default" => 1,
+            "json" => 2,
+            "text" => 3,
+            _ => 4,
+        };
+        assert_eq!(p[0], code, "{f}: input_format");
+    }
+
+    wait_until("the refusals counted", Duration::from_secs(10), || {
+        kiri.metric("kiri_ingest_rejected_total{reason=\"malformed\"}") == 4.0
+            && kiri.metric("kiri_ingest_rejected_total{reason=\"ambiguous\"}") == 1.0
+    });
+    let letters: serde_json::Value = ureq::get(&format!(
+        "http://127.0.0.1:{}/api/v1/dead-letters",
+        kiri.metrics_port
+    ))
+    .header("Authorization", &format!("Bearer {token}"))
+    .call()
+    .unwrap()
+    .body_mut()
+    .read_json()
+    .unwrap();
+    let mut kept: Vec<(String, String, u64)> = letters
+        .as_array()
+        .expect("a list of dead letters")
+        .iter()
+        .map(|e| {
+            (
+                e["function"].as_str().unwrap_or("-").to_string(),
+                e["reason"].as_str().unwrap().to_string(),
+                e["payload_len"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    kept.sort();
+    let mut expected = vec![
+        (
+            "cbor".to_string(),
+            "malformed".to_string(),
+            json.len() as u64,
+        ),
+        ("default".into(), "ambiguous".into(), 1),
+        ("default".into(), "malformed".into(), json.len() as u64),
+        ("json".into(), "malformed".into(), cbor_reading.len() as u64),
+        ("text".into(), "malformed".into(), 3),
+    ];
+    expected.sort();
+    assert_eq!(
+        kept, expected,
+        "each refusal kept with its function and its whole payload"
+    );
+    let log = kiri.log_text();
+    assert!(
+        log.contains("it is JSON: set the trigger's format"),
+        "the log says what the payload looks like"
+    );
+    assert!(log.contains("function=\"text\"") || log.contains("function=text"));
+    kiri.stop();
+}
+
+/// The existing CBOR example `convert` runs unchanged on a sensor that publishes its reading
+/// as JSON: the trigger takes JSON and the function has it delivered as CBOR.
+#[test]
+fn a_json_sensor_runs_the_cbor_example_unchanged_through_conversion() {
+    let (dir, cloud, sub, port) = super::site("json-sensor-consumer");
+    let functions = format!(
+        "[[functions]]\nname = \"convert\"\nmodule = \"{}\"\n\
+         triggers = [{{ topic = \"sensors/+/temperature\", format = \"json\" }}]\ndeliver = \"cbor\"\n",
+        function_wasm("convert").display()
+    );
+    let conf = config_with(&cloud.url(), &embedded(port), &functions);
+    let mut kiri = Kiri::start(&dir.path().join("kiri"), &conf, &[]);
+    for seq in 0..3 {
+        let json = format!(
+            r#"{{"sensor":"s1","kind":"temperature","value":{}.5,"unit":"C","seq":{seq}}}"#,
+            20 + seq
+        );
+        mosquitto_pub(port, "sensors/s1/temperature", json.as_bytes());
+    }
+    sub.wait_for(3, Duration::from_secs(30), &mut kiri);
+    assert_eq!(sub.distinct_seqs(), vec![0, 1, 2]);
+    kiri.stop();
+}
