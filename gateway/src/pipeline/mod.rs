@@ -32,6 +32,7 @@
 //!   `io.rs`: the traits behind which its I/O with the site broker lies.
 //! - `run.rs`: the thread that drives it, and that I/O over tokio and rumqttc.
 
+mod admit;
 mod core;
 mod io;
 mod journal;
