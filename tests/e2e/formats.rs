@@ -187,6 +187,21 @@ fn each_format_takes_what_it_documents_and_refuses_the_rest() {
         kept, expected,
         "each refusal kept with its function and its whole payload"
     );
+    let shown = |function: &str| {
+        letters
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["function"] == function && e["reason"] == "malformed")
+            .map(|e| e["payload"].clone())
+            .unwrap()
+    };
+    assert_eq!(shown("text"), serde_json::json!({"hex": "fffe41"}));
+    assert_eq!(
+        shown("cbor"),
+        serde_json::json!({"text": String::from_utf8(json.clone()).unwrap()}),
+        "the payload is shown: text as text, bytes as hex"
+    );
     let log = kiri.log_text();
     assert!(
         log.contains("it is JSON: set the trigger's format"),

@@ -244,6 +244,8 @@ pub fn dlq(command: DlqCommand, url: &str, token: Option<&str>) -> anyhow::Resul
                     e.topic,
                     e.error
                 );
+                let cut = if listed.payload_cut { " (cut)" } else { "" };
+                println!("{:>8}  payload {}{cut}", "", listed.payload);
             }
             println!("{} entries", entries.len());
         }

@@ -27,8 +27,8 @@ pub struct Entry {
     pub retry_at_ms: Option<u64>,
     /// The input's full length.
     pub payload_len: u64,
-    /// The input, or its first `dead_letters.max_payload_bytes` bytes (left out of the API's
-    /// listings).
+    /// The input, or its first `dead_letters.max_payload_bytes` bytes (the API's listings
+    /// show its start, as text or hex).
     #[serde(skip_serializing, default)]
     pub payload: Vec<u8>,
 }

@@ -28,8 +28,8 @@ fn default_limit() -> usize {
     100
 }
 
-/// One entry as the API lists it: its id, the entry (without the payload), and whether it
-/// can be replayed.
+/// One entry as the API lists it: its id, the entry, whether it can be replayed, and the
+/// start of its payload.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Listed {
     /// The entry's id.
@@ -39,13 +39,60 @@ pub struct Listed {
     pub entry: Entry,
     /// Whether `replay` can run it again.
     pub replayable: bool,
+    /// Its first [`PREVIEW_BYTES`] bytes: as text when they are UTF-8, else as hex.
+    pub payload: Shown,
+    /// Whether `payload` shows only the start of what was kept.
+    pub payload_cut: bool,
+}
+
+/// Payload bytes an API listing shows of each entry.
+pub const PREVIEW_BYTES: usize = 1024;
+
+/// A payload shown to a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Shown {
+    /// UTF-8 text, as it is.
+    Text(String),
+    /// Anything else, as lowercase hex.
+    Hex(String),
+}
+
+impl Shown {
+    /// `bytes` as text when they are UTF-8 (a character cut at the end does not count against
+    /// it), else as hex.
+    pub fn of(bytes: &[u8]) -> Shown {
+        let text = match std::str::from_utf8(bytes) {
+            Ok(t) => Some(t),
+            Err(e) if e.error_len().is_none() => {
+                Some(std::str::from_utf8(&bytes[..e.valid_up_to()]).expect("valid up to here"))
+            }
+            Err(_) => None,
+        };
+        match text {
+            Some(t) => Shown::Text(t.to_string()),
+            None => Shown::Hex(bytes.iter().map(|b| format!("{b:02x}")).collect()),
+        }
+    }
+}
+
+impl std::fmt::Display for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Shown::Text(t) => write!(f, "text {t:?}"),
+            Shown::Hex(h) => write!(f, "hex {h}"),
+        }
+    }
 }
 
 impl Listed {
     fn new(id: u64, entry: Entry) -> Listed {
+        let shown = &entry.payload[..entry.payload.len().min(PREVIEW_BYTES)];
         Listed {
             id,
             replayable: entry.replayable(),
+            payload: Shown::of(shown),
+            payload_cut: (shown.len() as u64) < entry.payload_len,
             entry,
         }
     }
@@ -229,4 +276,19 @@ async fn selection(
             format!("the body is not a selection: {e}"),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Shown;
+
+    #[test]
+    fn payloads_show_as_text_when_they_are_text_and_as_hex_otherwise() {
+        assert_eq!(Shown::of(b"ON"), Shown::Text("ON".into()));
+        assert_eq!(Shown::of(&[0xff, 0x00, 0x41]), Shown::Hex("ff0041".into()));
+        // A preview that cuts a character in two is still text.
+        let cut = &"21.5 °C".as_bytes()[..6];
+        assert_eq!(Shown::of(cut), Shown::Text("21.5 ".into()));
+        assert_eq!(Shown::of(b""), Shown::Text(String::new()));
+    }
 }
