@@ -84,8 +84,12 @@ if [ "$what" = "test" ]; then
     if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
         need+=(mosquitto)
     fi
-    # The payload-format tests publish device samples with mosquitto_pub.
+    # The payload-format tests publish device samples with mosquitto_pub, and read CloudEvents
+    # with jq and with the `cloudevents` SDK from PyPI in a throwaway venv.
     command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+    command -v jq >/dev/null 2>&1 || need+=(jq)
+    command -v python3 >/dev/null 2>&1 || need+=(python3)
+    python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
     # The C example function is built with clang for wasm32 and linked with wasm-ld (lld).
     command -v clang >/dev/null 2>&1 || need+=(clang)
     command -v wasm-ld >/dev/null 2>&1 || need+=(lld)

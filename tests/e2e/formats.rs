@@ -234,3 +234,123 @@ fn a_json_sensor_runs_the_cbor_example_unchanged_through_conversion() {
     assert_eq!(sub.distinct_seqs(), vec![0, 1, 2]);
     kiri.stop();
 }
+
+/// The `cloudevents` SDK from PyPI, in a venv of its own under `dir`; returns its python.
+fn cloudevents_sdk(dir: &std::path::Path) -> std::path::PathBuf {
+    let venv = dir.join("venv");
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("python3 (Debian python3-venv, installed by make test)");
+    assert!(made.success(), "python3 -m venv");
+    let python = venv.join("bin/python");
+    let pip = Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "cloudevents==1.13.0"])
+        .status()
+        .expect("pip");
+    assert!(pip.success(), "pip install cloudevents (PyPI)");
+    python
+}
+
+/// With `cloud.encoding = "cloudevents"`, results reach the cloud as CloudEvents 1.0 in
+/// structured JSON that consumers which are not Kiri read: `mosquitto_sub` receives them, `jq`
+/// reads the attributes and the converted reading, and the CloudEvents SDK for Python parses
+/// them.
+#[test]
+fn results_as_cloudevents_are_read_by_jq_and_the_cloudevents_sdk() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Mosquitto::start(&dir.path().join("cloud"));
+    let port = free_port();
+    let sub = |extra: &[&str]| {
+        Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &cloud.port.to_string()])
+            .args(["-q", "1", "-c", "-i", "ce-consumer", "-t", "kiri/#"])
+            .args(extra)
+            .output()
+            .expect("mosquitto_sub")
+    };
+    // A persistent session, subscribed before anything is published.
+    assert!(sub(&["-E"]).status.success());
+    let functions = format!(
+        "[[functions]]\nname = \"convert\"\nmodule = \"{}\"\ntriggers = [\"sensors/+/temperature\"]\n",
+        function_wasm("convert").display()
+    );
+    let conf = config_with(&cloud.url(), &embedded(port), &functions)
+        .replace("[cloud]\n", "[cloud]\nencoding = \"cloudevents\"\n");
+    let mut kiri = Kiri::start(&dir.path().join("kiri"), &conf, &[]);
+    publish_all(
+        port,
+        "s1",
+        "sensors/s1/temperature",
+        (0..3).map(|i| reading("s1", i)).collect(),
+    );
+    let out = sub(&["-C", "3", "-W", "30"]);
+    assert!(out.status.success(), "3 messages within 30 s");
+    let lines = String::from_utf8(out.stdout).unwrap();
+    kiri.assert_running();
+
+    let jq = |filter: &str| {
+        let mut child = Command::new("jq")
+            .args(["-r", filter])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("jq (installed by make test)");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(lines.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "jq {filter}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(
+        jq(r#"[.specversion, .type, .source, .datacontenttype, .kirifunction] | join(" ")"#),
+        "1.0 io.kiri.result /kiri/gw-test/convert application/json convert\n".repeat(3)
+    );
+    assert_eq!(
+        jq(".data.seq"),
+        "0\n1\n2\n",
+        "the reading, converted to JSON"
+    );
+
+    let python = cloudevents_sdk(dir.path());
+    let script = r#"
+import sys
+from cloudevents.http import from_json
+for line in sys.stdin:
+    e = from_json(line)
+    print(e["specversion"], e["type"], e["kiriseq"] >= 0, e.data["seq"], e.data["sensor"])
+"#;
+    let mut child = Command::new(&python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(lines.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the SDK parses them: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "1.0 io.kiri.result True 0 s1\n1.0 io.kiri.result True 1 s1\n1.0 io.kiri.result True 2 s1\n"
+    );
+    kiri.stop();
+}

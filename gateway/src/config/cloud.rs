@@ -51,6 +51,20 @@ pub struct CloudConfig {
     /// Function log lines at this level or more severe are forwarded to the cloud (at low
     /// priority, on `<topic_prefix>/$logs/<function>`); `off`: none.
     pub logs: LogForwarding,
+    /// How results travel: Kiri's CBOR envelope, or CloudEvents 1.0 in structured JSON.
+    pub encoding: Encoding,
+}
+
+/// How results travel to the cloud.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// Kiri's CBOR envelope (`docs/data-formats.md`), compact.
+    #[default]
+    Cbor,
+    /// CloudEvents 1.0, structured JSON (`application/cloudevents+json`; batches as
+    /// `application/cloudevents-batch+json`), readable by any JSON consumer.
+    Cloudevents,
 }
 
 /// Which function log lines go to the cloud.
@@ -102,6 +116,7 @@ impl Default for CloudConfig {
             batch_bytes: 64 << 10,
             max_bytes_per_sec: 0,
             logs: LogForwarding::Off,
+            encoding: Encoding::Cbor,
         }
     }
 }

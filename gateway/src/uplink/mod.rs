@@ -7,6 +7,7 @@
 //! the state). High priority records drain first; optionally several records travel in one
 //! batch message, and a bandwidth cap paces the publishes.
 
+mod cloudevents;
 mod envelope;
 mod pace;
 mod window;
@@ -71,6 +72,8 @@ pub struct UplinkConfig {
     pub batch_bytes: usize,
     /// Payload bytes per second at most (0: no cap).
     pub max_bytes_per_sec: u64,
+    /// How results travel.
+    pub encoding: crate::config::Encoding,
     /// Keep-alive.
     pub keep_alive: Duration,
     /// Largest incoming packet.
@@ -159,6 +162,9 @@ fn envelope(cfg: &UplinkConfig, r: &Record) -> Envelope {
 /// The topic and payload of the message carrying `records`: one envelope, or a batch message
 /// when `batch_records` > 1. Public for the benchmarks (`gateway/benches`).
 pub fn message(cfg: &UplinkConfig, records: &[Record]) -> (String, Vec<u8>) {
+    if cfg.encoding == crate::config::Encoding::Cloudevents {
+        return cloudevents::message(cfg, records);
+    }
     if cfg.batch_records <= 1 {
         let r = &records[0];
         let topic = format!("{}/{}", cfg.topic_prefix, r.topic);
@@ -226,10 +232,12 @@ async fn session(
     let mut unflushed_acks = 0usize;
     // A batch's size is what it weighs encoded; a single record is sent whatever its size.
     let weight = |r: &Record| {
-        if cfg.batch_records > 1 {
-            envelope(cfg, r).encode().len() + 1
-        } else {
+        if cfg.batch_records <= 1 {
             0
+        } else if cfg.encoding == crate::config::Encoding::Cloudevents {
+            cloudevents::event(cfg, r).to_string().len() + 1
+        } else {
+            envelope(cfg, r).encode().len() + 1
         }
     };
     loop {
