@@ -354,3 +354,105 @@ for line in sys.stdin:
     );
     kiri.stop();
 }
+
+/// Tahu's `sparkplug-payload` (npm, pinned in `tests/e2e/sparkplug/package-lock.json`),
+/// installed under `dir`; returns the folder to run `encode.js` in.
+fn sparkplug_encoder(dir: &std::path::Path) -> std::path::PathBuf {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/sparkplug");
+    let work = dir.join("sparkplug");
+    std::fs::create_dir_all(&work).unwrap();
+    for f in ["package.json", "package-lock.json", "encode.js"] {
+        std::fs::copy(here.join(f), work.join(f)).unwrap();
+    }
+    let npm = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(&work)
+        .status()
+        .expect("npm (Debian nodejs and npm, installed by make test)");
+    assert!(npm.success(), "npm ci sparkplug-payload");
+    work
+}
+
+/// Sparkplug B from a maintained library (Eclipse Tahu's, not Kiri's encoder): an NBIRTH and
+/// an NDATA that carries only aliases reach a function as the normalised form, with the
+/// names resolved from the birth and the Int16 sign kept; a truncated payload and a bare `7`
+/// are refused on the `sparkplug_b` trigger.
+#[test]
+fn sparkplug_b_from_tahus_library_arrives_normalised_with_aliases_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Mosquitto::start(&dir.path().join("cloud"));
+    let got = collect(cloud.port, "sparkplug-consumer");
+    let port = free_port();
+    let encoder = sparkplug_encoder(dir.path());
+    let echo = echo_module(dir.path());
+    let functions = format!(
+        "[[functions]]\nname = \"plant\"\nmodule = \"{}\"\n\
+         triggers = [{{ topic = \"spBv1.0/plant/+/line1/#\", format = \"sparkplug_b\" }}]\n\
+         deliver = \"json\"\nretries = 0\n",
+        echo.display()
+    );
+    let conf = config_with(&cloud.url(), &embedded(port), &functions);
+    let mut kiri = Kiri::start(&dir.path().join("kiri"), &conf, &[]);
+    let mut sent = Vec::new();
+    for kind in ["nbirth", "ndata"] {
+        let file = dir.path().join(format!("{kind}.bin"));
+        let ok = Command::new("node")
+            .arg("encode.js")
+            .arg(kind)
+            .arg(&file)
+            .current_dir(&encoder)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "encode {kind}");
+        let bytes = std::fs::read(&file).unwrap();
+        let topic = format!("spBv1.0/plant/{}/line1", kind.to_uppercase());
+        mosquitto_pub(port, &topic, &bytes);
+        sent.push(bytes);
+    }
+    // Refused: the NDATA cut short, and a bare digit.
+    let ndata = &sent[1];
+    mosquitto_pub(port, "spBv1.0/plant/NDATA/line1", &ndata[..ndata.len() - 3]);
+    mosquitto_pub(port, "spBv1.0/plant/NDATA/line1", b"7");
+    wait_until(
+        "both messages at the cloud",
+        Duration::from_secs(30),
+        || {
+            kiri.assert_running();
+            got.lock().unwrap().len() >= 2
+        },
+    );
+    let events: Vec<serde_json::Value> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, p)| {
+            assert_eq!(p[0], 2, "input_format: JSON");
+            serde_json::from_slice(&p[1..]).unwrap()
+        })
+        .collect();
+    assert_eq!(events[0]["message_type"], "NBIRTH");
+    assert_eq!(events[0]["group"], "plant");
+    assert_eq!(events[0]["edge_node"], "line1");
+    assert_eq!(events[0]["metrics"][1]["name"], "Temperature");
+    let data = &events[1];
+    assert_eq!(data["message_type"], "NDATA");
+    assert_eq!(data["seq"], 1);
+    assert_eq!(data["timestamp"], 1_700_000_001_000u64);
+    let metrics = data["metrics"].as_array().unwrap();
+    assert_eq!(
+        metrics[0]["name"], "Temperature",
+        "alias 1, named by the birth"
+    );
+    assert_eq!(metrics[0]["datatype"], "Double");
+    assert_eq!(metrics[0]["value"], 21.75);
+    assert_eq!(metrics[1]["name"], "Offset");
+    assert_eq!(
+        metrics[1]["value"], -4,
+        "Int16 in two's complement, sign kept"
+    );
+    wait_until("the refusals counted", Duration::from_secs(10), || {
+        kiri.metric("kiri_ingest_rejected_total{reason=\"malformed\"}") == 2.0
+    });
+    assert!(kiri.log_text().contains("not a Sparkplug B payload"));
+    kiri.stop();
+}

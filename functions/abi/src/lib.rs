@@ -66,6 +66,8 @@ pub mod format {
     pub const TEXT: i32 = 3;
     /// Any bytes (also an HTTP invocation's body).
     pub const BYTES: i32 = 4;
+    /// A Sparkplug B payload (protobuf), as it came.
+    pub const SPARKPLUG_B: i32 = 5;
 }
 
 /// The longest caller subject the host passes, bytes (longer tokens are refused).

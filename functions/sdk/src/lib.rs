@@ -149,6 +149,7 @@ pub fn input_format() -> Option<Format> {
         abi::format::JSON => Some(Format::Json),
         abi::format::TEXT => Some(Format::Text),
         abi::format::BYTES => Some(Format::Bytes),
+        abi::format::SPARKPLUG_B => Some(Format::SparkplugB),
         _ => None,
     }
 }
@@ -164,6 +165,8 @@ pub enum Format {
     Text,
     /// Any bytes.
     Bytes,
+    /// A Sparkplug B payload (protobuf), as it came.
+    SparkplugB,
 }
 
 /// The verified identity of the HTTP caller (the `sub` of the JWT it presented), read into

@@ -60,7 +60,7 @@ impl<'de> Deserialize<'de> for Trigger {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Trigger, D::Error> {
         Ok(match TriggerForm::deserialize(d).map_err(|_| {
             serde::de::Error::custom(
-                "a trigger is a topic filter, or a table { topic = \"...\", format = \"cbor\" | \"json\" | \"text\" | \"bytes\" }",
+                "a trigger is a topic filter, or a table { topic = \"...\", format = \"cbor\" | \"json\" | \"text\" | \"bytes\" | \"sparkplug_b\" }",
             )
         })? {
             TriggerForm::Filter(topic) => Trigger {

@@ -33,7 +33,7 @@ impl<J: Journal> Core<J> {
             let Some(spec) = self.registry.spec(function) else {
                 continue;
             };
-            match Input::of(function, &spec, &m.publish.topic, payload) {
+            match Input::of(function, &spec, &m.publish.topic, payload, &self.sparkplug) {
                 Ok(input) => inputs.push(input),
                 Err(r) => self.reject(m, Some(&spec.name), r.reason, r.error)?,
             }
@@ -48,7 +48,7 @@ impl<J: Journal> Core<J> {
         r: &'r crate::dead_letters::retry::Replay,
     ) -> Option<Input<'r>> {
         let spec = self.registry.spec(r.function)?;
-        match Input::of(r.function, &spec, &r.topic, &r.payload) {
+        match Input::of(r.function, &spec, &r.topic, &r.payload, &self.sparkplug) {
             Ok(input) => Some(input),
             Err(e) => {
                 tracing::warn!(function = %spec.name, topic = %r.topic, reason = e.reason,
@@ -110,9 +110,10 @@ impl<'a> Input<'a> {
         spec: &crate::config::FunctionConfig,
         topic: &str,
         payload: &'a [u8],
+        aliases: &formats::Aliases,
     ) -> Result<Input<'a>, formats::Rejection> {
         let format = formats::check(spec.format_for(topic), payload)?;
-        let (payload, format) = formats::deliver(format, spec.deliver, payload)?;
+        let (payload, format) = formats::deliver(format, spec.deliver, topic, payload, aliases)?;
         Ok(Input {
             function,
             payload,

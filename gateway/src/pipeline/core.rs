@@ -73,6 +73,8 @@ pub struct Core<J> {
     pending_subscriptions: Option<Vec<String>>,
     /// Wakes the uplink after a commit.
     wake: Arc<Notify>,
+    /// Sparkplug B metric names by alias, learned from the BIRTH messages this core sees.
+    pub(super) sparkplug: crate::formats::Aliases,
 }
 
 impl<J: Journal> Core<J> {
@@ -97,6 +99,7 @@ impl<J: Journal> Core<J> {
             subscriptions,
             pending_subscriptions: None,
             wake,
+            sparkplug: Default::default(),
         }
     }
 

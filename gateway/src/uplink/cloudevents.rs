@@ -70,9 +70,13 @@ fn data(payload: &[u8]) -> (&'static str, Data) {
     }
     if crate::codec::check_well_formed(payload).is_ok() {
         let format = crate::formats::InputFormat::Cbor;
-        if let Ok((json, _)) =
-            crate::formats::deliver(format, crate::formats::Deliver::Json, payload)
-        {
+        if let Ok((json, _)) = crate::formats::deliver(
+            format,
+            crate::formats::Deliver::Json,
+            "",
+            payload,
+            &crate::formats::Aliases::default(),
+        ) {
             if let Ok(v) = serde_json::from_slice::<Value>(&json) {
                 return ("application/json", Data::Value(v));
             }

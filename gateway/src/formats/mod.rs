@@ -2,11 +2,14 @@
 //! function runs, and the conversion a function may ask for (`deliver`). The user's guide is
 //! `docs/payload-formats.md`.
 
+pub mod sparkplug;
+
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
+pub use sparkplug::Aliases;
 
 /// What a trigger accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -20,6 +23,8 @@ pub enum InputFormat {
     Text,
     /// Anything (up to `broker.max_message_bytes`).
     Bytes,
+    /// A Sparkplug B payload (protobuf, `spBv1.0` topics).
+    SparkplugB,
 }
 
 impl InputFormat {
@@ -30,6 +35,7 @@ impl InputFormat {
             InputFormat::Json => "json",
             InputFormat::Text => "text",
             InputFormat::Bytes => "bytes",
+            InputFormat::SparkplugB => "sparkplug_b",
         }
     }
 
@@ -40,6 +46,7 @@ impl InputFormat {
             InputFormat::Json => kiri_abi::format::JSON,
             InputFormat::Text => kiri_abi::format::TEXT,
             InputFormat::Bytes => kiri_abi::format::BYTES,
+            InputFormat::SparkplugB => kiri_abi::format::SPARKPLUG_B,
         }
     }
 }
@@ -51,9 +58,11 @@ pub enum Deliver {
     /// The payload's bytes as they came.
     #[default]
     AsReceived,
-    /// JSON converted to CBOR (CBOR as it came); text and bytes as they came.
+    /// JSON, and Sparkplug B in its normalised form, converted to CBOR (CBOR as it came);
+    /// text and bytes as they came.
     Cbor,
-    /// CBOR converted to JSON (JSON as it came); text and bytes as they came.
+    /// CBOR, and Sparkplug B in its normalised form, converted to JSON (JSON as it came);
+    /// text and bytes as they came.
     Json,
 }
 
@@ -94,6 +103,9 @@ pub fn check(format: Option<InputFormat>, payload: &[u8]) -> Result<InputFormat,
             .map(|_| InputFormat::Text)
             .map_err(|e| Rejection::malformed(format!("not UTF-8 text: {e}"))),
         Some(InputFormat::Bytes) => Ok(InputFormat::Bytes),
+        Some(InputFormat::SparkplugB) => sparkplug::decode(payload)
+            .map(|_| InputFormat::SparkplugB)
+            .map_err(Rejection::malformed),
         None => match codec::check_well_formed(payload) {
             Ok(()) if check_json(payload).is_ok() => Err(Rejection {
                 reason: "ambiguous",
@@ -125,14 +137,28 @@ fn check_json(payload: &[u8]) -> Result<(), Rejection> {
         .map_err(|e| Rejection::malformed(format!("not well-formed JSON: {e}")))
 }
 
-/// The payload a function receives, and its format: `payload` (checked to be `format`)
-/// converted as `deliver` asks.
-pub fn deliver(
+/// The payload a function receives, and its format: `payload` on `topic` (checked to be
+/// `format`) converted as `deliver` asks. Sparkplug B metric aliases are resolved with, and
+/// BIRTH messages teach, `aliases`.
+pub fn deliver<'p>(
     format: InputFormat,
     deliver: Deliver,
-    payload: &[u8],
-) -> Result<(Cow<'_, [u8]>, InputFormat), Rejection> {
+    topic: &str,
+    payload: &'p [u8],
+    aliases: &Aliases,
+) -> Result<(Cow<'p, [u8]>, InputFormat), Rejection> {
     match (format, deliver) {
+        (InputFormat::SparkplugB, Deliver::Cbor | Deliver::Json) => {
+            let value =
+                sparkplug::normalise(topic, payload, aliases).map_err(Rejection::malformed)?;
+            let cbor = codec::encode_value(&value);
+            if deliver == Deliver::Cbor {
+                return Ok((Cow::Owned(cbor), InputFormat::Cbor));
+            }
+            let json = cbor_to_json(value)?;
+            let out = serde_json::to_vec(&json).expect("a JSON value serialises");
+            Ok((Cow::Owned(out), InputFormat::Json))
+        }
         (InputFormat::Json, Deliver::Cbor) => {
             let value: serde_json::Value = serde_json::from_slice(payload)
                 .map_err(|e| Rejection::malformed(format!("not well-formed JSON: {e}")))?;
@@ -252,7 +278,14 @@ mod tests {
     #[test]
     fn json_becomes_cbor_and_cbor_json_on_request() {
         let json = br#"{"temperature":21.5,"humidity":40,"ok":true,"tags":["a"],"none":null}"#;
-        let (as_cbor, f) = deliver(InputFormat::Json, Deliver::Cbor, json).unwrap();
+        let (as_cbor, f) = deliver(
+            InputFormat::Json,
+            Deliver::Cbor,
+            "t",
+            json,
+            &Aliases::default(),
+        )
+        .unwrap();
         assert_eq!(f, InputFormat::Cbor);
         let back: serde_json::Value = ciborium::de::from_reader(&as_cbor[..]).unwrap();
         assert_eq!(
@@ -260,18 +293,38 @@ mod tests {
             serde_json::from_slice::<serde_json::Value>(json).unwrap()
         );
 
-        let (as_json, f) = deliver(InputFormat::Cbor, Deliver::Json, &as_cbor).unwrap();
+        let (as_json, f) = deliver(
+            InputFormat::Cbor,
+            Deliver::Json,
+            "t",
+            &as_cbor,
+            &Aliases::default(),
+        )
+        .unwrap();
         assert_eq!(f, InputFormat::Json);
         let v: serde_json::Value = serde_json::from_slice(&as_json).unwrap();
         assert_eq!(v["temperature"], 21.5);
         assert_eq!(v["humidity"], 40);
 
-        let (same, f) = deliver(InputFormat::Text, Deliver::Cbor, b"21.5").unwrap();
+        let (same, f) = deliver(
+            InputFormat::Text,
+            Deliver::Cbor,
+            "t",
+            b"21.5",
+            &Aliases::default(),
+        )
+        .unwrap();
         assert_eq!((&same[..], f), (&b"21.5"[..], InputFormat::Text));
         assert!(matches!(
-            deliver(InputFormat::Json, Deliver::AsReceived, b"1")
-                .unwrap()
-                .0,
+            deliver(
+                InputFormat::Json,
+                Deliver::AsReceived,
+                "t",
+                b"1",
+                &Aliases::default()
+            )
+            .unwrap()
+            .0,
             Cow::Borrowed(_)
         ));
     }
@@ -289,7 +342,14 @@ mod tests {
         ]);
         let mut bytes = Vec::new();
         ciborium::ser::into_writer(&v, &mut bytes).unwrap();
-        let (json, _) = deliver(InputFormat::Cbor, Deliver::Json, &bytes).unwrap();
+        let (json, _) = deliver(
+            InputFormat::Cbor,
+            Deliver::Json,
+            "t",
+            &bytes,
+            &Aliases::default(),
+        )
+        .unwrap();
         let j: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(
             j,
