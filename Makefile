@@ -2,7 +2,7 @@
 CARGO ?= cargo
 CONFIG ?= kiri.example.toml
 WASM_TARGET := wasm32-unknown-unknown
-FUNCTIONS := kiri-fn-threshold kiri-fn-convert kiri-fn-average kiri-fn-window kiri-fn-zscore
+FUNCTIONS := kiri-fn-threshold kiri-fn-convert kiri-fn-average kiri-fn-window kiri-fn-zscore kiri-fn-devices
 # Guests the tests need besides the examples: the host ABI's fuzz guest.
 TEST_GUESTS := kiri-fuzz-guest
 

@@ -456,3 +456,106 @@ fn sparkplug_b_from_tahus_library_arrives_normalised_with_aliases_resolved() {
     assert!(kiri.log_text().contains("not a Sparkplug B payload"));
     kiri.stop();
 }
+
+/// The `devices` example on what real devices publish, each sample as its project documents
+/// it, published with `mosquitto_pub`: one reading per quantity reaches the cloud.
+#[test]
+fn device_payloads_become_readings_through_the_devices_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Mosquitto::start(&dir.path().join("cloud"));
+    let got = collect(cloud.port, "devices-consumer");
+    let port = free_port();
+    let module = function_wasm("devices");
+    let entry = |name: &str, trigger: &str, format: &str, deliver: &str, source: &str| {
+        format!(
+            "[[functions]]\nname = \"{name}\"\nmodule = \"{}\"\n\
+             triggers = [{{ topic = \"{trigger}\", format = \"{format}\" }}]\n\
+             deliver = \"{deliver}\"\nconfig = {{ source = \"{source}\" }}\n",
+            module.display()
+        )
+    };
+    let functions = [
+        entry("zigbee", "zigbee2mqtt/+", "json", "cbor", "zigbee2mqtt"),
+        entry("tasmota", "tele/+/SENSOR", "json", "cbor", "tasmota"),
+        entry("shelly", "+/events/rpc", "json", "cbor", "shelly"),
+        entry(
+            "states",
+            "+/sensor/+/state",
+            "text",
+            "as_received",
+            "statestream",
+        ),
+    ]
+    .concat();
+    let conf = config_with(&cloud.url(), &embedded(port), &functions);
+    let mut kiri = Kiri::start(&dir.path().join("kiri"), &conf, &[]);
+    // https://www.zigbee2mqtt.io/guide/usage/mqtt_topics_and_messages.html
+    mosquitto_pub(
+        port,
+        "zigbee2mqtt/living_room",
+        br#"{"temperature":21.5,"humidity":40,"linkquality":120}"#,
+    );
+    // https://tasmota.github.io/docs/MQTT/
+    mosquitto_pub(
+        port,
+        "tele/tasmota_1/SENSOR",
+        br#"{"Time":"2017-02-16T10:13:52","DS18B20":{"Temperature":20.6},"TempUnit":"C"}"#,
+    );
+    // https://shelly-api-docs.shelly.cloud/gen2/General/Notifications
+    mosquitto_pub(
+        port,
+        "shellyplusht-08b61fcb7f3c/events/rpc",
+        br#"{"src":"shellyplusht-08b61fcb7f3c","dst":"user_1","method":"NotifyStatus","params":{"ts":1631186545.04,"temperature:0":{"id":0,"tC":21.3,"tF":70.3}}}"#,
+    );
+    // https://esphome.io/components/mqtt
+    mosquitto_pub(port, "livingroom/sensor/temperature/state", b"22.25");
+    let want = [
+        ("zigbee", "living_room", "temperature", 21.5, "C"),
+        ("zigbee", "living_room", "humidity", 40.0, "%RH"),
+        ("tasmota", "tasmota_1/DS18B20", "temperature", 20.6, "C"),
+        (
+            "shelly",
+            "shellyplusht-08b61fcb7f3c/temperature:0",
+            "temperature",
+            21.3,
+            "C",
+        ),
+        ("states", "temperature", "temperature", 22.25, "C"),
+    ];
+    wait_until("a reading per quantity", Duration::from_secs(30), || {
+        kiri.assert_running();
+        got.lock().unwrap().len() >= want.len()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut readings: Vec<(String, String, String, f64, String)> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(f, p)| {
+            let r = kiri_reading::Reading::decode(p).expect("a reading");
+            (
+                f.clone(),
+                r.sensor.to_string(),
+                r.kind.to_string(),
+                r.value,
+                r.unit.to_string(),
+            )
+        })
+        .collect();
+    readings.sort_by(|a, b| (&a.0, &a.2).cmp(&(&b.0, &b.2)));
+    let mut want: Vec<_> = want
+        .iter()
+        .map(|(f, s, k, v, u)| {
+            (
+                f.to_string(),
+                s.to_string(),
+                k.to_string(),
+                *v,
+                u.to_string(),
+            )
+        })
+        .collect();
+    want.sort_by(|a, b| (&a.0, &a.2).cmp(&(&b.0, &b.2)));
+    assert_eq!(readings, want);
+    kiri.stop();
+}

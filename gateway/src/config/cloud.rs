@@ -99,7 +99,7 @@ impl LogForwarding {
 impl Default for CloudConfig {
     fn default() -> Self {
         CloudConfig {
-            url: "mqtt://127.0.0.1:8883".into(),
+            url: "mqtt://127.0.0.1:1884".into(),
             topic_prefix: None,
             client_id: None,
             inflight: 64,
