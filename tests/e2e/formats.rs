@@ -559,3 +559,65 @@ fn device_payloads_become_readings_through_the_devices_example() {
     assert_eq!(readings, want);
     kiri.stop();
 }
+
+/// `kiri decode` reads what a subscriber receives: several messages back to back
+/// (`mosquitto_sub -N`), batch messages among them, each result on a line of its own, and
+/// `--json` for scripts.
+#[test]
+fn kiri_decode_reads_every_message_and_batches_from_mosquitto_sub() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Mosquitto::start(&dir.path().join("cloud"));
+    let port = free_port();
+    let sub = |extra: &[&str]| {
+        Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &cloud.port.to_string()])
+            .args(["-q", "1", "-c", "-i", "decode-consumer", "-t", "kiri/#"])
+            .args(extra)
+            .output()
+            .expect("mosquitto_sub")
+    };
+    assert!(sub(&["-E"]).status.success());
+    let conf = super::config(&cloud.url(), &embedded(port))
+        .replace("[cloud]\n", "[cloud]\nbatch_records = 4\n");
+    let mut kiri = Kiri::start(&dir.path().join("kiri"), &conf, &[]);
+    publish_all(
+        port,
+        "s1",
+        "sensors/s1/temperature",
+        (0..6).map(|i| reading("s1", i)).collect(),
+    );
+    wait_until("six results delivered", Duration::from_secs(30), || {
+        kiri.assert_running();
+        kiri.metric("kiri_uplink_delivered_total") >= 6.0
+    });
+    let messages = kiri.metric("kiri_uplink_messages_total") as usize;
+    let out = sub(&["-N", "-C", &messages.to_string(), "-W", "10"]);
+    assert!(out.status.success(), "{messages} messages");
+    let decode = |args: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kiri"))
+            .arg("decode")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+        let done = child.wait_with_output().unwrap();
+        assert!(done.status.success(), "kiri decode {args:?}");
+        String::from_utf8(done.stdout).unwrap()
+    };
+    let lines = decode(&[]);
+    assert_eq!(lines.lines().count(), 6, "one line per result: {lines}");
+    assert!(lines.lines().all(|l| l.contains("function=convert")));
+    let seqs: Vec<u64> = decode(&["--json"])
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["payload"]["sensor"], "s1", "the payload as JSON");
+            v["payload"]["seq"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, (0..6).collect::<Vec<_>>());
+    kiri.stop();
+}

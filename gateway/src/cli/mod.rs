@@ -166,11 +166,15 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8080", env = "KIRI_URL")]
         url: String,
     },
-    /// Decode a result envelope (as received from the cloud broker) from stdin and print it.
+    /// Decode result envelopes and batch messages (as received from the cloud broker, back
+    /// to back or one per line) from stdin and print one line per result.
     Decode {
-        /// Stdin is a bare CBOR value (a reading, an HTTP response), not an envelope.
+        /// Stdin holds bare CBOR values (readings, HTTP responses), not envelopes.
         #[arg(long)]
         reading: bool,
+        /// One JSON object per result, for scripts.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -279,7 +283,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             target,
         } => deploy::command(&key, &name, version, Some(to), &target),
         Command::Status { url, json } => api::status(&url, json),
-        Command::Decode { reading } => tools::decode(reading),
+        Command::Decode { reading, json } => tools::decode(reading, json),
     }
 }
 

@@ -63,29 +63,89 @@ pub fn reading(
     Ok(())
 }
 
-/// `kiri decode`: a result envelope (or, with `reading`, a bare CBOR value) from stdin, as JSON.
-pub fn decode(reading: bool) -> anyhow::Result<()> {
+/// `kiri decode`: every message on stdin, Kiri's CBOR result envelopes and batch messages back
+/// to back (as `mosquitto_sub -N` writes them; the newline plain `mosquitto_sub` adds after
+/// each is skipped), one line per result; with `json`, one JSON object per line. With
+/// `reading`: bare CBOR values (readings, HTTP responses) back to back, each as JSON.
+pub fn decode(reading: bool, json: bool) -> anyhow::Result<()> {
     let mut bytes = Vec::new();
     std::io::stdin().read_to_end(&mut bytes)?;
-    if reading {
-        let value: ciborium::Value =
-            ciborium::de::from_reader(&bytes[..]).context("stdin is not CBOR")?;
-        println!("{}", serde_json::to_string(&value)?);
-        return Ok(());
+    let mut out = std::io::stdout().lock();
+    let mut rest = &bytes[..];
+    let mut messages = 0;
+    loop {
+        if !reading {
+            // No envelope starts with a newline byte (they are CBOR maps).
+            while let [b'\n', tail @ ..] = rest {
+                rest = tail;
+            }
+        }
+        if rest.is_empty() {
+            break;
+        }
+        let start = rest;
+        messages += 1;
+        let value: ciborium::Value = ciborium::de::from_reader(&mut rest)
+            .with_context(|| format!("message {messages} on stdin is not CBOR"))?;
+        if reading {
+            writeln!(out, "{}", serde_json::to_string(&value)?)?;
+            continue;
+        }
+        let item = &start[..start.len() - rest.len()];
+        let envelopes = match Envelope::decode(item) {
+            Ok(e) => vec![e],
+            Err(_) => Envelope::decode_batch(item).with_context(|| {
+                format!("message {messages} on stdin is not a Kiri result envelope or batch")
+            })?,
+        };
+        for e in envelopes {
+            let payload = readable(&e.payload);
+            if json {
+                let line = serde_json::json!({
+                    "id": e.id, "gateway": e.gateway, "seq": e.seq, "function": e.function,
+                    "topic": e.topic, "ts": e.ts, "payload": payload,
+                });
+                writeln!(out, "{line}")?;
+            } else {
+                writeln!(
+                    out,
+                    "id={} gateway={} function={} topic={} ts={} payload={}",
+                    e.id, e.gateway, e.function, e.topic, e.ts, payload
+                )?;
+            }
+        }
     }
-    let e = Envelope::decode(&bytes).context("stdin is not a Kiri result envelope")?;
-    let payload: ciborium::Value = ciborium::de::from_reader(&e.payload[..])
-        .unwrap_or_else(|_| ciborium::Value::Bytes(e.payload.clone()));
-    println!(
-        "id={} gateway={} function={} topic={} ts={} payload={}",
-        e.id,
-        e.gateway,
-        e.function,
-        e.topic,
-        e.ts,
-        serde_json::to_string(&payload)?
-    );
+    if messages == 0 {
+        anyhow::bail!("nothing on stdin");
+    }
     Ok(())
+}
+
+/// A payload for a person or a script: CBOR as JSON, JSON as itself, other text as a string,
+/// anything else as `{"hex": "..."}`.
+fn readable(payload: &[u8]) -> serde_json::Value {
+    use kiri::formats::{deliver, Aliases, Deliver, InputFormat};
+    if kiri::codec::check_well_formed(payload).is_ok() {
+        let converted = deliver(
+            InputFormat::Cbor,
+            Deliver::Json,
+            "",
+            payload,
+            &Aliases::default(),
+        );
+        if let Ok(Ok(v)) = converted.map(|(j, _)| serde_json::from_slice(&j)) {
+            return v;
+        }
+    }
+    if let Ok(v) = serde_json::from_slice(payload) {
+        return v;
+    }
+    match std::str::from_utf8(payload) {
+        Ok(text) => serde_json::Value::String(text.to_string()),
+        Err(_) => {
+            serde_json::json!({ "hex": payload.iter().map(|b| format!("{b:02x}")).collect::<String>() })
+        }
+    }
 }
 
 /// `kiri password-hash`: the Argon2id hash of the password on the first line of stdin.
