@@ -621,3 +621,36 @@ fn kiri_decode_reads_every_message_and_batches_from_mosquitto_sub() {
     assert_eq!(seqs, (0..6).collect::<Vec<_>>());
     kiri.stop();
 }
+
+/// An MQTT 5 client on the embedded broker (which speaks 3.1.1) is refused with a CONNACK it
+/// understands, and the log says what to use instead; 3.1.1 clients go on as before.
+#[test]
+fn an_mqtt_5_client_is_told_the_embedded_broker_speaks_3_1_1() {
+    let (dir, cloud, sub, port) = super::site("v5-consumer");
+    let mut kiri = Kiri::start(
+        &dir.path().join("kiri"),
+        &super::config(&cloud.url(), &embedded(port)),
+        &[],
+    );
+    let file = dir.path().join("reading.cbor");
+    std::fs::write(&file, reading("s1", 0)).unwrap();
+    let v5 = Command::new("mosquitto_pub")
+        .args(["-V", "mqttv5", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-q", "1", "-t", "sensors/s1/temperature", "-f"])
+        .arg(&file)
+        .output()
+        .expect("mosquitto_pub");
+    assert!(!v5.status.success());
+    let said = String::from_utf8_lossy(&v5.stderr);
+    assert!(
+        said.contains("Unsupported Protocol Version"),
+        "the client reads the refusal: {said}"
+    );
+    assert!(kiri
+        .log_text()
+        .contains("MQTT 5 clients need an external broker"));
+    mosquitto_pub(port, "sensors/s1/temperature", &reading("s1", 1));
+    sub.wait_for(1, Duration::from_secs(30), &mut kiri);
+    assert_eq!(sub.distinct_seqs(), vec![1]);
+    kiri.stop();
+}

@@ -267,6 +267,19 @@ async fn relay(
         if header.packet_type().ok() != Some(PacketType::Connect) {
             return Err(refusal("malformed", "the first packet is not a CONNECT"));
         }
+        // The protocol level (after the fixed header and the name "MQTT"): 4 is MQTT 3.1.1.
+        // Refused with a CONNACK the client can read rather than as a malformed packet: an
+        // MQTT 5 CONNECT would otherwise fail to parse further on.
+        let name_at = (2..=5).find(|&i| frame.get(i..i + 6) == Some(&b"\0\x04MQTT"[..]));
+        let level = name_at.and_then(|at| frame.get(at + 6).copied());
+        if level.is_some_and(|l| l != 4) {
+            let detail = format!(
+                "MQTT protocol level {}: the embedded broker speaks MQTT 3.1.1 (level 4); \
+                 MQTT 5 clients need an external broker (broker.mode = \"external\")",
+                level.unwrap_or_default()
+            );
+            return refuse(&mut client, RefusedProtocolVersion, "protocol", detail).await;
+        }
         let mut connect = match v4::Connect::read(header, frame) {
             Ok(c) if c.protocol == Protocol::V4 => c,
             Ok(_) | Err(mqttbytes::Error::InvalidProtocolLevel(_)) => {
