@@ -22,6 +22,30 @@ fn mosquitto_pub(port: u16, topic: &str, payload: &[u8]) {
     assert!(status.success(), "mosquitto_pub to {topic}");
 }
 
+/// `mosquitto_sub` on the cloud at `port` with a persistent session `id` on `kiri/#`, QoS 1,
+/// and `extra` options (`-E`: subscribe and exit; `-C n -W s`: take n messages).
+fn mosquitto_sub(port: u16, id: &str, extra: &[&str]) -> std::process::Output {
+    Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-q", "1", "-c", "-i", id, "-t", "kiri/#"])
+        .args(extra)
+        .output()
+        .expect("mosquitto_sub")
+}
+
+/// Runs `command` with `input` on its stdin; its output (stdout and stderr captured).
+fn piped(command: &mut Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// A function that emits, for each event, the `input_format` code it was given followed by
 /// the payload it received, on `echo`.
 fn echo_module(dir: &std::path::Path) -> std::path::PathBuf {
@@ -262,14 +286,7 @@ fn results_as_cloudevents_are_read_by_jq_and_the_cloudevents_sdk() {
     let dir = tempfile::tempdir().unwrap();
     let cloud = Mosquitto::start(&dir.path().join("cloud"));
     let port = free_port();
-    let sub = |extra: &[&str]| {
-        Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &cloud.port.to_string()])
-            .args(["-q", "1", "-c", "-i", "ce-consumer", "-t", "kiri/#"])
-            .args(extra)
-            .output()
-            .expect("mosquitto_sub")
-    };
+    let sub = |extra: &[&str]| mosquitto_sub(cloud.port, "ce-consumer", extra);
     // A persistent session, subscribed before anything is published.
     assert!(sub(&["-E"]).status.success());
     let functions = format!(
@@ -291,20 +308,7 @@ fn results_as_cloudevents_are_read_by_jq_and_the_cloudevents_sdk() {
     kiri.assert_running();
 
     let jq = |filter: &str| {
-        let mut child = Command::new("jq")
-            .args(["-r", filter])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("jq (installed by make test)");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(lines.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = piped(Command::new("jq").args(["-r", filter]), lines.as_bytes());
         assert!(out.status.success(), "jq {filter}");
         String::from_utf8(out.stdout).unwrap()
     };
@@ -326,23 +330,7 @@ for line in sys.stdin:
     e = from_json(line)
     print(e["specversion"], e["type"], e["kiriseq"] >= 0, e.data["seq"], e.data["sensor"])
 "#;
-    let mut child = Command::new(&python)
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(lines.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = piped(Command::new(&python).args(["-c", script]), lines.as_bytes());
     assert!(
         out.status.success(),
         "the SDK parses them: {}",
@@ -568,14 +556,7 @@ fn kiri_decode_reads_every_message_and_batches_from_mosquitto_sub() {
     let dir = tempfile::tempdir().unwrap();
     let cloud = Mosquitto::start(&dir.path().join("cloud"));
     let port = free_port();
-    let sub = |extra: &[&str]| {
-        Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &cloud.port.to_string()])
-            .args(["-q", "1", "-c", "-i", "decode-consumer", "-t", "kiri/#"])
-            .args(extra)
-            .output()
-            .expect("mosquitto_sub")
-    };
+    let sub = |extra: &[&str]| mosquitto_sub(cloud.port, "decode-consumer", extra);
     assert!(sub(&["-E"]).status.success());
     let conf = super::config(&cloud.url(), &embedded(port))
         .replace("[cloud]\n", "[cloud]\nbatch_records = 4\n");
@@ -594,16 +575,8 @@ fn kiri_decode_reads_every_message_and_batches_from_mosquitto_sub() {
     let out = sub(&["-N", "-C", &messages.to_string(), "-W", "10"]);
     assert!(out.status.success(), "{messages} messages");
     let decode = |args: &[&str]| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kiri"))
-            .arg("decode")
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(&out.stdout).unwrap();
-        let done = child.wait_with_output().unwrap();
+        let mut kiri_decode = Command::new(env!("CARGO_BIN_EXE_kiri"));
+        let done = piped(kiri_decode.arg("decode").args(args), &out.stdout);
         assert!(done.status.success(), "kiri decode {args:?}");
         String::from_utf8(done.stdout).unwrap()
     };
