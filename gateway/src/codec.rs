@@ -1,9 +1,8 @@
-//! CBOR helpers the gateway's wire types share (ciborium): the input check every sensor
-//! payload passes ([`check_well_formed`]), serde values to and from CBOR, and a reader of CBOR
-//! maps with text keys. The wire types live beside their owners: the result envelope in
-//! [`crate::uplink`], packages in [`crate::deploy`], dead-letter entries in
-//! [`crate::dead_letters`]; the sensor reading is `kiri_reading`'s, shared with the nodes and
-//! the function SDK.
+//! CBOR helpers the gateway's wire types share (ciborium): the well-formedness check the `cbor`
+//! payload format uses ([`check_well_formed`]), serde values to and from CBOR, and a reader of
+//! CBOR maps with text keys. A leaf: the wire types live beside their owners (the result
+//! envelope in the uplink, packages in deploy, dead-letter entries in dead_letters); the sensor
+//! reading is `kiri_reading`'s, shared with the nodes and the function SDK.
 
 use ciborium::Value;
 
