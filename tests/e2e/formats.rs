@@ -619,9 +619,11 @@ fn an_mqtt_5_client_is_told_the_embedded_broker_speaks_3_1_1() {
         said.contains("Unsupported Protocol Version"),
         "the client reads the refusal: {said}"
     );
-    assert!(kiri
-        .log_text()
-        .contains("MQTT 5 clients need an external broker"));
+    // The refusal is logged just after the CONNACK goes out.
+    wait_until("the refusal logged", Duration::from_secs(10), || {
+        kiri.log_text()
+            .contains("MQTT 5 clients need an external broker")
+    });
     mosquitto_pub(port, "sensors/s1/temperature", &reading("s1", 1));
     sub.wait_for(1, Duration::from_secs(30), &mut kiri);
     assert_eq!(sub.distinct_seqs(), vec![1]);
