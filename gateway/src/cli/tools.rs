@@ -121,29 +121,16 @@ pub fn decode(reading: bool, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A payload for a person or a script: CBOR as JSON, JSON as itself, other text as a string,
+/// A payload for a person or a script: JSON as itself, CBOR as JSON, other text as a string,
 /// anything else as `{"hex": "..."}`.
 fn readable(payload: &[u8]) -> serde_json::Value {
-    use kiri::formats::{deliver, Aliases, Deliver, InputFormat};
-    if kiri::codec::check_well_formed(payload).is_ok() {
-        let converted = deliver(
-            InputFormat::Cbor,
-            Deliver::Json,
-            "",
-            payload,
-            &Aliases::default(),
-        );
-        if let Ok(Ok(v)) = converted.map(|(j, _)| serde_json::from_slice(&j)) {
-            return v;
-        }
-    }
-    if let Ok(v) = serde_json::from_slice(payload) {
-        return v;
-    }
-    match std::str::from_utf8(payload) {
-        Ok(text) => serde_json::Value::String(text.to_string()),
-        Err(_) => {
-            serde_json::json!({ "hex": payload.iter().map(|b| format!("{b:02x}")).collect::<String>() })
+    use kiri::formats::View;
+    match kiri::formats::view(payload) {
+        View::Json(v) => v,
+        View::Text(text) => serde_json::Value::String(text),
+        View::Binary => {
+            let hex: String = payload.iter().map(|b| format!("{b:02x}")).collect();
+            serde_json::json!({ "hex": hex })
         }
     }
 }

@@ -168,13 +168,49 @@ pub fn deliver<'p>(
             Ok((Cow::Owned(out), InputFormat::Cbor))
         }
         (InputFormat::Cbor, Deliver::Json) => {
-            let value: ciborium::Value = ciborium::de::from_reader(payload)
-                .map_err(|e| Rejection::malformed(format!("not well-formed CBOR: {e}")))?;
-            let json = cbor_to_json(value)?;
+            let json = cbor_as_json(payload)?;
             let out = serde_json::to_vec(&json).expect("a JSON value serialises");
             Ok((Cow::Owned(out), InputFormat::Json))
         }
         (f, _) => Ok((Cow::Borrowed(payload), f)),
+    }
+}
+
+/// One well-formed CBOR item as JSON (see [`cbor_to_json`]).
+fn cbor_as_json(payload: &[u8]) -> Result<serde_json::Value, Rejection> {
+    let mut rest = payload;
+    let value: ciborium::Value = ciborium::de::from_reader(&mut rest)
+        .map_err(|e| Rejection::malformed(format!("not well-formed CBOR: {e}")))?;
+    if !rest.is_empty() {
+        let e = codec::CodecError::Trailing(rest.len());
+        return Err(Rejection::malformed(e.to_string()));
+    }
+    cbor_to_json(value)
+}
+
+/// A payload as a reader of JSON sees it: what the cloud's CloudEvents and `kiri decode` show.
+#[derive(Debug, Clone, PartialEq)]
+pub enum View {
+    /// A JSON payload as its value, or a CBOR one converted (JSON is tried first: a single
+    /// ASCII digit reads both ways, and is the JSON number).
+    Json(serde_json::Value),
+    /// Other UTF-8 text.
+    Text(String),
+    /// Anything else.
+    Binary,
+}
+
+/// How `payload` reads: JSON, CBOR (as JSON), text, or none of them.
+pub fn view(payload: &[u8]) -> View {
+    if let Ok(v) = serde_json::from_slice(payload) {
+        return View::Json(v);
+    }
+    if let Ok(v) = cbor_as_json(payload) {
+        return View::Json(v);
+    }
+    match std::str::from_utf8(payload) {
+        Ok(text) => View::Text(text.to_string()),
+        Err(_) => View::Binary,
     }
 }
 

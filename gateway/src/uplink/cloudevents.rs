@@ -65,26 +65,11 @@ enum Data {
 
 /// What the payload is, and how it goes in the event.
 fn data(payload: &[u8]) -> (&'static str, Data) {
-    if let Ok(v) = serde_json::from_slice::<Value>(payload) {
-        return ("application/json", Data::Value(v));
-    }
-    if crate::codec::check_well_formed(payload).is_ok() {
-        let format = crate::formats::InputFormat::Cbor;
-        if let Ok((json, _)) = crate::formats::deliver(
-            format,
-            crate::formats::Deliver::Json,
-            "",
-            payload,
-            &crate::formats::Aliases::default(),
-        ) {
-            if let Ok(v) = serde_json::from_slice::<Value>(&json) {
-                return ("application/json", Data::Value(v));
-            }
-        }
-    }
-    match std::str::from_utf8(payload) {
-        Ok(text) => ("text/plain; charset=utf-8", Data::Value(json!(text))),
-        Err(_) => (
+    use crate::formats::View;
+    match crate::formats::view(payload) {
+        View::Json(v) => ("application/json", Data::Value(v)),
+        View::Text(text) => ("text/plain; charset=utf-8", Data::Value(json!(text))),
+        View::Binary => (
             "application/octet-stream",
             Data::Base64(base64ct::Base64::encode_string(payload)),
         ),
