@@ -244,9 +244,10 @@
     state.className = "big " + (connected ? "ok" : "bad");
     $("uplink-since").textContent = sinceMs ? "since " + clock(sinceMs) : "";
     let err = "";
-    if (!connected && error) {
+    // Down: why. Up: an error since the connection began (a result the broker refused).
+    if (error && (!connected || (errorMs && sinceMs && errorMs >= sinceMs))) {
       err = "last error" + (errorMs ? " at " + clock(errorMs) : "") + ": " + error;
-      if (nextMs) err += " (next attempt " + clock(nextMs) + ")";
+      if (!connected && nextMs) err += " (next attempt " + clock(nextMs) + ")";
     }
     $("uplink-error").textContent = err;
   }

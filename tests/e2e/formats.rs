@@ -10,7 +10,7 @@ use super::{config_with, embedded};
 use crate::util::*;
 
 /// Publishes `payload` on `topic` with `mosquitto_pub` (QoS 1), as a device would.
-fn mosquitto_pub(port: u16, topic: &str, payload: &[u8]) {
+pub(crate) fn mosquitto_pub(port: u16, topic: &str, payload: &[u8]) {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), payload).unwrap();
     let status = Command::new("mosquitto_pub")
@@ -34,7 +34,7 @@ fn mosquitto_sub(port: u16, id: &str, extra: &[&str]) -> std::process::Output {
 }
 
 /// Runs `command` with `input` on its stdin; its output (stdout and stderr captured).
-fn piped(command: &mut Command, input: &[u8]) -> std::process::Output {
+pub(crate) fn piped(command: &mut Command, input: &[u8]) -> std::process::Output {
     use std::io::Write;
     let mut child = command
         .stdin(std::process::Stdio::piped())
@@ -592,40 +592,5 @@ fn kiri_decode_reads_every_message_and_batches_from_mosquitto_sub() {
         })
         .collect();
     assert_eq!(seqs, (0..6).collect::<Vec<_>>());
-    kiri.stop();
-}
-
-/// An MQTT 5 client on the embedded broker (which speaks 3.1.1) is refused with a CONNACK it
-/// understands, and the log says what to use instead; 3.1.1 clients go on as before.
-#[test]
-fn an_mqtt_5_client_is_told_the_embedded_broker_speaks_3_1_1() {
-    let (dir, cloud, sub, port) = super::site("v5-consumer");
-    let mut kiri = Kiri::start(
-        &dir.path().join("kiri"),
-        &super::config(&cloud.url(), &embedded(port)),
-        &[],
-    );
-    let file = dir.path().join("reading.cbor");
-    std::fs::write(&file, reading("s1", 0)).unwrap();
-    let v5 = Command::new("mosquitto_pub")
-        .args(["-V", "mqttv5", "-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-q", "1", "-t", "sensors/s1/temperature", "-f"])
-        .arg(&file)
-        .output()
-        .expect("mosquitto_pub");
-    assert!(!v5.status.success());
-    let said = String::from_utf8_lossy(&v5.stderr);
-    assert!(
-        said.contains("Unsupported Protocol Version"),
-        "the client reads the refusal: {said}"
-    );
-    // The refusal is logged just after the CONNACK goes out.
-    wait_until("the refusal logged", Duration::from_secs(10), || {
-        kiri.log_text()
-            .contains("MQTT 5 clients need an external broker")
-    });
-    mosquitto_pub(port, "sensors/s1/temperature", &reading("s1", 1));
-    sub.wait_for(1, Duration::from_secs(30), &mut kiri);
-    assert_eq!(sub.distinct_seqs(), vec![1]);
     kiri.stop();
 }

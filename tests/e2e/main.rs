@@ -9,6 +9,7 @@ mod deploy;
 mod formats;
 mod identity;
 mod isolation;
+mod mqtt5;
 mod observe;
 mod page;
 mod sensors;

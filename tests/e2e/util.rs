@@ -173,6 +173,11 @@ impl Mosquitto {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
+    /// SIGHUP: Mosquitto rereads its ACL and password files.
+    pub fn reload(&self) {
+        assert!(signal(self.child.as_ref().expect("running"), "HUP"));
+    }
+
     /// SIGSTOP: the broker hangs with every connection open (the kernel still accepts new
     /// ones and buffers what clients send) until `thaw`.
     pub fn freeze(&self) {

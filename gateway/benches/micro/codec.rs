@@ -29,6 +29,8 @@ fn forward_config(batch_records: usize) -> UplinkConfig {
         batch_bytes: 64 << 10,
         max_bytes_per_sec: 0,
         encoding: Default::default(),
+        protocol: Default::default(),
+        ttl: None,
         keep_alive: Duration::from_secs(30),
         max_packet: 1 << 20,
         backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),

@@ -51,8 +51,49 @@ pub struct CloudConfig {
     /// Function log lines at this level or more severe are forwarded to the cloud (at low
     /// priority, on `<topic_prefix>/$logs/<function>`); `off`: none.
     pub logs: LogForwarding,
-    /// How results travel: Kiri's CBOR envelope, or CloudEvents 1.0 in structured JSON.
+    /// How results travel: Kiri's CBOR envelope, CloudEvents 1.0 in structured JSON, or (MQTT 5
+    /// only) the payload as emitted with its metadata in user properties.
     pub encoding: Encoding,
+    /// The MQTT version of the uplink: `"3.1.1"` or `"5"`.
+    pub protocol_version: MqttVersion,
+}
+
+/// The MQTT version the uplink speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub enum MqttVersion {
+    /// MQTT 3.1.1 (protocol level 4): every broker speaks it.
+    #[default]
+    #[serde(rename = "3.1.1")]
+    V311,
+    /// MQTT 5: message properties (content type, expiry, user properties) and reasons on
+    /// acknowledgements.
+    #[serde(rename = "5")]
+    V5,
+}
+
+impl<'de> Deserialize<'de> for MqttVersion {
+    /// `"3.1.1"` or `"5"`, as text or a number (`protocol_version = 5`).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Int(i64),
+            Float(f64),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Text(t) => t,
+            Raw::Int(i) => i.to_string(),
+            Raw::Float(f) => f.to_string(),
+        };
+        match text.trim() {
+            "3.1.1" | "4" | "311" => Ok(MqttVersion::V311),
+            "5" | "5.0" => Ok(MqttVersion::V5),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown MQTT version {other:?}: use \"3.1.1\" or \"5\""
+            ))),
+        }
+    }
 }
 
 /// How results travel to the cloud.
@@ -65,6 +106,9 @@ pub enum Encoding {
     /// CloudEvents 1.0, structured JSON (`application/cloudevents+json`; batches as
     /// `application/cloudevents-batch+json`), readable by any JSON consumer.
     Cloudevents,
+    /// MQTT 5 only: each result's payload exactly as the function emitted it, its id, seq,
+    /// function, gateway and content type in user properties, the content type property set.
+    Raw,
 }
 
 /// Which function log lines go to the cloud.
@@ -117,6 +161,7 @@ impl Default for CloudConfig {
             max_bytes_per_sec: 0,
             logs: LogForwarding::Off,
             encoding: Encoding::Cbor,
+            protocol_version: MqttVersion::V311,
         }
     }
 }
@@ -146,6 +191,23 @@ impl CloudConfig {
         }
         if c.inflight == 0 {
             return Err("cloud.inflight must be at least 1".into());
+        }
+        if c.encoding == Encoding::Raw {
+            if c.protocol_version != MqttVersion::V5 {
+                return Err(
+                    "cloud.encoding = \"raw\" needs cloud.protocol_version = \"5\": the result's \
+                     id, function and content type travel as MQTT 5 user properties"
+                        .into(),
+                );
+            }
+            if c.batch_records > 1 {
+                return Err(
+                    "cloud.encoding = \"raw\" sends one result per message (its properties are \
+                     the message's): set cloud.batch_records = 1, or use \"cbor\" or \
+                     \"cloudevents\" to batch"
+                        .into(),
+                );
+            }
         }
         Ok(())
     }

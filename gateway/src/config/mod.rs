@@ -27,7 +27,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 pub use broker::{BrokerConfig, BrokerMode, BrokerUser};
-pub use cloud::{CloudConfig, Encoding, LogForwarding};
+pub use cloud::{CloudConfig, Encoding, LogForwarding, MqttVersion};
 pub use dashboard::{DashboardConfig, JwtConfig};
 pub use dead_letters::DeadLetterConfig;
 pub use deploy::DeployConfig;

@@ -176,6 +176,21 @@ pub fn deliver<'p>(
     }
 }
 
+/// The MIME type of a payload as it is, and whether it is UTF-8 text (MQTT 5's payload format
+/// indicator): JSON first (a single ASCII digit reads both ways, and is the JSON number), then
+/// CBOR, then other text; anything else is `application/octet-stream`.
+pub fn content_type(payload: &[u8]) -> (&'static str, bool) {
+    if check_json(payload).is_ok() {
+        ("application/json", true)
+    } else if codec::check_well_formed(payload).is_ok() {
+        ("application/cbor", false)
+    } else if std::str::from_utf8(payload).is_ok() {
+        ("text/plain; charset=utf-8", true)
+    } else {
+        ("application/octet-stream", false)
+    }
+}
+
 /// One well-formed CBOR item as JSON (see [`cbor_to_json`]).
 fn cbor_as_json(payload: &[u8]) -> Result<serde_json::Value, Rejection> {
     let mut rest = payload;

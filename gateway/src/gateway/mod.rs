@@ -435,6 +435,8 @@ fn uplink_config(
         batch_bytes: c.batch_bytes,
         max_bytes_per_sec: c.max_bytes_per_sec,
         encoding: c.encoding,
+        protocol: c.protocol_version,
+        ttl: config.outbox.ttl(),
         keep_alive: Duration::from_secs(c.keep_alive_secs.max(5)),
         max_packet: config.uplink_max_packet(),
         backoff: Backoff::new(

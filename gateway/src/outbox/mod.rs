@@ -198,6 +198,45 @@ struct ClassCursor {
     deficit: std::collections::HashMap<Vec<u8>, u64>,
     /// The queue whose turn is under way (its quantum already granted), if any.
     turn: Option<Vec<u8>>,
+    /// Queue → (the sequence number to go on from, when): queues held back after the cloud
+    /// refused one of their records.
+    held: std::collections::HashMap<Vec<u8>, (u64, u64)>,
+}
+
+impl Cursor {
+    /// Holds back `id`'s queue until `until_ms` (ms since the epoch): reads skip it until
+    /// then, and then go on from `id`, which is sent again (with whatever followed it that is
+    /// still in the outbox).
+    pub fn hold(&mut self, id: &RecordId, until_ms: u64) {
+        let c = &mut self.class[id.priority as usize];
+        let h = c.held.entry(id.queue.clone()).or_insert((id.seq, until_ms));
+        *h = (h.0.min(id.seq), h.1.max(until_ms));
+    }
+
+    /// The cursor of a new connection: every queue read again from its oldest record, but
+    /// queues held back stay so until their time.
+    pub fn restart(&mut self) {
+        for c in &mut self.class {
+            c.next.clear();
+            c.deficit.clear();
+            c.turn = None;
+        }
+    }
+
+    /// Whether `id`'s queue is held back.
+    pub fn is_held(&self, id: &RecordId) -> bool {
+        self.class[id.priority as usize]
+            .held
+            .contains_key(&id.queue)
+    }
+
+    /// When the first held queue is due to go on, if any is held.
+    pub fn next_release(&self) -> Option<u64> {
+        self.class
+            .iter()
+            .flat_map(|c| c.held.values().map(|(_, until)| *until))
+            .min()
+    }
 }
 
 /// The durable FIFO. Shared between the pipeline (appends) and the uplink (reads, acks).

@@ -53,6 +53,19 @@ impl Outbox {
             let mut drained = vec![false; queues.len()];
             while drained.iter().any(|d| !d) {
                 let q = &queues[at];
+                if let Some(&(from, until)) = c.held.get(q) {
+                    if until > now {
+                        // Held back after a refusal: not this read.
+                        drained[at] = true;
+                        if c.turn.as_ref() == Some(q) {
+                            c.turn = None;
+                        }
+                    } else {
+                        c.held.remove(q);
+                        let next = c.next.entry(q.clone()).or_default();
+                        *next = (*next).min(from);
+                    }
+                }
                 if !drained[at] {
                     if c.turn.as_ref() != Some(q) {
                         *c.deficit.entry(q.clone()).or_default() += QUANTUM;

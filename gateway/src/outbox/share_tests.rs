@@ -327,3 +327,38 @@ fn a_functions_log_lines_do_not_hold_back_its_results() {
     );
     assert!(outbox.append_if_room(&[log_line("g", 1)]).unwrap());
 }
+
+#[test]
+fn a_held_function_waits_and_then_goes_again_from_its_refused_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, outbox) = open(dir.path(), OutboxConfig::default());
+    for i in 0..3 {
+        outbox
+            .append(&[from("a", i, 10), from("b", i, 10)])
+            .unwrap();
+    }
+    outbox.flush().unwrap();
+    let mut cursor = Cursor::default();
+    let sent = outbox.read(&mut cursor, 100, usize::MAX, |_| 0).unwrap();
+    assert_eq!(sent.len(), 6);
+    let refused = sent.iter().find(|r| r.function == "a").unwrap().id();
+    // The first of a's is refused: a waits, b goes on.
+    cursor.hold(&refused, crate::now_ms() + 60_000);
+    assert!(cursor.is_held(&refused));
+    outbox
+        .append(&[from("a", 9, 10), from("b", 9, 10)])
+        .unwrap();
+    outbox.flush().unwrap();
+    let next = outbox.read(&mut cursor, 100, usize::MAX, |_| 0).unwrap();
+    assert_eq!(functions_of(&next), ["b"]);
+    assert!(cursor.next_release().is_some());
+    // Its hold over, a goes again from the refused record (nothing of a's was acknowledged).
+    let mut due = cursor.clone();
+    due.class[Priority::Normal as usize]
+        .held
+        .insert(refused.queue.clone(), (refused.seq, 0));
+    let again = outbox.read(&mut due, 100, usize::MAX, |_| 0).unwrap();
+    assert_eq!(functions_of(&again), ["a", "a", "a", "a"]);
+    assert_eq!(again[0].seq, refused.seq);
+    assert_eq!(due.next_release(), None);
+}

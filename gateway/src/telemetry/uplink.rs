@@ -87,6 +87,15 @@ impl SharedStatus {
         self.tell(false, Some(error.to_string()));
     }
 
+    /// The broker refused a result (MQTT 5 PUBACK reason): kept as the last error; the
+    /// connection stays up.
+    pub fn refused(&self, error: &str) {
+        self.update(|s| {
+            s.last_error = Some(error.to_string());
+            s.last_error_ms = Some(crate::now_ms());
+        });
+    }
+
     pub fn delivered(&self, n: u64) {
         self.update(|s| s.delivered += n);
     }

@@ -83,26 +83,9 @@ mod tests {
 
     fn cfg(batch_records: usize) -> UplinkConfig {
         UplinkConfig {
-            host: "h".into(),
-            port: 1,
-            tls: None,
-            credentials: None,
-            client_id: "c".into(),
-            topic_prefix: "kiri/gw".into(),
-            gateway: "gw".into(),
-            store_id: 0xabc,
-            inflight: 1,
             batch_records,
-            batch_bytes: 1 << 20,
-            max_bytes_per_sec: 0,
             encoding: crate::config::Encoding::Cloudevents,
-            keep_alive: std::time::Duration::from_secs(1),
-            max_packet: 1 << 20,
-            backoff: crate::net::Backoff::new(
-                std::time::Duration::from_millis(1),
-                std::time::Duration::from_millis(2),
-            ),
-            deploy_topics: Vec::new(),
+            ..crate::uplink::tests::config()
         }
     }
 

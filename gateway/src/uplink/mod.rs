@@ -9,18 +9,19 @@
 
 mod cloudevents;
 mod envelope;
+mod link;
+mod message;
 mod pace;
 mod window;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport,
-};
 use tokio::sync::Notify;
 
 pub use envelope::{Envelope, ENVELOPE_VERSION};
+pub use link::{Message, Props};
 pub use pace::Pacer;
 pub use window::Window;
 
@@ -29,6 +30,7 @@ use crate::net::Backoff;
 use crate::outbox::{Cursor, Outbox, OutboxError, Record};
 use crate::pipeline::Work;
 use crate::telemetry::SharedStatus;
+use link::Ev;
 
 /// The MQTT user name and password of the uplink.
 #[derive(Clone)]
@@ -74,6 +76,10 @@ pub struct UplinkConfig {
     pub max_bytes_per_sec: u64,
     /// How results travel.
     pub encoding: crate::config::Encoding,
+    /// MQTT 3.1.1 or 5.
+    pub protocol: crate::config::MqttVersion,
+    /// `outbox.ttl`: MQTT 5 messages expire what is left of it after.
+    pub ttl: Option<Duration>,
     /// Keep-alive.
     pub keep_alive: Duration,
     /// Largest incoming packet.
@@ -105,16 +111,19 @@ pub async fn run(
 ) -> Result<(), OutboxError> {
     let mut backoff = cfg.backoff.clone();
     let pacer = Pacer::new(cfg.max_bytes_per_sec);
+    // Functions held back after a refusal stay so across connections (a broker may drop
+    // the connection after refusing).
+    let mut held = Held::default();
     loop {
         let links = Links {
             wake: &wake,
             pacer: pacer.as_ref(),
             status: &status,
             control: &mut control,
+            held: &mut held,
         };
-        let e = session(&cfg, &outbox, &mut backoff, links).await?;
+        let link::Ended(error) = session(&cfg, &outbox, &mut backoff, links).await?;
         let wait = backoff.next_delay();
-        let error = describe(&e);
         status.disconnected(&error, wait);
         metrics::gauge!("kiri_uplink_connected").set(0.0);
         metrics::counter!("kiri_uplink_errors_total").increment(1);
@@ -125,55 +134,10 @@ pub async fn run(
     }
 }
 
-/// A connection error in words an operator can act on.
-fn describe(e: &rumqttc::ConnectionError) -> String {
-    use rumqttc::ConnectionError as E;
-    match e {
-        E::Tls(e) => format!("TLS handshake failed: {e}{}", crate::clock::hint()),
-        E::ConnectionRefused(code) => format!("the broker refused the connection: {code:?}"),
-        E::Io(e) => format!("network: {e}"),
-        E::MqttState(rumqttc::StateError::AwaitPingResp) => {
-            "no answer to the keep-alive ping: connection lost".into()
-        }
-        // TLS 1.3 finishes the handshake before the server checks the client's certificate,
-        // so its refusal arrives as an alert on the first read.
-        other if other.to_string().contains("fatal alert") => {
-            format!(
-                "TLS: the broker refused the session: {other}{}",
-                crate::clock::hint()
-            )
-        }
-        other => other.to_string(),
-    }
-}
-
-fn envelope(cfg: &UplinkConfig, r: &Record) -> Envelope {
-    Envelope {
-        id: format!("{:016x}-{}", cfg.store_id, r.seq),
-        gateway: cfg.gateway.clone(),
-        seq: r.seq,
-        function: r.function.clone(),
-        topic: r.topic.clone(),
-        ts: r.created_ms,
-        payload: r.payload.clone(),
-    }
-}
-
-/// The topic and payload of the message carrying `records`: one envelope, or a batch message
-/// when `batch_records` > 1. Public for the benchmarks (`gateway/benches`).
-pub fn message(cfg: &UplinkConfig, records: &[Record]) -> (String, Vec<u8>) {
-    if cfg.encoding == crate::config::Encoding::Cloudevents {
-        return cloudevents::message(cfg, records);
-    }
-    if cfg.batch_records <= 1 {
-        let r = &records[0];
-        let topic = format!("{}/{}", cfg.topic_prefix, r.topic);
-        (topic, envelope(cfg, r).encode())
-    } else {
-        let envelopes: Vec<Envelope> = records.iter().map(|r| envelope(cfg, r)).collect();
-        let topic = format!("{}/$batch", cfg.topic_prefix);
-        (topic, Envelope::encode_batch(&cfg.gateway, &envelopes))
-    }
+/// The message carrying `records`: one result, or a batch message when `batch_records` > 1.
+/// Public for the benchmarks (`gateway/benches`).
+pub fn message(cfg: &UplinkConfig, records: &[Record]) -> Message {
+    message::message(cfg, records)
 }
 
 /// What a session shares with the rest of the gateway.
@@ -182,37 +146,33 @@ struct Links<'a> {
     pacer: Option<&'a Pacer>,
     status: &'a SharedStatus,
     control: &'a mut Control,
+    held: &'a mut Held,
 }
 
-/// One connection's life. `Ok(error)` when the connection ended, `Err` on storage failure.
+/// What outlives a connection: the read position's holds, and each held function's backoff.
+#[derive(Default)]
+struct Held {
+    cursor: Cursor,
+    refusals: HashMap<Vec<u8>, Backoff>,
+}
+
+/// One connection's life. `Ok(why it ended)` when the connection ended, `Err` on storage
+/// failure.
 async fn session(
     cfg: &UplinkConfig,
     outbox: &Outbox,
     backoff: &mut Backoff,
     links: Links<'_>,
-) -> Result<rumqttc::ConnectionError, OutboxError> {
+) -> Result<link::Ended, OutboxError> {
     let Links {
         wake,
         pacer,
         status,
         control,
+        held,
     } = links;
-    let mut opts = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
-    opts.set_clean_session(true)
-        .set_keep_alive(cfg.keep_alive)
-        .set_inflight(cfg.inflight)
-        // The cloud broker decides what it accepts; MQTT's own limit is the only one here.
-        .set_max_packet_size(cfg.max_packet, 268_435_455)
-        .set_request_channel_capacity(cfg.inflight as usize + 8);
-    if let Some(tls) = &cfg.tls {
-        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            tls.clone(),
-        )));
-    }
-    if let Some(c) = &cfg.credentials {
-        opts.set_credentials(c.username.clone(), c.password.clone());
-    }
-    let (client, mut eventloop) = AsyncClient::new(opts, cfg.inflight as usize + 8);
+    let Held { cursor, refusals } = held;
+    let (client, mut eventloop) = link::open(cfg);
     // rumqttc's `poll` is not cancel-safe (a cancelled poll can drop a request it took), so it
     // runs in its own task and hands events over a channel, which `select!` may cancel freely.
     let (events_tx, mut events) = tokio::sync::mpsc::channel(cfg.inflight as usize * 2 + 16);
@@ -226,9 +186,9 @@ async fn session(
         }
     });
     let _stop_poller = AbortOnDrop(poller);
+    let requests_done = || link::Ended("the connection's event loop stopped".into());
     let mut window = Window::new(cfg.inflight as usize);
     let mut connected = false;
-    let mut cursor = Cursor::default();
     let mut unflushed_acks = 0usize;
     // A batch's size is what it weighs encoded; a single record is sent whatever its size.
     let weight = |r: &Record| {
@@ -237,7 +197,7 @@ async fn session(
         } else if cfg.encoding == crate::config::Encoding::Cloudevents {
             cloudevents::event(cfg, r).to_string().len() + 1
         } else {
-            envelope(cfg, r).encode().len() + 1
+            message::envelope(cfg, r).encode().len() + 1
         }
     };
     loop {
@@ -254,24 +214,21 @@ async fn session(
             } else {
                 window.room()
             };
-            let records = outbox.read(&mut cursor, max, cfg.batch_bytes, weight)?;
+            let records = outbox.read(cursor, max, cfg.batch_bytes, weight)?;
             if records.is_empty() {
                 break;
             }
             for records in records.chunks(cfg.batch_records.max(1)) {
-                let (topic, payload) = message(cfg, records);
+                let m = message(cfg, records);
                 if let Some(pacer) = pacer {
-                    pacer.pace(payload.len()).await;
+                    pacer.pace(m.payload.len()).await;
                 }
-                metrics::counter!("kiri_uplink_bytes_total").increment(payload.len() as u64);
-                if client
-                    .try_publish(topic, QoS::AtLeastOnce, false, payload)
-                    .is_err()
-                {
+                metrics::counter!("kiri_uplink_bytes_total").increment(m.payload.len() as u64);
+                if !client.publish(m) {
                     // The request channel is sized above the window, so only a closed event
                     // loop refuses a request: end the session, the records go again on the
                     // next one.
-                    return Ok(rumqttc::ConnectionError::RequestsDone);
+                    return Ok(requests_done());
                 }
                 window.published(records.iter().map(Record::id).collect());
             }
@@ -284,60 +241,37 @@ async fn session(
             outbox.flush_deletes().await?;
             unflushed_acks = 0;
         }
+        // A function held back after a refusal goes on when its hold ends.
+        let release = cursor.next_release().map(|at| {
+            let wait = at.saturating_sub(crate::now_ms());
+            tokio::time::Instant::now() + Duration::from_millis(wait)
+        });
         tokio::select! {
             event = events.recv() => match event {
-                Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                Some(Ok(Ev::ConnAck)) => {
                     connected = true;
-                    cursor = Cursor::default();
+                    cursor.restart();
                     status.connected();
                     metrics::gauge!("kiri_uplink_connected").set(1.0);
                     metrics::counter!("kiri_uplink_connects_total").increment(1);
                     tracing::info!(host = %cfg.host, port = cfg.port, tls = cfg.tls.is_some(),
-                        backlog = outbox.usage().0, "cloud uplink connected");
-                    if !cfg.deploy_topics.is_empty() {
-                        let filters = cfg
-                            .deploy_topics
-                            .iter()
-                            .map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
-                        if let Err(e) = client.try_subscribe_many(filters) {
-                            tracing::error!(error = %e, "cannot subscribe to the deploy topics on the cloud link");
-                        }
+                        protocol = ?cfg.protocol, backlog = outbox.usage().0, "cloud uplink connected");
+                    if !cfg.deploy_topics.is_empty() && !client.subscribe(&cfg.deploy_topics) {
+                        tracing::error!("cannot subscribe to the deploy topics on the cloud link");
                     }
                 }
-                Some(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                    let work = Work::Deploy {
-                        topic: p.topic.clone(),
-                        payload: p.payload.to_vec(),
-                    };
-                    if control.work.try_send(work).is_err() {
-                        // Not taken (this session acknowledges on receipt): say so, so that
-                        // the operator sends it again.
-                        metrics::counter!("kiri_deploy_dropped_total").increment(1);
-                        tracing::warn!(topic = %p.topic, "deployment from the cloud dropped: the processing queue is full; publish it again");
-                        if let Some(name) = p.topic.strip_prefix(&format!("kiri/{}/deploy/", cfg.gateway)) {
-                            let entry = HistoryEntry::refused(
-                                name,
-                                "unknown",
-                                "cloud",
-                                "busy",
-                                "the gateway's processing queue is full; send it again".into(),
-                            );
-                            let reply = crate::codec::to_cbor(&DeployResult {
-                                gateway: cfg.gateway.clone(),
-                                entry,
-                            });
-                            let _ = client.try_publish(format!("{}/result", p.topic), QoS::AtLeastOnce, false, reply);
-                        }
-                    }
+                Some(Ok(Ev::Publish { topic, payload })) => {
+                    deployment(cfg, &client, control, topic, payload);
                 }
-                Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => window.assigned(pkid),
-                Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
-                    if let Some(records) = window.acked(ack.pkid) {
+                Some(Ok(Ev::Sent(pkid))) => window.assigned(pkid),
+                Some(Ok(Ev::Acked { pkid, refused: None })) => {
+                    if let Some(records) = window.acked(pkid) {
                         // Reset only on progress: a broker that accepts the connection but
                         // drops it on a record it will not take is not retried at full speed.
                         backoff.reset();
                         for id in &records {
                             outbox.ack(id)?;
+                            refusals.remove(&id.queue);
                         }
                         unflushed_acks += 1;
                         status.delivered(records.len() as u64);
@@ -345,14 +279,21 @@ async fn session(
                         metrics::counter!("kiri_uplink_messages_total").increment(1);
                     }
                 }
-                Some(Ok(_)) => {}
+                Some(Ok(Ev::Acked { pkid, refused: Some(reason) })) => {
+                    if let Some(records) = window.acked(pkid) {
+                        refused(cfg, cursor, refusals, status, &records, &reason);
+                    }
+                }
+                Some(Ok(Ev::Other)) => {}
                 Some(Err(e)) => return Ok(e),
-                None => return Ok(rumqttc::ConnectionError::RequestsDone),
+                None => return Ok(requests_done()),
             },
             _ = wake.notified(), if connected && window.room() > 0 => {}
+            _ = sleep_until(release), if connected && release.is_some() => {}
             reply = control.replies.recv(), if connected && control.open => match reply {
                 Some((topic, payload)) => {
-                    if client.try_publish(topic, QoS::AtLeastOnce, false, payload).is_err() {
+                    let m = Message { topic, payload, props: Props::default() };
+                    if !client.publish(m) {
                         metrics::counter!("kiri_deploy_replies_dropped_total").increment(1);
                     }
                 }
@@ -362,11 +303,121 @@ async fn session(
     }
 }
 
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The broker refused the message carrying `records` (an MQTT 5 PUBACK reason code of 0x80
+/// or above: not authorised, quota exceeded, ...). Nothing is deleted: each function whose
+/// records it carried is held back for its own backoff (the others go on), then sent again
+/// from the refused record. Logged once per hold, counted per reason.
+fn refused(
+    cfg: &UplinkConfig,
+    cursor: &mut Cursor,
+    refusals: &mut HashMap<Vec<u8>, Backoff>,
+    status: &SharedStatus,
+    records: &[crate::outbox::RecordId],
+    reason: &str,
+) {
+    let code = reason.split(' ').next().unwrap_or(reason).to_string();
+    metrics::counter!("kiri_uplink_refused_total", "reason" => code)
+        .increment(records.len() as u64);
+    for id in records {
+        if cursor.is_held(id) {
+            cursor.hold(id, 0);
+            continue;
+        }
+        let delay = refusals
+            .entry(id.queue.clone())
+            .or_insert_with(|| cfg.backoff.clone())
+            .next_delay();
+        cursor.hold(id, crate::now_ms() + delay.as_millis() as u64);
+        let function = String::from_utf8_lossy(&id.queue);
+        let error = format!("the cloud broker refused results of function {function}: {reason}");
+        tracing::warn!(%function, seq = id.seq, %reason, retry_in_ms = delay.as_millis() as u64,
+            "the cloud broker refused a result; it stays in the outbox and goes again");
+        status.refused(&error);
+    }
+}
+
+/// A package or command for the deployment service, from the cloud link.
+fn deployment(
+    cfg: &UplinkConfig,
+    client: &link::Client,
+    control: &mut Control,
+    topic: String,
+    payload: Vec<u8>,
+) {
+    let work = Work::Deploy {
+        topic: topic.clone(),
+        payload,
+    };
+    if control.work.try_send(work).is_ok() {
+        return;
+    }
+    // Not taken (this session acknowledges on receipt): say so, so that the operator sends it
+    // again.
+    metrics::counter!("kiri_deploy_dropped_total").increment(1);
+    tracing::warn!(%topic, "deployment from the cloud dropped: the processing queue is full; publish it again");
+    if let Some(name) = topic.strip_prefix(&format!("kiri/{}/deploy/", cfg.gateway)) {
+        let entry = HistoryEntry::refused(
+            name,
+            "unknown",
+            "cloud",
+            "busy",
+            "the gateway's processing queue is full; send it again".into(),
+        );
+        let reply = crate::codec::to_cbor(&DeployResult {
+            gateway: cfg.gateway.clone(),
+            entry,
+        });
+        let m = Message {
+            topic: format!("{topic}/result"),
+            payload: reply,
+            props: Props::default(),
+        };
+        let _ = client.publish(m);
+    }
+}
+
 /// Aborts a task when dropped, so a session's poller never outlives it.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A configuration for unit tests: CBOR, MQTT 3.1.1, no batching.
+    pub(crate) fn config() -> UplinkConfig {
+        UplinkConfig {
+            host: "h".into(),
+            port: 1,
+            tls: None,
+            credentials: None,
+            client_id: "c".into(),
+            topic_prefix: "kiri/gw".into(),
+            gateway: "gw".into(),
+            store_id: 0xabc,
+            inflight: 1,
+            batch_records: 1,
+            batch_bytes: 1 << 20,
+            max_bytes_per_sec: 0,
+            encoding: crate::config::Encoding::Cbor,
+            protocol: crate::config::MqttVersion::V311,
+            ttl: None,
+            keep_alive: Duration::from_secs(1),
+            max_packet: 1 << 20,
+            backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(2)),
+            deploy_topics: Vec::new(),
+        }
     }
 }
