@@ -145,7 +145,7 @@ impl<J: Journal> Stager<'_, J> {
                 let reason = e.reason();
                 metrics::counter!("kiri_invocations_total", "function" => name.to_string(), "outcome" => reason)
                     .increment(1);
-                tracing::warn!(error = %e, "invocation failed");
+                tracing::warn!(function = %name, topic = job.topic, reason, error = %e, "invocation failed");
                 staged.response = Some(Err(InvokeFailure {
                     reason,
                     error: e.to_string(),

@@ -13,7 +13,7 @@ use wasmi::{
     WasmResults,
 };
 
-use super::host::{DeadlineExceeded, HostState, KvUsage, LogBudget, Output};
+use super::host::{DeadlineExceeded, HostState, KvUsage, LogBudget, LogSink, Output};
 use super::{EngineSet, Invocation, InvokeError, Job, LoadError, Permissions};
 use crate::config::FunctionLimits;
 use crate::telemetry::{meter, Telemetry};
@@ -138,6 +138,11 @@ pub(super) fn instantiate(
     fuel_used: &mut u64,
 ) -> Result<Instance, LoadError> {
     {
+        let log = Arc::new(LogSink::new(
+            f.name.clone(),
+            f.telemetry.clone(),
+            f.log_budget.clone(),
+        ));
         let state = HostState {
             limits: StoreLimitsBuilder::new()
                 .memory_size(f.limits.memory_bytes)
@@ -151,7 +156,8 @@ pub(super) fn instantiate(
             permissions: f.permissions.clone(),
             outputs: Vec::new(),
             output_bytes: 0,
-            log_lines: 0,
+            wasi: super::host::wasi::context(&log),
+            log,
             max_outputs: f.limits.max_outputs,
             max_output_bytes: f.limits.max_output_bytes,
             max_payload_bytes,
@@ -163,9 +169,7 @@ pub(super) fn instantiate(
             kv_max_bytes: f.limits.kv_max_bytes,
             kv_max_keys: f.limits.kv_max_keys,
             kv_delta: (0, 0),
-            log_budget: f.log_budget.clone(),
             response: None,
-            telemetry: f.telemetry.clone(),
             caller: None,
             input_format: kiri_abi::format::NONE,
             deadline: Instant::now() + Duration::from_millis(f.limits.timeout_ms),
@@ -180,6 +184,13 @@ pub(super) fn instantiate(
         let started = set.linker.instantiate_and_start(&mut store, &f.module);
         *fuel_used = f.limits.fuel - store.get_fuel().unwrap_or(0);
         let instance = started.map_err(LoadError::Instantiate)?;
+        // A WASI reactor's constructors (C's static initialisers, Rust's std set-up) run once,
+        // before anything else is called.
+        if let Ok(init) = instance.get_typed_func::<(), ()>(&store, "_initialize") {
+            let done = init.call(&mut store, ());
+            *fuel_used = f.limits.fuel - store.get_fuel().unwrap_or(0);
+            done.map_err(LoadError::Instantiate)?;
+        }
         let export_err = |name, expected| LoadError::Export { name, expected };
         let memory = instance
             .get_memory(&store, export::MEMORY)
@@ -281,7 +292,10 @@ pub(super) fn invoke_slot(
     f.metrics.seconds.record(elapsed.as_secs_f64());
     if matches!(
         result,
-        Err(InvokeError::Trap(_) | InvokeError::OutOfFuel(_) | InvokeError::Timeout(_))
+        Err(InvokeError::Trap(_)
+            | InvokeError::Exit(_)
+            | InvokeError::OutOfFuel(_)
+            | InvokeError::Timeout(_))
     ) {
         // Its memory and globals may be in any state: the next call gets a fresh instance.
         *slot = None;
@@ -346,6 +360,21 @@ fn trap(e: wasmi::Error) -> InvokeError {
     InvokeError::Trap(e.to_string())
 }
 
+/// Why a call into the guest (`export`) failed, by the reasons `docs/writing-functions.md`
+/// lists: fuel and the deadline by their own names, `proc_exit` as `exit`, and any other trap
+/// with the export it happened in.
+fn failure(e: &wasmi::Error, export: &str, budget: &Budget) -> InvokeError {
+    if e.downcast_ref::<DeadlineExceeded>().is_some() {
+        InvokeError::Timeout(budget.timeout_ms)
+    } else if e.as_trap_code() == Some(wasmi::TrapCode::OutOfFuel) {
+        InvokeError::OutOfFuel(budget.fuel)
+    } else if let Some(status) = e.i32_exit_status() {
+        InvokeError::Exit(status)
+    } else {
+        InvokeError::Trap(format!("in {export}: {e}"))
+    }
+}
+
 /// A failed start as an invocation error: the deadline and fuel by their own names.
 fn start_failure(e: LoadError, limits: &FunctionLimits) -> InvokeError {
     if let LoadError::Instantiate(w) = &e {
@@ -359,27 +388,35 @@ fn start_failure(e: LoadError, limits: &FunctionLimits) -> InvokeError {
     InvokeError::Instantiate(e)
 }
 
-/// Calls `func` within the budget's fuel and deadline.
+/// Calls `func` (the export `name`) within the budget's fuel and deadline.
 fn bounded<P: WasmParams, R: WasmResults>(
     func: &TypedFunc<P, R>,
+    name: &str,
     store: &mut Store<HostState>,
     params: P,
     budget: &mut Budget,
 ) -> Result<R, InvokeError> {
-    let mut call = func.call_resumable(&mut *store, params).map_err(trap)?;
+    let mut call = func
+        .call_resumable(&mut *store, params)
+        .map_err(|e| failure(&e, name, budget))?;
     loop {
         match call {
             TypedResumableCall::Finished(r) => return Ok(r),
             TypedResumableCall::OutOfFuel(next) => {
                 budget.refill(store, next.required_fuel())?;
-                call = next.resume(&mut *store).map_err(trap)?;
+                call = next
+                    .resume(&mut *store)
+                    .map_err(|e| failure(&e, name, budget))?;
             }
             TypedResumableCall::HostTrap(t) => {
                 let e = t.host_error();
+                let exit = e.i32_exit_status();
                 return Err(if e.downcast_ref::<DeadlineExceeded>().is_some() {
                     InvokeError::Timeout(budget.timeout_ms)
+                } else if let Some(status) = exit {
+                    InvokeError::Exit(status)
                 } else {
-                    InvokeError::Trap(e.to_string())
+                    InvokeError::Trap(format!("in {name}: {e}"))
                 });
             }
         }
@@ -401,7 +438,7 @@ fn call(
     budget.refill(store, 0)?;
     let total = topic.len() + payload.len();
     let len = i32::try_from(total).map_err(|_| InvokeError::Alloc(total))?;
-    let ptr = bounded(&instance.alloc, store, len, budget)?;
+    let ptr = bounded(&instance.alloc, export::ALLOC, store, len, budget)?;
     // Wasm pointers are unsigned 32-bit values.
     let start = ptr as u32 as usize;
     if start == 0 || start + total > instance.memory.data_size(&*store) {
@@ -418,7 +455,7 @@ fn call(
         payload.len() as i32,
         received_ms as i64,
     );
-    let rc = bounded(&instance.on_event, store, args, budget)?;
+    let rc = bounded(&instance.on_event, export::ON_EVENT, store, args, budget)?;
     if rc != 0 {
         return Err(InvokeError::Failed(rc));
     }

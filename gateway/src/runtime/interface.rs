@@ -26,7 +26,7 @@ pub enum LoadError {
     #[error("not a valid WebAssembly module: {0}")]
     Invalid(wasmi::Error),
     /// A required export is missing or has the wrong type.
-    #[error("module must export {name} as {expected}")]
+    #[error("the module does not export {name} as {expected} (a function exports memory, kiri_abi_version, kiri_alloc and kiri_on_event; the SDKs do it for you: docs/writing-functions.md)")]
     Export {
         /// The export.
         name: &'static str,
@@ -34,13 +34,32 @@ pub enum LoadError {
         expected: &'static str,
     },
     /// The module imports something the host does not offer.
-    #[error("module imports {module}::{name}, which the host does not offer (ABI v1 offers kiri::{{emit, publish, respond, log, now_ms, config, kv_get, kv_put, kv_delete, kv_list}})")]
+    #[error("the module imports {module}.{name}, which the gateway does not offer{hint}. The gateway offers kiri.{{emit, publish, respond, log, now_ms, config, kv_get, kv_put, kv_delete, kv_list, caller, input_format}} and WASI preview 1 (wasi_snapshot_preview1.*)")]
     Import {
         /// Import module.
         module: String,
         /// Import name.
         name: String,
+        /// What to do about it, when known (starts with " (" or is empty).
+        hint: String,
     },
+    /// The module imports a host function with another type than the ABI's.
+    #[error("the module declares {module}.{name} as {declared}; {defined_by} defines {defined}")]
+    ImportType {
+        /// Import module.
+        module: String,
+        /// Import name.
+        name: String,
+        /// The type the module declares.
+        declared: String,
+        /// The type the host defines.
+        defined: String,
+        /// Who defines it: "ABI v1" or "WASI preview 1".
+        defined_by: &'static str,
+    },
+    /// The module is a WASI command, not a reactor.
+    #[error("the module is a WASI command (it exports _start, and would run once as a program): build it as a reactor, which the gateway calls per event (Rust: crate-type = [\"cdylib\"]; C: clang -mexec-model=reactor; docs/writing-functions.md)")]
+    Command,
     /// `kiri_abi_version` returned another version.
     #[error("module was built for ABI version {0}; this gateway speaks version {ver}", ver = kiri_abi::ABI_VERSION)]
     AbiVersion(i32),
@@ -61,6 +80,9 @@ pub enum InvokeError {
     /// The guest trapped (or a host call trapped on its behalf).
     #[error("trap: {0}")]
     Trap(String),
+    /// The guest called WASI's `proc_exit`.
+    #[error("the function called proc_exit({0}), which ends its instance")]
+    Exit(i32),
     /// `kiri_alloc` returned 0 or a region outside memory.
     #[error("kiri_alloc could not provide {0} bytes")]
     Alloc(usize),
@@ -96,6 +118,7 @@ impl InvokeError {
             InvokeError::OutOfFuel(_) => "out_of_fuel",
             InvokeError::Timeout(_) => "timeout",
             InvokeError::Trap(_) => "trap",
+            InvokeError::Exit(_) => "exit",
             InvokeError::Alloc(_) => "alloc",
             InvokeError::Failed(_) => "error",
             InvokeError::Instantiate(_) => "instantiate",
@@ -104,18 +127,77 @@ impl InvokeError {
     }
 }
 
+/// A function type in the ABI's words: `(i32, i32) -> i32`, `() -> i64`, `(i32, i32, i32)`.
+pub fn type_text(params: &[ValType], results: &[ValType]) -> String {
+    let names = |types: &[ValType]| {
+        types
+            .iter()
+            .map(|t| format!("{t:?}").to_lowercase())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match results {
+        [] => format!("({})", names(params)),
+        [one] => format!("({}) -> {}", names(params), names(&[*one])),
+        more => format!("({}) -> ({})", names(params), names(more)),
+    }
+}
+
+/// What to do about an import the gateway does not offer, when the fix is known.
+fn import_hint(module: &str, name: &str) -> String {
+    let hint = match (module, name) {
+        ("env", "abort") => "AssemblyScript's runtime imports env.abort: build with the Kiri AssemblyScript SDK's asconfig, which routes it to kiri.log (docs/functions-assemblyscript.md), or pass `--use abort=<your handler>` to asc".to_string(),
+        ("env", "memcpy" | "memset" | "memcmp" | "memmove" | "strlen" | "bcmp") => format!("the C compiler calls {name} for copies and comparisons and nothing defines it: include kiri.h, which defines memcpy, memset, memcmp and memmove (docs/functions-c.md), or build for wasm32-wasip1 with wasi-libc"),
+        ("env", _) => format!("{name} is a symbol the linker left undefined: define it in the module or link the library that does"),
+        ("wasi_unstable", _) => "the module was built for an old WASI snapshot (wasi_unstable): rebuild it for wasm32-wasip1".to_string(),
+        (m, _) if m.starts_with("__wbindgen") || m.starts_with("wbg") => "the module needs wasm-bindgen's JavaScript glue: build it without wasm-bindgen (a cdylib for wasm32-unknown-unknown or wasm32-wasip1)".to_string(),
+        (host::wasi::MODULE, _) => format!("{name} is not a WASI preview 1 function"),
+        (kiri_abi::IMPORT_MODULE, _) => format!("{name} is not part of ABI v1 (check the spelling, or the SDK's version against this gateway's)"),
+        _ => return String::new(),
+    };
+    format!(" ({hint})")
+}
+
 /// Checks imports and exports before anything runs.
 pub(super) fn check_interface(module: &Module) -> Result<(), LoadError> {
     for import in module.imports() {
-        let allowed = import.module() == kiri_abi::IMPORT_MODULE
-            && host::IMPORTS.contains(&import.name())
-            && matches!(import.ty(), ExternType::Func(_));
-        if !allowed {
+        let (m, name) = (import.module(), import.name());
+        let refused = || LoadError::Import {
+            module: m.to_string(),
+            name: name.to_string(),
+            hint: import_hint(m, name),
+        };
+        let ExternType::Func(ty) = import.ty() else {
             return Err(LoadError::Import {
-                module: import.module().to_string(),
-                name: import.name().to_string(),
+                module: m.to_string(),
+                name: name.to_string(),
+                hint: " (the gateway offers functions only: the module must define its own memory, tables and globals)".into(),
             });
+        };
+        if m == kiri_abi::IMPORT_MODULE {
+            let Some((_, params, results)) = host::SIGNATURES.iter().find(|(n, ..)| *n == name)
+            else {
+                return Err(refused());
+            };
+            if ty.params() != *params || ty.results() != *results {
+                return Err(LoadError::ImportType {
+                    module: m.to_string(),
+                    name: name.to_string(),
+                    declared: type_text(ty.params(), ty.results()),
+                    defined: type_text(params, results),
+                    defined_by: "ABI v1",
+                });
+            }
+        } else if m == host::wasi::MODULE {
+            if !host::wasi::FUNCTIONS.contains(&name) {
+                return Err(refused());
+            }
+        } else {
+            return Err(refused());
         }
+    }
+    if module.exports().any(|e| e.name() == "_start") {
+        return Err(LoadError::Command);
     }
     let func = |name: &'static str, params: &[ValType], results: &[ValType], expected| {
         let ok = module.exports().any(|e| {

@@ -392,3 +392,5 @@ impl Runtime {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wasi_tests;

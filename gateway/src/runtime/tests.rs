@@ -18,7 +18,7 @@ const ECHO: &str = r#"(module
     (drop (call $emit (i32.const 16) (i32.const 4) (local.get 2) (local.get 3)))
     i32.const 0))"#;
 
-fn with_body(imports: &str, body: &str) -> String {
+pub(super) fn with_body(imports: &str, body: &str) -> String {
     format!(
         r#"(module {imports}
   (memory (export "memory") 1)
@@ -28,12 +28,12 @@ fn with_body(imports: &str, body: &str) -> String {
     )
 }
 
-fn runtime() -> Runtime {
+pub(super) fn runtime() -> Runtime {
     let db = sled::Config::new().temporary(true).open().unwrap();
     Runtime::new(1024, db)
 }
 
-fn load(rt: &mut Runtime, wat: &str) -> Result<usize, LoadError> {
+pub(super) fn load(rt: &mut Runtime, wat: &str) -> Result<usize, LoadError> {
     rt.load_bytes(
         "t",
         &wat::parse_str(wat).unwrap(),
@@ -150,13 +150,39 @@ fn a_failed_invocation_keeps_none_of_its_outputs() {
 fn modules_that_break_the_abi_are_refused_at_load() {
     let mut rt = runtime();
     let bad_import = with_body(
-        r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))"#,
+        r#"(import "env" "abort" (func (param i32 i32 i32 i32)))"#,
         "i32.const 0",
     );
-    assert!(matches!(
-        load(&mut rt, &bad_import),
-        Err(LoadError::Import { .. })
-    ));
+    let e = load(&mut rt, &bad_import).unwrap_err();
+    assert!(matches!(e, LoadError::Import { .. }));
+    let text = e.to_string();
+    assert!(
+        text.contains("env.abort") && text.contains("AssemblyScript"),
+        "{text}"
+    );
+    assert!(
+        text.contains("caller, input_format"),
+        "every import offered: {text}"
+    );
+    let memcmp = with_body(
+        r#"(import "env" "memcmp" (func (param i32 i32 i32) (result i32)))"#,
+        "i32.const 0",
+    );
+    let text = load(&mut rt, &memcmp).unwrap_err().to_string();
+    assert!(
+        text.contains("kiri.h") && text.contains("wasi-libc"),
+        "{text}"
+    );
+    let wrong_type = with_body(
+        r#"(import "kiri" "emit" (func (param i32 i32 i32 i64) (result i32)))"#,
+        "i32.const 0",
+    );
+    assert_eq!(
+        load(&mut rt, &wrong_type).unwrap_err().to_string(),
+        "the module declares kiri.emit as (i32, i32, i32, i64) -> i32; ABI v1 defines (i32, i32, i32, i32) -> i32"
+    );
+    let command = with_body(r#"(func (export "_start"))"#, "i32.const 0");
+    assert!(matches!(load(&mut rt, &command), Err(LoadError::Command)));
     let no_handler = r#"(module (memory (export "memory") 1) (func (export "kiri_abi_version") (result i32) i32.const 1) (func (export "kiri_alloc") (param i32) (result i32) i32.const 0))"#;
     assert!(matches!(
         load(&mut rt, no_handler),
@@ -753,7 +779,7 @@ fn a_callers_prefixes_bound_every_host_call_and_do_not_outlive_its_invocation() 
 }
 
 /// Log lines written through `tracing` while `f` runs on this thread.
-fn logged(f: impl FnOnce()) -> String {
+pub(super) fn logged(f: impl FnOnce()) -> String {
     #[derive(Clone, Default)]
     struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
     impl std::io::Write for Buffer {

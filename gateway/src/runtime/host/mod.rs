@@ -15,12 +15,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod kv;
+mod log;
 mod shares;
+pub mod wasi;
 
-use kiri_abi::{code, import, level, IMPORT_MODULE};
-use wasmi::{Caller, Error, Extern, Linker, Memory, StoreLimits};
+use kiri_abi::{code, import, IMPORT_MODULE};
+use wasmi::{Caller, Error, Extern, Linker, Memory, StoreLimits, ValType};
 
 use crate::net::topic;
+pub use log::LogSink;
 pub use shares::{KvCharge, KvUsage, LogBudget};
 
 /// Longest topic a function may emit or publish to, bytes.
@@ -78,7 +81,11 @@ pub struct HostState {
     pub(crate) permissions: Arc<super::Permissions>,
     pub(crate) outputs: Vec<Output>,
     pub(crate) output_bytes: usize,
-    pub(crate) log_lines: u32,
+    /// Where its log lines go (the `log` import, and WASI's stdout and stderr).
+    pub(crate) log: Arc<LogSink>,
+    /// WASI preview 1: no files, sockets, environment or arguments; clocks and random;
+    /// stdout and stderr into `log`.
+    pub(crate) wasi: wasmi_wasi::WasiCtx,
     pub(crate) max_outputs: usize,
     pub(crate) max_output_bytes: usize,
     pub(crate) max_payload_bytes: usize,
@@ -93,12 +100,8 @@ pub struct HostState {
     pub(crate) kv_max_keys: u64,
     /// This invocation's change to the usage: bytes, keys.
     pub(crate) kv_delta: (i64, i64),
-    /// The function's log budget (bytes per second), shared by its instances.
-    pub(crate) log_budget: Arc<LogBudget>,
     /// The body set by `respond` (HTTP invocations answer with it).
     pub(crate) response: Option<Vec<u8>>,
-    /// Where log lines go (the function's ring, and live readers).
-    pub(crate) telemetry: crate::telemetry::Telemetry,
     /// The verified HTTP caller of this invocation, if any.
     pub(crate) caller: Option<Arc<super::Caller>>,
     /// The format of this invocation's payload (`input_format`), a [`kiri_abi::format`] code.
@@ -114,7 +117,7 @@ impl HostState {
     pub(crate) fn reset(&mut self) {
         self.outputs.clear();
         self.output_bytes = 0;
-        self.log_lines = 0;
+        self.log.reset();
         self.kv_writes.clear();
         self.kv_delta = (0, 0);
         self.response = None;
@@ -339,41 +342,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
             let mem = memory(&caller)?;
             let (data, state) = mem.data_and_store_mut(&mut caller);
             let line = range(p, l, data.len())?;
-            let bytes = &data[line.start..line.start + line.len().min(MAX_LOG_BYTES)];
-            state.log_lines += 1;
-            let over = if state.log_lines > MAX_LOG_LINES {
-                Some("lines")
-            } else if !state.log_budget.allow(bytes.len()) {
-                Some("rate")
-            } else {
-                None
-            };
-            if let Some(reason) = over {
-                metrics::counter!("kiri_function_log_dropped_total", "function" => state.function.to_string(), "reason" => reason)
-                    .increment(1);
-                return Ok(());
-            }
-            let text = String::from_utf8_lossy(bytes);
-            let function = &*state.function;
-            let name = match lvl {
-                level::ERROR => {
-                    tracing::error!(target: "kiri::function", function, "{text}");
-                    "error"
-                }
-                level::WARN => {
-                    tracing::warn!(target: "kiri::function", function, "{text}");
-                    "warn"
-                }
-                level::INFO => {
-                    tracing::info!(target: "kiri::function", function, "{text}");
-                    "info"
-                }
-                _ => {
-                    tracing::debug!(target: "kiri::function", function, "{text}");
-                    "debug"
-                }
-            };
-            state.telemetry.log(function, name, text.into_owned());
+            state.log.line(lvl, &data[line]);
             Ok(())
         },
     )?;
@@ -436,7 +405,8 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
         import::INPUT_FORMAT,
         |caller: Caller<'_, HostState>| -> i32 { caller.data().input_format },
     )?;
-    kv::add_to_linker(linker)
+    kv::add_to_linker(linker)?;
+    wasi::add_to_linker(linker)
 }
 
 /// Copies `value` to `out` (as much as fits) and returns its full length, ABI style.
@@ -468,18 +438,22 @@ fn lookup(
     }
 }
 
-/// The names `add_to_linker` defines; a module importing anything else is refused at load.
-pub const IMPORTS: [&str; 12] = [
-    import::EMIT,
-    import::INPUT_FORMAT,
-    import::CALLER,
-    import::RESPOND,
-    import::PUBLISH,
-    import::LOG,
-    import::NOW_MS,
-    import::CONFIG,
-    import::KV_GET,
-    import::KV_PUT,
-    import::KV_DELETE,
-    import::KV_LIST,
-];
+/// The functions `add_to_linker` defines under `kiri`, with their types (parameters, results);
+/// a module importing anything else is refused at load.
+pub const SIGNATURES: [(&str, &[ValType], &[ValType]); 12] = {
+    use ValType::{I32, I64};
+    [
+        (import::EMIT, &[I32, I32, I32, I32], &[I32]),
+        (import::PUBLISH, &[I32, I32, I32, I32], &[I32]),
+        (import::RESPOND, &[I32, I32], &[I32]),
+        (import::LOG, &[I32, I32, I32], &[]),
+        (import::NOW_MS, &[], &[I64]),
+        (import::CONFIG, &[I32, I32, I32, I32], &[I32]),
+        (import::KV_GET, &[I32, I32, I32, I32], &[I32]),
+        (import::KV_PUT, &[I32, I32, I32, I32], &[I32]),
+        (import::KV_DELETE, &[I32, I32], &[I32]),
+        (import::KV_LIST, &[I32, I32, I32, I32], &[I32]),
+        (import::CALLER, &[I32, I32], &[I32]),
+        (import::INPUT_FORMAT, &[], &[I32]),
+    ]
+};
