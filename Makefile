@@ -5,8 +5,10 @@ WASM_TARGET := wasm32-unknown-unknown
 FUNCTIONS := kiri-fn-threshold kiri-fn-convert kiri-fn-average kiri-fn-window kiri-fn-zscore kiri-fn-devices
 # Guests the tests need besides the examples: the host ABI's fuzz guest.
 TEST_GUESTS := kiri-fuzz-guest
+# Examples built for WASI preview 1 (wasm32-wasip1, the standard library).
+WASI_FUNCTIONS := kiri-fn-threshold-std
 
-.PHONY: help check run test bench bench-smoke node-red soak fuzz lint functions functions-c build assets firmware qemu-node qemu-node-build sensor cross image qemu deb install flash setup-run setup-test setup-lint setup-fuzz clean
+.PHONY: help check run test bench bench-smoke node-red soak fuzz lint functions functions-c functions-wasi build assets firmware qemu-node qemu-node-build sensor cross image qemu deb install flash setup-run setup-test setup-lint setup-fuzz clean
 
 ## help: list the targets with what each does (from the `##` comments in this Makefile)
 help:
@@ -40,7 +42,7 @@ run: setup-run assets functions
 
 ## test: unit, property, end-to-end and browser tests (installs Mosquitto, clang, lld, qemu,
 ## Chromium and chromedriver as root if missing)
-test: setup-test assets functions functions-c firmware sensor image node-red
+test: setup-test assets functions functions-c functions-wasi firmware sensor image node-red
 	@$(MAKE) --no-print-directory bench-smoke
 	@cross/deb.sh arm64
 	@scripts/test.sh
@@ -97,6 +99,7 @@ lint: setup-lint assets
 	python3 scripts/check-modules.py
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --target $(WASM_TARGET) $(addprefix -p ,$(FUNCTIONS) $(TEST_GUESTS) kiri-sdk) -- -D warnings
+	$(CARGO) clippy --target wasm32-wasip1 $(addprefix -p ,$(WASI_FUNCTIONS)) -- -D warnings
 	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --target thumbv7em-none-eabihf $(FIRMWARE_CRATES) -- -D warnings
 	$(CARGO) fmt --manifest-path firmware/qemu-node/Cargo.toml -- --check
@@ -118,6 +121,11 @@ functions-c:
 	clang --target=wasm32 -nostdlib -O2 -mbulk-memory -Wl,--no-entry $(C_EXPORTS) \
 		-o target/wasm32-c/relay.wasm functions/examples/c/relay.c
 	@ls -l target/wasm32-c/relay.wasm
+
+## functions-wasi: build the WASI examples (Rust with std and serde) for wasm32-wasip1
+functions-wasi: setup-run
+	$(CARGO) build --release --target wasm32-wasip1 $(addprefix -p ,$(WASI_FUNCTIONS))
+	@ls -l $${CARGO_TARGET_DIR:-target}/wasm32-wasip1/release/*.wasm
 
 ## firmware: the sensor drivers and node core for Cortex-M4F and Cortex-M3 (no_std), and the
 ## node for QEMU's Cortex-M3 board

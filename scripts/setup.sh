@@ -19,7 +19,8 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-targets=(wasm32-unknown-unknown)
+# wasm32-wasip1: the WASI examples (Rust with std).
+targets=(wasm32-unknown-unknown wasm32-wasip1)
 # The sensor node firmware: built for Cortex-M4F and Cortex-M3 (QEMU's board) by `make test`.
 case "$what" in test | lint) targets+=(thumbv7em-none-eabihf thumbv7m-none-eabi) ;; esac
 # The simulated board runs the static aarch64 build.

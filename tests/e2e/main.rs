@@ -9,6 +9,7 @@ mod deploy;
 mod formats;
 mod identity;
 mod isolation;
+mod languages;
 mod mqtt5;
 mod observe;
 mod page;

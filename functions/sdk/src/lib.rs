@@ -12,13 +12,24 @@
 //! kiri_sdk::handler!(on_event);
 //! ```
 //!
-//! Built for `wasm32-unknown-unknown`, the calls go to the gateway. Built for any other target
-//! they go to [`mock`], an in-process stand-in, so the same function can be unit-tested natively.
+//! Built for `wasm32-unknown-unknown` (or `wasm32-wasip1`), the calls go to the gateway. Built
+//! for any other target they go to [`mock`], an in-process stand-in, so the same function can
+//! be unit-tested natively.
+//!
+//! With the `std` feature (for `wasm32-wasip1`: the standard library, `println!` to the log),
+//! [`Event::parse`] reads a JSON or CBOR payload into any serde type, [`emit_json`] and
+//! [`emit_cbor`] send one, [`SensorReading`] is a reading with owned fields and
+//! [`config_string`] reads a configuration value of any length.
 #![no_std]
 #![deny(missing_docs)]
 
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(any(feature = "std", not(target_arch = "wasm32")))]
 extern crate std;
+
+#[cfg(feature = "std")]
+mod with_std;
+#[cfg(feature = "std")]
+pub use with_std::{config_string, config_value, emit_cbor, emit_json, ParseError, SensorReading};
 
 pub use kiri_abi as abi;
 
@@ -320,7 +331,11 @@ macro_rules! handler {
     };
 }
 
-#[cfg(all(target_arch = "wasm32", feature = "panic-handler"))]
+#[cfg(all(
+    target_arch = "wasm32",
+    feature = "panic-handler",
+    not(feature = "std")
+))]
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
     core::arch::wasm32::unreachable()

@@ -1,0 +1,81 @@
+//! Functions in the languages people write (issue 20): each SDK's `threshold` example, built
+//! from source by the Makefile, loaded by a gateway, fed CBOR readings and JSON ones over
+//! MQTT; its alerts reach a cloud Mosquitto.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::formats::mosquitto_pub;
+use super::{config_with, embedded};
+use crate::util::*;
+
+/// An alert's payload as JSON, whether the function wrote it in CBOR or in JSON.
+fn as_json(payload: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(payload)
+        .unwrap_or_else(|_| ciborium::de::from_reader(payload).expect("an alert in JSON or CBOR"))
+}
+
+/// Runs `module` as `threshold` (limit 30) on CBOR readings (`sensors/+/temperature`) and
+/// JSON ones (`json/+/temperature`, format `json`); checks that exactly the readings above
+/// the limit raise an alert, with the reading's value and the limit, and returns the log.
+fn threshold_runs(module: &Path) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Mosquitto::start(&dir.path().join("cloud"));
+    let sub = CloudSubscriber::start(cloud.port, "languages-consumer");
+    let port = free_port();
+    let functions = format!(
+        "[[functions]]\nname = \"threshold\"\nmodule = \"{}\"\n\
+         triggers = [\"sensors/+/temperature\", {{ topic = \"json/+/temperature\", format = \"json\" }}]\n\
+         config = {{ limit = \"30\" }}\n",
+        module.display()
+    );
+    let conf = config_with(&cloud.url(), &embedded(port), &functions);
+    let mut kiri = Kiri::start(&dir.path().join("kiri"), &conf, &[]);
+    publish_all(
+        port,
+        "s1",
+        "sensors/s1/temperature",
+        vec![reading("s1", 29), reading("s1", 31)],
+    );
+    for value in [20, 35] {
+        let json = format!(r#"{{"sensor":"j1","kind":"temperature","value":{value},"unit":"C"}}"#);
+        mosquitto_pub(port, "json/j1/temperature", json.as_bytes());
+    }
+    wait_until("2 alerts at the cloud", Duration::from_secs(30), || {
+        kiri.assert_running();
+        sub.received.lock().unwrap().len() >= 2
+    });
+    // Nothing more comes: the readings below the limit raised nothing.
+    std::thread::sleep(Duration::from_millis(300));
+    let got = sub.received.lock().unwrap().clone();
+    let mut alerts: Vec<(String, serde_json::Value)> = got
+        .iter()
+        .map(|(topic, e)| (topic.clone(), as_json(&e.payload)))
+        .collect();
+    alerts.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    assert_eq!(alerts[0].0, "kiri/gw-test/alerts/j1/temperature");
+    assert_eq!(alerts[0].1["value"].as_f64(), Some(35.0));
+    assert_eq!(alerts[0].1["limit"].as_f64(), Some(30.0));
+    assert_eq!(alerts[1].0, "kiri/gw-test/alerts/s1/temperature");
+    assert_eq!(alerts[1].1["value"].as_f64(), Some(31.0));
+    assert_eq!(alerts[1].1["sensor"], "s1");
+    kiri.assert_running();
+    kiri.stop();
+    kiri.log_text()
+}
+
+/// Rust with the standard library and serde, built for wasm32-wasip1: a WASI reactor whose
+/// `println!` reaches the gateway's log.
+#[test]
+fn rust_with_std_on_wasi() {
+    let module = built(
+        "wasm32-wasip1/release/kiri_fn_threshold_std.wasm",
+        "`make functions-wasi`",
+    );
+    let log = threshold_runs(&module);
+    assert!(
+        log.contains("INFO kiri::function: s1 temperature = 31 C, above 30"),
+        "stdout in the log:\n{log}"
+    );
+}
