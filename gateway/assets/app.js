@@ -259,6 +259,10 @@
     document.title = "Kiri " + s.gateway;
     const u = s.uplink;
     showUplink(u.connected, u.since_ms, u.last_error, u.last_error_ms, u.next_attempt_ms);
+    const unloaded = s.unloaded_functions || [];
+    $("unloaded").hidden = unloaded.length === 0;
+    $("unloaded").textContent = unloaded.map((u) =>
+      "Inactive: " + u.name + " (" + u.module + ") does not load: " + u.error).join("\n");
     const o = s.outbox;
     $("backlog-depth").textContent = int(o.records);
     $("backlog-bytes").textContent = bytes(o.bytes);

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `kiri` binary, its embedded broker or Mosquitto as the local
 //! broker, Mosquitto as the cloud, real MQTT clients on 127.0.0.1.
 
+mod authoring;
 mod board;
 mod broker_auth;
 mod browser;

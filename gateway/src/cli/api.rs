@@ -159,6 +159,18 @@ pub fn functions_table(url: &str) -> anyhow::Result<()> {
             );
         }
     }
+    let endpoint = format!("{}/api/v1/status", url.trim_end_matches('/'));
+    if let Ok(mut resp) = read_request(&endpoint).call() {
+        let status: serde_json::Value = serde_json::from_str(&resp.body_mut().read_to_string()?)?;
+        let unloaded: Vec<kiri::registry::Unloaded> =
+            serde_json::from_value(status["unloaded_functions"].clone()).unwrap_or_default();
+        for u in unloaded {
+            println!(
+                "{:<16} INACTIVE: its module ({}) does not load: {}",
+                u.name, u.module, u.error
+            );
+        }
+    }
     let endpoint = format!("{}/api/v1/deployments?limit=10", url.trim_end_matches('/'));
     if let Ok(mut resp) = read_request(&endpoint).call() {
         let history: Vec<kiri::deploy::HistoryEntry> =

@@ -183,6 +183,8 @@ pub fn package(a: PackageArgs) -> anyhow::Result<()> {
         .extract()
         .context("the function's settings")?;
     function.validate().map_err(anyhow::Error::msg)?;
+    kiri::runtime::check_module(&module, Some(&function))
+        .with_context(|| format!("{} does not load (see `kiri check`)", a.module.display()))?;
     let now = kiri::now_ms();
     let expires_ms = match &a.expires_in {
         Some(d) => Some(now + humantime::parse_duration(d)?.as_millis() as u64),

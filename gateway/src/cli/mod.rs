@@ -111,7 +111,16 @@ enum Command {
         #[arg(long, default_value = "1h")]
         ttl: humantime::Duration,
     },
-    /// Make a signed function package from a WebAssembly module.
+    /// Check a WebAssembly module as the gateway would load it (imports and exports with their
+    /// types, the ABI version, WASI use, its start within the default limits), offline.
+    Check {
+        /// The module (`.wasm`).
+        module: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a signed function package from a WebAssembly module (checked first, as `kiri check`).
     Package(deploy::PackageArgs),
     /// Publish a package to a gateway (or a group) over MQTT and wait for its answer.
     Deploy {
@@ -214,7 +223,8 @@ pub enum DlqCommand {
 enum ConfigCommand {
     /// Print a commented example configuration.
     Example,
-    /// Load and validate a configuration (file plus environment), then print it resolved.
+    /// Load and validate a configuration (file plus environment), print it resolved, and check
+    /// every function's module as the gateway would load it (fails on any that does not).
     Check {
         /// A TOML configuration file.
         #[arg(long, short)]
@@ -267,6 +277,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             scopes,
             ttl,
         } => tools::token(&key, issuer, audience, subject, &scopes, ttl),
+        Command::Check { module, json } => tools::check(&module, json),
         Command::Package(args) => deploy::package(args),
         Command::Deploy { package, target } => deploy::deploy(&package, &target),
         Command::Undeploy {

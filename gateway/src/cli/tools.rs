@@ -16,6 +16,48 @@ pub fn config_check(file: Option<&Path>) -> anyhow::Result<()> {
         kiri::http::jwt::Issuer::load(jwt)?;
     }
     println!("{config:#?}");
+    // Each function's module, as the gateway would load it: a missing file or a module that
+    // does not load fails the check (the gateway would run without that function).
+    let mut failed = Vec::new();
+    for f in &config.functions {
+        let checked = kiri::runtime::Runtime::read_module(&f.module)
+            .and_then(|wasm| kiri::runtime::check_module(&wasm, Some(f)));
+        if let Err(e) = checked {
+            failed.push(format!("function {} ({}): {e}", f.name, f.module.display()));
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!("{}", failed.join("\n"));
+    }
+    Ok(())
+}
+
+/// `kiri check MODULE`: the gateway's load check, offline; prints what the module is.
+pub fn check(module: &Path, json: bool) -> anyhow::Result<()> {
+    let wasm = kiri::runtime::Runtime::read_module(module)?;
+    let report = kiri::runtime::check_module(&wasm, None)
+        .with_context(|| format!("{} does not load", module.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{}: loads (ABI v{}, version {}, {} bytes{})",
+        module.display(),
+        report.abi_version,
+        report.version,
+        report.bytes,
+        if report.wasi {
+            ", WASI preview 1 reactor"
+        } else {
+            ""
+        }
+    );
+    println!("imports:");
+    for i in &report.imports {
+        println!("  {i}");
+    }
+    println!("exports: {}", report.exports.join(", "));
     Ok(())
 }
 

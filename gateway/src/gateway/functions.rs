@@ -1,7 +1,6 @@
 //! Startup's functions: those of the configuration file, then (with deployment on) the
 //! deployed ones, all through [`Registry::activate`].
 
-use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 
 use super::Stores;
@@ -27,10 +26,17 @@ pub(super) fn load_functions(
     let timers = Timers::new(tokio::runtime::Handle::current(), work.clone(), timers_go);
     let mut registry = Registry::new(runtime, Box::new(timers));
     for f in &config.functions {
-        registry
-            .load(f)
-            .with_context(|| format!("function {:?} ({})", f.name, f.module.display()))?;
-        tracing::info!(function = %f.name, triggers = ?f.filters(), "function loaded");
+        match registry.load(f) {
+            Ok(_) => tracing::info!(function = %f.name, triggers = ?f.filters(), "function loaded"),
+            Err(e) => {
+                // The others run: one bad module must not take them down. `kiri config
+                // check` fails on it, so a CI check catches it before it gets here.
+                tracing::error!(function = %f.name, module = %f.module.display(), error = %e,
+                    "a function's module does not load; it stays inactive while the others run (fix it and restart, or check with `kiri config check`)");
+                metrics::counter!("kiri_functions_not_loaded_total").increment(1);
+                registry.not_loaded(f, &e);
+            }
+        }
     }
     if config.deploy.trusted_keys.is_empty() {
         return Ok((registry, None));

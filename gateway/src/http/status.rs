@@ -23,14 +23,23 @@ pub(super) async fn get(State(s): State<Api>) -> Response {
         "clock_unset": crate::clock::unset(),
         "uplink": s.uplink.get(),
         "outbox": outbox,
+        "unloaded_functions": s.directory.not_loaded(),
     }))
     .into_response()
 }
 
-/// `GET /readyz`: 200 once the ingest session is subscribed, else 503.
+/// `GET /readyz`: 200 once the ingest session is subscribed, else 503. The body names the
+/// configured functions whose modules do not load (they do not run; the others do).
 pub(super) async fn readyz(State(s): State<Api>) -> Response {
     if s.ready.load(std::sync::atomic::Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n").into_response()
+        let mut body = String::from("ready\n");
+        for u in s.directory.not_loaded() {
+            body += &format!(
+                "function {} is inactive: its module does not load: {}\n",
+                u.name, u.error
+            );
+        }
+        (StatusCode::OK, body).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -63,9 +63,21 @@ impl FunctionInfo {
     }
 }
 
+/// A function of the configuration file whose module does not load: not running, while the
+/// others do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unloaded {
+    /// Its name.
+    pub name: String,
+    /// Its module's path.
+    pub module: String,
+    /// Why it does not load.
+    pub error: String,
+}
+
 /// Shared, cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct Directory(Arc<RwLock<Vec<FunctionInfo>>>);
+pub struct Directory(Arc<RwLock<Vec<FunctionInfo>>>, Arc<RwLock<Vec<Unloaded>>>);
 
 impl Directory {
     /// Sets the entry of function `idx` (appending when it is the next index).
@@ -91,6 +103,16 @@ impl Directory {
         all.iter()
             .position(|f| f.active && f.name == name)
             .map(|i| (i, all[i].clone()))
+    }
+
+    /// Records a configured function whose module does not load.
+    pub(super) fn unloaded(&self, entry: Unloaded) {
+        self.1.write().expect("directory lock").push(entry);
+    }
+
+    /// The configured functions whose modules do not load.
+    pub fn not_loaded(&self) -> Vec<Unloaded> {
+        self.1.read().expect("directory lock").clone()
     }
 
     /// Every entry, by index (inactive ones included).

@@ -19,7 +19,7 @@ use crate::runtime::{
     FunctionHandle, Invocation, InvokeError, Job, LoadError, Prepared, Preparer, Runtime,
 };
 
-pub use directory::{Directory, FunctionInfo};
+pub use directory::{Directory, FunctionInfo, Unloaded};
 pub use routes::Router;
 
 /// Where a function came from.
@@ -226,9 +226,20 @@ impl Registry {
     /// take its name).
     pub fn is_configured(&self, name: &str) -> bool {
         let inner = self.lock();
-        inner
+        let running = inner
             .index_of(name)
-            .is_some_and(|idx| inner.origins[idx] == Origin::Config)
+            .is_some_and(|idx| inner.origins[idx] == Origin::Config);
+        running || self.directory.not_loaded().iter().any(|u| u.name == name)
+    }
+
+    /// Records a configured function whose module does not load (it does not run; the
+    /// others do).
+    pub fn not_loaded(&self, spec: &FunctionConfig, error: &LoadError) {
+        self.directory.unloaded(Unloaded {
+            name: spec.name.clone(),
+            module: spec.module.display().to_string(),
+            error: error.to_string(),
+        });
     }
 
     /// What the rest of the gateway sees of the functions, shared.

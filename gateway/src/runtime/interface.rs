@@ -12,12 +12,12 @@ use super::MAX_MODULE_BYTES;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Io {
         /// The module path.
         path: String,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message, not a separate cause: it would be printed twice).
+        error: std::io::Error,
     },
     /// The file exceeds [`MAX_MODULE_BYTES`].
     #[error("module is {0} bytes; the limit is {MAX_MODULE_BYTES}")]

@@ -10,6 +10,7 @@
 //! - `instance.rs`: an instance of a function, and one invocation on it within its budget.
 //! - `host.rs`: the host functions (`emit`, `publish`, `kv_*`, `log`, ...), bounds-checked.
 
+mod check;
 mod handle;
 mod host;
 mod instance;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 
 use wasmi::{Config as EngineConfig, Engine, Linker};
 
+pub use check::{check_module, ModuleReport};
 pub use handle::{run_on, FunctionHandle};
 use host::HostState;
 pub use host::{Destination, KvCharge, Output, MAX_KEY_BYTES, MAX_TOPIC_BYTES};
@@ -171,9 +173,9 @@ impl Runtime {
     /// Reads a module file, refusing one over the size limit before reading it.
     pub fn read_module(path: &std::path::Path) -> Result<Vec<u8>, LoadError> {
         let shown = path.display().to_string();
-        let io = |source| LoadError::Io {
+        let io = |error| LoadError::Io {
             path: shown.clone(),
-            source,
+            error,
         };
         let size = std::fs::metadata(path).map_err(io)?.len();
         if size > MAX_MODULE_BYTES {
