@@ -129,3 +129,92 @@ fn kiri_check_says_what_a_module_is_and_what_is_wrong() {
         "the module declares kiri.emit as (i32, i32, i32, i64) -> i32; ABI v1 defines (i32, i32, i32, i32) -> i32"
     ));
 }
+
+/// A WASI module that tries what a function may not: on `quit` it calls `proc_exit`, on `file`
+/// it tries to open a file (and emits the error number it got), on `env` it emits how many
+/// environment variables it sees. Beside it, `convert` runs on the same readings.
+fn prying_module(dir: &std::path::Path) -> std::path::PathBuf {
+    let wat = r#"(module
+      (import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+      (import "wasi_snapshot_preview1" "path_open"
+        (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "environ_sizes_get" (func $env (param i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "pry/out")
+      (data (i32.const 32) "/etc/passwd")
+      (func (export "kiri_abi_version") (result i32) i32.const 1)
+      (func (export "kiri_alloc") (param i32) (result i32) i32.const 1024)
+      (func (export "kiri_on_event") (param i32 i32 i32 i32 i64) (result i32)
+        (local $first i32)
+        (local.set $first (i32.load8_u (local.get 2)))
+        (if (i32.eq (local.get $first) (i32.const 113)) ;; "quit"
+          (then (call $exit (i32.const 7))))
+        (if (i32.eq (local.get $first) (i32.const 102)) ;; "file": the errno, as text
+          (then (i32.store8 (i32.const 64) (i32.add (i32.const 48)
+            (call $open (i32.const 3) (i32.const 0) (i32.const 32) (i32.const 11)
+              (i32.const 0) (i64.const 2) (i64.const 2) (i32.const 0) (i32.const 128))))))
+        (if (i32.eq (local.get $first) (i32.const 101)) ;; "env": the count, as text
+          (then (drop (call $env (i32.const 200) (i32.const 204)))
+            (i32.store8 (i32.const 64) (i32.add (i32.const 48) (i32.load (i32.const 200))))))
+        (drop (call $emit (i32.const 16) (i32.const 7) (i32.const 64) (i32.const 1)))
+        i32.const 0))"#;
+    let path = dir.join("pry.wasm");
+    std::fs::write(&path, wat::parse_str(wat).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn a_wasi_module_gets_no_files_no_environment_and_cannot_end_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Mosquitto::start(&dir.path().join("cloud"));
+    let got = super::formats::collect(cloud.port, "wasi-consumer");
+    let port = free_port();
+    let pry = prying_module(dir.path());
+    let functions = format!(
+        "[[functions]]\nname = \"convert\"\nmodule = \"{}\"\ntriggers = [\"sensors/+/temperature\"]\n\
+         [[functions]]\nname = \"pry\"\nmodule = \"{}\"\ntriggers = [{{ topic = \"pry\", format = \"text\" }}]\nretries = 0\n",
+        function_wasm("convert").display(),
+        pry.display(),
+    );
+    let conf = config_with(&cloud.url(), &embedded(port), &functions);
+    let mut gw = Kiri::start(&dir.path().join("kiri"), &conf, &[("SECRET", "x".into())]);
+    for what in ["quit", "file", "env"] {
+        super::formats::mosquitto_pub(port, "pry", what.as_bytes());
+    }
+    publish_all(
+        port,
+        "s1",
+        "sensors/s1/temperature",
+        (0..3).map(|i| reading("s1", i)).collect(),
+    );
+    let of = |name: &str| -> Vec<Vec<u8>> {
+        got.lock()
+            .unwrap()
+            .iter()
+            .filter(|(f, _)| f == name)
+            .map(|(_, p)| p.clone())
+            .collect()
+    };
+    let both = poll_until(Duration::from_secs(30), || {
+        gw.assert_running();
+        of("pry").len() >= 2 && of("convert").len() >= 3
+    });
+    assert!(
+        both,
+        "pry {:?}, convert {}; log:\n{}",
+        of("pry"),
+        of("convert").len(),
+        gw.log_text()
+    );
+    // path_open on fd 3 (no preopened directory): EBADF (8); no environment variables.
+    assert_eq!(of("pry"), vec![b"8".to_vec(), b"0".to_vec()]);
+    let log = gw.log_text();
+    assert!(
+        log.contains("reason=\"exit\""),
+        "proc_exit is the invocation's failure: {log}"
+    );
+    assert!(log.contains("proc_exit(7)"), "{log}");
+    gw.assert_running();
+    gw.stop();
+}

@@ -69,9 +69,9 @@ fn echo_module(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 /// What reached the cloud: (function, payload) of each result.
-type Results = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+pub(crate) type Results = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
-fn collect(cloud_port: u16, id: &str) -> Results {
+pub(crate) fn collect(cloud_port: u16, id: &str) -> Results {
     let got = Arc::new(Mutex::new(Vec::new()));
     let sink = got.clone();
     subscribe_results(cloud_port, id, move |_, e| {

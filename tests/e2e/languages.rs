@@ -65,6 +65,37 @@ fn threshold_runs(module: &Path) -> String {
     kiri.log_text()
 }
 
+/// The same module through `kiri invoke`, with no gateway: one reading above the limit gives
+/// one alert, reported as JSON.
+fn threshold_invokes(module: &Path) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiri"))
+        .arg("invoke")
+        .arg(module)
+        .args([
+            "--value",
+            "35",
+            "--sensor",
+            "s9",
+            "--config",
+            "limit=30",
+            "--report-json",
+        ])
+        .output()
+        .expect("run kiri invoke");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    let outputs = report["outputs"].as_array().unwrap();
+    assert_eq!(outputs.len(), 1, "{report}");
+    assert_eq!(outputs[0]["topic"], "alerts/s9/temperature");
+    assert_eq!(outputs[0]["payload"]["value"].as_f64(), Some(35.0));
+    assert!(report["fuel"].as_u64().unwrap() > 0);
+}
+
 /// Rust with the standard library and serde, built for wasm32-wasip1: a WASI reactor whose
 /// `println!` reaches the gateway's log.
 #[test]
@@ -73,6 +104,7 @@ fn rust_with_std_on_wasi() {
         "wasm32-wasip1/release/kiri_fn_threshold_std.wasm",
         "`make functions-wasi`",
     );
+    threshold_invokes(&module);
     let log = threshold_runs(&module);
     assert!(
         log.contains("INFO kiri::function: s1 temperature = 31 C, above 30"),

@@ -5,6 +5,7 @@
 
 mod api;
 mod deploy;
+mod invoke;
 mod tools;
 
 use std::path::PathBuf;
@@ -120,6 +121,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a module once on one event, locally (no gateway): prints its outputs, log lines,
+    /// state writes, fuel and memory, or why it failed (non-zero exit).
+    Invoke(invoke::InvokeArgs),
     /// Make a signed function package from a WebAssembly module (checked first, as `kiri check`).
     Package(deploy::PackageArgs),
     /// Publish a package to a gateway (or a group) over MQTT and wait for its answer.
@@ -278,6 +282,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             ttl,
         } => tools::token(&key, issuer, audience, subject, &scopes, ttl),
         Command::Check { module, json } => tools::check(&module, json),
+        Command::Invoke(args) => {
+            // The function's log lines, on stderr as they come.
+            let filter =
+                tracing_subscriber::EnvFilter::try_from_env("KIRI_LOG").unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("warn,kiri::function=debug")
+                });
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .without_time()
+                .with_writer(std::io::stderr)
+                .init();
+            invoke::invoke(args)
+        }
         Command::Package(args) => deploy::package(args),
         Command::Deploy { package, target } => deploy::deploy(&package, &target),
         Command::Undeploy {

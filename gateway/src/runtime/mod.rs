@@ -340,6 +340,19 @@ impl Runtime {
         payload: &[u8],
         received_ms: u64,
     ) -> Result<Invocation, InvokeError> {
+        self.invoke_as(idx, topic, payload, received_ms, kiri_abi::format::CBOR)
+    }
+
+    /// [`Runtime::invoke`] with the payload's format (what `input_format` returns, a
+    /// [`kiri_abi::format`] code).
+    pub fn invoke_as(
+        &mut self,
+        idx: usize,
+        topic: &str,
+        payload: &[u8],
+        received_ms: u64,
+        format: i32,
+    ) -> Result<Invocation, InvokeError> {
         let job = Job {
             function: idx,
             topic,
@@ -347,7 +360,7 @@ impl Runtime {
             received_ms,
             fresh: false,
             caller: None,
-            format: kiri_abi::format::CBOR,
+            format,
         };
         let handle = self.handle(idx);
         let mut f = handle.function.lock().expect("function lock");
