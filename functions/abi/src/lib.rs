@@ -34,6 +34,10 @@ pub mod import {
     pub const NOW_MS: &str = "now_ms";
     /// `(key_ptr, key_len, out_ptr, out_cap: i32) -> i32`: a configuration value.
     pub const CONFIG: &str = "config";
+    /// `(key_ptr, key_len, out_ptr, out_cap: i32) -> i32`: a configuration value as JSON,
+    /// typed (`30.5`, `true`, `"text"`, `[1, 2]`, `{"a": 1}`); an empty key gives the whole
+    /// table as one object. Optional: an addition to version 1.
+    pub const CONFIG_JSON: &str = "config_json";
     /// `(ptr, len: i32) -> i32`: set the response body of an HTTP invocation.
     pub const RESPOND: &str = "respond";
     /// `(key_ptr, key_len, out_ptr, out_cap: i32) -> i32`: read a value from the function's store.

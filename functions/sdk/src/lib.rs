@@ -29,7 +29,9 @@ extern crate std;
 #[cfg(feature = "std")]
 mod with_std;
 #[cfg(feature = "std")]
-pub use with_std::{config_string, config_value, emit_cbor, emit_json, ParseError, SensorReading};
+pub use with_std::{
+    config_string, config_typed, config_value, emit_cbor, emit_json, ParseError, SensorReading,
+};
 
 pub use kiri_abi as abi;
 
@@ -206,6 +208,17 @@ pub fn now_ms() -> i64 {
 /// Returns `None` if the key is not set or the value does not fit in `buf`.
 pub fn config<'b>(key: &str, buf: &'b mut [u8]) -> Option<&'b str> {
     let n = host::config(key.as_bytes(), buf);
+    if n < 0 || n as usize > buf.len() {
+        return None;
+    }
+    core::str::from_utf8(&buf[..n as usize]).ok()
+}
+
+/// Reads the configuration value `key` as JSON into `buf`, typed as the configuration file
+/// wrote it (`30.5`, `true`, `"text"`, `[1, 2]`, `{"a": 1}`); an empty `key` gives the whole
+/// `config` table as one JSON object. `None` if the key is not set or the JSON does not fit.
+pub fn config_json<'b>(key: &str, buf: &'b mut [u8]) -> Option<&'b str> {
+    let n = host::config_json(key.as_bytes(), buf);
     if n < 0 || n as usize > buf.len() {
         return None;
     }

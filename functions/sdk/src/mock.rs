@@ -12,6 +12,7 @@ use std::vec::Vec;
 #[derive(Default)]
 struct State {
     config: HashMap<String, String>,
+    config_json: BTreeMap<String, String>,
     emits: Vec<(String, Vec<u8>)>,
     publishes: Vec<(String, Vec<u8>)>,
     logs: Vec<(i32, String)>,
@@ -26,12 +27,14 @@ std::thread_local! {
     static STATE: RefCell<State> = RefCell::new(State::default());
 }
 
-/// Sets a configuration value as the gateway would from the function's `config` table.
+/// Sets a configuration value as the gateway would from the function's `config` table, as
+/// text (`config`) and as a JSON string (`config_json`).
 pub fn set_config(key: &str, value: &str) {
     STATE.with(|s| {
-        s.borrow_mut()
-            .config
-            .insert(key.to_string(), value.to_string())
+        let mut s = s.borrow_mut();
+        s.config.insert(key.to_string(), value.to_string());
+        s.config_json
+            .insert(key.to_string(), std::format!("{value:?}"));
     });
 }
 
@@ -140,6 +143,39 @@ pub(crate) fn log(level: i32, msg: &[u8]) {
 
 pub(crate) fn now_ms() -> i64 {
     STATE.with(|s| s.borrow().now_ms)
+}
+
+/// Sets a typed configuration value as JSON (`"30"`, `"[1, 2]"`): what `config_json` returns
+/// for `key`. (Set what `config` returns with [`set_config`].)
+pub fn set_config_json(key: &str, json: &str) {
+    STATE.with(|s| {
+        s.borrow_mut()
+            .config_json
+            .insert(key.to_string(), json.to_string())
+    });
+}
+
+pub(crate) fn config_json(key: &[u8], out: &mut [u8]) -> i32 {
+    let Some(key) = text(key) else {
+        return crate::abi::code::NOT_FOUND;
+    };
+    STATE.with(|s| {
+        let s = s.borrow();
+        let json = if key.is_empty() {
+            let fields: Vec<String> = s
+                .config_json
+                .iter()
+                .map(|(k, v)| std::format!("{k:?}:{v}"))
+                .collect();
+            Some(std::format!("{{{}}}", fields.join(",")))
+        } else {
+            s.config_json.get(&key).cloned()
+        };
+        match json {
+            Some(v) => copy_out(v.as_bytes(), out),
+            None => crate::abi::code::NOT_FOUND,
+        }
+    })
 }
 
 pub(crate) fn config(key: &[u8], out: &mut [u8]) -> i32 {

@@ -16,6 +16,8 @@ extern "C" {
     fn kiri_now_ms() -> i64;
     #[link_name = "config"]
     fn kiri_config(kp: *const u8, kl: usize, op: *mut u8, oc: usize) -> i32;
+    #[link_name = "config_json"]
+    fn kiri_config_json(kp: *const u8, kl: usize, op: *mut u8, oc: usize) -> i32;
     #[link_name = "kv_get"]
     fn kiri_kv_get(kp: *const u8, kl: usize, op: *mut u8, oc: usize) -> i32;
     #[link_name = "kv_put"]
@@ -83,6 +85,11 @@ pub fn log(level: i32, msg: &[u8]) {
 pub fn now_ms() -> i64 {
     // SAFETY: no arguments.
     unsafe { kiri_now_ms() }
+}
+
+pub fn config_json(key: &[u8], out: &mut [u8]) -> i32 {
+    // SAFETY: `out` is writable for its length; the host writes at most that many bytes.
+    unsafe { kiri_config_json(key.as_ptr(), key.len(), out.as_mut_ptr(), out.len()) }
 }
 
 pub fn config(key: &[u8], out: &mut [u8]) -> i32 {

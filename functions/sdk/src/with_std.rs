@@ -82,6 +82,25 @@ pub fn config_string(key: &str) -> Option<String> {
     }
 }
 
+/// The configuration value `key` (an empty key: the whole `config` table) read into any serde
+/// type, as the configuration file typed it: `config_typed::<Vec<String>>("kinds")`, or
+/// `config_typed::<MyConfig>("")` for the table. `None` if it is not set; an error if it is
+/// not of that shape.
+pub fn config_typed<T: DeserializeOwned>(key: &str) -> Option<Result<T, ParseError>> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        let n = host::config_json(key.as_bytes(), &mut buf);
+        if n < 0 {
+            return None;
+        }
+        let n = n as usize;
+        if n <= buf.len() {
+            return Some(serde_json::from_slice(&buf[..n]).map_err(ParseError::Json));
+        }
+        buf.resize(n, 0);
+    }
+}
+
 /// The configuration value `key` parsed (`limit = 30.5` → `config_value::<f64>("limit")`).
 pub fn config_value<T: std::str::FromStr>(key: &str) -> Option<T> {
     config_string(key).and_then(|s| s.trim().parse().ok())
@@ -146,6 +165,22 @@ mod tests {
         let emits = mock::take_emits();
         assert_eq!(Reading::decode(&emits[0].1).unwrap().seq, Some(3));
         assert!(event(b"{}").parse::<SensorReading>().is_err());
+    }
+
+    #[test]
+    fn typed_config_reads_into_serde_types() {
+        #[derive(Deserialize, Debug, PartialEq)]
+        struct Cfg {
+            limit: f64,
+            kinds: Vec<String>,
+        }
+        mock::set_config_json("limit", "30.5");
+        mock::set_config_json("kinds", r#"["a","b"]"#);
+        let all: Cfg = config_typed("").unwrap().unwrap();
+        assert_eq!(all.kinds, ["a", "b"]);
+        assert_eq!(config_typed::<f64>("limit").unwrap().unwrap(), 30.5);
+        assert!(config_typed::<f64>("kinds").unwrap().is_err());
+        assert!(config_typed::<f64>("absent").is_none());
     }
 
     #[test]

@@ -51,7 +51,8 @@ pub struct InvokeArgs {
     /// Convert the payload before the function gets it, as a trigger's `deliver` does.
     #[arg(long, value_enum, default_value = "as-received")]
     deliver: DeliverArg,
-    /// A configuration value, `KEY=VALUE` (repeat for more).
+    /// A configuration value, `KEY=VALUE` (repeat for more); typed when VALUE reads as JSON
+    /// (`limit=30`, `on=true`, `ids=[1,2]`), text otherwise.
     #[arg(long = "config", value_name = "KEY=VALUE")]
     config: Vec<String>,
     /// Keep the function's key-value state in this directory, from one run to the next
@@ -101,7 +102,9 @@ pub fn invoke(a: InvokeArgs) -> anyhow::Result<()> {
         let (k, v) = kv
             .split_once('=')
             .with_context(|| format!("--config {kv}: write KEY=VALUE"))?;
-        config.insert(k.trim().to_string(), v.to_string());
+        // Typed when it reads as JSON (`30`, `true`, `[1,2]`), text otherwise.
+        let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::from(v));
+        config.insert(k.trim().to_string(), value);
     }
     let db = match &a.state {
         Some(dir) => sled::open(dir)

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::value::ConfigValue;
 use crate::formats::{Deliver, InputFormat};
 use crate::net::topic;
 
@@ -104,9 +103,10 @@ pub struct FunctionConfig {
     pub every: Option<String>,
     /// Run on a cron schedule (5 fields, or 6 with seconds first; UTC), with topic `$timer`.
     pub cron: Option<String>,
-    /// Values the function reads with the `config` host call.
+    /// Values the function reads with the `config` host call (as text) and `config_json`
+    /// (typed: numbers, booleans, text, arrays and tables, as JSON).
     #[serde(default)]
-    pub config: BTreeMap<String, ConfigValue>,
+    pub config: BTreeMap<String, serde_json::Value>,
     /// Automatic retries of a failed event (after the first attempt), through the dead letters.
     #[serde(default = "default_retries")]
     pub retries: u32,

@@ -15,6 +15,7 @@ mod cloud;
 mod dashboard;
 mod dead_letters;
 mod deploy;
+mod errors;
 mod functions;
 mod gateway;
 mod outbox;
@@ -58,9 +59,10 @@ pub const ENV_PREFIX: &str = "KIRI_";
 /// A configuration that could not be loaded or is inconsistent.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file or the environment did not parse, or named an unknown key.
+    /// The file or the environment did not parse, or named an unknown key: each error in
+    /// the user's words (the key as written, where, the closest valid key).
     #[error("{0}")]
-    Parse(#[from] Box<figment::Error>),
+    Parse(String),
     /// A value parsed but is not acceptable.
     #[error("invalid configuration: {0}")]
     Invalid(String),
@@ -109,7 +111,12 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        Self::extract(figment, file.and_then(Path::parent), env)
+        let text = file.and_then(|p| std::fs::read_to_string(p).ok());
+        let source = file.zip(text.as_deref()).map(|(p, text)| errors::Source {
+            name: p.display().to_string(),
+            text,
+        });
+        Self::extract(figment, source.as_ref(), file.and_then(Path::parent), env)
     }
 
     /// Like [`Config::load_with_env`] with the file's text in hand, as if it were read from a
@@ -121,17 +128,24 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let figment =
             Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text));
-        Self::extract(figment, Some(dir), env)
+        let source = errors::Source {
+            name: "the configuration".into(),
+            text,
+        };
+        Self::extract(figment, Some(&source), Some(dir), env)
     }
 
     /// The environment over `figment`, extracted, paths made relative to `dir`, validated.
     fn extract(
         figment: Figment,
+        source: Option<&errors::Source<'_>>,
         dir: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let figment = figment.merge(env_overrides(env));
-        let mut config: Config = figment.extract().map_err(Box::new)?;
+        let mut config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(errors::describe(e, source)))?;
         if let Some(dir) = dir {
             let cloud = &mut config.cloud;
             let paths = config
@@ -297,8 +311,8 @@ mod tests {
         let c = Config::load_with_env(Some(&path), env(&[])).unwrap();
         assert_eq!(c.functions.len(), 4);
         assert!(c.functions[0].module.starts_with(dir.path()));
-        assert_eq!(c.functions[1].config["limit"].to_string(), "30");
-        assert_eq!(c.functions[0].config["temperature_unit"].to_string(), "F");
+        assert_eq!(c.functions[1].config["limit"], serde_json::json!(30.0));
+        assert_eq!(c.functions[0].config["temperature_unit"], "F");
     }
 
     #[test]

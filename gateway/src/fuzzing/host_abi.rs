@@ -64,9 +64,13 @@ impl HostAbi {
         }
         let mut runtime = Runtime::new(MAX_PAYLOAD_BYTES, db);
         let config = BTreeMap::from([
-            ("limit".to_string(), "30".to_string()),
-            ("unit".to_string(), "C".to_string()),
-            ("big".to_string(), "b".repeat(5000)),
+            ("limit".to_string(), serde_json::json!("30")),
+            ("unit".to_string(), serde_json::json!("C")),
+            ("big".to_string(), serde_json::json!("b".repeat(5000))),
+            (
+                "table".to_string(),
+                serde_json::json!({"a": [1, 2.5, true]}),
+            ),
         ]);
         let permissions = Permissions {
             publish: vec!["local/#".into()],

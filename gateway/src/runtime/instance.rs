@@ -34,7 +34,7 @@ pub(super) struct Meta {
     pub(super) name: Arc<str>,
     pub(super) module: Module,
     pub(super) limits: FunctionLimits,
-    pub(super) config: Arc<BTreeMap<String, String>>,
+    pub(super) config: Arc<BTreeMap<String, serde_json::Value>>,
     pub(super) permissions: Arc<Permissions>,
     pub(super) kv: sled::Tree,
     /// Its key-value usage, shared with its instances (and with its next version's).

@@ -193,11 +193,7 @@ impl Runtime {
     /// What preparing a module for the function `cfg` describes needs of the runtime, taken
     /// now, so that the module can be compiled and started without holding the runtime.
     pub fn preparer(&mut self, cfg: &FunctionConfig) -> Preparer {
-        let config = cfg
-            .config
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_string()))
-            .collect();
+        let config = cfg.config.clone();
         let permissions = Permissions {
             publish: cfg.publish.clone(),
             emit: cfg.emit.clone(),
@@ -213,7 +209,7 @@ impl Runtime {
         &mut self,
         name: &str,
         limits: FunctionLimits,
-        config: BTreeMap<String, String>,
+        config: BTreeMap<String, serde_json::Value>,
         permissions: Permissions,
     ) -> Preparer {
         // A new version shares the running one's key-value usage.
@@ -298,7 +294,7 @@ impl Runtime {
         name: &str,
         wasm: &[u8],
         limits: FunctionLimits,
-        config: BTreeMap<String, String>,
+        config: BTreeMap<String, serde_json::Value>,
         permissions: Permissions,
     ) -> Result<usize, LoadError> {
         let prepared = self

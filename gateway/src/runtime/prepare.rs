@@ -18,7 +18,7 @@ pub struct Preparer {
     pub(super) set: Arc<EngineSet>,
     pub(super) name: Arc<str>,
     pub(super) limits: FunctionLimits,
-    pub(super) config: BTreeMap<String, String>,
+    pub(super) config: BTreeMap<String, serde_json::Value>,
     pub(super) permissions: Permissions,
     pub(super) db: sled::Db,
     pub(super) kv_usage: Option<Arc<KvUsage>>,

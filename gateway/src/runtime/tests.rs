@@ -215,7 +215,7 @@ fn config_values_reach_the_guest() {
     // Copies config["limit"] to offset 100 and emits it on topic "limit".
     let body = "(drop (call $emit (i32.const 0) (i32.const 5) (i32.const 100) (call $config (i32.const 0) (i32.const 5) (i32.const 100) (i32.const 16)))) (i32.const 0)";
     let wasm = wat::parse_str(with_body(imports, body)).unwrap();
-    let config = BTreeMap::from([("limit".to_string(), "30.5".to_string())]);
+    let config = BTreeMap::from([("limit".to_string(), serde_json::json!("30.5"))]);
     let f = rt
         .load_bytes(
             "t",
@@ -1140,4 +1140,38 @@ fn instances_side_by_side_writing_one_key_count_it_once() {
         (1, 12),
         "the store holds one key of 2 + 10 bytes"
     );
+}
+
+#[test]
+fn typed_config_reaches_the_guest_as_json_and_scalars_stay_text() {
+    let mut rt = runtime();
+    let imports = r#"(import "kiri" "config_json" (func $json (param i32 i32 i32 i32) (result i32)))
+      (import "kiri" "config" (func $config (param i32 i32 i32 i32) (result i32)))
+      (import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
+      (data (i32.const 0) "limit")"#;
+    // Emits config_json("") on "a" and config("limit") on "l".
+    let body = "(drop (call $emit (i32.const 0) (i32.const 1) (i32.const 100) (call $json (i32.const 0) (i32.const 0) (i32.const 100) (i32.const 400))))
+      (drop (call $emit (i32.const 0) (i32.const 5) (i32.const 600) (call $config (i32.const 0) (i32.const 5) (i32.const 600) (i32.const 16))))
+      (i32.const 0)";
+    let toml = "[[functions]]\nname = \"t\"\nmodule = \"t.wasm\"\ntriggers = [\"t\"]\n\
+                config = { limit = 30, kinds = [\"a\", \"b\"], nested = { on = true } }\n";
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::config::Config::from_toml_str(toml, dir.path(), Vec::new()).unwrap();
+    let wasm = wat::parse_str(with_body(imports, body)).unwrap();
+    let f = rt
+        .load_bytes(
+            "t",
+            &wasm,
+            FunctionLimits::default(),
+            config.functions[0].config.clone(),
+            Permissions::default(),
+        )
+        .unwrap();
+    let out = rt.invoke(f, "t", b"", 0).unwrap().outputs;
+    let all: serde_json::Value = serde_json::from_slice(&out[0].payload).unwrap();
+    assert_eq!(
+        all,
+        serde_json::json!({"kinds": ["a", "b"], "limit": 30, "nested": {"on": true}})
+    );
+    assert_eq!(out[1].payload, b"30");
 }

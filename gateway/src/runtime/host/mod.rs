@@ -77,7 +77,7 @@ fn deadline(caller: &Caller<'_, HostState>) -> Result<(), Error> {
 pub struct HostState {
     pub(crate) limits: StoreLimits,
     pub(crate) function: Arc<str>,
-    pub(crate) config: Arc<BTreeMap<String, String>>,
+    pub(crate) config: Arc<BTreeMap<String, serde_json::Value>>,
     pub(crate) permissions: Arc<super::Permissions>,
     pub(crate) outputs: Vec<Output>,
     pub(crate) output_bytes: usize,
@@ -366,7 +366,30 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
                     let value = std::str::from_utf8(key)
                         .ok()
                         .and_then(|k| state.config.get(k));
-                    Ok(value.map(|v| v.as_bytes().to_vec()).ok_or(code::NOT_FOUND))
+                    Ok(value.map(config_text).ok_or(code::NOT_FOUND))
+                },
+            )
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        import::CONFIG_JSON,
+        |mut caller: Caller<'_, HostState>, kp: i32, kl: i32, op: i32, oc: i32| {
+            lookup(
+                &mut caller,
+                [kp, kl, op, oc],
+                code::NOT_FOUND,
+                |state, key| {
+                    let json = if key.is_empty() {
+                        // The whole table, as one object.
+                        serde_json::to_vec(&*state.config).ok()
+                    } else {
+                        std::str::from_utf8(key)
+                            .ok()
+                            .and_then(|k| state.config.get(k))
+                            .and_then(|v| serde_json::to_vec(v).ok())
+                    };
+                    Ok(json.ok_or(code::NOT_FOUND))
                 },
             )
         },
@@ -409,6 +432,15 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
     wasi::add_to_linker(linker)
 }
 
+/// A configuration value as `config` returns it: text as it is, anything else as JSON
+/// (`30.5`, `true`, `[1,2]`).
+fn config_text(v: &serde_json::Value) -> Vec<u8> {
+    match v {
+        serde_json::Value::String(s) => s.as_bytes().to_vec(),
+        other => other.to_string().into_bytes(),
+    }
+}
+
 /// Copies `value` to `out` (as much as fits) and returns its full length, ABI style.
 fn answer(data: &mut [u8], out: std::ops::Range<usize>, value: &[u8]) -> i32 {
     let n = value.len().min(out.len());
@@ -440,7 +472,7 @@ fn lookup(
 
 /// The functions `add_to_linker` defines under `kiri`, with their types (parameters, results);
 /// a module importing anything else is refused at load.
-pub const SIGNATURES: [(&str, &[ValType], &[ValType]); 12] = {
+pub const SIGNATURES: [(&str, &[ValType], &[ValType]); 13] = {
     use ValType::{I32, I64};
     [
         (import::EMIT, &[I32, I32, I32, I32], &[I32]),
@@ -449,6 +481,7 @@ pub const SIGNATURES: [(&str, &[ValType], &[ValType]); 12] = {
         (import::LOG, &[I32, I32, I32], &[]),
         (import::NOW_MS, &[], &[I64]),
         (import::CONFIG, &[I32, I32, I32, I32], &[I32]),
+        (import::CONFIG_JSON, &[I32, I32, I32, I32], &[I32]),
         (import::KV_GET, &[I32, I32, I32, I32], &[I32]),
         (import::KV_PUT, &[I32, I32, I32, I32], &[I32]),
         (import::KV_DELETE, &[I32, I32], &[I32]),
