@@ -399,9 +399,9 @@ fn every_example_function_loads_and_handles_a_reading() {
     ];
     for (name, path, config, emits) in examples {
         let wasm = std::fs::read(&path).unwrap();
-        let config: BTreeMap<String, String> = config
+        let config: BTreeMap<String, serde_json::Value> = config
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
             .collect();
         let f = rt
             .load_bytes(

@@ -79,9 +79,9 @@ pub fn runtime(db: sled::Db) -> Runtime {
 
 /// Loads `wasm` as function `name` with default limits and permissions.
 pub fn load(rt: &mut Runtime, name: &str, wasm: &[u8], config: &[(&str, &str)]) -> usize {
-    let config: BTreeMap<String, String> = config
+    let config: BTreeMap<String, serde_json::Value> = config
         .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
         .collect();
     rt.load_bytes(
         name,
