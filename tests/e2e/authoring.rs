@@ -218,3 +218,67 @@ fn a_wasi_module_gets_no_files_no_environment_and_cannot_end_the_gateway() {
     gw.assert_running();
     gw.stop();
 }
+
+/// An HTTP function sees the method, the path after its name, the query and its allow-listed
+/// headers (never the token), and sets the status and headers of its answer.
+#[test]
+fn an_http_function_sees_the_request_and_shapes_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Mosquitto::start(&dir.path().join("cloud"));
+    let headers = r#"{"content-type":"application/json","x-kiri-test":"yes"}"#;
+    let wat = format!(
+        r#"(module
+      (import "kiri" "http_request" (func $req (param i32 i32) (result i32)))
+      (import "kiri" "http_response" (func $resp (param i32 i32 i32) (result i32)))
+      (import "kiri" "respond" (func $respond (param i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "{escaped}")
+      (func (export "kiri_abi_version") (result i32) i32.const 1)
+      (func (export "kiri_alloc") (param i32) (result i32) i32.const 1024)
+      (func (export "kiri_on_event") (param i32 i32 i32 i32 i64) (result i32)
+        (local $n i32)
+        (local.set $n (call $req (i32.const 8192) (i32.const 8192)))
+        (if (i32.ne (call $resp (i32.const 201) (i32.const 0) (i32.const {len})) (i32.const 0))
+          (then (return (i32.const 9))))
+        (drop (call $respond (i32.const 8192) (local.get $n)))
+        i32.const 0))"#,
+        escaped = headers.replace('"', "\\\""),
+        len = headers.len()
+    );
+    let module = dir.path().join("req.wasm");
+    std::fs::write(&module, wat::parse_str(&wat).unwrap()).unwrap();
+    let functions = format!(
+        "[[functions]]\nname = \"req\"\nmodule = \"{}\"\nhttp = true\nhttp_headers = [\"x-device-id\"]\n",
+        module.display()
+    );
+    let conf = config_with(&cloud.url(), &embedded(free_port()), &functions);
+    let token = "http-test-token-0123456789abcdef";
+    let env = [("KIRI_DASHBOARD_TOKEN", token.to_string())];
+    let mut gw = Kiri::start(&dir.path().join("kiri"), &conf, &env);
+    let url = format!(
+        "http://127.0.0.1:{}/invoke/req/items/7?x=1&y=two",
+        gw.metrics_port
+    );
+    let mut resp = ureq::get(&url)
+        .header("Authorization", &format!("Bearer {token}"))
+        .header("X-Device-Id", "d1")
+        .header("X-Other", "not passed")
+        .call()
+        .expect("the call");
+    assert_eq!(resp.status().as_u16(), 201);
+    let h = resp.headers();
+    assert_eq!(h.get("content-type").unwrap(), "application/json");
+    assert_eq!(h.get("x-kiri-test").unwrap(), "yes");
+    let seen: serde_json::Value =
+        serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(
+        seen,
+        serde_json::json!({
+            "method": "GET",
+            "path": "/items/7",
+            "query": "x=1&y=two",
+            "headers": {"x-device-id": "d1"}
+        })
+    );
+    gw.stop();
+}

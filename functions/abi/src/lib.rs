@@ -38,6 +38,14 @@ pub mod import {
     /// typed (`30.5`, `true`, `"text"`, `[1, 2]`, `{"a": 1}`); an empty key gives the whole
     /// table as one object. Optional: an addition to version 1.
     pub const CONFIG_JSON: &str = "config_json";
+    /// `(out_ptr, out_cap: i32) -> i32`: an HTTP call's request as one JSON object (`method`,
+    /// `path`, `query`, `headers`); `NOT_FOUND` for other events. Optional: an addition to
+    /// version 1.
+    pub const HTTP_REQUEST: &str = "http_request";
+    /// `(status, headers_ptr, headers_len: i32) -> i32`: the status (200 to 599) and headers
+    /// (a JSON object of text values, or nothing) of an HTTP call's answer. Optional: an
+    /// addition to version 1.
+    pub const HTTP_RESPONSE: &str = "http_response";
     /// `(ptr, len: i32) -> i32`: set the response body of an HTTP invocation.
     pub const RESPOND: &str = "respond";
     /// `(key_ptr, key_len, out_ptr, out_cap: i32) -> i32`: read a value from the function's store.

@@ -214,6 +214,24 @@ pub fn config<'b>(key: &str, buf: &'b mut [u8]) -> Option<&'b str> {
     core::str::from_utf8(&buf[..n as usize]).ok()
 }
 
+/// For an HTTP call, the request as one JSON object read into `buf`: `method`, `path` (after
+/// the function's name, from `/`), `query` (without `?`) and `headers` (the allow-listed ones,
+/// names in lower case). `None` for other events, or if it does not fit.
+pub fn http_request(buf: &mut [u8]) -> Option<&str> {
+    let n = host::http_request(buf);
+    if n < 0 || n as usize > buf.len() {
+        return None;
+    }
+    core::str::from_utf8(&buf[..n as usize]).ok()
+}
+
+/// Sets the status (200 to 599) and headers (a JSON object of text values, such as
+/// `{"content-type":"application/json"}`, or `""` for none) of an HTTP call's answer; the
+/// body is [`respond`]'s. `INVALID` for a status or header the gateway does not send.
+pub fn http_response(status: u16, headers_json: &str) -> Result<(), Error> {
+    check(host::http_response(status as i32, headers_json.as_bytes()))
+}
+
 /// Reads the configuration value `key` as JSON into `buf`, typed as the configuration file
 /// wrote it (`30.5`, `true`, `"text"`, `[1, 2]`, `{"a": 1}`); an empty `key` gives the whole
 /// `config` table as one JSON object. `None` if the key is not set or the JSON does not fit.

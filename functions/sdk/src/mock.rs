@@ -13,6 +13,8 @@ use std::vec::Vec;
 struct State {
     config: HashMap<String, String>,
     config_json: BTreeMap<String, String>,
+    http_request: Option<String>,
+    http_response: Option<(i32, String)>,
     emits: Vec<(String, Vec<u8>)>,
     publishes: Vec<(String, Vec<u8>)>,
     logs: Vec<(i32, String)>,
@@ -153,6 +155,33 @@ pub fn set_config_json(key: &str, json: &str) {
             .config_json
             .insert(key.to_string(), json.to_string())
     });
+}
+
+/// Makes the following calls look like HTTP calls with this request (the JSON object
+/// `http_request` returns: `method`, `path`, `query`, `headers`); `None` clears it.
+pub fn set_http_request(json: Option<&str>) {
+    STATE.with(|s| s.borrow_mut().http_request = json.map(|j| j.to_string()));
+}
+
+/// The status and headers JSON the function last set with `http_response`.
+pub fn take_http_response() -> Option<(i32, String)> {
+    STATE.with(|s| s.borrow_mut().http_response.take())
+}
+
+pub(crate) fn http_request(out: &mut [u8]) -> i32 {
+    STATE.with(|s| match &s.borrow().http_request {
+        Some(json) => copy_out(json.as_bytes(), out),
+        None => crate::abi::code::NOT_FOUND,
+    })
+}
+
+pub(crate) fn http_response(status: i32, headers: &[u8]) -> i32 {
+    if !(200..=599).contains(&status) {
+        return crate::abi::code::INVALID;
+    }
+    let headers = String::from_utf8_lossy(headers).into_owned();
+    STATE.with(|s| s.borrow_mut().http_response = Some((status, headers)));
+    crate::abi::code::OK
 }
 
 pub(crate) fn config_json(key: &[u8], out: &mut [u8]) -> i32 {

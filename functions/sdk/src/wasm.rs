@@ -16,6 +16,10 @@ extern "C" {
     fn kiri_now_ms() -> i64;
     #[link_name = "config"]
     fn kiri_config(kp: *const u8, kl: usize, op: *mut u8, oc: usize) -> i32;
+    #[link_name = "http_request"]
+    fn kiri_http_request(op: *mut u8, oc: usize) -> i32;
+    #[link_name = "http_response"]
+    fn kiri_http_response(status: i32, hp: *const u8, hl: usize) -> i32;
     #[link_name = "config_json"]
     fn kiri_config_json(kp: *const u8, kl: usize, op: *mut u8, oc: usize) -> i32;
     #[link_name = "kv_get"]
@@ -85,6 +89,16 @@ pub fn log(level: i32, msg: &[u8]) {
 pub fn now_ms() -> i64 {
     // SAFETY: no arguments.
     unsafe { kiri_now_ms() }
+}
+
+pub fn http_request(out: &mut [u8]) -> i32 {
+    // SAFETY: `out` is writable for its length; the host writes at most that many bytes.
+    unsafe { kiri_http_request(out.as_mut_ptr(), out.len()) }
+}
+
+pub fn http_response(status: i32, headers: &[u8]) -> i32 {
+    // SAFETY: the slice is valid for its length; the host only reads it.
+    unsafe { kiri_http_response(status, headers.as_ptr(), headers.len()) }
 }
 
 pub fn config_json(key: &[u8], out: &mut [u8]) -> i32 {

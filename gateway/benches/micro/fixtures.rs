@@ -111,6 +111,7 @@ pub fn job<'a>(function: usize, topic: &'a str, payload: &'a [u8]) -> Job<'a> {
         fresh: false,
         caller: None,
         format: kiri_abi::format::CBOR,
+        http: None,
     }
 }
 

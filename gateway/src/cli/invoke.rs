@@ -172,7 +172,7 @@ pub fn invoke(a: InvokeArgs) -> anyhow::Result<()> {
             db.flush()?;
             report["outputs"] = outputs.into();
             report["kv_writes"] = writes.into();
-            if let Some(body) = &inv.response {
+            if let Some(body) = &inv.response.body {
                 report["response"] = shown(body);
             }
             report["ok"] = true.into();

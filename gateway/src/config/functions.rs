@@ -117,9 +117,13 @@ pub struct FunctionConfig {
     /// events in parallel, in any order.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
-    /// Whether `POST /invoke/<name>` may run it (off by default).
+    /// Whether `/invoke/<name>` may run it (off by default).
     #[serde(default)]
     pub http: bool,
+    /// Request headers an HTTP call passes to the function (`http_request`), names in lower
+    /// case. `authorization` never passes.
+    #[serde(default = "default_http_headers")]
+    pub http_headers: Vec<String>,
     /// Topic filters the function may `publish` to on the local broker (none by default).
     #[serde(default)]
     pub publish: Vec<String>,
@@ -129,6 +133,10 @@ pub struct FunctionConfig {
     /// Sandbox limits.
     #[serde(default)]
     pub limits: FunctionLimits,
+}
+
+fn default_http_headers() -> Vec<String> {
+    vec!["content-type".into(), "accept".into()]
 }
 
 impl FunctionConfig {
@@ -166,6 +174,21 @@ impl FunctionConfig {
                 "function {:?} has no triggers, every, cron or http: nothing would run it",
                 self.name
             ));
+        }
+        for h in &self.http_headers {
+            let lower = h.to_ascii_lowercase();
+            if axum::http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+                return Err(format!(
+                    "function {:?}: http_headers: {h:?} is not a header name",
+                    self.name
+                ));
+            }
+            if lower == "authorization" || lower == "cookie" {
+                return Err(format!(
+                    "function {:?}: http_headers: {h:?} carries credentials and never passes to a function",
+                    self.name
+                ));
+            }
         }
         let l = &self.limits;
         if l.kv_max_bytes > i64::MAX as u64 || l.kv_max_keys > i64::MAX as u64 {

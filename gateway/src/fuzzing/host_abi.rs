@@ -119,6 +119,7 @@ impl HostAbi {
             fresh,
             caller,
             format: kiri_abi::format::BYTES,
+            http: None,
         };
         let jobs = [job(true), job(false)];
         let fuel_before = self.fuel();
@@ -200,6 +201,7 @@ impl HostAbi {
         assert!(keys <= 0 || usage.1 + keys <= limits.kv_max_keys as i64);
         assert!(inv
             .response
+            .body
             .as_ref()
             .is_none_or(|r| r.len() <= MAX_PAYLOAD_BYTES));
     }

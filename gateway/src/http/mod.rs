@@ -25,7 +25,7 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -106,7 +106,11 @@ pub fn router(state: Api) -> Router {
         .route("/readyz", get(status::readyz))
         .route(
             "/invoke/{function}",
-            post(invoke::invoke).layer(DefaultBodyLimit::max(max_body)),
+            any(invoke::invoke).layer(DefaultBodyLimit::max(max_body)),
+        )
+        .route(
+            "/invoke/{function}/{*path}",
+            any(invoke::invoke_path).layer(DefaultBodyLimit::max(max_body)),
         )
         .route("/api/v1/dead-letters", get(dead_letters::list))
         .route("/api/v1/dead-letters/replay", post(dead_letters::replay))

@@ -221,6 +221,7 @@ impl<J: Journal> Core<J> {
                             fresh: false,
                             caller: None,
                             format: input.format,
+                            http: None,
                         });
                         origins.push(JobOrigin::Event);
                     }
@@ -237,6 +238,7 @@ impl<J: Journal> Core<J> {
                             fresh: false,
                             caller: None,
                             format: kiri_abi::format::NONE,
+                            http: None,
                         });
                         origins.push(JobOrigin::Event);
                     }
@@ -258,6 +260,7 @@ impl<J: Journal> Core<J> {
                         fresh: r.attempts > 0,
                         caller: None,
                         format: input.format,
+                        http: None,
                     });
                     origins.push(JobOrigin::Replay {
                         id: r.id,
@@ -274,6 +277,7 @@ impl<J: Journal> Core<J> {
                             fresh: false,
                             caller: call.caller.as_ref(),
                             format: kiri_abi::format::BYTES,
+                            http: Some(&call.request),
                         });
                         origins.push(JobOrigin::Http { work: wi });
                     }
@@ -460,7 +464,7 @@ fn acked(w: &Work) -> Option<Ack> {
 
 /// Answers an HTTP call (the caller may have given up waiting; the effects are committed
 /// either way).
-fn answer(call: &mut HttpInvoke, response: Result<Vec<u8>, InvokeFailure>) {
+fn answer(call: &mut HttpInvoke, response: Result<crate::runtime::HttpAnswer, InvokeFailure>) {
     let (unused, _) = oneshot::channel();
     let _ = std::mem::replace(&mut call.reply, unused).send(response);
 }

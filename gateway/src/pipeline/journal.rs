@@ -90,7 +90,7 @@ pub(super) enum JobOrigin {
 #[derive(Debug, Default)]
 pub(super) struct Staged {
     pub(super) local: Vec<Output>,
-    pub(super) response: Option<Result<Vec<u8>, InvokeFailure>>,
+    pub(super) response: Option<Result<crate::runtime::HttpAnswer, InvokeFailure>>,
 }
 
 /// What the invocation workers share to stage results.
@@ -138,7 +138,7 @@ impl<J: Journal> Stager<'_, J> {
                 // The usage follows what the writes changed in the store (invocations
                 // side by side may each have counted the same key).
                 invocation.kv_charge.settle(change.bytes, change.keys);
-                staged.response = Some(Ok(invocation.response.unwrap_or_default()));
+                staged.response = Some(Ok(invocation.response));
                 None
             }
             Err(e) => {

@@ -272,6 +272,7 @@ impl Fixture {
             body: body.to_vec(),
             received_ms: 1,
             caller: None,
+            request: Arc::new(crate::runtime::HttpRequest::new("POST", "/", "", &[])),
             reply,
         };
         (Work::Invoke(call), answer)
@@ -344,7 +345,7 @@ fn an_http_call_is_answered_only_after_its_effects_are_committed() {
     let (call, mut answer) = Fixture::call(1, b"body");
     let (m, _) = fx.message(&[OK], true);
     fx.process(vec![call, m]).unwrap();
-    assert_eq!(answer.try_recv().unwrap().unwrap(), b"body");
+    assert_eq!(answer.try_recv().unwrap().unwrap().body.unwrap(), b"body");
     assert_eq!(fx.seen()[0], Seen::Flushed, "flushed before anything left");
     assert_eq!(fx.state("g").as_deref(), Some(&[OK][..]));
     let out = fx.forwardable();
@@ -618,7 +619,7 @@ fn action() -> impl Strategy<Value = Action> {
 }
 
 /// Where an HTTP call's answer arrives.
-type Answer = oneshot::Receiver<Result<Vec<u8>, InvokeFailure>>;
+type Answer = oneshot::Receiver<Result<crate::runtime::HttpAnswer, InvokeFailure>>;
 
 /// What the model expects of one group once it is committed.
 #[derive(Default)]
@@ -713,7 +714,10 @@ fn run_model(actions: Vec<Action>) -> Result<(), TestCaseError> {
                 state.extend(e.state);
                 for (mut answer, outcome) in e.answers {
                     let got = answer.try_recv().expect("answered once committed");
-                    prop_assert_eq!(got.map_err(|f| f.reason), outcome);
+                    let got = got
+                        .map(|a| a.body.unwrap_or_default())
+                        .map_err(|f| f.reason);
+                    prop_assert_eq!(got, outcome);
                 }
                 check_acks(&fx, &committed_acks)?;
                 let out = fx.forwardable();

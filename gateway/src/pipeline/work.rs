@@ -87,8 +87,10 @@ pub struct HttpInvoke {
     pub received_ms: u64,
     /// Who called, when the request carried a JWT (none with the admin token).
     pub caller: Option<Arc<Caller>>,
-    /// Gets the response body once the invocation's effects are committed, or why it failed.
-    pub reply: oneshot::Sender<Result<Vec<u8>, InvokeFailure>>,
+    /// The request as the function sees it (`http_request`).
+    pub request: Arc<crate::runtime::HttpRequest>,
+    /// Gets the answer once the invocation's effects are committed, or why it failed.
+    pub reply: oneshot::Sender<Result<crate::runtime::HttpAnswer, InvokeFailure>>,
 }
 
 /// Why an HTTP invocation produced no response.

@@ -25,6 +25,9 @@ pub struct FunctionInfo {
     pub cron: Option<String>,
     /// Whether HTTP invocation is on.
     pub http: bool,
+    /// The request headers an HTTP call passes to it.
+    #[serde(default)]
+    pub http_headers: Vec<String>,
     /// Fuel per invocation.
     pub fuel: u64,
     /// Memory cap, bytes.
@@ -53,6 +56,11 @@ impl FunctionInfo {
             every: spec.every.clone(),
             cron: spec.cron.clone(),
             http: spec.http,
+            http_headers: spec
+                .http_headers
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
             fuel: spec.limits.fuel,
             memory_bytes: spec.limits.memory_bytes,
             timeout_ms: spec.limits.timeout_ms,

@@ -169,7 +169,8 @@ pub(super) fn instantiate(
             kv_max_bytes: f.limits.kv_max_bytes,
             kv_max_keys: f.limits.kv_max_keys,
             kv_delta: (0, 0),
-            response: None,
+            response: super::HttpAnswer::default(),
+            http: None,
             caller: None,
             input_format: kiri_abi::format::NONE,
             deadline: Instant::now() + Duration::from_millis(f.limits.timeout_ms),
@@ -281,7 +282,7 @@ pub(super) fn invoke_slot(
             .collect(),
         kv: f.kv.clone(),
         kv_charge: instance.store.data_mut().take_kv_charge(),
-        response: instance.store.data_mut().response.take(),
+        response: std::mem::take(&mut instance.store.data_mut().response),
     });
     let left = instance.store.get_fuel().unwrap_or(0);
     // A cold start's fuel and time count as the invocation's (metering shows what it cost).
@@ -433,6 +434,7 @@ fn call(
     store.data_mut().reset();
     store.data_mut().caller = job.caller.cloned();
     store.data_mut().input_format = job.format;
+    store.data_mut().http = job.http.cloned();
     store.data_mut().deadline = budget.deadline;
     store.set_fuel(0).map_err(trap)?;
     budget.refill(store, 0)?;

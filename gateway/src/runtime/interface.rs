@@ -34,7 +34,7 @@ pub enum LoadError {
         expected: &'static str,
     },
     /// The module imports something the host does not offer.
-    #[error("the module imports {module}.{name}, which the gateway does not offer{hint}. The gateway offers kiri.{{emit, publish, respond, log, now_ms, config, config_json, kv_get, kv_put, kv_delete, kv_list, caller, input_format}} and WASI preview 1 (wasi_snapshot_preview1.*)")]
+    #[error("the module imports {module}.{name}, which the gateway does not offer{hint}. The gateway offers kiri.{{emit, publish, respond, http_request, http_response, log, now_ms, config, config_json, kv_get, kv_put, kv_delete, kv_list, caller, input_format}} and WASI preview 1 (wasi_snapshot_preview1.*)")]
     Import {
         /// Import module.
         module: String,

@@ -50,8 +50,8 @@ pub struct Invocation {
     pub kv: sled::Tree,
     /// What the writes change in the function's key-value usage: settle it once committed.
     pub kv_charge: KvCharge,
-    /// The body it set with `respond`, if any.
-    pub response: Option<Vec<u8>>,
+    /// What it answers an HTTP call with (`respond`, `http_response`).
+    pub response: HttpAnswer,
 }
 
 /// One event for [`Runtime::run_batch`].
@@ -71,6 +71,51 @@ pub struct Job<'a> {
     pub caller: Option<&'a Arc<Caller>>,
     /// The payload's format, a [`kiri_abi::format`] code (what `input_format` returns).
     pub format: i32,
+    /// For an HTTP call: the request (what `http_request` returns).
+    pub http: Option<&'a Arc<HttpRequest>>,
+}
+
+/// An HTTP call's request as the function sees it (`http_request`): its method, the path
+/// after the function's name, the query and the allow-listed headers, as one JSON object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    json: Vec<u8>,
+}
+
+impl HttpRequest {
+    /// The request `method path?query` with `headers` (names lower case).
+    pub fn new(method: &str, path: &str, query: &str, headers: &[(String, String)]) -> Self {
+        let headers: serde_json::Map<String, serde_json::Value> = headers
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+            .collect();
+        let json = serde_json::json!({
+            "method": method,
+            "path": path,
+            "query": query,
+            "headers": headers,
+        });
+        HttpRequest {
+            json: json.to_string().into_bytes(),
+        }
+    }
+
+    /// The JSON object.
+    pub fn json(&self) -> &[u8] {
+        &self.json
+    }
+}
+
+/// How a function answers an HTTP call: the status and headers it set (`http_response`) and
+/// the body (`respond`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpAnswer {
+    /// The status; `None`: 200.
+    pub status: Option<u16>,
+    /// Headers to send, names lower case (`content-type` among them when it set one).
+    pub headers: Vec<(String, String)>,
+    /// The body; `None`: empty.
+    pub body: Option<Vec<u8>>,
 }
 
 /// A verified HTTP caller (from a JWT): the function can read its subject, and its topics
@@ -357,6 +402,7 @@ impl Runtime {
             fresh: false,
             caller: None,
             format,
+            http: None,
         };
         let handle = self.handle(idx);
         let mut f = handle.function.lock().expect("function lock");

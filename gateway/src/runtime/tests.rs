@@ -569,6 +569,7 @@ fn a_huge_module_file_is_refused_before_it_is_read() {
         retry_backoff_ms: 1,
         concurrency: 1,
         http: false,
+        http_headers: vec![],
         publish: vec![],
         emit: vec!["#".into()],
         limits: FunctionLimits::default(),
@@ -596,6 +597,7 @@ fn a_batch_runs_each_function_in_order_and_functions_side_by_side() {
             fresh: false,
             caller: None,
             format: kiri_abi::format::CBOR,
+            http: None,
         })
         .collect();
     let seen = std::sync::Mutex::new(vec![Vec::new(), Vec::new()]);
@@ -639,6 +641,7 @@ fn a_function_with_concurrency_uses_several_instances() {
             fresh: false,
             caller: None,
             format: kiri_abi::format::CBOR,
+            http: None,
         })
         .collect();
     let done = std::sync::atomic::AtomicUsize::new(0);
@@ -679,6 +682,7 @@ fn the_first_error_of_the_callback_stops_the_batch() {
             fresh: false,
             caller: None,
             format: kiri_abi::format::CBOR,
+            http: None,
         })
         .collect();
     let calls = std::sync::atomic::AtomicUsize::new(0);
@@ -756,10 +760,11 @@ fn a_callers_prefixes_bound_every_host_call_and_do_not_outlive_its_invocation() 
             fresh: false,
             caller,
             format: kiri_abi::format::BYTES,
+            http: None,
         };
         let got = std::sync::Mutex::new(Vec::new());
         rt.run_batch(&[job], |_, r| -> Result<(), ()> {
-            let body = r.unwrap().response.unwrap();
+            let body = r.unwrap().response.body.unwrap();
             *got.lock().unwrap() = body
                 .chunks(4)
                 .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
@@ -1115,6 +1120,7 @@ fn instances_side_by_side_writing_one_key_count_it_once() {
         fresh: false,
         caller: None,
         format: kiri_abi::format::CBOR,
+        http: None,
     };
     // Both run before either commits: each counts the key as new.
     let done = std::sync::Mutex::new(Vec::new());

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod http;
 mod kv;
 mod log;
 mod shares;
@@ -100,8 +101,10 @@ pub struct HostState {
     pub(crate) kv_max_keys: u64,
     /// This invocation's change to the usage: bytes, keys.
     pub(crate) kv_delta: (i64, i64),
-    /// The body set by `respond` (HTTP invocations answer with it).
-    pub(crate) response: Option<Vec<u8>>,
+    /// What `respond` and `http_response` set (HTTP invocations answer with it).
+    pub(crate) response: super::HttpAnswer,
+    /// This invocation's HTTP request, if it is an HTTP call.
+    pub(crate) http: Option<Arc<super::HttpRequest>>,
     /// The verified HTTP caller of this invocation, if any.
     pub(crate) caller: Option<Arc<super::Caller>>,
     /// The format of this invocation's payload (`input_format`), a [`kiri_abi::format`] code.
@@ -120,7 +123,8 @@ impl HostState {
         self.log.reset();
         self.kv_writes.clear();
         self.kv_delta = (0, 0);
-        self.response = None;
+        self.response = super::HttpAnswer::default();
+        self.http = None;
         self.caller = None;
         self.input_format = kiri_abi::format::NONE;
         self.refusal_logged = false;
@@ -405,7 +409,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
             if body.len() > state.max_payload_bytes {
                 return Ok(code::TOO_LARGE);
             }
-            state.response = Some(data[body].to_vec());
+            state.response.body = Some(data[body].to_vec());
             Ok(code::OK)
         },
     )?;
@@ -428,6 +432,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<(), Error> {
         import::INPUT_FORMAT,
         |caller: Caller<'_, HostState>| -> i32 { caller.data().input_format },
     )?;
+    http::add_to_linker(linker)?;
     kv::add_to_linker(linker)?;
     wasi::add_to_linker(linker)
 }
@@ -472,12 +477,14 @@ fn lookup(
 
 /// The functions `add_to_linker` defines under `kiri`, with their types (parameters, results);
 /// a module importing anything else is refused at load.
-pub const SIGNATURES: [(&str, &[ValType], &[ValType]); 13] = {
+pub const SIGNATURES: [(&str, &[ValType], &[ValType]); 15] = {
     use ValType::{I32, I64};
     [
         (import::EMIT, &[I32, I32, I32, I32], &[I32]),
         (import::PUBLISH, &[I32, I32, I32, I32], &[I32]),
         (import::RESPOND, &[I32, I32], &[I32]),
+        (import::HTTP_REQUEST, &[I32, I32], &[I32]),
+        (import::HTTP_RESPONSE, &[I32, I32, I32], &[I32]),
         (import::LOG, &[I32, I32, I32], &[]),
         (import::NOW_MS, &[], &[I64]),
         (import::CONFIG, &[I32, I32, I32, I32], &[I32]),
