@@ -4,7 +4,9 @@
 //
 //   node check-module.mjs build/threshold.wasm
 //
-// - it imports only the "kiri" host calls, each with the ABI's type (nothing from "env");
+// - it imports only the "kiri" host calls, each with the ABI's type: nothing from "env" (which
+//   the gateway refuses) and nothing from WASI (which the gateway offers, but which a module
+//   built with this SDK never needs: an import of it means the build went wrong);
 // - it exports memory, kiri_abi_version () -> i32, kiri_alloc (i32) -> i32 and
 //   kiri_on_event (i32, i32, i32, i32, i64) -> i32, and has exactly one memory;
 // - it is at most 32 MiB, and it starts and answers kiri_abi_version() = 1 under the mock host.
@@ -127,7 +129,10 @@ export function parseModule(bytes) {
   return { imports, exports, memories };
 }
 
-/** The problems the gateway would refuse `bytes` for ([] if none), and what the module has. */
+/**
+ * What is wrong with `bytes` as a module built with the SDK ([] if nothing), and what the
+ * module has: everything the gateway would refuse, and any import besides the "kiri" calls.
+ */
 export function checkModule(bytes) {
   const problems = [];
   if (bytes.length > MAX_MODULE_BYTES) problems.push(`${bytes.length} bytes: over the 32 MiB limit`);
@@ -135,7 +140,8 @@ export function checkModule(bytes) {
   for (const imp of imports) {
     const want = imp.module === "kiri" ? EXPECTED_IMPORTS[imp.name] : undefined;
     if (!want || imp.kind !== "function") {
-      problems.push(`imports ${imp.module}.${imp.name} (${imp.kind}): the gateway offers only the "kiri" calls`);
+      const why = imp.module === "env" ? "the gateway refuses it (build with asconfig.kiri.json)" : "a module built with the SDK imports only the kiri calls";
+      problems.push(`imports ${imp.module}.${imp.name} (${imp.kind}): ${why}`);
     } else if (imp.type !== want) {
       problems.push(`imports kiri.${imp.name} as ${imp.type}, the ABI says ${want}`);
     }

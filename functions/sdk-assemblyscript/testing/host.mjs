@@ -20,7 +20,10 @@ export const ABI = {
   FORMAT: { NONE: 0, CBOR: 1, JSON: 2, TEXT: 3, BYTES: 4, SPARKPLUG_B: 5 },
 };
 
-/** What the gateway offers: a module importing anything else is refused when it loads. */
+/**
+ * The host calls of the "kiri" module. (The gateway also offers WASI preview 1; a module built
+ * with the SDK never imports it, and this mock does not provide it.)
+ */
 export const HOST_IMPORTS = [
   "emit",
   "publish",
@@ -42,12 +45,12 @@ const decoder = new TextDecoder();
 /** A trap raised by the host (a bad pointer, say), as the gateway's would be. */
 export class HostTrap extends Error {}
 
-/** Why a module would not load on the gateway, or [] if it would (names and kinds only). */
+/** Why a module would not load on this mock host, or [] if it would (names and kinds only). */
 export function loadProblems(module) {
   const problems = [];
   for (const imp of WebAssembly.Module.imports(module)) {
     if (imp.module !== "kiri" || !HOST_IMPORTS.includes(imp.name) || imp.kind !== "function") {
-      problems.push(`imports ${imp.module}.${imp.name} (${imp.kind}), which the gateway does not offer`);
+      problems.push(`imports ${imp.module}.${imp.name} (${imp.kind}), which this mock host does not offer`);
     }
   }
   const exports = new Map(WebAssembly.Module.exports(module).map((e) => [e.name, e.kind]));
@@ -290,14 +293,14 @@ export class FunctionUnderTest {
 }
 
 /**
- * Compiles a module (a path or bytes), refuses it as the gateway would if it imports or exports
- * the wrong things, and starts it with a MockHost made from `options`.
+ * Compiles a module (a path or bytes), refuses it if it imports anything but the "kiri" calls
+ * or lacks the ABI's exports, and starts it with a MockHost made from `options`.
  */
 export async function loadFunction(wasm, options = {}) {
   const bytes = typeof wasm === "string" ? readFileSync(wasm) : wasm;
   const module = await WebAssembly.compile(bytes);
   const problems = loadProblems(module);
-  if (problems.length) throw new Error(`the gateway would refuse this module: ${problems.join("; ")}`);
+  if (problems.length) throw new Error(`the module cannot load: ${problems.join("; ")}`);
   const fn = new FunctionUnderTest(module, new MockHost(options));
   fn.start();
   const version = fn.instance.exports.kiri_abi_version();
