@@ -3,7 +3,7 @@
 // the module's memory (`usize`, 32 bits on wasm32); lengths are `i32`.
 //
 // A declaration becomes an import only when the module uses it, so a function that never calls
-// `input_format` or `caller` still loads on a gateway older than those two additions.
+// `input_format`, `caller` or `config_json` still loads on a gateway older than those additions.
 
 /** The ABI version `kiri_abi_version` returns. */
 export const ABI_VERSION: i32 = 1;
@@ -75,6 +75,15 @@ export declare function kiri_now_ms(): i64;
 // @ts-ignore: decorator
 @external("kiri", "config")
 export declare function kiri_config(keyPtr: usize, keyLen: i32, outPtr: usize, outCap: i32): i32;
+
+/**
+ * Reads a configuration value as JSON, typed as the configuration wrote it (`30.5`,
+ * `"temperature"`, `["a","b"]`); an empty key gives the whole table. Answers like `config`.
+ * An addition to ABI v1.
+ */
+// @ts-ignore: decorator
+@external("kiri", "config_json")
+export declare function kiri_config_json(keyPtr: usize, keyLen: i32, outPtr: usize, outCap: i32): i32;
 
 /** Reads a key of the function's state: writes at most `outCap` bytes, returns the full length or NOT_FOUND. */
 // @ts-ignore: decorator

@@ -5,6 +5,7 @@
 import {
   kiri_caller,
   kiri_config,
+  kiri_config_json,
   kiri_emit,
   kiri_input_format,
   kiri_kv_delete,
@@ -55,6 +56,20 @@ export function inputFormat(): i32 {
 export function config(key: string): string | null {
   const k = String.UTF8.encode(key);
   const value = readAnswer(changetype<usize>(k), k.byteLength, ANSWER_CONFIG);
+  if (value === null) return null;
+  return String.UTF8.decodeUnsafe(value.dataStart, value.length);
+}
+
+/**
+ * The configuration value `key` as JSON text, typed as the configuration wrote it: `limit =
+ * 30.5` gives `30.5`, `kind = "temperature"` gives `"temperature"` (quoted), a table gives an
+ * object. An empty key gives the whole `config` table. Null if the key is not set. Read a
+ * member with `jsonNumber` / `jsonString`. (The `config_json` host call, an addition to ABI v1:
+ * a module that uses it is refused by gateways older than it.)
+ */
+export function configJson(key: string): string | null {
+  const k = String.UTF8.encode(key);
+  const value = readAnswer(changetype<usize>(k), k.byteLength, ANSWER_CONFIG_JSON);
   if (value === null) return null;
   return String.UTF8.decodeUnsafe(value.dataStart, value.length);
 }
@@ -121,10 +136,12 @@ export function caller(): string | null {
 const ANSWER_CONFIG: i32 = 0;
 const ANSWER_KV_GET: i32 = 1;
 const ANSWER_KV_LIST: i32 = 2;
+const ANSWER_CONFIG_JSON: i32 = 3;
 
 function ask(which: i32, keyPtr: usize, keyLen: i32, out: Uint8Array): i32 {
   if (which == ANSWER_CONFIG) return kiri_config(keyPtr, keyLen, out.dataStart, out.length);
   if (which == ANSWER_KV_GET) return kiri_kv_get(keyPtr, keyLen, out.dataStart, out.length);
+  if (which == ANSWER_CONFIG_JSON) return kiri_config_json(keyPtr, keyLen, out.dataStart, out.length);
   return kiri_kv_list(keyPtr, keyLen, out.dataStart, out.length);
 }
 

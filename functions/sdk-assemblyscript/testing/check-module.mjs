@@ -29,6 +29,7 @@ export const EXPECTED_IMPORTS = {
   log: sig([I32, I32, I32], []),
   now_ms: sig([], [I64]),
   config: sig([I32, I32, I32, I32], [I32]),
+  config_json: sig([I32, I32, I32, I32], [I32]),
   kv_get: sig([I32, I32, I32, I32], [I32]),
   kv_put: sig([I32, I32, I32, I32], [I32]),
   kv_delete: sig([I32, I32], [I32]),

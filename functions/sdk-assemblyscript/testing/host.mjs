@@ -31,6 +31,7 @@ export const HOST_IMPORTS = [
   "log",
   "now_ms",
   "config",
+  "config_json",
   "kv_get",
   "kv_put",
   "kv_delete",
@@ -84,15 +85,33 @@ function compareBytes(a, b) {
   return a.length - b.length;
 }
 
+// JSON with object keys in order, as the gateway writes a configuration table.
+function sortedJson(v) {
+  if (Array.isArray(v)) return `[${v.map(sortedJson).join(",")}]`;
+  if (v !== null && typeof v === "object") {
+    return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${sortedJson(v[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(v);
+}
+
+// A configuration value as the `config` call gives it: text as it is, numbers and booleans
+// written out, arrays and tables as JSON.
+function configText(v) {
+  if (typeof v === "string") return v;
+  if (typeof v === "number" || typeof v === "boolean") return String(v);
+  return sortedJson(v);
+}
+
 /**
  * The host side: configuration, key-value state, and what the current invocation did.
- * Options: config (key -> value; values are given to the module as text, as the gateway does),
+ * Options: config (key -> value as the TOML table would hold it: `{ limit: 30, kind: "t" }`;
+ * `config` gives it as text, `config_json` as JSON, as the gateway does),
  * kv (Map of string key -> Uint8Array), emitAllowed / publishAllowed (topic -> bool),
  * maxMessageBytes, maxOutputs, kvMaxValueBytes, nowMs (() -> number), caller (string or null).
  */
 export class MockHost {
   constructor(options = {}) {
-    this.config = new Map(Object.entries(options.config ?? {}).map(([k, v]) => [k, String(v)]));
+    this.config = new Map(Object.entries(options.config ?? {}));
     this.kv = new Map(options.kv ?? []);
     this.emitAllowed = options.emitAllowed ?? (() => true);
     this.publishAllowed = options.publishAllowed ?? (() => false);
@@ -173,7 +192,13 @@ export class MockHost {
         config: (kp, kl, op, oc) => {
           const key = decoder.decode(this.bytes(kp, kl));
           if (kl > 256 || !this.config.has(key)) return ABI.NOT_FOUND;
-          return this.answer(encoder.encode(this.config.get(key)), op, oc);
+          return this.answer(encoder.encode(configText(this.config.get(key))), op, oc);
+        },
+        config_json: (kp, kl, op, oc) => {
+          const key = decoder.decode(this.bytes(kp, kl));
+          if (kl === 0) return this.answer(encoder.encode(sortedJson(Object.fromEntries(this.config))), op, oc);
+          if (kl > 256 || !this.config.has(key)) return ABI.NOT_FOUND;
+          return this.answer(encoder.encode(sortedJson(this.config.get(key))), op, oc);
         },
         kv_get: (kp, kl, op, oc) => {
           if (kl < 1 || kl > 256) return ABI.INVALID;

@@ -149,18 +149,27 @@ test("JSON numbers read exactly as JavaScript reads them", async () => {
   assert.deepEqual(wrong.slice(0, 10), [], `${wrong.length} of ${samples.length} differ`);
 });
 
-test("configuration values, short and long, as text and as numbers", async () => {
+test("configuration values, short and long, as text, as numbers and as JSON", async () => {
   const long = "é".repeat(400);
-  for (const [value, number] of [["30", 30], [" 30.5 ", 30.5], ["abc", NaN], [long, NaN]]) {
+  const emitted = (r) => Object.fromEntries(r.emits.map((e) => [e.topic, e.payload]));
+  for (const [value, number] of [["30", 30], [" 30.5 ", 30.5], ["abc", NaN], [long, NaN], [30.5, 30.5], [-2, -2]]) {
     const fn = await loadFunction(wasm, { config: { text: value, number: value } });
-    const r = fn.event("config", "");
-    assert.equal(text(r.emits[0].payload), value);
-    assert.ok(Object.is(f64Of(r.emits[1].payload), number), `${value}`);
+    const got = emitted(fn.event("config", ""));
+    assert.equal(text(got.text), String(value));
+    assert.ok(Object.is(f64Of(got.number), number), `${value}`);
   }
+  const table = { warn: 30, alarm: 40.5, name: "Küche", list: [1, "a"] };
+  const fn = await loadFunction(wasm, { config: { table, number: 7 } });
+  const got = emitted(fn.event("config", ""));
+  assert.equal(text(got.table), '{"alarm":40.5,"list":[1,"a"],"name":"Küche","warn":30}');
+  assert.equal(f64Of(got["table.warn"]), 30);
+  assert.deepEqual(JSON.parse(text(got.all)), { number: 7, table });
   const none = await loadFunction(wasm);
-  const r = none.event("config", "");
-  assert.equal(text(r.emits[0].payload), "(null)");
-  assert.ok(Number.isNaN(f64Of(r.emits[1].payload)));
+  const r = emitted(none.event("config", ""));
+  assert.equal(text(r.text), "(null)");
+  assert.equal(text(r.table), "(null)");
+  assert.equal(text(r.all), "{}");
+  assert.ok(Number.isNaN(f64Of(r.number)));
 });
 
 test("key-value state: get, put, delete, list; committed only on success", async () => {

@@ -7,6 +7,7 @@ import {
   CborReader,
   CborWriter,
   config,
+  configJson,
   configNumber,
   emit,
   field,
@@ -533,6 +534,12 @@ function onEvent(topic: string, payload: Uint8Array, receivedAtMs: i64): i32 {
   if (topic == "config") {
     const s = config("text");
     emit("text", utf8(s !== null ? s : "(null)"));
+    const table = configJson("table");
+    emit("table", utf8(table !== null ? table : "(null)"));
+    // A member of a JSON table, read with the SDK's JSON helpers.
+    emit("table.warn", f64Bytes(table !== null ? jsonNumber(utf8(table), "warn") : NaN));
+    const all = configJson("");
+    emit("all", utf8(all !== null ? all : "(null)"));
     return emit("number", f64Bytes(configNumber("number")));
   }
   if (topic == "kv") {
