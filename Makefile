@@ -8,7 +8,7 @@ TEST_GUESTS := kiri-fuzz-guest
 # Examples built for WASI preview 1 (wasm32-wasip1, the standard library).
 WASI_FUNCTIONS := kiri-fn-threshold-std
 
-.PHONY: help check run test bench bench-smoke node-red soak fuzz lint functions functions-c functions-wasi build assets firmware qemu-node qemu-node-build sensor cross image qemu deb install flash setup-run setup-test setup-lint setup-fuzz clean
+.PHONY: help check run test bench bench-smoke node-red soak fuzz lint functions functions-c functions-wasi functions-as test-as-sdk build assets firmware qemu-node qemu-node-build sensor cross image qemu deb install flash setup-run setup-test setup-lint setup-fuzz setup-as clean
 
 ## help: list the targets with what each does (from the `##` comments in this Makefile)
 help:
@@ -40,9 +40,9 @@ run: setup-run assets functions
 	trap 'kill $$sensor 2>/dev/null' EXIT INT TERM; \
 	./target/release/kiri run --config $(CONFIG)
 
-## test: unit, property, end-to-end and browser tests (installs Mosquitto, clang, lld, qemu,
-## Chromium and chromedriver as root if missing)
-test: setup-test assets functions functions-c functions-wasi firmware sensor image node-red
+## test: unit, property, end-to-end and browser tests, and the AssemblyScript SDK's (installs
+## Mosquitto, clang, lld, qemu, Chromium, chromedriver, Node.js and npm as root if missing)
+test: setup-test assets functions functions-c functions-wasi functions-as test-as-sdk firmware sensor image node-red
 	@$(MAKE) --no-print-directory bench-smoke
 	@cross/deb.sh arm64
 	@scripts/test.sh
@@ -126,6 +126,30 @@ functions-c:
 functions-wasi: setup-run
 	$(CARGO) build --release --target wasm32-wasip1 $(addprefix -p ,$(WASI_FUNCTIONS))
 	@ls -l $${CARGO_TARGET_DIR:-target}/wasm32-wasip1/release/*.wasm
+
+## functions-as: the AssemblyScript example (functions/examples/assemblyscript-threshold), built
+## with the AssemblyScript SDK (functions/sdk-assemblyscript) to target/wasm32-as/threshold.wasm
+## and checked against the ABI; the compiler comes from the lock file (`npm ci`, offline when
+## npm's cache has it; installs Node.js and npm as root if missing)
+AS_SDK := functions/sdk-assemblyscript
+AS_THRESHOLD := functions/examples/assemblyscript-threshold
+functions-as: setup-as $(AS_THRESHOLD)/node_modules/.kiri-npm-ci
+	cd $(AS_THRESHOLD) && npm run --silent build
+	@mkdir -p target/wasm32-as
+	cp $(AS_THRESHOLD)/build/threshold.wasm target/wasm32-as/threshold.wasm
+	node $(AS_SDK)/testing/check-module.mjs target/wasm32-as/threshold.wasm
+
+## test-as-sdk: the AssemblyScript SDK's tests (CBOR, JSON, the ABI glue, abort, memory over many
+## events) and the example's against target/wasm32-as/threshold.wasm, under Node.js
+test-as-sdk: functions-as $(AS_SDK)/node_modules/.kiri-npm-ci
+	cd $(AS_SDK) && npm test --silent
+	cd $(AS_THRESHOLD) && THRESHOLD_WASM=$(CURDIR)/target/wasm32-as/threshold.wasm npm test --silent
+
+# `npm ci` empties node_modules and installs exactly the lock file: run it again only when the
+# lock file or package.json changed (the stamp is in node_modules, which it replaces).
+%/node_modules/.kiri-npm-ci: %/package-lock.json %/package.json
+	cd $* && npm ci --no-audit --no-fund --prefer-offline --loglevel=error
+	@touch $@
 
 ## firmware: the sensor drivers and node core for Cortex-M4F and Cortex-M3 (no_std), and the
 ## node for QEMU's Cortex-M3 board
@@ -211,6 +235,9 @@ setup-lint:
 
 setup-fuzz:
 	@scripts/setup.sh fuzz
+
+setup-as:
+	@scripts/setup.sh as
 
 clean:
 	$(CARGO) clean

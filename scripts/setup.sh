@@ -8,30 +8,34 @@
 #                           and Chromium with chromedriver (the dashboard's browser test)
 #   scripts/setup.sh fuzz   the wasm32 target (the host ABI's guest), the nightly toolchain and
 #                           cargo-fuzz (pinned), for `make fuzz`
+#   scripts/setup.sh as     Node.js and npm only, for the AssemblyScript SDK and example
+#                           (`make functions-as`, `make test-as-sdk`); `test` installs them too
 set -euo pipefail
 what="${1:-run}"
 missing=0
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
-if ! command -v cargo >/dev/null 2>&1; then
-    say "cargo is not installed: install Rust from https://rustup.rs, then run this again"
-    exit 1
-fi
-
-# wasm32-wasip1: the WASI examples (Rust with std).
-targets=(wasm32-unknown-unknown wasm32-wasip1)
-# The sensor node firmware: built for Cortex-M4F and Cortex-M3 (QEMU's board) by `make test`.
-case "$what" in test | lint) targets+=(thumbv7em-none-eabihf thumbv7m-none-eabi) ;; esac
-# The simulated board runs the static aarch64 build.
-[ "$what" = test ] && targets+=(aarch64-unknown-linux-musl)
-installed=$(rustup target list --installed 2>/dev/null)
-for t in "${targets[@]}"; do
-    if ! grep -qx "$t" <<<"$installed"; then
-        say "adding the Rust target $t"
-        rustup target add "$t"
+if [ "$what" != "as" ]; then
+    if ! command -v cargo >/dev/null 2>&1; then
+        say "cargo is not installed: install Rust from https://rustup.rs, then run this again"
+        exit 1
     fi
-done
+
+    # wasm32-wasip1: the WASI examples (Rust with std).
+    targets=(wasm32-unknown-unknown wasm32-wasip1)
+    # The sensor node firmware: built for Cortex-M4F and Cortex-M3 (QEMU's board) by `make test`.
+    case "$what" in test | lint) targets+=(thumbv7em-none-eabihf thumbv7m-none-eabi) ;; esac
+    # The simulated board runs the static aarch64 build.
+    [ "$what" = test ] && targets+=(aarch64-unknown-linux-musl)
+    installed=$(rustup target list --installed 2>/dev/null)
+    for t in "${targets[@]}"; do
+        if ! grep -qx "$t" <<<"$installed"; then
+            say "adding the Rust target $t"
+            rustup target add "$t"
+        fi
+    done
+fi
 
 apt_install() {
     if [ "$(id -u)" -ne 0 ]; then
@@ -107,6 +111,28 @@ if [ "$what" = "test" ]; then
     [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
     if [ "${#need[@]}" -gt 0 ]; then
         apt_install "${need[@]}"
+    fi
+fi
+
+# The AssemblyScript SDK's compiler and tests run on Node.js, installed from the lock files with
+# npm: Debian's nodejs and npm, as scripts/node-red.sh installs them for Node-RED. AssemblyScript
+# 0.28 declares Node.js >= 20, but Debian 12's 18.20 builds the same bytes and passes the tests.
+NODE_MIN_MAJOR=18
+if [ "$what" = "as" ] || [ "$what" = "test" ]; then
+    need=()
+    command -v node >/dev/null 2>&1 || need+=(nodejs)
+    command -v npm >/dev/null 2>&1 || need+=(npm)
+    if [ "${#need[@]}" -gt 0 ]; then
+        apt_install "${need[@]}"
+    fi
+    if command -v node >/dev/null 2>&1; then
+        node_version=$(node --version)
+        node_major=${node_version#v}
+        node_major=${node_major%%.*}
+        if [ "$node_major" -lt "$NODE_MIN_MAJOR" ]; then
+            say "Node.js $node_version is too old for the AssemblyScript SDK: it needs $NODE_MIN_MAJOR or newer"
+            missing=1
+        fi
     fi
 fi
 
