@@ -111,3 +111,12 @@ fn rust_with_std_on_wasi() {
         "stdout in the log:\n{log}"
     );
 }
+
+/// AssemblyScript with the Kiri SDK (`functions/sdk-assemblyscript`), built by
+/// `make functions-as`: no `env` imports, its alerts byte for byte as the Rust example's.
+#[test]
+fn assemblyscript_with_the_sdk() {
+    let module = built("wasm32-as/threshold.wasm", "`make functions-as`");
+    threshold_invokes(&module);
+    threshold_runs(&module);
+}
