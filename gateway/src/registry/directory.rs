@@ -40,6 +40,9 @@ pub struct FunctionInfo {
     pub deployed_version: Option<u64>,
     /// Whether it runs (an undeployed function stays listed, inactive, until a restart).
     pub active: bool,
+    /// Its key-value usage, to correct when state is deleted from outside.
+    #[serde(skip)]
+    pub kv_usage: Option<std::sync::Arc<crate::runtime::KvUsage>>,
 }
 
 impl FunctionInfo {
@@ -67,6 +70,7 @@ impl FunctionInfo {
             origin: origin.into(),
             deployed_version,
             active: true,
+            kv_usage: None,
         }
     }
 }

@@ -158,8 +158,11 @@ impl Registry {
             inner.versions.push("".into());
             inner.origins.push(origin);
         }
-        self.directory
-            .set(idx, FunctionInfo::new(&spec, &module_version, origin));
+        let info = FunctionInfo {
+            kv_usage: Some(inner.runtime.kv_usage(idx)),
+            ..FunctionInfo::new(&spec, &module_version, origin)
+        };
+        self.directory.set(idx, info);
         inner.schedules.set(idx, &spec);
         inner.specs[idx] = Some(Arc::new(spec));
         inner.versions[idx] = module_version;

@@ -25,7 +25,7 @@ use wasmi::{Config as EngineConfig, Engine, Linker};
 pub use check::{check_module, ModuleReport};
 pub use handle::{run_on, FunctionHandle};
 use host::HostState;
-pub use host::{Destination, KvCharge, Output, MAX_KEY_BYTES, MAX_TOPIC_BYTES};
+pub use host::{Destination, KvCharge, KvUsage, Output, MAX_KEY_BYTES, MAX_TOPIC_BYTES};
 use instance::{invoke_slot, Ctx, Function};
 pub use interface::{InvokeError, LoadError};
 pub use prepare::{Prepared, Preparer};
@@ -358,6 +358,11 @@ impl Runtime {
     /// Whether no function is loaded.
     pub fn is_empty(&self) -> bool {
         self.functions.is_empty()
+    }
+
+    /// Function `idx`'s key-value usage (shared with its instances).
+    pub fn kv_usage(&self, idx: usize) -> Arc<KvUsage> {
+        self.names[idx].kv_usage.clone()
     }
 
     /// The version of function `idx`: the first 16 hex digits of its module's SHA-256.

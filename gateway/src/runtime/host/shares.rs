@@ -32,6 +32,14 @@ impl KvUsage {
         })
     }
 
+    /// Takes out what was deleted from the store outside the function (`kiri state delete`).
+    pub fn forget(&self, function: &str, bytes: i64, keys: i64) {
+        let bytes = self.bytes.fetch_sub(bytes, Ordering::Relaxed) - bytes;
+        let keys = self.keys.fetch_sub(keys, Ordering::Relaxed) - keys;
+        metrics::gauge!("kiri_kv_bytes", "function" => function.to_string()).set(bytes as f64);
+        metrics::gauge!("kiri_kv_keys", "function" => function.to_string()).set(keys as f64);
+    }
+
     /// Bytes of keys and values committed.
     pub fn bytes(&self) -> i64 {
         self.bytes.load(Ordering::Relaxed)
