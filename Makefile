@@ -38,8 +38,8 @@ run: setup-run assets functions
 	trap 'kill $$sensor 2>/dev/null' EXIT INT TERM; \
 	./target/release/kiri run --config $(CONFIG)
 
-## test: unit, property, end-to-end and browser tests (installs Mosquitto, clang, lld, qemu,
-## Chromium and chromedriver as root if missing)
+## test: unit, property, end-to-end and browser tests, and the C SDK's (installs Mosquitto,
+## clang, lld, wasi-libc, qemu, Chromium and chromedriver as root if missing)
 test: setup-test assets functions functions-c test-c-sdk firmware sensor image node-red
 	@$(MAKE) --no-print-directory bench-smoke
 	@cross/deb.sh arm64
@@ -126,19 +126,19 @@ functions-c:
 	@mkdir -p target/wasm32-c
 	clang --target=wasm32 -nostdlib -O2 -mbulk-memory -Wl,--no-entry $(C_EXPORTS) \
 		-o target/wasm32-c/relay.wasm functions/examples/c/relay.c
-	clang --target=wasm32 -nostdlib -O2 $(C_WARNINGS) -I$(C_SDK) -Wl,--no-entry \
+	clang --target=wasm32 -nostdlib -O2 $(C_WARNINGS) -I$(C_SDK) -Wl,--no-entry -Wl,--stack-first \
 		-o target/wasm32-c/threshold.wasm functions/examples/c/threshold.c
 	@crt=$$($(WASI_CC) -print-file-name=crt1-reactor.o); rt=$$($(WASI_CC) -print-libgcc-file-name); \
 	if [ ! -e "$$crt" ] || [ ! -e "$$rt" ]; then \
 		echo "functions-c: threshold-wasi.wasm needs wasi-libc and clang's wasm32 builtins" \
 			"(Debian: wasi-libc, libclang-rt-dev-wasm32, which scripts/setup.sh test installs)," \
 			"or WASI_SYSROOT=<wasi-sdk>/share/wasi-sysroot" >&2; exit 1; fi
-	$(WASI_CC) -mexec-model=reactor -O2 $(C_WARNINGS) -I$(C_SDK) \
+	$(WASI_CC) -mexec-model=reactor -O2 $(C_WARNINGS) -I$(C_SDK) -Wl,--stack-first \
 		-o target/wasm32-c/threshold-wasi.wasm functions/examples/c/threshold.c
 	@ls -l target/wasm32-c/relay.wasm target/wasm32-c/threshold.wasm target/wasm32-c/threshold-wasi.wasm
 
 ## test-c-sdk: the C SDK's native tests (functions/sdk-c/test: its helpers, and the C threshold
-## example against a mock host), built with $(HOST_CC) plain and with ASan and UBSan; and a
+## example against a mock host), built with cc (HOST_CC) plain and with ASan and UBSan; and a
 ## freestanding wasm32 link of code that makes clang call memcpy, memset, memcmp and friends
 HOST_CC ?= cc
 C_SDK_TEST_FLAGS := -std=c11 -O1 -g $(C_WARNINGS) -I$(C_SDK)

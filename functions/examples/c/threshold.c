@@ -15,10 +15,10 @@
  * escaped text) does not fit its buffer, 3 `limit` is missing or not a number (logged at
  * ERROR); a host refusal of the emit is returned as it is (negative).
  *
- * Build (what `make functions-c` runs):
- *   clang --target=wasm32 -nostdlib -O2 -Wl,--no-entry -Ifunctions/sdk-c \
+ * Build (what `make functions-c` runs, less the warning flags):
+ *   clang --target=wasm32 -nostdlib -O2 -Ifunctions/sdk-c -Wl,--no-entry -Wl,--stack-first \
  *     -o threshold.wasm functions/examples/c/threshold.c
- *   clang --target=wasm32-wasi -mexec-model=reactor -O2 -Ifunctions/sdk-c \
+ *   clang --target=wasm32-wasi -mexec-model=reactor -O2 -Ifunctions/sdk-c -Wl,--stack-first \
  *     -o threshold-wasi.wasm functions/examples/c/threshold.c           (with wasi-libc)
  */
 #include "kiri.h"
