@@ -3,8 +3,8 @@
  * contract, docs/functions-c.md the guide to this header).
  *
  * One header, nothing to link: every helper is `static inline` (the compiler keeps only what a
- * function uses), and KIRI_EXPORTS(handler), written once in one file, defines the exports the
- * gateway calls. Builds freestanding (no libc) or with wasi-libc:
+ * function uses), and `KIRI_EXPORTS(handler);`, written once in one file, defines the exports
+ * the gateway calls. Builds freestanding (no libc) or with wasi-libc:
  *
  *   clang --target=wasm32 -nostdlib -O2 -Wl,--no-entry -o fn.wasm fn.c
  *   clang --target=wasm32-wasi -mexec-model=reactor -O2 -o fn.wasm fn.c   (wasi-libc)
@@ -15,7 +15,7 @@
  *     kiri_kv_delete, kiri_kv_list, kiri_caller, kiri_input_format; the result codes, log
  *     levels and payload formats as constants. An import appears in the module only if the
  *     function calls it.
- *   - KIRI_EXPORTS(handler);: kiri_abi_version, kiri_alloc (one static buffer of
+ *   - `KIRI_EXPORTS(handler);` defines kiri_abi_version, kiri_alloc (one static buffer of
  *     KIRI_EVENT_BUF_SIZE bytes) and kiri_on_event, around `int handler(const kiri_event *)`.
  *   - kiri_reading_decode / kiri_reading_decode_json / kiri_reading_encode: the sensor reading
  *     (docs/data-formats.md) in CBOR or JSON, and back to CBOR with extra numeric fields;
@@ -717,7 +717,7 @@ KIRI_API bool kiri_event_is_http(const kiri_event *ev) {
 }
 
 /*
- * KIRI_EXPORTS(handler), once in the module, with `int handler(const kiri_event *ev)` that
+ * `KIRI_EXPORTS(handler);`, once in the module, with `int handler(const kiri_event *ev)` that
  * returns 0 on success (any other value fails the invocation and is recorded), defines:
  *   kiri_abi_version() -> 1
  *   kiri_alloc(len)    -> one static buffer of KIRI_EVENT_BUF_SIZE bytes, 0 for a longer
