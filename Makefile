@@ -8,7 +8,7 @@ TEST_GUESTS := kiri-fuzz-guest
 # Examples built for WASI preview 1 (wasm32-wasip1, the standard library).
 WASI_FUNCTIONS := kiri-fn-threshold-std
 
-.PHONY: help check run test bench bench-smoke node-red soak fuzz lint functions functions-c functions-wasi functions-as test-as-sdk build assets firmware qemu-node qemu-node-build sensor cross image qemu deb install flash setup-run setup-test setup-lint setup-fuzz setup-as clean
+.PHONY: help check run test bench bench-smoke node-red soak fuzz lint functions functions-c test-c-sdk functions-wasi functions-as test-as-sdk build assets firmware qemu-node qemu-node-build sensor cross image qemu deb install flash setup-run setup-test setup-lint setup-fuzz setup-as clean
 
 ## help: list the targets with what each does (from the `##` comments in this Makefile)
 help:
@@ -40,9 +40,10 @@ run: setup-run assets functions
 	trap 'kill $$sensor 2>/dev/null' EXIT INT TERM; \
 	./target/release/kiri run --config $(CONFIG)
 
-## test: unit, property, end-to-end and browser tests, and the AssemblyScript SDK's (installs
-## Mosquitto, clang, lld, qemu, Chromium, chromedriver, Node.js and npm as root if missing)
-test: setup-test assets functions functions-c functions-wasi functions-as test-as-sdk firmware sensor image node-red
+## test: unit, property, end-to-end and browser tests, and the C and AssemblyScript SDKs' tests
+## (installs Mosquitto, clang, lld, wasi-libc, qemu, Chromium, chromedriver, Node.js and npm as
+## root if missing)
+test: setup-test assets functions functions-c test-c-sdk functions-wasi functions-as test-as-sdk firmware sensor image node-red
 	@$(MAKE) --no-print-directory bench-smoke
 	@cross/deb.sh arm64
 	@scripts/test.sh
@@ -113,14 +114,55 @@ functions: setup-run
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(FUNCTIONS) $(TEST_GUESTS))
 	@ls -l $${CARGO_TARGET_DIR:-target}/$(WASM_TARGET)/release/*.wasm
 
-## functions-c: build the C example (functions/examples/c) with clang to wasm32
+## functions-c: build the C examples (functions/examples/c) with clang into target/wasm32-c:
+## relay.wasm (plain C, no SDK), threshold.wasm (the C SDK, freestanding) and
+## threshold-wasi.wasm (the C SDK with wasi-libc, a WASI reactor; WASI_SYSROOT for a wasi-sdk)
 comma := ,
 C_EXPORTS := $(addprefix -Wl$(comma)--export=,kiri_abi_version kiri_alloc kiri_on_event)
+C_SDK := functions/sdk-c
+C_WARNINGS := -Wall -Wextra -Werror
+# Debian's clang 14 knows WASI preview 1 as wasm32-wasi (clang 18 and later also as
+# wasm32-wasip1) and finds the wasi-libc package's sysroot itself.
+WASI_TARGET ?= wasm32-wasi
+WASI_SYSROOT ?=
+WASI_CC := clang --target=$(WASI_TARGET) $(if $(WASI_SYSROOT),--sysroot=$(WASI_SYSROOT))
 functions-c:
 	@mkdir -p target/wasm32-c
 	clang --target=wasm32 -nostdlib -O2 -mbulk-memory -Wl,--no-entry $(C_EXPORTS) \
 		-o target/wasm32-c/relay.wasm functions/examples/c/relay.c
-	@ls -l target/wasm32-c/relay.wasm
+	clang --target=wasm32 -nostdlib -O2 $(C_WARNINGS) -I$(C_SDK) -Wl,--no-entry -Wl,--stack-first \
+		-o target/wasm32-c/threshold.wasm functions/examples/c/threshold.c
+	@crt=$$($(WASI_CC) -print-file-name=crt1-reactor.o); rt=$$($(WASI_CC) -print-libgcc-file-name); \
+	if [ ! -e "$$crt" ] || [ ! -e "$$rt" ]; then \
+		echo "functions-c: threshold-wasi.wasm needs wasi-libc and clang's wasm32 builtins" \
+			"(Debian: wasi-libc, libclang-rt-dev-wasm32, which scripts/setup.sh test installs)," \
+			"or WASI_SYSROOT=<wasi-sdk>/share/wasi-sysroot" >&2; exit 1; fi
+	$(WASI_CC) -mexec-model=reactor -O2 $(C_WARNINGS) -I$(C_SDK) -Wl,--stack-first \
+		-o target/wasm32-c/threshold-wasi.wasm functions/examples/c/threshold.c
+	@ls -l target/wasm32-c/relay.wasm target/wasm32-c/threshold.wasm target/wasm32-c/threshold-wasi.wasm
+
+## test-c-sdk: the C SDK's native tests (functions/sdk-c/test: its helpers, and the C threshold
+## example against a mock host), built with cc (HOST_CC) plain and with ASan and UBSan; and a
+## freestanding wasm32 link of code that makes clang call memcpy, memset, memcmp and friends
+HOST_CC ?= cc
+C_SDK_TEST_FLAGS := -std=c11 -O1 -g $(C_WARNINGS) -I$(C_SDK)
+C_SDK_SANITIZE := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+test-c-sdk:
+	@mkdir -p target/c-sdk-test
+	$(HOST_CC) $(C_SDK_TEST_FLAGS) -o target/c-sdk-test/test_kiri \
+		$(C_SDK)/test/test_kiri.c $(C_SDK)/test/mock_host.c -lm
+	$(HOST_CC) $(C_SDK_TEST_FLAGS) $(C_SDK_SANITIZE) -o target/c-sdk-test/test_kiri-san \
+		$(C_SDK)/test/test_kiri.c $(C_SDK)/test/mock_host.c -lm
+	$(HOST_CC) $(C_SDK_TEST_FLAGS) -o target/c-sdk-test/test_threshold \
+		$(C_SDK)/test/test_threshold.c functions/examples/c/threshold.c $(C_SDK)/test/mock_host.c
+	$(HOST_CC) $(C_SDK_TEST_FLAGS) $(C_SDK_SANITIZE) -o target/c-sdk-test/test_threshold-san \
+		$(C_SDK)/test/test_threshold.c functions/examples/c/threshold.c $(C_SDK)/test/mock_host.c
+	clang --target=wasm32 -nostdlib -O2 $(C_WARNINGS) -I$(C_SDK) -Wl,--no-entry \
+		-o target/c-sdk-test/libc-calls.wasm $(C_SDK)/test/libc_calls.c
+	target/c-sdk-test/test_kiri
+	target/c-sdk-test/test_kiri-san
+	target/c-sdk-test/test_threshold
+	target/c-sdk-test/test_threshold-san
 
 ## functions-wasi: build the WASI examples (Rust with std and serde) for wasm32-wasip1
 functions-wasi: setup-run

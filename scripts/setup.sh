@@ -3,7 +3,7 @@
 #   scripts/setup.sh run    the wasm32 Rust target (to build the example functions)
 #   scripts/setup.sh lint   the same, plus the thumbv7 targets (the firmware is linted for them)
 #   scripts/setup.sh test   the same, plus Mosquitto (the tests' cloud and external broker),
-#                           clang + lld (to build the C example function), the thumbv7 and
+#                           clang + lld + wasi-libc (to build the C example functions), the thumbv7 and
 #                           aarch64 Rust targets, qemu (the sensor node and the simulated board),
 #                           and Chromium with chromedriver (the dashboard's browser test)
 #   scripts/setup.sh fuzz   the wasm32 target (the host ABI's guest), the nightly toolchain and
@@ -95,9 +95,16 @@ if [ "$what" = "test" ]; then
     command -v jq >/dev/null 2>&1 || need+=(jq)
     command -v python3 >/dev/null 2>&1 || need+=(python3)
     python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
-    # The C example function is built with clang for wasm32 and linked with wasm-ld (lld).
+    # The C example functions are built with clang for wasm32 and linked with wasm-ld (lld);
+    # the C SDK's threshold also with wasi-libc (its sysroot, and clang's wasm32 builtins).
     command -v clang >/dev/null 2>&1 || need+=(clang)
     command -v wasm-ld >/dev/null 2>&1 || need+=(lld)
+    [ -e "$(clang --target=wasm32-wasi -print-file-name=crt1-reactor.o 2>/dev/null)" ] ||
+        need+=(wasi-libc)
+    [ -e "$(clang --target=wasm32-wasi -print-libgcc-file-name 2>/dev/null)" ] ||
+        need+=(libclang-rt-dev-wasm32)
+    # The C SDK's native tests are built with cc, also with ASan and UBSan (gcc's runtimes).
+    command -v cc >/dev/null 2>&1 || need+=(gcc)
     # The Cortex-M sensor node and the aarch64 board run under QEMU in the end-to-end tests
     # (qemu-system-arm has both); the board's image is a cpio archive; its network forwards
     # run nc; ring's C code for aarch64 is built with the gnu cross compiler.
