@@ -120,3 +120,20 @@ fn assemblyscript_with_the_sdk() {
     threshold_invokes(&module);
     threshold_runs(&module);
 }
+
+/// C with the SDK's one header (`functions/sdk-c/kiri.h`), freestanding, built by
+/// `make functions-c`.
+#[test]
+fn c_with_the_header_freestanding() {
+    let module = c_function_wasm("threshold");
+    threshold_invokes(&module);
+    threshold_runs(&module);
+}
+
+/// The same C function built with wasi-libc (a WASI reactor, `_initialize` run once).
+#[test]
+fn c_with_wasi_libc() {
+    let module = c_function_wasm("threshold-wasi");
+    threshold_invokes(&module);
+    threshold_runs(&module);
+}
