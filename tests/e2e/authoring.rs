@@ -282,3 +282,51 @@ fn an_http_function_sees_the_request_and_shapes_the_answer() {
     );
     gw.stop();
 }
+
+/// `kiri state` lists, reads and deletes a function's key-value state on a running gateway,
+/// and the function's usage (what its quota is checked against) follows the delete.
+#[test]
+fn a_functions_state_can_be_listed_read_and_deleted() {
+    let (dir, cloud, sub, port) = super::site("state-consumer");
+    let functions = format!(
+        "[[functions]]\nname = \"average\"\nmodule = \"{}\"\ntriggers = [\"sensors/+/temperature\"]\n",
+        function_wasm("average").display()
+    );
+    let conf = config_with(&cloud.url(), &embedded(port), &functions);
+    let token = "state-test-token-0123456789abcdef";
+    let env = [("KIRI_DASHBOARD_TOKEN", token.to_string())];
+    let mut gw = Kiri::start(&dir.path().join("kiri"), &conf, &env);
+    publish_all(
+        port,
+        "s1",
+        "sensors/s1/temperature",
+        (0..3).map(|i| reading("s1", i)).collect(),
+    );
+    sub.wait_for(3, Duration::from_secs(30), &mut gw);
+    let list = gw.cli(token, &["state", "list", "--function", "average"]);
+    assert!(list.contains("s1/temperature"), "{list}");
+    assert!(list.contains("1 keys"), "{list}");
+    let value = gw.cli(
+        token,
+        &["state", "get", "--function", "average", "s1/temperature"],
+    );
+    assert!(value.starts_with("hex:"), "{value}");
+    assert_eq!(gw.metric("kiri_kv_keys{function=\"average\"}"), 1.0);
+    let deleted = gw.cli(
+        token,
+        &["state", "delete", "--function", "average", "--all"],
+    );
+    assert!(deleted.starts_with("deleted 1 keys"), "{deleted}");
+    let list = gw.cli(token, &["state", "list", "--function", "average"]);
+    assert!(list.contains("0 keys"), "{list}");
+    assert_eq!(gw.metric("kiri_kv_keys{function=\"average\"}"), 0.0);
+    let unknown = Command::new(env!("CARGO_BIN_EXE_kiri"))
+        .args(["state", "list", "--function", "nobody"])
+        .env("KIRI_URL", format!("http://127.0.0.1:{}", gw.metrics_port))
+        .env("KIRI_DASHBOARD_TOKEN", token)
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no state for function"));
+    gw.stop();
+}

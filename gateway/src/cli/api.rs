@@ -196,14 +196,14 @@ pub fn functions_table(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn agent() -> ureq::Agent {
+pub(super) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .into()
 }
 
-fn check(mut resp: ureq::http::Response<ureq::Body>) -> anyhow::Result<String> {
+pub(super) fn check(mut resp: ureq::http::Response<ureq::Body>) -> anyhow::Result<String> {
     let status = resp.status();
     let body = resp.body_mut().read_to_string().unwrap_or_default();
     if !status.is_success() {

@@ -6,6 +6,7 @@
 mod api;
 mod deploy;
 mod invoke;
+mod state;
 mod tools;
 
 use std::path::PathBuf;
@@ -81,6 +82,28 @@ enum Command {
         )]
         token: Option<String>,
     },
+    /// Read or delete a function's key-value state on a running gateway (over its HTTP API;
+    /// needs the token). The state of an undeployed function stays until deleted here.
+    State {
+        #[command(subcommand)]
+        command: state::StateCommand,
+        /// The gateway's HTTP address.
+        #[arg(
+            long,
+            global = true,
+            default_value = "http://127.0.0.1:8080",
+            env = "KIRI_URL"
+        )]
+        url: String,
+        /// The dashboard token.
+        #[arg(
+            long,
+            global = true,
+            env = "KIRI_DASHBOARD_TOKEN",
+            hide_env_values = true
+        )]
+        token: Option<String>,
+    },
     /// Hash a password for an embedded-broker account (`[[broker.users]]` `password_hash`):
     /// reads the password from the first line of stdin, prints its Argon2id hash.
     PasswordHash,
@@ -104,7 +127,7 @@ enum Command {
         /// `sub`: who the caller is (functions read it with `caller`).
         #[arg(long)]
         subject: String,
-        /// Scopes (repeat or space-separate): read, dead-letters, invoke:<function>,
+        /// Scopes (repeat or space-separate): read, dead-letters, state, invoke:<function>,
         /// invoke:*, prefix:<topic or key prefix>.
         #[arg(long = "scope", required = true)]
         scopes: Vec<String>,
@@ -271,6 +294,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             token,
         } => api::dlq(command, &url, token.as_deref()),
         Command::Functions { url } => api::functions_table(&url),
+        Command::State {
+            command,
+            url,
+            token,
+        } => state::run(command, &url, token.as_deref()),
         Command::PasswordHash => tools::password_hash(),
         Command::Keygen { out } => deploy::keygen(&out),
         Command::Token {

@@ -71,6 +71,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         ready: ready.clone(),
         max_body: config.broker.max_message_bytes,
         dead_letters: stores.dead_letters.clone(),
+        db: stores.store.db.clone(),
         meters: registry.meters(),
         deployments: deployer.as_ref().map(|d| d.store.clone()),
         telemetry: telemetry.clone(),

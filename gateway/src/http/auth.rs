@@ -77,6 +77,8 @@ pub enum Need<'a> {
     DeadLetters,
     /// `POST /invoke/<function>`: scope `invoke:<function>` or `invoke:*`.
     Invoke(&'a str),
+    /// The function state routes: scope `state`.
+    State,
 }
 
 impl Need<'_> {
@@ -84,6 +86,7 @@ impl Need<'_> {
         match self {
             Need::Read => "read".into(),
             Need::DeadLetters => "dead-letters".into(),
+            Need::State => "state".into(),
             Need::Invoke(f) => format!("invoke:{f}"),
         }
     }
@@ -166,6 +169,7 @@ fn granted(scopes: &super::jwt::Scopes, need: Need<'_>) -> bool {
     match need {
         Need::Read => scopes.read,
         Need::DeadLetters => scopes.dead_letters,
+        Need::State => scopes.state,
         Need::Invoke(f) => scopes.may_invoke(f),
     }
 }

@@ -17,6 +17,7 @@ pub mod jwt;
 mod live;
 pub mod page;
 mod serve;
+mod state;
 mod status;
 
 use std::sync::atomic::AtomicBool;
@@ -56,6 +57,8 @@ pub struct Api {
     pub max_body: usize,
     /// The dead-letter store.
     pub dead_letters: Arc<DeadLetters>,
+    /// The store, for the functions' key-value state.
+    pub db: sled::Db,
     /// Metering, indexed like the directory.
     pub meters: Meters,
     /// Deployment history.
@@ -113,6 +116,10 @@ pub fn router(state: Api) -> Router {
             any(invoke::invoke_path).layer(DefaultBodyLimit::max(max_body)),
         )
         .route("/api/v1/dead-letters", get(dead_letters::list))
+        .route(
+            "/api/v1/functions/{function}/state",
+            get(state::read).delete(state::delete),
+        )
         .route("/api/v1/dead-letters/replay", post(dead_letters::replay))
         .route(
             "/api/v1/dead-letters/drop",

@@ -152,6 +152,8 @@ pub struct Scopes {
     pub read: bool,
     /// The dead-letter routes.
     pub dead_letters: bool,
+    /// The function state routes.
+    pub state: bool,
     /// Functions it may invoke (`*` for all).
     pub invoke: Vec<String>,
     /// Topic and key prefixes its invocations may use.
@@ -166,6 +168,7 @@ impl Scopes {
             match w {
                 "read" => s.read = true,
                 "dead-letters" => s.dead_letters = true,
+                "state" => s.state = true,
                 _ => {
                     if let Some(f) = w.strip_prefix("invoke:").filter(|f| !f.is_empty()) {
                         s.invoke.push(f.to_string());
