@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::auth::{authorized, Need};
 use super::dead_letters::Shown;
-use super::{error, Api};
+use super::{Api, ApiError};
 
 /// Query of the state routes.
 #[derive(Debug, Deserialize)]
@@ -35,14 +35,14 @@ fn default_limit() -> usize {
 }
 
 /// The function's state tree, if it has ever had state.
-fn tree(s: &Api, function: &str) -> Result<sled::Tree, Response> {
+fn tree(s: &Api, function: &str) -> Result<sled::Tree, ApiError> {
     let name = format!("kv/{function}");
     let exists =
         s.db.tree_names()
             .iter()
             .any(|t| t.as_ref() == name.as_bytes());
     if !exists {
-        return Err(error(
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no state for function {function:?}"),
@@ -51,19 +51,19 @@ fn tree(s: &Api, function: &str) -> Result<sled::Tree, Response> {
     s.db.open_tree(name).map_err(store_error)
 }
 
-fn store_error(e: sled::Error) -> Response {
-    error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string())
+fn store_error(e: sled::Error) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string())
 }
 
 /// The key a query names, if it names one.
-fn key_of(q: &StateQuery) -> Result<Option<Vec<u8>>, Response> {
+fn key_of(q: &StateQuery) -> Result<Option<Vec<u8>>, ApiError> {
     match (&q.key, &q.key_hex) {
         (Some(k), None) => Ok(Some(k.as_bytes().to_vec())),
         (None, Some(h)) => unhex(h)
             .map(Some)
-            .ok_or_else(|| error(StatusCode::BAD_REQUEST, "key", "key_hex is not hex")),
+            .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "key", "key_hex is not hex")),
         (None, None) => Ok(None),
-        (Some(_), Some(_)) => Err(error(
+        (Some(_), Some(_)) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "key",
             "give key or key_hex, not both",
@@ -73,7 +73,7 @@ fn key_of(q: &StateQuery) -> Result<Option<Vec<u8>>, Response> {
 
 /// The bytes `text` spells in hex (as [`Shown`] writes them), if it does.
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
@@ -94,11 +94,11 @@ pub(super) async fn read(
     }
     let tree = match tree(&s, &function) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let key = match key_of(&q) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Some(key) = key {
         return match tree.get(&key) {
@@ -109,15 +109,17 @@ pub(super) async fn read(
                 "value": Shown::of(&v),
             }))
             .into_response(),
-            Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no such key"),
-            Err(e) => store_error(e),
+            Ok(None) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such key").into_response()
+            }
+            Err(e) => store_error(e).into_response(),
         };
     }
     let (mut keys, mut total_keys, mut total_bytes) = (Vec::new(), 0u64, 0u64);
     for entry in tree.scan_prefix(q.prefix.as_bytes()) {
         let (k, v) = match entry {
             Ok(kv) => kv,
-            Err(e) => return store_error(e),
+            Err(e) => return store_error(e).into_response(),
         };
         total_keys += 1;
         total_bytes += (k.len() + v.len()) as u64;
@@ -147,10 +149,10 @@ pub(super) async fn delete(
     }
     let tree = match tree(&s, &function) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let keys: Vec<Vec<u8>> = match (key_of(&q), q.all) {
-        (Err(r), _) => return r,
+        (Err(r), _) => return r.into_response(),
         (Ok(Some(k)), false) => vec![k],
         (Ok(None), true) => tree
             .iter()
@@ -159,11 +161,12 @@ pub(super) async fn delete(
             .map(|k| k.to_vec())
             .collect(),
         _ => {
-            return error(
+            return ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "selection",
                 "give key, key_hex or all=true",
             )
+            .into_response()
         }
     };
     let (mut deleted, mut bytes) = (0i64, 0i64);
@@ -174,11 +177,11 @@ pub(super) async fn delete(
                 bytes += (k.len() + v.len()) as i64;
             }
             Ok(None) => {}
-            Err(e) => return store_error(e),
+            Err(e) => return store_error(e).into_response(),
         }
     }
     if let Err(e) = tree.flush_async().await {
-        return store_error(e);
+        return store_error(e).into_response();
     }
     if let Some((_, info)) = s.directory.find(&function) {
         if let Some(usage) = &info.kv_usage {
