@@ -355,8 +355,17 @@ fn the_debian_package_holds_the_service_the_config_and_the_binaries() {
     ] {
         assert!(unit.contains(line), "{line} in kiri.service");
     }
-    // The packaged configuration is valid for the packaged kiri (checked with this build).
-    let conf = tmp.path().join("etc/kiri/kiri.toml");
+    // The packaged configuration is valid for the packaged kiri (checked with this build), its
+    // functions' modules where the package installs them.
+    let packaged = std::fs::read_to_string(tmp.path().join("etc/kiri/kiri.toml")).unwrap();
+    assert!(packaged.contains("/usr/lib/kiri/functions/"));
+    let installed = tmp.path().join("usr/lib/kiri/functions/");
+    let conf = tmp.path().join("kiri-check.toml");
+    std::fs::write(
+        &conf,
+        packaged.replace("/usr/lib/kiri/functions/", installed.to_str().unwrap()),
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_kiri"))
         .args(["config", "check", "--config"])
         .arg(&conf)

@@ -218,13 +218,29 @@ fn a_function_is_deployed_over_mqtt_then_replaced_without_losing_an_event() {
     for (file, bytes) in bad_modules {
         let module = dir.path().join(file);
         std::fs::write(&module, bytes).unwrap();
-        let p = package_module(dir.path(), &key, 3, "F", &module, &[]);
+        // `kiri package` refuses to sign these; a gateway must refuse them all the same.
+        let (ok, text) = kiri_cli(&[
+            "package",
+            "--key",
+            key.to_str().unwrap(),
+            "--name",
+            "conv",
+            "--version",
+            "3",
+            "--trigger",
+            "sensors/+/temperature",
+            "--gateway",
+            "gw-test",
+            module.to_str().unwrap(),
+        ]);
+        assert!(!ok && text.contains("does not load"), "{file}: {text}");
+        let p = package_module(dir.path(), &key, 3, "F", &module, &["--no-check"]);
         let (ok, text) = deploy_to(broker_port, "gw-test", &p);
         assert!(!ok && text.contains("invalid_module"), "{file}: {text}");
     }
     let big = dir.path().join("big.wasm");
     std::fs::write(&big, vec![0u8; 300_000]).unwrap();
-    let p = package_module(dir.path(), &key, 3, "F", &big, &[]);
+    let p = package_module(dir.path(), &key, 3, "F", &big, &["--no-check"]);
     let (ok, text) = deploy_to(broker_port, "gw-test", &p);
     assert!(!ok && text.contains("too_large"), "oversize: {text}");
     // Sent raw (the CLI would not send these): truncated, bit-flipped, and signed for another
