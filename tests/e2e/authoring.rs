@@ -330,3 +330,73 @@ fn a_functions_state_can_be_listed_read_and_deleted() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no state for function"));
     gw.stop();
 }
+
+/// A module emitting each payload on `topic`.
+fn emitter(topic: &str) -> Vec<u8> {
+    let wat = format!(
+        r#"(module
+      (import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "{topic}")
+      (func (export "kiri_abi_version") (result i32) i32.const 1)
+      (func (export "kiri_alloc") (param i32) (result i32) i32.const 1024)
+      (func (export "kiri_on_event") (param i32 i32 i32 i32 i64) (result i32)
+        (drop (call $emit (i32.const 0) (i32.const {len}) (local.get 2) (local.get 3)))
+        i32.const 0))"#,
+        len = topic.len()
+    );
+    wat::parse_str(wat).unwrap()
+}
+
+/// `kiri run --watch`: a changed module replaces the running version, each event processed
+/// once by one of them; a changed module that does not load leaves the running one.
+#[test]
+fn kiri_run_watch_reloads_a_changed_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Mosquitto::start(&dir.path().join("cloud"));
+    let sub = CloudSubscriber::start(cloud.port, "watch-consumer");
+    let port = free_port();
+    let module = dir.path().join("f.wasm");
+    std::fs::write(&module, emitter("v1")).unwrap();
+    let functions = format!(
+        "[[functions]]\nname = \"f\"\nmodule = \"{}\"\ntriggers = [{{ topic = \"in\", format = \"text\" }}]\n",
+        module.display()
+    );
+    let conf = config_with(&cloud.url(), &embedded(port), &functions);
+    let mut gw = Kiri::start_watching(&dir.path().join("kiri"), &conf);
+    let topics = || -> Vec<String> {
+        sub.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(t, _)| t.clone())
+            .collect()
+    };
+    let send_and_wait = |gw: &mut Kiri, n: usize| {
+        super::formats::mosquitto_pub(port, "in", format!("m{n}").as_bytes());
+        wait_until("the result", Duration::from_secs(20), || {
+            gw.assert_running();
+            topics().len() >= n
+        });
+    };
+    send_and_wait(&mut gw, 1);
+    std::fs::write(&module, emitter("v2")).unwrap();
+    wait_until("the reload", Duration::from_secs(20), || {
+        gw.log_text()
+            .contains("module changed: the new version runs")
+    });
+    send_and_wait(&mut gw, 2);
+    std::fs::write(&module, b"not wasm").unwrap();
+    wait_until("the refusal", Duration::from_secs(20), || {
+        gw.log_text()
+            .contains("module changed but does not load; the running version stays")
+    });
+    send_and_wait(&mut gw, 3);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        topics(),
+        ["kiri/gw-test/v1", "kiri/gw-test/v2", "kiri/gw-test/v2"],
+        "each event once, by the version running when it came"
+    );
+    gw.stop();
+}

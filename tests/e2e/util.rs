@@ -226,6 +226,8 @@ pub struct Kiri {
     child: Option<Child>,
     /// The open-file limit it runs under (soft and hard), if not the test's own.
     open_files: Option<u64>,
+    /// More arguments of `kiri run`.
+    run_args: Vec<String>,
 }
 
 impl Kiri {
@@ -233,8 +235,27 @@ impl Kiri {
         Kiri::start_with_open_files(dir, config_toml, env, None)
     }
 
+    /// [`Kiri::start`] as `kiri run --watch`.
+    pub fn start_watching(dir: &Path, config_toml: &str) -> Kiri {
+        let mut k = Kiri::prepare(dir, config_toml, &[], None);
+        k.run_args.push("--watch".into());
+        k.restart();
+        k
+    }
+
     /// [`Kiri::start`] under `prlimit --nofile=N:N`, as systemd's default `LimitNOFILE` does.
     pub fn start_with_open_files(
+        dir: &Path,
+        config_toml: &str,
+        env: &[(&str, String)],
+        open_files: Option<u64>,
+    ) -> Kiri {
+        let mut k = Kiri::prepare(dir, config_toml, env, open_files);
+        k.restart();
+        k
+    }
+
+    fn prepare(
         dir: &Path,
         config_toml: &str,
         env: &[(&str, String)],
@@ -256,16 +277,15 @@ impl Kiri {
             "KIRI_GATEWAY_DATA_DIR".into(),
             dir.join("data").display().to_string(),
         ));
-        let mut k = Kiri {
+        Kiri {
             metrics_port,
             config,
             env,
             log: dir.join("kiri.log"),
             child: None,
             open_files,
-        };
-        k.restart();
-        k
+            run_args: Vec::new(),
+        }
     }
 
     pub fn restart(&mut self) {
@@ -302,6 +322,7 @@ impl Kiri {
             .arg("run")
             .arg("--config")
             .arg(&self.config)
+            .args(&self.run_args)
             .env("KIRI_LOG", "info,kiri=debug")
             .envs(self.env.iter().cloned())
             .stdout(Stdio::null())

@@ -29,6 +29,9 @@ enum Command {
         /// A TOML configuration file.
         #[arg(long, short, env = "KIRI_CONFIG_FILE")]
         config: Option<PathBuf>,
+        /// Reload a configured function's module when its file changes (for development).
+        #[arg(long)]
+        watch: bool,
     },
     /// Print the dashboard's address with its token (`.../#token=...`): from the configuration,
     /// or the one kept in the data directory (made now if the gateway has not made one yet);
@@ -262,9 +265,10 @@ enum ConfigCommand {
 /// Runs what the command line asks for.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { config } => {
+        Command::Run { config, watch } => {
             init_logging();
-            let config = Config::load(config.as_deref())?;
+            let mut config = Config::load(config.as_deref())?;
+            config.watch = watch;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()

@@ -88,6 +88,10 @@ pub struct Config {
     pub deploy: DeployConfig,
     /// The functions to run.
     pub functions: Vec<FunctionConfig>,
+    /// `kiri run --watch`: reload a configured function's module when its file changes (not a
+    /// key of the file).
+    #[serde(skip)]
+    pub watch: bool,
 }
 
 impl Config {

@@ -9,6 +9,7 @@
 pub mod fds;
 mod functions;
 mod lanes;
+mod reload;
 mod site;
 mod stop;
 mod tasks;
@@ -146,6 +147,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         )),
         local: site.local_task,
         upkeep: metrics.upkeep,
+        watch: config
+            .watch
+            .then(|| tokio::spawn(reload::run(registry.clone(), config.functions.clone()))),
     };
     // From here on the producers hold the only senders: once they are gone, the queue closes.
     drop(work);
@@ -457,13 +461,15 @@ struct Background {
     retry: JoinHandle<()>,
     local: JoinHandle<()>,
     upkeep: JoinHandle<()>,
+    watch: Option<JoinHandle<()>>,
 }
 
 impl Background {
     /// Those stopped before the pipeline (the retries, an input; the systemd notifier, which
     /// must not speak after STOPPING=1), and those after it.
     fn split(self) -> (Vec<JoinHandle<()>>, Vec<JoinHandle<()>>) {
-        let before = vec![self.retry, self.systemd];
+        let mut before = vec![self.retry, self.systemd];
+        before.extend(self.watch);
         let mut after = vec![self.housekeeping, self.tick, self.local, self.upkeep];
         after.extend(self.logs);
         (before, after)
