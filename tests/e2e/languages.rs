@@ -15,9 +15,10 @@ fn as_json(payload: &[u8]) -> serde_json::Value {
         .unwrap_or_else(|_| ciborium::de::from_reader(payload).expect("an alert in JSON or CBOR"))
 }
 
-/// Runs `module` as `threshold` (limit 30) on CBOR readings (`sensors/+/temperature`) and
-/// JSON ones (`json/+/temperature`, format `json`); checks that exactly the readings above
-/// the limit raise an alert, with the reading's value and the limit, and returns the log.
+/// Runs `module` as `threshold` (limit 30) on CBOR readings (`sensors/+/temperature`, one with
+/// its value written as an integer) and JSON ones (`json/+/temperature`, format `json`);
+/// checks that exactly the readings above the limit raise an alert, with the reading's value
+/// and the limit, and returns the log.
 fn threshold_runs(module: &Path) -> String {
     let dir = tempfile::tempdir().unwrap();
     let cloud = Mosquitto::start(&dir.path().join("cloud"));
@@ -37,13 +38,21 @@ fn threshold_runs(module: &Path) -> String {
         "sensors/s1/temperature",
         vec![reading("s1", 29), reading("s1", 31)],
     );
+    // A reading whose value is written as a CBOR integer: read as the number it is.
+    let mut int = Vec::new();
+    ciborium::ser::into_writer(
+        &serde_json::json!({"sensor": "s2", "kind": "temperature", "value": 33, "unit": "C"}),
+        &mut int,
+    )
+    .unwrap();
+    publish_all(port, "s2", "sensors/s2/temperature", vec![int]);
     for value in [20, 35] {
         let json = format!(r#"{{"sensor":"j1","kind":"temperature","value":{value},"unit":"C"}}"#);
         mosquitto_pub(port, "json/j1/temperature", json.as_bytes());
     }
-    wait_until("2 alerts at the cloud", Duration::from_secs(30), || {
+    wait_until("3 alerts at the cloud", Duration::from_secs(30), || {
         kiri.assert_running();
-        sub.received.lock().unwrap().len() >= 2
+        sub.received.lock().unwrap().len() >= 3
     });
     // Nothing more comes: the readings below the limit raised nothing.
     std::thread::sleep(Duration::from_millis(300));
@@ -53,13 +62,15 @@ fn threshold_runs(module: &Path) -> String {
         .map(|(topic, e)| (topic.clone(), as_json(&e.payload)))
         .collect();
     alerts.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    assert_eq!(alerts.len(), 3, "{alerts:?}");
     assert_eq!(alerts[0].0, "kiri/gw-test/alerts/j1/temperature");
     assert_eq!(alerts[0].1["value"].as_f64(), Some(35.0));
     assert_eq!(alerts[0].1["limit"].as_f64(), Some(30.0));
     assert_eq!(alerts[1].0, "kiri/gw-test/alerts/s1/temperature");
     assert_eq!(alerts[1].1["value"].as_f64(), Some(31.0));
     assert_eq!(alerts[1].1["sensor"], "s1");
+    assert_eq!(alerts[2].0, "kiri/gw-test/alerts/s2/temperature");
+    assert_eq!(alerts[2].1["value"].as_f64(), Some(33.0));
     kiri.assert_running();
     kiri.stop();
     kiri.log_text()

@@ -114,10 +114,10 @@ pub struct SensorReading {
     pub sensor: String,
     /// What it measures (`temperature`, `humidity`, ...).
     pub kind: String,
-    /// The value.
+    /// The value (written as an integer or a float).
+    #[serde(deserialize_with = "number")]
     pub value: f64,
     /// Its unit.
-    #[serde(default)]
     pub unit: String,
     /// When it was taken, ms since the Unix epoch, if the node knows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -128,6 +128,23 @@ pub struct SensorReading {
     /// The node's sequence number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+}
+
+/// A number, whether the payload wrote it as an integer or a float (as the `no_std`
+/// [`crate::Reading`] reads it).
+fn number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Float(f64),
+        Int(i64),
+        Uint(u64),
+    }
+    Ok(match Number::deserialize(d)? {
+        Number::Float(f) => f,
+        Number::Int(i) => i as f64,
+        Number::Uint(u) => u as f64,
+    })
 }
 
 #[cfg(test)]
@@ -165,6 +182,35 @@ mod tests {
         let emits = mock::take_emits();
         assert_eq!(Reading::decode(&emits[0].1).unwrap().seq, Some(3));
         assert!(event(b"{}").parse::<SensorReading>().is_err());
+        // An integer value, in CBOR as in JSON.
+        #[derive(Serialize)]
+        struct IntReading {
+            sensor: &'static str,
+            kind: &'static str,
+            value: i64,
+            unit: &'static str,
+        }
+        let mut int = Vec::new();
+        let r = IntReading {
+            sensor: "s1",
+            kind: "temperature",
+            value: 35,
+            unit: "C",
+        };
+        ciborium::ser::into_writer(&r, &mut int).unwrap();
+        mock::set_input_format(kiri_abi::format::CBOR);
+        assert_eq!(event(&int).parse::<SensorReading>().unwrap().value, 35.0);
+        assert_eq!(
+            Reading::decode(&int).unwrap().value,
+            35.0,
+            "as the no_std reading"
+        );
+        mock::set_input_format(kiri_abi::format::JSON);
+        let no_unit = br#"{"sensor":"s1","kind":"temperature","value":35}"#;
+        assert!(
+            event(no_unit).parse::<SensorReading>().is_err(),
+            "unit is required, as in Reading"
+        );
     }
 
     #[test]
