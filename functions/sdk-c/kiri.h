@@ -150,6 +150,21 @@ KIRI_IMPORT("caller") int32_t kiri_caller(char *out, int32_t out_cap);
 /* The payload's format as the function received it (KIRI_FORMAT_*). An addition to ABI v1:
  * calling it makes the module import it, which gateways older than the import refuse. */
 KIRI_IMPORT("input_format") int32_t kiri_input_format(void);
+/* The function's config value for `key` as JSON, typed as the configuration wrote it (30.5,
+ * true, "text", [1,2], {"a":1}); an empty key gives the whole table as one object. Answers
+ * like kiri_config. An addition to ABI v1 (imported only when called). */
+KIRI_IMPORT("config_json")
+int32_t kiri_config_json(const char *key, int32_t key_len, char *out, int32_t out_cap);
+/* For an HTTP call (topic "$http"): the request as one JSON object, {"method", "path",
+ * "query", "headers"} (full length), or KIRI_NOT_FOUND for other events. Read its fields
+ * with kiri_json_get_string. An addition to ABI v1 (imported only when called). */
+KIRI_IMPORT("http_request") int32_t kiri_http_request(char *out, int32_t out_cap);
+/* For an HTTP call: the answer's status (200 to 599) and headers, a JSON object of text
+ * values such as {"content-type":"application/json"} (headers_len 0: none); the body is
+ * kiri_respond's. KIRI_INVALID for a status or header the gateway does not send. An
+ * addition to ABI v1 (imported only when called). */
+KIRI_IMPORT("http_response")
+int32_t kiri_http_response(int32_t status, const char *headers, int32_t headers_len);
 
 /* ------------------------------------------------------------------------------------------
  * Memory and text

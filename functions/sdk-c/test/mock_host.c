@@ -165,3 +165,31 @@ int32_t kiri_caller(char *out, int32_t out_cap) {
 }
 
 int32_t kiri_input_format(void) { return mock.input_format; }
+
+static int32_t answer(const char *value, char *out, int32_t out_cap) {
+    if (!value) return KIRI_NOT_FOUND;
+    size_t n = strlen(value);
+    memcpy(out, value, n < (size_t)out_cap ? n : (size_t)out_cap);
+    return (int32_t)n;
+}
+
+int32_t kiri_config_json(const char *key, int32_t key_len, char *out, int32_t out_cap) {
+    (void)key;
+    (void)key_len;
+    return answer(mock.config_json, out, out_cap);
+}
+
+int32_t kiri_http_request(char *out, int32_t out_cap) {
+    return answer(mock.http_request, out, out_cap);
+}
+
+int32_t kiri_http_response(int32_t status, const char *headers, int32_t headers_len) {
+    if (status < 200 || status > 599 || headers_len < 0 ||
+        (size_t)headers_len >= sizeof mock.http_headers) {
+        return KIRI_INVALID;
+    }
+    mock.http_status = status;
+    memcpy(mock.http_headers, headers, (size_t)headers_len);
+    mock.http_headers[headers_len] = 0;
+    return KIRI_OK;
+}

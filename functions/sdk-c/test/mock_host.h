@@ -34,6 +34,10 @@ typedef struct mock_state {
     int32_t input_format;
     int32_t emit_result; /* returned by emit instead of recording when negative */
     int64_t now_ms;
+    const char *config_json; /* what config_json returns for any key; NULL: not found */
+    const char *http_request; /* what http_request returns; NULL: not an HTTP call */
+    int32_t http_status;      /* what http_response last set */
+    char http_headers[1024];
 } mock_state;
 
 extern mock_state mock;

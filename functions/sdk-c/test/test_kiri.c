@@ -1195,6 +1195,38 @@ static void test_exports(void) {
     CHECK(kiri_event_is_timer(&seen));
 }
 
+/* An HTTP function's side: the request's fields through the JSON helpers, the answer's
+ * status and headers. */
+static void test_http(void) {
+    mock_reset();
+    char req[512];
+    CHECK_EQ_INT(kiri_http_request(req, sizeof req), KIRI_NOT_FOUND);
+    mock.http_request =
+        "{\"method\":\"GET\",\"path\":\"/items/7\",\"query\":\"x=1\","
+        "\"headers\":{\"x-device-id\":\"d1\"}}";
+    int32_t n = kiri_http_request(req, sizeof req);
+    CHECK(n > 0 && n < (int32_t)sizeof req);
+    char path[64];
+    size_t len = 0;
+    CHECK_EQ_INT(kiri_json_get_string(req, (size_t)n, "path", path, sizeof path, &len),
+                 KIRI_JSON_OK);
+    CHECK(len == 8 && memcmp(path, "/items/7", 8) == 0);
+    kiri_str headers;
+    CHECK_EQ_INT(kiri_json_get_raw(req, (size_t)n, "headers", &headers), KIRI_JSON_OK);
+    char device[16];
+    CHECK_EQ_INT(kiri_json_get_string(headers.ptr, headers.len, "x-device-id", device,
+                                      sizeof device, &len),
+                 KIRI_JSON_OK);
+    CHECK(len == 2 && memcmp(device, "d1", 2) == 0);
+    const char *h = "{\"content-type\":\"application/json\"}";
+    CHECK_EQ_INT(kiri_http_response(201, h, (int32_t)strlen(h)), KIRI_OK);
+    CHECK_EQ_INT(mock.http_status, 201);
+    CHECK_EQ_INT(kiri_http_response(99, "", 0), KIRI_INVALID);
+    mock.config_json = "{\"limit\":30}";
+    char cfg[64];
+    CHECK_EQ_INT(kiri_config_json("", 0, cfg, sizeof cfg), 12);
+}
+
 int main(void) {
     test_rust_vectors_decode();
     test_encode_matches_rust();
@@ -1214,6 +1246,7 @@ int main(void) {
     test_text_and_memory();
     test_host_helpers();
     test_exports();
+    test_http();
     printf("test_kiri: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -49,7 +49,7 @@ pub struct PackageArgs {
     /// Run on a cron schedule (UTC).
     #[arg(long)]
     cron: Option<String>,
-    /// Allow `POST /invoke/<name>`.
+    /// Let `/invoke/<name>` run it (HTTP, any method).
     #[arg(long)]
     http: bool,
     /// A topic filter the function may emit to (repeat; default: any).
@@ -324,7 +324,7 @@ fn send(bytes: &[u8], target: &Target) -> anyhow::Result<()> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             bail!(
-                "{} of {} gateway(s) answered within {}",
+                "{} of {} gateway(s) answered within {} (no answer: a wrong --gateway or --group, a gateway with deployment off (empty deploy.trusted_keys), or another broker than the gateway's: --broker)",
                 answered,
                 target.expect,
                 target.timeout

@@ -49,7 +49,7 @@ pub struct InvokeArgs {
     #[arg(long)]
     seq: Option<u64>,
     /// Convert the payload before the function gets it, as a trigger's `deliver` does.
-    #[arg(long, value_enum, default_value = "as-received")]
+    #[arg(long, value_enum, default_value = "as_received")]
     deliver: DeliverArg,
     /// A configuration value, `KEY=VALUE` (repeat for more); typed when VALUE reads as JSON
     /// (`limit=30`, `on=true`, `ids=[1,2]`), text otherwise.
@@ -67,7 +67,9 @@ pub struct InvokeArgs {
     report_json: bool,
 }
 
+/// The trigger formats, named as in the configuration.
 #[derive(Clone, Copy, clap::ValueEnum)]
+#[clap(rename_all = "snake_case")]
 enum FormatArg {
     Cbor,
     Json,
@@ -76,7 +78,9 @@ enum FormatArg {
     SparkplugB,
 }
 
+/// The `deliver` conversions, named as in the configuration.
 #[derive(Clone, Copy, clap::ValueEnum)]
+#[clap(rename_all = "snake_case")]
 enum DeliverArg {
     AsReceived,
     Cbor,
@@ -263,7 +267,7 @@ fn print_report(r: &serde_json::Value) {
         if r["ok"] == true { "ok" } else { "FAILED" }
     );
     if let Some(reason) = r["reason"].as_str() {
-        println!("  reason: {reason}: {}", r["error"].as_str().unwrap_or(""));
+        println!("  reason {reason}: {}", r["error"].as_str().unwrap_or(""));
     }
     for o in r["outputs"].as_array().into_iter().flatten() {
         println!(

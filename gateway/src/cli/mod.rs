@@ -262,6 +262,13 @@ enum ConfigCommand {
     },
 }
 
+impl Cli {
+    /// Whether it runs the gateway (rather than a tool).
+    pub fn is_gateway(&self) -> bool {
+        matches!(self.command, Command::Run { .. })
+    }
+}
+
 /// Runs what the command line asks for.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {

@@ -34,11 +34,22 @@ pub fn config_check(file: Option<&Path>) -> anyhow::Result<()> {
 
 /// `kiri check MODULE`: the gateway's load check, offline; prints what the module is.
 pub fn check(module: &Path, json: bool) -> anyhow::Result<()> {
-    let wasm = kiri::runtime::Runtime::read_module(module)?;
-    let report = kiri::runtime::check_module(&wasm, None)
-        .with_context(|| format!("{} does not load", module.display()))?;
+    let checked = kiri::runtime::Runtime::read_module(module)
+        .and_then(|wasm| kiri::runtime::check_module(&wasm, None));
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        // Scripts get an answer on stdout either way.
+        let answer = match &checked {
+            Ok(report) => {
+                let mut v = serde_json::to_value(report)?;
+                v["ok"] = true.into();
+                v
+            }
+            Err(e) => serde_json::json!({ "ok": false, "error": e.to_string() }),
+        };
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    }
+    let report = checked.with_context(|| format!("{} does not load", module.display()))?;
+    if json {
         return Ok(());
     }
     println!(

@@ -69,6 +69,12 @@ impl Shown {
             }
             Err(_) => None,
         };
+        // Control characters (other than line breaks and tabs) are not text a person reads:
+        // an 8-byte counter is valid UTF-8 too.
+        let text = text.filter(|t| {
+            !t.chars()
+                .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        });
         match text {
             Some(t) => Shown::Text(t.to_string()),
             None => Shown::Hex(bytes.iter().map(|b| format!("{b:02x}")).collect()),

@@ -23,7 +23,7 @@ pub enum LoadError {
     #[error("module is {0} bytes; the limit is {MAX_MODULE_BYTES}")]
     TooLarge(u64),
     /// Not valid WebAssembly (or uses features wasmi does not support).
-    #[error("not a valid WebAssembly module: {0}")]
+    #[error("not a valid WebAssembly module: {}", invalid_text(.0))]
     Invalid(wasmi::Error),
     /// A required export is missing or has the wrong type.
     #[error("the module does not export {name} as {expected} (a function exports memory, kiri_abi_version, kiri_alloc and kiri_on_event; the SDKs do it for you: docs/writing-functions.md)")]
@@ -103,6 +103,16 @@ pub enum InvokeError {
         /// Until the next start is allowed.
         wait_ms: u64,
     },
+}
+
+/// Why a module is not valid, on one line (wasmi's own text spells byte arrays out, one per
+/// line).
+fn invalid_text(e: &wasmi::Error) -> String {
+    let text = e.to_string();
+    if text.contains("magic header not detected") {
+        return "it is not a WebAssembly file (it does not start with \\0asm)".into();
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 impl From<sled::Error> for LoadError {
