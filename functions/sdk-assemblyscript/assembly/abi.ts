@@ -85,6 +85,24 @@ export declare function kiri_config(keyPtr: usize, keyLen: i32, outPtr: usize, o
 @external("kiri", "config_json")
 export declare function kiri_config_json(keyPtr: usize, keyLen: i32, outPtr: usize, outCap: i32): i32;
 
+/**
+ * For an HTTP call (topic `$http`): the request as one JSON object, `{"method", "path",
+ * "query", "headers"}`; writes at most `outCap` bytes, returns the full length, or NOT_FOUND
+ * for other events. An addition to ABI v1.
+ */
+// @ts-ignore: decorator
+@external("kiri", "http_request")
+export declare function kiri_http_request(outPtr: usize, outCap: i32): i32;
+
+/**
+ * For an HTTP call: the answer's status (200 to 599) and headers (a JSON object of text
+ * values, or length 0 for none); the body is `respond`'s. INVALID for a status or header the
+ * gateway does not send. An addition to ABI v1.
+ */
+// @ts-ignore: decorator
+@external("kiri", "http_response")
+export declare function kiri_http_response(status: i32, headersPtr: usize, headersLen: i32): i32;
+
 /** Reads a key of the function's state: writes at most `outCap` bytes, returns the full length or NOT_FOUND. */
 // @ts-ignore: decorator
 @external("kiri", "kv_get")

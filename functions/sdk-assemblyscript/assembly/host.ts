@@ -7,6 +7,8 @@ import {
   kiri_config,
   kiri_config_json,
   kiri_emit,
+  kiri_http_request,
+  kiri_http_response,
   kiri_input_format,
   kiri_kv_delete,
   kiri_kv_get,
@@ -121,6 +123,33 @@ export function kvList(prefix: string): Array<string> | null {
     at += len;
   }
   return keys;
+}
+
+/**
+ * For an HTTP call (topic `$http`), the request as JSON text: `{"method":"GET","path":"/x",
+ * "query":"a=1","headers":{...}}` (read a member with `jsonString`); null for other events.
+ * (The `http_request` host call, an addition to ABI v1.)
+ */
+export function httpRequest(): string | null {
+  let out = new Uint8Array(512);
+  let n = kiri_http_request(out.dataStart, out.length);
+  if (n < 0) return null;
+  if (n > out.length) {
+    out = new Uint8Array(n);
+    n = kiri_http_request(out.dataStart, out.length);
+    if (n < 0 || n > out.length) return null;
+  }
+  return String.UTF8.decodeUnsafe(out.dataStart, n);
+}
+
+/**
+ * Sets the status (200 to 599) and headers (JSON text such as
+ * `{"content-type":"application/json"}`, or "" for none) of an HTTP call's answer; the body is
+ * `respond`'s. Returns OK, or INVALID. (The `http_response` host call, an addition to ABI v1.)
+ */
+export function httpResponse(status: i32, headersJson: string): i32 {
+  const h = String.UTF8.encode(headersJson);
+  return kiri_http_response(status, changetype<usize>(h), h.byteLength);
 }
 
 /** The verified identity (`sub`) of the HTTP caller, or null (MQTT events, timers, admin token). */

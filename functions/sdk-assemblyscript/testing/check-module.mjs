@@ -36,6 +36,8 @@ export const EXPECTED_IMPORTS = {
   kv_list: sig([I32, I32, I32, I32], [I32]),
   caller: sig([I32, I32], [I32]),
   input_format: sig([], [I32]),
+  http_request: sig([I32, I32], [I32]),
+  http_response: sig([I32, I32, I32], [I32]),
 };
 
 export const EXPECTED_EXPORTS = {

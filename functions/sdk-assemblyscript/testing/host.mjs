@@ -38,6 +38,8 @@ export const HOST_IMPORTS = [
   "kv_list",
   "caller",
   "input_format",
+  "http_request",
+  "http_response",
 ];
 
 const encoder = new TextEncoder();
@@ -120,6 +122,8 @@ export class MockHost {
     this.kvMaxValueBytes = options.kvMaxValueBytes ?? 65536;
     this.nowMs = options.nowMs ?? (() => Date.now());
     this.callerSub = options.caller ?? null;
+    /** The HTTP request `http_request` answers with (an object), or null: not an HTTP call. */
+    this.httpRequest = options.httpRequest ?? null;
     this.memory = null;
     this.begin(ABI.FORMAT.CBOR);
     /** Every log line of every invocation: { level, text }. */
@@ -132,6 +136,7 @@ export class MockHost {
     this.emits = [];
     this.publishes = [];
     this.response = null;
+    this.httpAnswer = null;
     this.logs = [];
     this.kvWrites = new Map(); // key -> Uint8Array, or null for a delete
   }
@@ -237,6 +242,23 @@ export class MockHost {
           return this.answer(encoder.encode(this.callerSub), op, oc);
         },
         input_format: () => this.format,
+        http_request: (op, oc) => {
+          if (this.httpRequest === null) return ABI.NOT_FOUND;
+          return this.answer(encoder.encode(JSON.stringify(this.httpRequest)), op, oc);
+        },
+        http_response: (status, hp, hl) => {
+          if (status < 200 || status > 599) return ABI.INVALID;
+          let headers = {};
+          if (hl > 0) {
+            try {
+              headers = JSON.parse(decoder.decode(this.bytes(hp, hl)));
+            } catch {
+              return ABI.INVALID;
+            }
+          }
+          this.httpAnswer = { status, headers };
+          return 0;
+        },
       },
     };
   }
@@ -297,6 +319,7 @@ export class FunctionUnderTest {
         emits: ok ? host.emits : [],
         publishes: ok ? host.publishes : [],
         response: ok ? host.response : null,
+        http: ok ? host.httpAnswer : null,
         logs: host.logs,
       };
     };

@@ -197,6 +197,17 @@ test("caller, input_format, now_ms, publish and respond", async () => {
   assert.equal(text(denied.emits.find((e) => e.topic === "publish-code").payload), String(ABI.DENIED));
 });
 
+test("an HTTP call: the request through http_request, the answer's status and headers", async () => {
+  const request = { method: "GET", path: "/items/7", query: "x=1", headers: { accept: "text/plain" } };
+  const fn = await loadFunction(wasm, { httpRequest: request });
+  const r = fn.event("$http", "", { format: ABI.FORMAT.BYTES });
+  assert.equal(r.code, 0);
+  assert.equal(text(r.response), "/items/7");
+  assert.deepEqual(r.http, { status: 201, headers: { "content-type": "text/plain" } });
+  const notHttp = await loadFunction(wasm);
+  assert.equal(notHttp.event("$http", "").code, 12, "null outside an HTTP call");
+});
+
 test("a module without a handler fails its events with a log line", async () => {
   const fn = await loadFunction(await compile("tests/assembly/no-handler.ts"));
   const r = fn.event("x", "");

@@ -8,6 +8,8 @@ import {
   CborWriter,
   config,
   configJson,
+  httpRequest,
+  httpResponse,
   configNumber,
   emit,
   field,
@@ -564,6 +566,13 @@ function onEvent(topic: string, payload: Uint8Array, receivedAtMs: i64): i32 {
     emit("publish-code", utf8(code.toString()));
     respond(utf8("answer"));
     return OK;
+  }
+  if (topic == "$http") {
+    const req = httpRequest();
+    if (req === null) return 12;
+    const path = jsonString(utf8(req), "path");
+    respond(utf8(path !== null ? path : "(none)"));
+    return httpResponse(201, '{"content-type":"text/plain"}');
   }
   if (topic == "fail") {
     emit("never", payload);
