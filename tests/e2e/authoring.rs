@@ -281,6 +281,28 @@ fn an_http_function_sees_the_request_and_shapes_the_answer() {
         })
     );
     gw.stop();
+    // The same call through `kiri invoke`, without a gateway.
+    let out = Command::new(env!("CARGO_BIN_EXE_kiri"))
+        .arg("invoke")
+        .arg(&module)
+        .args([
+            "--http",
+            "GET /items/7?x=1&y=two",
+            "--header",
+            "X-Device-Id: d1",
+        ])
+        .arg("--report-json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["http"]["status"], 201);
+    assert_eq!(report["http"]["headers"]["x-kiri-test"], "yes");
+    assert_eq!(report["http"]["body"], seen);
 }
 
 /// `kiri state` lists, reads and deletes a function's key-value state on a running gateway,

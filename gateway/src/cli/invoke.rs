@@ -65,6 +65,17 @@ pub struct InvokeArgs {
     /// Print the report as one JSON object.
     #[arg(long = "report-json")]
     report_json: bool,
+    /// A timer event: topic `$timer`, an empty payload, input format none.
+    #[arg(long, conflicts_with_all = ["payload", "json", "text", "value", "http"])]
+    timer: bool,
+    /// An HTTP call, `METHOD /path?query` (topic `$http`; the body is `--payload`, `--json` or
+    /// `--text`, else empty): the function reads it with `http_request`, and the report shows
+    /// the status and headers it answers with.
+    #[arg(long, value_name = "METHOD PATH")]
+    http: Option<String>,
+    /// A request header of `--http`, `NAME: VALUE` (repeat).
+    #[arg(long = "header", value_name = "NAME: VALUE", requires = "http")]
+    headers: Vec<String>,
 }
 
 /// The trigger formats, named as in the configuration.
@@ -90,7 +101,16 @@ enum DeliverArg {
 /// Runs it; fails (non-zero exit) when the module does not load or the invocation fails.
 pub fn invoke(a: InvokeArgs) -> anyhow::Result<()> {
     let wasm = Runtime::read_module(&a.module)?;
-    let (payload, format) = payload(&a)?;
+    let request = a
+        .http
+        .as_deref()
+        .map(|h| http_request(h, &a.headers))
+        .transpose()?;
+    let (payload, format) = if a.timer || (request.is_some() && no_body(&a)) {
+        (Vec::new(), InputFormat::Bytes)
+    } else {
+        payload(&a)?
+    };
     let format = formats::check(Some(format), &payload)
         .map_err(|r| anyhow::anyhow!("the payload is refused ({}): {}", r.reason, r.error))?;
     let deliver = match a.deliver {
@@ -133,12 +153,31 @@ pub fn invoke(a: InvokeArgs) -> anyhow::Result<()> {
     let idx = rt
         .load_bytes(&name, &wasm, limits, config, permissions)
         .with_context(|| format!("{} does not load", a.module.display()))?;
-    let result = rt.invoke_as(idx, &a.topic, &payload, kiri::now_ms(), format.code());
+    let (topic, code) = if a.timer {
+        ("$timer".to_string(), kiri_abi::format::NONE)
+    } else if request.is_some() {
+        ("$http".to_string(), kiri_abi::format::BYTES)
+    } else {
+        (a.topic.clone(), format.code())
+    };
+    let request = request.map(std::sync::Arc::new);
+    let result = rt.invoke_as(
+        idx,
+        &topic,
+        &payload,
+        kiri::now_ms(),
+        code,
+        request.as_ref(),
+    );
     let stats = rt.meters().lock().expect("meters lock")[idx].snapshot();
     let mut report = serde_json::json!({
         "function": name,
-        "topic": a.topic,
-        "input_format": format.name(),
+        "topic": topic,
+        "input_format": match code {
+            kiri_abi::format::NONE => "none",
+            kiri_abi::format::BYTES => "bytes",
+            _ => format.name(),
+        },
         "fuel": stats.fuel,
         "memory_bytes": stats.memory_peak_bytes,
         "wall_us": stats.wall_us_max,
@@ -176,8 +215,18 @@ pub fn invoke(a: InvokeArgs) -> anyhow::Result<()> {
             db.flush()?;
             report["outputs"] = outputs.into();
             report["kv_writes"] = writes.into();
-            if let Some(body) = &inv.response.body {
-                report["response"] = shown(body);
+            if request.is_some() {
+                let r = &inv.response;
+                let headers: serde_json::Map<String, serde_json::Value> = r
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().into()))
+                    .collect();
+                report["http"] = serde_json::json!({
+                    "status": r.status.unwrap_or(200),
+                    "headers": headers,
+                    "body": shown(r.body.as_deref().unwrap_or_default()),
+                });
             }
             report["ok"] = true.into();
             Ok(())
@@ -198,6 +247,40 @@ pub fn invoke(a: InvokeArgs) -> anyhow::Result<()> {
         print_report(&report);
     }
     outcome
+}
+
+/// Whether no body option was given (an HTTP call without a body).
+fn no_body(a: &InvokeArgs) -> bool {
+    a.payload.is_none() && a.json.is_none() && a.text.is_none() && a.value.is_none()
+}
+
+/// `--http "GET /items/7?x=1"` with its `--header`s, as the gateway's HTTP trigger passes it.
+fn http_request(spec: &str, headers: &[String]) -> anyhow::Result<kiri::runtime::HttpRequest> {
+    let (method, target) = spec.trim().split_once(' ').with_context(|| {
+        format!("--http {spec:?}: write METHOD PATH, e.g. \"GET /items/7?x=1\"")
+    })?;
+    let target = target.trim();
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    let headers = headers
+        .iter()
+        .map(|h| {
+            let (k, v) = h
+                .split_once(':')
+                .with_context(|| format!("--header {h:?}: write NAME: VALUE"))?;
+            Ok((k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(kiri::runtime::HttpRequest::new(
+        &method.to_ascii_uppercase(),
+        &path,
+        query,
+        &headers,
+    ))
 }
 
 /// The event's payload and its format, from the options.
@@ -287,8 +370,8 @@ fn print_report(r: &serde_json::Value) {
             v => println!("  kv put    {} = {v}", w["key"]),
         }
     }
-    if let Some(body) = r.get("response") {
-        println!("  response {body}");
+    if let Some(h) = r.get("http") {
+        println!("  http {} {} {}", h["status"], h["headers"], h["body"]);
     }
     println!(
         "  fuel {}, memory {} KiB, {} us",

@@ -386,11 +386,18 @@ impl Runtime {
         payload: &[u8],
         received_ms: u64,
     ) -> Result<Invocation, InvokeError> {
-        self.invoke_as(idx, topic, payload, received_ms, kiri_abi::format::CBOR)
+        self.invoke_as(
+            idx,
+            topic,
+            payload,
+            received_ms,
+            kiri_abi::format::CBOR,
+            None,
+        )
     }
 
     /// [`Runtime::invoke`] with the payload's format (what `input_format` returns, a
-    /// [`kiri_abi::format`] code).
+    /// [`kiri_abi::format`] code) and, for an HTTP call, its request.
     pub fn invoke_as(
         &mut self,
         idx: usize,
@@ -398,6 +405,7 @@ impl Runtime {
         payload: &[u8],
         received_ms: u64,
         format: i32,
+        http: Option<&Arc<HttpRequest>>,
     ) -> Result<Invocation, InvokeError> {
         let job = Job {
             function: idx,
@@ -407,7 +415,7 @@ impl Runtime {
             fresh: false,
             caller: None,
             format,
-            http: None,
+            http,
         };
         let handle = self.handle(idx);
         let mut f = handle.function.lock().expect("function lock");
