@@ -353,23 +353,6 @@ fn a_functions_state_can_be_listed_read_and_deleted() {
     gw.stop();
 }
 
-/// A module emitting each payload on `topic`.
-fn emitter(topic: &str) -> Vec<u8> {
-    let wat = format!(
-        r#"(module
-      (import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
-      (memory (export "memory") 1)
-      (data (i32.const 0) "{topic}")
-      (func (export "kiri_abi_version") (result i32) i32.const 1)
-      (func (export "kiri_alloc") (param i32) (result i32) i32.const 1024)
-      (func (export "kiri_on_event") (param i32 i32 i32 i32 i64) (result i32)
-        (drop (call $emit (i32.const 0) (i32.const {len}) (local.get 2) (local.get 3)))
-        i32.const 0))"#,
-        len = topic.len()
-    );
-    wat::parse_str(wat).unwrap()
-}
-
 /// `kiri run --watch`: a changed module replaces the running version, each event processed
 /// once by one of them; a changed module that does not load leaves the running one.
 #[test]
@@ -379,7 +362,7 @@ fn kiri_run_watch_reloads_a_changed_module() {
     let sub = CloudSubscriber::start(cloud.port, "watch-consumer");
     let port = free_port();
     let module = dir.path().join("f.wasm");
-    std::fs::write(&module, emitter("v1")).unwrap();
+    std::fs::write(&module, emitter_wasm("v1")).unwrap();
     let functions = format!(
         "[[functions]]\nname = \"f\"\nmodule = \"{}\"\ntriggers = [{{ topic = \"in\", format = \"text\" }}]\n",
         module.display()
@@ -402,7 +385,7 @@ fn kiri_run_watch_reloads_a_changed_module() {
         });
     };
     send_and_wait(&mut gw, 1);
-    std::fs::write(&module, emitter("v2")).unwrap();
+    std::fs::write(&module, emitter_wasm("v2")).unwrap();
     wait_until("the reload", Duration::from_secs(20), || {
         gw.log_text()
             .contains("module changed: the new version runs")

@@ -10,23 +10,11 @@ use super::formats::mosquitto_pub;
 use super::{config_with, embedded};
 use crate::util::*;
 
-/// A function that emits each event's payload unchanged on `topic`.
+/// A function that emits each event's payload unchanged on `topic`, as a file in `dir`.
 fn relay_module(dir: &std::path::Path, topic: &str) -> std::path::PathBuf {
-    let wat = format!(
-        r#"(module
-      (import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
-      (memory (export "memory") 1)
-      (data (i32.const 0) "{topic}")
-      (func (export "kiri_abi_version") (result i32) i32.const 1)
-      (func (export "kiri_alloc") (param i32) (result i32) i32.const 1024)
-      (func (export "kiri_on_event") (param i32 i32 i32 i32 i64) (result i32)
-        (drop (call $emit (i32.const 0) (i32.const {len}) (local.get 2) (local.get 3)))
-        i32.const 0))"#,
-        len = topic.len()
-    );
     let path = dir.join(format!("relay-{}.wasm", topic.replace('/', "-")));
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(&path, wat::parse_str(wat).unwrap()).unwrap();
+    std::fs::write(&path, emitter_wasm(topic)).unwrap();
     path
 }
 

@@ -76,6 +76,23 @@ pub fn function_wasm(name: &str) -> PathBuf {
     )
 }
 
+/// A module (ABI v1, in WAT) that emits each event's payload unchanged on `topic`.
+pub fn emitter_wasm(topic: &str) -> Vec<u8> {
+    let wat = format!(
+        r#"(module
+      (import "kiri" "emit" (func $emit (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "{topic}")
+      (func (export "kiri_abi_version") (result i32) i32.const 1)
+      (func (export "kiri_alloc") (param i32) (result i32) i32.const 1024)
+      (func (export "kiri_on_event") (param i32 i32 i32 i32 i64) (result i32)
+        (drop (call $emit (i32.const 0) (i32.const {len}) (local.get 2) (local.get 3)))
+        i32.const 0))"#,
+        len = topic.len()
+    );
+    wat::parse_str(wat).expect("the emitter's WAT")
+}
+
 /// The C example function (built by `make functions-c`).
 pub fn c_function_wasm(name: &str) -> PathBuf {
     built(&format!("wasm32-c/{name}.wasm"), "`make functions-c`")

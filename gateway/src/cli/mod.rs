@@ -68,44 +68,16 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
-        /// The gateway's HTTP address.
-        #[arg(
-            long,
-            global = true,
-            default_value = "http://127.0.0.1:8080",
-            env = "KIRI_URL"
-        )]
-        url: String,
-        /// The dashboard token.
-        #[arg(
-            long,
-            global = true,
-            env = "KIRI_DASHBOARD_TOKEN",
-            hide_env_values = true
-        )]
-        token: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Read or delete a function's key-value state on a running gateway (over its HTTP API;
     /// needs the token). The state of an undeployed function stays until deleted here.
     State {
         #[command(subcommand)]
         command: state::StateCommand,
-        /// The gateway's HTTP address.
-        #[arg(
-            long,
-            global = true,
-            default_value = "http://127.0.0.1:8080",
-            env = "KIRI_URL"
-        )]
-        url: String,
-        /// The dashboard token.
-        #[arg(
-            long,
-            global = true,
-            env = "KIRI_DASHBOARD_TOKEN",
-            hide_env_values = true
-        )]
-        token: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Hash a password for an embedded-broker account (`[[broker.users]]` `password_hash`):
     /// reads the password from the first line of stdin, prints its Argon2id hash.
@@ -217,6 +189,27 @@ enum Command {
     },
 }
 
+/// Where a running gateway's HTTP API is, and the token for it.
+#[derive(clap::Args)]
+struct Remote {
+    /// The gateway's HTTP address.
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:8080",
+        env = "KIRI_URL"
+    )]
+    url: String,
+    /// The dashboard token.
+    #[arg(
+        long,
+        global = true,
+        env = "KIRI_DASHBOARD_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+}
+
 #[derive(Subcommand)]
 pub enum DlqCommand {
     /// List dead letters, oldest first.
@@ -299,17 +292,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             unit,
             seq,
         } => tools::reading(&sensor, &kind, value, &unit, seq),
-        Command::Dlq {
-            command,
-            url,
-            token,
-        } => api::dlq(command, &url, token.as_deref()),
+        Command::Dlq { command, remote } => api::dlq(command, &remote.url, remote.token.as_deref()),
         Command::Functions { url } => api::functions_table(&url),
-        Command::State {
-            command,
-            url,
-            token,
-        } => state::run(command, &url, token.as_deref()),
+        Command::State { command, remote } => {
+            state::run(command, &remote.url, remote.token.as_deref())
+        }
         Command::PasswordHash => tools::password_hash(),
         Command::Keygen { out } => deploy::keygen(&out),
         Command::Token {
