@@ -354,7 +354,8 @@ fn a_functions_state_can_be_listed_read_and_deleted() {
 }
 
 /// `kiri run --watch`: a changed module replaces the running version, each event processed
-/// once by one of them; a changed module that does not load leaves the running one.
+/// once by one of them; a changed module that does not load leaves the running one; a function
+/// whose module was missing at start runs once it is written.
 #[test]
 fn kiri_run_watch_reloads_a_changed_module() {
     let dir = tempfile::tempdir().unwrap();
@@ -363,9 +364,12 @@ fn kiri_run_watch_reloads_a_changed_module() {
     let port = free_port();
     let module = dir.path().join("f.wasm");
     std::fs::write(&module, emitter_wasm("v1")).unwrap();
+    let late = dir.path().join("late.wasm");
     let functions = format!(
-        "[[functions]]\nname = \"f\"\nmodule = \"{}\"\ntriggers = [{{ topic = \"in\", format = \"text\" }}]\n",
-        module.display()
+        "[[functions]]\nname = \"f\"\nmodule = \"{}\"\ntriggers = [{{ topic = \"in\", format = \"text\" }}]\n\
+         [[functions]]\nname = \"late\"\nmodule = \"{}\"\ntriggers = [{{ topic = \"in2\", format = \"text\" }}]\n",
+        module.display(),
+        late.display()
     );
     let conf = config_with(&cloud.url(), &embedded(port), &functions);
     let mut gw = Kiri::start_watching(&dir.path().join("kiri"), &conf);
@@ -403,5 +407,25 @@ fn kiri_run_watch_reloads_a_changed_module() {
         ["kiri/gw-test/v1", "kiri/gw-test/v2", "kiri/gw-test/v2"],
         "each event once, by the version running when it came"
     );
+    assert_eq!(
+        gw.status()["unloaded_functions"].as_array().unwrap().len(),
+        1
+    );
+    std::fs::write(&late, emitter_wasm("late")).unwrap();
+    wait_until("the late function", Duration::from_secs(20), || {
+        gw.log_text().contains("the function loads now and runs")
+    });
+    assert_eq!(
+        gw.status()["unloaded_functions"].as_array().unwrap().len(),
+        0
+    );
+    // Its lane subscribes just after: what is published before that has no taker.
+    let ran = (0..20).any(|i| {
+        super::formats::mosquitto_pub(port, "in2", format!("late{i}").as_bytes());
+        poll_until(Duration::from_secs(1), || {
+            topics().iter().any(|t| t == "kiri/gw-test/late")
+        })
+    });
+    assert!(ran, "the late function runs; log:\n{}", gw.log_text());
     gw.stop();
 }

@@ -121,7 +121,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         uplink_status.clone(),
         control,
     ));
-    let tasks = Background {
+    let mut tasks = Background {
         housekeeping: tokio::spawn(tasks::housekeeping(stores.outbox.clone())),
         systemd: tokio::spawn(tasks::systemd(ready)),
         logs: (config.cloud.logs != LogForwarding::Off).then(|| {
@@ -147,9 +147,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         )),
         local: site.local_task,
         upkeep: metrics.upkeep,
-        watch: config
-            .watch
-            .then(|| tokio::spawn(reload::run(registry.clone(), config.functions.clone()))),
+        watch: None,
     };
     // From here on the producers hold the only senders: once they are gone, the queue closes.
     drop(work);
@@ -174,6 +172,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     });
     lanes.start()?;
     let lanes = Arc::new(std::sync::Mutex::new(lanes));
+    if config.watch {
+        let on_new: reload::OnNew = Box::new({
+            let lanes = lanes.clone();
+            move || {
+                let synced = lanes.lock().unwrap_or_else(|e| e.into_inner()).sync();
+                if let Err(e) = synced {
+                    tracing::error!(error = format!("{e:#}"), "cannot start a function lane");
+                }
+            }
+        });
+        let functions = config.functions.clone();
+        tasks.watch = Some(tokio::spawn(reload::run(
+            registry.clone(),
+            functions,
+            on_new,
+        )));
+    }
     let link = SiteLink {
         acks: site.acks_tx,
         ingest: site.control,

@@ -1,7 +1,7 @@
 //! `kiri run --watch`: a configured function whose module file changes is loaded again and
 //! replaces the running version, as a deployment does: events queued or under way run on
 //! one version or the other, each once. A module that does not load leaves the running
-//! version in place. The files are polled once a second (size and modification time), and a
+//! version in place. A function whose module did not load at start starts once it does. The files are polled once a second (size and modification time), and a
 //! change is taken once the file has stood still for a poll, so that a module still being
 //! written is not read half-way.
 
@@ -23,8 +23,11 @@ fn look(path: &PathBuf) -> Seen {
     Some((m.len(), m.modified().ok()?))
 }
 
+/// Called after a function that did not load at start was activated: starts its lane.
+pub(super) type OnNew = Box<dyn Fn() + Send + Sync>;
+
 /// Watches the modules of `functions` (the configuration file's) until the task is dropped.
-pub(super) async fn run(registry: Registry, functions: Vec<FunctionConfig>) {
+pub(super) async fn run(registry: Registry, functions: Vec<FunctionConfig>, on_new: OnNew) {
     let mut seen: Vec<Seen> = functions.iter().map(|f| look(&f.module)).collect();
     let mut pending: Vec<Option<Seen>> = vec![None; functions.len()];
     tracing::info!(
@@ -47,17 +50,13 @@ pub(super) async fn run(registry: Registry, functions: Vec<FunctionConfig>) {
             }
             seen[i] = now;
             pending[i] = None;
-            reload(&registry, f).await;
+            reload(&registry, f, &on_new).await;
         }
     }
 }
 
-async fn reload(registry: &Registry, f: &FunctionConfig) {
-    if registry.index_of(&f.name).is_none() {
-        tracing::warn!(function = %f.name, module = %f.module.display(),
-            "the module changed, but the function did not load at start: restart the gateway to load it");
-        return;
-    }
+async fn reload(registry: &Registry, f: &FunctionConfig, on_new: &OnNew) {
+    let new = registry.index_of(&f.name).is_none();
     let preparer = registry.preparer(f);
     let path = f.module.clone();
     let prepared = tokio::task::spawn_blocking(move || {
@@ -72,7 +71,13 @@ async fn reload(registry: &Registry, f: &FunctionConfig) {
                 .clone()
                 .activate(f.clone(), prepared, Origin::Config);
             metrics::counter!("kiri_module_reloads_total", "outcome" => "loaded").increment(1);
-            tracing::info!(function = %f.name, version, "module changed: the new version runs");
+            if new {
+                // It did not load at start: its lane (session, subscriptions) starts now.
+                on_new();
+                tracing::info!(function = %f.name, version, "module changed: the function loads now and runs");
+            } else {
+                tracing::info!(function = %f.name, version, "module changed: the new version runs");
+            }
         }
         Ok(Err(e)) => {
             metrics::counter!("kiri_module_reloads_total", "outcome" => "refused").increment(1);

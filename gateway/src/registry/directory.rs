@@ -122,6 +122,14 @@ impl Directory {
         self.1.write().expect("directory lock").push(entry);
     }
 
+    /// `name` loads now: no longer listed as not loading.
+    pub(super) fn loaded(&self, name: &str) {
+        self.1
+            .write()
+            .expect("directory lock")
+            .retain(|u| u.name != name);
+    }
+
     /// The configured functions whose modules do not load.
     pub fn not_loaded(&self) -> Vec<Unloaded> {
         self.1.read().expect("directory lock").clone()

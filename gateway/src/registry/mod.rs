@@ -163,6 +163,7 @@ impl Registry {
             ..FunctionInfo::new(&spec, &module_version, origin)
         };
         self.directory.set(idx, info);
+        self.directory.loaded(&spec.name);
         inner.schedules.set(idx, &spec);
         inner.specs[idx] = Some(Arc::new(spec));
         inner.versions[idx] = module_version;
