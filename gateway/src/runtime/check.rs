@@ -63,7 +63,11 @@ fn report(module: &Module, bytes: usize, version: &str) -> ModuleReport {
             format!("{}.{} {ty}", i.module(), i.name())
         })
         .collect();
-    let exports: Vec<String> = module.exports().map(|e| e.name().to_string()).collect();
+    let exports: Vec<String> = module
+        .exports()
+        .map(|e| e.name().to_string())
+        .filter(|e| e != super::locate::CURRENT)
+        .collect();
     ModuleReport {
         bytes,
         version: version.to_string(),

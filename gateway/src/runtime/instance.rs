@@ -25,6 +25,8 @@ pub(super) struct Instance {
     memory: Memory,
     alloc: TypedFunc<i32, i32>,
     on_event: OnEvent,
+    /// The running wasm function's index, when the module is instrumented ([`super::locate`]).
+    current: Option<wasmi::Global>,
 }
 
 /// What does not change while a function is loaded.
@@ -33,6 +35,8 @@ pub(super) struct Meta {
     pub(super) version: Arc<str>,
     pub(super) name: Arc<str>,
     pub(super) module: Module,
+    /// Its function names, to say where a trap happened (when instrumented).
+    pub(super) names: Option<Arc<super::locate::Names>>,
     pub(super) limits: FunctionLimits,
     pub(super) config: Arc<BTreeMap<String, serde_json::Value>>,
     pub(super) permissions: Arc<Permissions>,
@@ -213,11 +217,13 @@ pub(super) fn instantiate(
         }
         metrics::counter!("kiri_instances_started_total", "function" => f.name.to_string())
             .increment(1);
+        let current = instance.get_global(&store, super::locate::CURRENT);
         Ok(Instance {
             store,
             memory,
             alloc,
             on_event,
+            current,
         })
     }
 }
@@ -275,7 +281,8 @@ pub(super) fn invoke_slot(
         deadline: started + Duration::from_millis(f.limits.timeout_ms),
         timeout_ms: f.limits.timeout_ms,
     };
-    let result = call(instance, &mut budget, job).map(|outputs| Invocation {
+    let result = call(instance, &mut budget, job).map_err(|e| locate_trap(e, instance, f));
+    let result = result.map(|outputs| Invocation {
         outputs,
         kv_writes: std::mem::take(&mut instance.store.data_mut().kv_writes)
             .into_iter()
@@ -313,6 +320,23 @@ pub(super) fn invoke_slot(
     };
     record(ctx.meters, job.function, &f.metrics, sample);
     result
+}
+
+/// A trap's message with the wasm function it happened in, when the module says.
+fn locate_trap(e: InvokeError, instance: &Instance, f: &Meta) -> InvokeError {
+    let InvokeError::Trap(message) = e else {
+        return e;
+    };
+    let index = instance
+        .current
+        .and_then(|g| g.get(&instance.store).i32())
+        .filter(|i| *i >= 0);
+    match (index, &f.names) {
+        (Some(i), Some(names)) => {
+            InvokeError::Trap(format!("{message} (in {})", names.describe(i as u32)))
+        }
+        _ => InvokeError::Trap(message),
+    }
 }
 
 fn record(meters: &meter::Meters, idx: usize, handles: &Handles, sample: meter::Sample) {

@@ -15,6 +15,7 @@ mod handle;
 mod host;
 mod instance;
 mod interface;
+mod locate;
 mod prepare;
 
 use std::collections::{BTreeMap, HashMap};

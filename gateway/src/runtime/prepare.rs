@@ -34,7 +34,12 @@ impl Preparer {
             return Err(LoadError::TooLarge(wasm.len() as u64));
         }
         let name = &*self.name;
-        let module = Module::new(&self.set.engine, wasm).map_err(LoadError::Invalid)?;
+        // Instrumented to say where a trap happens; as it is when that cannot be done.
+        let (module, names) = match super::locate::instrument(wasm) {
+            Some((located, names)) => (Module::new(&self.set.engine, &located[..]), Some(names)),
+            None => (Module::new(&self.set.engine, wasm), None),
+        };
+        let module = module.map_err(LoadError::Invalid)?;
         interface::check_interface(&module)?;
         let digest = sha2::Sha256::digest(wasm);
         let version: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
@@ -52,6 +57,7 @@ impl Preparer {
             version: version.into(),
             name: self.name.clone(),
             module,
+            names,
             limits: self.limits,
             config: Arc::new(self.config),
             permissions: Arc::new(self.permissions),

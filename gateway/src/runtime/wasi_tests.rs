@@ -142,4 +142,28 @@ fn a_trap_says_where_and_running_out_of_fuel_is_not_a_trap() {
     let e = rt.invoke(f, "t", b"", 0).unwrap_err();
     assert_eq!(e.reason(), "trap");
     assert!(e.to_string().starts_with("trap: in kiri_on_event:"), "{e}");
+    assert!(e.to_string().ends_with("(in wasm function 2)"), "{e}");
+    // With a name section, the function's name; the innermost function, and after a call
+    // returns, the caller again.
+    let named = r#"(module
+      (memory (export "memory") 1)
+      (func $helper (param i32) (result i32) (i32.div_u (i32.const 1) (local.get 0)))
+      (func $fine (result i32) (i32.const 7))
+      (func (export "kiri_abi_version") (result i32) i32.const 1)
+      (func (export "kiri_alloc") (param i32) (result i32) i32.const 1024)
+      (func $on_event (export "kiri_on_event") (param i32 i32 i32 i32 i64) (result i32)
+        (drop (call $fine))
+        (if (i32.eq (local.get 3) (i32.const 1)) (then unreachable))
+        (call $helper (i32.const 0))))"#;
+    let g = load(&mut rt, named).unwrap();
+    let e = rt.invoke(g, "t", b"", 0).unwrap_err();
+    assert!(
+        e.to_string().ends_with("(in wasm function 0 (helper))"),
+        "{e}"
+    );
+    let e = rt.invoke(g, "t", b"x", 0).unwrap_err();
+    assert!(
+        e.to_string().ends_with("(in wasm function 4 (on_event))"),
+        "{e}"
+    );
 }
