@@ -75,7 +75,7 @@ fn scan(wasm: &[u8]) -> wasmparser::Result<Scan> {
     for payload in Parser::new(0).parse_all(wasm) {
         match payload? {
             Payload::ImportSection(imports) => {
-                for import in imports.into_imports() {
+                for import in imports {
                     match import?.ty {
                         wasmparser::TypeRef::Func(_) => s.imported_functions += 1,
                         wasmparser::TypeRef::Global(_) => s.imported_globals += 1,
