@@ -34,6 +34,12 @@ fn default_limit() -> usize {
     1000
 }
 
+/// The caller may use the state routes, and the function has state: its tree.
+fn opened(s: &Api, headers: &HeaderMap, function: &str) -> Result<sled::Tree, ApiError> {
+    authorized(s, headers, Need::State)?;
+    tree(s, function)
+}
+
 /// The function's state tree, if it has ever had state.
 fn tree(s: &Api, function: &str) -> Result<sled::Tree, ApiError> {
     let name = format!("kv/{function}");
@@ -89,12 +95,9 @@ pub(super) async fn read(
     Query(q): Query<StateQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = authorized(&s, &headers, Need::State) {
-        return e.into_response();
-    }
-    let tree = match tree(&s, &function) {
+    let tree = match opened(&s, &headers, &function) {
         Ok(t) => t,
-        Err(r) => return r.into_response(),
+        Err(e) => return e.into_response(),
     };
     let key = match key_of(&q) {
         Ok(k) => k,
@@ -144,12 +147,9 @@ pub(super) async fn delete(
     Query(q): Query<StateQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(e) = authorized(&s, &headers, Need::State) {
-        return e.into_response();
-    }
-    let tree = match tree(&s, &function) {
+    let tree = match opened(&s, &headers, &function) {
         Ok(t) => t,
-        Err(r) => return r.into_response(),
+        Err(e) => return e.into_response(),
     };
     let keys: Vec<Vec<u8>> = match (key_of(&q), q.all) {
         (Err(r), _) => return r.into_response(),

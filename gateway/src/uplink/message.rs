@@ -72,6 +72,14 @@ pub fn message(cfg: &UplinkConfig, records: &[Record]) -> Message {
             (topic, r.payload.clone(), props)
         }
     };
+    // MQTT 3.1.1 has no properties: nothing to work out per message.
+    if cfg.protocol != crate::config::MqttVersion::V5 {
+        return Message {
+            topic,
+            payload,
+            props: Props::default(),
+        };
+    }
     let expiry_secs = cfg.ttl.map(|ttl| expiry(ttl.as_millis() as u64, records));
     Message {
         topic,
@@ -110,6 +118,7 @@ mod tests {
         UplinkConfig {
             encoding,
             ttl,
+            protocol: crate::config::MqttVersion::V5,
             ..super::super::tests::config()
         }
     }
@@ -166,6 +175,15 @@ mod tests {
             Some("application/cloudevents+json")
         );
         assert!(m.props.utf8);
+    }
+
+    #[test]
+    fn mqtt_3_1_1_messages_carry_no_properties() {
+        let c = UplinkConfig {
+            protocol: crate::config::MqttVersion::V311,
+            ..cfg(Encoding::Cbor, Some(std::time::Duration::from_secs(60)))
+        };
+        assert_eq!(message(&c, &[record(b"x", 1)]).props, Props::default());
     }
 
     #[test]
