@@ -271,7 +271,13 @@ async fn session(
                         backoff.reset();
                         for id in &records {
                             outbox.ack(id)?;
-                            refusals.remove(&id.queue);
+                        }
+                        // A function the broker refused before takes it again: its backoff
+                        // starts over. (Almost always none: no lookup per result then.)
+                        if !refusals.is_empty() {
+                            for id in &records {
+                                refusals.remove(&id.queue);
+                            }
                         }
                         unflushed_acks += 1;
                         status.delivered(records.len() as u64);
