@@ -288,6 +288,16 @@ fn cpu_secs(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Bytes the process caused to be written to storage so far (`/proc/<pid>/io` `write_bytes`:
+/// pages it dirtied, counted once each time they are dirtied again after a writeback).
+fn write_bytes(pid: u32) -> u64 {
+    let io = fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Resets the process's peak RSS (VmHWM) to its current RSS.
 fn reset_peak(pid: u32) {
     let _ = fs::write(format!("/proc/{pid}/clear_refs"), "5");
@@ -301,6 +311,10 @@ struct Target<'a> {
     filter: &'a str,
     wrapping: Wrapping,
     pid: Option<u32>,
+    /// Where the load is published, when not at `port` (the embedded broker).
+    publish_port: Option<u16>,
+    /// Wait a second after the last arrival before reading CPU time and bytes written.
+    settle: bool,
 }
 
 impl<'a> Target<'a> {
@@ -313,6 +327,8 @@ impl<'a> Target<'a> {
             filter: "kiri/#",
             wrapping,
             pid: Some(pid),
+            publish_port: None,
+            settle: false,
         }
     }
 }
@@ -324,10 +340,20 @@ fn run(target: &Target, scenario: &str, load: &Load) -> Value {
         reset_peak(pid);
     }
     let cpu0 = target.pid.map(cpu_secs);
+    let written0 = target.pid.map(write_bytes);
     let t0 = now_ns();
-    publish(target.port, load);
+    publish(target.publish_port.unwrap_or(target.port), load);
     sub.wait(load.count, Duration::from_secs(15));
+    if target.settle {
+        // What the run left to do (deletes of delivered results, the store's background
+        // flush) is part of its cost.
+        thread::sleep(Duration::from_secs(1));
+    }
     let cpu = target.pid.zip(cpu0).map(|(pid, c0)| cpu_secs(pid) - c0);
+    let written = target
+        .pid
+        .zip(written0)
+        .map(|(pid, w0)| write_bytes(pid) - w0);
     let peak_kb = target.pid.map(|pid| proc_kb(pid, "VmHWM"));
     let mut a = sub.finish();
     let secs = (a.last_ns.saturating_sub(t0)) as f64 / 1e9;
@@ -355,6 +381,8 @@ fn run(target: &Target, scenario: &str, load: &Load) -> Value {
         "p999_us": pct(0.999),
         "max_us": pct(1.0),
         "cpu_secs_per_10k": cpu.map(|c| c * 10_000.0 / a.distinct.max(1) as f64),
+        "cpu_us_per_event": cpu.map(|c| c * 1e6 / a.distinct.max(1) as f64),
+        "written_per_event": written.map(|w| w as f64 / a.distinct.max(1) as f64),
         "peak_rss_kb": peak_kb,
     });
     eprintln!(
@@ -369,8 +397,9 @@ fn run(target: &Target, scenario: &str, load: &Load) -> Value {
         pct(0.999),
         match (cpu, peak_kb) {
             (Some(c), Some(k)) => format!(
-                "  cpu {:.2} s/10k  peak {:.1} MB",
-                c * 10_000.0 / a.distinct.max(1) as f64,
+                "  cpu {:.1} us/event  written {:.0} B/event  peak {:.1} MB",
+                c * 1e6 / a.distinct.max(1) as f64,
+                written.unwrap_or(0) as f64 / a.distinct.max(1) as f64,
                 k as f64 / 1024.0
             ),
             _ => String::new(),
@@ -396,16 +425,30 @@ struct KiriSetup<'a> {
     cloud_extra: String,
     /// Extra lines in `[outbox]`.
     outbox_extra: String,
+    /// The embedded broker on this port instead of the external broker `local`.
+    embedded: Option<u16>,
 }
 
 impl KiriSetup<'_> {
     fn start(&self, dir: &Path, wasm: &Path) -> Kiri {
+        self.start_with(dir, wasm, String::new())
+    }
+
+    /// [`KiriSetup::start`] with extra lines in `[gateway]`.
+    fn start_with(&self, dir: &Path, wasm: &Path, gateway_extra: String) -> Kiri {
+        let broker = match self.embedded {
+            Some(port) => format!("mode = \"embedded\"\nlisten = \"127.0.0.1:{port}\""),
+            None => format!(
+                "mode = \"external\"\nurl = \"mqtt://127.0.0.1:{}\"",
+                self.local
+            ),
+        };
         let mut toml = format!(
-            "[gateway]\nid = \"gw-bench\"\nfsync = {}\n\
-             [broker]\nmode = \"external\"\nurl = \"mqtt://127.0.0.1:{}\"\n\
+            "[gateway]\nid = \"gw-bench\"\nfsync = {}\n{gateway_extra}\
+             [broker]\n{broker}\n\
              [cloud]\nurl = \"{}\"\ntopic_prefix = \"{PREFIX}\"\nbackoff_max_ms = 500\n{}\n\
              [outbox]\n{}\n",
-            self.fsync, self.local, self.cloud_url, self.cloud_extra, self.outbox_extra
+            self.fsync, self.cloud_url, self.cloud_extra, self.outbox_extra
         );
         for (i, trigger) in self.triggers.iter().enumerate() {
             toml += &format!(
@@ -583,6 +626,8 @@ fn main() {
             filter: "bench/#",
             wrapping: Wrapping::Raw,
             pid: None,
+            publish_port: None,
+            settle: false,
         };
         let max0 = load(scale.throughput, None, QoS::AtMostOnce, &one_topic);
         let max1 = load(scale.throughput, None, QoS::AtLeastOnce, &one_topic);
@@ -601,6 +646,7 @@ fn main() {
                 fsync,
                 cloud_extra: String::new(),
                 outbox_extra: String::new(),
+                embedded: None,
             };
             let kiri = setup.start(&dir.path().join(format!("kiri-fsync-{fsync}")), &wasm);
             let pid = kiri.pid().unwrap();
@@ -627,6 +673,7 @@ fn main() {
             fsync: true,
             cloud_extra: String::new(),
             outbox_extra: String::new(),
+            embedded: None,
         };
         let kiri = setup.start(&dir.path().join("kiri-16"), &wasm);
         let pid = kiri.pid().unwrap();
@@ -677,9 +724,22 @@ fn main() {
             }
         }
     }
+    if wanted("efficiency") {
+        eprintln!("Efficiency on the durable path (QoS 1 in, fsync), per event:");
+        let (eff, idle) = efficiency(dir.path(), &wasm, port, &scale);
+        report.insert("efficiency_idle", idle);
+        report.insert("efficiency", Value::Array(eff));
+    }
     // Speed is never asserted, delivery is: Kiri loses nothing in any of these runs.
     let lost: Vec<String> = rows
         .iter()
+        .chain(
+            report
+                .get("efficiency")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten(),
+        )
         .filter(|r| r["system"].as_str().is_some_and(|s| s.starts_with("kiri")))
         .filter(|r| r["lost"].as_u64() != Some(0))
         .map(|r| format!("{} {}: {} lost", r["system"], r["scenario"], r["lost"]))
@@ -720,6 +780,99 @@ fn main() {
     eprintln!("wrote {}", file.display());
 }
 
+/// CPU time and bytes written per event on the durable path (QoS 1 in, fsync, the trivial
+/// function) at 200/s, 2,000/s and the maximum rate, with the embedded broker and with
+/// Mosquitto as the site broker, then the embedded broker's rows with the gateway pinned to
+/// one CPU (`taskset`). Also each gateway's idle memory, anonymous and file-backed apart.
+fn efficiency(dir: &Path, wasm: &Path, cloud: u16, scale: &Scale) -> (Vec<Value>, Value) {
+    let (low_secs, mid_secs, max_count) = if scale.full {
+        (20, 10, 100_000)
+    } else {
+        (1, 1, 2_000)
+    };
+    let mut rows = Vec::new();
+    let mut idle = serde_json::Map::new();
+    for (site, pinned, window) in [
+        ("embedded", false, None),
+        ("embedded", false, Some(0)),
+        ("external", false, None),
+        ("embedded", true, None),
+    ] {
+        let embedded = (site == "embedded").then(free_port);
+        let setup = KiriSetup {
+            local: cloud,
+            cloud_url: format!("mqtt://127.0.0.1:{cloud}"),
+            triggers: &["bench/0/#".to_string()],
+            fsync: true,
+            cloud_extra: String::new(),
+            outbox_extra: String::new(),
+            embedded,
+        };
+        let name = format!(
+            "kiri {site}{}{}",
+            if pinned { ", 1 CPU" } else { "" },
+            match window {
+                Some(ms) => format!(", window {ms} ms"),
+                None => String::new(),
+            }
+        );
+        let kiri = setup.start_with(
+            &dir.join(format!("kiri-eff-{site}-{pinned}-{window:?}")),
+            wasm,
+            window
+                .map(|ms| format!("commit_window_ms = {ms}\n"))
+                .unwrap_or_default(),
+        );
+        let pid = kiri.pid().unwrap();
+        if pinned {
+            // Every thread of the gateway on CPU 0; threads it starts later inherit it.
+            let ok = Command::new("taskset")
+                .args(["-a", "-p", "-c", "0", &pid.to_string()])
+                .stdout(Stdio::null())
+                .status()
+                .expect("taskset (util-linux)")
+                .success();
+            assert!(ok, "taskset failed");
+        } else {
+            thread::sleep(Duration::from_secs(2));
+            idle.insert(
+                name.clone(),
+                json!({
+                    "rss_kb": proc_kb(pid, "VmRSS"),
+                    "anon_kb": proc_kb(pid, "RssAnon"),
+                    "file_kb": proc_kb(pid, "RssFile"),
+                }),
+            );
+        }
+        let mut t = Target::forwarding(&name, cloud, Wrapping::Envelope, pid);
+        t.publish_port = embedded;
+        t.settle = true;
+        for (rate, count) in [
+            (Some(200), 200 * low_secs),
+            (Some(2_000), 2_000 * mid_secs),
+            (None, max_count),
+        ] {
+            let scenario = match rate {
+                Some(r) => format!("{r}/s qos1"),
+                None => "max qos1".into(),
+            };
+            let load = Load {
+                count,
+                rate,
+                qos: QoS::AtLeastOnce,
+                topics: vec!["bench/0/s".into()],
+                payload: PAYLOAD,
+            };
+            let mut row = run(&t, &scenario, &load);
+            row["site"] = json!(site);
+            row["pinned"] = json!(pinned);
+            row["window_ms"] = json!(window);
+            rows.push(row);
+        }
+    }
+    (rows, Value::Object(idle))
+}
+
 /// Buffers `scale.store` results of 256 B with the cloud down, measures the store on disk and
 /// the gateway's memory, then starts the cloud (TLS) and measures the drain.
 fn store_and_forward(dir: &Path, wasm: &Path, local: u16, scale: &Scale) -> Value {
@@ -733,6 +886,7 @@ fn store_and_forward(dir: &Path, wasm: &Path, local: u16, scale: &Scale) -> Valu
         fsync: true,
         cloud_extra: format!("ca_file = \"{}\"\ninflight = 64", pki.ca().display()),
         outbox_extra: "max_records = 2000000\nmax_bytes = 4294967296".into(),
+        embedded: None,
     };
     let kiri_dir = dir.join("kiri-store");
     let kiri = setup.start(&kiri_dir, wasm);

@@ -36,6 +36,7 @@ pub use with_std::{
 pub use kiri_abi as abi;
 
 mod fmt;
+mod instance;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod mock;
 /// The CBOR sensor reading format (the `kiri-reading` crate).
@@ -49,6 +50,7 @@ use mock as host;
 use wasm as host;
 
 pub use fmt::LineBuf;
+pub use instance::PerInstance;
 pub use reading::{Reading, ReadingError};
 
 /// One event delivered to the function.
@@ -296,6 +298,7 @@ pub mod kv {
 }
 
 /// Reads a configuration value and parses it (`limit = 30.5` → `config_parse::<f64>("limit")`).
+/// On every call: keep what does not change in a [`PerInstance`].
 pub fn config_parse<T: core::str::FromStr>(key: &str) -> Option<T> {
     let mut buf = [0u8; 128];
     config(key, &mut buf).and_then(|s| s.trim().parse().ok())

@@ -40,6 +40,10 @@ pub struct BrokerConfig {
     pub queue: usize,
     /// Events processed per group commit, at most.
     pub batch: usize,
+    /// External broker: the QoS 1 messages it sends a session before it waits for their
+    /// acknowledgements (Mosquitto's `max_inflight_messages`, 20 unless set). A commit window
+    /// closes at that many unacknowledged messages, so that the broker never waits on it.
+    pub inflight_messages: usize,
     /// Embedded broker: how many packets rumqttd reads from one client connection in one go,
     /// and how many QoS 0 messages it takes from its log for one subscription at a time (not
     /// a QoS 1 window: rumqttd fixes that at 100 per connection).
@@ -97,6 +101,7 @@ impl Default for BrokerConfig {
             max_packet_bytes: 1 << 20,
             queue: 256,
             batch: 128,
+            inflight_messages: 20,
             max_inflight: 256,
             users: Vec::new(),
             allow_anonymous: false,
@@ -107,6 +112,16 @@ impl Default for BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// The QoS 1 messages the site broker sends one of Kiri's sessions before it waits for
+    /// acknowledgements: `inflight_messages` for an external broker, and for the embedded one
+    /// a little under rumqttd's fixed window of 100.
+    pub fn unacked(&self) -> usize {
+        match self.mode {
+            BrokerMode::Embedded => 80,
+            BrokerMode::External => self.inflight_messages,
+        }
+    }
+
     /// Checks the section on its own.
     pub(super) fn validate(&self) -> Result<(), String> {
         self.validate_users()?;
@@ -125,6 +140,7 @@ impl BrokerConfig {
         for (key, v) in [
             ("broker.queue", self.queue),
             ("broker.batch", self.batch),
+            ("broker.inflight_messages", self.inflight_messages),
             ("broker.max_inflight", self.max_inflight),
             ("broker.max_connections", self.max_connections),
             (

@@ -24,6 +24,12 @@ pub struct GatewayConfig {
     /// sled's background flush (with an fsync) runs every this many milliseconds; it bounds
     /// what a power cut can take from writes Kiri has not committed itself (acks' deletes).
     pub flush_every_ms: u64,
+    /// A group commit waits up to this many milliseconds after its first event for more
+    /// before its flush (or until `broker.batch` events, or the site broker's in-flight
+    /// window): results are forwarded at once, acknowledgements wait for the flush. `0`: a
+    /// flush for whatever is queued each time. Unset: 20 with the embedded broker, 0 with an
+    /// external one ([`GatewayConfig::commit_window`]).
+    pub commit_window_ms: Option<u64>,
 }
 
 impl Default for GatewayConfig {
@@ -34,17 +40,36 @@ impl Default for GatewayConfig {
             cache_bytes: 16 << 20,
             fsync: true,
             flush_every_ms: 500,
+            commit_window_ms: None,
         }
     }
 }
 
 impl GatewayConfig {
+    /// The commit window: as set, else 20 ms with the embedded broker (Kiri turns Nagle's
+    /// algorithm off on it) and none with an external one (a broker that leaves Nagle's
+    /// algorithm on, as Mosquitto does unless `set_tcp_nodelay true`, holds each next message
+    /// back until Kiri acknowledges the one before, so a window would delay every input).
+    pub fn commit_window(&self, broker: super::BrokerMode) -> std::time::Duration {
+        let ms = match (self.commit_window_ms, broker) {
+            (Some(ms), _) => ms,
+            (None, super::BrokerMode::Embedded) => 20,
+            (None, super::BrokerMode::External) => 0,
+        };
+        std::time::Duration::from_millis(ms)
+    }
+
     /// Checks the section on its own.
     pub(super) fn validate(&self) -> Result<(), String> {
         let id = &self.id;
         if id.is_empty() || id.contains(['/', '+', '#', '\0']) {
             return Err(format!(
                 "gateway.id {id:?} must be non-empty, without / + # or NUL"
+            ));
+        }
+        if let Some(ms) = self.commit_window_ms.filter(|ms| *ms > 1000) {
+            return Err(format!(
+                "gateway.commit_window_ms = {ms} is more than 1000: acknowledgements would wait that long"
             ));
         }
         Ok(())

@@ -133,8 +133,9 @@ impl Lanes {
         let kit = &self.kit;
         let session = kit.access.lane_id(name);
         let requests = kit.queue + kit.limits.batch + 16;
-        let (client, eventloop) =
+        let (client, mut eventloop) =
             AsyncClient::new(kit.access.options(&session, requests), requests);
+        ingest::no_delay(&mut eventloop);
         let (acks_tx, acks_rx) = mpsc::channel(requests);
         let (work_tx, work_rx) = mpsc::channel(kit.queue);
         let stale = crate::store::replace_subscriptions_of(&kit.db, Some(name), &triggers)?;

@@ -165,6 +165,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         limits: Limits {
             max_message_bytes: config.broker.max_message_bytes,
             batch: config.broker.batch,
+            window: config.gateway.commit_window(config.broker.mode),
+            unacked: config.broker.unacked(),
         },
         queue: config.broker.queue,
         handle: tokio::runtime::Handle::current(),
@@ -287,6 +289,8 @@ fn start_pipeline(
     let limits = Limits {
         max_message_bytes: config.broker.max_message_bytes,
         batch: config.broker.batch,
+        window: config.gateway.commit_window(config.broker.mode),
+            unacked: config.broker.unacked(),
     };
     let journal = Durable {
         outbox: stores.outbox.clone(),

@@ -99,9 +99,11 @@ pub(super) async fn start_site(
     if let Some(l) = &access.login {
         local_opts.set_credentials(&l.user, &l.password);
     }
-    let (control, eventloop) = AsyncClient::new(opts, requests);
+    let (control, mut eventloop) = AsyncClient::new(opts, requests);
+    ingest::no_delay(&mut eventloop);
     let (acks_tx, acks_rx) = mpsc::channel(requests);
     let (local, mut local_loop) = AsyncClient::new(local_opts, 256);
+    ingest::no_delay(&mut local_loop);
     let local_task = tokio::spawn(async move {
         loop {
             if let Err(e) = local_loop.poll().await {

@@ -52,6 +52,12 @@ pub fn options(
     o
 }
 
+/// Turns Nagle's algorithm off for what `eventloop` sends (acknowledgements, results): each
+/// goes at once instead of waiting for the TCP acknowledgement of the one before.
+pub fn no_delay(eventloop: &mut rumqttc::EventLoop) {
+    eventloop.network_options.set_tcp_nodelay(true);
+}
+
 /// The ingest task's channels with the pipeline.
 #[derive(Debug)]
 pub struct Handoff {

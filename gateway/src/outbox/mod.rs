@@ -27,15 +27,21 @@
 //!   before any normal one, every normal one before any low one; within a class the functions'
 //!   queues are served by deficit round robin on bytes ([`QUANTUM`] per turn), so a function
 //!   that floods the outbox with large results takes its share of the uplink, not all of it.
-//!   Each function's results go in the order it emitted them. Only flushed records are read (a watermark, raised by each
-//!   flush): the cloud never sees a result that a crash could still undo, and a sequence
-//!   number a crash could hand out again (sled restarts its id generator after a crash that
-//!   lost everything since the last flush) has never left the gateway.
+//!   Each function's results go in the order it emitted them. A record is read as soon as it
+//!   is written, before the group commit's flush: the result reaches the cloud without
+//!   waiting for the `fsync` (or for `gateway.commit_window_ms`), while the input it came
+//!   from is acknowledged only after the flush. A crash before the flush can so undo a result
+//!   the cloud already has; its input, never acknowledged, is then processed again and its
+//!   result sent again under a new id (sequence numbers never repeat: sled's generator
+//!   resumes, after a crash, two persist intervals beyond the last number it persisted, and
+//!   [`Outbox::open`] persists where it resumed before any number is handed out). At least
+//!   once either way.
 //! - **ack/delete**: a record is deleted when the cloud broker's PUBACK for it arrives; the
-//!   uplink flushes the deletes once per window of PUBACKs (`cloud.inflight`), or when nothing
-//!   is in flight any more ([`Outbox::flush_deletes`]). After a crash, records acknowledged
-//!   since that last flush, and those in flight, can be sent again: the only uplink
-//!   duplicates, each with the same id both times.
+//!   uplink flushes the deletes once per window of PUBACKs (`cloud.inflight`,
+//!   [`Outbox::flush_deletes`]); fewer ride on the next group commit's flush or on the
+//!   store's background flush (`gateway.flush_every_ms`). After a crash, records
+//!   acknowledged since the last flush, and those in flight, can be sent again: the only
+//!   uplink duplicates, each with the same id both times.
 //!
 //! ## Policy
 //! - Bounds: `[outbox] max_records` and `max_bytes` for the whole outbox, and
@@ -256,7 +262,7 @@ pub struct Outbox {
     durable: AtomicU64,
     /// sled's log file, `fsync`ed after each [`Outbox::flush`] when set, and its blob folder.
     fsync: Option<Fsync>,
-    /// Woken when records become readable (after a flush).
+    /// Woken after a flush (the pipeline wakes the uplink after writing, too).
     readable: Option<Arc<tokio::sync::Notify>>,
     /// The flushes lanes share.
     commits: commit::Commits,
@@ -266,6 +272,12 @@ impl Outbox {
     /// Opens (or creates) the outbox in `db` and measures what it holds. Records of the first
     /// key format are moved to their function's queue first.
     pub fn open(db: &sled::Db, limits: OutboxConfig) -> Result<Outbox, OutboxError> {
+        // Records are sent before they are flushed, so a sequence number must never come
+        // again, even after two crashes in a row. sled resumes its generator two persist
+        // intervals past the last number it persisted, but the number it resumes at is itself
+        // persisted only by a later flush: take one and flush now, before any is handed out.
+        db.generate_id()?;
+        db.flush()?;
         let tree = db.open_tree("outbox")?;
         migrate(db, &tree)?;
         let mut usage = Usage::default();

@@ -7,9 +7,8 @@ use super::record::{self, Priority, Record, RecordError};
 use super::{Cursor, Outbox, OutboxError, RecordId, QUANTUM};
 
 impl Outbox {
-    /// Flushes for the uplink's deletes (without the `fsync`, and without making new records
-    /// readable: that is [`Outbox::flush`]'s job). A power cut can only turn lost deletes
-    /// into duplicates.
+    /// Flushes for the uplink's deletes (without the `fsync`). A power cut can only turn lost
+    /// deletes into duplicates.
     pub async fn flush_deletes(&self) -> Result<usize, OutboxError> {
         Ok(self.db.flush_async().await?)
     }
@@ -19,7 +18,8 @@ impl Outbox {
             .is_some_and(|ttl| r.created_ms.saturating_add(ttl) <= now_ms)
     }
 
-    /// Up to `max` flushed records (and, past the first, `max_bytes` by `weight`) after
+    /// Up to `max` records written (flushed or not: a result goes to the cloud as soon as
+    /// it is written, see the module's life cycle) (and, past the first, `max_bytes` by `weight`) after
     /// `cursor`: high priority first, then normal, then low; within a class, the functions'
     /// queues by deficit round robin on stored bytes ([`QUANTUM`] a turn), each queue in
     /// order. Advances the cursor past them. Expired and corrupt records are deleted and
@@ -32,7 +32,9 @@ impl Outbox {
         weight: impl Fn(&Record) -> usize,
     ) -> Result<Vec<Record>, OutboxError> {
         let now = crate::now_ms();
-        let durable = self.durable.load(Ordering::Acquire);
+        // Every record below `written` is in the tree: numbers are taken and applied under the
+        // usage lock, and `issued` raised after the write.
+        let written = self.issued.load(Ordering::Acquire);
         let mut out = Vec::with_capacity(max.min(1024));
         let mut size = 0usize;
         for p in Priority::ALL {
@@ -74,7 +76,7 @@ impl Outbox {
                     // The turn's state in locals, written back once at its end.
                     let mut deficit = c.deficit.get(q).copied().unwrap_or(0);
                     let mut next = c.next.get(q).copied().unwrap_or(0);
-                    let range = record::key_in(p, q, next)..record::key_in(p, q, durable);
+                    let range = record::key_in(p, q, next)..record::key_in(p, q, written);
                     let (mut ended, mut full) = (true, false);
                     for entry in self.tree.range(range) {
                         let (k, v) = entry?;

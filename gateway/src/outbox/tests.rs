@@ -61,15 +61,16 @@ fn records_come_back_in_order_and_leave_only_when_acked() {
     let (_db, outbox) = open(dir.path(), OutboxConfig::default());
     let seqs = outbox.append(&[rec(1), rec(2), rec(3)]).unwrap();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
-    let mut cursor = Cursor::default();
-    assert!(
+    assert_eq!(
         outbox
-            .read(&mut cursor, 10, usize::MAX, size)
+            .read(&mut Cursor::default(), 10, usize::MAX, size)
             .unwrap()
-            .is_empty(),
-        "not flushed yet: not sent"
+            .len(),
+        3,
+        "written: sent, flushed or not"
     );
     outbox.flush().unwrap();
+    let mut cursor = Cursor::default();
     let got = outbox.read(&mut cursor, 2, usize::MAX, size).unwrap();
     assert_eq!(
         got.iter().map(|r| r.topic.as_str()).collect::<Vec<_>>(),
@@ -502,7 +503,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(
         std::env::var("TEST_MODEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
     ))]
-    /// No record lost, none reordered, acknowledged (and flushed) ones never return.
+    /// No flushed record lost, none reordered, acknowledged (and flushed) ones never return,
+    /// no sequence number sent or flushed handed out again.
     #[test]
     fn the_outbox_matches_its_model_through_crashes(ops in prop::collection::vec(op(), 1..60)) {
         let root = tempfile::tempdir().unwrap();
@@ -528,7 +530,7 @@ proptest! {
                         (0..k).map(|_| { n += 1; on(&format!("{prefix}/{n}"), n) }).collect();
                     let seqs = outbox.append(&recs).unwrap();
                     for (seq, r) in seqs.into_iter().zip(recs) {
-                        prop_assert!(max_seq < Some(seq), "a sequence number that was flushed is never handed out again: {} after {:?}", seq, max_seq);
+                        prop_assert!(max_seq < Some(seq), "a sequence number that was flushed or sent is never handed out again: {} after {:?}", seq, max_seq);
                         model[class as usize].push_back(Modeled { seq, topic: r.topic, durable: false, append: appends });
                     }
                 }
@@ -537,8 +539,8 @@ proptest! {
                     let mut want = Vec::new();
                     for p in Priority::ALL {
                         for m in &model[p as usize] {
-                            // Only flushed records are sent.
-                            if m.durable && m.seq >= model_next[p as usize] && want.len() < max as usize {
+                            // Records are sent as soon as written, flushed or not.
+                            if m.seq >= model_next[p as usize] && want.len() < max as usize {
                                 want.push((p, m.seq, m.topic.clone()));
                             }
                         }
@@ -547,6 +549,7 @@ proptest! {
                     prop_assert_eq!(&got, &want);
                     for (p, seq, _) in got {
                         model_next[p as usize] = seq + 1;
+                        max_seq = max_seq.max(Some(seq));
                         unacked.push((p, seq));
                     }
                 }
@@ -621,8 +624,8 @@ proptest! {
 
 #[test]
 fn a_group_larger_than_the_bound_flushes_itself_to_make_room() {
-    // The appends of one group are not flushed yet, so the uplink cannot send them; a blocked
-    // append must flush them first, or it would wait for room that can never come.
+    // The appends of one group are not flushed yet; the uplink sends them all the same, so a
+    // blocked append gets room as they leave.
     let dir = tempfile::tempdir().unwrap();
     let (_db, outbox) = open(dir.path(), limits(2, WhenFull::Block));
     let outbox = std::sync::Arc::new(outbox);

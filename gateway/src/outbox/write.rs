@@ -333,24 +333,6 @@ impl Outbox {
                     );
                 }
             }
-            // Records that wait for a flush cannot be sent, so cannot make room: flush them
-            // before waiting (a group larger than the bound would otherwise wait for ever).
-            // Over its share only, only its own records can make room for it. The flush runs
-            // without the lock: the others' appends and acks go on meanwhile.
-            let durable = self.durable.load(Ordering::Acquire);
-            if durable < self.issued.load(Ordering::Acquire) {
-                let (total, _) = self.fits(&u, demand);
-                let own = demand
-                    .queues
-                    .iter()
-                    .any(|(q, _, _)| u.queues.get(q).is_some_and(|s| s.newest >= durable));
-                if !total || own {
-                    drop(u);
-                    self.flush()?;
-                    u = self.usage.lock().expect("outbox usage lock");
-                    continue;
-                }
-            }
             u = self
                 .room
                 .wait_timeout(u, Duration::from_millis(100))

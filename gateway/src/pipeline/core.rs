@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, Notify};
 
@@ -28,6 +29,13 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Work items per group commit, at most (`broker.batch`).
     pub batch: usize,
+    /// How long a group commit may wait for more work before its flush
+    /// (`gateway.commit_window_ms`): the work's results are written (and forwarded) at once,
+    /// its acknowledgements wait for the flush. Zero: a flush per group taken.
+    pub window: Duration,
+    /// QoS 1 messages the site broker sends a session before it waits for acknowledgements:
+    /// a commit window closes at that many (else the broker would wait for the window).
+    pub unacked: usize,
 }
 
 /// What a group came to.
@@ -75,6 +83,21 @@ pub struct Core<J> {
     wake: Arc<Notify>,
     /// Sparkplug B metric names by alias, learned from the BIRTH messages this core sees.
     pub(super) sparkplug: crate::formats::Aliases,
+    /// Work written but not yet flushed (the commit window is open).
+    window: Window,
+}
+
+/// What waits for the flush that closes a commit window.
+#[derive(Default)]
+struct Window {
+    /// Acknowledgements of the work written, in order.
+    acks: Vec<Ack>,
+    /// The functions' `publish` outputs (they go to the site broker after the flush).
+    local: Vec<Output>,
+    /// Work items written.
+    items: usize,
+    /// When the first of them was written.
+    opened: Option<Instant>,
 }
 
 impl<J: Journal> Core<J> {
@@ -100,6 +123,7 @@ impl<J: Journal> Core<J> {
             pending_subscriptions: None,
             wake,
             sparkplug: Default::default(),
+            window: Window::default(),
         }
     }
 
@@ -112,6 +136,38 @@ impl<J: Journal> Core<J> {
     /// Work items per group, at most.
     pub fn batch(&self) -> usize {
         self.limits.batch
+    }
+
+    /// When the open commit window must be flushed ([`Core::close_window`]), if one is open.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.window.opened.map(|t| t + self.limits.window)
+    }
+
+    /// Flushes the work written in the open commit window, if any, and lets its
+    /// acknowledgements and `publish` outputs go. A failed flush lets nothing go; the gateway
+    /// must stop.
+    pub fn close_window(&mut self, site: &mut impl Site) -> Result<(), ProcessError> {
+        if self.window.items == 0 {
+            return Ok(());
+        }
+        self.journal.flush()?;
+        metrics::counter!("kiri_commits_total").increment(1);
+        self.release(site);
+        Ok(())
+    }
+
+    /// After the flush that covers the window: its acknowledgements queued (in order), its
+    /// outputs published, the window closed.
+    fn release(&mut self, site: &mut impl Site) {
+        let w = std::mem::take(&mut self.window);
+        self.pending_acks.extend(w.acks);
+        for o in w.local {
+            if let Err(e) = site.publish(o.topic, o.payload) {
+                tracing::warn!(error = %e, "local publish dropped: local session unavailable or its queue full");
+                metrics::counter!("kiri_local_publish_dropped_total").increment(1);
+            }
+        }
+        self.hand_back_acks(site);
     }
 
     /// Whether acknowledgements or subscription changes still wait for room: the driver then
@@ -148,6 +204,8 @@ impl<J: Journal> Core<J> {
         while !rest.is_empty() {
             match rest.iter().position(|w| self.is_deployment(w)) {
                 Some(0) => {
+                    // What came before it is committed first (and acknowledged in order).
+                    self.close_window(site)?;
                     let w = rest.pop_front().expect("not empty");
                     self.deployment(w, site);
                 }
@@ -165,33 +223,44 @@ impl<J: Journal> Core<J> {
         Ok(Step::Committed)
     }
 
-    /// Processes a segment of work and queues its acknowledgements.
+    /// Processes a segment of work: written at once (and its results forwarded), flushed now
+    /// or when the commit window closes; its acknowledgements queued after the flush.
     fn commit_segment(
         &mut self,
         segment: &mut [Work],
         site: &mut impl Site,
     ) -> Result<Step, ProcessError> {
-        let Some(local) = self.process_group(segment)? else {
+        // An HTTP caller waits for its answer, which goes only after the flush: no window. Nor
+        // for more than a group, or than the site broker sends before waiting for acks.
+        let unacked = self.window.acks.len() + segment.iter().filter_map(acked).count();
+        let now = self.limits.window.is_zero()
+            || segment.iter().any(|w| matches!(w, Work::Invoke(_)))
+            || self.window.items + segment.len() >= self.limits.batch
+            || unacked >= self.limits.unacked;
+        let Some(local) = self.process_group(segment, now)? else {
             return Ok(Step::Stopped);
         };
-        for w in segment.iter() {
-            if let Some(ack) = acked(w) {
-                self.pending_acks.push_back(ack);
-            }
-        }
-        for o in local {
-            if let Err(e) = site.publish(o.topic, o.payload) {
-                tracing::warn!(error = %e, "local publish dropped: local session unavailable or its queue full");
-                metrics::counter!("kiri_local_publish_dropped_total").increment(1);
-            }
-        }
+        self.window.acks.extend(segment.iter().filter_map(acked));
+        self.window.local.extend(local);
+        self.window.items += segment.len();
+        self.window.opened.get_or_insert_with(Instant::now);
+        // The results are readable now, flushed or not.
         self.wake.notify_one();
+        if now {
+            self.release(site);
+        }
         Ok(Step::Committed)
     }
 
-    /// Runs one segment: its jobs (in parallel across functions), then one flush, then the
-    /// HTTP answers. Returns the local messages to publish, or `None` when shutting down.
-    fn process_group(&mut self, group: &mut [Work]) -> Result<Option<Vec<Output>>, ProcessError> {
+    /// Runs one segment: its jobs (in parallel across functions), then, with `flush`, one
+    /// flush (which covers the open window too), then the HTTP answers (a segment with HTTP
+    /// calls is always flushed). Returns the local messages to publish, or `None` when
+    /// shutting down.
+    fn process_group(
+        &mut self,
+        group: &mut [Work],
+        flush: bool,
+    ) -> Result<Option<Vec<Output>>, ProcessError> {
         // Each message checked against the format of each function it triggers, and converted
         // as the function asks; what fails is rejected here, before any function runs.
         let mut inputs: Vec<Vec<Input<'_>>> = Vec::with_capacity(group.len());
@@ -308,10 +377,13 @@ impl<J: Journal> Core<J> {
                 None => Ok(None),
             };
         }
-        // Group commit: every output, state change and dead letter of the group is durable.
-        self.journal.flush()?;
+        if flush {
+            // Group commit: every output, state change and dead letter of the group (and of the
+            // window before it) is durable.
+            self.journal.flush()?;
+            metrics::counter!("kiri_commits_total").increment(1);
+        }
         self.refuse_stale_invocations(group);
-        metrics::counter!("kiri_commits_total").increment(1);
         let mut local = Vec::new();
         for (origin, s) in origins.into_iter().zip(staged) {
             let s = s.into_inner().expect("staged lock");

@@ -103,7 +103,7 @@ impl Subscriptions for SiteLink {
 }
 
 /// Runs the pipeline until every producer of work is gone or `stop` is asked (then after the
-/// group it is on). Returns an error only if a commit failed: the gateway must then stop
+/// group it is on, and the flush of the open commit window). Returns an error only if a commit failed: the gateway must then stop
 /// rather than acknowledge.
 pub fn run<J: Journal>(
     mut core: Core<J>,
@@ -119,12 +119,21 @@ pub fn run<J: Journal>(
         if stop.asked() {
             break;
         }
-        // Wait for work, the stop notice, or (with acks pending) the retry tick.
-        let wait = if core.waiting() {
+        let now = std::time::Instant::now();
+        if core.deadline().is_some_and(|d| d <= now) {
+            core.close_window(&mut site)?;
+            continue;
+        }
+        // Wait for work, the stop notice, the end of the commit window, or (with acks
+        // pending) the retry tick.
+        let mut wait = if core.waiting() {
             RETRY
         } else {
             Duration::from_secs(3600)
         };
+        if let Some(d) = core.deadline() {
+            wait = wait.min(d - now);
+        }
         let next = handle.block_on(async {
             tokio::select! {
                 m = rx.recv() => Some(m),
@@ -148,5 +157,7 @@ pub fn run<J: Journal>(
             return Ok(());
         }
     }
+    // What the open commit window wrote is flushed and acknowledged before leaving.
+    core.close_window(&mut site)?;
     Ok(())
 }

@@ -168,6 +168,106 @@ fn start_rumqttd(
     if thread.is_finished() {
         return Err(BrokerError::NotUp(listen));
     }
+    // Nagle's algorithm off for what rumqttd sends (it has no setting for it): with it on,
+    // a QoS 1 message to a session waits in rumqttd's socket while that session's TCP
+    // acknowledgement of the one before is delayed, until the session sends something: Kiri's
+    // sessions acknowledge after their group commit (`gateway.commit_window_ms`), so every
+    // message behind the first of a window would wait for the window to close.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !no_delay_on_listener(listen) {
+        if std::time::Instant::now() > deadline {
+            tracing::warn!(%listen, "cannot turn Nagle's algorithm off for the embedded broker: messages to Kiri's sessions may wait for the end of each commit window");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     tracing::info!(%listen, "embedded broker listening");
     Ok(())
+}
+
+/// Sets `TCP_NODELAY` on this process's socket listening on `listen` (rumqttd's); Linux copies
+/// it to every connection the socket accepts. `false` if no such socket is listening yet.
+fn no_delay_on_listener(listen: SocketAddr) -> bool {
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return false;
+    };
+    for entry in fds.flatten() {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if socket_addr(fd) != Some(listen) || !is_listening(fd) {
+            continue;
+        }
+        let one: libc::c_int = 1;
+        // SAFETY: `fd` is a socket of this process; the option value is a c_int that outlives
+        // the call.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        return r == 0;
+    }
+    false
+}
+
+/// The local address of socket `fd`, if it is an IPv4 or IPv6 socket.
+fn socket_addr(fd: i32) -> Option<SocketAddr> {
+    // SAFETY: sockaddr_storage is plain data (all zeroes is valid); getsockname writes at
+    // most `len` bytes into it, and fails (ENOTSOCK, EBADF) on anything else than a socket.
+    let (storage, len) = unsafe {
+        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let r = libc::getsockname(
+            fd,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        );
+        if r != 0 {
+            return None;
+        }
+        (storage, len)
+    };
+    match storage.ss_family as libc::c_int {
+        libc::AF_INET if len as usize >= std::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let a: libc::sockaddr_in =
+                unsafe { *(&storage as *const libc::sockaddr_storage).cast() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::from((ip, u16::from_be(a.sin_port))))
+        }
+        libc::AF_INET6 if len as usize >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let a: libc::sockaddr_in6 =
+                unsafe { *(&storage as *const libc::sockaddr_storage).cast() };
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::from((ip, u16::from_be(a.sin6_port))))
+        }
+        _ => None,
+    }
+}
+
+/// Whether socket `fd` is listening.
+fn is_listening(fd: i32) -> bool {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the option value is a c_int of `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    r == 0 && v == 1
 }

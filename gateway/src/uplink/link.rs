@@ -88,7 +88,8 @@ pub fn open(cfg: &UplinkConfig) -> (Client, Poller) {
             if let Some(c) = &cfg.credentials {
                 opts.set_credentials(c.username.clone(), c.password.clone());
             }
-            let (client, eventloop) = rumqttc::AsyncClient::new(opts, capacity);
+            let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, capacity);
+            crate::ingest::no_delay(&mut eventloop);
             (Client::V4(client), Poller::V4(Box::new(eventloop)))
         }
         MqttVersion::V5 => {
@@ -105,6 +106,9 @@ pub fn open(cfg: &UplinkConfig) -> (Client, Poller) {
             if let Some(c) = &cfg.credentials {
                 opts.set_credentials(c.username.clone(), c.password.clone());
             }
+            let mut network = rumqttc::NetworkOptions::new();
+            network.set_tcp_nodelay(true);
+            opts.set_network_options(network);
             let (client, eventloop) = rumqttc::v5::AsyncClient::new(opts, capacity);
             (Client::V5(client), Poller::V5(Box::new(eventloop)))
         }

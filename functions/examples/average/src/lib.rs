@@ -8,7 +8,7 @@
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
 use core::fmt::Write;
-use kiri_sdk::{kv, Error, Event, Level, LineBuf, Reading};
+use kiri_sdk::{kv, Error, Event, Level, LineBuf, PerInstance, Reading};
 
 /// The payload is not a CBOR reading.
 pub const NOT_A_READING: Error = Error::new(1);
@@ -49,14 +49,19 @@ pub fn push(
     (n * 8, sum / n as f64)
 }
 
+/// `window`, read once per instance (it does not change under an instance).
+static WINDOW: PerInstance<usize> = PerInstance::new(|| {
+    kiri_sdk::config_parse::<usize>("window")
+        .unwrap_or(10)
+        .clamp(1, MAX_WINDOW)
+});
+
 fn on_event(event: &Event) -> Result<(), Error> {
     let reading = Reading::decode(event.payload).map_err(|e| {
         kiri_sdk::log!(Level::Warn, "{}: not a reading: {:?}", event.topic, e);
         NOT_A_READING
     })?;
-    let window = kiri_sdk::config_parse::<usize>("window")
-        .unwrap_or(10)
-        .clamp(1, MAX_WINDOW);
+    let window = *WINDOW.get();
     let mut key = LineBuf::new();
     let _ = write!(key, "{}/{}", reading.sensor, reading.kind);
     let mut stored = [0u8; MAX_WINDOW * 8];

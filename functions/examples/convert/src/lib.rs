@@ -8,7 +8,7 @@
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
 use core::fmt::Write;
-use kiri_sdk::{Error, Event, Level, LineBuf, Reading};
+use kiri_sdk::{Error, Event, Level, LineBuf, PerInstance, Reading};
 
 /// The payload is not a CBOR reading.
 pub const NOT_A_READING: Error = Error::new(1);
@@ -44,15 +44,22 @@ pub fn normalise<'a>(value: f64, unit: &'a str, temperature_unit: &'a str) -> (f
     }
 }
 
+/// `temperature_unit`, read once per instance (it does not change under an instance).
+static TEMPERATURE_UNIT: PerInstance<&'static str> = PerInstance::new(|| {
+    let mut buf = [0u8; 8];
+    match kiri_sdk::config("temperature_unit", &mut buf) {
+        Some("C") => "C",
+        Some("K") => "K",
+        _ => "F",
+    }
+});
+
 fn on_event(event: &Event) -> Result<(), Error> {
     let reading = Reading::decode(event.payload).map_err(|e| {
         kiri_sdk::log!(Level::Warn, "{}: not a reading: {:?}", event.topic, e);
         NOT_A_READING
     })?;
-    let mut unit_buf = [0u8; 8];
-    let temperature_unit = kiri_sdk::config("temperature_unit", &mut unit_buf)
-        .filter(|u| matches!(*u, "C" | "F" | "K"))
-        .unwrap_or("F");
+    let temperature_unit = *TEMPERATURE_UNIT.get();
     let (value, unit) = normalise(reading.value, reading.unit, temperature_unit);
     let out = Reading {
         value,

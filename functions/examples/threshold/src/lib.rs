@@ -6,7 +6,7 @@
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
 use core::fmt::Write;
-use kiri_sdk::{Error, Event, Level, LineBuf, Reading};
+use kiri_sdk::{Error, Event, Level, LineBuf, PerInstance, Reading};
 
 /// The payload is not a CBOR reading.
 pub const NOT_A_READING: Error = Error::new(1);
@@ -15,8 +15,17 @@ pub const TOO_BIG: Error = Error::new(2);
 /// The `limit` configuration value is missing or not a number.
 pub const NO_LIMIT: Error = Error::new(3);
 
+/// The configuration, read once per instance (it does not change under an instance).
+static LIMIT: PerInstance<Option<f64>> = PerInstance::new(|| kiri_sdk::config_parse("limit"));
+static KIND: PerInstance<LineBuf> = PerInstance::new(|| {
+    let mut buf = [0u8; 64];
+    let mut kind = LineBuf::new();
+    let _ = kind.write_str(kiri_sdk::config("kind", &mut buf).unwrap_or("temperature"));
+    kind
+});
+
 fn on_event(event: &Event) -> Result<(), Error> {
-    let Some(limit) = kiri_sdk::config_parse::<f64>("limit") else {
+    let Some(limit) = *LIMIT.get() else {
         kiri_sdk::log(
             Level::Error,
             "config key `limit` is missing or not a number",
@@ -27,8 +36,7 @@ fn on_event(event: &Event) -> Result<(), Error> {
         kiri_sdk::log!(Level::Warn, "{}: not a reading: {:?}", event.topic, e);
         NOT_A_READING
     })?;
-    let mut kind_buf = [0u8; 64];
-    let kind = kiri_sdk::config("kind", &mut kind_buf).unwrap_or("temperature");
+    let kind = KIND.get().as_str();
     if reading.kind != kind || reading.value <= limit {
         return Ok(());
     }

@@ -6,7 +6,7 @@
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
 use core::fmt::Write;
-use kiri_sdk::{kv, Error, Event, Level, LineBuf, Reading};
+use kiri_sdk::{kv, Error, Event, Level, LineBuf, PerInstance, Reading};
 
 /// The payload is not a CBOR reading.
 pub const NOT_A_READING: Error = Error::new(1);
@@ -79,15 +79,22 @@ fn sqrt(x: f64) -> f64 {
     r
 }
 
+/// The configuration, read once per instance (it does not change under an instance).
+static THRESHOLD: PerInstance<f64> =
+    PerInstance::new(|| kiri_sdk::config_parse::<f64>("threshold").unwrap_or(3.0));
+static MIN_SAMPLES: PerInstance<u64> = PerInstance::new(|| {
+    kiri_sdk::config_parse::<u64>("min_samples")
+        .unwrap_or(10)
+        .max(2)
+});
+
 fn on_event(event: &Event) -> Result<(), Error> {
     let r = Reading::decode(event.payload).map_err(|e| {
         kiri_sdk::log!(Level::Warn, "{}: not a reading: {:?}", event.topic, e);
         NOT_A_READING
     })?;
-    let threshold = kiri_sdk::config_parse::<f64>("threshold").unwrap_or(3.0);
-    let min_samples = kiri_sdk::config_parse::<u64>("min_samples")
-        .unwrap_or(10)
-        .max(2);
+    let threshold = *THRESHOLD.get();
+    let min_samples = *MIN_SAMPLES.get();
     let mut key = LineBuf::new();
     let _ = write!(key, "{}/{}", r.sensor, r.kind);
     let mut buf = [0u8; 24];
