@@ -8,12 +8,14 @@
 //!   without fsync, and 16 functions on 16 topics;
 //! - Node-RED running the equivalent flow (mqtt in → function → mqtt out), the peer people use;
 //! - store-and-forward: results buffered with the cloud down, then drained over TLS;
-//! - footprint: idle RSS, binary sizes.
+//! - footprint: idle RSS, binary sizes;
+//! - efficiency: CPU time and bytes written per event at 200/s, 2,000/s and the maximum rate,
+//!   with the embedded broker and with Mosquitto, and on one CPU; idle memory.
 //!
 //! `cargo bench -p kiri --bench pipeline` (what `make bench` runs) measures and writes
 //! `target/bench/pipeline.json`, which `scripts/bench-report.py` turns into BENCHMARKS.md. An
 //! argument after `--` keeps only the sections whose name contains it (`throughput`,
-//! `latency`, `functions16`, `node-red`, `store`, `footprint`). Run without `--bench` (`cargo test
+//! `latency`, `functions16`, `node-red`, `store`, `footprint`, `efficiency`). Run without `--bench` (`cargo test
 //! -p kiri --bench pipeline`, what `make bench-smoke` runs) every section runs briefly, so none
 //! rots; nothing is asserted about speed.
 
@@ -796,6 +798,7 @@ fn efficiency(dir: &Path, wasm: &Path, cloud: u16, scale: &Scale) -> (Vec<Value>
         ("embedded", false, None),
         ("embedded", false, Some(0)),
         ("external", false, None),
+        ("external", false, Some(20)),
         ("embedded", true, None),
     ] {
         let embedded = (site == "embedded").then(free_port);
@@ -870,7 +873,45 @@ fn efficiency(dir: &Path, wasm: &Path, cloud: u16, scale: &Scale) -> (Vec<Value>
             rows.push(row);
         }
     }
+    idle.insert("example configuration".into(), example_idle(dir, cloud));
     (rows, Value::Object(idle))
+}
+
+/// Idle memory of the gateway with `kiri.example.toml` as shipped (embedded broker, the
+/// example functions), on free ports and a data directory of its own.
+fn example_idle(dir: &Path, cloud: u16) -> Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let example = fs::read_to_string(root.join("kiri.example.toml")).expect("kiri.example.toml");
+    let data = dir.join("kiri-example").join("data");
+    let toml = example
+        .replace(
+            "module = \"target/",
+            &format!("module = \"{}/", target_dir().display()),
+        )
+        .replace(
+            "listen = \"127.0.0.1:1883\"",
+            &format!("listen = \"127.0.0.1:{}\"", free_port()),
+        )
+        .replace(
+            "url = \"mqtt://127.0.0.1:1884\"",
+            &format!("url = \"mqtt://127.0.0.1:{cloud}\""),
+        )
+        .replace(
+            "data_dir = \"kiri-data\"",
+            &format!("data_dir = \"{}\"", data.display()),
+        );
+    let kiri = Kiri::start(
+        &dir.join("kiri-example"),
+        &toml,
+        &[("KIRI_LOG", "warn".into())],
+    );
+    let pid = kiri.pid().unwrap();
+    thread::sleep(Duration::from_secs(3));
+    json!({
+        "rss_kb": proc_kb(pid, "VmRSS"),
+        "anon_kb": proc_kb(pid, "RssAnon"),
+        "file_kb": proc_kb(pid, "RssFile"),
+    })
 }
 
 /// Buffers `scale.store` results of 256 B with the cloud down, measures the store on disk and

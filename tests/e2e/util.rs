@@ -154,7 +154,7 @@ impl Mosquitto {
             &conf,
             format!(
                 "per_listener_settings true\n{user}persistence true\n\
-                 persistence_location {dir}/\nmax_queued_messages 0\nmax_inflight_messages 100\n\
+                 persistence_location {dir}/\nmax_queued_messages 0\nmax_inflight_messages 100\nset_tcp_nodelay true\n\
                  log_dest file {dir}/mosquitto.log\nlistener {port} 127.0.0.1\nallow_anonymous true\n{extra}\n",
                 port = self.port,
                 dir = self.dir.display(),

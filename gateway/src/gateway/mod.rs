@@ -290,7 +290,7 @@ fn start_pipeline(
         max_message_bytes: config.broker.max_message_bytes,
         batch: config.broker.batch,
         window: config.gateway.commit_window(config.broker.mode),
-            unacked: config.broker.unacked(),
+        unacked: config.broker.unacked(),
     };
     let journal = Durable {
         outbox: stores.outbox.clone(),

@@ -405,9 +405,19 @@ fn an_http_call_or_a_full_batch_closes_the_commit_window_at_once() {
     fx.core.limits.unacked = 2;
     let (m, _) = fx.message(&[OK], true);
     fx.process(vec![m]).unwrap();
-    let (timer, _) = (Work::Timer { function: 0, at_ms: 1 }, ());
+    let (timer, _) = (
+        Work::Timer {
+            function: 0,
+            at_ms: 1,
+        },
+        (),
+    );
     fx.process(vec![timer]).unwrap();
-    assert_eq!(fx.seen().len(), 6, "a timer tick is not a message the broker waits on");
+    assert_eq!(
+        fx.seen().len(),
+        6,
+        "a timer tick is not a message the broker waits on"
+    );
     let (m, _) = fx.message(&[OK], true);
     fx.process(vec![m]).unwrap();
     assert_eq!(fx.seen().len(), 6 + 1 + 2, "flushed at the broker's window");
