@@ -429,6 +429,9 @@ struct KiriSetup<'a> {
     outbox_extra: String,
     /// The embedded broker on this port instead of the external broker `local`.
     embedded: Option<u16>,
+    /// `broker.client_id`, when the persistent sessions of an earlier gateway on the same
+    /// broker must not be taken over (what the broker queued for them would arrive).
+    client_id: Option<String>,
 }
 
 impl KiriSetup<'_> {
@@ -444,6 +447,10 @@ impl KiriSetup<'_> {
                 "mode = \"external\"\nurl = \"mqtt://127.0.0.1:{}\"",
                 self.local
             ),
+        };
+        let broker = match &self.client_id {
+            Some(id) => format!("{broker}\nclient_id = \"{id}\""),
+            None => broker,
         };
         let mut toml = format!(
             "[gateway]\nid = \"gw-bench\"\nfsync = {}\n{gateway_extra}\
@@ -649,6 +656,7 @@ fn main() {
                 cloud_extra: String::new(),
                 outbox_extra: String::new(),
                 embedded: None,
+                client_id: None,
             };
             let kiri = setup.start(&dir.path().join(format!("kiri-fsync-{fsync}")), &wasm);
             let pid = kiri.pid().unwrap();
@@ -676,6 +684,7 @@ fn main() {
             cloud_extra: String::new(),
             outbox_extra: String::new(),
             embedded: None,
+            client_id: None,
         };
         let kiri = setup.start(&dir.path().join("kiri-16"), &wasm);
         let pid = kiri.pid().unwrap();
@@ -810,6 +819,7 @@ fn efficiency(dir: &Path, wasm: &Path, cloud: u16, scale: &Scale) -> (Vec<Value>
             cloud_extra: String::new(),
             outbox_extra: String::new(),
             embedded,
+            client_id: Some(format!("kiri-eff-{site}-{pinned}-{}", window.unwrap_or(99))),
         };
         let name = format!(
             "kiri {site}{}{}",
@@ -928,6 +938,7 @@ fn store_and_forward(dir: &Path, wasm: &Path, local: u16, scale: &Scale) -> Valu
         cloud_extra: format!("ca_file = \"{}\"\ninflight = 64", pki.ca().display()),
         outbox_extra: "max_records = 2000000\nmax_bytes = 4294967296".into(),
         embedded: None,
+        client_id: None,
     };
     let kiri_dir = dir.join("kiri-store");
     let kiri = setup.start(&kiri_dir, wasm);
