@@ -34,7 +34,7 @@ fn size(r: &Record) -> usize {
     r.payload.len()
 }
 
-/// Flushes (only flushed records are read), then reads everything.
+/// Flushes, then reads everything.
 pub(super) fn read_all(outbox: &Outbox) -> Vec<Record> {
     outbox.flush().unwrap();
     outbox

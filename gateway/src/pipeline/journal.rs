@@ -31,7 +31,7 @@ pub trait Journal: Sync {
     fn remove_dead_letter(&self, id: u64) -> Result<(), sled::Error>;
     /// Ends the claim a retry or replay holds on a dead letter.
     fn release(&self, id: u64);
-    /// Makes everything written so far durable, and the new results readable by the uplink.
+    /// Makes everything written so far durable (the uplink reads results as soon as written).
     fn flush(&self) -> Result<(), OutboxError>;
 }
 

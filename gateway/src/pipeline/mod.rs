@@ -14,8 +14,9 @@
 //!    functions (and the instances of a function with `concurrency` > 1) in parallel;
 //! 3. each job's result is staged in the [`Journal`] as it finishes: outputs and state writes
 //!    in one transaction, or a dead letter;
-//! 4. one flush makes the whole segment durable (group commit), and makes its results readable
-//!    by the uplink;
+//! 4. its results are readable by the uplink as soon as written; one flush makes the whole
+//!    segment durable (group commit), or, with a commit window (`gateway.commit_window_ms`),
+//!    one flush when the window closes makes every segment written in it durable;
 //! 5. only then are its HTTP calls answered, its `publish` outputs sent to the site broker,
 //!    and its QoS 1 messages acknowledged (handed back to the ingest task, which writes the
 //!    PUBACKs).
@@ -23,16 +24,19 @@
 //! A group is one segment unless deployments split it: they take effect between segments, so
 //! that work queued before a deployment runs on the old version. The invariants the unit
 //! tests check (`tests.rs`, including a model check over random sequences): no acknowledgement
-//! and no answer before the flush of their segment; a failed flush acknowledges, answers and
-//! forwards nothing of its segment (and stops the pipeline); a failed invocation leaves no
-//! state and no output; a function's results keep the order of its events.
+//! and no answer before the flush of their segment (or window); a failed flush acknowledges
+//! and answers nothing of its segment (and stops the pipeline; its results, written, may be
+//! at the cloud, and their inputs come again); a failed invocation leaves no state and no
+//! output; a function's results keep the order of its events.
 //!
 //! - `work.rs`: what flows in (the leaf every producer imports).
-//! - `core.rs`: the pure core; `journal.rs`: what it writes, and the seam for storage faults;
-//!   `io.rs`: the traits behind which its I/O with the site broker lies.
+//! - `core.rs`: the pure core, with its commit window (`control.rs`: its deployments and
+//!   subscriptions); `journal.rs`: what it writes, and the seam for storage faults; `io.rs`:
+//!   the traits behind which its I/O with the site broker lies.
 //! - `run.rs`: the thread that drives it, and that I/O over tokio and rumqttc.
 
 mod admit;
+mod control;
 mod core;
 mod io;
 mod journal;
