@@ -623,7 +623,7 @@ proptest! {
 }
 
 #[test]
-fn a_group_larger_than_the_bound_flushes_itself_to_make_room() {
+fn a_group_larger_than_the_bound_gets_room_as_the_uplink_sends_it() {
     // The appends of one group are not flushed yet; the uplink sends them all the same, so a
     // blocked append gets room as they leave.
     let dir = tempfile::tempdir().unwrap();

@@ -333,6 +333,11 @@ impl Outbox {
                     );
                 }
             }
+            // What this group wrote before it had to wait can make room: the uplink reads it
+            // without a flush, but is woken only after the group, so wake it now.
+            if let Some(r) = &self.readable {
+                r.notify_one();
+            }
             u = self
                 .room
                 .wait_timeout(u, Duration::from_millis(100))
