@@ -71,6 +71,24 @@ mod tests {
     use crate::outbox::{NewRecord, Outbox};
 
     #[test]
+    fn a_flush_mark_is_passed_only_by_a_flush_begun_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let outbox = Outbox::open(&db, OutboxConfig::default()).unwrap();
+        let before = outbox.flush_mark();
+        assert!(!outbox.flushed_since(before), "nothing flushed since");
+        outbox.flush().unwrap();
+        assert!(outbox.flushed_since(before));
+        let after = outbox.flush_mark();
+        assert!(
+            !outbox.flushed_since(after),
+            "the flush began before this mark"
+        );
+        outbox.flush().unwrap();
+        assert!(outbox.flushed_since(after));
+    }
+
+    #[test]
     fn lanes_committing_together_share_flushes_and_each_finds_its_records_durable() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path()).open().unwrap();

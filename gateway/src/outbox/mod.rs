@@ -37,9 +37,10 @@
 //!   [`Outbox::open`] persists where it resumed before any number is handed out). At least
 //!   once either way.
 //! - **ack/delete**: a record is deleted when the cloud broker's PUBACK for it arrives; the
-//!   uplink flushes the deletes once per window of PUBACKs (`cloud.inflight`,
-//!   [`Outbox::flush_deletes`]); fewer ride on the next group commit's flush or on the
-//!   store's background flush (`gateway.flush_every_ms`). After a crash, records
+//!   deletes ride on the next group commit's flush ([`Outbox::flushed_since`] tells the
+//!   uplink when one began after them), the uplink flushes them itself after a window of
+//!   PUBACKs (`cloud.inflight`, [`Outbox::flush_deletes`]) that no commit covered, and the
+//!   store's background flush (`gateway.flush_every_ms`) takes the rest. After a crash, records
 //!   acknowledged since the last flush, and those in flight, can be sent again: the only
 //!   uplink duplicates, each with the same id both times.
 //!
@@ -266,6 +267,10 @@ pub struct Outbox {
     readable: Option<Arc<tokio::sync::Notify>>,
     /// The flushes lanes share.
     commits: commit::Commits,
+    /// Flushes started, and the number of the last one started that has completed: what the
+    /// uplink's deletes need to know whether a commit already made them durable.
+    flushes_started: AtomicU64,
+    flushes_done: AtomicU64,
 }
 
 impl Outbox {
@@ -310,6 +315,8 @@ impl Outbox {
             fsync: None,
             readable: None,
             commits: Default::default(),
+            flushes_started: AtomicU64::new(0),
+            flushes_done: AtomicU64::new(0),
         };
         outbox.publish_gauges(&usage);
         Ok(outbox)

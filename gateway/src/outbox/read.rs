@@ -13,6 +13,17 @@ impl Outbox {
         Ok(self.db.flush_async().await?)
     }
 
+    /// A mark of the writes made so far (the uplink's deletes), for [`Outbox::flushed_since`].
+    pub fn flush_mark(&self) -> u64 {
+        self.flushes_started.load(Ordering::Acquire)
+    }
+
+    /// Whether a group commit's flush that started after `mark` was taken has completed: every
+    /// write made before the mark is then durable, and needs no flush of its own.
+    pub fn flushed_since(&self, mark: u64) -> bool {
+        self.flushes_done.load(Ordering::Acquire) > mark
+    }
+
     fn expired(&self, r: &Record, now_ms: u64) -> bool {
         self.ttl_ms
             .is_some_and(|ttl| r.created_ms.saturating_add(ttl) <= now_ms)

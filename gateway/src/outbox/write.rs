@@ -267,11 +267,13 @@ impl Outbox {
     /// may read. [`Outbox::flush`] shares these between callers.
     pub(super) fn flush_now(&self) -> Result<usize, OutboxError> {
         let upto = self.issued.load(Ordering::Acquire);
+        let number = self.flushes_started.fetch_add(1, Ordering::AcqRel) + 1;
         let n = self.db.flush()?;
         if let Some(f) = &self.fsync {
             f.sync().map_err(sled::Error::Io)?;
         }
         self.durable.fetch_max(upto, Ordering::Release);
+        self.flushes_done.fetch_max(number, Ordering::Release);
         if let Some(r) = &self.readable {
             r.notify_one();
         }

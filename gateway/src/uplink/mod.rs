@@ -190,6 +190,8 @@ async fn session(
     let mut window = Window::new(cfg.inflight as usize);
     let mut connected = false;
     let mut unflushed_acks = 0usize;
+    // Where the store's flushes stood after the last delete (see `Outbox::flushed_since`).
+    let mut acks_mark = 0u64;
     // A batch's size is what it weighs encoded; a single record is sent whatever its size.
     let weight = |r: &Record| {
         if cfg.batch_records <= 1 {
@@ -233,13 +235,17 @@ async fn session(
                 window.published(records.iter().map(Record::id).collect());
             }
         }
+        if unflushed_acks > 0 && outbox.flushed_since(acks_mark) {
+            // A group commit's flush, begun after the last delete, made them all durable.
+            unflushed_acks = 0;
+        }
         if unflushed_acks >= cfg.inflight as usize {
-            // One flush per window of PUBACKs: a crash can then resend at most a window, plus
-            // what was acked since the last flush of any kind. Fewer deletes are made durable
-            // by the next group commit's flush or the store's background flush
-            // (`gateway.flush_every_ms`): a flush of their own each time the window emptied
-            // cost a disk write per result at low rates, and a flush per PUBACK more CPU than
-            // everything else the gateway does (`make bench`).
+            // One flush per window of PUBACKs that no group commit covered: a crash can then
+            // resend at most a window, plus what was acked since the last flush of any kind.
+            // Fewer deletes are made durable by the next group commit's flush or the store's
+            // background flush (`gateway.flush_every_ms`): a flush of their own each time the
+            // window emptied cost a disk write per result at low rates, and a flush per PUBACK
+            // more CPU than everything else the gateway does (`make bench`).
             outbox.flush_deletes().await?;
             unflushed_acks = 0;
         }
@@ -274,6 +280,7 @@ async fn session(
                         for id in &records {
                             outbox.ack(id)?;
                         }
+                        acks_mark = outbox.flush_mark();
                         // A function the broker refused before takes it again: its backoff
                         // starts over. (Almost always none: no lookup per result then.)
                         if !refusals.is_empty() {
