@@ -938,7 +938,9 @@ fn store_and_forward(dir: &Path, wasm: &Path, local: u16, scale: &Scale) -> Valu
         cloud_extra: format!("ca_file = \"{}\"\ninflight = 64", pki.ca().display()),
         outbox_extra: "max_records = 2000000\nmax_bytes = 4294967296".into(),
         embedded: None,
-        client_id: None,
+        // Not the sessions of the earlier gateways: the broker queued for them what the
+        // Node-RED runs published since.
+        client_id: Some("kiri-store".into()),
     };
     let kiri_dir = dir.join("kiri-store");
     let kiri = setup.start(&kiri_dir, wasm);
