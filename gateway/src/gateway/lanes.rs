@@ -46,6 +46,17 @@ pub(super) struct LaneKit {
     pub(super) ended: mpsc::UnboundedSender<(String, Option<String>)>,
 }
 
+/// Counts every active function's lane session toward readiness from now on, before the
+/// control session can report itself subscribed: else the gateway would say it is ready (and
+/// the broker drop a sensor's message to a trigger not yet subscribed) until the lanes start.
+pub(super) fn count_sessions(registry: &Registry, access: &SiteAccess, readiness: &Readiness) {
+    for idx in registry.active() {
+        if let Some(spec) = registry.spec(idx) {
+            readiness.session(&access.lane_id(&spec.name));
+        }
+    }
+}
+
 /// One function's lane.
 struct Lane {
     name: String,

@@ -93,14 +93,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         api,
         files.dashboard_tls.clone(),
     );
-    // Every function lane's session counts toward readiness from now on, before the control
-    // session can report itself subscribed: else the gateway would say it is ready (and a
-    // sensor's message to a trigger not yet subscribed be dropped by the broker) in between.
-    for idx in registry.active() {
-        if let Some(spec) = registry.spec(idx) {
-            readiness.session(&site.access.lane_id(&spec.name));
-        }
-    }
+    lanes::count_sessions(&registry, &site.access, &readiness);
     let ingest = tokio::spawn(
         ingest::run(
             site.eventloop,
