@@ -232,15 +232,15 @@ impl<J: Journal> Core<J> {
     ) -> Result<Step, ProcessError> {
         // An HTTP caller waits for its answer, which goes only after the flush: no window. Nor
         // for more than a group, or than the site broker sends before waiting for acks.
-        let unacked = self.window.acks.len() + segment.iter().filter_map(acked).count();
+        let acks: Vec<Ack> = segment.iter().filter_map(acked).collect();
         let now = self.limits.window.is_zero()
             || segment.iter().any(|w| matches!(w, Work::Invoke(_)))
             || self.window.items + segment.len() >= self.limits.batch
-            || unacked >= self.limits.unacked;
+            || self.window.acks.len() + acks.len() >= self.limits.unacked;
         let Some(local) = self.process_group(segment, now)? else {
             return Ok(Step::Stopped);
         };
-        self.window.acks.extend(segment.iter().filter_map(acked));
+        self.window.acks.extend(acks);
         self.window.local.extend(local);
         self.window.items += segment.len();
         self.window.opened.get_or_insert_with(Instant::now);
