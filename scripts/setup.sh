@@ -84,6 +84,16 @@ if [ "$what" = "fuzz" ]; then
     fi
 fi
 
+# A clean `make test` takes about 6 GB under target/ (debug builds with line tables only,
+# the release, device and wasm builds, the board's image); say so before a build fills the disk.
+if [ "$what" = "test" ]; then
+    mkdir -p target
+    free_kb=$(df -Pk target | awk 'NR == 2 { print $4 }')
+    if [ "${free_kb:-0}" -lt $((7 * 1024 * 1024)) ]; then
+        say "warning: $((free_kb / 1024)) MB free under target/; a clean \`make test\` needs about 6 GB"
+    fi
+fi
+
 if [ "$what" = "test" ]; then
     need=()
     if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
