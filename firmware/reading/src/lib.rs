@@ -9,9 +9,11 @@
 #![no_std]
 #![deny(missing_docs, unsafe_code)]
 
+mod compact;
+
 use minicbor::data::Type;
-use minicbor::encode::write::{Cursor, EndOfSlice};
-use minicbor::{Decoder, Encoder};
+use minicbor::encode::write::EndOfSlice;
+use minicbor::Decoder;
 
 /// One sensor reading, borrowing its text from the decoded buffer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,45 +70,16 @@ fn number(d: &mut Decoder<'_>) -> Result<f64, ReadingError> {
 
 impl<'a> Reading<'a> {
     /// Decodes a reading from a CBOR payload.
+    ///
+    /// The common shape (a definite-length map of text keys, text, integer and `f32`/`f64`
+    /// values) is read by a small decoder built for the guest's fuel meter (`compact.rs`);
+    /// anything else (indefinite lengths, half floats, a payload that is not a reading) goes
+    /// to minicbor, which has the last word: both give the same answer for every input.
     pub fn decode(bytes: &'a [u8]) -> Result<Reading<'a>, ReadingError> {
-        let mut d = Decoder::new(bytes);
-        let len = d.map()?;
-        let (mut sensor, mut kind, mut value, mut unit) = (None, None, None, None);
-        let (mut ts, mut uptime_ms, mut seq) = (None, None, None);
-        let mut i = 0u64;
-        loop {
-            match len {
-                Some(n) if i >= n => break,
-                None if d.datatype()? == Type::Break => {
-                    d.skip()?;
-                    break;
-                }
-                _ => {}
-            }
-            i += 1;
-            match d.str()? {
-                "sensor" => sensor = Some(d.str()?),
-                "kind" => kind = Some(d.str()?),
-                "unit" => unit = Some(d.str()?),
-                "value" => value = Some(number(&mut d)?),
-                "ts" => ts = Some(d.u64()?),
-                "uptime_ms" => uptime_ms = Some(d.u64()?),
-                "seq" => seq = Some(d.u64()?),
-                _ => d.skip()?,
-            }
+        match compact::decode(bytes) {
+            Some(reading) => Ok(reading),
+            None => decode_general(bytes),
         }
-        if d.position() != bytes.len() {
-            return Err(ReadingError::Malformed);
-        }
-        Ok(Reading {
-            sensor: sensor.ok_or(ReadingError::Missing("sensor"))?,
-            kind: kind.ok_or(ReadingError::Missing("kind"))?,
-            value: value.ok_or(ReadingError::Missing("value"))?,
-            unit: unit.ok_or(ReadingError::Missing("unit"))?,
-            ts,
-            uptime_ms,
-            seq,
-        })
     }
 
     /// Encodes the reading into `buf`, returning the number of bytes written.
@@ -120,35 +93,62 @@ impl<'a> Reading<'a> {
         buf: &mut [u8],
         extra: &[(&str, f64)],
     ) -> Result<usize, ReadingError> {
-        let optional = [
-            ("ts", self.ts),
-            ("uptime_ms", self.uptime_ms),
-            ("seq", self.seq),
-        ];
-        let n = 4 + optional.iter().filter(|(_, v)| v.is_some()).count() + extra.len();
-        let mut e = Encoder::new(Cursor::new(buf));
-        e.map(n as u64)?;
-        e.str("sensor")?.str(self.sensor)?;
-        e.str("kind")?.str(self.kind)?;
-        e.str("value")?.f64(self.value)?;
-        e.str("unit")?.str(self.unit)?;
-        for (k, v) in optional {
-            if let Some(v) = v {
-                e.str(k)?.u64(v)?;
-            }
-        }
-        for (k, v) in extra {
-            e.str(k)?.f64(*v)?;
-        }
-        Ok(e.writer().position())
+        compact::encode(self, buf, extra)
     }
 }
+
+/// Decodes any well-formed reading, with minicbor.
+#[cold]
+#[inline(never)]
+fn decode_general(bytes: &[u8]) -> Result<Reading<'_>, ReadingError> {
+    let mut d = Decoder::new(bytes);
+    let len = d.map()?;
+    let (mut sensor, mut kind, mut value, mut unit) = (None, None, None, None);
+    let (mut ts, mut uptime_ms, mut seq) = (None, None, None);
+    let mut i = 0u64;
+    loop {
+        match len {
+            Some(n) if i >= n => break,
+            None if d.datatype()? == Type::Break => {
+                d.skip()?;
+                break;
+            }
+            _ => {}
+        }
+        i += 1;
+        match d.str()? {
+            "sensor" => sensor = Some(d.str()?),
+            "kind" => kind = Some(d.str()?),
+            "unit" => unit = Some(d.str()?),
+            "value" => value = Some(number(&mut d)?),
+            "ts" => ts = Some(d.u64()?),
+            "uptime_ms" => uptime_ms = Some(d.u64()?),
+            "seq" => seq = Some(d.u64()?),
+            _ => d.skip()?,
+        }
+    }
+    if d.position() != bytes.len() {
+        return Err(ReadingError::Malformed);
+    }
+    Ok(Reading {
+        sensor: sensor.ok_or(ReadingError::Missing("sensor"))?,
+        kind: kind.ok_or(ReadingError::Missing("kind"))?,
+        value: value.ok_or(ReadingError::Missing("value"))?,
+        unit: unit.ok_or(ReadingError::Missing("unit"))?,
+        ts,
+        uptime_ms,
+        seq,
+    })
+}
+
+#[cfg(test)]
+extern crate std;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn sample() -> Reading<'static> {
+    pub(crate) fn sample() -> Reading<'static> {
         Reading {
             sensor: "s1",
             kind: "temperature",

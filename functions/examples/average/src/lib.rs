@@ -7,7 +7,6 @@
 //! together, so a failed invocation neither emits nor counts the reading.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
-use core::fmt::Write;
 use kiri_sdk::{kv, Error, Event, Level, LineBuf, PerInstance, Reading};
 
 /// The payload is not a CBOR reading.
@@ -63,7 +62,7 @@ fn on_event(event: &Event) -> Result<(), Error> {
     })?;
     let window = *WINDOW.get();
     let mut key = LineBuf::new();
-    let _ = write!(key, "{}/{}", reading.sensor, reading.kind);
+    key.push(reading.sensor).push("/").push(reading.kind);
     let mut stored = [0u8; MAX_WINDOW * 8];
     let previous = kv::get(key.as_str().as_bytes(), &mut stored).unwrap_or(&[]);
     let mut updated = [0u8; MAX_WINDOW * 8];
@@ -78,7 +77,11 @@ fn on_event(event: &Event) -> Result<(), Error> {
         .encode_with(&mut buf, &[("samples", (len / 8) as f64)])
         .map_err(|_| TOO_BIG)?;
     let mut topic = LineBuf::new();
-    let _ = write!(topic, "averages/{}/{}", reading.sensor, reading.kind);
+    topic
+        .push("averages/")
+        .push(reading.sensor)
+        .push("/")
+        .push(reading.kind);
     kiri_sdk::emit(topic.as_str(), &buf[..n])
 }
 

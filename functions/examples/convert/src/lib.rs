@@ -7,7 +7,6 @@
 //! reading instead of emitting it.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
-use core::fmt::Write;
 use kiri_sdk::{Error, Event, Level, LineBuf, PerInstance, Reading};
 
 /// The payload is not a CBOR reading.
@@ -72,7 +71,11 @@ fn on_event(event: &Event) -> Result<(), Error> {
         return kiri_sdk::respond(&buf[..n]);
     }
     let mut topic = LineBuf::new();
-    let _ = write!(topic, "readings/{}/{}", reading.sensor, reading.kind);
+    topic
+        .push("readings/")
+        .push(reading.sensor)
+        .push("/")
+        .push(reading.kind);
     kiri_sdk::emit(topic.as_str(), &buf[..n])
 }
 

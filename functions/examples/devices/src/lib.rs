@@ -58,7 +58,7 @@ fn emit(sensor: &str, kind: &str, value: f64, unit: &str, ts: Option<u64>) -> Re
     let mut buf = [0u8; 256];
     let n = r.encode(&mut buf).map_err(|_| WRONG_SHAPE)?;
     let mut topic = LineBuf::new();
-    let _ = write!(topic, "readings/{sensor}/{kind}");
+    topic.push("readings/").push(sensor).push("/").push(kind);
     kiri_sdk::emit(topic.as_str(), &buf[..n])
 }
 
@@ -151,7 +151,7 @@ fn tasmota(topic: &str, payload: &[u8]) -> Result<(), Fail> {
             return Ok(());
         }
         let mut id = LineBuf::new();
-        let _ = write!(id, "{device}/{sensor}");
+        id.push(device).push("/").push(sensor);
         each_entry(d, |key, d| {
             let value = number(d)?;
             let key = if key == "Total" { "energy" } else { key };
@@ -206,7 +206,7 @@ fn shelly(payload: &[u8]) -> Result<(), Fail> {
                 return Ok(());
             }
             let mut id = LineBuf::new();
-            let _ = write!(id, "{src}/{component}");
+            id.push(src).push("/").push(component);
             each_entry(d, |field, d| {
                 let value = number(d)?;
                 let reading = match field {

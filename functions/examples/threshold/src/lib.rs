@@ -45,7 +45,11 @@ fn on_event(event: &Event) -> Result<(), Error> {
         .encode_with(&mut buf, &[("limit", limit)])
         .map_err(|_| TOO_BIG)?;
     let mut topic = LineBuf::new();
-    let _ = write!(topic, "alerts/{}/{}", reading.sensor, reading.kind);
+    topic
+        .push("alerts/")
+        .push(reading.sensor)
+        .push("/")
+        .push(reading.kind);
     kiri_sdk::emit(topic.as_str(), &buf[..n])
 }
 

@@ -7,7 +7,6 @@
 //! state; the emits and the clearing commit together.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
-use core::fmt::Write;
 use kiri_sdk::{kv, Error, Event, Level, LineBuf, Reading};
 use minicbor::encode::write::Cursor;
 
@@ -92,7 +91,11 @@ fn add_reading(event: &Event) -> Result<(), Error> {
     })?;
     // Key: sensor/kind/unit (the unit travels with the state to the aggregate).
     let mut key = LineBuf::new();
-    let _ = write!(key, "{}/{}/{}", r.sensor, r.kind, r.unit);
+    key.push(r.sensor)
+        .push("/")
+        .push(r.kind)
+        .push("/")
+        .push(r.unit);
     let mut buf = [0u8; STATE_LEN];
     let agg = match kv::get(key.as_str().as_bytes(), &mut buf) {
         Some(b) => {
@@ -146,7 +149,7 @@ fn flush() -> Result<(), Error> {
         })()
         .map_err(|_| TOO_BIG)?;
         let mut topic = LineBuf::new();
-        let _ = write!(topic, "aggregates/{sensor}/{kind}");
+        topic.push("aggregates/").push(sensor).push("/").push(kind);
         kiri_sdk::emit(topic.as_str(), &out[..encoded])?;
         kv::delete(key)?;
     }

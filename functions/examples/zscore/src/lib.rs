@@ -5,7 +5,6 @@
 //! into the statistics, so one spike does not hide the next.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
-use core::fmt::Write;
 use kiri_sdk::{kv, Error, Event, Level, LineBuf, PerInstance, Reading};
 
 /// The payload is not a CBOR reading.
@@ -96,7 +95,7 @@ fn on_event(event: &Event) -> Result<(), Error> {
     let threshold = *THRESHOLD.get();
     let min_samples = *MIN_SAMPLES.get();
     let mut key = LineBuf::new();
-    let _ = write!(key, "{}/{}", r.sensor, r.kind);
+    key.push(r.sensor).push("/").push(r.kind);
     let mut buf = [0u8; 24];
     let mut stats = kv::get(key.as_str().as_bytes(), &mut buf)
         .and_then(Stats::decode)
@@ -113,7 +112,11 @@ fn on_event(event: &Event) -> Result<(), Error> {
             .encode_with(&mut out, &[("mean", stats.mean), ("stddev", sd), ("z", z)])
             .map_err(|_| TOO_BIG)?;
         let mut topic = LineBuf::new();
-        let _ = write!(topic, "anomalies/{}/{}", r.sensor, r.kind);
+        topic
+            .push("anomalies/")
+            .push(r.sensor)
+            .push("/")
+            .push(r.kind);
         return kiri_sdk::emit(topic.as_str(), &out[..n]);
     }
     stats.add(r.value);
