@@ -22,10 +22,13 @@ const TS: usize = 4;
 const UPTIME_MS: usize = 5;
 const SEQ: usize = 6;
 const OTHER: usize = 7;
+/// Not a text key: the payload is not of the common shape.
+const NOT_A_KEY: usize = 8;
 
-/// The keys by `(first byte + 2 * length) % 16`, which tells the seven apart, and their slots.
-const KEYS: [(&[u8], usize); 16] = {
-    let mut keys: [(&[u8], usize); 16] = [(b"", OTHER); 16];
+/// The keys by `(first byte + 2 * length) % 16`, which tells the seven apart: each as its
+/// bytes packed into a `u128` (little-endian, zero-padded), its length and its slot.
+const KEYS: [(u128, usize, usize); 16] = {
+    let mut keys = [(0, 0, OTHER); 16];
     let named: [(&[u8], usize); 7] = [
         (b"sensor", SENSOR),
         (b"kind", KIND),
@@ -37,9 +40,16 @@ const KEYS: [(&[u8], usize); 16] = {
     ];
     let mut i = 0;
     while i < named.len() {
-        let h = hash(named[i].0);
-        assert!(keys[h].0.is_empty(), "two keys share a hash");
-        keys[h] = named[i];
+        let (name, slot) = named[i];
+        let h = hash(name);
+        assert!(keys[h].1 == 0, "two keys share a hash");
+        let mut packed = [0u8; 16];
+        let mut j = 0;
+        while j < name.len() {
+            packed[j] = name[j];
+            j += 1;
+        }
+        keys[h] = (u128::from_le_bytes(packed), name.len(), slot);
         i += 1;
     }
     keys
@@ -49,14 +59,17 @@ const fn hash(key: &[u8]) -> usize {
     (key[0] as usize + 2 * key.len()) % 16
 }
 
-/// The slot of a map key: one table lookup and one comparison.
-#[inline(never)]
+/// The slot of a map key: one table lookup and one comparison of two `u128`s (the keys are
+/// short: a byte-wise comparison costs a call and a loop).
+#[inline(always)]
 fn slot(key: &[u8]) -> usize {
-    if key.is_empty() {
+    if key.is_empty() || key.len() > 16 {
         return OTHER;
     }
-    let (name, slot) = KEYS[hash(key)];
-    if name == key {
+    let mut packed = [0u8; 16];
+    packed[..key.len()].copy_from_slice(key);
+    let (name, len, slot) = KEYS[hash(key)];
+    if u128::from_le_bytes(packed) == name && key.len() == len {
         slot
     } else {
         OTHER
@@ -95,11 +108,10 @@ impl<'a> Reader<'a> {
         let n = 1usize << (info - 24);
         let bytes = self.bytes.get(self.pos..self.pos + n)?;
         self.pos += n;
-        let mut arg = 0u64;
-        for b in bytes {
-            arg = arg << 8 | u64::from(*b);
-        }
-        Some(arg)
+        // One copy, not a loop: the guest pays for a loop's body on every byte.
+        let mut arg = [0u8; 8];
+        arg[8 - n..].copy_from_slice(bytes);
+        Some(u64::from_be_bytes(arg))
     }
 
     /// The bytes of a definite-length text string (not yet checked to be UTF-8).
@@ -112,18 +124,50 @@ impl<'a> Reader<'a> {
         Some(text)
     }
 
-    #[inline(never)]
+    /// The next text string, if ASCII or UTF-8.
+    #[inline(always)]
     fn text(&mut self) -> Option<&'a str> {
         ascii_or_utf8(self.text_bytes()?)
     }
 
+    /// The next key's slot, or `NOT_A_KEY`. A key of 1 to 16 bytes, as all of a reading's
+    /// are, is compared here; any other goes to `long_key`. (A plain number, not an `Option`,
+    /// which wasm returns through memory: this runs for every key.)
     #[inline(never)]
-    fn unsigned(&mut self) -> Option<u64> {
-        self.arg(0)
+    fn key(&mut self) -> usize {
+        let Some(&first) = self.bytes.get(self.pos) else {
+            return NOT_A_KEY;
+        };
+        // Text strings of 1 to 16 bytes have the heads 0x61 to 0x70.
+        let len = usize::from(first.wrapping_sub(0x61)) + 1;
+        if len > 16 {
+            return self.long_key();
+        }
+        let start = self.pos + 1;
+        let Some(key) = self.bytes.get(start..start + len) else {
+            return NOT_A_KEY;
+        };
+        self.pos = start + len;
+        let slot = slot(key);
+        if slot == OTHER && utf8(key).is_none() {
+            // Checked as minicbor's `str` would; its value is skipped by `skip_other`.
+            return NOT_A_KEY;
+        }
+        slot
+    }
+
+    /// A key that is empty, longer than 16 bytes or not text: never one a reading has.
+    #[cold]
+    #[inline(never)]
+    fn long_key(&mut self) -> usize {
+        match self.text_bytes().and_then(utf8) {
+            Some(_) => OTHER,
+            None => NOT_A_KEY,
+        }
     }
 
     /// An `f64`, or another number (`other_number`).
-    #[inline(never)]
+    #[inline(always)]
     fn number(&mut self) -> Option<f64> {
         match self.bytes.get(self.pos..self.pos + 9) {
             Some(&[0xfb, a, b, c, d, e, f, g, h]) => {
@@ -148,21 +192,79 @@ impl<'a> Reader<'a> {
             Some(self.arg(0)? as f64)
         }
     }
-
-    /// Skips the value of a key a reading does not have (minicbor knows every shape).
-    #[cold]
-    #[inline(never)]
-    fn skip(&mut self, key: &[u8]) -> Option<()> {
-        core::str::from_utf8(key).ok()?;
-        let mut d = Decoder::new(self.bytes);
-        d.set_position(self.pos);
-        d.skip().ok()?;
-        self.pos = d.position();
-        Some(())
-    }
 }
 
-/// `text` as a `str`: checked byte by byte when ASCII, by `core::str::from_utf8` otherwise.
+/// The fields decoded so far, by slot.
+struct Fields<'a> {
+    texts: [Option<&'a str>; 3],
+    value: Option<f64>,
+    unsigned: [Option<u64>; 3],
+}
+
+/// Reads the value of the key in `slot` into the fields; `None` if it is not what it should be.
+type ReadValue = for<'a> fn(&mut Reader<'a>, &mut Fields<'a>, usize) -> Option<()>;
+
+/// The value readers by slot: an indirect call, not a dispatch whose every arm the guest pays
+/// for on every key.
+const READ_VALUE: [ReadValue; 8] = [
+    read_text,
+    read_text,
+    read_text,
+    read_number,
+    read_unsigned,
+    read_unsigned,
+    read_unsigned,
+    skip_other,
+];
+
+/// A text value: one of fewer than 24 bytes is read here, any other by `long_text`.
+#[inline(never)]
+fn read_text<'a>(r: &mut Reader<'a>, f: &mut Fields<'a>, slot: usize) -> Option<()> {
+    let first = *r.bytes.get(r.pos)?;
+    let len = usize::from(first.wrapping_sub(0x60));
+    let text = if len < 24 {
+        let start = r.pos + 1;
+        let text = r.bytes.get(start..start + len)?;
+        r.pos = start + len;
+        ascii_or_utf8(text)?
+    } else {
+        long_text(r)?
+    };
+    *f.texts.get_mut(slot)? = Some(text);
+    Some(())
+}
+
+#[cold]
+#[inline(never)]
+fn long_text<'a>(r: &mut Reader<'a>) -> Option<&'a str> {
+    r.text()
+}
+
+#[inline(never)]
+fn read_number<'a>(r: &mut Reader<'a>, f: &mut Fields<'a>, _: usize) -> Option<()> {
+    f.value = Some(r.number()?);
+    Some(())
+}
+
+#[inline(never)]
+fn read_unsigned<'a>(r: &mut Reader<'a>, f: &mut Fields<'a>, slot: usize) -> Option<()> {
+    *f.unsigned.get_mut(slot.wrapping_sub(TS))? = Some(r.arg(0)?);
+    Some(())
+}
+
+/// Skips the value of a key a reading does not have (minicbor knows every shape).
+#[cold]
+#[inline(never)]
+fn skip_other<'a>(r: &mut Reader<'a>, _: &mut Fields<'a>, _: usize) -> Option<()> {
+    let mut d = Decoder::new(r.bytes);
+    d.set_position(r.pos);
+    d.skip().ok()?;
+    r.pos = d.position();
+    Some(())
+}
+
+/// `text` as a `str`: checked byte by byte when ASCII (a word at a time costs more code than
+/// it saves on short texts), by `core::str::from_utf8` otherwise.
 #[inline(always)]
 #[allow(unsafe_code)]
 fn ascii_or_utf8(text: &[u8]) -> Option<&str> {
@@ -188,64 +290,68 @@ fn utf8(text: &[u8]) -> Option<&str> {
 pub(crate) fn decode(bytes: &[u8]) -> Option<Reading<'_>> {
     let mut r = Reader { bytes, pos: 0 };
     let len = r.arg(5)?;
-    let mut texts = [None; 3];
-    let mut unsigned = [None; 3];
-    let mut value = None;
+    let mut f = Fields {
+        texts: [None; 3],
+        value: None,
+        unsigned: [None; 3],
+    };
     for _ in 0..len {
-        let key = r.text_bytes()?;
-        let slot = slot(key);
-        if slot < VALUE {
-            texts[slot] = Some(r.text()?);
-        } else if slot == VALUE {
-            value = Some(r.number()?);
-        } else if slot < OTHER {
-            unsigned[slot - TS] = Some(r.unsigned()?);
-        } else {
-            r.skip(key)?;
-        }
+        let slot = r.key();
+        READ_VALUE.get(slot)?(&mut r, &mut f, slot)?;
     }
-    if r.pos != bytes.len() {
+    finish(&r, &f)
+}
+
+/// The reading, if the map was the whole payload and had every field: a call of its own, as
+/// LLVM would otherwise lay these instructions inside the loop, where they cost on every key.
+#[inline(never)]
+fn finish<'a>(r: &Reader<'a>, f: &Fields<'a>) -> Option<Reading<'a>> {
+    if r.pos != r.bytes.len() {
         return None;
     }
     Some(Reading {
-        sensor: texts[SENSOR]?,
-        kind: texts[KIND]?,
-        value: value?,
-        unit: texts[UNIT]?,
-        ts: unsigned[0],
-        uptime_ms: unsigned[1],
-        seq: unsigned[2],
+        sensor: f.texts[SENSOR]?,
+        kind: f.texts[KIND]?,
+        value: f.value?,
+        unit: f.texts[UNIT]?,
+        ts: f.unsigned[0],
+        uptime_ms: f.unsigned[UPTIME_MS - TS],
+        seq: f.unsigned[SEQ - TS],
     })
 }
 
 /// A writer of CBOR items into a byte slice, in minicbor's encoding (shortest heads, `f64`
-/// values in 9 bytes).
+/// values in 9 bytes). Past the end of the slice it only counts (`full`), so that writing is
+/// a straight line of calls with one check at the end.
 struct Writer<'b> {
     buf: &'b mut [u8],
     pos: usize,
+    full: bool,
 }
 
 impl Writer<'_> {
-    /// An item's head: one byte for arguments below 24, else `long_head`.
-    #[inline(always)]
-    fn head(&mut self, major: u8, arg: u64) -> Result<(), ReadingError> {
-        if arg >= 24 {
-            return self.long_head(major, arg);
+    #[inline(never)]
+    fn put(&mut self, bytes: &[u8]) {
+        match self.buf.get_mut(self.pos..self.pos + bytes.len()) {
+            Some(out) => out.copy_from_slice(bytes),
+            None => self.full = true,
         }
-        let out = self
-            .buf
-            .get_mut(self.pos)
-            .ok_or(ReadingError::BufferTooSmall)?;
-        *out = major << 5 | arg as u8;
-        self.pos += 1;
-        Ok(())
+        self.pos += bytes.len();
+    }
+
+    /// An item's head: `major` and `arg` in the fewest bytes.
+    #[inline(always)]
+    fn head(&mut self, major: u8, arg: u64) {
+        if arg < 24 {
+            self.put(&[major << 5 | arg as u8]);
+        } else {
+            self.long_head(major, arg);
+        }
     }
 
     #[inline(never)]
-    fn long_head(&mut self, major: u8, arg: u64) -> Result<(), ReadingError> {
-        let (info, n) = if arg < 24 {
-            (arg as u8, 0)
-        } else if arg <= 0xff {
+    fn long_head(&mut self, major: u8, arg: u64) {
+        let (info, n) = if arg <= 0xff {
             (24, 1)
         } else if arg <= 0xffff {
             (25, 2)
@@ -254,38 +360,30 @@ impl Writer<'_> {
         } else {
             (27, 8)
         };
-        let out = self
-            .buf
-            .get_mut(self.pos..self.pos + 1 + n)
-            .ok_or(ReadingError::BufferTooSmall)?;
-        out[0] = major << 5 | info;
-        out[1..].copy_from_slice(&arg.to_be_bytes()[8 - n..]);
-        self.pos += 1 + n;
-        Ok(())
+        let mut head = [0u8; 9];
+        head[0] = major << 5 | info;
+        head[1..].copy_from_slice(&arg.to_be_bytes());
+        head.copy_within(9 - n.., 1);
+        self.put(&head[..1 + n]);
+    }
+
+    /// A text string.
+    #[inline(never)]
+    fn text(&mut self, text: &str) {
+        self.head(3, text.len() as u64);
+        self.put(text.as_bytes());
     }
 
     #[inline(never)]
-    fn text(&mut self, text: &str) -> Result<(), ReadingError> {
-        self.head(3, text.len() as u64)?;
-        let out = self
-            .buf
-            .get_mut(self.pos..self.pos + text.len())
-            .ok_or(ReadingError::BufferTooSmall)?;
-        out.copy_from_slice(text.as_bytes());
-        self.pos += text.len();
-        Ok(())
+    fn unsigned(&mut self, value: u64) {
+        self.head(0, value);
     }
 
     #[inline(never)]
-    fn float(&mut self, value: f64) -> Result<(), ReadingError> {
-        let out = self
-            .buf
-            .get_mut(self.pos..self.pos + 9)
-            .ok_or(ReadingError::BufferTooSmall)?;
-        out[0] = 0xfb;
-        out[1..].copy_from_slice(&value.to_be_bytes());
-        self.pos += 9;
-        Ok(())
+    fn float(&mut self, value: f64) {
+        let mut item = [0xfb; 9];
+        item[1..].copy_from_slice(&value.to_be_bytes());
+        self.put(&item);
     }
 }
 
@@ -295,33 +393,47 @@ pub(crate) fn encode(
     buf: &mut [u8],
     extra: &[(&str, f64)],
 ) -> Result<usize, ReadingError> {
-    let optional = [
-        ("ts", reading.ts),
-        ("uptime_ms", reading.uptime_ms),
-        ("seq", reading.seq),
-    ];
-    let n = 4 + optional.iter().filter(|(_, v)| v.is_some()).count() + extra.len();
-    let mut w = Writer { buf, pos: 0 };
-    w.head(5, n as u64)?;
-    w.text("sensor")?;
-    w.text(reading.sensor)?;
-    w.text("kind")?;
-    w.text(reading.kind)?;
-    w.text("value")?;
-    w.float(reading.value)?;
-    w.text("unit")?;
-    w.text(reading.unit)?;
-    for (k, v) in optional {
-        if let Some(v) = v {
-            w.text(k)?;
-            w.head(0, v)?;
-        }
+    let n = 4
+        + extra.len() as u64
+        + u64::from(reading.ts.is_some())
+        + u64::from(reading.uptime_ms.is_some())
+        + u64::from(reading.seq.is_some());
+    let mut w = Writer {
+        buf,
+        pos: 0,
+        full: false,
+    };
+    w.head(5, n);
+    // Keys with their heads, as minicbor writes them.
+    w.put(b"\x66sensor");
+    w.text(reading.sensor);
+    w.put(b"\x64kind");
+    w.text(reading.kind);
+    w.put(b"\x65value");
+    w.float(reading.value);
+    w.put(b"\x64unit");
+    w.text(reading.unit);
+    if let Some(ts) = reading.ts {
+        w.put(b"\x62ts");
+        w.unsigned(ts);
+    }
+    if let Some(uptime_ms) = reading.uptime_ms {
+        w.put(b"\x69uptime_ms");
+        w.unsigned(uptime_ms);
+    }
+    if let Some(seq) = reading.seq {
+        w.put(b"\x63seq");
+        w.unsigned(seq);
     }
     for (k, v) in extra {
-        w.text(k)?;
-        w.float(*v)?;
+        w.text(k);
+        w.float(*v);
     }
-    Ok(w.pos)
+    if w.full {
+        Err(ReadingError::BufferTooSmall)
+    } else {
+        Ok(w.pos)
+    }
 }
 
 #[cfg(test)]
@@ -357,12 +469,26 @@ mod tests {
             e.map(entries.len() as u64)
         };
         for &(key, value, n, x) in entries {
+            // Unknown keys of every length the decoder treats apart: empty, 1 to 16 bytes,
+            // 17 to 23, and 24 or more (a head with a length byte).
+            let unknown = ["x", "", "seventeen_bytes_k", "a key of twenty-six bytes"];
             let _ = match KEYS.get(usize::from(key)) {
+                Some(&"x") => e.str(unknown[(n % 4) as usize]),
                 Some(k) => e.str(k),
                 None => e.u8(key),
             };
+            let texts = [
+                "s1",
+                "temperature",
+                "C",
+                "\u{e9}t\u{e9}",
+                "",
+                "a text of 23 characters",
+            ];
+            let long = "a text of twenty-four ch";
             let _ = match value {
-                0 => e.str(["s1", "temperature", "C", "\u{e9}t\u{e9}"][(n % 4) as usize]),
+                0 if n % 7 == 6 => e.str(long),
+                0 => e.str(texts[(n % 7) as usize]),
                 1 => e.u8(n as u8),
                 2 => e.u16(n as u16),
                 3 => e.u32(n as u32),
@@ -468,6 +594,23 @@ mod tests {
             .encode_with(&mut buf, &[("limit", 30.0)])
             .unwrap();
         assert_eq!(decode(&buf[..extra]), Some(crate::tests::sample()));
+    }
+
+    #[test]
+    fn a_key_that_packs_like_a_known_one_is_not_taken_for_it() {
+        // "ts" and eight NULs hash and pack as "ts" does: only the length tells them apart.
+        let mut buf = [0u8; 128];
+        let mut e = Encoder::new(Cursor::new(&mut buf[..]));
+        e.map(5).unwrap();
+        for (k, v) in [("sensor", "s"), ("kind", "k"), ("unit", "C")] {
+            e.str(k).unwrap().str(v).unwrap();
+        }
+        e.str("value").unwrap().f64(1.0).unwrap();
+        e.str("ts\0\0\0\0\0\0\0\0").unwrap().u64(5).unwrap();
+        let n = e.writer().position();
+        assert_eq!(decode(&buf[..n]).map(|r| r.ts), Some(None));
+        assert_eq!(slot(b"ts\0\0\0\0\0\0\0\0"), OTHER);
+        assert_eq!(slot(b"ts"), TS);
     }
 
     /// minicbor's encoding of a reading: what `encode` must write, byte for byte.

@@ -26,14 +26,27 @@ impl LineBuf {
     }
     /// Appends `text` (cut at a character boundary if the buffer is full).
     pub fn push(&mut self, text: &str) -> &mut LineBuf {
-        let room = self.buf.len() - self.len;
-        let mut take = text.len().min(room);
+        let end = self.len + text.len();
+        match self.buf.get_mut(self.len..end) {
+            Some(out) => {
+                out.copy_from_slice(text.as_bytes());
+                self.len = end;
+            }
+            None => self.push_cut(text),
+        }
+        self
+    }
+
+    /// The part of `text` that fits, cut at a character boundary.
+    #[cold]
+    #[inline(never)]
+    fn push_cut(&mut self, text: &str) {
+        let mut take = self.buf.len() - self.len;
         while !text.is_char_boundary(take) {
             take -= 1;
         }
         self.buf[self.len..self.len + take].copy_from_slice(&text.as_bytes()[..take]);
         self.len += take;
-        self
     }
 
     /// The text written so far.
@@ -55,5 +68,27 @@ impl core::fmt::Write for LineBuf {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
         self.push(s);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LineBuf;
+    use core::fmt::Write;
+
+    #[test]
+    fn pushes_past_the_end_are_cut_at_a_character_boundary() {
+        let mut line = LineBuf::new();
+        line.push(&"a".repeat(250)).push("/");
+        let _ = write!(line, "{}", 7);
+        line.push("ééé");
+        // 252 bytes, then two-byte characters: the second would end at byte 256, the third not.
+        assert_eq!(line.as_str().len(), 256);
+        assert!(line.as_str().ends_with("/7éé"));
+        line.push("b");
+        assert_eq!(line.as_str().len(), 256);
+        let mut odd = LineBuf::new();
+        odd.push(&"a".repeat(255)).push("é");
+        assert_eq!(odd.as_str(), "a".repeat(255));
     }
 }

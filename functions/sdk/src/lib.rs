@@ -80,6 +80,21 @@ impl<'a> Event<'a> {
             received_at_ms: at,
         }
     }
+
+    /// The payload as a [CBOR reading](Reading). When it is not one, logs
+    /// `<topic>: not a reading: <why>` at warn level (so the handler only maps the error to
+    /// its own code: `event.reading().map_err(|_| NOT_A_READING)?`).
+    pub fn reading(&self) -> Result<Reading<'a>, ReadingError> {
+        Reading::decode(self.payload).map_err(|e| not_a_reading(self.topic, e))
+    }
+}
+
+// Out of line: formatting code inlined into a handler costs fuel on every event, run or not.
+#[cold]
+#[inline(never)]
+fn not_a_reading(topic: &str, e: ReadingError) -> ReadingError {
+    log!(Level::Warn, "{}: not a reading: {:?}", topic, e);
+    e
 }
 
 /// Why a function or a host call failed: an ABI v1 result code.
@@ -373,4 +388,28 @@ macro_rules! handler {
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
     core::arch::wasm32::unreachable()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn a_payload_that_is_not_a_reading_is_logged_with_its_topic() {
+        mock::take_logs();
+        let event = Event {
+            topic: "sensors/x",
+            payload: b"hello",
+            received_at_ms: 0,
+        };
+        assert_eq!(event.reading(), Err(ReadingError::Malformed));
+        assert_eq!(
+            mock::take_logs(),
+            [(
+                Level::Warn.code(),
+                "sensors/x: not a reading: Malformed".to_string()
+            )]
+        );
+    }
 }

@@ -7,7 +7,7 @@
 //! together, so a failed invocation neither emits nor counts the reading.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
-use kiri_sdk::{kv, Error, Event, Level, LineBuf, PerInstance, Reading};
+use kiri_sdk::{kv, Error, Event, LineBuf, PerInstance, Reading};
 
 /// The payload is not a CBOR reading.
 pub const NOT_A_READING: Error = Error::new(1);
@@ -24,28 +24,18 @@ pub fn push(
     window: usize,
     out: &mut [u8; MAX_WINDOW * 8],
 ) -> (usize, f64) {
-    let mut values = [0f64; MAX_WINDOW];
-    let mut n = 0;
-    for chunk in stored.chunks_exact(8).take(MAX_WINDOW) {
-        values[n] = f64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-        n += 1;
-    }
-    if n == window {
-        values.copy_within(1..n, 0);
-        n -= 1;
-    } else if n > window {
-        let drop = n - window + 1;
-        values.copy_within(drop..n, 0);
-        n -= drop;
-    }
-    values[n] = value;
-    n += 1;
+    // The bytes are moved as they are (one copy), not decoded and encoded again: the guest
+    // pays fuel per instruction.
+    let n = (stored.len() / 8).min(MAX_WINDOW);
+    let keep = n.min(window.clamp(1, MAX_WINDOW) - 1);
+    out[..keep * 8].copy_from_slice(&stored[(n - keep) * 8..n * 8]);
+    out[keep * 8..keep * 8 + 8].copy_from_slice(&value.to_le_bytes());
+    let len = (keep + 1) * 8;
     let mut sum = 0.0;
-    for (i, v) in values[..n].iter().enumerate() {
-        out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
-        sum += v;
+    for v in out[..len].as_chunks::<8>().0 {
+        sum += f64::from_le_bytes(*v);
     }
-    (n * 8, sum / n as f64)
+    (len, sum / (keep + 1) as f64)
 }
 
 /// `window`, read once per instance (it does not change under an instance).
@@ -56,10 +46,7 @@ static WINDOW: PerInstance<usize> = PerInstance::new(|| {
 });
 
 fn on_event(event: &Event) -> Result<(), Error> {
-    let reading = Reading::decode(event.payload).map_err(|e| {
-        kiri_sdk::log!(Level::Warn, "{}: not a reading: {:?}", event.topic, e);
-        NOT_A_READING
-    })?;
+    let reading = event.reading().map_err(|_| NOT_A_READING)?;
     let window = *WINDOW.get();
     let mut key = LineBuf::new();
     key.push(reading.sensor).push("/").push(reading.kind);

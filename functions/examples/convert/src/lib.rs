@@ -7,7 +7,7 @@
 //! reading instead of emitting it.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
-use kiri_sdk::{Error, Event, Level, LineBuf, PerInstance, Reading};
+use kiri_sdk::{Error, Event, LineBuf, PerInstance, Reading};
 
 /// The payload is not a CBOR reading.
 pub const NOT_A_READING: Error = Error::new(1);
@@ -54,10 +54,7 @@ static TEMPERATURE_UNIT: PerInstance<&'static str> = PerInstance::new(|| {
 });
 
 fn on_event(event: &Event) -> Result<(), Error> {
-    let reading = Reading::decode(event.payload).map_err(|e| {
-        kiri_sdk::log!(Level::Warn, "{}: not a reading: {:?}", event.topic, e);
-        NOT_A_READING
-    })?;
+    let reading = event.reading().map_err(|_| NOT_A_READING)?;
     let temperature_unit = *TEMPERATURE_UNIT.get();
     let (value, unit) = normalise(reading.value, reading.unit, temperature_unit);
     let out = Reading {

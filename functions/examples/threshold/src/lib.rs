@@ -6,7 +6,7 @@
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
 use core::fmt::Write;
-use kiri_sdk::{Error, Event, Level, LineBuf, PerInstance, Reading};
+use kiri_sdk::{Error, Event, Level, LineBuf, PerInstance};
 
 /// The payload is not a CBOR reading.
 pub const NOT_A_READING: Error = Error::new(1);
@@ -32,10 +32,7 @@ fn on_event(event: &Event) -> Result<(), Error> {
         );
         return Err(NO_LIMIT);
     };
-    let reading = Reading::decode(event.payload).map_err(|e| {
-        kiri_sdk::log!(Level::Warn, "{}: not a reading: {:?}", event.topic, e);
-        NOT_A_READING
-    })?;
+    let reading = event.reading().map_err(|_| NOT_A_READING)?;
     let kind = KIND.get().as_str();
     if reading.kind != kind || reading.value <= limit {
         return Ok(());
@@ -58,7 +55,7 @@ kiri_sdk::handler!(on_event);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiri_sdk::mock;
+    use kiri_sdk::{mock, Reading};
 
     fn run(kind: &'static str, value: f64) -> Result<(), Error> {
         let r = Reading {

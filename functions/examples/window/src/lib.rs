@@ -7,7 +7,7 @@
 //! state; the emits and the clearing commit together.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
-use kiri_sdk::{kv, Error, Event, Level, LineBuf, Reading};
+use kiri_sdk::{kv, Error, Event, Level, LineBuf};
 use minicbor::encode::write::Cursor;
 
 /// The payload is not a CBOR reading.
@@ -85,10 +85,7 @@ impl Aggregate {
 }
 
 fn add_reading(event: &Event) -> Result<(), Error> {
-    let r = Reading::decode(event.payload).map_err(|e| {
-        kiri_sdk::log!(Level::Warn, "{}: not a reading: {:?}", event.topic, e);
-        NOT_A_READING
-    })?;
+    let r = event.reading().map_err(|_| NOT_A_READING)?;
     // Key: sensor/kind/unit (the unit travels with the state to the aggregate).
     let mut key = LineBuf::new();
     key.push(r.sensor)
@@ -169,7 +166,7 @@ kiri_sdk::handler!(on_event);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiri_sdk::mock;
+    use kiri_sdk::{mock, Reading};
 
     fn reading(sensor: &'static str, value: f64, at: i64) {
         let r = Reading {

@@ -5,7 +5,7 @@
 //! into the statistics, so one spike does not hide the next.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
-use kiri_sdk::{kv, Error, Event, Level, LineBuf, PerInstance, Reading};
+use kiri_sdk::{kv, Error, Event, LineBuf, PerInstance};
 
 /// The payload is not a CBOR reading.
 pub const NOT_A_READING: Error = Error::new(1);
@@ -88,10 +88,7 @@ static MIN_SAMPLES: PerInstance<u64> = PerInstance::new(|| {
 });
 
 fn on_event(event: &Event) -> Result<(), Error> {
-    let r = Reading::decode(event.payload).map_err(|e| {
-        kiri_sdk::log!(Level::Warn, "{}: not a reading: {:?}", event.topic, e);
-        NOT_A_READING
-    })?;
+    let r = event.reading().map_err(|_| NOT_A_READING)?;
     let threshold = *THRESHOLD.get();
     let min_samples = *MIN_SAMPLES.get();
     let mut key = LineBuf::new();
@@ -128,7 +125,7 @@ kiri_sdk::handler!(on_event);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiri_sdk::mock;
+    use kiri_sdk::{mock, Reading};
 
     fn feed(value: f64) -> Option<f64> {
         let r = Reading {
