@@ -181,6 +181,9 @@ def main():
         if full_id in micro:
             ns = micro[full_id][0]
             targets.append((label, fmt_ns(ns), ns < limit))
+    if "example/threshold_cold" in micro:
+        targets.append(("(for reference) cold start of a Rust example (1.1 MiB of memory)",
+                        fmt_ns(micro["example/threshold_cold"][0]), None))
     ex = idle.get("example configuration")
     if ex:
         targets.append(("Idle RSS <= 10 MB with the example configuration",

@@ -18,6 +18,7 @@ use std::hint::black_box;
 use std::time::SystemTime;
 
 use criterion::Criterion;
+use kiri::runtime::Job;
 use kiri_sdk::{mock, Error, Event};
 
 use crate::fixtures;
@@ -165,6 +166,14 @@ pub fn bench(c: &mut Criterion) {
         g.bench_function(format!("{}_wasm", e.name), |b| {
             b.iter(|| fixtures::run(&mut rt, black_box(job)))
         });
+        if e.name == "threshold" {
+            // A fresh instance of a Rust module (1.1 MiB of memory: wasmi zeroes all of it,
+            // the runtime gives the untouched pages back).
+            let cold = Job { fresh: true, ..job };
+            g.bench_function(format!("{}_cold", e.name), |b| {
+                b.iter(|| fixtures::run(&mut rt, black_box(cold)))
+            });
+        }
         let native = e.native;
         let event = event(&topic, &payload);
         g.bench_function(format!("{}_native", e.name), |b| {

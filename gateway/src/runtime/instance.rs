@@ -215,6 +215,8 @@ pub(super) fn instantiate(
         if v != kiri_abi::ABI_VERSION {
             return Err(LoadError::AbiVersion(v));
         }
+        // wasmi wrote zeros over the whole memory; give back what the start left untouched.
+        super::pages::release_zero_pages(memory.data_mut(&mut store));
         metrics::counter!("kiri_instances_started_total", "function" => f.name.to_string())
             .increment(1);
         let current = instance.get_global(&store, super::locate::CURRENT);

@@ -16,6 +16,7 @@ mod host;
 mod instance;
 mod interface;
 mod locate;
+mod pages;
 mod prepare;
 
 use std::collections::{BTreeMap, HashMap};
