@@ -803,12 +803,14 @@ fn efficiency(dir: &Path, wasm: &Path, cloud: u16, scale: &Scale) -> (Vec<Value>
     };
     let mut rows = Vec::new();
     let mut idle = serde_json::Map::new();
-    for (site, pinned, window) in [
-        ("embedded", false, None),
-        ("embedded", false, Some(0)),
-        ("external", false, None),
-        ("external", false, Some(20)),
-        ("embedded", true, None),
+    // (site broker, pinned to one CPU, commit window, async runtime threads)
+    for (site, pinned, window, workers) in [
+        ("embedded", false, None, None),
+        ("embedded", false, Some(0), None),
+        ("external", false, None, None),
+        ("external", false, Some(20), None),
+        ("embedded", true, None, None),
+        ("embedded", false, None, Some(1)),
     ] {
         let embedded = (site == "embedded").then(free_port);
         let setup = KiriSetup {
@@ -819,22 +821,34 @@ fn efficiency(dir: &Path, wasm: &Path, cloud: u16, scale: &Scale) -> (Vec<Value>
             cloud_extra: String::new(),
             outbox_extra: String::new(),
             embedded,
-            client_id: Some(format!("kiri-eff-{site}-{pinned}-{}", window.unwrap_or(99))),
+            client_id: Some(format!(
+                "kiri-eff-{site}-{pinned}-{}-{}",
+                window.unwrap_or(99),
+                workers.unwrap_or(0)
+            )),
         };
         let name = format!(
-            "kiri {site}{}{}",
+            "kiri {site}{}{}{}",
             if pinned { ", 1 CPU" } else { "" },
             match window {
                 Some(ms) => format!(", window {ms} ms"),
                 None => String::new(),
+            },
+            match workers {
+                Some(1) => ", 1 worker".to_string(),
+                Some(n) => format!(", {n} workers"),
+                None => String::new(),
             }
         );
         let kiri = setup.start_with(
-            &dir.join(format!("kiri-eff-{site}-{pinned}-{window:?}")),
+            &dir.join(format!("kiri-eff-{site}-{pinned}-{window:?}-{workers:?}")),
             wasm,
             window
                 .map(|ms| format!("commit_window_ms = {ms}\n"))
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                + &workers
+                    .map(|n| format!("worker_threads = {n}\n"))
+                    .unwrap_or_default(),
         );
         let pid = kiri.pid().unwrap();
         if pinned {
@@ -880,6 +894,7 @@ fn efficiency(dir: &Path, wasm: &Path, cloud: u16, scale: &Scale) -> (Vec<Value>
             row["site"] = json!(site);
             row["pinned"] = json!(pinned);
             row["window_ms"] = json!(window);
+            row["worker_threads"] = json!(workers);
             rows.push(row);
         }
     }

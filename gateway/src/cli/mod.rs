@@ -270,7 +270,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let mut config = Config::load(config.as_deref())?;
             config.watch = watch;
             let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+                .worker_threads(config.gateway.worker_threads)
                 .enable_all()
                 .build()?;
             rt.block_on(kiri::run(config, shutdown_signal()))

@@ -30,6 +30,9 @@ pub struct GatewayConfig {
     /// flush for whatever is queued each time. Unset: 20 with the embedded broker, 0 with an
     /// external one ([`GatewayConfig::commit_window`]).
     pub commit_window_ms: Option<u64>,
+    /// Threads of the async runtime (MQTT sessions, the uplink, HTTP). Functions run on
+    /// threads of their own (one per lane) either way.
+    pub worker_threads: usize,
 }
 
 impl Default for GatewayConfig {
@@ -41,6 +44,7 @@ impl Default for GatewayConfig {
             fsync: true,
             flush_every_ms: 500,
             commit_window_ms: None,
+            worker_threads: 2,
         }
     }
 }
@@ -70,6 +74,12 @@ impl GatewayConfig {
         if let Some(ms) = self.commit_window_ms.filter(|ms| *ms > 1000) {
             return Err(format!(
                 "gateway.commit_window_ms = {ms} is more than 1000: acknowledgements would wait that long"
+            ));
+        }
+        if !(1..=64).contains(&self.worker_threads) {
+            return Err(format!(
+                "gateway.worker_threads = {} must be between 1 and 64",
+                self.worker_threads
             ));
         }
         Ok(())
