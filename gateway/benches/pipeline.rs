@@ -810,7 +810,7 @@ fn efficiency(dir: &Path, wasm: &Path, cloud: u16, scale: &Scale) -> (Vec<Value>
         ("external", false, None, None),
         ("external", false, Some(20), None),
         ("embedded", true, None, None),
-        ("embedded", false, None, Some(1)),
+        ("embedded", false, None, Some(2)),
     ] {
         let embedded = (site == "embedded").then(free_port);
         let setup = KiriSetup {

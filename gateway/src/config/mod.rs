@@ -503,8 +503,8 @@ mod tests {
             let e = err(text, &[]);
             assert!(e.contains(expect), "{text}\n-> {e}");
         }
-        let (_dir, path) = file("[gateway]\nworker_threads = 1\n");
+        let (_dir, path) = file("[gateway]\nworker_threads = 3\n");
         let c = Config::load_with_env(Some(&path), env(&[])).unwrap();
-        assert_eq!(c.gateway.worker_threads, 1);
+        assert_eq!(c.gateway.worker_threads, 3);
     }
 }
