@@ -86,3 +86,28 @@ impl GatewayConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::GatewayConfig;
+
+    #[test]
+    fn bounds_are_checked() {
+        let with = |f: fn(&mut GatewayConfig)| {
+            let mut g = GatewayConfig::default();
+            f(&mut g);
+            g.validate()
+        };
+        for (result, expect) in [
+            (with(|g| g.worker_threads = 0), "between 1 and 64"),
+            (with(|g| g.worker_threads = 65), "between 1 and 64"),
+            (with(|g| g.commit_window_ms = Some(1001)), "more than 1000"),
+            (with(|g| g.id = "a/b".into()), "without / + #"),
+        ] {
+            let e = result.unwrap_err();
+            assert!(e.contains(expect), "{e}");
+        }
+        assert!(with(|g| g.worker_threads = 64).is_ok());
+        assert_eq!(GatewayConfig::default().worker_threads, 1);
+    }
+}

@@ -492,19 +492,4 @@ mod tests {
             assert!(e.contains(expect), "{text}\n-> {e}");
         }
     }
-
-    #[test]
-    fn gateway_bounds_are_checked() {
-        for (text, expect) in [
-            ("[gateway]\nworker_threads = 0\n", "worker_threads = 0"),
-            ("[gateway]\nworker_threads = 65\n", "between 1 and 64"),
-            ("[gateway]\ncommit_window_ms = 1001\n", "more than 1000"),
-        ] {
-            let e = err(text, &[]);
-            assert!(e.contains(expect), "{text}\n-> {e}");
-        }
-        let (_dir, path) = file("[gateway]\nworker_threads = 3\n");
-        let c = Config::load_with_env(Some(&path), env(&[])).unwrap();
-        assert_eq!(c.gateway.worker_threads, 3);
-    }
 }
