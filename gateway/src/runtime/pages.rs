@@ -14,8 +14,8 @@ const CHUNK: usize = 4096;
 
 /// Memories smaller than this are left as they are: what they could give back is small, and
 /// it costs the next instance page faults (wasmi writes its zeros into pages the system must
-/// map again): a Rust module's cold start goes from about 60 to 440 µs on the benchmark
-/// machine (BENCHMARKS.md), a one-page module's would grow by a third.
+/// map again): a Rust module's cold start goes from about 60 µs to 0.4-1 ms on the benchmark
+/// machine (BENCHMARKS.md).
 const MIN_BYTES: usize = 256 << 10;
 
 /// Releases the pages of `memory` that hold only zeros, if it is at least `MIN_BYTES`; the
