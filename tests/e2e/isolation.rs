@@ -329,9 +329,10 @@ fn idle_connections_under_a_1024_file_limit_do_not_stop_processing() {
     );
     assert_eq!(kiri.get_status("/healthz"), 200);
     let evicted = kiri.metric("kiri_broker_refused_total{reason=\"evicted\"}");
+    let busy = kiri.metric("kiri_broker_refused_total{reason=\"busy\"}");
     assert!(
         evicted > 800.0,
-        "idle broker connections made room: {evicted}"
+        "idle broker connections made room: {evicted} evicted, {busy} refused as busy"
     );
 
     // Idle connections do not stay: the login and header deadlines close them.

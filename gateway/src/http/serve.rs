@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use crate::net::{ConnectionLimits, Connections, Ticket};
+use crate::net::{Admitted, ConnectionLimits, Connections, Ticket};
 
 /// Time a client has to send a request's head (and to finish the TLS handshake): an idle
 /// connection is closed after it.
@@ -86,7 +86,13 @@ pub async fn serve_with(
         };
         warned = false;
         let ticket = match connections.admit(peer.ip()) {
-            Ok((ticket, _)) => Arc::new(ticket),
+            Ok((ticket, Admitted::Room)) => Arc::new(ticket),
+            Ok((ticket, Admitted::Evicted(_))) => {
+                // As in the embedded broker's guard: the evicted connection's task gives its
+                // descriptor back before the next accept.
+                tokio::task::yield_now().await;
+                Arc::new(ticket)
+            }
             Err(full) => {
                 metrics::counter!("kiri_http_connections_refused_total").increment(1);
                 tracing::debug!(%peer, ?full, "HTTP API: every connection busy, closing a new one");

@@ -36,7 +36,7 @@ use tokio::sync::Semaphore;
 
 use super::packets::{check, complete_packet, next_packet, refusal, refuse, Refusal};
 use crate::config::BrokerUser;
-use crate::net::{topic, ConnectionLimits, Connections, Full, Ticket};
+use crate::net::{topic, Admitted, ConnectionLimits, Connections, Full, Ticket};
 
 /// How long a new connection may take to send its CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -214,7 +214,14 @@ pub async fn serve(
         };
         accept_failing = false;
         let ticket = match connections.admit(peer.ip()) {
-            Ok((ticket, _)) => ticket,
+            Ok((ticket, Admitted::Room)) => ticket,
+            Ok((ticket, Admitted::Evicted(_))) => {
+                // Let the evicted connection's task run and give its descriptor back before
+                // the next accept: on one runtime thread a burst of accepts would otherwise
+                // run ahead of the evictions and be refused as busy.
+                tokio::task::yield_now().await;
+                ticket
+            }
             Err(full) => {
                 refused("busy");
                 busy += 1;
