@@ -41,7 +41,7 @@ impl Default for GatewayConfig {
         GatewayConfig {
             id: "gw-01".into(),
             data_dir: "kiri-data".into(),
-            cache_bytes: 16 << 20,
+            cache_bytes: 4 << 20,
             fsync: true,
             flush_every_ms: 500,
             commit_window_ms: None,
