@@ -69,6 +69,19 @@ fn function_logs_are_kept_and_events_stream_live() {
     assert_eq!(lines.as_array().unwrap().len(), 1, "{lines}");
     assert!(lines[0]["text"].as_str().unwrap().contains("not a reading"));
     assert_eq!(kiri.get_status("/api/v1/functions/nope/logs"), 404);
+    // Invocation time is a Prometheus histogram, which adds up across gateways.
+    let calls = kiri.metric("kiri_invocation_seconds_count{function=\"convert\"}");
+    assert!(calls >= 1.0, "convert's invocations are counted: {calls}");
+    assert_eq!(
+        kiri.metric("kiri_invocation_seconds_bucket{function=\"convert\",le=\"+Inf\"}"),
+        calls
+    );
+    // Cumulative buckets: an invocation under 10 s counts in the last bound's and `+Inf`'s.
+    let buckets = kiri.metric("kiri_invocation_seconds_bucket{function=\"convert\"");
+    assert!(
+        buckets >= 2.0 * calls,
+        "bucket counts {buckets} for {calls} calls"
+    );
     kiri.stop();
 }
 

@@ -362,8 +362,25 @@ struct Metrics {
     upkeep: JoinHandle<()>,
 }
 
+/// `kiri_invocation_seconds`' bucket bounds, in seconds.
+const INVOCATION_BUCKETS: &[f64] = &[
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 fn start_metrics() -> Metrics {
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    // Invocation time as a Prometheus histogram (buckets from 1 µs, a warm call, to 10 s, past
+    // any timeout): it adds up across functions and gateways, and it is a fixed 25 numbers
+    // per function (22 bounds, `+Inf`, sum and count), where the exporter's default summary kept sketches that grew to about
+    // 1 MB per function under load (heaptrack, 16 functions at 10,000 events a second).
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("kiri_invocation_seconds".into()),
+            INVOCATION_BUCKETS,
+        )
+        .expect("the buckets are not empty")
+        .build_recorder();
     let handle = recorder.handle();
     // A second gateway in one process (tests) keeps the first recorder; that is fine.
     let _ = metrics::set_global_recorder(recorder);
