@@ -9,10 +9,27 @@ use crate::util::*;
 #[test]
 fn function_logs_are_kept_and_events_stream_live() {
     let (dir, cloud, _sub, broker_port) = super::site("observe-consumer");
+    // The client commands' variables, and one that names no key, in the gateway's
+    // environment: the gateway starts, warns about the last, and passes over the others.
+    let stray = [
+        ("KIRI_URL", "http://127.0.0.1:9".to_string()),
+        ("KIRI_DEPLOY_BROKER", "mqtt://127.0.0.1:9".to_string()),
+        ("KIRI_CLOUD_URLL", "mqtt://127.0.0.1:9".to_string()),
+    ];
     let mut kiri = Kiri::start(
         &dir.path().join("kiri"),
         &config(&cloud.url(), &embedded(broker_port)),
-        &[],
+        &stray,
+    );
+    let log = kiri.log_text();
+    assert!(
+        log.contains("KIRI_CLOUD_URLL is not taken")
+            && log.contains("did you mean KIRI_CLOUD_URL?"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("KIRI_URL") && !log.contains("KIRI_DEPLOY_BROKER"),
+        "{log}"
     );
     let base = format!("http://127.0.0.1:{}", kiri.metrics_port);
     // A live reader, from before anything happens.

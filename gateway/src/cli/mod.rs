@@ -269,6 +269,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging();
             let mut config = Config::load(config.as_deref())?;
             config.watch = watch;
+            for line in &config.ignored_env {
+                tracing::warn!("{line}");
+            }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(config.gateway.worker_threads)
                 .enable_all()

@@ -12,6 +12,9 @@ use kiri::Config;
 /// files, as `kiri run` would), then prints it resolved.
 pub fn config_check(file: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(file)?;
+    for line in &config.ignored_env {
+        eprintln!("warning: {line}");
+    }
     if let Some(jwt) = &config.dashboard.jwt {
         kiri::http::jwt::Issuer::load(jwt)?;
     }

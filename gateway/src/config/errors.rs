@@ -22,12 +22,12 @@ pub(super) fn describe(e: figment::Error, source: Option<&Source<'_>>) -> String
 
 fn one(e: &figment::Error, source: Option<&Source<'_>>) -> String {
     let key = key(&e.path);
-    let from_env = e
+    let variable = e
         .metadata
         .as_ref()
-        .is_some_and(|m| !m.name.contains("TOML"));
-    let place = if from_env {
-        " (from the environment)".to_string()
+        .filter(|m| m.name.starts_with("environment variable"));
+    let place = if let Some(variable) = variable {
+        format!(" (from {})", variable.name)
     } else {
         source
             .and_then(|s| line_of(s.text, &e.path).map(|n| format!(" ({} line {n})", s.name)))
@@ -85,7 +85,7 @@ fn key(path: &[String]) -> String {
 }
 
 /// The valid key nearest to `found`, if one is near enough to be a typo.
-fn closest<'a>(found: &str, expected: &[&'a str]) -> Option<&'a str> {
+pub(super) fn closest<'a>(found: &str, expected: &[&'a str]) -> Option<&'a str> {
     expected
         .iter()
         .map(|k| (strsim::damerau_levenshtein(found, k), *k))

@@ -2,7 +2,8 @@
 //!
 //! Sources, later ones winning: built-in defaults, the TOML file (if given), then
 //! `KIRI_<SECTION>_<KEY>` environment variables (`KIRI_CLOUD_URL` sets `cloud.url`,
-//! `KIRI_GATEWAY_DATA_DIR` sets `gateway.data_dir`). Unknown keys are errors naming the key.
+//! `KIRI_DASHBOARD_JWT__ISSUER` sets `dashboard.jwt.issuer`; `env.rs`). Unknown keys in the
+//! file are errors naming the key; a variable that names no key is reported and not taken.
 //!
 //! One file per TOML section, each with its defaults and its own checks (`validate`); this
 //! file loads the whole, makes relative paths relative to the file, and checks what spans
@@ -15,6 +16,7 @@ mod cloud;
 mod dashboard;
 mod dead_letters;
 mod deploy;
+mod env;
 mod errors;
 mod functions;
 mod gateway;
@@ -23,6 +25,7 @@ mod value;
 
 use std::path::Path;
 
+pub use env::COMMAND_VARIABLES;
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -92,6 +95,10 @@ pub struct Config {
     /// key of the file).
     #[serde(skip)]
     pub watch: bool,
+    /// `KIRI_*` environment variables that name no key, each with a line saying so (the
+    /// gateway logs them as warnings; `kiri config check` prints them).
+    #[serde(skip)]
+    pub ignored_env: Vec<String>,
 }
 
 impl Config {
@@ -146,10 +153,12 @@ impl Config {
         dir: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let figment = figment.merge(env_overrides(env));
+        let (variables, ignored_env) = env::overrides(env);
+        let figment = variables.into_iter().fold(figment, Figment::merge);
         let mut config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Parse(errors::describe(e, source)))?;
+        config.ignored_env = ignored_env;
         if let Some(dir) = dir {
             let cloud = &mut config.cloud;
             let paths = config
@@ -220,54 +229,6 @@ impl Config {
         }
         Ok(())
     }
-}
-
-/// Maps `KIRI_SECTION_KEY=value` to `section.key`. `KIRI_LOG` (the log filter) is not a key.
-fn env_overrides(
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Serialized<figment::value::Dict> {
-    use figment::value::{Dict, Value};
-    let mut root = Dict::new();
-    for (name, value) in env {
-        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
-            continue;
-        };
-        if rest == "LOG" {
-            continue;
-        }
-        if rest == "CONFIG_FILE" {
-            continue;
-        }
-        let lower = rest.to_ascii_lowercase();
-        // figment's value parser (0.10.19) slices a string at a char index as if it were a
-        // byte index, and panics on a backslash after a non-ASCII character (found by the
-        // `config` fuzz target): such a value is taken as text, unparsed.
-        let parsed: Value = if value.contains('\\') && !value.is_ascii() {
-            Value::from(value.clone())
-        } else {
-            value.parse().unwrap_or_else(|_| Value::from(value.clone()))
-        };
-        // Section names may contain `_` (dead_letters): match them by name, longest first.
-        let split = SECTIONS
-            .iter()
-            .filter_map(|s| Some((*s, lower.strip_prefix(s)?.strip_prefix('_')?)))
-            .max_by_key(|(s, _)| s.len());
-        match split {
-            Some((section, key)) => {
-                let entry = root
-                    .entry(section.to_string())
-                    .or_insert_with(|| Value::from(Dict::new()));
-                if let Value::Dict(_, d) = entry {
-                    d.insert(key.to_string(), parsed);
-                }
-            }
-            // A bare `KIRI_X` names no key of any section; let extraction report it.
-            None => {
-                root.insert(lower, parsed);
-            }
-        }
-    }
-    Serialized::defaults(root)
 }
 
 #[cfg(test)]
@@ -358,8 +319,54 @@ mod tests {
         assert!(e.contains("ulr"), "{e}");
         let e = err("[clod]\n", &[]);
         assert!(e.contains("clod"), "{e}");
-        let e = err("", &[("KIRI_CLOUD_URLL", "x")]);
-        assert!(e.contains("urll"), "{e}");
+    }
+
+    #[test]
+    fn variables_that_name_no_key_are_reported_and_not_taken() {
+        let vars = [
+            ("KIRI_CLOUD_URLL", "x"),
+            ("KIRI_URL", "http://127.0.0.1:8080"),
+            ("KIRI_DEPLOY_BROKER", "mqtt://a:1"),
+            ("KIRI_DEPLOY_PASSWORD", "p"),
+            ("KIRI_NOPE", "1"),
+            ("KIRI_DASHBOARD_JWT__ISSUERR", "x"),
+            ("KIRI_CLOUD__URL", "x"),
+        ];
+        let c = Config::load_with_env(None, env(&vars)).unwrap();
+        assert_eq!(c.cloud.url, CloudConfig::default().url);
+        let lines = c.ignored_env.join("\n");
+        assert_eq!(c.ignored_env.len(), 4, "{lines}");
+        assert!(
+            lines.contains("KIRI_CLOUD_URLL is not taken: it names no configuration key (`cloud.urll`); did you mean KIRI_CLOUD_URL?"),
+            "{lines}"
+        );
+        assert!(
+            lines.contains("KIRI_NOPE is not taken: it names no configuration key (`nope`)"),
+            "{lines}"
+        );
+        assert!(lines.contains("KIRI_DASHBOARD_JWT__ISSUERR"), "{lines}");
+        assert!(lines.contains("KIRI_CLOUD__URL"), "{lines}");
+        // The commands' own variables are passed over without a word.
+        assert!(
+            !lines.contains("KIRI_URL ") && !lines.contains("KIRI_DEPLOY"),
+            "{lines}"
+        );
+    }
+
+    #[test]
+    fn nested_keys_take_a_double_underscore_and_errors_name_the_variable() {
+        let (dir, path) =
+            file("[dashboard.jwt]\nissuer = \"a\"\naudience = \"kiri\"\nkeys = [\"k.pem\"]\n");
+        let vars = env(&[("KIRI_DASHBOARD_JWT__ISSUER", "https://id.example")]);
+        let c = Config::load_with_env(Some(&path), vars).unwrap();
+        let jwt = c.dashboard.jwt.expect("the file's [dashboard.jwt]");
+        assert_eq!(jwt.issuer, "https://id.example");
+        assert_eq!(jwt.keys, vec![dir.path().join("k.pem")]);
+        let e = err("", &[("KIRI_BROKER_QUEUE", "many")]);
+        assert!(
+            e.contains("`broker.queue` (from environment variable KIRI_BROKER_QUEUE)"),
+            "{e}"
+        );
     }
 
     #[test]
