@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -43,7 +42,7 @@ use stop::shut_down;
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let started = Instant::now();
     let files = check_files(&config)?;
-    let metrics = start_metrics();
+    let metrics = crate::telemetry::exporter::start();
     let fds = fds::budget(&config.broker, &config.dashboard)?;
     let http_listener = tokio::net::TcpListener::bind(config.dashboard.listen)
         .await
@@ -354,44 +353,6 @@ fn check_files(config: &Config) -> anyhow::Result<Files> {
         dashboard_tls,
         issuer,
     })
-}
-
-/// The Prometheus recorder, and its upkeep task.
-struct Metrics {
-    handle: PrometheusHandle,
-    upkeep: JoinHandle<()>,
-}
-
-/// `kiri_invocation_seconds`' bucket bounds, in seconds.
-const INVOCATION_BUCKETS: &[f64] = &[
-    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025,
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-fn start_metrics() -> Metrics {
-    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    // Invocation time as a Prometheus histogram (buckets from 1 µs, a warm call, to 10 s, past
-    // any timeout): it adds up across functions and gateways, and it is a fixed 25 numbers
-    // per function (22 bounds, `+Inf`, sum and count), where the exporter's default summary kept sketches that grew to about
-    // 1 MB per function under load (heaptrack, 16 functions at 10,000 events a second).
-    let recorder = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full("kiri_invocation_seconds".into()),
-            INVOCATION_BUCKETS,
-        )
-        .expect("the buckets are not empty")
-        .build_recorder();
-    let handle = recorder.handle();
-    // A second gateway in one process (tests) keeps the first recorder; that is fine.
-    let _ = metrics::set_global_recorder(recorder);
-    let upkeep = handle.clone();
-    let upkeep = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            upkeep.run_upkeep();
-        }
-    });
-    Metrics { handle, upkeep }
 }
 
 /// The store and what lives in it.

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+pub mod exporter;
 pub mod logs;
 pub mod meter;
 pub mod tick;
