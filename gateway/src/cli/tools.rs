@@ -9,7 +9,8 @@ use kiri::uplink::Envelope;
 use kiri::Config;
 
 /// `kiri config check`: loads and validates the configuration (and the JWT issuer's key
-/// files, as `kiri run` would), then prints it resolved.
+/// files, as `kiri run` would), prints it resolved as TOML with its secrets masked, and fails
+/// if a function's module is missing or does not load.
 pub fn config_check(file: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(file)?;
     for line in &config.ignored_env {
@@ -18,7 +19,7 @@ pub fn config_check(file: Option<&Path>) -> anyhow::Result<()> {
     if let Some(jwt) = &config.dashboard.jwt {
         kiri::http::jwt::Issuer::load(jwt)?;
     }
-    println!("{config:#?}");
+    print!("{}", config.to_toml_masked()?);
     // Each function's module, as the gateway would load it: a missing file or a module that
     // does not load fails the check (the gateway would run without that function).
     let mut failed = Vec::new();

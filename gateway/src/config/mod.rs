@@ -187,6 +187,21 @@ impl Config {
         Ok(config)
     }
 
+    /// The configuration as TOML, in the file's order, with every secret shown as `***`: the
+    /// cloud password, the dashboard token and the broker users' password hashes.
+    pub fn to_toml_masked(&self) -> Result<String, ConfigError> {
+        let mut shown = self.clone();
+        // `cloud.password` is a `Secret`: it serialises as `***` itself.
+        if shown.dashboard.token.is_some() {
+            shown.dashboard.token = Some("***".into());
+        }
+        for user in &mut shown.broker.users {
+            user.password_hash = "***".into();
+        }
+        toml::to_string_pretty(&shown)
+            .map_err(|e| ConfigError::Invalid(format!("show as TOML: {e}")))
+    }
+
     /// The cloud topic prefix, defaulted from the gateway id.
     pub fn topic_prefix(&self) -> String {
         self.cloud

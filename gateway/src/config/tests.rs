@@ -260,3 +260,33 @@ fn broker_users_are_checked_and_a_network_listener_needs_them() {
         assert!(e.contains(expect), "{text}\n-> {e}");
     }
 }
+
+#[test]
+fn the_resolved_configuration_shows_as_toml_that_reads_back_without_its_secrets() {
+    let (dir, path) = file(EXAMPLE);
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2g";
+    let vars = env(&[
+        ("KIRI_DASHBOARD_TOKEN", "a-token-of-twenty-chars"),
+        ("KIRI_CLOUD_USERNAME", "gw"),
+        ("KIRI_CLOUD_PASSWORD", "pass-word-1"),
+        (
+            "KIRI_BROKER_USERS",
+            &format!(
+                "[{{ name = \"s1\", password_hash = \"{hash}\", publish = [\"sensors/s1/#\"] }}]"
+            ),
+        ),
+    ]);
+    let c = Config::load_with_env(Some(&path), vars).unwrap();
+    let shown = c.to_toml_masked().unwrap();
+    for secret in ["a-token-of-twenty-chars", "pass-word-1", hash] {
+        assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
+    }
+    assert!(shown.starts_with("[gateway]"), "the file's order:\n{shown}");
+    assert_eq!(shown.matches("\"***\"").count(), 3, "{shown}");
+    // With the secrets put back, it reads back as the same configuration.
+    let unmasked = shown
+        .replacen("\"***\"", &format!("\"{hash}\""), 1)
+        .replace("token = \"***\"", "token = \"a-token-of-twenty-chars\"");
+    let back = Config::from_toml_str(&unmasked, dir.path(), env(&[])).unwrap();
+    assert_eq!(back.to_toml_masked().unwrap(), shown);
+}
