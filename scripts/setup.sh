@@ -123,6 +123,9 @@ if [ "$what" = "test" ]; then
     command -v cpio >/dev/null 2>&1 || need+=(cpio)
     command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
     command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu)
+    # /metrics is checked with promtool (Debian's prometheus package; its service is not
+    # needed and not started by the tests).
+    command -v promtool >/dev/null 2>&1 || need+=(prometheus)
     # The dashboard page is tested in headless Chromium, driven over WebDriver.
     [ -x /usr/bin/chromium ] || need+=(chromium)
     [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)

@@ -1,4 +1,4 @@
-//! What operators see: function log lines and live events over the HTTP API.
+//! What operators see: function log lines, live events and metrics over the HTTP API.
 
 use std::io::{BufRead, BufReader};
 use std::time::Duration;
@@ -98,6 +98,54 @@ fn function_logs_are_kept_and_events_stream_live() {
     assert!(
         buckets >= 2.0 * calls,
         "bucket counts {buckets} for {calls} calls"
+    );
+    kiri.stop();
+}
+
+/// `/metrics` passes `promtool check metrics` (every metric with its help and type), and the
+/// counters known in advance are there at zero before the first event, with the process
+/// metrics and the build's version.
+#[test]
+fn metrics_pass_promtool_and_counters_start_at_zero() {
+    let (dir, cloud, _sub, broker_port) = super::site("metrics-consumer");
+    let mut kiri = Kiri::start(
+        &dir.path().join("kiri"),
+        &config(&cloud.url(), &embedded(broker_port)),
+        &[],
+    );
+    let text = kiri.metrics_text();
+    for line in [
+        "kiri_ingest_messages_total 0",
+        "kiri_outbox_dropped_total{reason=\"full\"} 0",
+        "kiri_invocations_total{function=\"convert\",outcome=\"ok\"} 0",
+        "kiri_retries_exhausted_total{function=\"convert\"} 0",
+        "# TYPE kiri_invocation_seconds histogram",
+        "# TYPE process_cpu_seconds_total counter",
+        "process_open_fds ",
+        "kiri_build_info{version=\"",
+    ] {
+        assert!(text.contains(line), "{line} in /metrics:\n{text}");
+    }
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; scripts/setup.sh test installs it)");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
     kiri.stop();
 }

@@ -509,6 +509,16 @@ impl Kiri {
 
     /// One value from `/metrics` (the sum over all label sets of the metric whose line
     /// starts with `prefix`), or 0 if absent.
+    /// `/metrics` as it reads now.
+    pub fn metrics_text(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        let mut resp = self
+            .authorized(ureq::get(&url))
+            .call()
+            .expect("GET /metrics");
+        resp.body_mut().read_to_string().expect("/metrics is text")
+    }
+
     pub fn metric(&self, prefix: &str) -> f64 {
         let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
         let Ok(mut resp) = self.authorized(ureq::get(&url)).call() else {

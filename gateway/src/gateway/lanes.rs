@@ -143,6 +143,7 @@ impl Lanes {
     fn start_lane(&mut self, idx: usize, name: &str, triggers: Vec<String>) -> anyhow::Result<()> {
         let kit = &self.kit;
         let session = kit.access.lane_id(name);
+        crate::telemetry::catalog::register_function(name);
         let requests = kit.queue + kit.limits.batch + 16;
         let (client, mut eventloop) =
             AsyncClient::new(kit.access.options(&session, requests), requests);

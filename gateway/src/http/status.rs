@@ -53,7 +53,7 @@ pub(super) async fn readyz(State(s): State<Api>) -> Response {
 pub(super) async fn metrics(State(s): State<Api>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
+        s.metrics.render() + &crate::telemetry::process::render(),
     )
         .into_response()
 }

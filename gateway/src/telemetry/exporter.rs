@@ -38,6 +38,7 @@ pub fn start() -> Exporter {
         .build_recorder();
     let handle = recorder.handle();
     let _ = metrics::set_global_recorder(recorder);
+    super::catalog::register();
     let upkeep = handle.clone();
     let upkeep = tokio::spawn(async move {
         loop {

@@ -15,9 +15,11 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+pub mod catalog;
 pub mod exporter;
 pub mod logs;
 pub mod meter;
+pub mod process;
 pub mod tick;
 pub mod uplink;
 
