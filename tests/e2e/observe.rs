@@ -107,7 +107,7 @@ fn function_logs_are_kept_and_events_stream_live() {
 /// metrics and the build's version.
 #[test]
 fn metrics_pass_promtool_and_counters_start_at_zero() {
-    let (dir, cloud, _sub, broker_port) = super::site("metrics-consumer");
+    let (dir, cloud, mut sub, broker_port) = super::site("metrics-consumer");
     let mut kiri = Kiri::start(
         &dir.path().join("kiri"),
         &config(&cloud.url(), &embedded(broker_port)),
@@ -147,6 +147,18 @@ fn metrics_pass_promtool_and_counters_start_at_zero() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // A reading's result is delivered: its time to the cloud's PUBACK is in the histogram.
+    publish_all(
+        broker_port,
+        "s1",
+        "sensors/s1/temperature",
+        vec![reading("s1", 1)],
+    );
+    sub.wait_for(1, Duration::from_secs(20), &mut kiri);
+    wait_until("the delivery to be timed", Duration::from_secs(10), || {
+        kiri.metric("kiri_result_delivery_seconds_count") >= 1.0
+    });
+    assert!(kiri.metric("kiri_result_delivery_seconds_bucket{le=\"86400\"}") >= 1.0);
     kiri.stop();
 }
 

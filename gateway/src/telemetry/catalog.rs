@@ -65,6 +65,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ("kiri_uplink_errors_total", Counter, "Errors on the connection to the cloud broker."),
     ("kiri_uplink_refused_total", Counter, "Results the cloud broker refused (MQTT 5 reason codes), by reason."),
     ("kiri_uplink_delivered_total", Counter, "Results delivered to the cloud broker."),
+    ("kiri_result_delivery_seconds", Histogram, "Time from a result emitted to the cloud broker's acknowledgement, on the wall clock (time held through an outage included)."),
     ("kiri_uplink_messages_total", Counter, "MQTT messages published to the cloud broker (fewer than results with batching)."),
     ("kiri_uplink_bytes_total", Counter, "Payload bytes published to the cloud broker."),
     ("kiri_logs_forward_dropped_total", Counter, "Log lines not forwarded to the cloud because their queue was full."),

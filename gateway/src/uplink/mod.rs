@@ -232,7 +232,10 @@ async fn session(
                     // next one.
                     return Ok(requests_done());
                 }
-                window.published(records.iter().map(Record::id).collect());
+                window.published(
+                    records.iter().map(Record::id).collect(),
+                    records.iter().map(|r| r.created_ms).collect(),
+                );
             }
         }
         if unflushed_acks > 0 && outbox.flushed_since(acks_mark) {
@@ -273,7 +276,7 @@ async fn session(
                 }
                 Some(Ok(Ev::Sent(pkid))) => window.assigned(pkid),
                 Some(Ok(Ev::Acked { pkid, refused: None })) => {
-                    if let Some(records) = window.acked(pkid) {
+                    if let Some((records, created_ms)) = window.acked(pkid) {
                         // Reset only on progress: a broker that accepts the connection but
                         // drops it on a record it will not take is not retried at full speed.
                         backoff.reset();
@@ -292,10 +295,15 @@ async fn session(
                         status.delivered(records.len() as u64);
                         metrics::counter!("kiri_uplink_delivered_total").increment(records.len() as u64);
                         metrics::counter!("kiri_uplink_messages_total").increment(1);
+                        let now = crate::now_ms();
+                        let latency = metrics::histogram!("kiri_result_delivery_seconds");
+                        for created in created_ms {
+                            latency.record(now.saturating_sub(created) as f64 / 1000.0);
+                        }
                     }
                 }
                 Some(Ok(Ev::Acked { pkid, refused: Some(reason) })) => {
-                    if let Some(records) = window.acked(pkid) {
+                    if let Some((records, _)) = window.acked(pkid) {
                         refused(cfg, cursor, refusals, status, &records, &reason);
                     }
                 }

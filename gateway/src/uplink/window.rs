@@ -9,14 +9,21 @@ use crate::outbox::RecordId;
 /// The records one message carries.
 pub type Carried = Vec<RecordId>;
 
+/// One message in flight: its records, and when each was emitted (ms since the epoch).
+#[derive(Debug)]
+struct Flight {
+    records: Carried,
+    created_ms: Vec<u64>,
+}
+
 /// Messages published and not yet acknowledged.
 #[derive(Debug, Default)]
 pub struct Window {
     capacity: usize,
     /// Published, packet id not yet known (rumqttc reports ids in publish order).
-    unassigned: VecDeque<Carried>,
+    unassigned: VecDeque<Flight>,
     /// Packet id → the records its message carries.
-    by_pkid: HashMap<u16, Carried>,
+    by_pkid: HashMap<u16, Flight>,
 }
 
 impl Window {
@@ -43,9 +50,13 @@ impl Window {
         self.capacity.saturating_sub(self.len())
     }
 
-    /// A message carrying `records` was handed to the client for publishing.
-    pub fn published(&mut self, records: Carried) {
-        self.unassigned.push_back(records);
+    /// A message carrying `records`, emitted at `created_ms`, was handed to the client for
+    /// publishing.
+    pub fn published(&mut self, records: Carried, created_ms: Vec<u64>) {
+        self.unassigned.push_back(Flight {
+            records,
+            created_ms,
+        });
     }
 
     /// The client sent the oldest unassigned publish with packet id `pkid`.
@@ -55,9 +66,10 @@ impl Window {
         }
     }
 
-    /// PUBACK for `pkid`: returns the records it acknowledges.
-    pub fn acked(&mut self, pkid: u16) -> Option<Carried> {
-        self.by_pkid.remove(&pkid)
+    /// PUBACK for `pkid`: returns the records it acknowledges, and when each was emitted.
+    pub fn acked(&mut self, pkid: u16) -> Option<(Carried, Vec<u64>)> {
+        let flight = self.by_pkid.remove(&pkid)?;
+        Some((flight.records, flight.created_ms))
     }
 }
 
@@ -69,14 +81,14 @@ mod tests {
     fn acks_map_back_to_records_through_packet_ids() {
         let n = |seq| RecordId::new(crate::outbox::Priority::Normal, "f", seq);
         let mut w = Window::new(3);
-        w.published(vec![n(10)]);
-        w.published(vec![n(11), n(12)]);
+        w.published(vec![n(10)], vec![1]);
+        w.published(vec![n(11), n(12)], vec![2, 3]);
         assert_eq!(w.room(), 1);
         w.assigned(1);
         w.assigned(2);
-        assert_eq!(w.acked(2), Some(vec![n(11), n(12)]));
+        assert_eq!(w.acked(2), Some((vec![n(11), n(12)], vec![2, 3])));
         assert_eq!(w.acked(2), None, "a repeated ack acknowledges nothing");
-        assert_eq!(w.acked(1), Some(vec![n(10)]));
+        assert_eq!(w.acked(1), Some((vec![n(10)], vec![1])));
         assert!(w.is_empty());
     }
 }
