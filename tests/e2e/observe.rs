@@ -107,7 +107,7 @@ fn function_logs_are_kept_and_events_stream_live() {
 /// metrics and the build's version.
 #[test]
 fn metrics_pass_promtool_and_counters_start_at_zero() {
-    let (dir, cloud, mut sub, broker_port) = super::site("metrics-consumer");
+    let (dir, cloud, sub, broker_port) = super::site("metrics-consumer");
     let mut kiri = Kiri::start(
         &dir.path().join("kiri"),
         &config(&cloud.url(), &embedded(broker_port)),
