@@ -77,15 +77,24 @@ fn a_module_that_does_not_load_leaves_the_others_running() {
             "{log}"
         );
     }
-    let readyz = ureq::get(&format!("http://127.0.0.1:{}/readyz", gw.metrics_port))
-        .call()
+    let readyz: serde_json::Value =
+        ureq::get(&format!("http://127.0.0.1:{}/readyz", gw.metrics_port))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap();
+    assert_eq!(readyz["ready"], true, "{readyz}");
+    let inactive: Vec<&str> = readyz["inactive_functions"]
+        .as_array()
         .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    assert!(readyz.starts_with("ready\n"), "{readyz}");
-    assert!(readyz.contains("function missing is inactive"), "{readyz}");
-    assert!(readyz.contains("function abort is inactive"), "{readyz}");
+        .iter()
+        .map(|f| f["function"].as_str().unwrap())
+        .collect();
+    assert!(
+        inactive.contains(&"missing") && inactive.contains(&"abort"),
+        "{readyz}"
+    );
     let table = gw.cli(token, &["functions"]);
     assert!(table.contains("abort            INACTIVE"), "{table}");
     assert_eq!(

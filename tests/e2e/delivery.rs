@@ -499,11 +499,22 @@ fn a_full_disk_stops_acknowledgements_until_space_returns() {
     );
     let held = kiri.status()["outbox"]["records"].as_u64().unwrap();
     assert!(held < n, "not everything fitted: the reserve stopped it");
+    // Not ready while inputs are held back, saying why; the status says it too.
+    assert_eq!(kiri.get_status("/readyz"), 503);
+    let readyz = kiri.get_json("/readyz");
+    assert!(
+        readyz["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("min_free_bytes")),
+        "{readyz}"
+    );
+    assert_eq!(kiri.status()["outbox"]["held_back"]["disk"], true);
     std::fs::remove_file(&filler).unwrap();
     cloud.restart();
     publisher.join().unwrap();
     sub.wait_for(n as usize, Duration::from_secs(180), &mut kiri);
     assert_in_order(&sub.distinct_seqs(), n);
+    assert_eq!(kiri.get_status("/readyz"), 200, "ready again");
     assert_eq!(
         kiri.metric("kiri_outbox_dropped_total"),
         0.0,

@@ -378,6 +378,20 @@ impl Kiri {
         resp.body_mut().read_json().expect("status is JSON")
     }
 
+    /// `GET path` as JSON, whatever the status code.
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let url = format!("http://127.0.0.1:{}{path}", self.metrics_port);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut resp = self
+            .authorized(agent.get(&url))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        resp.body_mut().read_json().expect("JSON")
+    }
+
     /// The process id, while it runs (the pipeline benchmark reads its CPU time and memory).
     #[allow(dead_code)]
     pub fn pid(&self) -> Option<u32> {

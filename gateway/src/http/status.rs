@@ -28,25 +28,48 @@ pub(super) async fn get(State(s): State<Api>) -> Response {
     .into_response()
 }
 
-/// `GET /readyz`: 200 once the ingest session is subscribed, else 503. The body names the
-/// configured functions whose modules do not load (they do not run; the others do).
+/// `GET /readyz`: 200 when the gateway takes inputs, else 503, with a JSON body either way:
+/// `ready`, the `reasons` it is not (the site broker's sessions not all subscribed, inputs
+/// held back for disk space, the outbox full under `block`), and the configured functions
+/// whose modules do not load (they do not run; the others do, and the gateway is ready).
 pub(super) async fn readyz(State(s): State<Api>) -> Response {
-    if s.ready.load(std::sync::atomic::Ordering::Relaxed) {
-        let mut body = String::from("ready\n");
-        for u in s.directory.not_loaded() {
-            body += &format!(
-                "function {} is inactive: its module does not load: {}\n",
-                u.name, u.error
-            );
-        }
-        (StatusCode::OK, body).into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not subscribed to the local broker yet\n",
-        )
-            .into_response()
+    let mut reasons = Vec::new();
+    if !s.ready.load(std::sync::atomic::Ordering::Relaxed) {
+        reasons.push(
+            "not connected and subscribed to the site broker (every session: the control \
+             session's and each function's)",
+        );
     }
+    let held = s.outbox.held_back();
+    if held.disk {
+        reasons.push(
+            "inputs held back: free disk space is under outbox.min_free_bytes; inputs are not \
+             acknowledged until space returns",
+        );
+    }
+    if held.full {
+        reasons.push(
+            "inputs held back: the outbox (or a function's share of it) is full and \
+             outbox.when_full = \"block\"; inputs are not acknowledged until the uplink drains it",
+        );
+    }
+    let inactive: Vec<serde_json::Value> = s
+        .directory
+        .not_loaded()
+        .into_iter()
+        .map(|u| serde_json::json!({ "function": u.name, "error": u.error }))
+        .collect();
+    let status = if reasons.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "ready": reasons.is_empty(),
+        "reasons": reasons,
+        "inactive_functions": inactive,
+    });
+    (status, Json(body)).into_response()
 }
 
 /// `GET /metrics`: the Prometheus text format.

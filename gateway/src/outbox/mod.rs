@@ -142,6 +142,34 @@ struct Counts {
     corrupt: AtomicU64,
     full_waits: AtomicU64,
     disk_waits: AtomicU64,
+    /// Appends waiting now for disk space, and for room (`block`).
+    waiting_disk: AtomicU64,
+    waiting_room: AtomicU64,
+}
+
+/// One append counted as waiting while it lives.
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicU64) -> Waiting<'a> {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Why inputs are held back now, if they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HeldBack {
+    /// Writes wait for disk space (below `outbox.min_free_bytes`).
+    pub disk: bool,
+    /// Appends wait for room (the outbox, or a function's share, is full under `block`).
+    pub full: bool,
 }
 
 /// What the outbox holds and has done since start.
@@ -177,6 +205,8 @@ pub struct OutboxStats {
     pub full_waits: u64,
     /// Appends that had to wait for disk space.
     pub disk_waits: u64,
+    /// Whether inputs are held back now, and why.
+    pub held_back: HeldBack,
     /// The configured bounds and policy.
     pub policy: OutboxConfig,
 }
@@ -391,6 +421,15 @@ impl Outbox {
         }
     }
 
+    /// Whether appends are waiting now for disk space or for room.
+    pub fn held_back(&self) -> HeldBack {
+        use std::sync::atomic::Ordering::Relaxed;
+        HeldBack {
+            disk: self.counts.waiting_disk.load(Relaxed) > 0,
+            full: self.counts.waiting_room.load(Relaxed) > 0,
+        }
+    }
+
     /// What the outbox holds and has done.
     pub fn stats(&self) -> Result<OutboxStats, OutboxError> {
         let u = self.usage.lock().expect("outbox usage lock").clone();
@@ -427,6 +466,7 @@ impl Outbox {
             corrupt: get(&c.corrupt),
             full_waits: get(&c.full_waits),
             disk_waits: get(&c.disk_waits),
+            held_back: self.held_back(),
             policy: self.limits.clone(),
         })
     }

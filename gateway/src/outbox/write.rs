@@ -7,7 +7,7 @@ use std::sync::MutexGuard;
 use std::time::Duration;
 
 use super::record::{self, Priority};
-use super::{Keyed, NewRecord, Numbered, Outbox, OutboxError, StateWrite, Usage};
+use super::{Keyed, NewRecord, Numbered, Outbox, OutboxError, StateWrite, Usage, Waiting};
 use crate::config::WhenFull;
 
 /// What an append did.
@@ -211,13 +211,13 @@ impl Outbox {
         let Some(disk) = &self.disk else {
             return Ok(());
         };
-        let mut counted = false;
+        let mut waiting = None;
         while disk.low(bytes) {
             if self.closed.load(Ordering::Relaxed) {
                 return Err(OutboxError::Closed);
             }
-            if !counted {
-                counted = true;
+            if waiting.is_none() {
+                waiting = Some(Waiting::new(&self.counts.waiting_disk));
                 self.count_disk_wait();
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -293,6 +293,8 @@ impl Outbox {
     ) -> Result<(MutexGuard<'a, Usage>, Fit), OutboxError> {
         let records = demand.records;
         let (mut full_counted, mut disk_counted) = (false, false);
+        // Counted as waiting (for `/readyz`) while it does.
+        let (mut waiting_disk, mut waiting_room) = (None, None);
         loop {
             if self.closed.load(Ordering::Relaxed) {
                 return Err(OutboxError::Closed);
@@ -302,6 +304,7 @@ impl Outbox {
             }
             let writing = bytes + state_bytes.unwrap_or(0);
             if self.disk.as_ref().is_some_and(|d| d.low(writing)) {
+                waiting_disk.get_or_insert_with(|| Waiting::new(&self.counts.waiting_disk));
                 if !disk_counted {
                     disk_counted = true;
                     self.count_disk_wait();
@@ -318,6 +321,8 @@ impl Outbox {
                     WhenFull::DropOldest => return Ok((u, Fit::DropOldest)),
                     WhenFull::Block => {}
                 }
+                waiting_disk = None;
+                waiting_room.get_or_insert_with(|| Waiting::new(&self.counts.waiting_room));
                 if !full_counted {
                     full_counted = true;
                     self.counts.full_waits.fetch_add(1, Ordering::Relaxed);
