@@ -272,6 +272,13 @@
     drop.textContent = int(drops);
     drop.title = "full: " + o.dropped_full + ", rejected: " + o.rejected +
       ", expired: " + o.expired + ", corrupt: " + o.corrupt;
+    // Inputs held back: the gateway is not acknowledging them (and /readyz says 503).
+    const held = o.held_back || {};
+    const why = [];
+    if (held.disk) why.push("the disk is almost full (outbox.min_free_bytes)");
+    if (held.full) why.push("the outbox is full (when_full = block)");
+    $("held-back").hidden = why.length === 0;
+    $("held-back").textContent = why.length ? "Inputs held back: " + why.join("; ") : "";
   }
 
   // ---- functions -------------------------------------------------------------------------
@@ -504,6 +511,9 @@
         }
         pill.textContent = state === "open" ? "live" : "reconnecting";
         pill.className = "pill " + (state === "open" ? "ok" : "bad");
+        // Out of touch with the gateway: its last state is shown greyed, not as current.
+        $("cards").classList.toggle("stale", state !== "open");
+        $("cards").title = state === "open" ? "" : "the gateway cannot be reached: last known state";
         pill.title = detail || "";
         // (Re)connected: fill what was missed while away.
         if (state === "open") api("/api/v1/history").then((h) => mergeHistory(h.ticks), () => {});

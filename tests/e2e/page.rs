@@ -595,6 +595,12 @@ fn the_pages_event_stream_reader_parses_any_chunking_and_reconnects_and_a_wrong_
         t,
         "return document.getElementById('stream-state').textContent === 'reconnecting'",
     );
+    // The cards show the last known state greyed, not as current.
+    browser.wait_js(
+        "the cards greyed",
+        t,
+        "return document.getElementById('cards').classList.contains('stale')",
+    );
     let before = browser
         .js("return kiriCharts.events.data[0].length")
         .as_u64()
@@ -604,6 +610,11 @@ fn the_pages_event_stream_reader_parses_any_chunking_and_reconnects_and_a_wrong_
         "the stream back",
         t,
         "return document.getElementById('stream-state').textContent === 'live'",
+    );
+    assert_eq!(
+        browser.js("return document.getElementById('cards').classList.contains('stale')"),
+        serde_json::Value::Bool(false),
+        "the cards are current again"
     );
     wait_until("ticks again after the restart", t, || {
         browser
