@@ -145,6 +145,14 @@
   const CHART_HEIGHT = 170;
   const charts = {};
 
+  // The x axis' labels: HH:MM, or HH:MM:SS when a tick falls within a minute.
+  function axisTimes(u, splits) {
+    const seconds = splits.some((s) => s % 60 !== 0);
+    return splits.map((s) => new Date(s * 1000).toLocaleTimeString("en-GB",
+      seconds ? { hour: "2-digit", minute: "2-digit", second: "2-digit" }
+        : { hour: "2-digit", minute: "2-digit" }));
+  }
+
   function makeChart(id, series) {
     const node = $(id);
     const opts = {
@@ -153,7 +161,8 @@
       scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max, 1)] } },
       cursor: { drag: { x: false, y: false } },
       legend: { live: false },
-      axes: [{ stroke: "#667" }, { stroke: "#667", size: 46 }],
+      // Time on the 24-hour clock, as everywhere else on the page (uPlot's default is 12-hour).
+      axes: [{ stroke: "#667", values: axisTimes }, { stroke: "#667", size: 46 }],
       series: [{}].concat(series.map((s) => ({
         label: s.label,
         stroke: s.color,

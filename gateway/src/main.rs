@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // The cause chain on one line; never a backtrace, whatever RUST_BACKTRACE says.
-            eprintln!("Error: {e:#}");
+            eprintln!("Error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
@@ -40,5 +40,49 @@ fn one_malloc_arena() {
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, 1);
         }
+    }
+}
+
+/// The error and its causes on one line, each cause once: many errors already name their
+/// cause in their own message (`store: <the sled error>`), which `{:#}` would repeat.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    let mut last = text.clone();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !last.contains(&cause) {
+            text += ": ";
+            text += &cause;
+        }
+        last = cause;
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+    use anyhow::Context;
+
+    #[test]
+    fn each_cause_is_named_once() {
+        // An error that names its cause in its message and also gives it as its source.
+        #[derive(Debug, thiserror::Error)]
+        #[error("read k.pem: {source}")]
+        struct Read {
+            source: std::io::Error,
+        }
+        let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let named = Err::<(), _>(Read { source })
+            .context("load the JWT keys")
+            .unwrap_err();
+        assert_eq!(
+            one_line(&named),
+            "load the JWT keys: read k.pem: no such file"
+        );
+        let chained = Err::<(), _>(std::io::Error::other("disk gone"))
+            .context("open the store")
+            .unwrap_err();
+        assert_eq!(one_line(&chained), "open the store: disk gone");
     }
 }

@@ -8,20 +8,20 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The data directory could not be created or made private.
-    #[error("cannot create data directory {path} (or make it private, 0700): {source}")]
+    #[error("cannot create data directory {path} (or make it private, 0700): {cause}")]
     Dir {
         /// The directory.
         path: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// sled failed (a second gateway on the same directory shows up here as a lock error).
-    #[error("cannot open the store in {path} (is another kiri using it?): {source}")]
+    #[error("cannot open the store in {path} (is another kiri using it?): {cause}")]
     Open {
         /// The directory.
         path: String,
         /// Why.
-        source: sled::Error,
+        cause: sled::Error,
     },
     /// The OS gave no random bytes for a token.
     #[error("cannot generate a token: {0}")]
@@ -48,7 +48,7 @@ impl Store {
     pub fn open(dir: &Path, cache_bytes: u64, flush_every_ms: u64) -> Result<Store, StoreError> {
         let dir_error = |source| StoreError::Dir {
             path: dir.display().to_string(),
-            source,
+            cause: source,
         };
         std::fs::create_dir_all(dir).map_err(dir_error)?;
         {
@@ -63,7 +63,7 @@ impl Store {
             .open()
             .map_err(|source| StoreError::Open {
                 path: dir.display().to_string(),
-                source,
+                cause: source,
             })?;
         let meta = db.open_tree("meta")?;
         let store_id = match meta.get("store_id")? {

@@ -283,6 +283,15 @@ fn the_dashboard_shows_the_gateway_live_in_a_browser() {
         t,
         "return document.getElementById('uplink-state').textContent === 'connected'",
     );
+    // The charts' time axis reads on the 24-hour clock, as the rest of the page.
+    assert_eq!(
+        browser.js(
+            "const t = new Date(2026, 0, 1, 13, 5, 0).getTime() / 1000; \
+             const c = kiriCharts.events; \
+             return [c.axes[0].values(c, [t, t + 60]), c.axes[0].values(c, [t, t + 15])].join(' ')"
+        ),
+        json!("13:05,13:06 13:05:00,13:05:15")
+    );
     assert!(
         browser.js("return document.getElementById('notice').hidden") == Value::Bool(true),
         "no error shown: {}",

@@ -84,7 +84,9 @@ enum Command {
     PasswordHash,
     /// Make an ed25519 key pair for signing packages; prints the public key.
     Keygen {
-        /// Where to write the private key (the public one goes to `<out>.pub`).
+        /// Where to write the private key. The public key goes beside it with its extension
+        /// replaced: `.pub` (for deploy.trusted_keys) and `.pub.pem` (for dashboard.jwt.keys);
+        /// `--out operator.key` writes operator.pub and operator.pub.pem.
         #[arg(long)]
         out: PathBuf,
     },

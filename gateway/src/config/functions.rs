@@ -211,6 +211,14 @@ impl FunctionConfig {
             }
         }
         if let Some(cron) = &self.cron {
+            // croner also takes a seventh field (years); the schedule Kiri documents is 5 or 6.
+            if !(5..=6).contains(&cron.split_whitespace().count()) {
+                return Err(format!(
+                    "function {:?}: cron = {cron:?}: 5 fields (minute hour day-of-month month \
+                     day-of-week), or 6 with seconds first",
+                    self.name
+                ));
+            }
             if let Err(e) = cron.parse::<croner::Cron>() {
                 return Err(format!("function {:?}: cron = {cron:?}: {e}", self.name));
             }

@@ -159,6 +159,13 @@ fn inconsistent_values_are_explained() {
     assert!(err(&f("every = \"1ms\""), &[]).contains("100ms"));
     assert!(err(&f("every = \"300000000000y\""), &[]).contains("100 years"));
     assert!(err(&f("cron = \"61 * * * *\""), &[]).contains("cron"));
+    for fields in ["* * *", "0 0 0 1 1 * 2030"] {
+        let e = err(&f(&format!("cron = \"{fields}\"")), &[]);
+        assert!(
+            e.contains("5 fields") && e.contains("or 6 with seconds first"),
+            "{e}"
+        );
+    }
     assert!(err("[cloud]\nca_file = \"ca.pem\"\n", &[]).contains("mqtts://"));
     assert!(err(
         "",

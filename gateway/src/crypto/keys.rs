@@ -15,12 +15,12 @@ pub const PUBLIC_PREFIX: &str = "ed25519:";
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The key file cannot be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file.
         path: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not a PKCS#8 PEM ed25519 private key.
     #[error("{0}: not an ed25519 private key in PKCS#8 PEM (as `kiri keygen` or `openssl genpkey -algorithm ed25519` writes)")]
@@ -39,11 +39,12 @@ pub fn generate() -> SigningKey {
     SigningKey::from_bytes(&seed)
 }
 
-/// Writes `key` to `path` (PKCS#8 PEM, readable by the owner only) and `<path>.pub`.
+/// Writes `key` to `path` (PKCS#8 PEM, readable by the owner only), and its public key beside
+/// it with the extension replaced: `.pub` (`ed25519:...`) and `.pub.pem`.
 pub fn write(key: &SigningKey, path: &Path) -> Result<(), KeyError> {
     let io = |source| KeyError::Io {
         path: path.display().to_string(),
-        source,
+        cause: source,
     };
     let pem = key
         .to_pkcs8_pem(LineEnding::LF)
@@ -73,7 +74,7 @@ pub fn write(key: &SigningKey, path: &Path) -> Result<(), KeyError> {
 pub fn read(path: &Path) -> Result<SigningKey, KeyError> {
     let pem = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
         path: path.display().to_string(),
-        source,
+        cause: source,
     })?;
     SigningKey::from_pkcs8_pem(&pem).map_err(|_| KeyError::NotAKey(path.display().to_string()))
 }

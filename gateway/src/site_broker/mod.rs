@@ -59,7 +59,7 @@ pub async fn start(
             let l = broker.listen;
             let listener = tokio::net::TcpListener::bind(l)
                 .await
-                .map_err(|source| BrokerError::Listen { addr: l, source })?;
+                .map_err(|cause| BrokerError::Listen { addr: l, cause })?;
             let users = &broker.users;
             let guard = guard::Guard::new(users, login.clone(), own_ids, broker.max_packet_bytes)?;
             tokio::spawn(guard::serve(listener, internal, Arc::new(guard), limits));
@@ -89,12 +89,12 @@ pub async fn start(
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     /// The listen address is taken or not available.
-    #[error("embedded broker cannot listen on {addr}: {source} (set broker.listen, or broker.mode = \"external\")")]
+    #[error("embedded broker cannot listen on {addr}: {cause} (set broker.listen, or broker.mode = \"external\")")]
     Listen {
         /// The address.
         addr: SocketAddr,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The broker thread ended or never accepted connections.
     #[error("embedded broker on {0} did not come up")]
@@ -115,7 +115,7 @@ fn start_rumqttd(
     drop(
         TcpListener::bind(listen).map_err(|source| BrokerError::Listen {
             addr: listen,
-            source,
+            cause: source,
         })?,
     );
     let connections = ConnectionSettings {
