@@ -162,6 +162,71 @@ fn metrics_pass_promtool_and_counters_start_at_zero() {
     kiri.stop();
 }
 
+/// `--log-format json` writes one JSON object per line (jq reads the whole log); under
+/// systemd (stderr is the stream `JOURNAL_STREAM` names) text lines carry their level as a
+/// syslog priority and no time of their own.
+#[test]
+fn logs_are_json_lines_or_journald_lines_with_priorities() {
+    let (dir, cloud, _sub, broker_port) = super::site("logs-consumer");
+    let conf = config(&cloud.url(), &embedded(broker_port));
+    let json_dir = dir.path().join("json");
+    let mut kiri = Kiri::start_with_args(&json_dir, &conf, &[], &["--log-format", "json"]);
+    kiri.stop();
+    let log = std::fs::read_to_string(json_dir.join("kiri.log")).unwrap();
+    let jq = std::process::Command::new("jq")
+        .args([
+            "-e",
+            "-s",
+            "map(select(.fields.message == \"kiri running\")) | length == 1",
+        ])
+        .stdin(std::fs::File::open(json_dir.join("kiri.log")).unwrap())
+        .output()
+        .expect("jq (scripts/setup.sh test installs it)");
+    assert!(
+        jq.status.success(),
+        "jq reads every line:\n{log}\n{}",
+        String::from_utf8_lossy(&jq.stderr)
+    );
+    for line in log.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["timestamp"].is_string() && v["level"].is_string(),
+            "{line}"
+        );
+    }
+
+    // stderr is a file here; JOURNAL_STREAM names it as journald's stream would be named.
+    use std::os::unix::fs::MetadataExt;
+    let journal_dir = dir.path().join("journal");
+    std::fs::create_dir_all(&journal_dir).unwrap();
+    let stream = journal_dir.join("kiri.log");
+    std::fs::write(&stream, "").unwrap();
+    let meta = std::fs::metadata(&stream).unwrap();
+    let named = format!("{}:{}", meta.dev(), meta.ino());
+    let mut kiri = Kiri::start(
+        &journal_dir,
+        &conf,
+        &[("JOURNAL_STREAM", named), ("KIRI_CLOUD_URLL", "x".into())],
+    );
+    kiri.stop();
+    let log = std::fs::read_to_string(&stream).unwrap();
+    let running = log
+        .lines()
+        .find(|l| l.contains("kiri running"))
+        .expect(&log);
+    assert!(running.starts_with("<6> INFO"), "{running}");
+    let warning = log
+        .lines()
+        .find(|l| l.contains("KIRI_CLOUD_URLL"))
+        .expect(&log);
+    assert!(warning.starts_with("<4> WARN"), "{warning}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("20")),
+        "no time of its own:\n{log}"
+    );
+}
+
 /// `GET`/`POST` with an optional bearer token: status, `Cache-Control`, body.
 fn call(method: &str, url: &str, token: Option<&str>, body: &str) -> (u16, String, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()

@@ -260,6 +260,19 @@ impl Kiri {
         k
     }
 
+    /// [`Kiri::start`] with more arguments to `kiri run`.
+    pub fn start_with_args(
+        dir: &Path,
+        config_toml: &str,
+        env: &[(&str, String)],
+        args: &[&str],
+    ) -> Kiri {
+        let mut k = Kiri::prepare(dir, config_toml, env, None);
+        k.run_args.extend(args.iter().map(|a| a.to_string()));
+        k.restart();
+        k
+    }
+
     /// [`Kiri::start`] under `prlimit --nofile=N:N`, as systemd's default `LimitNOFILE` does.
     pub fn start_with_open_files(
         dir: &Path,

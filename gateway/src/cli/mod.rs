@@ -6,6 +6,7 @@
 mod api;
 mod deploy;
 mod invoke;
+mod logging;
 mod state;
 mod tools;
 
@@ -32,6 +33,9 @@ enum Command {
         /// Reload a configured function's module when its file changes (for development).
         #[arg(long)]
         watch: bool,
+        /// The log's format (default: `[log] format` in the configuration, else text).
+        #[arg(long, value_enum)]
+        log_format: Option<kiri::config::LogFormat>,
     },
     /// Print the dashboard's address with its token (`.../#token=...`): from the configuration,
     /// or the one kept in the data directory (made now if the gateway has not made one yet);
@@ -267,9 +271,13 @@ impl Cli {
 /// Runs what the command line asks for.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { config, watch } => {
-            init_logging();
+        Command::Run {
+            config,
+            watch,
+            log_format,
+        } => {
             let mut config = Config::load(config.as_deref())?;
+            logging::init(log_format.unwrap_or(config.log.format));
             config.watch = watch;
             for line in &config.ignored_env {
                 tracing::warn!("{line}");
@@ -345,18 +353,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status { url, json } => api::status(&url, json),
         Command::Decode { reading, json } => tools::decode(reading, json),
     }
-}
-
-/// Logs to stderr, filtered by `KIRI_LOG` (default `info`, rumqttd's own lines off).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KIRI_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 /// Resolves at Ctrl-C or SIGTERM.

@@ -20,6 +20,7 @@ mod env;
 mod errors;
 mod functions;
 mod gateway;
+mod log;
 mod outbox;
 mod value;
 
@@ -37,6 +38,7 @@ pub use dead_letters::DeadLetterConfig;
 pub use deploy::DeployConfig;
 pub use functions::{FunctionConfig, FunctionLimits, Trigger, MAX_EVERY, MIN_EVERY};
 pub use gateway::GatewayConfig;
+pub use log::{LogConfig, LogFormat};
 pub use outbox::{OutboxConfig, WhenFull};
 pub use value::{ConfigValue, Secret};
 
@@ -89,6 +91,8 @@ pub struct Config {
     pub dashboard: DashboardConfig,
     /// Signed function deployment over MQTT.
     pub deploy: DeployConfig,
+    /// The gateway's own log.
+    pub log: LogConfig,
     /// The functions to run.
     pub functions: Vec<FunctionConfig>,
     /// `kiri run --watch`: reload a configured function's module when its file changes (not a
