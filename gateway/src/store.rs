@@ -39,6 +39,43 @@ pub struct Store {
     pub store_id: u64,
     /// sled's log file (what an `fsync` after a flush must cover).
     pub log_path: std::path::PathBuf,
+    /// The data directory.
+    dir: std::path::PathBuf,
+}
+
+/// The file in the data directory that keeps the generated dashboard token (mode 0600): read
+/// by `kiri dashboard` while the gateway runs, without the store the gateway holds.
+pub fn token_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("dashboard-token")
+}
+
+/// The generated dashboard token, if the gateway (or `kiri dashboard`) has made one.
+pub fn read_dashboard_token(data_dir: &Path) -> std::io::Result<Option<String>> {
+    match std::fs::read_to_string(token_path(data_dir)) {
+        Ok(t) if !t.trim().is_empty() => Ok(Some(t.trim().to_string())),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the token file: readable by the owner only, whole or not at all (written beside it,
+/// synced, then renamed over it).
+fn write_dashboard_token(data_dir: &Path, token: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = token_path(data_dir);
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(format!("{token}\n").as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(data_dir)?.sync_all()
 }
 
 impl Store {
@@ -79,29 +116,35 @@ impl Store {
             db,
             store_id,
             log_path: dir.join("store").join("db"),
+            dir: dir.to_path_buf(),
         })
     }
 
-    /// The dashboard token kept in the store, made on first use; `true` with one just made
-    /// (the caller shows it, once).
+    /// The dashboard token kept in the data directory ([`token_path`]), made on first use;
+    /// `true` with one just made (the caller says so, once). A token an earlier version kept
+    /// in the store moves to the file.
     pub fn dashboard_token(&self) -> Result<(String, bool), StoreError> {
-        if let Some(t) = self.stored_dashboard_token()? {
+        let file_error = |e| StoreError::Dir {
+            path: token_path(&self.dir).display().to_string(),
+            cause: e,
+        };
+        if let Some(t) = read_dashboard_token(&self.dir).map_err(file_error)? {
             return Ok((t, false));
         }
-        let token = crate::crypto::token::generate().map_err(StoreError::Random)?;
-        self.db
-            .open_tree("meta")?
-            .insert("dashboard_token", token.as_bytes())?;
-        self.db.flush()?;
-        Ok((token, true))
-    }
-
-    /// The dashboard token kept in the store, if one was made.
-    pub fn stored_dashboard_token(&self) -> Result<Option<String>, StoreError> {
         let meta = self.db.open_tree("meta")?;
-        Ok(meta
-            .get("dashboard_token")?
-            .map(|t| String::from_utf8_lossy(&t).into_owned()))
+        let (token, new) = match meta.get("dashboard_token")? {
+            Some(t) => (String::from_utf8_lossy(&t).into_owned(), false),
+            None => (
+                crate::crypto::token::generate().map_err(StoreError::Random)?,
+                true,
+            ),
+        };
+        write_dashboard_token(&self.dir, &token).map_err(file_error)?;
+        if !new {
+            meta.remove("dashboard_token")?;
+            self.db.flush()?;
+        }
+        Ok((token, new))
     }
 
     /// Records the filters the control session subscribes to now, and returns those an

@@ -666,14 +666,18 @@ fn the_generated_dashboard_token_stays_out_of_the_log_and_kiri_dashboard_prints_
     let mut kiri = Kiri::start(&kiri_dir, &conf, &[]);
     let port = kiri.metrics_port;
     assert!(kiri.log_text().contains("generated the dashboard token"));
-    // It is the token: the API takes it.
-    kiri.stop();
+    // Read while the gateway runs, from a file of its own that only the gateway's user reads.
     let token = dashboard(port);
     assert_eq!(token.len(), 64);
+    use std::os::unix::fs::PermissionsExt;
+    let kept = std::fs::metadata(kiri_dir.join("data/dashboard-token")).unwrap();
+    assert_eq!(kept.permissions().mode() & 0o777, 0o600);
     assert!(
         !kiri.log_text().contains(&token),
         "the token is not in the log"
     );
+    // It is the token: the API takes it, after a restart too.
+    kiri.stop();
     kiri.restart();
     assert_eq!(
         kiri.invoke("nope", Some(&token), b"").0,

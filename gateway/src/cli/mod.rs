@@ -38,8 +38,8 @@ enum Command {
         log_format: Option<kiri::config::LogFormat>,
     },
     /// Print the dashboard's address with its token (`.../#token=...`): from the configuration,
-    /// or the one kept in the data directory (made now if the gateway has not made one yet);
-    /// not while the gateway runs, which holds the data directory.
+    /// or the one kept in the data directory's `dashboard-token` (made now if the gateway has
+    /// not made one yet). The gateway may be running.
     Dashboard {
         /// A TOML configuration file.
         #[arg(long, short, env = "KIRI_CONFIG_FILE")]

@@ -79,17 +79,28 @@ pub fn check(module: &Path, json: bool) -> anyhow::Result<()> {
 /// Prints where the dashboard is, with the token in the fragment when there is one yet.
 pub fn dashboard_url(config: &Config) -> anyhow::Result<()> {
     let g = &config.gateway;
-    let token =
-        match &config.dashboard.token {
-            Some(t) => t.clone(),
-            // The one the gateway generated, or made now for it to find (never logged).
-            None => kiri::store::Store::open(&g.data_dir, g.cache_bytes, 0)
-                .context(
-                    "cannot read the token (is the gateway running? it holds the data directory)",
-                )?
-                .dashboard_token()?
-                .0,
-        };
+    let kept = || {
+        kiri::store::read_dashboard_token(&g.data_dir).with_context(|| {
+            format!(
+                "cannot read {} (the gateway's user, or root, can)",
+                kiri::store::token_path(&g.data_dir).display()
+            )
+        })
+    };
+    let token = match &config.dashboard.token {
+        Some(t) => t.clone(),
+        // The one the gateway generated (it need not be stopped), or, before it ever ran,
+        // made now for it to find. Never logged.
+        None => match kept()? {
+            Some(t) => t,
+            None => {
+                kiri::store::Store::open(&g.data_dir, g.cache_bytes, 0)
+                    .context("cannot open the data directory to make the token")?
+                    .dashboard_token()?
+                    .0
+            }
+        },
+    };
     println!("Dashboard: {}", kiri::http::page::url(config, Some(&token)));
     Ok(())
 }
