@@ -655,3 +655,35 @@ fn outbox_policies_drop_and_expire_visibly() {
     assert_eq!(sub.distinct_seqs(), want, "expired results were never sent");
     kiri.stop();
 }
+
+/// Without a cloud (`cloud.url = ""`, as the Debian package ships): the gateway runs, says
+/// once what to set, holds the results in the outbox, and is ready; the status says why the
+/// uplink is down.
+#[test]
+fn without_a_cloud_url_results_are_held_and_the_log_says_what_to_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker_port = free_port();
+    let mut kiri = Kiri::start(
+        &dir.path().join("kiri"),
+        &config("", &embedded(broker_port)),
+        &[],
+    );
+    publish_all(broker_port, "s1", "sensors/s1/temperature", readings(0, 20));
+    wait_until("the results held", Duration::from_secs(20), || {
+        kiri.status()["outbox"]["records"].as_u64() == Some(20)
+    });
+    let log = kiri.log_text();
+    assert_eq!(
+        log.matches("cloud.url is not set").count(),
+        1,
+        "one line says what to set:\n{log}"
+    );
+    let status = kiri.status();
+    assert_eq!(status["uplink"]["connected"], false);
+    assert!(status["uplink"]["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("cloud.url is not set"));
+    assert_eq!(kiri.get_status("/readyz"), 200);
+    kiri.stop();
+}

@@ -167,11 +167,24 @@ impl Default for CloudConfig {
 }
 
 impl CloudConfig {
+    /// Whether there is a cloud to forward to: `url` is not empty.
+    pub fn enabled(&self) -> bool {
+        !self.url.trim().is_empty()
+    }
+
     /// Checks the section on its own.
     pub(super) fn validate(&self) -> Result<(), String> {
         let c = self;
-        let url = parse_mqtt_url(&c.url).map_err(|e| format!("cloud.url: {e}"))?;
-        if !url.tls && (c.ca_file.is_some() || c.client_cert.is_some() || !c.alpn.is_empty()) {
+        // Empty: no uplink yet (results are held).
+        let tls = match c.enabled() {
+            true => {
+                parse_mqtt_url(&c.url)
+                    .map_err(|e| format!("cloud.url: {e}"))?
+                    .tls
+            }
+            false => false,
+        };
+        if !tls && (c.ca_file.is_some() || c.client_cert.is_some() || !c.alpn.is_empty()) {
             return Err(format!(
                 "cloud.ca_file, client_cert and alpn need a TLS URL (mqtts://), not {}",
                 c.url

@@ -114,13 +114,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         open: true,
     };
     let deploy_topics = deployer.as_ref().map(Deployer::topics).unwrap_or_default();
-    let mut uplink = tokio::spawn(uplink::run(
-        uplink_config(&config, &files, &stores, deploy_topics),
-        stores.outbox.clone(),
-        stores.wake.clone(),
-        uplink_status.clone(),
-        control,
-    ));
+    let mut uplink = match uplink_config(&config, &files, &stores, deploy_topics) {
+        Some(cfg) => tokio::spawn(uplink::run(
+            cfg,
+            stores.outbox.clone(),
+            stores.wake.clone(),
+            uplink_status.clone(),
+            control,
+        )),
+        None => tokio::spawn(uplink::off(uplink_status.clone(), control)),
+    };
     let mut tasks = Background {
         housekeeping: tokio::spawn(tasks::housekeeping(stores.outbox.clone())),
         systemd: tokio::spawn(tasks::systemd(ready)),
@@ -324,7 +327,8 @@ fn start_pipeline(
 
 /// What the configuration's files give, read before anything opens.
 struct Files {
-    cloud_url: net::MqttUrl,
+    /// `None` without a cloud (`cloud.url` empty).
+    cloud_url: Option<net::MqttUrl>,
     cloud_tls: Option<Arc<rustls::ClientConfig>>,
     dashboard_tls: Option<Arc<rustls::ServerConfig>>,
     issuer: Option<Arc<http::jwt::Issuer>>,
@@ -332,8 +336,11 @@ struct Files {
 
 /// Reads the TLS and JWT files: one that cannot be used stops the start.
 fn check_files(config: &Config) -> anyhow::Result<Files> {
-    let cloud_url = parse_mqtt_url(&config.cloud.url).map_err(anyhow::Error::msg)?;
-    let cloud_tls = match cloud_url.tls {
+    let cloud_url = match config.cloud.enabled() {
+        true => Some(parse_mqtt_url(&config.cloud.url).map_err(anyhow::Error::msg)?),
+        false => None,
+    };
+    let cloud_tls = match cloud_url.as_ref().is_some_and(|u| u.tls) {
         true => Some(net::tls::client_config(config.cloud.tls_files()).context("cloud TLS")?),
         false => None,
     };
@@ -405,18 +412,19 @@ fn dashboard_token(config: &Config, store: &Store) -> anyhow::Result<Arc<str>> {
     Ok(token.into())
 }
 
-/// What the uplink needs to know.
+/// What the uplink needs to know; `None` without a cloud.
 fn uplink_config(
     config: &Config,
     files: &Files,
     stores: &Stores,
     deploy_topics: Vec<String>,
-) -> UplinkConfig {
+) -> Option<UplinkConfig> {
     let c = &config.cloud;
     let gw = &config.gateway.id;
-    UplinkConfig {
-        host: files.cloud_url.host.clone(),
-        port: files.cloud_url.port,
+    let url = files.cloud_url.as_ref()?;
+    Some(UplinkConfig {
+        host: url.host.clone(),
+        port: url.port,
         tls: files.cloud_tls.clone(),
         credentials: c.username.as_ref().map(|u| Credentials {
             username: u.clone(),
@@ -447,7 +455,7 @@ fn uplink_config(
             Duration::from_millis(c.backoff_max_ms),
         ),
         deploy_topics,
-    }
+    })
 }
 
 /// The tasks beside the stages, stopped at shutdown.

@@ -87,6 +87,17 @@ impl SharedStatus {
         self.tell(false, Some(error.to_string()));
     }
 
+    /// No uplink at all (`cloud.url` unset): down, with why, and no next attempt.
+    pub fn off(&self, why: &str) {
+        self.update(|s| {
+            s.connected = false;
+            s.last_error = Some(why.to_string());
+            s.last_error_ms = Some(crate::now_ms());
+            s.next_attempt_ms = None;
+        });
+        self.tell(false, Some(why.to_string()));
+    }
+
     /// The broker refused a result (MQTT 5 PUBACK reason): kept as the last error; the
     /// connection stays up.
     pub fn refused(&self, error: &str) {

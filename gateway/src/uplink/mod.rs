@@ -101,6 +101,18 @@ pub struct Control {
     pub open: bool,
 }
 
+/// In place of the uplink while `cloud.url` is unset: says so once (the log, the status), then
+/// holds, dropping deployment replies (there is no cloud to send them to).
+pub async fn off(status: SharedStatus, mut control: Control) -> Result<(), OutboxError> {
+    let why = "cloud.url is not set: results are held in the outbox (within its bounds) and \
+               not forwarded; set cloud.url to a broker and restart the gateway";
+    tracing::warn!("{why}");
+    status.off(why);
+    metrics::gauge!("kiri_uplink_connected").set(0.0);
+    while control.replies.recv().await.is_some() {}
+    std::future::pending().await
+}
+
 /// Runs the uplink forever (until the task is dropped). Returns only on a storage error.
 pub async fn run(
     cfg: UplinkConfig,
