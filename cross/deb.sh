@@ -19,7 +19,18 @@ for f in convert threshold; do
     [ -f "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/release/kiri_fn_$f.wasm" ] \
         || { say "the example functions are missing: run make functions"; exit 1; }
 done
+changelog_version=$(sed -n '1s/^kiri (\([^)]*\)).*/\1/p' cross/debian/changelog)
+[ "$changelog_version" = "$version" ] || {
+    say "cross/debian/changelog starts at $changelog_version, Cargo.toml says $version: add an entry"
+    exit 1
+}
 mkdir -p target/deb
+# The manual pages, from the command-line definitions (clap_mangen): a host build of both
+# binaries with their `man` feature; the pages are the same for every architecture.
+man="target/deb/man"
+mkdir -p "$man"
+cargo run -q -p kiri --features man -- man > "$man/kiri.1"
+cargo run -q -p kiri-sensor --features man -- --man > "$man/kiri-sensor.1"
 for arch in "${arches[@]}"; do
     case "$arch" in
         arm64) triple=aarch64-unknown-linux-musl; depends="adduser, init-system-helpers (>= 1.54~)" ;;
@@ -33,7 +44,7 @@ for arch in "${arches[@]}"; do
     root="target/deb/kiri_${version}_${arch}"
     rm -rf "$root"
     install -d "$root/DEBIAN" "$root/usr/bin" "$root/etc/kiri" "$root/usr/lib/kiri/functions" \
-        "$root/lib/systemd/system" "$root/usr/share/doc/kiri"
+        "$root/lib/systemd/system" "$root/usr/share/doc/kiri" "$root/usr/share/man/man1"
     install -m 0755 "$bin/kiri" "$bin/kiri-sensor" "$root/usr/bin/"
     install -m 0644 cross/debian/kiri.toml "$root/etc/kiri/kiri.toml"
     install -m 0644 cross/debian/kiri.service cross/debian/kiri-sensor.service "$root/lib/systemd/system/"
@@ -45,10 +56,17 @@ for arch in "${arches[@]}"; do
     install -d "$root/usr/share/doc/kiri/docs"
     install -m 0644 README.md "$root/usr/share/doc/kiri/README.md"
     install -m 0644 docs/*.md docs/*.png "$root/usr/share/doc/kiri/docs/"
-    printf '%s\n' "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/" \
-        "Upstream-Name: kiri" "" "Files: *" "Copyright: Kiri developers" "License: Apache-2.0" \
-        " On Debian systems the full text is in /usr/share/common-licenses/Apache-2.0." \
-        > "$root/usr/share/doc/kiri/copyright"
+    install -m 0644 cross/debian/copyright "$root/usr/share/doc/kiri/copyright"
+    gzip -9n < cross/debian/changelog > "$root/usr/share/doc/kiri/changelog.gz"
+    chmod 0644 "$root/usr/share/doc/kiri/changelog.gz"
+    for page in kiri kiri-sensor; do
+        gzip -9n < "$man/$page.1" > "$root/usr/share/man/man1/$page.1.gz"
+        chmod 0644 "$root/usr/share/man/man1/$page.1.gz"
+    done
+    if [ "$arch" = arm64 ]; then
+        install -d "$root/usr/share/lintian/overrides"
+        install -m 0644 cross/debian/lintian-overrides "$root/usr/share/lintian/overrides/kiri"
+    fi
     install -m 0755 cross/debian/postinst cross/debian/prerm cross/debian/postrm "$root/DEBIAN/"
     echo /etc/kiri/kiri.toml > "$root/DEBIAN/conffiles"
     size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)

@@ -126,6 +126,9 @@ if [ "$what" = "test" ]; then
     # /metrics is checked with promtool (Debian's prometheus package; its service is not
     # needed and not started by the tests).
     command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+    # The Debian package is checked with lintian, and its units with systemd-analyze.
+    command -v lintian >/dev/null 2>&1 || need+=(lintian)
+    command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
     # The dashboard page is tested in headless Chromium, driven over WebDriver.
     [ -x /usr/bin/chromium ] || need+=(chromium)
     [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)

@@ -384,6 +384,44 @@ fn the_debian_package_holds_the_service_the_config_and_the_binaries() {
     {
         assert!(String::from_utf8_lossy(&out.stdout).contains(version));
     }
+    // Lintian finds nothing but what the package's overrides explain (its binaries are static).
+    let lintian = Command::new("lintian")
+        .args(["--tag-display-limit", "0", "--fail-on", "error,warning"])
+        .arg(&deb)
+        .output()
+        .expect("lintian (scripts/setup.sh test installs it)");
+    let said = String::from_utf8_lossy(&lintian.stdout);
+    assert!(
+        lintian.status.success()
+            && !said
+                .lines()
+                .any(|l| l.starts_with("E:") || l.starts_with("W:")),
+        "lintian:\n{said}{}",
+        String::from_utf8_lossy(&lintian.stderr)
+    );
+    for page in ["kiri", "kiri-sensor"] {
+        let path = format!("./usr/share/man/man1/{page}.1.gz");
+        assert!(files.contains(&path), "{path} in:\n{files}");
+    }
+    // Both services are hardened alike: systemd rates each "OK" (exposure under 2.5 of 10).
+    for unit in ["kiri.service", "kiri-sensor.service"] {
+        let out = Command::new("systemd-analyze")
+            .args(["security", "--offline=yes"])
+            .arg(tmp.path().join("lib/systemd/system").join(unit))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let score: f64 = text
+            .lines()
+            .find_map(|l| l.split("Overall exposure level for ").nth(1))
+            .and_then(|l| l.split(": ").nth(1)?.split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no exposure level for {unit}:\n{text}"));
+        assert!(score < 2.5, "{unit}: exposure {score}\n{text}");
+    }
+    assert!(
+        !unit.contains("Environment=KIRI_GATEWAY_DATA_DIR"),
+        "the conffile's data_dir rules"
+    );
 }
 
 #[test]

@@ -186,6 +186,13 @@ impl Buffer {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // The manual page (roff), for the packages: only in a build with the `man` feature.
+    #[cfg(feature = "man")]
+    if std::env::args().nth(1).as_deref() == Some("--man") {
+        use clap::CommandFactory;
+        clap_mangen::Man::new(Args::command()).render(&mut std::io::stdout())?;
+        return Ok(());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

@@ -86,6 +86,10 @@ enum Command {
     /// Hash a password for an embedded-broker account (`[[broker.users]]` `password_hash`):
     /// reads the password from the first line of stdin, prints its Argon2id hash.
     PasswordHash,
+    /// Print the manual page (roff, for man(1)): built with the `man` feature, for the packages.
+    #[cfg(feature = "man")]
+    #[command(hide = true)]
+    Man,
     /// Make an ed25519 key pair for signing packages; prints the public key.
     Keygen {
         /// Where to write the private key. The public key goes beside it with its extension
@@ -282,8 +286,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             for line in &config.ignored_env {
                 tracing::warn!("{line}");
             }
+            // Blocking work (store scans, HTTP calls into functions) on at most 64 threads:
+            // bounded, as the unit's TasksMax expects.
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(config.gateway.worker_threads)
+                .max_blocking_threads(64)
                 .enable_all()
                 .build()?;
             rt.block_on(kiri::run(config, shutdown_signal()))
@@ -311,6 +318,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             state::run(command, &remote.url, remote.token.as_deref())
         }
         Command::PasswordHash => tools::password_hash(),
+        #[cfg(feature = "man")]
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(())
+        }
         Command::Keygen { out } => deploy::keygen(&out),
         Command::Token {
             key,
