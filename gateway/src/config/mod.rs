@@ -22,13 +22,14 @@ mod functions;
 mod gateway;
 mod log;
 mod outbox;
+mod show;
 mod value;
 
 use std::path::Path;
 
 pub use env::COMMAND_VARIABLES;
 use figment::providers::{Format, Serialized, Toml};
-use figment::Figment;
+use figment::{Figment, Provider};
 use serde::{Deserialize, Serialize};
 
 pub use broker::{BrokerConfig, BrokerMode, BrokerUser};
@@ -191,7 +192,7 @@ impl Config {
         Ok(config)
     }
 
-    /// The configuration as TOML, in the file's order, with every secret shown as `***`: the
+    /// The configuration as TOML, its sections in the file's order, with every secret shown as `***`: the
     /// cloud password, the dashboard token and the broker users' password hashes.
     pub fn to_toml_masked(&self) -> Result<String, ConfigError> {
         let mut shown = self.clone();
@@ -202,8 +203,11 @@ impl Config {
         for user in &mut shown.broker.users {
             user.password_hash = "***".into();
         }
-        toml::to_string_pretty(&shown)
-            .map_err(|e| ConfigError::Invalid(format!("show as TOML: {e}")))
+        let tree = Serialized::defaults(&shown)
+            .data()
+            .map_err(|e| ConfigError::Invalid(format!("show the configuration: {e}")))?;
+        let root = tree.into_values().next().unwrap_or_default();
+        Ok(show::document(&root, &SECTIONS))
     }
 
     /// The cloud topic prefix, defaulted from the gateway id.
