@@ -348,6 +348,7 @@ fn the_debian_package_holds_the_service_the_config_and_the_binaries() {
         "StateDirectory=kiri",
         "ProtectSystem=strict",
         "Restart=on-failure",
+        "ExecReload=/bin/kill -HUP $MAINPID",
         "WatchdogSec=",
         "NoNewPrivileges=yes",
         "LimitNOFILE=8192",

@@ -459,3 +459,85 @@ fn the_api_can_be_served_over_tls() {
         "plain HTTP gets no answer on a TLS port"
     );
 }
+
+/// SIGHUP reloads the configuration under load: a changed trigger takes effect, every reading
+/// is processed once; a file that does not parse, and a change to a key that needs a restart,
+/// are refused with the reason and the running configuration goes on.
+#[test]
+fn a_reload_under_load_changes_functions_and_refuses_what_it_cannot() {
+    let (dir, cloud, sub, broker_port) = super::site("reload-consumer");
+    let conf = config(&cloud.url(), &embedded(broker_port));
+    let mut kiri = Kiri::start(&dir.path().join("kiri"), &conf, &[]);
+    let hangup = |kiri: &Kiri| {
+        let pid = kiri.pid().unwrap().to_string();
+        assert!(std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    let n = 10_000;
+    let publisher = std::thread::spawn(move || {
+        let readings = (0..n).map(|i| reading("s1", i)).collect();
+        publish_all(broker_port, "s1", "sensors/s1/temperature", readings)
+    });
+    // Mid-stream: convert also takes humidity.
+    wait_until("the stream under way", Duration::from_secs(20), || {
+        kiri.metric("kiri_invocations_total") >= 500.0
+    });
+    kiri.set_config(&conf.replace(
+        "triggers = [\"sensors/+/temperature\"]",
+        "triggers = [\"sensors/+/temperature\", \"sensors/+/humidity\"]",
+    ));
+    hangup(&kiri);
+    wait_until("the reload", Duration::from_secs(20), || {
+        kiri.log_text().contains("configuration reloaded")
+    });
+    assert!(
+        kiri.metric("kiri_invocations_total") < n as f64,
+        "the reload came while readings were still arriving"
+    );
+    publisher.join().unwrap();
+    sub.wait_for(n as usize, Duration::from_secs(60), &mut kiri);
+    super::assert_in_order(&sub.distinct_seqs(), n);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        sub.received.lock().unwrap().len(),
+        n as usize,
+        "each reading processed once"
+    );
+    let before = kiri.metric("kiri_invocations_total");
+    publish_all(
+        broker_port,
+        "s2",
+        "sensors/s2/humidity",
+        vec![reading("s2", 0)],
+    );
+    wait_until(
+        "the new trigger to run convert",
+        Duration::from_secs(20),
+        || kiri.metric("kiri_invocations_total") >= before + 1.0,
+    );
+
+    // Refused: a file that does not parse, and a key that needs a restart.
+    kiri.set_config("[gateway\n");
+    hangup(&kiri);
+    wait_until("the refusal", Duration::from_secs(20), || {
+        kiri.log_text()
+            .matches("configuration reload refused")
+            .count()
+            == 1
+    });
+    kiri.set_config(&conf.replace("backoff_max_ms = 500", "backoff_max_ms = 600"));
+    hangup(&kiri);
+    wait_until("the second refusal", Duration::from_secs(20), || {
+        let log = kiri.log_text();
+        log.matches("configuration reload refused").count() == 2
+            && log.contains("change only with a restart: cloud.backoff_max_ms")
+    });
+    kiri.assert_running();
+    let more = (n..n + 10).map(|i| reading("s1", i)).collect();
+    publish_all(broker_port, "s1", "sensors/s1/temperature", more);
+    sub.wait_for(n as usize + 10, Duration::from_secs(30), &mut kiri);
+    kiri.stop();
+}

@@ -104,6 +104,9 @@ pub struct Config {
     /// gateway logs them as warnings; `kiri config check` prints them).
     #[serde(skip)]
     pub ignored_env: Vec<String>,
+    /// The file it was read from (a reload reads it again).
+    #[serde(skip)]
+    pub file: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -132,7 +135,25 @@ impl Config {
             name: p.display().to_string(),
             text,
         });
-        Self::extract(figment, source.as_ref(), file.and_then(Path::parent), env)
+        let mut config = Self::extract(figment, source.as_ref(), file.and_then(Path::parent), env)?;
+        config.file = file.map(Path::to_path_buf);
+        Ok(config)
+    }
+
+    /// Every key's value but the functions', by dotted path (`cloud.url`), for telling what
+    /// changed between two configurations.
+    pub fn settings(&self) -> std::collections::BTreeMap<String, figment::value::Value> {
+        let mut out = std::collections::BTreeMap::new();
+        if let Ok(tree) = Serialized::defaults(self).data() {
+            for (_, root) in tree {
+                for (section, value) in root {
+                    if section != "functions" {
+                        flatten(&section, &value, &mut out);
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Like [`Config::load_with_env`] with the file's text in hand, as if it were read from a
@@ -251,6 +272,24 @@ impl Config {
             f.validate().map_err(ConfigError::Invalid)?;
         }
         Ok(())
+    }
+}
+
+/// `value` at `path`, and what is inside it, as text by dotted path.
+fn flatten(
+    path: &str,
+    value: &figment::value::Value,
+    out: &mut std::collections::BTreeMap<String, figment::value::Value>,
+) {
+    match value {
+        figment::value::Value::Dict(_, d) => {
+            for (k, v) in d {
+                flatten(&format!("{path}.{k}"), v, out);
+            }
+        }
+        other => {
+            out.insert(path.to_string(), other.clone());
+        }
     }
 }
 

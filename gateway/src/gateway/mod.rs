@@ -8,6 +8,7 @@
 
 pub mod fds;
 mod functions;
+mod hangup;
 mod lanes;
 mod reload;
 mod site;
@@ -151,6 +152,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         local: site.local_task,
         upkeep: metrics.upkeep,
         watch: None,
+        hangup: None,
     };
     // From here on the producers hold the only senders: once they are gone, the queue closes.
     drop(work);
@@ -177,16 +179,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     });
     lanes.start()?;
     let lanes = Arc::new(std::sync::Mutex::new(lanes));
+    // SIGHUP reloads the configuration's functions (gateway/hangup.rs).
+    tasks.hangup = Some(tokio::spawn(hangup::run(
+        config.clone(),
+        registry.clone(),
+        Box::new(lane_syncer(&lanes)),
+    )));
     if config.watch {
-        let on_new: reload::OnNew = Box::new({
-            let lanes = lanes.clone();
-            move || {
-                let synced = lanes.lock().unwrap_or_else(|e| e.into_inner()).sync();
-                if let Err(e) = synced {
-                    tracing::error!(error = format!("{e:#}"), "cannot start a function lane");
-                }
-            }
-        });
+        let on_new: reload::OnNew = Box::new(lane_syncer(&lanes));
         let functions = config.functions.clone();
         tasks.watch = Some(tokio::spawn(reload::run(
             registry.clone(),
@@ -200,15 +200,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         local: site.local,
         db: stores.store.db.clone(),
         lane: None,
-        on_functions_changed: Some(Box::new({
-            let lanes = lanes.clone();
-            move || {
-                let synced = lanes.lock().unwrap_or_else(|e| e.into_inner()).sync();
-                if let Err(e) = synced {
-                    tracing::error!(error = format!("{e:#}"), "cannot start a function lane");
-                }
-            }
-        })),
+        on_functions_changed: Some(Box::new(lane_syncer(&lanes))),
     };
     let pipeline = start_pipeline(
         &config,
@@ -323,6 +315,18 @@ fn start_pipeline(
             })?
     };
     Ok(Pipeline { thread, stop })
+}
+
+/// Brings the lanes in line with the registry's functions (after a deployment, a reload or a
+/// module change); a lane that cannot start is logged.
+fn lane_syncer(lanes: &Arc<std::sync::Mutex<lanes::Lanes>>) -> impl Fn() + Send + Sync + 'static {
+    let lanes = lanes.clone();
+    move || {
+        let synced = lanes.lock().unwrap_or_else(|e| e.into_inner()).sync();
+        if let Err(e) = synced {
+            tracing::error!(error = format!("{e:#}"), "cannot start a function lane");
+        }
+    }
 }
 
 /// What the configuration's files give, read before anything opens.
@@ -468,6 +472,7 @@ struct Background {
     local: JoinHandle<()>,
     upkeep: JoinHandle<()>,
     watch: Option<JoinHandle<()>>,
+    hangup: Option<JoinHandle<()>>,
 }
 
 impl Background {
@@ -476,6 +481,7 @@ impl Background {
     fn split(self) -> (Vec<JoinHandle<()>>, Vec<JoinHandle<()>>) {
         let mut before = vec![self.retry, self.systemd];
         before.extend(self.watch);
+        before.extend(self.hangup);
         let mut after = vec![self.housekeeping, self.tick, self.local, self.upkeep];
         after.extend(self.logs);
         (before, after)
