@@ -534,8 +534,6 @@ impl Kiri {
         stdout
     }
 
-    /// One value from `/metrics` (the sum over all label sets of the metric whose line
-    /// starts with `prefix`), or 0 if absent.
     /// `/metrics` as it reads now.
     pub fn metrics_text(&self) -> String {
         let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
@@ -546,6 +544,8 @@ impl Kiri {
         resp.body_mut().read_to_string().expect("/metrics is text")
     }
 
+    /// One value from `/metrics` (the sum over all label sets of the metric whose line
+    /// starts with `prefix`), or 0 if absent.
     pub fn metric(&self, prefix: &str) -> f64 {
         let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
         let Ok(mut resp) = self.authorized(ureq::get(&url)).call() else {

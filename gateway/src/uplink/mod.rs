@@ -200,6 +200,8 @@ async fn session(
     let _stop_poller = AbortOnDrop(poller);
     let requests_done = || link::Ended("the connection's event loop stopped".into());
     let mut window = Window::new(cfg.inflight as usize);
+    // Looked up once per connection, recorded per result acknowledged.
+    let latency = metrics::histogram!("kiri_result_delivery_seconds");
     let mut connected = false;
     let mut unflushed_acks = 0usize;
     // Where the store's flushes stood after the last delete (see `Outbox::flushed_since`).
@@ -308,7 +310,6 @@ async fn session(
                         metrics::counter!("kiri_uplink_delivered_total").increment(records.len() as u64);
                         metrics::counter!("kiri_uplink_messages_total").increment(1);
                         let now = crate::now_ms();
-                        let latency = metrics::histogram!("kiri_result_delivery_seconds");
                         for created in created_ms {
                             latency.record(now.saturating_sub(created) as f64 / 1000.0);
                         }
