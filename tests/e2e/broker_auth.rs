@@ -13,7 +13,7 @@ use super::{config, embedded, site};
 use crate::util::*;
 
 /// `kiri password-hash` with `password` on stdin.
-fn password_hash(password: &str) -> String {
+pub(crate) fn password_hash(password: &str) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiri"))
         .arg("password-hash")
         .stdin(Stdio::piped())
@@ -27,7 +27,7 @@ fn password_hash(password: &str) -> String {
 }
 
 /// A client of the embedded broker, logged in as `login` if given.
-fn client(
+pub(crate) fn client(
     port: u16,
     id: &str,
     login: Option<(&str, &str)>,
@@ -44,7 +44,9 @@ fn client(
 }
 
 /// The broker's answer to the connection: its CONNACK, or the refusal's code.
-fn connect_outcome(connection: &mut rumqttc::Connection) -> Result<(), ConnectReturnCode> {
+pub(crate) fn connect_outcome(
+    connection: &mut rumqttc::Connection,
+) -> Result<(), ConnectReturnCode> {
     for event in connection.iter() {
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),

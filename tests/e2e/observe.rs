@@ -528,12 +528,15 @@ fn a_reload_under_load_changes_functions_and_refuses_what_it_cannot() {
             .count()
             == 1
     });
-    kiri.set_config(&conf.replace("backoff_max_ms = 500", "backoff_max_ms = 600"));
+    kiri.set_config(&conf.replace(
+        "id = \"gw-test\"",
+        "id = \"gw-test\"\ncache_bytes = 2097152",
+    ));
     hangup(&kiri);
     wait_until("the second refusal", Duration::from_secs(20), || {
         let log = kiri.log_text();
         log.matches("configuration reload refused").count() == 2
-            && log.contains("change only with a restart: cloud.backoff_max_ms")
+            && log.contains("change only with a restart: gateway.cache_bytes")
     });
     kiri.assert_running();
     let more = (n..n + 10).map(|i| reading("s1", i)).collect();

@@ -1,4 +1,5 @@
-//! Clients of a running gateway's HTTP API: `kiri status`, `kiri functions`, `kiri dlq`.
+//! Clients of a running gateway's HTTP API: `kiri status`, `kiri functions`, `kiri dlq`,
+//! `kiri reload`.
 
 use anyhow::{bail, Context};
 use kiri::http::{FunctionView, Listed, Outcome, Selection};
@@ -281,6 +282,59 @@ pub fn dlq(command: DlqCommand, url: &str, token: Option<&str>) -> anyhow::Resul
             for (id, why) in o.skipped {
                 println!("skipped {id}: {why}");
             }
+        }
+    }
+    Ok(())
+}
+
+/// `kiri reload`: the running gateway reads its configuration again (as on SIGHUP); prints
+/// what changed, or fails with why the new configuration was refused.
+pub fn reload(url: &str, token: Option<&str>) -> anyhow::Result<()> {
+    let token = token.context(
+        "a token is needed: --token or KIRI_DASHBOARD_TOKEN (`kiri dashboard --config FILE` prints it)",
+    )?;
+    let endpoint = format!("{}/api/v1/reload", url.trim_end_matches('/'));
+    let mut resp = agent()
+        .post(&endpoint)
+        .header("Authorization", &format!("Bearer {token}"))
+        .send_empty()
+        .with_context(|| format!("cannot reach the gateway at {url}"))?;
+    let status = resp.status();
+    let body = resp.body_mut().read_to_string().unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    if !status.is_success() {
+        match v["error"].as_str() {
+            Some(why) => bail!("reload refused, the running configuration stays: {why}"),
+            None => bail!("the gateway answered {status}: {body}"),
+        }
+    }
+    let list = |key: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (keys, changed, removed) = (
+        list("keys"),
+        list("functions_changed"),
+        list("functions_removed"),
+    );
+    if keys.is_empty() && changed.is_empty() && removed.is_empty() {
+        println!("reloaded: nothing changed");
+        return Ok(());
+    }
+    println!("reloaded");
+    for (what, names) in [
+        ("settings", keys),
+        ("functions added or changed", changed),
+        ("functions removed", removed),
+    ] {
+        if !names.is_empty() {
+            println!("  {what}: {}", names.join(", "));
         }
     }
     Ok(())

@@ -83,6 +83,14 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Make a running gateway read its configuration again, as `systemctl reload kiri` (SIGHUP)
+    /// does (over its HTTP API; needs the token): functions, [cloud], [outbox] and the
+    /// embedded broker's users change in place; a configuration that does not load, or that
+    /// changes a key only a restart changes, is refused and the running one stays.
+    Reload {
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Hash a password for an embedded-broker account (`[[broker.users]]` `password_hash`):
     /// reads the password from the first line of stdin, prints its Argon2id hash.
     PasswordHash,
@@ -112,8 +120,8 @@ enum Command {
         /// `sub`: who the caller is (functions read it with `caller`).
         #[arg(long)]
         subject: String,
-        /// Scopes (repeat or space-separate): read, dead-letters, state, invoke:<function>,
-        /// invoke:*, prefix:<topic or key prefix>.
+        /// Scopes (repeat or space-separate): read, dead-letters, state, reload,
+        /// invoke:<function>, invoke:*, prefix:<topic or key prefix>.
         #[arg(long = "scope", required = true)]
         scopes: Vec<String>,
         /// How long it is valid (`15m`, `1h`, `30d`).
@@ -317,6 +325,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::State { command, remote } => {
             state::run(command, &remote.url, remote.token.as_deref())
         }
+        Command::Reload { remote } => api::reload(&remote.url, remote.token.as_deref()),
         Command::PasswordHash => tools::password_hash(),
         #[cfg(feature = "man")]
         Command::Man => {

@@ -6,6 +6,7 @@
 //! then the pipeline; wait; shut down in the order that loses nothing (inputs first, then the
 //! pipeline after its group, then the rest).
 
+mod cloud;
 pub mod fds;
 mod functions;
 mod hangup;
@@ -17,7 +18,7 @@ mod tasks;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use tokio::sync::{mpsc, watch, Notify};
@@ -29,12 +30,12 @@ use crate::dead_letters::DeadLetters;
 use crate::deploy::Deployer;
 use crate::http;
 use crate::ingest;
-use crate::net::{self, parse_mqtt_url, Backoff};
+use crate::net;
 use crate::outbox::Outbox;
 use crate::pipeline::{self, Core, Dispatch, Durable, Limits, Retries, Role, SiteLink, Stop};
 use crate::store::Store;
 use crate::telemetry::{self, SharedStatus, Telemetry};
-use crate::uplink::{self, Credentials, UplinkConfig};
+use crate::uplink;
 use functions::load_functions;
 use site::start_site;
 use stop::shut_down;
@@ -64,6 +65,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let readiness = ingest::Readiness::default();
     let ready = readiness.flag();
     let uplink_status = SharedStatus::new(&config.cloud.url, Some(telemetry.clone()));
+    let (reloads, reload_requests) = mpsc::channel(4);
     let api = http::Api {
         metrics: metrics.handle,
         work: dispatch.clone(),
@@ -85,6 +87,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         outbox: stores.outbox.clone(),
         hosts: config.dashboard.hosts.clone().into(),
         streams: Arc::new(tokio::sync::Semaphore::new((fds.http / 4).max(1))),
+        reloads,
     };
     let http = start_http(
         &config,
@@ -115,16 +118,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         open: true,
     };
     let deploy_topics = deployer.as_ref().map(Deployer::topics).unwrap_or_default();
-    let mut uplink = match uplink_config(&config, &files, &stores, deploy_topics) {
-        Some(cfg) => tokio::spawn(uplink::run(
-            cfg,
-            stores.outbox.clone(),
-            stores.wake.clone(),
-            uplink_status.clone(),
-            control,
-        )),
-        None => tokio::spawn(uplink::off(uplink_status.clone(), control)),
-    };
+    let store_id = stores.store.store_id;
+    let target = cloud::target(&config, &files.cloud, store_id, deploy_topics.clone());
+    let (targets, uplink_target) = watch::channel(target);
+    let mut uplink = tokio::spawn(uplink::supervise(
+        uplink_target,
+        stores.outbox.clone(),
+        stores.wake.clone(),
+        uplink_status.clone(),
+        control,
+    ));
     let mut tasks = Background {
         housekeeping: tokio::spawn(tasks::housekeeping(stores.outbox.clone())),
         systemd: tokio::spawn(tasks::systemd(ready)),
@@ -179,11 +182,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     });
     lanes.start()?;
     let lanes = Arc::new(std::sync::Mutex::new(lanes));
-    // SIGHUP reloads the configuration's functions (gateway/hangup.rs).
+    // SIGHUP and `POST /api/v1/reload` reload the configuration (gateway/hangup.rs).
+    let live = hangup::Live {
+        registry: registry.clone(),
+        sync: Box::new(lane_syncer(&lanes)),
+        outbox: stores.outbox.clone(),
+        guard: site.guard.clone(),
+        uplink: targets,
+        cloud: files.cloud.clone(),
+        store_id,
+        deploy_topics,
+    };
     tasks.hangup = Some(tokio::spawn(hangup::run(
         config.clone(),
-        registry.clone(),
-        Box::new(lane_syncer(&lanes)),
+        live,
+        reload_requests,
     )));
     if config.watch {
         let on_new: reload::OnNew = Box::new(lane_syncer(&lanes));
@@ -331,23 +344,14 @@ fn lane_syncer(lanes: &Arc<std::sync::Mutex<lanes::Lanes>>) -> impl Fn() + Send 
 
 /// What the configuration's files give, read before anything opens.
 struct Files {
-    /// `None` without a cloud (`cloud.url` empty).
-    cloud_url: Option<net::MqttUrl>,
-    cloud_tls: Option<Arc<rustls::ClientConfig>>,
+    cloud: cloud::Cloud,
     dashboard_tls: Option<Arc<rustls::ServerConfig>>,
     issuer: Option<Arc<http::jwt::Issuer>>,
 }
 
 /// Reads the TLS and JWT files: one that cannot be used stops the start.
 fn check_files(config: &Config) -> anyhow::Result<Files> {
-    let cloud_url = match config.cloud.enabled() {
-        true => Some(parse_mqtt_url(&config.cloud.url).map_err(anyhow::Error::msg)?),
-        false => None,
-    };
-    let cloud_tls = match cloud_url.as_ref().is_some_and(|u| u.tls) {
-        true => Some(net::tls::client_config(config.cloud.tls_files()).context("cloud TLS")?),
-        false => None,
-    };
+    let cloud = cloud::Cloud::read(config)?;
     let dashboard_tls = match (&config.dashboard.tls_cert, &config.dashboard.tls_key) {
         (Some(cert), Some(key)) => {
             Some(net::tls::server_config(cert, key).context("dashboard TLS")?)
@@ -359,8 +363,7 @@ fn check_files(config: &Config) -> anyhow::Result<Files> {
         None => None,
     };
     Ok(Files {
-        cloud_url,
-        cloud_tls,
+        cloud,
         dashboard_tls,
         issuer,
     })
@@ -414,52 +417,6 @@ fn dashboard_token(config: &Config, store: &Store) -> anyhow::Result<Arc<str>> {
         );
     }
     Ok(token.into())
-}
-
-/// What the uplink needs to know; `None` without a cloud.
-fn uplink_config(
-    config: &Config,
-    files: &Files,
-    stores: &Stores,
-    deploy_topics: Vec<String>,
-) -> Option<UplinkConfig> {
-    let c = &config.cloud;
-    let gw = &config.gateway.id;
-    let url = files.cloud_url.as_ref()?;
-    Some(UplinkConfig {
-        host: url.host.clone(),
-        port: url.port,
-        tls: files.cloud_tls.clone(),
-        credentials: c.username.as_ref().map(|u| Credentials {
-            username: u.clone(),
-            password: c
-                .password
-                .as_ref()
-                .map(|p| p.expose().to_string())
-                .unwrap_or_default(),
-        }),
-        client_id: c
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("kiri-{gw}-uplink")),
-        topic_prefix: config.topic_prefix(),
-        gateway: gw.clone(),
-        store_id: stores.store.store_id,
-        inflight: c.inflight,
-        batch_records: c.batch_records,
-        batch_bytes: c.batch_bytes,
-        max_bytes_per_sec: c.max_bytes_per_sec,
-        encoding: c.encoding,
-        protocol: c.protocol_version,
-        ttl: config.outbox.ttl(),
-        keep_alive: Duration::from_secs(c.keep_alive_secs.max(5)),
-        max_packet: config.uplink_max_packet(),
-        backoff: Backoff::new(
-            Duration::from_millis(c.backoff_initial_ms),
-            Duration::from_millis(c.backoff_max_ms),
-        ),
-        deploy_topics,
-    })
 }
 
 /// The tasks beside the stages, stopped at shutdown.

@@ -59,6 +59,8 @@ pub(super) struct SiteSessions {
     /// What an earlier start subscribed to on it and this one no longer needs (before
     /// function lanes, it held every trigger).
     pub(super) stale: Vec<String>,
+    /// The embedded broker's guard (its accounts change on a reload).
+    pub(super) guard: Option<Arc<site_broker::guard::Guard>>,
 }
 
 /// Starts the site broker, and makes Kiri's control and local sessions with it.
@@ -83,6 +85,7 @@ pub(super) async fn start_site(
         per_address: fds.broker_per_address,
     };
     let endpoint = site_broker::start(b, own_ids, limits).await?;
+    let guard = endpoint.guard;
     let access = SiteAccess {
         host: endpoint.host,
         port: endpoint.port,
@@ -124,5 +127,6 @@ pub(super) async fn start_site(
         acks_rx,
         subscriptions: Arc::new(Mutex::new(subscriptions)),
         stale,
+        guard,
     })
 }

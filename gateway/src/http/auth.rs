@@ -79,6 +79,8 @@ pub enum Need<'a> {
     Invoke(&'a str),
     /// The function state routes: scope `state`.
     State,
+    /// `POST /api/v1/reload`: scope `reload`.
+    Reload,
 }
 
 impl Need<'_> {
@@ -87,6 +89,7 @@ impl Need<'_> {
             Need::Read => "read".into(),
             Need::DeadLetters => "dead-letters".into(),
             Need::State => "state".into(),
+            Need::Reload => "reload".into(),
             Need::Invoke(f) => format!("invoke:{f}"),
         }
     }
@@ -170,6 +173,7 @@ fn granted(scopes: &super::jwt::Scopes, need: Need<'_>) -> bool {
         Need::Read => scopes.read,
         Need::DeadLetters => scopes.dead_letters,
         Need::State => scopes.state,
+        Need::Reload => scopes.reload,
         Need::Invoke(f) => scopes.may_invoke(f),
     }
 }

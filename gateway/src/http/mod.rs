@@ -7,7 +7,8 @@
 //!   against what each route needs.
 //! - `invoke.rs`: the HTTP trigger, answered only once the invocation's effects are committed.
 //! - `status.rs`, `functions.rs`, `live.rs`: what the page reads (status, functions with their
-//!   metering, logs, live events, history, deployments); `dead_letters.rs`; `page.rs`.
+//!   metering, logs, live events, history, deployments); `dead_letters.rs`; `page.rs`;
+//!   `reload.rs` (the configuration reload, done by the gateway's reload task).
 
 mod auth;
 mod dead_letters;
@@ -16,6 +17,7 @@ mod invoke;
 pub mod jwt;
 mod live;
 pub mod page;
+pub mod reload;
 mod serve;
 mod state;
 mod status;
@@ -85,6 +87,8 @@ pub struct Api {
     /// Places for live event streams (`GET /api/v1/events`), each of which keeps its
     /// connection working for as long as it is open: a quarter of the connections.
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// Where `POST /api/v1/reload` asks for a reload.
+    pub reloads: reload::Reloads,
 }
 
 /// The routes.
@@ -121,6 +125,7 @@ pub fn router(state: Api) -> Router {
             get(state::read).delete(state::delete),
         )
         .route("/api/v1/dead-letters/replay", post(dead_letters::replay))
+        .route("/api/v1/reload", post(reload::reload))
         .route(
             "/api/v1/dead-letters/drop",
             post(dead_letters::drop_entries),

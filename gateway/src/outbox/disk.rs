@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 /// at once. So a burst of large writes cannot run past the reserve between two measurements.
 pub(super) struct DiskGuard {
     pub(super) dir: PathBuf,
-    pub(super) min_free: u64,
+    pub(super) min_free: std::sync::atomic::AtomicU64,
     pub(super) last: Mutex<Option<Measured>>,
 }
 
@@ -35,7 +35,8 @@ impl DiskGuard {
         let mut last = self.last.lock().expect("disk guard lock");
         let fresh = last.filter(|m| {
             m.at.elapsed() < Duration::from_millis(250)
-                && m.free.saturating_sub(m.written + upcoming) >= self.min_free
+                && m.free.saturating_sub(m.written + upcoming)
+                    >= self.min_free.load(std::sync::atomic::Ordering::Relaxed)
         });
         let mut m = match fresh {
             Some(m) => m,
@@ -51,7 +52,8 @@ impl DiskGuard {
                 }
             },
         };
-        let low = m.free.saturating_sub(m.written + upcoming) < self.min_free;
+        let low = m.free.saturating_sub(m.written + upcoming)
+            < self.min_free.load(std::sync::atomic::Ordering::Relaxed);
         if !low {
             m.written += upcoming;
         }

@@ -190,12 +190,19 @@ impl Cursor {
     }
 }
 
+/// `limits.ttl` in ms, `u64::MAX` for none.
+fn ttl_ms(limits: &OutboxConfig) -> u64 {
+    limits.ttl().map_or(u64::MAX, |d| d.as_millis() as u64)
+}
+
 /// The durable FIFO. Shared between the pipeline (appends) and the uplink (reads, acks).
 pub struct Outbox {
     db: sled::Db,
     tree: sled::Tree,
-    limits: OutboxConfig,
-    ttl_ms: Option<u64>,
+    /// The bounds and policy: set at open, changed by a reload ([`Outbox::set_limits`]).
+    limits: std::sync::RwLock<Arc<OutboxConfig>>,
+    /// `limits.ttl` in ms, parsed once (`u64::MAX`: none).
+    ttl_ms: AtomicU64,
     usage: Mutex<Usage>,
     room: Condvar,
     closed: AtomicBool,
@@ -247,8 +254,8 @@ impl Outbox {
         let outbox = Outbox {
             db: db.clone(),
             tree,
-            ttl_ms: limits.ttl().map(|d| d.as_millis() as u64),
-            limits,
+            ttl_ms: AtomicU64::new(ttl_ms(&limits)),
+            limits: std::sync::RwLock::new(Arc::new(limits)),
             usage: Mutex::new(usage.clone()),
             room: Condvar::new(),
             closed: AtomicBool::new(false),
@@ -271,7 +278,7 @@ impl Outbox {
     pub fn guard_disk(mut self, dir: &Path) -> Outbox {
         self.disk = Some(DiskGuard {
             dir: dir.to_path_buf(),
-            min_free: self.limits.min_free_bytes,
+            min_free: AtomicU64::new(self.limits().min_free_bytes),
             last: Mutex::new(None),
         });
         self
@@ -293,6 +300,34 @@ impl Outbox {
     pub fn notify_readable(mut self, readable: Arc<tokio::sync::Notify>) -> Outbox {
         self.readable = Some(readable);
         self
+    }
+
+    /// The bounds and policy in force.
+    pub fn limits(&self) -> Arc<OutboxConfig> {
+        self.limits
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The age past which results expire, in ms (`outbox.ttl`).
+    fn ttl_ms(&self) -> Option<u64> {
+        Some(self.ttl_ms.load(Ordering::Relaxed)).filter(|&t| t != u64::MAX)
+    }
+
+    /// Takes new bounds and policy (a configuration reload). They apply to the next append:
+    /// appends waiting for room look again at once; what is held stays, even above a lowered
+    /// bound (the uplink drains it; appends then wait, drop or reject by the new policy); a
+    /// new `high_priority` list classes the results written from now on.
+    pub fn set_limits(&self, limits: OutboxConfig) {
+        if let Some(disk) = &self.disk {
+            disk.min_free
+                .store(limits.min_free_bytes, Ordering::Relaxed);
+        }
+        self.ttl_ms.store(ttl_ms(&limits), Ordering::Relaxed);
+        *self.limits.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(limits);
+        let _u = self.usage.lock().expect("outbox usage lock");
+        self.room.notify_all();
     }
 
     fn publish_gauges(&self, u: &Usage) {
@@ -324,7 +359,7 @@ impl Outbox {
             return Priority::Low;
         }
         let high = self
-            .limits
+            .limits()
             .high_priority
             .iter()
             .any(|f| topic::matches(f, emitted_topic));

@@ -25,7 +25,7 @@ impl Outbox {
     }
 
     fn expired(&self, r: &Record, now_ms: u64) -> bool {
-        self.ttl_ms
+        self.ttl_ms()
             .is_some_and(|ttl| r.created_ms.saturating_add(ttl) <= now_ms)
     }
 
@@ -160,7 +160,7 @@ impl Outbox {
     /// within a queue, near enough: the sweep stops at the first live one; [`Outbox::read`]
     /// catches any other). Returns how many it deleted.
     pub fn expire(&self) -> Result<u64, OutboxError> {
-        if self.ttl_ms.is_none() {
+        if self.ttl_ms().is_none() {
             return Ok(0);
         }
         let now = crate::now_ms();

@@ -126,8 +126,8 @@ impl Outbox {
                 })
                 .collect(),
             function_share: FunctionShare {
-                records: self.limits.function_records(),
-                bytes: self.limits.function_bytes(),
+                records: self.limits().function_records(),
+                bytes: self.limits().function_bytes(),
             },
             unflushed: self.unflushed()?,
             oldest_age_ms: self
@@ -142,7 +142,7 @@ impl Outbox {
             full_waits: get(&c.full_waits),
             disk_waits: get(&c.disk_waits),
             held_back: self.held_back(),
-            policy: self.limits.clone(),
+            policy: (*self.limits()).clone(),
         })
     }
 }

@@ -25,8 +25,8 @@ impl Outbox {
             let over = |s: &Usage| {
                 let (held, held_bytes) = s.share(q).results();
                 held > 0
-                    && (held + records > self.limits.function_records()
-                        || held_bytes + bytes > self.limits.function_bytes())
+                    && (held + records > self.limits().function_records()
+                        || held_bytes + bytes > self.limits().function_bytes())
             };
             for p in [Priority::Normal, Priority::High] {
                 self.take_oldest(q, p, &mut sim, &mut out, &mut from, over)?;
@@ -35,8 +35,8 @@ impl Outbox {
         // The whole outbox over its bounds: class by class, the biggest holder's oldest.
         let total_over = |s: &Usage| {
             s.records > 0
-                && (s.records + demand.records > self.limits.max_records
-                    || s.bytes + demand.bytes > self.limits.max_bytes)
+                && (s.records + demand.records > self.limits().max_records
+                    || s.bytes + demand.bytes > self.limits().max_bytes)
         };
         for p in classes {
             while total_over(&sim) {

@@ -193,12 +193,12 @@ impl Outbox {
     /// themselves ([`Outbox::append_if_room`]). A share holding no results takes one append
     /// whatever its size.
     fn fits(&self, u: &Usage, demand: &Demand) -> (bool, bool) {
-        let total = u.records + demand.records <= self.limits.max_records
-            && u.bytes + demand.bytes <= self.limits.max_bytes;
+        let total = u.records + demand.records <= self.limits().max_records
+            && u.bytes + demand.bytes <= self.limits().max_bytes;
         let shares = demand.queues.iter().all(|(q, records, bytes)| {
             let (held, held_bytes) = u.share(q).results();
-            (held + records <= self.limits.function_records()
-                && held_bytes + bytes <= self.limits.function_bytes())
+            (held + records <= self.limits().function_records()
+                && held_bytes + bytes <= self.limits().function_bytes())
                 || held == 0
         });
         (total, shares)
@@ -229,7 +229,7 @@ impl Outbox {
         self.counts.disk_waits.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("kiri_outbox_disk_waits_total").increment(1);
         tracing::warn!(
-            min_free_bytes = self.limits.min_free_bytes,
+            min_free_bytes = self.limits().min_free_bytes,
             "disk almost full: holding back writes (and input acknowledgements) until space returns"
         );
     }
@@ -242,12 +242,12 @@ impl Outbox {
         let demand = Demand::of(records, &values);
         let mut u = self.usage.lock().expect("outbox usage lock");
         // Strictly within the bounds: no exception for an empty outbox or share.
-        let total = u.records + demand.records <= self.limits.max_records
-            && u.bytes + demand.bytes <= self.limits.max_bytes;
+        let total = u.records + demand.records <= self.limits().max_records
+            && u.bytes + demand.bytes <= self.limits().max_bytes;
         let shares = demand.queues.iter().all(|(q, records, bytes)| {
             let s = u.share(q);
-            s.records + records <= self.limits.function_records()
-                && s.bytes + bytes <= self.limits.function_bytes()
+            s.records + records <= self.limits().function_records()
+                && s.bytes + bytes <= self.limits().function_bytes()
         });
         if !total || !shares || self.disk.as_ref().is_some_and(|d| d.low(bytes)) {
             return Ok(false);
@@ -316,7 +316,7 @@ impl Outbox {
                 if (total || u.records == 0) && shares {
                     return Ok((u, Fit::Yes));
                 }
-                match self.limits.when_full {
+                match self.limits().when_full {
                     WhenFull::RejectNew => return Ok((u, Fit::Reject)),
                     WhenFull::DropOldest => return Ok((u, Fit::DropOldest)),
                     WhenFull::Block => {}

@@ -20,8 +20,13 @@
 //! (a login they send is ignored), keep their client ids (except Kiri's own), and what they
 //! send after the CONNECT is relayed unchecked. What the broker sends back is relayed
 //! unchanged.
+//!
+//! A reload replaces the accounts ([`Guard::set_users`]): new logins are checked against the
+//! new ones at once; a client logged in as a user that was removed, or whose password hash
+//! or topic rules changed, is disconnected (it logs in again, under the new rules), and so is
+//! every client connected without logging in once there are accounts.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,9 +39,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use super::accounts::{accounts, revoked, Accounts, Rules};
 use super::packets::{check, complete_packet, next_packet, refusal, refuse, Refusal};
 use crate::config::BrokerUser;
-use crate::net::{topic, Admitted, ConnectionLimits, Connections, Full, Ticket};
+use crate::net::{Admitted, ConnectionLimits, Connections, Full, Ticket};
 
 /// How long a new connection may take to send its CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,31 +52,6 @@ const CHECKS_AT_ONCE: usize = 2;
 /// The largest CONNECT read (its will included): a connection holds no more before it has
 /// logged in.
 const MAX_CONNECT_BYTES: usize = 64 << 10;
-/// What one user may do.
-#[derive(Debug, Clone)]
-pub struct Rules {
-    publish: Vec<String>,
-    subscribe: Vec<String>,
-}
-
-impl Rules {
-    /// May the user publish to (or name as its will) the topic `name`?
-    pub fn may_publish(&self, name: &str) -> bool {
-        topic::validate_name(name).is_ok() && self.publish.iter().any(|f| topic::matches(f, name))
-    }
-
-    /// May the user subscribe with `filter`? Only within one of its filters.
-    pub fn may_subscribe(&self, filter: &str) -> bool {
-        topic::validate_filter(filter).is_ok()
-            && self.subscribe.iter().any(|f| topic::covers(f, filter))
-    }
-}
-
-struct Account {
-    hash: String,
-    rules: Rules,
-}
-
 /// The login Kiri's own sessions use with the internal broker.
 #[derive(Clone)]
 pub struct InternalLogin {
@@ -120,8 +101,9 @@ impl OwnIds {
 
 /// The guard's settings.
 pub struct Guard {
-    /// The accounts; none when clients connect without logging in.
-    accounts: HashMap<String, Account>,
+    /// The accounts; none when clients connect without logging in. A reload sends new ones;
+    /// each connection watches for a change that ends it.
+    accounts: tokio::sync::watch::Sender<Arc<Accounts>>,
     /// Checked for unknown users, so that the time taken does not tell which names exist.
     dummy_hash: String,
     internal: InternalLogin,
@@ -129,6 +111,14 @@ pub struct Guard {
     reserved_ids: OwnIds,
     max_packet: usize,
     checks: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("users", &self.accounts.borrow().len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Guard {
@@ -139,20 +129,7 @@ impl Guard {
         reserved_ids: OwnIds,
         max_packet: usize,
     ) -> anyhow::Result<Guard> {
-        let accounts = users
-            .iter()
-            .map(|u| {
-                let rules = Rules {
-                    publish: u.publish_filters(),
-                    subscribe: u.subscribe.clone(),
-                };
-                let account = Account {
-                    hash: u.password_hash.clone(),
-                    rules,
-                };
-                (u.name.clone(), account)
-            })
-            .collect();
+        let accounts = tokio::sync::watch::Sender::new(Arc::new(accounts(users)));
         let mut dummy = [0u8; 16];
         getrandom::fill(&mut dummy).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
         let dummy_hash = crate::crypto::password::hash_password(&format!("{dummy:?}"))?;
@@ -166,6 +143,11 @@ impl Guard {
         })
     }
 
+    /// Takes new accounts (a configuration reload): see the module's documentation.
+    pub fn set_users(&self, users: &[BrokerUser]) {
+        self.accounts.send_replace(Arc::new(accounts(users)));
+    }
+
     /// Checks a login; the user's rules if it is right.
     async fn login(self: &Arc<Self>, user: &str, password: &str) -> Option<Rules> {
         // The place is held by the check itself: a connection closed meanwhile (evicted)
@@ -175,7 +157,8 @@ impl Guard {
         let (user, password) = (user.to_string(), password.to_string());
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let account = guard.accounts.get(&user);
+            let accounts = guard.accounts.borrow().clone();
+            let account = accounts.get(&user);
             let hash = account.map_or(guard.dummy_hash.as_str(), |a| a.hash.as_str());
             let right = Argon2::default()
                 .verify_password(password.as_bytes(), hash)
@@ -263,6 +246,9 @@ async fn relay(
 ) -> Result<(), Refusal> {
     use v4::ConnectReturnCode::{BadClientId, NotAuthorized, RefusedProtocolVersion};
     let _ = client.set_nodelay(true);
+    // Watched from the start: a change of accounts while this one logs in ends it too.
+    let mut reloads = guard.accounts.subscribe();
+    reloads.mark_unchanged();
     let mut buf = BytesMut::with_capacity(4096);
     // The CONNECT and the password check, within one deadline: a connection that has not
     // logged in holds no more than a small CONNECT, for at most this long.
@@ -296,7 +282,7 @@ async fn relay(
             Err(e) => return Err(refusal("malformed", format!("malformed CONNECT: {e}"))),
         };
         let id = connect.client_id.clone();
-        if guard.accounts.is_empty() {
+        if guard.accounts.borrow().is_empty() {
             return Ok(Some((connect, id, None)));
         }
         let Some(login) = connect.login.take() else {
@@ -378,9 +364,11 @@ async fn relay(
         tokio::select! {
             _ = tokio::io::copy(&mut client_rx, &mut server_tx) => {}
             _ = tokio::io::copy(&mut server_rx, &mut client_tx) => {}
+            ended = revoked(&mut reloads, None) => return Err(ended),
         }
         return Ok(());
     };
+    let mine = guard.accounts.borrow().get(&user).map(|a| a.hash.clone());
     let (mut server_rx, mut server_tx) = server.into_split();
     let (mut client_rx, mut client_tx) = client.into_split();
     let downstream = tokio::io::copy(&mut server_rx, &mut client_tx);
@@ -426,36 +414,6 @@ async fn relay(
             r => r,
         },
         _ = downstream => Ok(()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rules(publish: &[&str], subscribe: &[&str]) -> Rules {
-        Rules {
-            publish: publish.iter().map(|s| s.to_string()).collect(),
-            subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-
-    #[test]
-    fn rules_keep_a_sensor_in_its_own_topics() {
-        let r = rules(&["sensors/s1/#"], &["commands/s1/+"]);
-        assert!(r.may_publish("sensors/s1/temperature"));
-        assert!(r.may_publish("sensors/s1"));
-        assert!(!r.may_publish("sensors/s2/temperature"));
-        assert!(
-            !r.may_publish("sensors/s1/+"),
-            "a wildcard is no topic name"
-        );
-        assert!(!r.may_publish("kiri/deploy/gw"));
-        assert!(r.may_subscribe("commands/s1/reset"));
-        assert!(r.may_subscribe("commands/s1/+"));
-        assert!(!r.may_subscribe("commands/+/reset"));
-        assert!(!r.may_subscribe("#"));
-        assert!(!r.may_subscribe("commands/s1/#"));
-        assert!(!r.may_subscribe("a/#/b"), "not a valid filter");
+        ended = revoked(&mut reloads, mine.map(|hash| (user.as_str(), hash, &rules))) => Err(ended),
     }
 }

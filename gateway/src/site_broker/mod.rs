@@ -8,6 +8,7 @@
 //! yet committed is lost if the process dies. Use an external broker with persistence (for
 //! example Mosquitto with `persistence true`) where that window matters.
 
+mod accounts;
 pub mod guard;
 mod packets;
 
@@ -32,6 +33,8 @@ pub struct Endpoint {
     pub port: u16,
     /// The internal login, when rumqttd sits behind the guard.
     pub login: Option<InternalLogin>,
+    /// The guard in front of the embedded broker (a reload gives it new accounts).
+    pub guard: Option<Arc<guard::Guard>>,
 }
 
 /// Starts the site broker `broker` describes (nothing for an external one) and says where
@@ -62,7 +65,8 @@ pub async fn start(
                 .map_err(|cause| BrokerError::Listen { addr: l, cause })?;
             let users = &broker.users;
             let guard = guard::Guard::new(users, login.clone(), own_ids, broker.max_packet_bytes)?;
-            tokio::spawn(guard::serve(listener, internal, Arc::new(guard), limits));
+            let guard = Arc::new(guard);
+            tokio::spawn(guard::serve(listener, internal, guard.clone(), limits));
             if users.is_empty() {
                 tracing::info!(listen = %l, "embedded broker: clients connect without logging in");
             } else {
@@ -72,6 +76,7 @@ pub async fn start(
                 host: internal.ip().to_string(),
                 port: internal.port(),
                 login: Some(login),
+                guard: Some(guard),
             })
         }
         BrokerMode::External => {
@@ -80,6 +85,7 @@ pub async fn start(
                 host: url.host,
                 port: url.port,
                 login: None,
+                guard: None,
             })
         }
     }

@@ -6,7 +6,7 @@ use rumqttc::mqttbytes::{self, v4, FixedHeader, PacketType};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::guard::Rules;
+use super::accounts::Rules;
 
 /// Why a connection was refused or closed.
 #[derive(Debug)]

@@ -87,6 +87,22 @@ impl SharedStatus {
         self.tell(false, Some(error.to_string()));
     }
 
+    /// The uplink now goes to `url` (a reload changed the cloud settings): not connected, no
+    /// error yet; the counts go on.
+    pub fn retarget(&self, url: &str) {
+        let changed = self.get().url != url;
+        if changed {
+            self.update(|s| {
+                s.url = url.to_string();
+                s.connected = false;
+                s.since_ms = Some(crate::now_ms());
+                s.last_error = None;
+                s.last_error_ms = None;
+                s.next_attempt_ms = None;
+            });
+        }
+    }
+
     /// No uplink at all (`cloud.url` unset): down, with why, and no next attempt.
     pub fn off(&self, why: &str) {
         self.update(|s| {

@@ -12,6 +12,7 @@ mod envelope;
 mod link;
 mod message;
 mod pace;
+mod supervise;
 mod window;
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use tokio::sync::Notify;
 pub use envelope::{Envelope, ENVELOPE_VERSION};
 pub use link::{Message, Props};
 pub use pace::Pacer;
+pub use supervise::{supervise, Target};
 pub use window::Window;
 
 use crate::deploy::{DeployResult, HistoryEntry};
@@ -103,9 +105,9 @@ pub struct Control {
 
 /// In place of the uplink while `cloud.url` is unset: says so once (the log, the status), then
 /// holds, dropping deployment replies (there is no cloud to send them to).
-pub async fn off(status: SharedStatus, mut control: Control) -> Result<(), OutboxError> {
+pub async fn off(status: SharedStatus, control: &mut Control) -> Result<(), OutboxError> {
     let why = "cloud.url is not set: results are held in the outbox (within its bounds) and \
-               not forwarded; set cloud.url to a broker and restart the gateway";
+               not forwarded; set cloud.url to a broker and reload (or restart) the gateway";
     tracing::warn!("{why}");
     status.off(why);
     metrics::gauge!("kiri_uplink_connected").set(0.0);
@@ -119,7 +121,7 @@ pub async fn run(
     outbox: Arc<Outbox>,
     wake: Arc<Notify>,
     status: SharedStatus,
-    mut control: Control,
+    control: &mut Control,
 ) -> Result<(), OutboxError> {
     let mut backoff = cfg.backoff.clone();
     let pacer = Pacer::new(cfg.max_bytes_per_sec);
@@ -131,7 +133,7 @@ pub async fn run(
             wake: &wake,
             pacer: pacer.as_ref(),
             status: &status,
-            control: &mut control,
+            control: &mut *control,
             held: &mut held,
         };
         let link::Ended(error) = session(&cfg, &outbox, &mut backoff, links).await?;

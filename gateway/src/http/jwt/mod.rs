@@ -154,6 +154,8 @@ pub struct Scopes {
     pub dead_letters: bool,
     /// The function state routes.
     pub state: bool,
+    /// The configuration reload.
+    pub reload: bool,
     /// Functions it may invoke (`*` for all).
     pub invoke: Vec<String>,
     /// Topic and key prefixes its invocations may use.
@@ -169,6 +171,7 @@ impl Scopes {
                 "read" => s.read = true,
                 "dead-letters" => s.dead_letters = true,
                 "state" => s.state = true,
+                "reload" => s.reload = true,
                 _ => {
                     if let Some(f) = w.strip_prefix("invoke:").filter(|f| !f.is_empty()) {
                         s.invoke.push(f.to_string());
