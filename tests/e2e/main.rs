@@ -14,6 +14,7 @@ mod languages;
 mod mqtt5;
 mod observe;
 mod page;
+mod quickstart;
 mod reload;
 mod sensors;
 mod soak;

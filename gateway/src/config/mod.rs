@@ -252,6 +252,7 @@ impl Config {
         self.deploy.validate().map_err(ConfigError::Invalid)?;
         self.broker.validate().map_err(ConfigError::Invalid)?;
         self.dashboard.validate().map_err(ConfigError::Invalid)?;
+        self.log.validate().map_err(ConfigError::Invalid)?;
         let bad = |msg: String| Err(ConfigError::Invalid(msg));
         if self.deploy.max_package_bytes + 1024 > self.broker.max_packet_bytes
             || self.deploy.keep_versions == 0

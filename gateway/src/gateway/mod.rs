@@ -144,6 +144,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             registry.meters(),
             stores.outbox.clone(),
             uplink_status,
+            config.log.summary(),
         )),
         retry: tokio::spawn(crate::dead_letters::retry::run(
             stores.dead_letters.clone(),
