@@ -364,7 +364,8 @@ fn a_functions_state_can_be_listed_read_and_deleted() {
 
 /// `kiri run --watch`: a changed module replaces the running version, each event processed
 /// once by one of them; a changed module that does not load leaves the running one; a function
-/// whose module was missing at start runs once it is written.
+/// whose module was missing at start runs once it is written; a function added by a reload is
+/// watched too.
 #[test]
 fn kiri_run_watch_reloads_a_changed_module() {
     let dir = tempfile::tempdir().unwrap();
@@ -436,5 +437,44 @@ fn kiri_run_watch_reloads_a_changed_module() {
         })
     });
     assert!(ran, "the late function runs; log:\n{}", gw.log_text());
+
+    // A function added by a reload is watched too.
+    let added = dir.path().join("added.wasm");
+    std::fs::write(&added, emitter_wasm("a1")).unwrap();
+    gw.set_config(&format!(
+        "{conf}[[functions]]\nname = \"added\"\nmodule = \"{}\"\ntriggers = [{{ topic = \"in3\", format = \"text\" }}]\n",
+        added.display()
+    ));
+    let pid = gw.pid().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_until("the reload", Duration::from_secs(20), || {
+        gw.log_text().contains("configuration reloaded")
+    });
+    std::fs::write(&added, emitter_wasm("a2")).unwrap();
+    wait_until(
+        "the added function's module change",
+        Duration::from_secs(20),
+        || {
+            gw.log_text()
+                .matches("module changed: the new version runs")
+                .count()
+                == 2
+        },
+    );
+    let ran = (0..20).any(|i| {
+        super::formats::mosquitto_pub(port, "in3", format!("added{i}").as_bytes());
+        poll_until(Duration::from_secs(1), || {
+            topics().iter().any(|t| t == "kiri/gw-test/a2")
+        })
+    });
+    assert!(
+        ran,
+        "the added function runs its new module; log:\n{}",
+        gw.log_text()
+    );
     gw.stop();
 }

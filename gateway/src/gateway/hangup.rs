@@ -45,6 +45,8 @@ pub(super) struct Live {
     pub(super) cloud: Cloud,
     pub(super) store_id: u64,
     pub(super) deploy_topics: Vec<String>,
+    /// The configuration file's functions, for `kiri run --watch` (`reload.rs`).
+    pub(super) functions: watch::Sender<Vec<(FunctionConfig, super::reload::Seen)>>,
 }
 
 /// Whether a reload can change the key `key` (a dotted settings key) without a restart.
@@ -130,6 +132,12 @@ async fn reload(running: &Config, live: &mut Live) -> Result<(Config, Reloaded),
             fixed.join(", ")
         ));
     }
+    // The module files as they are before they are read: `--watch` takes changes from here.
+    let seen: Vec<_> = new
+        .functions
+        .iter()
+        .map(|f| (f.clone(), super::reload::look(&f.module)))
+        .collect();
     let cloud = Cloud::read(&new).map_err(|e| format!("{e:#}"))?;
     let files_changed = cloud.files_changed(&live.cloud);
     let restart_uplink = files_changed
@@ -151,6 +159,7 @@ async fn reload(running: &Config, live: &mut Live) -> Result<(Config, Reloaded),
         live.uplink.send_replace(target);
     }
     live.cloud = cloud;
+    live.functions.send_replace(seen);
     let mut keys = changed;
     if files_changed {
         keys.push("cloud TLS files".into());

@@ -183,7 +183,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     });
     lanes.start()?;
     let lanes = Arc::new(std::sync::Mutex::new(lanes));
-    // SIGHUP and `POST /api/v1/reload` reload the configuration (gateway/hangup.rs).
+    // SIGHUP and `POST /api/v1/reload` reload the configuration (gateway/hangup.rs);
+    // `--watch` follows the functions it leaves (gateway/reload.rs).
+    let seen = config.functions.iter();
+    let seen = seen.map(|f| (f.clone(), reload::look(&f.module))).collect();
+    let (functions, watched) = watch::channel(seen);
     let live = hangup::Live {
         registry: registry.clone(),
         sync: Box::new(lane_syncer(&lanes)),
@@ -193,6 +197,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         cloud: files.cloud.clone(),
         store_id,
         deploy_topics,
+        functions,
     };
     tasks.hangup = Some(tokio::spawn(hangup::run(
         config.clone(),
@@ -201,12 +206,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     )));
     if config.watch {
         let on_new: reload::OnNew = Box::new(lane_syncer(&lanes));
-        let functions = config.functions.clone();
-        tasks.watch = Some(tokio::spawn(reload::run(
-            registry.clone(),
-            functions,
-            on_new,
-        )));
+        tasks.watch = Some(tokio::spawn(reload::run(registry.clone(), watched, on_new)));
     }
     let link = SiteLink {
         acks: site.acks_tx,

@@ -16,9 +16,9 @@ use crate::runtime::Runtime;
 const POLL: Duration = Duration::from_secs(1);
 
 /// What a module file looked like.
-type Seen = Option<(u64, SystemTime)>;
+pub(super) type Seen = Option<(u64, SystemTime)>;
 
-fn look(path: &PathBuf) -> Seen {
+pub(super) fn look(path: &PathBuf) -> Seen {
     let m = std::fs::metadata(path).ok()?;
     Some((m.len(), m.modified().ok()?))
 }
@@ -26,30 +26,52 @@ fn look(path: &PathBuf) -> Seen {
 /// Called after a function that did not load at start was activated: starts its lane.
 pub(super) type OnNew = Box<dyn Fn() + Send + Sync>;
 
-/// Watches the modules of `functions` (the configuration file's) until the task is dropped.
-pub(super) async fn run(registry: Registry, functions: Vec<FunctionConfig>, on_new: OnNew) {
-    let mut seen: Vec<Seen> = functions.iter().map(|f| look(&f.module)).collect();
-    let mut pending: Vec<Option<Seen>> = vec![None; functions.len()];
-    tracing::info!(
-        modules = functions.len(),
-        "watching the functions' module files (kiri run --watch)"
-    );
+/// Watches the modules of the configuration file's functions until the task is dropped;
+/// `functions` follows the configuration as reloads change it.
+pub(super) async fn run(
+    registry: Registry,
+    mut functions: tokio::sync::watch::Receiver<Vec<(FunctionConfig, Seen)>>,
+    on_new: OnNew,
+) {
+    // Per function: its entry, the module file as last taken, and a change waiting to settle.
+    let mut watched: Vec<(FunctionConfig, Seen, Option<Seen>)> = Vec::new();
     let mut tick = tokio::time::interval(POLL);
+    let mut first = true;
     loop {
+        if first || functions.has_changed().unwrap_or(false) {
+            let now = functions.borrow_and_update().clone();
+            // A function kept with the same module keeps what was seen of it; a new one (or a
+            // new module path) as the reload saw its file before loading it.
+            watched = now
+                .into_iter()
+                .map(|(f, loaded)| {
+                    let kept = watched
+                        .iter()
+                        .find(|(w, _, _)| w.name == f.name && w.module == f.module);
+                    let (seen, pending) = kept.map_or((loaded, None), |(_, s, p)| (*s, *p));
+                    (f, seen, pending)
+                })
+                .collect();
+            tracing::info!(
+                modules = watched.len(),
+                "watching the functions' module files (kiri run --watch)"
+            );
+            first = false;
+        }
         tick.tick().await;
-        for (i, f) in functions.iter().enumerate() {
+        for (f, seen, pending) in watched.iter_mut() {
             let now = look(&f.module);
-            if now == seen[i] {
-                pending[i] = None;
+            if now == *seen {
+                *pending = None;
                 continue;
             }
             // Changed: take it once it has stood still for one poll.
-            if pending[i] != Some(now) {
-                pending[i] = Some(now);
+            if *pending != Some(now) {
+                *pending = Some(now);
                 continue;
             }
-            seen[i] = now;
-            pending[i] = None;
+            *seen = now;
+            *pending = None;
             reload(&registry, f, &on_new).await;
         }
     }
