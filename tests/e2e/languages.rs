@@ -121,6 +121,12 @@ fn rust_with_std_on_wasi() {
         log.contains("INFO kiri::function: s1 temperature = 31 C, above 30"),
         "stdout in the log:\n{log}"
     );
+    // The line names the function and the topic of the event it ran on.
+    let line = log.lines().find(|l| l.contains("above 30")).unwrap();
+    assert!(
+        line.contains("function=") && line.contains("topic=sensors/s1/temperature"),
+        "{line}"
+    );
 }
 
 /// AssemblyScript with the Kiri SDK (`functions/sdk-assemblyscript`), built by

@@ -457,7 +457,7 @@ fn call(
 ) -> Result<Vec<Output>, InvokeError> {
     let (topic, payload, received_ms) = (job.topic, job.payload, job.received_ms);
     let store = &mut instance.store;
-    store.data_mut().reset();
+    store.data_mut().reset(topic);
     store.data_mut().caller = job.caller.cloned();
     store.data_mut().input_format = job.format;
     store.data_mut().http = job.http.cloned();

@@ -18,6 +18,9 @@ pub struct LogSink {
     budget: Arc<LogBudget>,
     /// Lines of the current invocation (or start).
     lines: AtomicU32,
+    /// The topic of the current invocation's event (empty: the start function), named in
+    /// each line of the gateway's log.
+    topic: std::sync::Mutex<String>,
 }
 
 impl LogSink {
@@ -27,12 +30,21 @@ impl LogSink {
             telemetry,
             budget,
             lines: AtomicU32::new(0),
+            topic: Default::default(),
         }
     }
 
-    /// A new invocation: its own allowance of lines.
-    pub fn reset(&self) {
+    /// A new invocation, of an event on `topic`: its own allowance of lines.
+    pub fn reset(&self, topic: &str) {
         self.lines.store(0, Ordering::Relaxed);
+        let mut t = self.topic.lock().unwrap_or_else(|e| e.into_inner());
+        t.clear();
+        t.push_str(topic);
+    }
+
+    /// The topic of the current invocation's event.
+    pub fn topic(&self) -> String {
+        self.topic.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// One line at `lvl` (a [`kiri_abi::level`]); its first [`MAX_LOG_BYTES`] are kept.
@@ -53,21 +65,23 @@ impl LogSink {
         }
         let text = String::from_utf8_lossy(bytes);
         let function = &*self.function;
+        let topic = self.topic.lock().unwrap_or_else(|e| e.into_inner());
+        let topic = topic.as_str();
         let name = match lvl {
             level::ERROR => {
-                tracing::error!(target: "kiri::function", function, "{text}");
+                tracing::error!(target: "kiri::function", function, topic = %topic, "{text}");
                 "error"
             }
             level::WARN => {
-                tracing::warn!(target: "kiri::function", function, "{text}");
+                tracing::warn!(target: "kiri::function", function, topic = %topic, "{text}");
                 "warn"
             }
             level::INFO => {
-                tracing::info!(target: "kiri::function", function, "{text}");
+                tracing::info!(target: "kiri::function", function, topic = %topic, "{text}");
                 "info"
             }
             _ => {
-                tracing::debug!(target: "kiri::function", function, "{text}");
+                tracing::debug!(target: "kiri::function", function, topic = %topic, "{text}");
                 "debug"
             }
         };

@@ -116,11 +116,11 @@ pub struct HostState {
 }
 
 impl HostState {
-    /// Clears what one invocation collected.
-    pub(crate) fn reset(&mut self) {
+    /// Clears what one invocation collected; the next is of an event on `topic`.
+    pub(crate) fn reset(&mut self, topic: &str) {
         self.outputs.clear();
         self.output_bytes = 0;
-        self.log.reset();
+        self.log.reset(topic);
         self.kv_writes.clear();
         self.kv_delta = (0, 0);
         self.response = super::HttpAnswer::default();
@@ -150,6 +150,7 @@ impl HostState {
         if self.log_refusal() {
             tracing::warn!(
                 function = &*self.function,
+                topic = self.log.topic(),
                 subject,
                 name = ?String::from_utf8_lossy(name),
                 kind,
@@ -226,6 +227,7 @@ impl HostState {
             if self.log_refusal() {
                 tracing::warn!(
                     function = &*self.function,
+                    topic = self.log.topic(),
                     key = ?String::from_utf8_lossy(key),
                     "key-value write over the function's quota (limits.kv_max_{which}): refused with LIMIT (further refusals of this invocation are only counted)"
                 );
@@ -299,6 +301,7 @@ fn output(
         if state.log_refusal() {
             tracing::warn!(
                 function = &*state.function,
+                trigger = state.log.topic(),
                 topic,
                 kind,
                 "output to a topic the function may not use was refused (further refusals of this invocation are only counted)"
