@@ -58,7 +58,10 @@ fn report(module: &Module, bytes: usize, version: &str) -> ModuleReport {
         .map(|i| {
             let ty = match i.ty() {
                 ExternType::Func(f) => interface::type_text(f.params(), f.results()),
-                other => format!("{other:?}"),
+                // Named as the WebAssembly text format does, not as Rust types.
+                ExternType::Global(_) => "global".to_string(),
+                ExternType::Table(_) => "table".to_string(),
+                ExternType::Memory(_) => "memory".to_string(),
             };
             format!("{}.{} {ty}", i.module(), i.name())
         })
