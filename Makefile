@@ -40,12 +40,13 @@ run: setup-run assets functions
 	trap 'kill $$sensor 2>/dev/null' EXIT INT TERM; \
 	./target/release/kiri run --config $(CONFIG)
 
-## test: unit, property, end-to-end and browser tests, and the C and AssemblyScript SDKs' tests
-## (installs Mosquitto, clang, lld, wasi-libc, qemu, Chromium, chromedriver, Node.js and npm as
-## root if missing)
+## test: unit, property, end-to-end and browser tests, the C and AssemblyScript SDKs' tests, and the
+## arm64 and armhf Debian packages (installs Mosquitto, clang, lld, wasi-libc, qemu, the arm cross
+## compilers, Chromium, chromedriver, Node.js and npm as root if missing)
 test: setup-test assets functions functions-c test-c-sdk functions-wasi functions-as test-as-sdk firmware sensor image node-red
 	@$(MAKE) --no-print-directory bench-smoke
-	@cross/deb.sh arm64
+	@cross/build.sh armv7-unknown-linux-gnueabihf
+	@cross/deb.sh arm64 armhf
 	@scripts/test.sh
 
 ## bench: the benchmarks (release build, LTO): criterion micro benchmarks, then Kiri against

@@ -123,6 +123,10 @@ if [ "$what" = "test" ]; then
     command -v cpio >/dev/null 2>&1 || need+=(cpio)
     command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
     command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu)
+    # The packages' binaries run under QEMU's user mode (qemu-aarch64, qemu-arm); the armhf
+    # build links glibc with the armhf cross compiler, whose libraries qemu-arm loads.
+    command -v qemu-arm >/dev/null 2>&1 || need+=(qemu-user)
+    command -v arm-linux-gnueabihf-gcc >/dev/null 2>&1 || need+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
     # /metrics is checked with promtool (Debian's prometheus package; its service is not
     # needed and not started by the tests).
     command -v promtool >/dev/null 2>&1 || need+=(prometheus)

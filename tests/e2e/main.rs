@@ -13,6 +13,7 @@ mod isolation;
 mod languages;
 mod mqtt5;
 mod observe;
+mod packages;
 mod page;
 mod quickstart;
 mod reload;

@@ -245,6 +245,9 @@ pub struct Kiri {
     open_files: Option<u64>,
     /// More arguments of `kiri run`.
     run_args: Vec<String>,
+    /// The command that runs kiri, when not the binary under test (a device build under
+    /// QEMU's user mode: `qemu-arm -L ... path/to/kiri`).
+    program: Option<Vec<String>>,
 }
 
 impl Kiri {
@@ -315,14 +318,29 @@ impl Kiri {
             child: None,
             open_files,
             run_args: Vec::new(),
+            program: None,
         }
+    }
+
+    /// [`Kiri::start`] with `program` (a command and its first arguments) in place of the
+    /// binary under test: a device build under QEMU's user mode.
+    pub fn start_program(
+        dir: &Path,
+        config_toml: &str,
+        env: &[(&str, String)],
+        program: &[&str],
+    ) -> Kiri {
+        let mut k = Kiri::prepare(dir, config_toml, env, None);
+        k.program = Some(program.iter().map(|a| a.to_string()).collect());
+        k.restart();
+        k
     }
 
     pub fn restart(&mut self) {
         self.spawn();
         wait_until(
             "kiri to subscribe to its triggers",
-            Duration::from_secs(20),
+            Duration::from_secs(if self.program.is_some() { 60 } else { 20 }),
             || {
                 self.assert_running();
                 self.metric("kiri_ingest_subscribed") == 1.0
@@ -339,9 +357,14 @@ impl Kiri {
             .open(&self.log)
             .unwrap();
         let kiri = env!("CARGO_BIN_EXE_kiri");
-        let mut command = match self.open_files {
-            None => Command::new(kiri),
-            Some(n) => {
+        let mut command = match (&self.program, self.open_files) {
+            (Some(p), _) => {
+                let mut c = Command::new(&p[0]);
+                c.args(&p[1..]);
+                c
+            }
+            (None, None) => Command::new(kiri),
+            (None, Some(n)) => {
                 // util-linux's prlimit sets the limit on itself, then runs kiri in its place.
                 let mut c = Command::new("prlimit");
                 c.arg(format!("--nofile={n}:{n}")).arg("--").arg(kiri);
