@@ -8,7 +8,7 @@ TEST_GUESTS := kiri-fuzz-guest
 # Examples built for WASI preview 1 (wasm32-wasip1, the standard library).
 WASI_FUNCTIONS := kiri-fn-threshold-std
 
-.PHONY: help check run test bench bench-smoke node-red soak fuzz lint functions functions-c test-c-sdk functions-wasi functions-as test-as-sdk build assets firmware qemu-node qemu-node-build sensor cross image qemu deb install flash setup-run setup-test setup-lint setup-fuzz setup-as clean
+.PHONY: help check run test bench bench-smoke node-red soak fuzz lint functions functions-c test-c-sdk functions-wasi functions-as test-as-sdk build assets firmware qemu-node qemu-node-build sensor cross image qemu deb install flash sd-image sd-image-boot setup-run setup-test setup-lint setup-fuzz setup-as clean
 
 ## help: list the targets with what each does (from the `##` comments in this Makefile)
 help:
@@ -252,6 +252,19 @@ install: deb
 	@test -n "$(HOST)" || { echo "make install HOST=user@device [ARCH=arm64|armhf]"; exit 2; }
 	scp target/deb/kiri_*_$(ARCH).deb $(HOST):/tmp/
 	ssh -t $(HOST) 'sudo apt-get install -y /tmp/kiri_*_$(ARCH).deb && rm -f /tmp/kiri_*_$(ARCH).deb'
+
+## sd-image: a bootable arm64 SD card image for the Raspberry Pi 3, 4 and Zero 2 W, from Debian 12
+## packages, with Kiri installed (target/sd-image/kiri-sd-arm64.img.xz). As root, with the network
+## to deb.debian.org; about 30 minutes on 2 cores. See docs/devices.md
+sd-image: assets functions
+	cross/build.sh aarch64-unknown-linux-musl
+	cross/deb.sh arm64
+	cross/sdimage.sh
+
+## sd-image-boot: boot the SD image (after make sd-image) under qemu-system-aarch64 and check its
+## first boot, that Kiri runs as a service and forwards a reading (several minutes)
+sd-image-boot:
+	cross/sdimage-boot.sh
 
 ## flash: write IMAGE to the removable DEVICE (DRY_RUN=1 only checks and prints)
 flash:

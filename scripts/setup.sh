@@ -126,6 +126,11 @@ if [ "$what" = "test" ]; then
     # The packages' binaries run under QEMU's user mode (qemu-aarch64, qemu-arm); the armhf
     # build links glibc with the armhf cross compiler, whose libraries qemu-arm loads.
     command -v qemu-arm >/dev/null 2>&1 || need+=(qemu-user)
+    # The SD card's layout is checked with the tools that make it (FAT, MBR, ext4).
+    command -v mkfs.vfat >/dev/null 2>&1 || need+=(dosfstools)
+    command -v mcopy >/dev/null 2>&1 || need+=(mtools)
+    command -v sfdisk >/dev/null 2>&1 || need+=(fdisk)
+    command -v debugfs >/dev/null 2>&1 || need+=(e2fsprogs)
     command -v arm-linux-gnueabihf-gcc >/dev/null 2>&1 || need+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
     # /metrics is checked with promtool (Debian's prometheus package; its service is not
     # needed and not started by the tests).

@@ -17,6 +17,7 @@ mod packages;
 mod page;
 mod quickstart;
 mod reload;
+mod sdimage;
 mod sensors;
 mod soak;
 mod util;
