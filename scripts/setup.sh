@@ -131,6 +131,11 @@ if [ "$what" = "test" ]; then
     command -v mcopy >/dev/null 2>&1 || need+=(mtools)
     command -v sfdisk >/dev/null 2>&1 || need+=(fdisk)
     command -v debugfs >/dev/null 2>&1 || need+=(e2fsprogs)
+    # The disk that forgets (cross/powercut): nbdkit with its Python plugin, driven in its test
+    # by libnbd's Python client (Debian's python3, not another python3 on PATH).
+    command -v nbdkit >/dev/null 2>&1 || need+=(nbdkit)
+    ls /usr/lib/*/nbdkit/plugins/nbdkit-python-plugin.so >/dev/null 2>&1 || need+=(nbdkit-plugin-python)
+    /usr/bin/python3 -c 'import nbd' >/dev/null 2>&1 || need+=(python3-libnbd)
     command -v arm-linux-gnueabihf-gcc >/dev/null 2>&1 || need+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
     # /metrics is checked with promtool (Debian's prometheus package; its service is not
     # needed and not started by the tests).

@@ -15,6 +15,7 @@ mod mqtt5;
 mod observe;
 mod packages;
 mod page;
+mod powercut;
 mod quickstart;
 mod reload;
 mod sdimage;

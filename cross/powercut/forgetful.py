@@ -1,0 +1,131 @@
+# A disk that forgets what was not flushed: an nbdkit plugin (nbdkit's Python plugin,
+# Debian's nbdkit-plugin-python) serving FILE to QEMU over NBD.
+#
+#   nbdkit --unix SOCKET python cross/powercut/forgetful.py file=DISK.img
+#   qemu-system-... -drive file=nbd:unix:SOCKET,format=raw,cache=writeback,...
+#
+# The fault model (docs/delivery-guarantees.md, "The power-cut test"):
+# - FILE holds what is durable. A write is kept in memory, not in FILE, until the guest
+#   flushes (NBD FLUSH) or writes with FUA: then every write made so far is applied to FILE and
+#   fsynced, in order, before the flush (or the FUA write) is answered.
+# - Reads see every write made so far, flushed or not (as a disk's cache does).
+# - Each unflushed write is also appended to FILE.pending (page number and the page's new
+#   content, 4096-byte pages), so that after a power cut (nbdkit killed with SIGKILL, QEMU
+#   with it) `cut.py` can decide what of it reached the medium: nothing (mode `drop`), or a
+#   random subset of the pages, applied in the order they were written (mode `reorder`: writes
+#   reach the medium out of order, and a write across pages can be torn between them). One
+#   4096-byte page is written whole or not at all.
+
+import builtins
+import os
+
+import nbdkit
+
+API_VERSION = 2
+PAGE = 4096
+
+disk_path = None
+disk = None
+size = 0
+# Page number -> its newest content, for pages written since the last flush.
+dirty = {}
+log = None
+
+
+def config(key, value):
+    global disk_path
+    if key == "file":
+        disk_path = os.path.abspath(value)
+    else:
+        raise RuntimeError("unknown parameter %s (forgetful.py takes file=DISK)" % key)
+
+
+def config_complete():
+    global disk, size, log
+    if disk_path is None:
+        raise RuntimeError("file=DISK is required")
+    pending = disk_path + ".pending"
+    if os.path.exists(pending) and os.path.getsize(pending) > 0:
+        raise RuntimeError(
+            "%s holds unflushed writes of a cut: run cut.py on it first" % pending)
+    disk = builtins.open(disk_path, "r+b")
+    size = os.fstat(disk.fileno()).st_size
+    if size % PAGE:
+        raise RuntimeError("the disk's size must be a multiple of %d bytes" % PAGE)
+    log = builtins.open(pending, "wb")
+
+
+def thread_model():
+    return nbdkit.THREAD_MODEL_SERIALIZE_ALL_REQUESTS
+
+
+def open(readonly):  # noqa: A001 (nbdkit's callback name)
+    return 1
+
+
+def get_size(h):
+    return size
+
+
+def can_flush(h):
+    return True
+
+
+def can_fua(h):
+    return nbdkit.FUA_NATIVE
+
+
+def can_multi_conn(h):
+    return False
+
+
+def page(n):
+    if n in dirty:
+        return dirty[n]
+    disk.seek(n * PAGE)
+    return disk.read(PAGE)
+
+
+def pread(h, buf, offset, flags):
+    end = offset + len(buf)
+    at = offset
+    while at < end:
+        n = at // PAGE
+        start = at - n * PAGE
+        take = min(PAGE - start, end - at)
+        buf[at - offset:at - offset + take] = page(n)[start:start + take]
+        at += take
+
+
+def pwrite(h, buf, offset, flags):
+    data = bytes(buf)
+    end = offset + len(data)
+    at = offset
+    while at < end:
+        n = at // PAGE
+        start = at - n * PAGE
+        take = min(PAGE - start, end - at)
+        old = page(n)
+        new = old[:start] + data[at - offset:at - offset + take] + old[start + take:]
+        dirty[n] = new
+        log.write(n.to_bytes(8, "little") + new)
+        at += take
+    log.flush()
+    if flags & nbdkit.FLAG_FUA:
+        flush(h, 0)
+
+
+def zero(h, count, offset, flags):
+    pwrite(h, bytearray(count), offset, flags)
+
+
+def flush(h, flags):
+    for n in sorted(dirty):
+        disk.seek(n * PAGE)
+        disk.write(dirty[n])
+    disk.flush()
+    os.fsync(disk.fileno())
+    dirty.clear()
+    log.seek(0)
+    log.truncate()
+    log.flush()
