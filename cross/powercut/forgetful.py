@@ -86,30 +86,30 @@ def page(n):
     return disk.read(PAGE)
 
 
-def pread(h, buf, offset, flags):
-    end = offset + len(buf)
-    at = offset
+def pieces(offset, length):
+    """The pages a request of `length` bytes at `offset` touches: (page number, where the
+    request starts in the page, bytes in the page, where the piece starts in the request)."""
+    at, end = offset, offset + length
     while at < end:
         n = at // PAGE
         start = at - n * PAGE
         take = min(PAGE - start, end - at)
-        buf[at - offset:at - offset + take] = page(n)[start:start + take]
+        yield n, start, take, at - offset
         at += take
+
+
+def pread(h, buf, offset, flags):
+    for n, start, take, i in pieces(offset, len(buf)):
+        buf[i:i + take] = page(n)[start:start + take]
 
 
 def pwrite(h, buf, offset, flags):
     data = bytes(buf)
-    end = offset + len(data)
-    at = offset
-    while at < end:
-        n = at // PAGE
-        start = at - n * PAGE
-        take = min(PAGE - start, end - at)
+    for n, start, take, i in pieces(offset, len(data)):
         old = page(n)
-        new = old[:start] + data[at - offset:at - offset + take] + old[start + take:]
+        new = old[:start] + data[i:i + take] + old[start + take:]
         dirty[n] = new
         log.write(n.to_bytes(8, "little") + new)
-        at += take
     log.flush()
     if flags & nbdkit.FLAG_FUA:
         flush(h, 0)
