@@ -148,8 +148,9 @@ impl Guard {
         self.accounts.send_replace(Arc::new(accounts(users)));
     }
 
-    /// Checks a login; the user's rules if it is right.
-    async fn login(self: &Arc<Self>, user: &str, password: &str) -> Option<Rules> {
+    /// Checks a login; the user's rules if it is right, with the hash it was checked against
+    /// (a reload that changes it ends the session).
+    async fn login(self: &Arc<Self>, user: &str, password: &str) -> Option<(Rules, String)> {
         // The place is held by the check itself: a connection closed meanwhile (evicted)
         // does not free it before the hash is done.
         let permit = self.checks.clone().acquire_owned().await.ok()?;
@@ -163,7 +164,9 @@ impl Guard {
             let right = Argon2::default()
                 .verify_password(password.as_bytes(), hash)
                 .is_ok();
-            account.filter(|_| right).map(|a| a.rules.clone())
+            account
+                .filter(|_| right)
+                .map(|a| (a.rules.clone(), a.hash.clone()))
         })
         .await
         .ok()
@@ -290,12 +293,12 @@ async fn relay(
             return refuse(&mut client, NotAuthorized, "no_login", detail).await;
         };
         let user = login.username;
-        let Some(rules) = guard.login(&user, &login.password).await else {
+        let Some((rules, hash)) = guard.login(&user, &login.password).await else {
             let detail = format!("client {id:?}: wrong user name or password (user {user:?})");
             let code = v4::ConnectReturnCode::BadUserNamePassword;
             return refuse(&mut client, code, "bad_login", detail).await;
         };
-        Ok(Some((connect, id, Some((user, rules)))))
+        Ok(Some((connect, id, Some((user, rules, hash)))))
     };
     // Until it has logged in, the connection may be closed to make room for a new one.
     let evicted = || {
@@ -318,7 +321,7 @@ async fn relay(
     let Some((mut connect, id, account)) = admitted? else {
         return Ok(());
     };
-    if let Some((user, rules)) = &account {
+    if let Some((user, rules, _)) = &account {
         if let Some(will) = &connect.last_will {
             if !rules.may_publish(&will.topic) {
                 let detail = format!("user {user:?} may not name {:?} as its will", will.topic);
@@ -351,7 +354,7 @@ async fn relay(
         }
     };
     let _ = server.set_nodelay(true);
-    let Some((user, rules)) = account else {
+    let Some((user, rules, hash)) = account else {
         // No accounts: the CONNECT, what came after it, then everything unchecked, until
         // either side ends (the broker closing a silent client ends the relay too).
         let mut server = server;
@@ -368,7 +371,6 @@ async fn relay(
         }
         return Ok(());
     };
-    let mine = guard.accounts.borrow().get(&user).map(|a| a.hash.clone());
     let (mut server_rx, mut server_tx) = server.into_split();
     let (mut client_rx, mut client_tx) = client.into_split();
     let downstream = tokio::io::copy(&mut server_rx, &mut client_tx);
@@ -414,6 +416,6 @@ async fn relay(
             r => r,
         },
         _ = downstream => Ok(()),
-        ended = revoked(&mut reloads, mine.map(|hash| (user.as_str(), hash, &rules))) => Err(ended),
+        ended = revoked(&mut reloads, Some((user.as_str(), hash, &rules))) => Err(ended),
     }
 }
