@@ -445,12 +445,7 @@ fn kiri_run_watch_reloads_a_changed_module() {
         "{conf}[[functions]]\nname = \"added\"\nmodule = \"{}\"\ntriggers = [{{ topic = \"in3\", format = \"text\" }}]\n",
         added.display()
     ));
-    let pid = gw.pid().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    gw.hangup();
     wait_until("the reload", Duration::from_secs(20), || {
         gw.log_text().contains("configuration reloaded")
     });

@@ -468,14 +468,6 @@ fn a_reload_under_load_changes_functions_and_refuses_what_it_cannot() {
     let (dir, cloud, sub, broker_port) = super::site("reload-consumer");
     let conf = config(&cloud.url(), &embedded(broker_port));
     let mut kiri = Kiri::start(&dir.path().join("kiri"), &conf, &[]);
-    let hangup = |kiri: &Kiri| {
-        let pid = kiri.pid().unwrap().to_string();
-        assert!(std::process::Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success());
-    };
     let n = 10_000;
     let publisher = std::thread::spawn(move || {
         let readings = (0..n).map(|i| reading("s1", i)).collect();
@@ -489,7 +481,7 @@ fn a_reload_under_load_changes_functions_and_refuses_what_it_cannot() {
         "triggers = [\"sensors/+/temperature\"]",
         "triggers = [\"sensors/+/temperature\", \"sensors/+/humidity\"]",
     ));
-    hangup(&kiri);
+    kiri.hangup();
     wait_until("the reload", Duration::from_secs(20), || {
         kiri.log_text().contains("configuration reloaded")
     });
@@ -521,7 +513,7 @@ fn a_reload_under_load_changes_functions_and_refuses_what_it_cannot() {
 
     // Refused: a file that does not parse, and a key that needs a restart.
     kiri.set_config("[gateway\n");
-    hangup(&kiri);
+    kiri.hangup();
     wait_until("the refusal", Duration::from_secs(20), || {
         kiri.log_text()
             .matches("configuration reload refused")
@@ -532,7 +524,7 @@ fn a_reload_under_load_changes_functions_and_refuses_what_it_cannot() {
         "id = \"gw-test\"",
         "id = \"gw-test\"\ncache_bytes = 2097152",
     ));
-    hangup(&kiri);
+    kiri.hangup();
     wait_until("the second refusal", Duration::from_secs(20), || {
         let log = kiri.log_text();
         log.matches("configuration reload refused").count() == 2

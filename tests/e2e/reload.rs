@@ -104,12 +104,7 @@ fn kiri_reload_moves_the_uplink_changes_accounts_and_refuses_a_restart_key() {
     let new_hash = password_hash("s1-new");
     let second = conf(&cloud_b.url(), port, &new_hash, "drop_oldest", "");
     kiri.set_config(&second);
-    let pid = kiri.pid().unwrap().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    kiri.hangup();
     wait_until("the reload", Duration::from_secs(20), || {
         kiri.log_text().matches("configuration reloaded").count() == 2
     });

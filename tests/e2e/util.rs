@@ -429,6 +429,13 @@ impl Kiri {
     }
 
     /// The process id, while it runs (the pipeline benchmark reads its CPU time and memory).
+    /// Sends SIGHUP (`systemctl reload kiri`): the gateway reloads its configuration.
+    pub fn hangup(&self) {
+        let pid = self.pid().expect("kiri runs").to_string();
+        let sent = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -HUP {pid}");
+    }
+
     #[allow(dead_code)]
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
