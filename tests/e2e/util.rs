@@ -428,7 +428,6 @@ impl Kiri {
         resp.body_mut().read_json().expect("JSON")
     }
 
-    /// The process id, while it runs (the pipeline benchmark reads its CPU time and memory).
     /// Sends SIGHUP (`systemctl reload kiri`): the gateway reloads its configuration.
     pub fn hangup(&self) {
         let pid = self.pid().expect("kiri runs").to_string();
@@ -436,6 +435,7 @@ impl Kiri {
         assert!(sent.success(), "kill -HUP {pid}");
     }
 
+    /// The process id, while it runs (the pipeline benchmark reads its CPU time and memory).
     #[allow(dead_code)]
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
