@@ -137,6 +137,8 @@ if [ "$what" = "test" ]; then
     ls /usr/lib/*/nbdkit/plugins/nbdkit-python-plugin.so >/dev/null 2>&1 || need+=(nbdkit-plugin-python)
     /usr/bin/python3 -c 'import nbd' >/dev/null 2>&1 || need+=(python3-libnbd)
     command -v arm-linux-gnueabihf-gcc >/dev/null 2>&1 || need+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
+    # Clock steps are tried on the gateway alone with libfaketime (LD_PRELOAD).
+    ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need+=(libfaketime)
     # /metrics is checked with promtool (Debian's prometheus package; its service is not
     # needed and not started by the tests).
     command -v promtool >/dev/null 2>&1 || need+=(prometheus)

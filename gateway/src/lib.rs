@@ -11,6 +11,7 @@
 //! - Beside them: [`telemetry`] (log lines, live events, metering), [`config`], and the leaves
 //!   [`net`], [`crypto`], [`codec`] and [`clock`]. [`gateway::run`] starts it all.
 
+pub mod age;
 pub mod clock;
 pub mod codec;
 pub mod config;

@@ -5,6 +5,7 @@ mod authoring;
 mod board;
 mod broker_auth;
 mod browser;
+mod clock;
 mod delivery;
 mod deploy;
 mod formats;

@@ -97,6 +97,7 @@ fn codec() -> Vec<Seed> {
         received_ms: 5,
         attempts: 1,
         retry_at_ms: Some(9),
+        retry_at_age: Some(4),
         payload_len: 3,
         payload: vec![1, 2, 3],
     };
@@ -225,7 +226,13 @@ fn topic() -> Vec<Seed> {
 }
 
 fn outbox_record() -> Vec<Seed> {
-    let value = fuzzing::encode_record(1_700_000_000_000, "convert", "out/n1", b"\xa1\x61v\x01");
+    let value = fuzzing::encode_record(
+        1_700_000_000_000,
+        60_000,
+        "convert",
+        "out/n1",
+        b"\xa1\x61v\x01",
+    );
     let corrupt = |at: u16, mask: [u8; 4]| {
         cat(&[
             &[1],

@@ -44,6 +44,7 @@ pub fn record(seq: u64) -> Record {
         seq,
         priority: Priority::Normal,
         created_ms: 1_767_225_600_000 + seq,
+        held_ms: Some(seq),
         function: "threshold".into(),
         topic: "alerts/node-17/temperature".into(),
         payload: fixtures::reading("node-17", "temperature", 31.4, "C", seq),
@@ -66,13 +67,13 @@ pub fn bench(c: &mut Criterion) {
     let single = forward_config(1);
     let one = [record(7)];
     g.bench_function("encode_envelope", |b| {
-        b.iter(|| uplink::message(&single, black_box(&one)))
+        b.iter(|| uplink::message(&single, black_box(&one), 0))
     });
     let batched = forward_config(32);
     let records: Vec<Record> = (0..32).map(record).collect();
     g.throughput(Throughput::Elements(records.len() as u64));
     g.bench_function("encode_batch32", |b| {
-        b.iter(|| uplink::message(&batched, black_box(&records)))
+        b.iter(|| uplink::message(&batched, black_box(&records), 0))
     });
     g.finish();
 }

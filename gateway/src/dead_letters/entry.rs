@@ -23,8 +23,14 @@ pub struct Entry {
     pub received_ms: u64,
     /// Invocations tried.
     pub attempts: u32,
-    /// When the gateway retries it by itself (ms since the Unix epoch); `None`: it will not.
+    /// When the gateway retries it by itself (ms since the Unix epoch, as the wall clock read
+    /// when it was scheduled: for people); `None`: it will not.
     pub retry_at_ms: Option<u64>,
+    /// The same on the gateway's age clock ([`crate::age`]): what the retry waits for, so a
+    /// clock step neither delays nor hurries it. `None` in entries written before it (their
+    /// retry is due at once).
+    #[serde(skip)]
+    pub retry_at_age: Option<u64>,
     /// The input's full length.
     pub payload_len: u64,
     /// The input, or its first `dead_letters.max_payload_bytes` bytes (the API's listings
@@ -59,6 +65,10 @@ impl Entry {
                 text("retry_at_ms"),
                 self.retry_at_ms.map(Value::from).unwrap_or(Value::Null),
             ),
+            (
+                text("retry_at_age"),
+                self.retry_at_age.map(Value::from).unwrap_or(Value::Null),
+            ),
             (text("payload_len"), Value::from(self.payload_len)),
             (text("payload"), Value::Bytes(self.payload.clone())),
         ]))
@@ -83,6 +93,7 @@ impl Entry {
             received_ms: uint("received_ms")?,
             attempts: uint("attempts")? as u32,
             retry_at_ms: m.uint("retry_at_ms"),
+            retry_at_age: m.uint("retry_at_age"),
             payload_len: uint("payload_len")?,
             payload: m.bytes("payload")?,
         })
@@ -104,6 +115,7 @@ mod tests {
             received_ms: 5,
             attempts: 1,
             retry_at_ms: Some(9),
+            retry_at_age: Some(4),
             payload_len: 3,
             payload: vec![1, 2, 3],
         };

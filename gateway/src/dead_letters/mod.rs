@@ -23,8 +23,9 @@ pub use entry::Entry;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use crate::age::AgeClock;
 use crate::config::DeadLetterConfig;
 
 /// What an entry is, for choosing what goes when a bound is hit.
@@ -112,11 +113,17 @@ pub struct DeadLetters {
     /// Entries queued for a replay or retry and not yet finished: never queued twice, not
     /// dropped meanwhile.
     claimed: Mutex<HashSet<u64>>,
+    /// The clock retry times are on.
+    age: Arc<AgeClock>,
 }
 
 impl DeadLetters {
-    /// Opens the `dead_letters` tree and measures it.
-    pub fn open(db: &sled::Db, limits: DeadLetterConfig) -> Result<DeadLetters, sled::Error> {
+    /// Opens the `dead_letters` tree and measures it; retry times are on `age`.
+    pub fn open(
+        db: &sled::Db,
+        limits: DeadLetterConfig,
+        age: Arc<AgeClock>,
+    ) -> Result<DeadLetters, sled::Error> {
         let tree = db.open_tree("dead_letters")?;
         let mut usage = Usage::default();
         let mut due = BinaryHeap::new();
@@ -130,8 +137,9 @@ impl DeadLetters {
             // An entry that does not decode is counted with the rejected: it goes first.
             let kind = decoded.as_ref().map_or(Kind::Rejected, Kind::of);
             usage.add(id, kind, v.len() as u64);
-            if let Some(at) = decoded.and_then(|e| e.retry_at_ms) {
-                due.push(Reverse((at, id)));
+            if let Some(e) = decoded.filter(|e| e.retry_at_ms.is_some()) {
+                // An entry from before the age clock is due at once.
+                due.push(Reverse((e.retry_at_age.unwrap_or_else(|| age.now()), id)));
             }
         }
         Ok(DeadLetters {
@@ -141,7 +149,14 @@ impl DeadLetters {
             usage: Mutex::new(usage),
             due: Mutex::new(due),
             claimed: Mutex::new(HashSet::new()),
+            age,
         })
+    }
+
+    /// The age clock now: what [`DeadLetters::take_due`] and [`DeadLetters::retry_later`]
+    /// measure on.
+    pub fn now(&self) -> u64 {
+        self.age.now()
     }
 
     /// Records an entry (durable at the next flush of the store), its `payload_len` the
@@ -151,6 +166,16 @@ impl DeadLetters {
         entry.payload.truncate(self.limits.max_payload_bytes);
         if !entry.replayable() {
             entry.retry_at_ms = None;
+        }
+        if entry.retry_at_age.is_none() {
+            // The wall clock's delay, read this instant, on the age clock.
+            let wall = crate::now_ms();
+            entry.retry_at_age = entry
+                .retry_at_ms
+                .map(|at| self.age.now().saturating_add(at.saturating_sub(wall)));
+        }
+        if entry.retry_at_ms.is_none() {
+            entry.retry_at_age = None;
         }
         let value = entry.encode();
         let id = self.db.generate_id()?;
@@ -174,7 +199,7 @@ impl DeadLetters {
             }
         }
         metrics::gauge!("kiri_dead_letters").set(u.records as f64);
-        if let (true, Some(at)) = (kept, entry.retry_at_ms) {
+        if let (true, Some(at)) = (kept, entry.retry_at_age) {
             self.due
                 .lock()
                 .expect("dead letter lock")
@@ -183,7 +208,7 @@ impl DeadLetters {
         Ok(id)
     }
 
-    /// Ids whose automatic retry is due at `now_ms`, soonest first, at most `max`; and when
+    /// Ids whose automatic retry is due at `now_ms` (on the age clock), soonest first, at most `max`; and when
     /// the next one is due. Taken ids are not returned again (a failed retry is a new entry).
     pub fn take_due(&self, now_ms: u64, max: usize) -> (Vec<u64>, Option<u64>) {
         let mut due = self.due.lock().expect("dead letter lock");
@@ -215,7 +240,8 @@ impl DeadLetters {
         self.claimed.lock().expect("dead letter lock").contains(&id)
     }
 
-    /// Puts an id back in the retry schedule (its retry could not be queued).
+    /// Puts an id back in the retry schedule at `at_ms` on the age clock (its retry could not
+    /// be queued).
     pub fn retry_later(&self, id: u64, at_ms: u64) {
         self.due
             .lock()
@@ -291,6 +317,10 @@ impl DeadLetters {
 mod tests {
     use super::*;
 
+    fn detached() -> Arc<AgeClock> {
+        Arc::new(AgeClock::detached(0))
+    }
+
     fn letter(payload: &[u8]) -> Entry {
         Entry {
             function: Some("f".into()),
@@ -303,6 +333,7 @@ mod tests {
             payload_len: payload.len() as u64,
             attempts: 1,
             retry_at_ms: None,
+            retry_at_age: None,
         }
     }
 
@@ -313,7 +344,7 @@ mod tests {
             max_records: 3,
             ..DeadLetterConfig::default()
         };
-        let dl = DeadLetters::open(&db, limits).unwrap();
+        let dl = DeadLetters::open(&db, limits, detached()).unwrap();
         let ids: Vec<u64> = (0..5u8).map(|i| dl.record(letter(&[i])).unwrap()).collect();
         let kept: Vec<u64> = dl
             .list(None, 10)
@@ -334,7 +365,7 @@ mod tests {
             max_records: 3,
             ..DeadLetterConfig::default()
         };
-        let dl = DeadLetters::open(&db, limits).unwrap();
+        let dl = DeadLetters::open(&db, limits, detached()).unwrap();
         let junk = |b: u8| Entry {
             function: None,
             reason: "malformed".into(),
@@ -343,6 +374,7 @@ mod tests {
         };
         let pending = |b: u8| Entry {
             retry_at_ms: Some(1_000 + b as u64),
+            retry_at_age: Some(1_000 + b as u64),
             ..letter(&[b])
         };
         let first = dl.record(pending(1)).unwrap();
@@ -387,7 +419,7 @@ mod tests {
             max_payload_bytes: 4,
             ..DeadLetterConfig::default()
         };
-        let dl = DeadLetters::open(&db, limits).unwrap();
+        let dl = DeadLetters::open(&db, limits, detached()).unwrap();
         let small = dl.record(letter(b"abcd")).unwrap();
         let big = dl.record(letter(b"abcdef")).unwrap();
         assert!(dl.get(small).unwrap().unwrap().replayable());
@@ -400,7 +432,7 @@ mod tests {
     #[test]
     fn an_entry_is_claimed_by_one_replay_at_a_time() {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let dl = DeadLetters::open(&db, DeadLetterConfig::default()).unwrap();
+        let dl = DeadLetters::open(&db, DeadLetterConfig::default(), detached()).unwrap();
         let id = dl.record(letter(b"x")).unwrap();
         assert!(dl.claim(id));
         assert!(!dl.claim(id), "a second replay is refused");
@@ -414,16 +446,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ids = {
             let db = sled::Config::new().path(dir.path()).open().unwrap();
-            let dl = DeadLetters::open(&db, DeadLetterConfig::default()).unwrap();
+            let dl = DeadLetters::open(&db, DeadLetterConfig::default(), detached()).unwrap();
             let late = dl
                 .record(Entry {
                     retry_at_ms: Some(300),
+                    retry_at_age: Some(300),
                     ..letter(b"a")
                 })
                 .unwrap();
             let early = dl
                 .record(Entry {
                     retry_at_ms: Some(100),
+                    retry_at_age: Some(100),
                     ..letter(b"b")
                 })
                 .unwrap();
@@ -438,7 +472,7 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         };
-        let dl = DeadLetters::open(&db, DeadLetterConfig::default()).unwrap();
+        let dl = DeadLetters::open(&db, DeadLetterConfig::default(), detached()).unwrap();
         assert_eq!(dl.take_due(50, 10), (vec![], Some(100)));
         assert_eq!(dl.take_due(200, 10), (vec![ids.0], Some(300)));
         assert_eq!(dl.take_due(1000, 10), (vec![ids.1], None));

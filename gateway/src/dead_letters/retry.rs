@@ -54,7 +54,7 @@ pub trait Requeue {
 /// Queues due retries until the pipeline's queue closes.
 pub async fn run(dead_letters: Arc<DeadLetters>, queue: impl Requeue) {
     loop {
-        let now = crate::now_ms();
+        let now = dead_letters.now();
         let (ids, _next) = dead_letters.take_due(now, 64);
         for id in ids {
             if !dead_letters.claim(id) {

@@ -62,6 +62,12 @@ fn split(data: &[u8]) -> (&[u8], &[u8]) {
 }
 
 /// An outbox record's stored value, as the outbox writes it (for seeds).
-pub fn encode_record(created_ms: u64, function: &str, topic: &str, payload: &[u8]) -> Vec<u8> {
-    crate::outbox::record::encode(created_ms, function, topic, payload)
+pub fn encode_record(
+    created_ms: u64,
+    held_ms: u64,
+    function: &str,
+    topic: &str,
+    payload: &[u8],
+) -> Vec<u8> {
+    crate::outbox::record::encode(created_ms, held_ms, function, topic, payload)
 }

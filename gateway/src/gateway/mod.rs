@@ -393,7 +393,11 @@ fn open_store(config: &Config) -> anyhow::Result<Stores> {
             .with_context(|| format!("open {} to fsync it", log.display()))?;
     }
     let outbox = Arc::new(outbox);
-    let dead_letters = Arc::new(DeadLetters::open(&store.db, config.dead_letters.clone())?);
+    let dead_letters = Arc::new(DeadLetters::open(
+        &store.db,
+        config.dead_letters.clone(),
+        outbox.age().clone(),
+    )?);
     let (backlog, backlog_bytes) = outbox.usage();
     tracing::info!(data_dir = %g.data_dir.display(), backlog, backlog_bytes, "store open");
     Ok(Stores {

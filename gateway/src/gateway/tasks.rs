@@ -45,7 +45,8 @@ pub(super) async fn systemd(ready: Arc<AtomicBool>) {
     }
 }
 
-/// Once a second: expires results past the TTL and publishes the backlog's age.
+/// Once a second: expires results past the TTL, publishes the backlog's age, and saves the
+/// age clock when due (every 10 s).
 pub(super) async fn housekeeping(outbox: Arc<Outbox>) {
     loop {
         crate::clock::check();
@@ -53,8 +54,11 @@ pub(super) async fn housekeeping(outbox: Arc<Outbox>) {
         if let Err(e) = outbox.expire() {
             tracing::error!(error = %e, "outbox expiry sweep failed");
         }
-        let age = match outbox.oldest_created_ms() {
-            Ok(Some(t)) => crate::now_ms().saturating_sub(t) as f64 / 1000.0,
+        if let Err(e) = outbox.age().save_if_due() {
+            tracing::error!(error = %e, "cannot save the age clock");
+        }
+        let age = match outbox.oldest_age_ms() {
+            Ok(Some(ms)) => ms as f64 / 1000.0,
             _ => 0.0,
         };
         metrics::gauge!("kiri_outbox_oldest_age_seconds").set(age);

@@ -42,14 +42,14 @@ impl Lockout {
     /// How long the lockout still lasts, if one is on.
     pub fn locked(&self) -> Option<Duration> {
         let until = self.until_ms.load(Ordering::Relaxed);
-        let now = crate::now_ms();
+        let now = crate::age::mono_ms();
         (now < until).then(|| Duration::from_millis(until - now))
     }
 
     /// Counts a wrong token; starts a lockout when the budget is spent.
     pub fn failed(&self) {
         if self.budget.check().is_err() {
-            let until = crate::now_ms() + LOCKOUT.as_millis() as u64;
+            let until = crate::age::mono_ms() + LOCKOUT.as_millis() as u64;
             self.until_ms.store(until, Ordering::Relaxed);
             tracing::warn!(
                 seconds = LOCKOUT.as_secs(),

@@ -7,8 +7,11 @@
 //! queue of its own in each class, in sequence order. Sequence numbers come from sled's
 //! `generate_id`, which is monotonic across restarts and crashes (it may skip numbers, never
 //! repeat them), and are unique across functions. Value (see `record.rs`):
-//! `version u8 | crc32 u32 | created_ms u64 | fn_len u16 | fn | topic_len u16 | topic | payload`,
-//! all big-endian; the CRC-32 covers everything after itself. Keys of the first format (class
+//! `version u8 | crc32 u32 | created_ms u64 | held_ms u64 | fn_len u16 | fn | topic_len u16 |
+//! topic | payload`, all big-endian; the CRC-32 covers everything after itself. `created_ms`
+//! is the wall clock's time (what consumers see); `held_ms` the gateway's age clock
+//! ([`crate::age`]), which every age is measured on. Records of format 1 (no `held_ms`) are
+//! still read, their age measured on the wall clock. Keys of the first format (class
 //! and sequence number only, 9 bytes) are moved to their function's queue when the outbox
 //! opens, a batch at a time (each batch atomic, so a crash mid-way leaves every record in one
 //! place or the other, and the next open finishes the move).
@@ -58,7 +61,8 @@
 //! - Disk (`disk.rs`): below `min_free_bytes` free on the data directory's file system an
 //!   append of records waits, whatever the policy, so that sled never meets a full disk
 //!   mid-write.
-//! - TTL: a record older than `ttl` is deleted instead of sent ([`Outbox::read`] skips it,
+//! - TTL: a record held longer than `ttl` (on the age clock: setting or stepping the wall
+//!   clock does not age it) is deleted instead of sent ([`Outbox::read`] skips it,
 //!   [`Outbox::expire`] sweeps the oldest ones).
 //!
 //! ## Invariants
@@ -85,6 +89,7 @@ use stats::{Counts, Waiting};
 pub use stats::{FunctionShare, HeldBack, OutboxStats};
 pub use write::{Appended, StateChange};
 
+use crate::age::AgeClock;
 use crate::config::OutboxConfig;
 use crate::net::topic;
 use disk::{DiskGuard, Fsync};
@@ -155,7 +160,7 @@ struct ClassCursor {
 }
 
 impl Cursor {
-    /// Holds back `id`'s queue until `until_ms` (ms since the epoch): reads skip it until
+    /// Holds back `id`'s queue until `until_ms` (on [`crate::age::mono_ms`]): reads skip it until
     /// then, and then go on from `id`, which is sent again (with whatever followed it that is
     /// still in the outbox).
     pub fn hold(&mut self, id: &RecordId, until_ms: u64) {
@@ -222,6 +227,8 @@ pub struct Outbox {
     /// uplink's deletes need to know whether a commit already made them durable.
     flushes_started: AtomicU64,
     flushes_done: AtomicU64,
+    /// The age clock records are stamped with and aged by.
+    age: Arc<AgeClock>,
 }
 
 impl Outbox {
@@ -238,12 +245,18 @@ impl Outbox {
         migrate(db, &tree)?;
         let mut usage = Usage::default();
         let mut issued = 0;
+        let age = AgeClock::open(db)?;
         for entry in tree.iter() {
             let (k, v) = entry?;
             match record::parse_key(&k) {
                 Some(id) => {
                     issued = issued.max(id.seq + 1);
                     usage.add(&id, v.len() as u64);
+                    // A crash may have lost the age clock's last save: never let a record
+                    // held look younger than when it was written.
+                    if let Ok(r) = record::decode(id.priority, id.seq, &v) {
+                        age.at_least(r.held_ms.unwrap_or(0));
+                    }
                 }
                 None => {
                     usage.add_unread(v.len() as u64);
@@ -268,6 +281,7 @@ impl Outbox {
             commits: Default::default(),
             flushes_started: AtomicU64::new(0),
             flushes_done: AtomicU64::new(0),
+            age: Arc::new(age),
         };
         outbox.publish_gauges(&usage);
         Ok(outbox)
@@ -308,6 +322,32 @@ impl Outbox {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The age clock records are stamped with (shared with the dead letters).
+    pub fn age(&self) -> &Arc<AgeClock> {
+        &self.age
+    }
+
+    /// How long `r` has been held, in ms: on the age clock, or for a record of the first
+    /// format on the wall clock.
+    pub fn held_for(&self, r: &Record) -> u64 {
+        match r.held_ms {
+            Some(held) => self.age.now().saturating_sub(held),
+            None => crate::now_ms().saturating_sub(r.created_ms),
+        }
+    }
+
+    /// How long the oldest of `records` has been held, in ms.
+    pub fn oldest_held_for(&self, records: &[Record]) -> u64 {
+        records.iter().map(|r| self.held_for(r)).max().unwrap_or(0)
+    }
+
+    /// `r`'s age stamp: when it was written on the age clock (for a record of the first
+    /// format, the age clock now less its age on the wall clock).
+    pub fn stamp(&self, r: &Record) -> u64 {
+        r.held_ms
+            .unwrap_or_else(|| self.age.now().saturating_sub(self.held_for(r)))
     }
 
     /// The age past which results expire, in ms (`outbox.ttl`).
@@ -387,8 +427,9 @@ impl Outbox {
         Ok(n)
     }
 
-    /// When the oldest record held was created (the oldest of the queues' first records).
-    pub fn oldest_created_ms(&self) -> Result<Option<u64>, OutboxError> {
+    /// How long the oldest record has been held, in ms (the oldest of the queues' first
+    /// records).
+    pub fn oldest_age_ms(&self) -> Result<Option<u64>, OutboxError> {
         let queues: Vec<Vec<u8>> = {
             let u = self.usage.lock().expect("outbox usage lock");
             u.queues.keys().cloned().collect()
@@ -401,7 +442,8 @@ impl Outbox {
                     if let Some(Ok(r)) =
                         record::parse_key(&k).map(|id| record::decode(p, id.seq, &v))
                     {
-                        oldest = Some(oldest.map_or(r.created_ms, |o| o.min(r.created_ms)));
+                        let age = self.held_for(&r);
+                        oldest = Some(oldest.map_or(age, |o| o.max(age)));
                     }
                 }
             }
@@ -409,8 +451,12 @@ impl Outbox {
         Ok(oldest)
     }
 
-    /// Wakes and fails any append waiting for room (at shutdown).
+    /// Wakes and fails any append waiting for room (at shutdown), and saves the age clock
+    /// (the shutdown's flush makes it durable).
     pub fn close(&self) {
+        if let Err(e) = self.age.save() {
+            tracing::warn!(error = %e, "cannot save the age clock");
+        }
         self.closed.store(true, Ordering::Relaxed);
         self.room.notify_all();
     }

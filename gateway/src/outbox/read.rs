@@ -24,9 +24,8 @@ impl Outbox {
         self.flushes_done.load(Ordering::Acquire) > mark
     }
 
-    fn expired(&self, r: &Record, now_ms: u64) -> bool {
-        self.ttl_ms()
-            .is_some_and(|ttl| r.created_ms.saturating_add(ttl) <= now_ms)
+    fn expired(&self, r: &Record) -> bool {
+        self.ttl_ms().is_some_and(|ttl| self.held_for(r) >= ttl)
     }
 
     /// Up to `max` records written (flushed or not: a result goes to the cloud as soon as
@@ -42,7 +41,7 @@ impl Outbox {
         max_bytes: usize,
         weight: impl Fn(&Record) -> usize,
     ) -> Result<Vec<Record>, OutboxError> {
-        let now = crate::now_ms();
+        let now = crate::age::mono_ms();
         // Every record below `written` is in the tree: numbers are taken and applied under the
         // usage lock, and `issued` raised after the write.
         let written = self.issued.load(Ordering::Acquire);
@@ -109,7 +108,7 @@ impl Outbox {
                             seq,
                         };
                         match record::decode(p, seq, &v) {
-                            Ok(r) if self.expired(&r, now) => {
+                            Ok(r) if self.expired(&r) => {
                                 if self.remove(&id())? {
                                     self.count_drops("expired", 1);
                                 }
@@ -163,7 +162,6 @@ impl Outbox {
         if self.ttl_ms().is_none() {
             return Ok(0);
         }
-        let now = crate::now_ms();
         let mut n = 0;
         for p in Priority::ALL {
             let queues = self.usage.lock().expect("outbox usage lock").queues_in(p);
@@ -174,7 +172,7 @@ impl Outbox {
                         continue;
                     };
                     match record::decode(p, id.seq, &v) {
-                        Ok(r) if self.expired(&r, now) => {
+                        Ok(r) if self.expired(&r) => {
                             if self.remove(&id)? {
                                 n += 1;
                             }

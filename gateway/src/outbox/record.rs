@@ -1,8 +1,11 @@
 //! The on-disk record format of the outbox (see the module documentation in `mod.rs`).
 
-/// Format version written in byte 0.
-pub const VERSION: u8 = 1;
-const HEADER: usize = 1 + 4 + 8;
+/// Format version written in byte 0: 2 adds the age stamp. Records of version 1 are still read.
+pub const VERSION: u8 = 2;
+/// The fixed part of a version 1 record: version, checksum, creation time.
+const HEADER_V1: usize = 1 + 4 + 8;
+/// The fixed part of a version 2 record: version 1's, then the age stamp.
+const HEADER: usize = HEADER_V1 + 8;
 
 /// The drain class of a record: high priority records are sent before normal ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -36,8 +39,12 @@ pub struct Record {
     pub seq: u64,
     /// Its drain class.
     pub priority: Priority,
-    /// When the function emitted it, ms since the Unix epoch.
+    /// When the function emitted it, ms since the Unix epoch (the time consumers see).
     pub created_ms: u64,
+    /// The gateway's age clock when it was written ([`crate::age`]): what its age is
+    /// measured from. `None` for a record written before the age clock (format 1), whose
+    /// age is measured on the wall clock.
+    pub held_ms: Option<u64>,
     /// The function that emitted it.
     pub function: String,
     /// The topic the function emitted to (without the cloud prefix).
@@ -173,38 +180,63 @@ pub fn parse_legacy_key(key: &[u8]) -> Option<(Priority, u64)> {
     ))
 }
 
-/// Encodes a record's value (everything but `seq`, which is the key).
-pub fn encode(created_ms: u64, function: &str, topic: &str, payload: &[u8]) -> Vec<u8> {
+/// Encodes a record's value (everything but `seq`, which is the key), stamped with the age
+/// clock's `held_ms`.
+pub fn encode(
+    created_ms: u64,
+    held_ms: u64,
+    function: &str,
+    topic: &str,
+    payload: &[u8],
+) -> Vec<u8> {
     let function = &function.as_bytes()[..function.len().min(u16::MAX as usize)];
     let topic = &topic.as_bytes()[..topic.len().min(u16::MAX as usize)];
     let mut v = Vec::with_capacity(HEADER + 4 + function.len() + topic.len() + payload.len());
     v.push(VERSION);
     v.extend_from_slice(&[0; 4]);
     v.extend_from_slice(&created_ms.to_be_bytes());
+    v.extend_from_slice(&held_ms.to_be_bytes());
     v.extend_from_slice(&(function.len() as u16).to_be_bytes());
     v.extend_from_slice(function);
     v.extend_from_slice(&(topic.len() as u16).to_be_bytes());
     v.extend_from_slice(topic);
     v.extend_from_slice(payload);
-    let crc = crc32fast::hash(&v[5..]);
+    let crc = checksum(v[0], &v[5..]);
     v[1..5].copy_from_slice(&crc.to_be_bytes());
     v
 }
 
-/// Decodes a record's value, checking version and checksum.
+/// The CRC-32 of a record: format 2 covers its version byte and everything after the
+/// checksum (so a flipped version byte is caught), format 1 only what follows the checksum.
+fn checksum(version: u8, rest: &[u8]) -> u32 {
+    if version == 1 {
+        return crc32fast::hash(rest);
+    }
+    let mut h = crc32fast::Hasher::new();
+    h.update(&[version]);
+    h.update(rest);
+    h.finalize()
+}
+
+/// Decodes a record's value (format 2, or 1), checking version and checksum.
 pub fn decode(priority: Priority, seq: u64, v: &[u8]) -> Result<Record, RecordError> {
-    if v.len() < HEADER + 4 {
+    let header = match v.first() {
+        Some(1) => HEADER_V1,
+        Some(&VERSION) => HEADER,
+        Some(&other) => return Err(RecordError::Version(other)),
+        None => return Err(RecordError::Truncated),
+    };
+    if v.len() < header + 4 {
         return Err(RecordError::Truncated);
     }
-    if v[0] != VERSION {
-        return Err(RecordError::Version(v[0]));
-    }
     let crc = u32::from_be_bytes(v[1..5].try_into().expect("4 bytes"));
-    if crc32fast::hash(&v[5..]) != crc {
+    if checksum(v[0], &v[5..]) != crc {
         return Err(RecordError::Checksum);
     }
     let created_ms = u64::from_be_bytes(v[5..13].try_into().expect("8 bytes"));
-    let mut at = HEADER;
+    let held_ms =
+        (header == HEADER).then(|| u64::from_be_bytes(v[13..21].try_into().expect("8 bytes")));
+    let mut at = header;
     let mut field = |v: &[u8]| -> Result<String, RecordError> {
         let len = v.get(at..at + 2).ok_or(RecordError::Truncated)?;
         let len = u16::from_be_bytes([len[0], len[1]]) as usize;
@@ -218,6 +250,7 @@ pub fn decode(priority: Priority, seq: u64, v: &[u8]) -> Result<Record, RecordEr
         seq,
         priority,
         created_ms,
+        held_ms,
         function,
         topic,
         payload: v[at..].to_vec(),
@@ -231,10 +264,14 @@ mod tests {
 
     #[test]
     fn a_flipped_bit_is_caught_by_the_checksum() {
-        let mut v = encode(1, "f", "t/x", b"payload");
+        let mut v = encode(1, 2, "f", "t/x", b"payload");
         assert_eq!(decode(Priority::Normal, 3, &v).unwrap().payload, b"payload");
         let last = v.len() - 1;
         v[last] ^= 1;
+        assert_eq!(decode(Priority::Normal, 3, &v), Err(RecordError::Checksum));
+        // The version byte is covered: a format 2 record is never read as format 1.
+        let mut v = encode(1, 2, "f", "t/x", b"payload");
+        v[0] = 1;
         assert_eq!(decode(Priority::Normal, 3, &v), Err(RecordError::Checksum));
     }
 
@@ -258,11 +295,31 @@ mod tests {
         assert_eq!(parse_legacy_key(&key(Priority::Normal, "f", 9)), None);
     }
 
+    #[test]
+    fn a_record_of_the_first_format_is_read_without_an_age_stamp() {
+        // Format 1: version 1, crc, created_ms, then the fields (no age stamp).
+        let mut v = vec![1, 0, 0, 0, 0];
+        v.extend_from_slice(&7u64.to_be_bytes());
+        v.extend_from_slice(&[0, 1, b'f', 0, 3, b't', b'/', b'x', b'!']);
+        let crc = crc32fast::hash(&v[5..]);
+        v[1..5].copy_from_slice(&crc.to_be_bytes());
+        let r = decode(Priority::Normal, 4, &v).unwrap();
+        assert_eq!((r.created_ms, r.held_ms), (7, None));
+        assert_eq!(
+            (r.function.as_str(), r.topic.as_str(), &r.payload[..]),
+            ("f", "t/x", &b"!"[..])
+        );
+        assert_eq!(
+            decode(Priority::Normal, 4, &[3; 40]),
+            Err(RecordError::Version(3))
+        );
+    }
+
     proptest! {
         #[test]
-        fn records_round_trip(ms in any::<u64>(), f in ".{0,20}", t in ".{0,40}", p in prop::collection::vec(any::<u8>(), 0..300)) {
-            let r = decode(Priority::High, 9, &encode(ms, &f, &t, &p)).unwrap();
-            prop_assert_eq!(r, Record { seq: 9, priority: Priority::High, created_ms: ms, function: f, topic: t, payload: p });
+        fn records_round_trip(ms in any::<u64>(), held in any::<u64>(), f in ".{0,20}", t in ".{0,40}", p in prop::collection::vec(any::<u8>(), 0..300)) {
+            let r = decode(Priority::High, 9, &encode(ms, held, &f, &t, &p)).unwrap();
+            prop_assert_eq!(r, Record { seq: 9, priority: Priority::High, created_ms: ms, held_ms: Some(held), function: f, topic: t, payload: p });
         }
 
         #[test]

@@ -217,12 +217,12 @@ fn records_of_the_first_key_format_move_to_their_functions_queue() {
         let db = sled::Config::new().path(dir.path()).open().unwrap();
         let tree = db.open_tree("outbox").unwrap();
         for (seq, f) in [(3u64, "a"), (5, "b"), (7, "a")] {
-            let v = record::encode(seq, f, &format!("t/{seq}"), b"x");
+            let v = record::encode(seq, seq, f, &format!("t/{seq}"), b"x");
             tree.insert(legacy(Priority::Normal, seq), v).unwrap();
         }
         tree.insert(
             legacy(Priority::High, 9),
-            record::encode(9, "b", "alert/x", b"!"),
+            record::encode(9, 9, "b", "alert/x", b"!"),
         )
         .unwrap();
         tree.insert(
@@ -343,7 +343,7 @@ fn a_held_function_waits_and_then_goes_again_from_its_refused_record() {
     assert_eq!(sent.len(), 6);
     let refused = sent.iter().find(|r| r.function == "a").unwrap().id();
     // The first of a's is refused: a waits, b goes on.
-    cursor.hold(&refused, crate::now_ms() + 60_000);
+    cursor.hold(&refused, crate::age::mono_ms() + 60_000);
     assert!(cursor.is_held(&refused));
     outbox
         .append(&[from("a", 9, 10), from("b", 9, 10)])

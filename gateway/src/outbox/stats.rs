@@ -130,9 +130,7 @@ impl Outbox {
                 bytes: self.limits().function_bytes(),
             },
             unflushed: self.unflushed()?,
-            oldest_age_ms: self
-                .oldest_created_ms()?
-                .map(|t| crate::now_ms().saturating_sub(t)),
+            oldest_age_ms: self.oldest_age_ms()?,
             appended: get(&c.appended),
             acked: get(&c.acked),
             dropped_full: get(&c.dropped_full),

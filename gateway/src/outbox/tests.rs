@@ -336,27 +336,45 @@ fn records_past_their_ttl_are_expired_not_sent() {
         ttl: Some("1h".into()),
         ..OutboxConfig::default()
     };
-    let (_db, outbox) = open(dir.path(), config);
-    let now = crate::now_ms();
-    let at = |n: u32, created_ms: u64| NewRecord {
-        created_ms,
-        ..rec(n)
+    let (db, outbox) = open(dir.path(), config);
+    // Ages are on the age clock: moved forward here as if the gateway had run that long.
+    outbox.append(&[rec(1), rec(2)]).unwrap();
+    outbox.age().at_least(4_000_000);
+    outbox.append(&[rec(3)]).unwrap();
+    outbox.age().at_least(7_200_000);
+    // Emitted (by the wall clock) in 1970, as on a board whose clock is not set: not old.
+    let unset = NewRecord {
+        created_ms: 60_000,
+        ..rec(4)
     };
-    outbox
-        .append(&[
-            at(1, now - 7_200_000),
-            at(2, now - 3_000_000),
-            at(3, now - 7_200_000),
-            at(4, now),
-        ])
-        .unwrap();
-    // The sweep takes the expired head; the expired record behind a live one waits for a read.
-    assert_eq!(outbox.expire().unwrap(), 1);
+    outbox.append(&[unset]).unwrap();
+    assert_eq!(outbox.expire().unwrap(), 2);
     let topics: Vec<String> = read_all(&outbox).into_iter().map(|r| r.topic).collect();
-    assert_eq!(topics, ["t/2", "t/4"]);
+    assert_eq!(topics, ["t/3", "t/4"]);
     let stats = outbox.stats().unwrap();
     assert_eq!((stats.records, stats.expired), (2, 2));
-    assert!(stats.oldest_age_ms.unwrap() >= 3_000_000);
+    let oldest = stats.oldest_age_ms.unwrap();
+    assert!((3_200_000..3_300_000).contains(&oldest), "{oldest}");
+    // The age resumes after a restart: what was held keeps its age.
+    outbox.close();
+    drop(outbox);
+    db.flush().unwrap();
+    let again = Outbox::open(&db, OutboxConfig::default()).unwrap();
+    let oldest = again.stats().unwrap().oldest_age_ms.unwrap();
+    assert!((3_200_000..3_300_000).contains(&oldest), "{oldest}");
+}
+
+#[test]
+fn a_crash_that_lost_the_age_clocks_save_never_makes_records_younger() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, outbox) = open(dir.path(), OutboxConfig::default());
+    outbox.age().at_least(500_000);
+    outbox.append(&[rec(1)]).unwrap();
+    // No save, no close: the age clock's saved value is gone; the record's stamp is not.
+    drop(outbox);
+    let again = Outbox::open(&db, OutboxConfig::default()).unwrap();
+    assert!(again.age().now() >= 500_000);
+    assert!(again.stats().unwrap().oldest_age_ms.unwrap() < 100_000);
 }
 
 #[test]

@@ -176,10 +176,11 @@ impl Outbox {
 
     /// Each record's class, function and encoded value, and their total size.
     fn encode_all(&self, records: &[NewRecord]) -> (Vec<Encoded>, u64) {
+        let held = self.age.now();
         let values: Vec<Encoded> = records
             .iter()
             .map(|r| {
-                let v = record::encode(r.created_ms, &r.function, &r.topic, &r.payload);
+                let v = record::encode(r.created_ms, held, &r.function, &r.topic, &r.payload);
                 (self.priority_of(&r.topic), r.function.clone(), v)
             })
             .collect();

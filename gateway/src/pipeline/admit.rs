@@ -86,6 +86,7 @@ impl<J: Journal> Core<J> {
             payload_len: m.publish.payload.len() as u64,
             attempts: 0,
             retry_at_ms: None,
+            retry_at_age: None,
         });
         match recorded {
             Err(OutboxError::Closed) => Err(ProcessError::ShuttingDown),

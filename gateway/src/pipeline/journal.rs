@@ -188,6 +188,7 @@ impl<J: Journal> Stager<'_, J> {
                 payload_len: job.payload.len() as u64,
                 attempts,
                 retry_at_ms,
+                retry_at_age: None,
             });
             match recorded {
                 Err(OutboxError::Closed) => return Err(ProcessError::ShuttingDown),

@@ -184,7 +184,8 @@ fn fixture() -> Fixture {
 fn fixture_with(deployer: impl FnOnce(&sled::Db) -> Option<Deployer>) -> Fixture {
     let db = sled::Config::new().temporary(true).open().unwrap();
     let outbox = Arc::new(Outbox::open(&db, OutboxConfig::default()).unwrap());
-    let dead_letters = Arc::new(DeadLetters::open(&db, Default::default()).unwrap());
+    let dead_letters =
+        Arc::new(DeadLetters::open(&db, Default::default(), outbox.age().clone()).unwrap());
     let timers = Timers::default();
     let mut runtime = Runtime::new(1 << 16, db.clone());
     // Every invocation runs, however often the guest traps: the model has no clock.

@@ -248,7 +248,7 @@ pub(super) fn invoke_slot(
     let started = Instant::now();
     let mut start_fuel = 0;
     if cold {
-        let now_ms = crate::now_ms();
+        let now_ms = crate::age::mono_ms();
         let result = match f.starts.wait(now_ms) {
             Some((failures, wait_ms)) => Err(InvokeError::Backoff { failures, wait_ms }),
             None => instantiate(ctx.set, f, ctx.max_payload_bytes, &mut start_fuel)
@@ -309,7 +309,7 @@ pub(super) fn invoke_slot(
     ) {
         // Its memory and globals may be in any state: the next call gets a fresh instance.
         *slot = None;
-        f.starts.failed(crate::now_ms());
+        f.starts.failed(crate::age::mono_ms());
     } else if result.is_ok() {
         f.starts.succeeded();
     }

@@ -94,6 +94,7 @@ mod tests {
             seq: 7,
             priority: Priority::Normal,
             created_ms: 1_700_000_000_123,
+            held_ms: Some(1),
             function: "convert".into(),
             topic: "readings/s1".into(),
             payload: payload.to_vec(),

@@ -28,8 +28,9 @@ pub fn envelope(cfg: &UplinkConfig, r: &Record) -> Envelope {
 }
 
 /// The message carrying `records`: one result, or a batch when `batch_records` > 1 (never in
-/// the raw encoding, which the configuration check refuses).
-pub fn message(cfg: &UplinkConfig, records: &[Record]) -> Message {
+/// the raw encoding, which the configuration check refuses). `held_ms`: how long the oldest
+/// of them has been held ([`crate::outbox::Outbox::held_for`]), for the message expiry.
+pub fn message(cfg: &UplinkConfig, records: &[Record], held_ms: u64) -> Message {
     let batch = cfg.batch_records > 1;
     let (topic, payload, props) = match cfg.encoding {
         Encoding::Cloudevents => {
@@ -80,7 +81,7 @@ pub fn message(cfg: &UplinkConfig, records: &[Record]) -> Message {
             props: Props::default(),
         };
     }
-    let expiry_secs = cfg.ttl.map(|ttl| expiry(ttl.as_millis() as u64, records));
+    let expiry_secs = cfg.ttl.map(|ttl| expiry(ttl.as_millis() as u64, held_ms));
     Message {
         topic,
         payload,
@@ -99,13 +100,11 @@ fn props(content_type: &str, utf8: bool) -> Props {
     }
 }
 
-/// The message expiry interval of a message carrying `records` under `outbox.ttl = ttl_ms`:
-/// what is left of the oldest record's time to live, in whole seconds, at least 1 (the outbox
-/// never sends what has expired).
-fn expiry(ttl_ms: u64, records: &[Record]) -> u32 {
-    let now = crate::now_ms();
-    let oldest = records.iter().map(|r| r.created_ms).min().unwrap_or(now);
-    let left_ms = oldest.saturating_add(ttl_ms).saturating_sub(now);
+/// The message expiry interval of a message under `outbox.ttl = ttl_ms` whose oldest record
+/// has been held `held_ms`: what is left of its time to live, in whole seconds, at least 1
+/// (the outbox never sends what has expired).
+fn expiry(ttl_ms: u64, held_ms: u64) -> u32 {
+    let left_ms = ttl_ms.saturating_sub(held_ms);
     (left_ms / 1000).clamp(1, u32::MAX as u64) as u32
 }
 
@@ -128,6 +127,7 @@ mod tests {
             seq: 7,
             priority: Priority::Normal,
             created_ms,
+            held_ms: Some(1),
             function: "f".into(),
             topic: "t/x".into(),
             payload: payload.to_vec(),
@@ -137,7 +137,7 @@ mod tests {
     #[test]
     fn raw_messages_carry_the_payload_as_emitted_and_say_what_it_is() {
         let c = cfg(Encoding::Raw, None);
-        let m = message(&c, &[record(br#"{"t":21.5}"#, 1)]);
+        let m = message(&c, &[record(br#"{"t":21.5}"#, 1)], 0);
         assert_eq!(m.topic, "kiri/gw/t/x");
         assert_eq!(m.payload, br#"{"t":21.5}"#);
         assert_eq!(m.props.content_type.as_deref(), Some("application/json"));
@@ -149,15 +149,15 @@ mod tests {
         assert_eq!(user["function"], "f");
         assert_eq!(user["gateway"], "gw");
         assert_eq!(user["content_type"], "application/json");
-        let cbor = message(&c, &[record(&[0xa1, 0x61, 0x74, 0x01], 1)]);
+        let cbor = message(&c, &[record(&[0xa1, 0x61, 0x74, 0x01], 1)], 0);
         assert_eq!(cbor.props.content_type.as_deref(), Some("application/cbor"));
         assert!(!cbor.props.utf8);
-        let bytes = message(&c, &[record(&[0xff, 0x00], 1)]);
+        let bytes = message(&c, &[record(&[0xff, 0x00], 1)], 0);
         assert_eq!(
             bytes.props.content_type.as_deref(),
             Some("application/octet-stream")
         );
-        let text = message(&c, &[record(b"ON", 1)]);
+        let text = message(&c, &[record(b"ON", 1)], 0);
         assert_eq!(
             text.props.content_type.as_deref(),
             Some("text/plain; charset=utf-8")
@@ -166,10 +166,10 @@ mod tests {
 
     #[test]
     fn envelopes_say_their_content_type() {
-        let m = message(&cfg(Encoding::Cbor, None), &[record(b"x", 1)]);
+        let m = message(&cfg(Encoding::Cbor, None), &[record(b"x", 1)], 0);
         assert_eq!(m.props.content_type.as_deref(), Some("application/cbor"));
         assert!(m.props.user.is_empty());
-        let m = message(&cfg(Encoding::Cloudevents, None), &[record(b"x", 1)]);
+        let m = message(&cfg(Encoding::Cloudevents, None), &[record(b"x", 1)], 0);
         assert_eq!(
             m.props.content_type.as_deref(),
             Some("application/cloudevents+json")
@@ -183,19 +183,16 @@ mod tests {
             protocol: crate::config::MqttVersion::V311,
             ..cfg(Encoding::Cbor, Some(std::time::Duration::from_secs(60)))
         };
-        assert_eq!(message(&c, &[record(b"x", 1)]).props, Props::default());
+        assert_eq!(message(&c, &[record(b"x", 1)], 0).props, Props::default());
     }
 
     #[test]
     fn expiry_is_what_is_left_of_the_oldest_records_ttl() {
-        let now = crate::now_ms();
         let c = cfg(Encoding::Cbor, Some(std::time::Duration::from_secs(3600)));
-        let m = message(&c, &[record(b"x", now - 600_000)]);
-        let left = m.props.expiry_secs.unwrap();
-        assert!((2990..=3000).contains(&left), "{left}");
+        let m = message(&c, &[record(b"x", 1)], 600_000);
+        assert_eq!(m.props.expiry_secs, Some(3000));
         // Already due (the read deletes such records; one racing the clock still gets 1 s).
-        assert_eq!(expiry(1000, &[record(b"x", now - 5000)]), 1);
-        let batch = [record(b"x", now - 1_000_000), record(b"y", now)];
-        assert!(expiry(3_600_000, &batch) <= 2600);
+        assert_eq!(expiry(1000, 5000), 1);
+        assert_eq!(expiry(3_600_000, 1_000_500), 2599);
     }
 }

@@ -149,9 +149,10 @@ pub async fn run(
 }
 
 /// The message carrying `records`: one result, or a batch message when `batch_records` > 1.
+/// `held_ms`: how long the oldest of them has been held (for the MQTT 5 message expiry).
 /// Public for the benchmarks (`gateway/benches`).
-pub fn message(cfg: &UplinkConfig, records: &[Record]) -> Message {
-    message::message(cfg, records)
+pub fn message(cfg: &UplinkConfig, records: &[Record], held_ms: u64) -> Message {
+    message::message(cfg, records, held_ms)
 }
 
 /// What a session shares with the rest of the gateway.
@@ -237,7 +238,8 @@ async fn session(
                 break;
             }
             for records in records.chunks(cfg.batch_records.max(1)) {
-                let m = message(cfg, records);
+                let held = outbox.oldest_held_for(records);
+                let m = message(cfg, records, held);
                 if let Some(pacer) = pacer {
                     pacer.pace(m.payload.len()).await;
                 }
@@ -250,7 +252,7 @@ async fn session(
                 }
                 window.published(
                     records.iter().map(Record::id).collect(),
-                    records.iter().map(|r| r.created_ms).collect(),
+                    records.iter().map(|r| outbox.stamp(r)).collect(),
                 );
             }
         }
@@ -270,7 +272,7 @@ async fn session(
         }
         // A function held back after a refusal goes on when its hold ends.
         let release = cursor.next_release().map(|at| {
-            let wait = at.saturating_sub(crate::now_ms());
+            let wait = at.saturating_sub(crate::age::mono_ms());
             tokio::time::Instant::now() + Duration::from_millis(wait)
         });
         tokio::select! {
@@ -292,7 +294,7 @@ async fn session(
                 }
                 Some(Ok(Ev::Sent(pkid))) => window.assigned(pkid),
                 Some(Ok(Ev::Acked { pkid, refused: None })) => {
-                    if let Some((records, created_ms)) = window.acked(pkid) {
+                    if let Some((records, stamps)) = window.acked(pkid) {
                         // Reset only on progress: a broker that accepts the connection but
                         // drops it on a record it will not take is not retried at full speed.
                         backoff.reset();
@@ -311,9 +313,9 @@ async fn session(
                         status.delivered(records.len() as u64);
                         metrics::counter!("kiri_uplink_delivered_total").increment(records.len() as u64);
                         metrics::counter!("kiri_uplink_messages_total").increment(1);
-                        let now = crate::now_ms();
-                        for created in created_ms {
-                            latency.record(now.saturating_sub(created) as f64 / 1000.0);
+                        let now = outbox.age().now();
+                        for stamp in stamps {
+                            latency.record(now.saturating_sub(stamp) as f64 / 1000.0);
                         }
                     }
                 }
@@ -372,7 +374,7 @@ fn refused(
             .entry(id.queue.clone())
             .or_insert_with(|| cfg.backoff.clone())
             .next_delay();
-        cursor.hold(id, crate::now_ms() + delay.as_millis() as u64);
+        cursor.hold(id, crate::age::mono_ms() + delay.as_millis() as u64);
         let function = String::from_utf8_lossy(&id.queue);
         let error = format!("the cloud broker refused results of function {function}: {reason}");
         tracing::warn!(%function, seq = id.seq, %reason, retry_in_ms = delay.as_millis() as u64,

@@ -13,7 +13,7 @@ pub type Carried = Vec<RecordId>;
 #[derive(Debug)]
 struct Flight {
     records: Carried,
-    created_ms: Vec<u64>,
+    stamps: Vec<u64>,
 }
 
 /// Messages published and not yet acknowledged.
@@ -50,13 +50,10 @@ impl Window {
         self.capacity.saturating_sub(self.len())
     }
 
-    /// A message carrying `records`, emitted at `created_ms`, was handed to the client for
+    /// A message carrying `records`, stamped `stamps` on the age clock, was handed to the client for
     /// publishing.
-    pub fn published(&mut self, records: Carried, created_ms: Vec<u64>) {
-        self.unassigned.push_back(Flight {
-            records,
-            created_ms,
-        });
+    pub fn published(&mut self, records: Carried, stamps: Vec<u64>) {
+        self.unassigned.push_back(Flight { records, stamps });
     }
 
     /// The client sent the oldest unassigned publish with packet id `pkid`.
@@ -69,7 +66,7 @@ impl Window {
     /// PUBACK for `pkid`: returns the records it acknowledges, and when each was emitted.
     pub fn acked(&mut self, pkid: u16) -> Option<(Carried, Vec<u64>)> {
         let flight = self.by_pkid.remove(&pkid)?;
-        Some((flight.records, flight.created_ms))
+        Some((flight.records, flight.stamps))
     }
 }
 
