@@ -10,7 +10,7 @@
 //!
 //! The **age clock** counts milliseconds the gateway has run with this data directory: the
 //! process's monotonic clock (which no clock setting moves) added to a base kept in the store
-//! (`meta` key `age`: the age and the wall clock when it was saved, every 10 s and at a clean
+//! (`meta` key `age`: the age and the wall clock when it was saved, every minute and at a clean
 //! stop). At open, the base is the saved age, plus the time the gateway was stopped **when the
 //! wall clock was plausibly set both when it was saved and now** (a board with a real-time
 //! clock, or NTP before the gateway starts) and moved forward; otherwise (the clock unset at
@@ -27,7 +27,7 @@ use std::time::Instant;
 const KEY: &str = "age";
 
 /// How often [`AgeClock::save_if_due`] saves.
-pub const SAVE_EVERY_MS: u64 = 10_000;
+pub const SAVE_EVERY_MS: u64 = 60_000;
 
 /// Milliseconds since this process first asked: the process's monotonic clock, for ages that
 /// need not survive a restart (backoffs, lockouts, holds). No wall clock setting moves it.
@@ -168,7 +168,7 @@ mod tests {
     }
 
     #[test]
-    fn saves_come_at_most_every_ten_seconds() {
+    fn saves_come_at_most_every_minute() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let clock = AgeClock::open(&db).unwrap();

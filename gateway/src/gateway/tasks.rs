@@ -46,7 +46,7 @@ pub(super) async fn systemd(ready: Arc<AtomicBool>) {
 }
 
 /// Once a second: expires results past the TTL, publishes the backlog's age, and saves the
-/// age clock when due (every 10 s).
+/// age clock when due (every minute: a save is a small disk write).
 pub(super) async fn housekeeping(outbox: Arc<Outbox>) {
     loop {
         crate::clock::check();
