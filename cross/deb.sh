@@ -55,7 +55,7 @@ for arch in "${arches[@]}"; do
     # The README's links go to docs/: the book comes along, beside it.
     install -d "$root/usr/share/doc/kiri/docs"
     install -m 0644 README.md "$root/usr/share/doc/kiri/README.md"
-    install -m 0644 docs/*.md docs/*.png "$root/usr/share/doc/kiri/docs/"
+    install -m 0644 docs/*.md docs/*.png docs/*.conf "$root/usr/share/doc/kiri/docs/"
     install -m 0644 cross/debian/copyright "$root/usr/share/doc/kiri/copyright"
     gzip -9n < cross/debian/changelog > "$root/usr/share/doc/kiri/changelog.gz"
     chmod 0644 "$root/usr/share/doc/kiri/changelog.gz"

@@ -288,6 +288,12 @@
     if (held.full) why.push("the outbox is full (when_full = block)");
     $("held-back").hidden = why.length === 0;
     $("held-back").textContent = why.length ? "Inputs held back: " + why.join("; ") : "";
+    // Messages an external site broker dropped (its queue limits): they never reached Kiri.
+    const dropped = (s.site_broker || {}).dropped;
+    $("site-drops").hidden = !dropped;
+    $("site-drops").textContent = dropped ?
+      "The site broker reports " + int(dropped) + " messages dropped since it started " +
+      "(its queue limits, max_queued_messages / max_queued_bytes): they never reached Kiri" : "";
   }
 
   // ---- functions -------------------------------------------------------------------------

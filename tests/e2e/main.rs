@@ -21,6 +21,7 @@ mod quickstart;
 mod reload;
 mod sdimage;
 mod sensors;
+mod site_broker;
 mod soak;
 mod util;
 

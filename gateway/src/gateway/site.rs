@@ -6,11 +6,11 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, EventLoop, MqttOptions};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{BrokerMode, Config};
 use crate::deploy::Deployer;
 use crate::ingest;
 use crate::pipeline::Ack;
@@ -107,11 +107,24 @@ pub(super) async fn start_site(
     let (acks_tx, acks_rx) = mpsc::channel(requests);
     let (local, mut local_loop) = AsyncClient::new(local_opts, 256);
     ingest::no_delay(&mut local_loop);
+    // An external broker's count of the messages it dropped (see `ingest::drops`).
+    let watch_drops = (b.mode == BrokerMode::External).then(|| local.clone());
     let local_task = tokio::spawn(async move {
         loop {
-            if let Err(e) = local_loop.poll().await {
-                tracing::debug!(error = %e, "local publish session: reconnecting");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+            match local_loop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    if let Some(client) = &watch_drops {
+                        let _ = client.try_subscribe(ingest::drops::TOPIC, QoS::AtMostOnce);
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ingest::drops::TOPIC => {
+                    ingest::drops::observe(&p.payload);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "local publish session: reconnecting");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
             }
         }
     });

@@ -23,6 +23,7 @@ pub(super) async fn get(State(s): State<Api>) -> Response {
         "clock_unset": crate::clock::unset(),
         "uplink": s.uplink.get(),
         "outbox": outbox,
+        "site_broker": { "dropped": crate::ingest::drops::dropped() },
         "unloaded_functions": s.directory.not_loaded(),
     }))
     .into_response()

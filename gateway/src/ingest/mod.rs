@@ -16,6 +16,7 @@
 //! unacknowledged are at most those the pipeline took in since this task last ran:
 //! `broker.queue + broker.batch`.
 
+pub mod drops;
 mod ready;
 mod session;
 
