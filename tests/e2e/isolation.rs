@@ -52,8 +52,10 @@ fn state_writes_stop_at_the_disk_reserve_and_the_gateway_keeps_answering() {
         1,
     );
     let mut kiri = Kiri::start(&dir.path().join("kiri"), &conf, &[]);
-    // 100 events would write 100 MiB: twice the disk.
-    let publisher = std::thread::spawn(move || {
+    // 100 events would write 100 MiB: twice the disk. The sensor is not acknowledged what
+    // the reserve holds back, so its publisher never finishes (it fails when the gateway
+    // stops): not joined.
+    let _publisher = std::thread::spawn(move || {
         publish_all(broker_port, "s1", "sensors/s1/temperature", {
             (0..100).map(|i| reading("s1", i)).collect()
         })
@@ -96,7 +98,6 @@ fn state_writes_stop_at_the_disk_reserve_and_the_gateway_keeps_answering() {
         "processing holds (at most the invocation already running ends): {stalled} then {ran}"
     );
     kiri.stop();
-    publisher.join().unwrap();
 }
 
 /// A store that fails under the gateway (a full disk with the reserve turned off) makes it

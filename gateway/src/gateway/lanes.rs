@@ -1,10 +1,12 @@
-//! The function lanes: each active function gets a session of its own with the site broker
-//! (subscribed to its triggers, client id `<broker.client_id>.<function>`), a bounded queue,
-//! and a pipeline thread with its own group commit ([`Role::Lane`]). A slow, failing or
-//! flooding function so delays only its own events: its session's in-flight window, its
-//! queue and its commits are its own, and its session's acknowledgements go out in order as
-//! MQTT wants, after its own commits. A message that triggers several functions reaches each
-//! through its own session and is acknowledged on each once that function committed it.
+//! The function lanes: each active function gets its input, a bounded queue, and a pipeline
+//! thread with its own group commit ([`Role::Lane`]). Its input: with an external broker, a
+//! session of its own (subscribed to its triggers, client id `<broker.client_id>.<function>`);
+//! with the embedded broker, the front door ([`crate::site_broker::front`]), which hands it
+//! the messages its triggers match in-process. A slow, failing or flooding function so delays
+//! only its own events: its session's in-flight window (or the front door's wait for room in
+//! its queue), its queue and its commits are its own, and its acknowledgements go out in
+//! order as MQTT wants, after its own commits. A message that triggers several functions
+//! reaches each through its own input and is acknowledged once each committed it.
 //!
 //! The control lane (deployments) calls [`Lanes::sync`] after a deployment changed the
 //! functions: a new function gets a lane, a replaced one keeps its lane (its next group runs
@@ -62,7 +64,8 @@ struct Lane {
     name: String,
     session: String,
     triggers: Vec<String>,
-    client: AsyncClient,
+    /// Its session with the site broker (none behind the front door).
+    client: Option<AsyncClient>,
     subscriptions: Arc<Mutex<Vec<String>>>,
     ingest: JoinHandle<()>,
     stop: Stop,
@@ -110,6 +113,9 @@ impl Lanes {
             if let Some(lane) = self.running.remove(&idx) {
                 tracing::info!(function = %lane.name, "function lane stopped (undeployed)");
                 self.kit.dispatch.remove_lane(idx);
+                if let Some(front) = &self.kit.access.front {
+                    front.remove_route(idx);
+                }
                 self.kit.readiness.remove(&lane.session);
                 lane.stop.stop();
                 lane.ingest.abort();
@@ -145,28 +151,46 @@ impl Lanes {
         let session = kit.access.lane_id(name);
         crate::telemetry::catalog::register_function(name);
         let requests = kit.queue + kit.limits.batch + 16;
-        let (client, mut eventloop) =
-            AsyncClient::new(kit.access.options(&session, requests), requests);
-        ingest::no_delay(&mut eventloop);
-        let (acks_tx, acks_rx) = mpsc::channel(requests);
+        let (acks_tx, mut acks_rx) = mpsc::channel(requests);
         let (work_tx, work_rx) = mpsc::channel(kit.queue);
         let stale = crate::store::replace_subscriptions_of(&kit.db, Some(name), &triggers)?;
         let subscriptions = Arc::new(Mutex::new(triggers.clone()));
-        let ingest = kit.handle.spawn(
-            ingest::run(
-                eventloop,
-                client.clone(),
-                subscriptions.clone(),
-                stale,
-                kit.access.max_packet,
-                kit.readiness.session(&session),
-                ingest::Handoff {
-                    work: work_tx.clone(),
-                    acks: acks_rx,
-                },
-            )
-            .instrument(tracing::info_span!("lane", function = %name)),
-        );
+        let (client, ingest) = match &kit.access.front {
+            // The front door reads the filters as they change, and takes the acknowledgements
+            // back to the clients' connections.
+            Some(front) => {
+                front.set_route(idx, subscriptions.clone(), work_tx.clone());
+                kit.readiness.session(&session).set(true, true);
+                let front = front.clone();
+                let forward = kit.handle.spawn(async move {
+                    while let Some(ack) = acks_rx.recv().await {
+                        front.ack(ack);
+                    }
+                });
+                (None, forward)
+            }
+            None => {
+                let (client, mut eventloop) =
+                    AsyncClient::new(kit.access.options(&session, requests), requests);
+                ingest::no_delay(&mut eventloop);
+                let ingest = kit.handle.spawn(
+                    ingest::run(
+                        eventloop,
+                        client.clone(),
+                        subscriptions.clone(),
+                        stale,
+                        kit.access.max_packet,
+                        kit.readiness.session(&session),
+                        ingest::Handoff {
+                            work: work_tx.clone(),
+                            acks: acks_rx,
+                        },
+                    )
+                    .instrument(tracing::info_span!("lane", function = %name)),
+                );
+                (Some(client), ingest)
+            }
+        };
         kit.dispatch.set_lane(idx, work_tx);
         let journal = Durable {
             outbox: kit.outbox.clone(),
@@ -185,6 +209,7 @@ impl Lanes {
             acks: acks_tx,
             ingest: client.clone(),
             local: kit.local.clone(),
+            local_lanes: kit.access.local_lanes(),
             db: kit.db.clone(),
             lane: Some(name.to_string()),
             on_functions_changed: None,
@@ -220,8 +245,15 @@ impl Lanes {
         Ok(())
     }
 
-    /// Ends the session of `name`, a function that is gone.
+    /// Ends the session of `name`, a function that is gone (behind the front door there is
+    /// none: the embedded broker starts empty; only the store's note of it goes).
     fn forget(&self, name: &str) {
+        if self.kit.access.front.is_some() {
+            if let Err(e) = crate::store::forget_lane_session(&self.kit.db, name) {
+                tracing::warn!(error = %e, "cannot forget a removed function's session");
+            }
+            return;
+        }
         let (access, db) = (self.kit.access.clone(), self.kit.db.clone());
         self.kit
             .handle
@@ -244,29 +276,37 @@ impl Lanes {
     }
 }
 
-/// Moves `lane`'s session to `triggers` (a new version of its function): subscribes to the
-/// new filters, unsubscribes the old ones, and keeps the list.
+/// Moves `lane`'s input to `triggers` (a new version of its function): its session
+/// subscribes to the new filters and unsubscribes the old ones (behind the front door, the
+/// list alone is what counts), and the list is kept.
 fn resubscribe(lane: &mut Lane, triggers: Vec<String>, db: &sled::Db) {
-    let added: Vec<SubscribeFilter> = triggers
-        .iter()
-        .filter(|t| !lane.triggers.contains(t))
-        .map(|t| SubscribeFilter::new(t.clone(), QoS::AtLeastOnce))
-        .collect();
-    if !added.is_empty() {
-        if let Err(e) = lane.client.try_subscribe_many(added) {
-            tracing::error!(function = %lane.name, error = %e, "cannot queue the subscription request");
-        }
-    }
-    for old in lane.triggers.iter().filter(|t| !triggers.contains(t)) {
-        if let Err(e) = lane.client.try_unsubscribe(old.clone()) {
-            tracing::error!(function = %lane.name, error = %e, "cannot queue an unsubscribe request");
-        }
+    if let Some(client) = &lane.client {
+        subscribe_session(client, &lane.name, &lane.triggers, &triggers);
     }
     *lane.subscriptions.lock().unwrap_or_else(|e| e.into_inner()) = triggers.clone();
     if let Err(e) = crate::store::save_subscriptions(db, Some(&lane.name), &triggers) {
         tracing::error!(error = %e, "cannot persist the subscriptions");
     }
     lane.triggers = triggers;
+}
+
+/// Subscribes `client` to what `triggers` adds to `before`, and unsubscribes what it drops.
+fn subscribe_session(client: &AsyncClient, name: &str, before: &[String], triggers: &[String]) {
+    let added: Vec<SubscribeFilter> = triggers
+        .iter()
+        .filter(|t| !before.contains(t))
+        .map(|t| SubscribeFilter::new(t.clone(), QoS::AtLeastOnce))
+        .collect();
+    if !added.is_empty() {
+        if let Err(e) = client.try_subscribe_many(added) {
+            tracing::error!(function = %name, error = %e, "cannot queue the subscription request");
+        }
+    }
+    for old in before.iter().filter(|t| !triggers.contains(t)) {
+        if let Err(e) = client.try_unsubscribe(old.clone()) {
+            tracing::error!(function = %name, error = %e, "cannot queue an unsubscribe request");
+        }
+    }
 }
 
 /// Ends function `name`'s session at the broker and forgets it (a later start tries again

@@ -210,8 +210,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     let link = SiteLink {
         acks: site.acks_tx,
-        ingest: site.control,
+        ingest: Some(site.control),
         local: site.local,
+        local_lanes: site.access.local_lanes(),
         db: stores.store.db.clone(),
         lane: None,
         on_functions_changed: Some(Box::new(lane_syncer(&lanes))),

@@ -14,7 +14,7 @@ use crate::config::{BrokerMode, Config};
 use crate::deploy::Deployer;
 use crate::ingest;
 use crate::pipeline::Ack;
-use crate::site_broker::{self, guard::InternalLogin, guard::OwnIds};
+use crate::site_broker::{self, front::FrontDoor, guard::InternalLogin, guard::OwnIds};
 use crate::store::Store;
 
 /// How Kiri's sessions reach the site broker.
@@ -26,6 +26,9 @@ pub(super) struct SiteAccess {
     /// The control session's client id; a function lane's is `<it>.<function>`.
     pub(super) client_id: String,
     pub(super) max_packet: usize,
+    /// The embedded broker's front door: function lanes take their messages from it rather
+    /// than from sessions of their own.
+    pub(super) front: Option<Arc<FrontDoor>>,
 }
 
 impl SiteAccess {
@@ -36,6 +39,14 @@ impl SiteAccess {
             o.set_credentials(&l.user, &l.password);
         }
         o
+    }
+
+    /// What hands a function's local publish to the lanes, behind the front door.
+    pub(super) fn local_lanes(&self) -> Option<crate::pipeline::LocalLanes> {
+        let front = self.front.clone()?;
+        Some(Arc::new(move |topic: &str, payload: &[u8]| {
+            front.publish_local(topic, payload)
+        }))
     }
 
     /// Function `name`'s lane session's client id.
@@ -92,6 +103,7 @@ pub(super) async fn start_site(
         login: endpoint.login,
         client_id,
         max_packet: b.max_packet_bytes,
+        front: endpoint.front,
     };
     // At most `queue + batch` messages are unacknowledged inside Kiri (see `ingest`); the
     // client itself only (un)subscribes.

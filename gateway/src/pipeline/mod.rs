@@ -46,7 +46,7 @@ mod work;
 pub use self::core::{Core, Limits, Role, Step};
 pub use io::{Acks, HandBack, Publish, Site, Subscriptions};
 pub use journal::{Durable, Journal};
-pub use run::{run, SiteLink, Stop};
+pub use run::{run, LocalLanes, SiteLink, Stop};
 pub use work::{
     Ack, Dispatch, HttpInvoke, Incoming, InvokeFailure, Retries, Work, HTTP_TOPIC, TIMER_TOPIC,
 };

@@ -40,14 +40,22 @@ impl Stop {
     }
 }
 
+/// Hands a local publish (topic, payload) to the function lanes; how many were full.
+pub type LocalLanes = Arc<dyn Fn(&str, &[u8]) -> usize + Send + Sync>;
+
 /// The site broker as the pipeline reaches it.
 pub struct SiteLink {
     /// Acknowledgements for the ingest task to write.
     pub acks: mpsc::Sender<Ack>,
-    /// The ingest session's client, for subscription changes.
-    pub ingest: AsyncClient,
+    /// The ingest session's client, for subscription changes; `None` for a lane fed by the
+    /// embedded broker's front door (which reads the lane's filters as they change).
+    pub ingest: Option<AsyncClient>,
     /// A session of its own for the functions' `publish` outputs and deployment results.
     pub local: AsyncClient,
+    /// With the embedded broker's front door: hands a local publish to the function lanes it
+    /// triggers (they take nothing from the broker itself), without waiting; returns how many
+    /// lanes' queues were full.
+    pub local_lanes: Option<LocalLanes>,
     /// The store, to keep the list of subscriptions.
     pub db: sled::Db,
     /// Whose subscriptions these are: the control session's (`None`) or a function lane's.
@@ -69,24 +77,39 @@ impl Acks for SiteLink {
 
 impl Publish for SiteLink {
     fn publish(&mut self, topic: String, payload: Vec<u8>) -> Result<(), String> {
-        // Never wait on the local broker: it may be down, and the pipeline must keep
-        // committing (and stop when asked).
+        // Never wait on the local broker or a lane: either may be full, and the pipeline must
+        // keep committing (and stop when asked).
+        let full = match &self.local_lanes {
+            Some(lanes) => lanes(&topic, &payload),
+            None => 0,
+        };
         self.local
             .try_publish(topic, QoS::AtLeastOnce, false, payload)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        match full {
+            0 => Ok(()),
+            n => Err(format!(
+                "the queues of {n} function lanes it triggers are full"
+            )),
+        }
     }
 }
 
 impl Subscriptions for SiteLink {
     fn subscribe(&mut self, filters: &[String]) -> bool {
+        let Some(ingest) = &self.ingest else {
+            return true;
+        };
         let filters = filters
             .iter()
             .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-        self.ingest.try_subscribe_many(filters).is_ok()
+        ingest.try_subscribe_many(filters).is_ok()
     }
 
     fn unsubscribe(&mut self, filter: &str) -> bool {
-        self.ingest.try_unsubscribe(filter).is_ok()
+        self.ingest
+            .as_ref()
+            .is_none_or(|i| i.try_unsubscribe(filter).is_ok())
     }
 
     fn settled(&mut self, all: &[String]) {

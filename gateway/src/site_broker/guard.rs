@@ -35,12 +35,13 @@ use argon2::password_hash::PasswordVerifier;
 use argon2::Argon2;
 use bytes::BytesMut;
 use rumqttc::mqttbytes::{self, v4, PacketType, Protocol};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::accounts::{accounts, revoked, Accounts, Rules};
-use super::packets::{check, complete_packet, next_packet, refusal, refuse, Refusal};
+use super::front::FrontDoor;
+use super::packets::{next_packet, refusal, refuse, Refusal};
 use crate::config::BrokerUser;
 use crate::net::{Admitted, ConnectionLimits, Connections, Full, Ticket};
 
@@ -111,6 +112,8 @@ pub struct Guard {
     reserved_ids: OwnIds,
     max_packet: usize,
     checks: Arc<Semaphore>,
+    /// Where clients' publishes reach the function lanes ([`super::front`]).
+    front: Arc<FrontDoor>,
 }
 
 impl std::fmt::Debug for Guard {
@@ -122,12 +125,14 @@ impl std::fmt::Debug for Guard {
 }
 
 impl Guard {
-    /// A guard for `users` (none: clients need not log in), relaying with `internal`.
+    /// A guard for `users` (none: clients need not log in), relaying with `internal`, handing
+    /// clients' publishes to the lanes through `front`.
     pub fn new(
         users: &[BrokerUser],
         internal: InternalLogin,
         reserved_ids: OwnIds,
         max_packet: usize,
+        front: Arc<FrontDoor>,
     ) -> anyhow::Result<Guard> {
         let accounts = tokio::sync::watch::Sender::new(Arc::new(accounts(users)));
         let mut dummy = [0u8; 16];
@@ -140,6 +145,7 @@ impl Guard {
             reserved_ids,
             max_packet,
             checks: Arc::new(Semaphore::new(CHECKS_AT_ONCE)),
+            front,
         })
     }
 
@@ -354,68 +360,21 @@ async fn relay(
         }
     };
     let _ = server.set_nodelay(true);
-    let Some((user, rules, hash)) = account else {
-        // No accounts: the CONNECT, what came after it, then everything unchecked, until
-        // either side ends (the broker closing a silent client ends the relay too).
-        let mut server = server;
-        out.extend_from_slice(&buf);
-        if server.write_all(&out).await.is_err() {
-            return Ok(());
-        }
-        let (mut client_rx, mut client_tx) = client.into_split();
-        let (mut server_rx, mut server_tx) = server.into_split();
-        tokio::select! {
-            _ = tokio::io::copy(&mut client_rx, &mut server_tx) => {}
-            _ = tokio::io::copy(&mut server_rx, &mut client_tx) => {}
-            ended = revoked(&mut reloads, None) => return Err(ended),
-        }
-        return Ok(());
-    };
-    let (mut server_rx, mut server_tx) = server.into_split();
-    let (mut client_rx, mut client_tx) = client.into_split();
-    let downstream = tokio::io::copy(&mut server_rx, &mut client_tx);
-    let upstream_relay = async {
-        loop {
-            // Everything whole in the buffer goes out in one write; what came before a refused
-            // packet still goes.
-            let mut verdict = Ok(());
-            loop {
-                match complete_packet(&mut buf, guard.max_packet) {
-                    Ok(Some((header, frame))) => match check(&rules, &user, header, &frame) {
-                        Ok(()) => out.extend_from_slice(&frame),
-                        Err(refused) => {
-                            verdict = Err(refused);
-                            break;
-                        }
-                    },
-                    Ok(None) => break,
-                    Err(refused) => {
-                        verdict = Err(refused);
-                        break;
-                    }
-                }
-            }
-            if !out.is_empty() {
-                server_tx
-                    .write_all(&out)
-                    .await
-                    .map_err(|e| refusal("io", format!("writing to the broker: {e}")))?;
-                out.clear();
-            }
-            verdict?;
-            match client_rx.read_buf(&mut buf).await {
-                Ok(0) => return Ok(()),
-                Ok(_) => {}
-                Err(e) => return Err(refusal("io", format!("reading from the client: {e}"))),
-            }
-        }
-    };
-    tokio::select! {
-        r = upstream_relay => match r {
-            Err(Refusal { reason: "io", .. }) => Ok(()),
-            r => r,
+    let mut server = server;
+    if let Err(e) = server.write_all(&out).await {
+        return Err(refusal("io", format!("writing to the broker: {e}")));
+    }
+    let will = connect.last_will.take();
+    let front = &guard.front;
+    let max = guard.max_packet;
+    match &account {
+        None => tokio::select! {
+            r = super::relay::relay(client, server, buf, front, None, will, max) => r,
+            ended = revoked(&mut reloads, None) => Err(ended),
         },
-        _ = downstream => Ok(()),
-        ended = revoked(&mut reloads, Some((user.as_str(), hash, &rules))) => Err(ended),
+        Some((user, rules, hash)) => tokio::select! {
+            r = super::relay::relay(client, server, buf, front, Some((user, rules)), will, max) => r,
+            ended = revoked(&mut reloads, Some((user.as_str(), hash.clone(), rules))) => Err(ended),
+        },
     }
 }

@@ -2,15 +2,20 @@
 //! in-process on a loopback port of its own, behind the [`guard`] on `broker.listen` (which
 //! bounds connections, and checks logins and topic rules when `broker.users` is set); with
 //! `"external"`, an existing broker (Mosquitto) that Kiri only connects to. [`start`] gives the
-//! address Kiri's own sessions (ingest, local publishing) connect to.
+//! address Kiri's own sessions (the control session, local publishing) connect to.
 //!
-//! rumqttd keeps messages in memory: a message it acknowledged to a sensor but Kiri has not
-//! yet committed is lost if the process dies. Use an external broker with persistence (for
-//! example Mosquitto with `persistence true`) where that window matters.
+//! With the embedded broker, the function lanes take sensors' messages in-process from the
+//! guard, through the [`front`] door, which acknowledges a QoS 1 message to the sensor only
+//! once every lane it triggers has committed it; rumqttd routes messages to every other
+//! subscriber, in memory.
 
 mod accounts;
+pub mod front;
+#[cfg(test)]
+mod front_tests;
 pub mod guard;
 mod packets;
+mod relay;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -35,6 +40,8 @@ pub struct Endpoint {
     pub login: Option<InternalLogin>,
     /// The guard in front of the embedded broker (a reload gives it new accounts).
     pub guard: Option<Arc<guard::Guard>>,
+    /// The embedded broker's way to the function lanes.
+    pub front: Option<Arc<front::FrontDoor>>,
 }
 
 /// Starts the site broker `broker` describes (nothing for an external one) and says where
@@ -64,7 +71,10 @@ pub async fn start(
                 .await
                 .map_err(|cause| BrokerError::Listen { addr: l, cause })?;
             let users = &broker.users;
-            let guard = guard::Guard::new(users, login.clone(), own_ids, broker.max_packet_bytes)?;
+            let front = Arc::new(front::FrontDoor::default());
+            let max_packet = broker.max_packet_bytes;
+            let guard =
+                guard::Guard::new(users, login.clone(), own_ids, max_packet, front.clone())?;
             let guard = Arc::new(guard);
             tokio::spawn(guard::serve(listener, internal, guard.clone(), limits));
             if users.is_empty() {
@@ -77,6 +87,7 @@ pub async fn start(
                 port: internal.port(),
                 login: Some(login),
                 guard: Some(guard),
+                front: Some(front),
             })
         }
         BrokerMode::External => {
@@ -86,6 +97,7 @@ pub async fn start(
                 port: url.port,
                 login: None,
                 guard: None,
+                front: None,
             })
         }
     }
