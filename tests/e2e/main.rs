@@ -9,6 +9,7 @@ mod clock;
 mod delivery;
 mod deploy;
 mod formats;
+mod front_door;
 mod identity;
 mod isolation;
 mod languages;
