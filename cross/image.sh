@@ -49,12 +49,13 @@ rm -rf "$bbdir" && mkdir -p "$bbdir"
 dpkg-deb -x "$(ls -v "$cache"/debs/busybox-static_*.deb | tail -1)" "$bbdir"
 cp "$bbdir/bin/busybox" "$work/bin/busybox"
 
-# virtio-net is built as modules; the .deb has no modules.dep, so init loads them in order.
+# virtio-net and virtio-blk (the data disk of the power-cut loop) are built as modules; the .deb
+# has no modules.dep, so init loads them in order. ext4 is built in.
 version=$(ls "$kdir/lib/modules")
 mods="$kdir/lib/modules/$version/kernel"
 for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev \
     drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci net/core/failover \
-    drivers/net/net_failover drivers/net/virtio_net; do
+    drivers/net/net_failover drivers/net/virtio_net drivers/block/virtio_blk; do
     cp "$mods/$m.ko" "$work/lib/modules/"
 done
 cp "$kdir/boot/vmlinuz-$version" target/image/vmlinuz
@@ -63,6 +64,7 @@ cp "$kiri" "$work/usr/bin/kiri"
 cp cross/board/init "$work/init"
 chmod 755 "$work/init"
 cp cross/board/kiri.toml "$work/etc/kiri/kiri.toml"
+cp cross/board/embedded.toml "$work/etc/kiri/embedded.toml"
 for f in convert threshold; do
     cp "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/release/kiri_fn_$f.wasm" "$work/usr/lib/kiri/functions/$f.wasm"
 done

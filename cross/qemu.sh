@@ -12,6 +12,11 @@
 #   QEMU_UPLINK=ok    `broken`: no route to the cloud at all
 #   QEMU_DISK_MB=64   size of the board's data disk (a tmpfs): small = a full disk
 #   QEMU_CLOCK=       a start date for the board's clock (`1970-01-01`: a board without RTC)
+#   QEMU_DATA=        the data disk instead of the tmpfs: a QEMU drive file name (for the
+#                     power-cut loop `nbd:unix:SOCKET`, cross/powercut/forgetful.py), ext4,
+#                     on virtio-blk with write-back caching: the guest's flushes go through
+#   QEMU_CONFIG=      `embedded`: Kiri's embedded broker on the board's port 1883, reached
+#                     from the host on 127.0.0.1:$SENSOR_PORT (1884)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for f in target/image/vmlinuz target/image/initrd.img; do
@@ -31,9 +36,18 @@ if [ "${QEMU_UPLINK:-ok}" != broken ]; then
 fi
 rtc=()
 [ -n "${QEMU_CLOCK:-}" ] && rtc=(-rtc "base=${QEMU_CLOCK}")
+disk=() cmdline=""
+if [ -n "${QEMU_DATA:-}" ]; then
+    disk=(-drive "file=${QEMU_DATA},format=raw,if=virtio,cache=writeback")
+    cmdline+=" kiri.data=vda"
+fi
+if [ -n "${QEMU_CONFIG:-}" ]; then
+    cmdline+=" kiri.config=${QEMU_CONFIG}"
+    net+=",hostfwd=tcp:127.0.0.1:${SENSOR_PORT:-1884}-10.0.2.15:1883"
+fi
 echo "qemu: dashboard http://127.0.0.1:${DASH_PORT}/#token=${TOKEN}" >&2
 exec qemu-system-aarch64 -M virt -cpu cortex-a53 -m "${QEMU_MEM:-256M}" -smp "${QEMU_CPUS:-1}" \
-    -nographic -no-reboot -monitor none -serial stdio "${rtc[@]}" \
+    -nographic -no-reboot -monitor none -serial stdio "${rtc[@]}" "${disk[@]}" \
     -kernel target/image/vmlinuz -initrd target/image/initrd.img \
-    -append "console=ttyAMA0 panic=-1 quiet kiri.token=${TOKEN} kiri.disk_mb=${QEMU_DISK_MB:-64}" \
+    -append "console=ttyAMA0 panic=-1 quiet kiri.token=${TOKEN} kiri.disk_mb=${QEMU_DISK_MB:-64}${cmdline}" \
     -netdev "$net" -device virtio-net-pci,netdev=n0,romfile=

@@ -15,6 +15,8 @@
 #   random subset of the pages, applied in the order they were written (mode `reorder`: writes
 #   reach the medium out of order, and a write across pages can be torn between them). One
 #   4096-byte page is written whole or not at all.
+# - Wear: FILE.wear keeps the bytes the guest has written and the flushes it asked for, over
+#   every run on FILE (`written=N flushes=M`), rewritten at each flush.
 
 import builtins
 import os
@@ -30,6 +32,8 @@ size = 0
 # Page number -> its newest content, for pages written since the last flush.
 dirty = {}
 log = None
+# Bytes written and flushes, over every run on the disk (FILE.wear).
+wear = {"written": 0, "flushes": 0}
 
 
 def config(key, value):
@@ -53,6 +57,12 @@ def config_complete():
     if size % PAGE:
         raise RuntimeError("the disk's size must be a multiple of %d bytes" % PAGE)
     log = builtins.open(pending, "wb")
+    if os.path.exists(disk_path + ".wear"):
+        with builtins.open(disk_path + ".wear") as f:
+            for field in f.read().split():
+                key, _, value = field.partition("=")
+                if key in wear:
+                    wear[key] = int(value)
 
 
 def thread_model():
@@ -105,6 +115,7 @@ def pread(h, buf, offset, flags):
 
 def pwrite(h, buf, offset, flags):
     data = bytes(buf)
+    wear["written"] += len(data)
     for n, start, take, i in pieces(offset, len(data)):
         old = page(n)
         new = old[:start] + data[i:i + take] + old[start + take:]
@@ -129,3 +140,6 @@ def flush(h, flags):
     log.seek(0)
     log.truncate()
     log.flush()
+    wear["flushes"] += 1
+    with builtins.open(disk_path + ".wear", "w") as f:
+        f.write("written=%d flushes=%d\n" % (wear["written"], wear["flushes"]))

@@ -14,15 +14,16 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// A booted board: its console lines, and its stdin to type on.
-struct Board {
+/// A booted board: its console lines, and its stdin to type on. Dropping it cuts its power
+/// (QEMU killed).
+pub(crate) struct Board {
     child: Child,
     stdin: ChildStdin,
     console: Arc<Mutex<Vec<String>>>,
 }
 
 impl Board {
-    fn boot(env: &[(&str, String)]) -> Board {
+    pub(crate) fn boot(env: &[(&str, String)]) -> Board {
         let image = repo().join("target/image/initrd.img");
         assert!(
             image.exists(),
@@ -53,7 +54,7 @@ impl Board {
         }
     }
 
-    fn said(&self, text: &str) -> bool {
+    pub(crate) fn said(&self, text: &str) -> bool {
         self.console
             .lock()
             .unwrap()
@@ -61,7 +62,7 @@ impl Board {
             .any(|l| l.contains(text))
     }
 
-    fn wait_for(&mut self, text: &str, timeout: Duration) {
+    pub(crate) fn wait_for(&mut self, text: &str, timeout: Duration) {
         let ok = poll_until(timeout, || {
             // The console first: the board may say it and power off between two polls.
             if self.said(text) {
@@ -80,7 +81,7 @@ impl Board {
         assert!(ok, "no {text:?} on the console: {}", self.transcript());
     }
 
-    fn transcript(&self) -> String {
+    pub(crate) fn transcript(&self) -> String {
         self.console.lock().unwrap().join("\n")
     }
 

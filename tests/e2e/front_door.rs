@@ -12,38 +12,48 @@ use super::{assert_in_order, config, embedded};
 use crate::util::*;
 
 /// A sensor publishing readings `0..events` of `sensor` with QoS 1, at most `window`
-/// unacknowledged; when its connection fails it connects again (as long as it takes) and
-/// sends again from the oldest reading not acknowledged (PUBACKs come in order). Returns how
-/// many times it connected.
-fn reliable_sensor(port: u16, sensor: &str, events: u64, window: u64) -> u64 {
+/// unacknowledged and at most `rate` a second; when its connection fails it connects again
+/// (as long as it takes, up to `limit` in all) and sends again from the oldest reading not
+/// acknowledged (PUBACKs come in order). Returns how many times it connected.
+pub(crate) fn reliable_sensor(
+    port: u16,
+    sensor: &str,
+    events: u64,
+    window: u64,
+    rate: u64,
+    limit: Duration,
+) -> u64 {
     let topic = format!("sensors/{sensor}/temperature");
     let mut acked = 0u64;
     let mut connections = 0;
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let started = Instant::now();
     while acked < events {
         assert!(
-            Instant::now() < deadline,
-            "{acked} of {events} acknowledged in 300 s"
+            started.elapsed() < limit,
+            "{acked} of {events} acknowledged in {limit:?}"
         );
         let mut opts = MqttOptions::new(format!("reliable-{sensor}"), "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(5))
             .set_inflight(window as u16);
         let (client, mut conn) = Client::new(opts, (2 * window) as usize);
         let mut sent = acked;
-        for event in conn.iter() {
-            match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => connections += 1,
-                Ok(Event::Incoming(Packet::PubAck(_))) => {
+        loop {
+            match conn.recv_timeout(Duration::from_millis(10)) {
+                Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => connections += 1,
+                Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => {
                     acked += 1;
                     if acked == events {
                         let _ = client.disconnect();
                         break;
                     }
                 }
-                Ok(_) => {}
-                Err(_) => break,
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => break,
+                Err(rumqttc::RecvTimeoutError::Disconnected) => break,
+                Err(rumqttc::RecvTimeoutError::Timeout) => {}
             }
-            while sent < events && sent - acked < window {
+            let allowed = (started.elapsed().as_millis() as u64 * rate / 1000).max(1);
+            while sent < events && sent - acked < window && sent < allowed {
                 if client
                     .try_publish(&topic, QoS::AtLeastOnce, false, reading(sensor, sent))
                     .is_err()
@@ -73,7 +83,16 @@ fn a_puback_from_the_embedded_broker_survives_a_kill_9() {
         &config(&cloud.url(), &embedded(broker_port)),
         &[],
     );
-    let sensor = std::thread::spawn(move || reliable_sensor(broker_port, "s7", events, 20));
+    let sensor = std::thread::spawn(move || {
+        reliable_sensor(
+            broker_port,
+            "s7",
+            events,
+            20,
+            1_000,
+            Duration::from_secs(300),
+        )
+    });
     let started = Instant::now();
     for round in 0..kills {
         std::thread::sleep(Duration::from_millis(fastrand::u64(200..1500)));

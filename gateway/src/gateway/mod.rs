@@ -182,6 +182,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         ended: ended_tx.clone(),
     });
     lanes.start()?;
+    if let Some(front) = &site.access.front {
+        front.open_door();
+    }
     let lanes = Arc::new(std::sync::Mutex::new(lanes));
     // SIGHUP and `POST /api/v1/reload` reload the configuration (gateway/hangup.rs);
     // `--watch` follows the functions it leaves (gateway/reload.rs).

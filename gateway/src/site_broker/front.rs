@@ -25,6 +25,8 @@
 //!   as rumqttd's queue did.
 //! - **Wills** of clients that end without a DISCONNECT reach the lanes from the guard (QoS
 //!   0: nothing to acknowledge).
+//! - **At start**, no publish is taken until the lanes of the configured functions are in
+//!   place ([`FrontDoor::open_door`]): a client that connects early waits.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +58,9 @@ pub struct FrontDoor {
     next_connection: AtomicU64,
     /// Raised when a lane is removed: connections waiting on a commit close.
     removals: watch::Sender<u64>,
+    /// Whether the lanes are in place (at start): until then no publish is taken, or it
+    /// would be acknowledged as one no function wants.
+    open: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for FrontDoor {
@@ -93,6 +98,18 @@ impl Drop for Door {
 }
 
 impl FrontDoor {
+    /// The lanes of the functions configured at start are in place: publishes are taken from
+    /// now on.
+    pub fn open_door(&self) {
+        self.open.send_replace(true);
+    }
+
+    /// Waits until the door is open.
+    pub async fn opened(&self) {
+        let mut open = self.open.subscribe();
+        let _ = open.wait_for(|o| *o).await;
+    }
+
     /// Lane `lane` takes messages matching `filters` (as they are when each message comes)
     /// on `work`, in place of any earlier registration.
     pub fn set_route(

@@ -107,6 +107,7 @@ async fn no_acknowledgement_reaches_the_sensor_before_the_lanes_commit() {
     let front = Arc::new(FrontDoor::default());
     let (lane_tx, mut lane) = mpsc::channel(16);
     front.set_route(0, Arc::new(Mutex::new(vec!["s/#".into()])), lane_tx);
+    front.open_door();
     let login = InternalLogin::generate().unwrap();
     let guard =
         Arc::new(Guard::new(&[], login, OwnIds::default(), 1 << 20, front.clone()).unwrap());

@@ -174,6 +174,7 @@ async fn hand_to_lanes(
     pending: &Mutex<Pending>,
     room: &Semaphore,
 ) {
+    door.front().opened().await;
     let targets = door.front().targets(&publish.topic);
     let pkid = publish.pkid;
     let acked = publish.qos != QoS::AtMostOnce;
