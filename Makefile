@@ -8,7 +8,7 @@ TEST_GUESTS := kiri-fuzz-guest
 # Examples built for WASI preview 1 (wasm32-wasip1, the standard library).
 WASI_FUNCTIONS := kiri-fn-threshold-std
 
-.PHONY: help check run test bench bench-smoke node-red soak fuzz lint functions functions-c test-c-sdk functions-wasi functions-as test-as-sdk build assets firmware qemu-node qemu-node-build sensor cross image qemu deb install flash sd-image sd-image-boot setup-run setup-test setup-lint setup-fuzz setup-as clean
+.PHONY: help check run test bench bench-smoke node-red soak powercut fuzz lint functions functions-c test-c-sdk functions-wasi functions-as test-as-sdk build assets firmware qemu-node qemu-node-build sensor cross image qemu deb install flash sd-image sd-image-boot setup-run setup-test setup-lint setup-fuzz setup-as clean
 
 ## help: list the targets with what each does (from the `##` comments in this Makefile)
 help:
@@ -83,6 +83,16 @@ soak: setup-test assets functions
 		$(CARGO) test -p kiri --test e2e -- --nocapture crash_loop link_faults
 	TEST_SOAK_SECONDS=$(DURATION) TEST_SOAK_RATE=$(SOAK_RATE) $(if $(SOAK_FAULTS),TEST_SOAK_FAULTS=$(SOAK_FAULTS)) \
 		$(CARGO) test -p kiri --test e2e -- --nocapture --exact soak::soak_under_faults
+
+## powercut: the power-cut loop, long: POWER_CUTS cuts of the simulated board's power for each
+## site broker mode (the embedded broker, Mosquitto), its data disk the disk that forgets;
+## fails on any acknowledged reading lost; the report is kept in target/powercut/report.md
+POWER_CUTS ?= 100
+powercut: setup-test assets functions image
+	@mkdir -p target/powercut
+	TEST_POWER_CUTS=$(POWER_CUTS) TEST_POWER_CUT_REPORT=$(CURDIR)/target/powercut/report.md \
+		$(CARGO) test -p kiri --test e2e -- --nocapture --exact powercut::acknowledged_readings_survive_power_cuts_in_both_site_broker_modes
+	@cat target/powercut/report.md
 
 ## fuzz: each fuzz target (fuzz/: the CBOR decoders, deploy packages, the config loader, topic
 ## filters, outbox records, the host ABI) under libFuzzer for FUZZ_SECONDS, one summary line

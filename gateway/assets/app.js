@@ -288,6 +288,10 @@
     if (held.full) why.push("the outbox is full (when_full = block)");
     $("held-back").hidden = why.length === 0;
     $("held-back").textContent = why.length ? "Inputs held back: " + why.join("; ") : "";
+    // Damage found in the store at start (what was lost is said; what could be read is kept).
+    const damage = (s.store || {}).damage;
+    $("store-damage").hidden = !damage;
+    $("store-damage").textContent = damage ? "Store: " + damage.message : "";
     // Messages an external site broker dropped (its queue limits): they never reached Kiri.
     const dropped = (s.site_broker || {}).dropped;
     $("site-drops").hidden = !dropped;

@@ -25,6 +25,7 @@ pub mod fuzzing;
 pub mod gateway;
 pub mod http;
 pub mod ingest;
+pub mod ledger;
 pub mod net;
 pub mod outbox;
 pub mod pipeline;

@@ -15,9 +15,24 @@ pub enum StoreError {
         /// Why.
         cause: std::io::Error,
     },
-    /// sled failed (a second gateway on the same directory shows up here as a lock error).
-    #[error("cannot open the store in {path} (is another kiri using it?): {cause}")]
-    Open {
+    /// Another process holds the store's lock (a second gateway on the same directory).
+    #[error(
+        "cannot open the store in {path}: another process (another kiri?) is using it: {cause}"
+    )]
+    Locked {
+        /// The directory.
+        path: String,
+        /// Why.
+        cause: sled::Error,
+    },
+    /// sled cannot read the store: its files are damaged (a disk fault, a file cut short or
+    /// overwritten). Nothing is changed; the gateway does not start on it.
+    #[error(
+        "the store in {path} is damaged and cannot be opened: {cause}. Kiri changes nothing in \
+         it; move {path}/store aside (keep it for analysis) to start with an empty store, or \
+         restore a backup"
+    )]
+    Damaged {
         /// The directory.
         path: String,
         /// Why.
@@ -98,9 +113,13 @@ impl Store {
             .cache_capacity(cache_bytes)
             .flush_every_ms((flush_every_ms > 0).then_some(flush_every_ms))
             .open()
-            .map_err(|source| StoreError::Open {
-                path: dir.display().to_string(),
-                cause: source,
+            .map_err(|cause| {
+                let path = dir.display().to_string();
+                if cause.to_string().contains("could not acquire lock") {
+                    StoreError::Locked { path, cause }
+                } else {
+                    StoreError::Damaged { path, cause }
+                }
             })?;
         let meta = db.open_tree("meta")?;
         let store_id = match meta.get("store_id")? {
@@ -118,6 +137,11 @@ impl Store {
             log_path: dir.join("store").join("db"),
             dir: dir.to_path_buf(),
         })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The dashboard token kept in the data directory ([`token_path`]), made on first use;

@@ -6,6 +6,7 @@ mod board;
 mod broker_auth;
 mod browser;
 mod clock;
+mod damage;
 mod delivery;
 mod deploy;
 mod formats;

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use tokio::task::JoinHandle;
 
 use super::Stores;
@@ -76,12 +77,21 @@ pub(super) async fn shut_down(
         }
     }
     tracing::debug!("pipeline stopped");
+    // Every writer stopped before the store's entries are counted for the ledger.
     uplink.abort();
+    let _ = uplink.await;
     for task in rest {
         task.abort();
+        let _ = task.await;
     }
     match fatal {
         Some(e) => Err(e),
-        None => Ok(stores.outbox.flush().map(drop)?),
+        None => {
+            stores.outbox.flush()?;
+            let dir = stores.store.dir();
+            crate::ledger::write(dir, &stores.store.db, true)
+                .with_context(|| format!("cannot write {}", crate::ledger::path(dir).display()))?;
+            Ok(())
+        }
     }
 }

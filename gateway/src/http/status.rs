@@ -24,6 +24,7 @@ pub(super) async fn get(State(s): State<Api>) -> Response {
         "uplink": s.uplink.get(),
         "outbox": outbox,
         "site_broker": { "dropped": crate::ingest::drops::dropped() },
+        "store": { "damage": crate::ledger::found().map(crate::ledger::Damage::to_json) },
         "unloaded_functions": s.directory.not_loaded(),
     }))
     .into_response()
@@ -65,10 +66,15 @@ pub(super) async fn readyz(State(s): State<Api>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    // Damage found at start does not stop the gateway taking inputs: it is said here too.
+    let warnings: Vec<String> = crate::ledger::found()
+        .map(|d| vec![d.describe()])
+        .unwrap_or_default();
     let body = serde_json::json!({
         "ready": reasons.is_empty(),
         "reasons": reasons,
         "inactive_functions": inactive,
+        "warnings": warnings,
     });
     (status, Json(body)).into_response()
 }

@@ -229,6 +229,8 @@ pub struct Outbox {
     flushes_done: AtomicU64,
     /// The age clock records are stamped with and aged by.
     age: Arc<AgeClock>,
+    /// Records whose checksum failed when the outbox opened.
+    unreadable_at_open: u64,
 }
 
 impl Outbox {
@@ -246,6 +248,7 @@ impl Outbox {
         let mut usage = Usage::default();
         let mut issued = 0;
         let age = AgeClock::open(db)?;
+        let mut unreadable = 0;
         for entry in tree.iter() {
             let (k, v) = entry?;
             match record::parse_key(&k) {
@@ -254,8 +257,10 @@ impl Outbox {
                     usage.add(&id, v.len() as u64);
                     // A crash may have lost the age clock's last save: never let a record
                     // held look younger than when it was written.
-                    if let Ok(r) = record::decode(id.priority, id.seq, &v) {
-                        age.at_least(r.held_ms.unwrap_or(0));
+                    match record::decode(id.priority, id.seq, &v) {
+                        Ok(r) => age.at_least(r.held_ms.unwrap_or(0)),
+                        Err(RecordError::Version(_)) => {}
+                        Err(_) => unreadable += 1,
                     }
                 }
                 None => {
@@ -282,6 +287,7 @@ impl Outbox {
             flushes_started: AtomicU64::new(0),
             flushes_done: AtomicU64::new(0),
             age: Arc::new(age),
+            unreadable_at_open: unreadable,
         };
         outbox.publish_gauges(&usage);
         Ok(outbox)
@@ -322,6 +328,11 @@ impl Outbox {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Records found unreadable (checksum) when the outbox opened: damage it reports.
+    pub fn unreadable_at_open(&self) -> u64 {
+        self.unreadable_at_open
     }
 
     /// The age clock records are stamped with (shared with the dead letters).

@@ -93,6 +93,8 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     // Process.
     ("kiri_open_files_limit", Gauge, "The open-file limit the connection limits were derived from."),
     ("kiri_clock_unset", Gauge, "1 while the system clock has not been set."),
+    ("kiri_store_lost_entries", Gauge, "Entries of the store found missing at start against its ledger (damage since the last clean stop)."),
+    ("kiri_store_unreadable_results", Gauge, "Results found unreadable (checksum) at start."),
     ("kiri_site_broker_dropped_total", Counter, "Messages an external site broker reports it dropped ($SYS/broker/publish/messages/dropped)."),
     ("kiri_build_info", Gauge, "Always 1; the labels name the version and the commit it was built from."),
 ];
