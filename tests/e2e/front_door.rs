@@ -36,9 +36,20 @@ pub(crate) fn reliable_sensor(
         opts.set_keep_alive(Duration::from_secs(5))
             .set_inflight(window as u16);
         let (client, mut conn) = Client::new(opts, (2 * window) as usize);
+        // The event loop runs on a thread of its own: a poll cut short by a timeout would
+        // abandon a connection attempt under way and start another.
+        let (tx, events_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for event in conn.iter() {
+                let failed = event.is_err();
+                if tx.send(event).is_err() || failed {
+                    break;
+                }
+            }
+        });
         let mut sent = acked;
         loop {
-            match conn.recv_timeout(Duration::from_millis(10)) {
+            match events_rx.recv_timeout(Duration::from_millis(10)) {
                 Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => connections += 1,
                 Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => {
                     acked += 1;
@@ -48,9 +59,8 @@ pub(crate) fn reliable_sensor(
                     }
                 }
                 Ok(Ok(_)) => {}
-                Ok(Err(_)) => break,
-                Err(rumqttc::RecvTimeoutError::Disconnected) => break,
-                Err(rumqttc::RecvTimeoutError::Timeout) => {}
+                Ok(Err(_)) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             }
             let allowed = (started.elapsed().as_millis() as u64 * rate / 1000).max(1);
             while sent < events && sent - acked < window && sent < allowed {
