@@ -190,17 +190,9 @@ pub(crate) fn power_cut_loop(mode: SiteBroker, cuts: u64, events: u64, seed: u64
     // The formatting is not the gateway's wear.
     let sock = dir.path().join("nbd.sock");
     let mut rng = fastrand::Rng::with_seed(seed);
-    let rate = 40;
-    let sensor = std::thread::spawn(move || {
-        super::front_door::reliable_sensor(
-            sensor_port,
-            "s5",
-            events,
-            10,
-            rate,
-            Duration::from_secs(1800),
-        )
-    });
+    let rate = 100;
+    // Started once the board first is ready: a broker drops what no session subscribed to yet.
+    let mut sensor = None;
     let mut ready = Vec::new();
     for round in 0..=cuts {
         if sock.exists() {
@@ -229,6 +221,18 @@ pub(crate) fn power_cut_loop(mode: SiteBroker, cuts: u64, events: u64, seed: u64
             "the gateway reported an error after a cut: {}",
             board.transcript()
         );
+        let sensor = sensor.get_or_insert_with(|| {
+            std::thread::spawn(move || {
+                super::front_door::reliable_sensor(
+                    sensor_port,
+                    "s5",
+                    events,
+                    10,
+                    rate,
+                    Duration::from_secs(3600),
+                )
+            })
+        });
         if round == cuts {
             // The last boot stays up: the sensor finishes, the cloud gets everything.
             let finished = poll_until(Duration::from_secs(600), || sensor.is_finished());
@@ -237,7 +241,9 @@ pub(crate) fn power_cut_loop(mode: SiteBroker, cuts: u64, events: u64, seed: u64
                 "the sensor did not finish: {}",
                 board.transcript()
             );
-            let connections = sensor.join().unwrap();
+            let connections = std::mem::replace(sensor, std::thread::spawn(|| 0))
+                .join()
+                .unwrap();
             let all = poll_until(Duration::from_secs(300), || {
                 sub.distinct_seqs().len() as u64 >= events
             });
@@ -276,8 +282,15 @@ pub(crate) fn power_cut_loop(mode: SiteBroker, cuts: u64, events: u64, seed: u64
                 flushes: field("flushes"),
             };
         }
-        // Power on for a while, the sensor streaming, then the cut.
+        // Power on for a while, the sensor streaming, then the cut: at the next moment the
+        // disk holds writes not yet flushed (the guest's writes reach the disk in bursts,
+        // each ended by a flush: a cut at any moment mostly finds none), within 2 s.
         std::thread::sleep(Duration::from_millis(rng.u64(500..4000)));
+        let pending = disk.with_extension("img.pending");
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until && !std::fs::metadata(&pending).is_ok_and(|m| m.len() > 0) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         drop(board);
         server.kill().unwrap();
         server.wait().unwrap();
@@ -320,7 +333,7 @@ fn acknowledged_readings_survive_power_cuts_in_both_site_broker_modes() {
     let events = std::env::var("TEST_POWER_CUT_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(60 * cuts.max(1));
+        .unwrap_or(150 * cuts.max(1));
     let mut rows = Vec::new();
     for mode in [SiteBroker::Embedded, SiteBroker::Mosquitto] {
         let report = power_cut_loop(mode, cuts, events, 0x5eed + cuts);
