@@ -6,7 +6,9 @@
 //! `store.ledger` in the data directory (outside the store: a small text file, written beside
 //! and renamed over, synced): how many entries each of the store's trees held (the outbox's
 //! results, the dead letters, each function's state, ...) and a fingerprint of them (the sum
-//! of each entry's CRC-32). At the next open it counts them again: a tree with fewer entries
+//! of each entry's CRC-32; not for the outbox, whose records the gateway counts as it goes and
+//! which carry a checksum each: it may hold a million, too many to read at every stop). At
+//! the next open it counts them again: a tree with fewer entries
 //! than the ledger says lost them, one with other entries was changed, and the gateway
 //! reports exactly how many, per tree ([`Damage`]: an ERROR line, `kiri_store_lost_entries`, the
 //! status, the dashboard and `/readyz`), keeps what it could read and goes on. Then the
@@ -33,9 +35,14 @@ pub fn found() -> Option<&'static Damage> {
 /// documentation), reports what it finds (an ERROR line and `kiri_store_lost_entries`; the
 /// status, dashboard and `/readyz` read [`found`]), counting `unreadable_results` (outbox
 /// records whose checksum failed as the outbox opened), and marks the ledger `running`.
-pub fn check_at_start(dir: &Path, db: &sled::Db, unreadable_results: u64) -> anyhow::Result<()> {
+pub fn check_at_start(
+    dir: &Path,
+    db: &sled::Db,
+    known: &Known,
+    unreadable_results: u64,
+) -> anyhow::Result<()> {
     let damage = match read(dir)? {
-        Expected::Counts(counts) => compare(db, &counts)?,
+        Expected::Counts(counts) => compare(db, &counts, known)?,
         Expected::Unclean => {
             tracing::info!(
                 "the gateway did not stop cleanly last time: the store's counts are not checked \
@@ -56,7 +63,7 @@ pub fn check_at_start(dir: &Path, db: &sled::Db, unreadable_results: u64) -> any
             trees = ?damage.trees, "{}", damage.describe());
     }
     let _ = FOUND.set(damage);
-    write(dir, db, false)?;
+    write(dir, db, false, known)?;
     Ok(())
 }
 
@@ -152,10 +159,26 @@ pub struct Entries {
     pub fingerprint: u64,
 }
 
-/// Each tree's name (lossy UTF-8) and its entries.
-fn counts(db: &sled::Db) -> sled::Result<BTreeMap<String, Entries>> {
+/// Trees whose entries the gateway counts itself (the outbox, which can hold a million
+/// records: a scan at every stop could outlast the shutdown limit on a slow card), by name:
+/// their count is taken as given, without a fingerprint.
+pub type Known = BTreeMap<String, u64>;
+
+/// Each tree's name (lossy UTF-8) and its entries (`known` ones as given).
+fn counts(db: &sled::Db, known: &Known) -> sled::Result<BTreeMap<String, Entries>> {
     let mut out = BTreeMap::new();
     for name in db.tree_names() {
+        let key = String::from_utf8_lossy(&name).into_owned();
+        if let Some(&count) = known.get(&key) {
+            out.insert(
+                key,
+                Entries {
+                    count,
+                    fingerprint: 0,
+                },
+            );
+            continue;
+        }
         let tree = db.open_tree(&name)?;
         let mut e = Entries {
             count: 0,
@@ -177,12 +200,12 @@ fn counts(db: &sled::Db) -> sled::Result<BTreeMap<String, Entries>> {
 
 /// Writes the ledger: `clean` with every tree's count (at a clean stop, after the last
 /// flush), else `running`.
-pub fn write(dir: &Path, db: &sled::Db, clean: bool) -> std::io::Result<()> {
+pub fn write(dir: &Path, db: &sled::Db, clean: bool, known: &Known) -> std::io::Result<()> {
     use std::io::Write;
     let mut text = String::from("kiri store ledger 1\n");
     if clean {
         text.push_str("clean\n");
-        for (name, e) in counts(db).map_err(std::io::Error::other)? {
+        for (name, e) in counts(db, known).map_err(std::io::Error::other)? {
             // Names are sled trees' (no newlines in Kiri's); escaped all the same.
             let name = name.escape_default();
             text.push_str(&format!("{} {:016x} {name}\n", e.count, e.fingerprint));
@@ -266,8 +289,12 @@ fn unescape(s: &str) -> String {
 
 /// Compares the store with what the ledger expected: the trees with fewer entries than at the
 /// last clean stop (a tree gone counts as empty).
-pub fn compare(db: &sled::Db, expected: &BTreeMap<String, Entries>) -> sled::Result<Damage> {
-    let now = counts(db)?;
+pub fn compare(
+    db: &sled::Db,
+    expected: &BTreeMap<String, Entries>,
+    known: &Known,
+) -> sled::Result<Damage> {
+    let now = counts(db, known)?;
     let trees = expected
         .iter()
         .filter_map(|(name, was)| {
@@ -301,14 +328,14 @@ mod tests {
         for i in 0u32..5 {
             t.insert(i.to_be_bytes(), b"v").unwrap();
         }
-        write(dir.path(), &db, true).unwrap();
+        write(dir.path(), &db, true, &Known::new()).unwrap();
         let Expected::Counts(counts) = read(dir.path()).unwrap() else {
             panic!("a clean ledger")
         };
         assert_eq!(counts.get("kv/f\u{e9} x").map(|e| e.count), Some(5));
-        assert!(compare(&db, &counts).unwrap().is_empty());
+        assert!(compare(&db, &counts, &Known::new()).unwrap().is_empty());
         t.remove(0u32.to_be_bytes()).unwrap();
-        let damage = compare(&db, &counts).unwrap();
+        let damage = compare(&db, &counts, &Known::new()).unwrap();
         assert_eq!(damage.trees, [("kv/f\u{e9} x".to_string(), 5, 4)]);
         assert_eq!(damage.lost(), 1);
         assert!(
@@ -318,14 +345,14 @@ mod tests {
         );
         // As many entries, but another one: damage all the same.
         t.insert(9u32.to_be_bytes(), b"v").unwrap();
-        let damage = compare(&db, &counts).unwrap();
+        let damage = compare(&db, &counts, &Known::new()).unwrap();
         assert_eq!(damage.trees, [("kv/f\u{e9} x".to_string(), 5, 5)]);
         assert!(
             damage.describe().contains("changed"),
             "{}",
             damage.describe()
         );
-        write(dir.path(), &db, false).unwrap();
+        write(dir.path(), &db, false, &Known::new()).unwrap();
         assert_eq!(read(dir.path()).unwrap(), Expected::Unclean);
     }
 }

@@ -404,7 +404,8 @@ fn open_store(config: &Config) -> anyhow::Result<Stores> {
     )?);
     let (backlog, backlog_bytes) = outbox.usage();
     tracing::info!(data_dir = %g.data_dir.display(), backlog, backlog_bytes, "store open");
-    crate::ledger::check_at_start(&g.data_dir, &store.db, outbox.unreadable_at_open())
+    let known = crate::ledger::Known::from([("outbox".into(), backlog)]);
+    crate::ledger::check_at_start(&g.data_dir, &store.db, &known, outbox.unreadable_at_open())
         .context("cannot check the store against its ledger")?;
     Ok(Stores {
         store,

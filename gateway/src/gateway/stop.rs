@@ -89,7 +89,8 @@ pub(super) async fn shut_down(
         None => {
             stores.outbox.flush()?;
             let dir = stores.store.dir();
-            crate::ledger::write(dir, &stores.store.db, true)
+            let known = crate::ledger::Known::from([("outbox".into(), stores.outbox.usage().0)]);
+            crate::ledger::write(dir, &stores.store.db, true, &known)
                 .with_context(|| format!("cannot write {}", crate::ledger::path(dir).display()))?;
             Ok(())
         }
