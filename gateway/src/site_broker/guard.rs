@@ -18,7 +18,10 @@
 //! connection (MQTT 3.1.1 has no way to refuse one packet), logged and counted in
 //! `kiri_broker_refused_total{reason}`. Without users, clients connect without logging in
 //! (a login they send is ignored), keep their client ids (except Kiri's own), and what they
-//! send after the CONNECT is relayed unchecked. What the broker sends back is relayed
+//! send after the CONNECT is relayed without checking its topics. Either way every PUBLISH
+//! goes through the front door ([`super::relay`], [`super::front`]): to the function lanes
+//! first, then to the broker; the broker's PUBACKs and PUBRECs are replaced by the guard's
+//! own, sent once the lanes committed. Everything else the broker sends back is relayed
 //! unchanged.
 //!
 //! A reload replaces the accounts ([`Guard::set_users`]): new logins are checked against the
