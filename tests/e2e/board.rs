@@ -120,19 +120,9 @@ fn the_simulated_board_processes_host_readings_and_holds_them_through_an_outage(
     board.wait_for("kiri-board: ready", Duration::from_secs(120));
 
     let convert_seqs = |sub: &CloudSubscriber| -> Vec<u64> {
-        let received = sub.received.lock().unwrap();
         let mut seen = std::collections::BTreeSet::new();
-        received
-            .iter()
-            .filter(|(_, e)| e.function == "convert")
-            .map(|(_, e)| {
-                kiri_reading::Reading::decode(&e.payload)
-                    .unwrap()
-                    .seq
-                    .unwrap()
-            })
-            .filter(|s| seen.insert(*s))
-            .collect()
+        let arrivals = sub.arrivals_of("convert");
+        arrivals.into_iter().filter(|s| seen.insert(*s)).collect()
     };
     let wait_converted = |n: usize, board: &Board| {
         let ok = poll_until(Duration::from_secs(90), || convert_seqs(&sub).len() >= n);

@@ -1,7 +1,6 @@
 //! Store-and-forward under attack: TLS and its failures, crash loops, link faults, a full
 //! disk, and the outbox policies, each against real Mosquitto brokers.
 
-use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -212,16 +211,7 @@ fn a_crash_loop_loses_nothing_and_keeps_order() {
     }
     publisher.join().unwrap();
     sub.wait_for(events as usize, Duration::from_secs(120), &mut kiri);
-    let arrivals = sub.arrivals();
-    let got: BTreeSet<u64> = arrivals.iter().copied().collect();
-    let missing: Vec<u64> = (0..events).filter(|s| !got.contains(s)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} readings never delivered, first: {:?}",
-        missing.len(),
-        &missing[..missing.len().min(20)]
-    );
-    assert_in_order(&sub.distinct_seqs(), events);
+    let arrivals = sub.assert_all_arrived_in_order(events);
     // A duplicate is a record sent again after a crash (same id) or an input processed again
     // (new id); neither arrives further behind the newest arrival than these windows allow.
     // - Inputs processed again are the committed ones whose acknowledgement had not reached

@@ -3,12 +3,11 @@
 //! client does after a reconnect) streams numbered readings while the gateway is killed with
 //! SIGKILL at random moments and restarted: every reading reaches the cloud, in order.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
-use super::{assert_in_order, config, embedded};
+use super::{config, embedded};
 use crate::util::*;
 
 /// A sensor publishing readings `0..events` of `sensor` with QoS 1, at most `window`
@@ -118,16 +117,7 @@ fn a_puback_from_the_embedded_broker_survives_a_kill_9() {
     }
     let connections = sensor.join().unwrap();
     sub.wait_for(events as usize, Duration::from_secs(120), &mut kiri);
-    let arrivals = sub.arrivals();
-    let got: BTreeSet<u64> = arrivals.iter().copied().collect();
-    let missing: Vec<u64> = (0..events).filter(|s| !got.contains(s)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged readings never delivered, first: {:?}",
-        missing.len(),
-        &missing[..missing.len().min(20)]
-    );
-    assert_in_order(&sub.distinct_seqs(), events);
+    let arrivals = sub.assert_all_arrived_in_order(events);
     eprintln!(
         "front door: {kills} kills, {events} readings in {:.1} s, the sensor connected {connections} times, {} duplicates",
         started.elapsed().as_secs_f64(),

@@ -72,18 +72,6 @@ fn embedded(port: u16) -> String {
     format!("mode = \"embedded\"\nlisten = \"127.0.0.1:{port}\"")
 }
 
-/// The distinct sequence numbers must be exactly `0..n`, in order.
-fn assert_in_order(got: &[u64], n: u64) {
-    let want: Vec<u64> = (0..n).collect();
-    if got != want.as_slice() {
-        let first_bad = got.iter().zip(&want).position(|(a, b)| a != b);
-        panic!(
-            "{} results, expected {n} in order; first difference at {first_bad:?}",
-            got.len()
-        );
-    }
-}
-
 #[test]
 fn readings_reach_the_cloud_in_order_through_outages_and_restarts() {
     let (dir, mut cloud, sub, broker_port) = site("cloud-consumer");

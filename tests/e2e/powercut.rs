@@ -47,8 +47,25 @@ fn client(sock: &Path, script: &str) {
     );
 }
 
-/// Writes, flushes and writes again, then cuts the power (nbdkit killed) and applies `cut`.
-fn after_cut(cut: &[&str]) -> (Vec<u8>, String) {
+/// After a power cut: `cut.py DISK how...` decides what of the unflushed writes `disk` keeps;
+/// what it says.
+fn cut(disk: &Path, how: &[impl AsRef<std::ffi::OsStr>]) -> String {
+    let out = Command::new("python3")
+        .arg(repo().join("cross/powercut/cut.py"))
+        .arg(disk)
+        .args(how)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Writes, flushes and writes again, then cuts the power (nbdkit killed) and applies `how`.
+fn after_cut(how: &[&str]) -> (Vec<u8>, String) {
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("disk.img");
     std::fs::write(&disk, vec![0u8; 16 * PAGE]).unwrap();
@@ -67,19 +84,8 @@ fn after_cut(cut: &[&str]) -> (Vec<u8>, String) {
     // The power cut: the server dies with what it held.
     server.kill().unwrap();
     server.wait().unwrap();
-    let out = Command::new("python3")
-        .arg(repo().join("cross/powercut/cut.py"))
-        .arg(&disk)
-        .args(cut)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = cut(&disk, how);
     assert!(!dir.path().join("disk.img.pending").exists());
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
     (std::fs::read(&disk).unwrap(), said)
 }
 
@@ -245,13 +251,13 @@ pub(crate) fn power_cut_loop(mode: SiteBroker, cuts: u64, events: u64, seed: u64
                 .join()
                 .unwrap();
             let all = poll_until(Duration::from_secs(300), || {
-                convert_arrivals(&sub)
+                sub.arrivals_of("convert")
                     .iter()
                     .collect::<std::collections::BTreeSet<_>>()
                     .len() as u64
                     >= events
             });
-            let arrivals = convert_arrivals(&sub);
+            let arrivals = sub.arrivals_of("convert");
             let got: std::collections::BTreeSet<u64> = arrivals.iter().copied().collect();
             let missing: Vec<u64> = (0..events).filter(|s| !got.contains(s)).collect();
             assert!(
@@ -309,41 +315,10 @@ pub(crate) fn power_cut_loop(mode: SiteBroker, cuts: u64, events: u64, seed: u64
         } else {
             vec!["reorder".to_string(), rng.u64(..).to_string()]
         };
-        let out = Command::new("python3")
-            .arg(repo().join("cross/powercut/cut.py"))
-            .arg(&disk)
-            .args(&how)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprintln!(
-            "{mode:?} cut {}: {}",
-            round + 1,
-            String::from_utf8_lossy(&out.stdout).trim()
-        );
+        let said = cut(&disk, &how);
+        eprintln!("{mode:?} cut {}: {}", round + 1, said.trim());
     }
     unreachable!("the last round returns")
-}
-
-/// The readings `convert` forwarded, in the order they arrived, duplicates included (the
-/// board's configuration with an external broker also runs `threshold`, whose alerts are
-/// another function's queue: each function's results are in order, not all of them together).
-fn convert_arrivals(sub: &CloudSubscriber) -> Vec<u64> {
-    let received = sub.received.lock().unwrap();
-    received
-        .iter()
-        .filter(|(_, e)| e.function == "convert")
-        .map(|(_, e)| {
-            kiri_reading::Reading::decode(&e.payload)
-                .unwrap()
-                .seq
-                .unwrap()
-        })
-        .collect()
 }
 
 /// The shipped Mosquitto site configuration, as the power-cut loop's site broker.

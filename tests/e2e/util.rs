@@ -732,6 +732,18 @@ pub fn subscribe_results(
 }
 
 /// A cloud-side consumer: a persistent session on `kiri/#` that keeps every envelope.
+/// The distinct sequence numbers must be exactly `0..n`, in order.
+pub fn assert_in_order(got: &[u64], n: u64) {
+    let want: Vec<u64> = (0..n).collect();
+    if got != want.as_slice() {
+        let first_bad = got.iter().zip(&want).position(|(a, b)| a != b);
+        panic!(
+            "{} results, expected {n} in order; first difference at {first_bad:?}",
+            got.len()
+        );
+    }
+}
+
 pub struct CloudSubscriber {
     pub received: Arc<Mutex<Vec<(String, Envelope)>>>,
 }
@@ -771,6 +783,37 @@ impl CloudSubscriber {
                 r.seq.expect("reading has seq")
             })
             .collect()
+    }
+
+    /// Every reading sequence number function `function` forwarded, in order of arrival,
+    /// duplicates included.
+    pub fn arrivals_of(&self, function: &str) -> Vec<u64> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, e)| e.function == function)
+            .map(|(_, e)| {
+                let r = Reading::decode(&e.payload).expect("payload is a reading");
+                r.seq.expect("reading has seq")
+            })
+            .collect()
+    }
+
+    /// Fails unless every reading `0..n` arrived and the distinct ones came in order; returns
+    /// the arrivals, duplicates included.
+    pub fn assert_all_arrived_in_order(&self, n: u64) -> Vec<u64> {
+        let arrivals = self.arrivals();
+        let got: BTreeSet<u64> = arrivals.iter().copied().collect();
+        let missing: Vec<u64> = (0..n).filter(|s| !got.contains(s)).collect();
+        assert!(
+            missing.is_empty(),
+            "{} readings never delivered, first: {:?}",
+            missing.len(),
+            &missing[..missing.len().min(20)]
+        );
+        assert_in_order(&self.distinct_seqs(), n);
+        arrivals
     }
 
     pub fn wait_for(&self, n: usize, timeout: Duration, kiri: &mut Kiri) {
