@@ -275,6 +275,20 @@ pub(crate) fn power_cut_loop(mode: SiteBroker, cuts: u64, events: u64, seed: u64
                 .filter(|s| seen.insert(*s))
                 .collect();
             super::assert_in_order(&distinct, events);
+            // Duplicates are bounded as a crash's are (docs/delivery-guarantees.md, "Where
+            // duplicates come from"): none arrives further behind the newest arrival than the
+            // inputs taken in and not acknowledged (broker.queue + broker.batch, 256 + 128)
+            // and the results sent again (2 x cloud.inflight, 2 x 64).
+            let mut newest = 0u64;
+            let mut furthest = 0;
+            for &s in &arrivals {
+                furthest = furthest.max(newest.saturating_sub(s));
+                newest = newest.max(s);
+            }
+            assert!(
+                furthest <= 256 + 128 + 2 * 64,
+                "{mode:?}: a duplicate arrived {furthest} readings behind the newest"
+            );
             drop(board);
             server.kill().unwrap();
             server.wait().unwrap();
