@@ -106,6 +106,9 @@ impl FrontDoor {
 
     /// Waits until the door is open.
     pub async fn opened(&self) {
+        if *self.open.borrow() {
+            return;
+        }
         let mut open = self.open.subscribe();
         let _ = open.wait_for(|o| *o).await;
     }

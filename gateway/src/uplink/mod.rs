@@ -238,7 +238,12 @@ async fn session(
                 break;
             }
             for records in records.chunks(cfg.batch_records.max(1)) {
-                let held = outbox.oldest_held_for(records);
+                // Only an MQTT 5 message with a TTL carries it (no clock read per record else).
+                let held = if cfg.ttl.is_some() && cfg.protocol == crate::config::MqttVersion::V5 {
+                    outbox.oldest_held_for(records)
+                } else {
+                    0
+                };
                 let m = message(cfg, records, held);
                 if let Some(pacer) = pacer {
                     pacer.pace(m.payload.len()).await;
