@@ -345,7 +345,7 @@ fn acknowledged_readings_survive_power_cuts_in_both_site_broker_modes() {
     let cuts = std::env::var("TEST_POWER_CUTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3u64);
+        .unwrap_or(6u64);
     let events = std::env::var("TEST_POWER_CUT_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
