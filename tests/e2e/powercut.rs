@@ -222,8 +222,14 @@ pub(crate) fn power_cut_loop(mode: SiteBroker, cuts: u64, events: u64, seed: u64
         let mut board = super::board::Board::boot(&env);
         board.wait_for("kiri-board: ready", Duration::from_secs(180));
         ready.push(booted.elapsed().as_secs_f64());
+        // Kiri's own errors (rumqttd logs a sensor's reconnection under the same client id,
+        // before its old connection is gone, as an ERROR of its own).
+        let kiri_error = board
+            .transcript()
+            .lines()
+            .any(|l| l.contains("ERROR") && l.contains("kiri::"));
         assert!(
-            !board.said("ERROR"),
+            !kiri_error,
             "the gateway reported an error after a cut: {}",
             board.transcript()
         );
