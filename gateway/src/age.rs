@@ -71,7 +71,8 @@ impl AgeClock {
         Ok(clock)
     }
 
-    /// A clock that starts at `age_ms` and saves nothing (tests, tools).
+    /// A clock that starts at `age_ms` and saves nothing (tests).
+    #[cfg(test)]
     pub fn detached(age_ms: u64) -> AgeClock {
         AgeClock {
             meta: None,

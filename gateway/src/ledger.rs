@@ -73,7 +73,7 @@ pub fn path(dir: &Path) -> PathBuf {
 }
 
 /// What was lost, as found at open.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Damage {
     /// Per damaged tree: its name, the entries the ledger counted at the last clean stop, and
     /// the entries there now (fewer; or as many or more, but not the same ones).

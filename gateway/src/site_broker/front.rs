@@ -237,11 +237,6 @@ impl Pending {
         out
     }
 
-    /// How many wait.
-    pub fn len(&self) -> usize {
-        self.queue.len()
-    }
-
     /// Whether none waits.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
