@@ -142,6 +142,11 @@ pub(super) async fn start_site(
     });
     let subscriptions = deployer.map(Deployer::topics).unwrap_or_default();
     let stale = store.replace_subscriptions(&subscriptions)?;
+    let subscriptions = Arc::new(Mutex::new(subscriptions));
+    if let Some(front) = &access.front {
+        // The control session subscribes at rumqttd itself: what it wants must go on there.
+        front.internal_subscriptions(subscriptions.clone());
+    }
     Ok(SiteSessions {
         access,
         control,
@@ -150,7 +155,7 @@ pub(super) async fn start_site(
         local_task,
         acks_tx,
         acks_rx,
-        subscriptions: Arc::new(Mutex::new(subscriptions)),
+        subscriptions,
         stale,
         guard,
     })

@@ -101,11 +101,17 @@ async fn handed(lane: &mut mpsc::Receiver<Work>) -> (u64, u16) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_acknowledgement_reaches_the_sensor_before_the_lanes_commit() {
+/// The guard in front of the eager broker, one lane taking `s/#`: the guard's address, the
+/// broker's count, the front door and the lane's queue.
+async fn door_with_a_lane() -> (
+    std::net::SocketAddr,
+    Arc<Mutex<usize>>,
+    Arc<FrontDoor>,
+    mpsc::Receiver<Work>,
+) {
     let (upstream, got) = eager_broker().await;
     let front = Arc::new(FrontDoor::default());
-    let (lane_tx, mut lane) = mpsc::channel(16);
+    let (lane_tx, lane) = mpsc::channel(16);
     front.set_route(0, Arc::new(Mutex::new(vec!["s/#".into()])), lane_tx);
     front.open_door();
     let login = InternalLogin::generate().unwrap();
@@ -118,18 +124,31 @@ async fn no_acknowledgement_reaches_the_sensor_before_the_lanes_commit() {
         per_address: 8,
     };
     tokio::spawn(guard::serve(listener, upstream, guard, limits));
+    (door, got, front, lane)
+}
 
-    let mut sensor = TcpStream::connect(door).await.unwrap();
+/// A client connected through the guard as `id`.
+async fn connected(door: std::net::SocketAddr, id: &str) -> (TcpStream, BytesMut) {
+    let mut client = TcpStream::connect(door).await.unwrap();
     let mut buf = BytesMut::new();
-    write(&mut sensor, |o| {
-        v4::Connect::new("s1").write(o).map(drop).unwrap()
+    write(&mut client, |o| {
+        v4::Connect::new(id).write(o).map(drop).unwrap()
     })
     .await;
-    let quick = Duration::from_millis(300);
     assert!(matches!(
-        read_packet(&mut sensor, &mut buf, Duration::from_secs(5)).await,
+        read_packet(&mut client, &mut buf, Duration::from_secs(5)).await,
         Some(Packet::ConnAck(_))
     ));
+    (client, buf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_acknowledgement_reaches_the_sensor_before_the_lanes_commit() {
+    let (door, got, front, mut lane) = door_with_a_lane().await;
+    // Another subscriber wants the readings too: the broker gets them, and answers at once.
+    front.internal_subscriptions(Arc::new(Mutex::new(vec!["s/#".into()])));
+    let (mut sensor, mut buf) = connected(door, "s1").await;
+    let quick = Duration::from_millis(300);
 
     write(&mut sensor, publish("s/1", QoS::AtLeastOnce, 1)).await;
     write(&mut sensor, publish("s/2", QoS::AtLeastOnce, 2)).await;
@@ -191,5 +210,61 @@ async fn no_acknowledgement_reaches_the_sensor_before_the_lanes_commit() {
     assert!(
         matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
         "closed: {closed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_gets_only_what_a_subscriber_besides_the_lanes_wants() {
+    let (door, got, front, mut lane) = door_with_a_lane().await;
+    let (mut sensor, mut buf) = connected(door, "s1").await;
+    let committed = |pkid| Ack {
+        connection: 1,
+        pkid,
+    };
+    let quick = Duration::from_millis(300);
+    write(&mut sensor, publish("s/1", QoS::AtLeastOnce, 1)).await;
+    assert_eq!(handed(&mut lane).await, (1, 1));
+    front.ack(committed(1));
+    assert!(matches!(
+        read_packet(&mut sensor, &mut buf, Duration::from_secs(5)).await,
+        Some(Packet::PubAck(a)) if a.pkid == 1
+    ));
+    assert_eq!(*got.lock().unwrap(), 0, "nobody else wants it: not relayed");
+
+    // A dashboard subscribes through the guard: from then on the broker gets them.
+    let (mut dash, _) = connected(door, "dash").await;
+    write(&mut dash, |o| {
+        v4::Subscribe::new("s/+", QoS::AtMostOnce)
+            .write(o)
+            .map(drop)
+            .unwrap()
+    })
+    .await;
+    tokio::time::sleep(quick).await;
+    write(&mut sensor, publish("s/2", QoS::AtLeastOnce, 2)).await;
+    assert_eq!(handed(&mut lane).await, (1, 2));
+    front.ack(committed(2));
+    assert!(matches!(
+        read_packet(&mut sensor, &mut buf, Duration::from_secs(5)).await,
+        Some(Packet::PubAck(a)) if a.pkid == 2
+    ));
+    tokio::time::sleep(quick).await;
+    assert_eq!(*got.lock().unwrap(), 1, "relayed for the dashboard");
+
+    // It leaves (a clean session): nobody again.
+    drop(dash);
+    tokio::time::sleep(quick).await;
+    write(&mut sensor, publish("s/3", QoS::AtLeastOnce, 3)).await;
+    assert_eq!(handed(&mut lane).await, (1, 3));
+    front.ack(committed(3));
+    assert!(matches!(
+        read_packet(&mut sensor, &mut buf, Duration::from_secs(5)).await,
+        Some(Packet::PubAck(a)) if a.pkid == 3
+    ));
+    tokio::time::sleep(quick).await;
+    assert_eq!(
+        *got.lock().unwrap(),
+        1,
+        "not relayed once the dashboard left"
     );
 }

@@ -370,13 +370,17 @@ async fn relay(
     let will = connect.last_will.take();
     let front = &guard.front;
     let max = guard.max_packet;
+    let session = || super::relay::Session {
+        id: &connect.client_id,
+        clean: connect.clean_session,
+    };
     match &account {
         None => tokio::select! {
-            r = super::relay::relay(client, server, buf, front, None, will, max) => r,
+            r = super::relay::relay(client, server, buf, front, None, session(), will, max) => r,
             ended = revoked(&mut reloads, None) => Err(ended),
         },
         Some((user, rules, hash)) => tokio::select! {
-            r = super::relay::relay(client, server, buf, front, Some((user, rules)), will, max) => r,
+            r = super::relay::relay(client, server, buf, front, Some((user, rules)), session(), will, max) => r,
             ended = revoked(&mut reloads, Some((user.as_str(), hash.clone(), rules))) => Err(ended),
         },
     }

@@ -22,19 +22,34 @@ use super::packets::{check, complete_packet, refusal, Refusal};
 /// Who the client is: a user and its rules, or anyone (no accounts).
 pub(super) type Account<'a> = Option<(&'a str, &'a Rules)>;
 
+/// The client's session at rumqttd: its client id (as rumqttd knows it) and whether it is
+/// clean.
+pub(super) struct Session<'a> {
+    pub id: &'a str,
+    pub clean: bool,
+}
+
 /// Relays until either side ends or the connection must close; `buf` holds what the client
 /// sent after its CONNECT. A client that ends without a DISCONNECT has its `will` handed to
 /// the lanes (rumqttd publishes it to the others).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn relay(
     client: TcpStream,
     server: TcpStream,
     mut buf: BytesMut,
     front: &Arc<FrontDoor>,
     account: Account<'_>,
+    session: Session<'_>,
     will: Option<v4::LastWill>,
     max_packet: usize,
 ) -> Result<(), Refusal> {
     let (door, mut committed) = front.open();
+    // Its subscriptions, for what rumqttd must see (an empty id: this connection's alone).
+    let subscriber = match session.id {
+        "" => format!("\0connection {}", door.id),
+        id => id.to_string(),
+    };
+    front.client_connected(&subscriber, session.clean);
     let pending = Mutex::new(Pending::default());
     let room = Semaphore::new(MAX_PENDING);
     let graceful = AtomicBool::new(false);
@@ -44,7 +59,16 @@ pub(super) async fn relay(
     removals.mark_unchanged();
     let result = {
         let up = upstream(
-            client_rx, server_tx, &mut buf, &door, account, &pending, &room, &graceful, max_packet,
+            client_rx,
+            server_tx,
+            &mut buf,
+            &door,
+            account,
+            &subscriber,
+            &pending,
+            &room,
+            &graceful,
+            max_packet,
         );
         let down = downstream(
             server_rx,
@@ -86,6 +110,7 @@ pub(super) async fn relay(
             }
         }
     }
+    front.client_gone(&subscriber);
     drop(door);
     match result {
         Err(Refusal { reason: "io", .. }) => Ok(()),
@@ -93,7 +118,8 @@ pub(super) async fn relay(
     }
 }
 
-/// Client to rumqttd: each packet checked, each PUBLISH handed to its lanes first.
+/// Client to rumqttd: each packet checked, each PUBLISH handed to its lanes first (and then
+/// relayed only if rumqttd has someone else to give it to), subscriptions noted.
 #[allow(clippy::too_many_arguments)]
 async fn upstream(
     mut client_rx: OwnedReadHalf,
@@ -101,6 +127,7 @@ async fn upstream(
     buf: &mut BytesMut,
     door: &Door,
     account: Account<'_>,
+    subscriber: &str,
     pending: &Mutex<Pending>,
     room: &Semaphore,
     graceful: &AtomicBool,
@@ -142,7 +169,24 @@ async fn upstream(
                             break;
                         }
                     };
+                    let relayed = door.front().broker_wants(&publish);
                     hand_to_lanes(publish, door, pending, room).await;
+                    if !relayed {
+                        continue;
+                    }
+                }
+                // Noted before rumqttd has them: what comes after reaches the subscriber.
+                // (A malformed one is relayed all the same, and rumqttd ends the connection.)
+                Ok(PacketType::Subscribe) => {
+                    if let Ok(sub) = v4::Subscribe::read(header, frame.clone()) {
+                        let filters = sub.filters.into_iter().map(|f| f.path);
+                        door.front().subscribed(subscriber, filters);
+                    }
+                }
+                Ok(PacketType::Unsubscribe) => {
+                    if let Ok(unsub) = v4::Unsubscribe::read(header, frame.clone()) {
+                        door.front().unsubscribed(subscriber, &unsub.topics);
+                    }
                 }
                 Ok(PacketType::Disconnect) => graceful.store(true, Ordering::Relaxed),
                 _ => {}
