@@ -10,12 +10,14 @@
 //! - store-and-forward: results buffered with the cloud down, then drained over TLS;
 //! - footprint: idle RSS, binary sizes;
 //! - efficiency: CPU time and bytes written per event at 200/s, 2,000/s and the maximum rate,
-//!   with the embedded broker and with Mosquitto, and on one CPU; idle memory.
+//!   with the embedded broker and with Mosquitto, and on one CPU; idle memory;
+//! - commit: what a group commit costs through the outbox on sled and through a plain
+//!   append-only file (CPU and bytes written per commit of 1, 4 and 64 results).
 //!
 //! `cargo bench -p kiri --bench pipeline` (what `make bench` runs) measures and writes
 //! `target/bench/pipeline.json`, which `scripts/bench-report.py` turns into BENCHMARKS.md. An
 //! argument after `--` keeps only the sections whose name contains it (`throughput`,
-//! `latency`, `functions16`, `node-red`, `store`, `footprint`, `efficiency`). Run without `--bench` (`cargo test
+//! `latency`, `functions16`, `node-red`, `store`, `footprint`, `efficiency`, `commit`). Run without `--bench` (`cargo test
 //! -p kiri --bench pipeline`, what `make bench-smoke` runs) every section runs briefly, so none
 //! rots; nothing is asserted about speed.
 
@@ -739,7 +741,7 @@ fn main() {
     }
     if wanted("efficiency") {
         eprintln!("Efficiency on the durable path (QoS 1 in, fsync), per event:");
-        let (eff, idle) = efficiency(dir.path(), &wasm, port, &scale);
+        let (eff, idle) = efficiency(dir.path(), &wasm, &broker, &scale);
         report.insert("efficiency_idle", idle);
         report.insert("efficiency", Value::Array(eff));
     }
@@ -767,6 +769,11 @@ fn main() {
     if wanted("store") {
         eprintln!("Store and forward, the cloud over TLS:");
         report.insert("store", store_and_forward(dir.path(), &wasm, port, &scale));
+    }
+
+    if wanted("commit") {
+        eprintln!("Group commits: the outbox on sled against a plain append-only log:");
+        report.insert("commit_floor", commit_floor(dir.path(), &scale));
     }
 
     if wanted("footprint") {
@@ -797,14 +804,47 @@ fn main() {
 /// function) at 200/s, 2,000/s and the maximum rate, with the embedded broker and with
 /// Mosquitto as the site broker, then the embedded broker's rows with the gateway pinned to
 /// one CPU (`taskset`). Also each gateway's idle memory, anonymous and file-backed apart.
-fn efficiency(dir: &Path, wasm: &Path, cloud: u16, scale: &Scale) -> (Vec<Value>, Value) {
+fn efficiency(dir: &Path, wasm: &Path, broker: &Mosquitto, scale: &Scale) -> (Vec<Value>, Value) {
+    let cloud = broker.port;
     let (low_secs, mid_secs, max_count) = if scale.full {
         (20, 10, 100_000)
     } else {
         (1, 1, 2_000)
     };
+    let loads = [
+        (Some(200), 200 * low_secs),
+        (Some(2_000), 2_000 * mid_secs),
+        (None, max_count),
+    ];
+    let scenario = |rate: Option<u64>| match rate {
+        Some(r) => format!("{r}/s qos1"),
+        None => "max qos1".into(),
+    };
+    let load = |rate, count| Load {
+        count,
+        rate,
+        qos: QoS::AtLeastOnce,
+        topics: vec!["bench/0/s".into()],
+        payload: PAYLOAD,
+    };
     let mut rows = Vec::new();
     let mut idle = serde_json::Map::new();
+    // The yardstick: Mosquitto's own CPU time per message on the same loads, publisher to
+    // subscriber (QoS 1 in and out, no persistence).
+    let alone = Target {
+        name: "mosquitto alone",
+        port: cloud,
+        filter: "bench/#",
+        wrapping: Wrapping::Raw,
+        pid: broker.pid(),
+        publish_port: None,
+        settle: true,
+    };
+    for (rate, count) in loads {
+        let mut row = run(&alone, &scenario(rate), &load(rate, count));
+        row["site"] = json!("-");
+        rows.push(row);
+    }
     // (site broker, pinned to one CPU, commit window, async runtime threads)
     for (site, pinned, window, workers) in [
         ("embedded", false, None, None),
@@ -876,23 +916,8 @@ fn efficiency(dir: &Path, wasm: &Path, cloud: u16, scale: &Scale) -> (Vec<Value>
         let mut t = Target::forwarding(&name, cloud, Wrapping::Envelope, pid);
         t.publish_port = embedded;
         t.settle = true;
-        for (rate, count) in [
-            (Some(200), 200 * low_secs),
-            (Some(2_000), 2_000 * mid_secs),
-            (None, max_count),
-        ] {
-            let scenario = match rate {
-                Some(r) => format!("{r}/s qos1"),
-                None => "max qos1".into(),
-            };
-            let load = Load {
-                count,
-                rate,
-                qos: QoS::AtLeastOnce,
-                topics: vec!["bench/0/s".into()],
-                payload: PAYLOAD,
-            };
-            let mut row = run(&t, &scenario, &load);
+        for (rate, count) in loads {
+            let mut row = run(&t, &scenario(rate), &load(rate, count));
             row["site"] = json!(site);
             row["pinned"] = json!(pinned);
             row["window_ms"] = json!(window);
@@ -1040,4 +1065,108 @@ fn store_and_forward(dir: &Path, wasm: &Path, local: u16, scale: &Scale) -> Valu
         "drain_cpu_secs_per_10k": cpu * 10_000.0 / a.distinct.max(1) as f64,
         "drain_peak_rss_kb": drain_peak,
     })
+}
+
+/// This process's CPU time (every thread: sled's included), seconds.
+fn own_cpu_secs() -> f64 {
+    let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given.
+    let u = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, u.as_mut_ptr());
+        u.assume_init()
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(u.ru_utime) + secs(u.ru_stime)
+}
+
+/// The floor under a group commit: `commits` groups of 1, 4 and 64 results (the envelope of a
+/// 64-byte reading, 170 bytes), each group appended then made durable, through Kiri's outbox
+/// as the gateway opens it (sled, its flush and the `fsync` after it) and through a plain
+/// append-only file (each result framed with its length and CRC-32, one `write` and one
+/// `fdatasync` per group: what an outbox of its own on a segment log would do per commit).
+/// CPU time of the whole process and bytes it caused to be written (`/proc/self/io`).
+fn commit_floor(dir: &Path, scale: &Scale) -> Value {
+    use kiri::outbox::{NewRecord, Outbox, Priority, RecordId};
+    use std::io::Write;
+    let commits: u64 = if scale.full { 2_000 } else { 20 };
+    let result = NewRecord {
+        function: "relay0".into(),
+        topic: format!("{PREFIX}/relay0/bench/0/s"),
+        payload: payload(7, 170),
+        created_ms: kiri::now_ms(),
+    };
+    let own_written = || write_bytes(std::process::id());
+    let mut rows = Vec::new();
+    for group in [1usize, 4, 64] {
+        for store in ["sled outbox", "append-only file"] {
+            let at = dir.join(format!("commit-{group}-{}", store.replace(' ', "-")));
+            let records = vec![result.clone(); group];
+            let (cpu0, bytes0, start);
+            match store {
+                "sled outbox" => {
+                    let g = kiri::Config::default().gateway;
+                    let st = kiri::store::Store::open(&at, g.cache_bytes, g.flush_every_ms)
+                        .expect("store");
+                    let outbox = Outbox::open(&st.db, kiri::Config::default().outbox)
+                        .expect("outbox")
+                        .guard_disk(&at)
+                        .fsync_log(&st.log_path)
+                        .expect("sled's log");
+                    thread::sleep(Duration::from_millis(200));
+                    (cpu0, bytes0, start) = (own_cpu_secs(), own_written(), Instant::now());
+                    for _ in 0..commits {
+                        let seqs = outbox.append(&records).expect("append");
+                        outbox.flush().expect("commit");
+                        // The uplink's deletes, as the gateway makes them (they ride on the
+                        // next commit's flush).
+                        for seq in seqs {
+                            outbox
+                                .ack(&RecordId::new(Priority::Normal, "relay0", seq))
+                                .expect("ack");
+                        }
+                    }
+                }
+                _ => {
+                    fs::create_dir_all(&at).unwrap();
+                    let mut log = fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(at.join("segment"))
+                        .expect("segment");
+                    let mut buf = Vec::new();
+                    (cpu0, bytes0, start) = (own_cpu_secs(), own_written(), Instant::now());
+                    for _ in 0..commits {
+                        buf.clear();
+                        for r in &records {
+                            let body = [r.topic.as_bytes(), &r.payload].concat();
+                            buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+                            buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+                            buf.extend_from_slice(&body);
+                        }
+                        log.write_all(&buf).expect("append");
+                        log.sync_data().expect("fdatasync");
+                    }
+                }
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let cpu = own_cpu_secs() - cpu0;
+            let written = own_written().saturating_sub(bytes0);
+            let n = commits as f64;
+            eprintln!(
+                "  {store:<18} groups of {group:>2}: {:>6.1} us CPU, {:>6.0} B written, {:>6.1} us per commit",
+                cpu / n * 1e6,
+                written as f64 / n,
+                secs / n * 1e6
+            );
+            rows.push(json!({
+                "store": store,
+                "group": group,
+                "commits": commits,
+                "cpu_us_per_commit": cpu / n * 1e6,
+                "written_per_commit": written as f64 / n,
+                "wall_us_per_commit": secs / n * 1e6,
+            }));
+        }
+    }
+    Value::Array(rows)
 }

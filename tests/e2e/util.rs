@@ -142,6 +142,12 @@ impl Mosquitto {
     }
 
     /// Starts it (again) on the same port with the same persistence folder.
+    /// The process id, while it runs (the pipeline benchmark reads its CPU time).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
         let ports: Vec<u16> = self
