@@ -225,8 +225,10 @@ struct Load {
 }
 
 /// Publishes `load` and returns once the broker has it (QoS 1: every PUBACK; QoS 0: the
-/// connection wrote the last message and the DISCONNECT after it).
-fn publish(port: u16, load: &Load) {
+/// connection wrote the last message and the DISCONNECT after it). Returns how long each
+/// QoS 1 message waited for its PUBACK, from the write to the acknowledgement, in µs,
+/// sorted.
+fn publish(port: u16, load: &Load) -> Vec<u64> {
     let mut opts = MqttOptions::new(format!("bench-pub-{}", free_port()), "127.0.0.1", port);
     opts.set_max_packet_size(4 << 20, 4 << 20)
         .set_inflight(100)
@@ -235,16 +237,26 @@ fn publish(port: u16, load: &Load) {
     let acks = Arc::new(AtomicU64::new(0));
     let acked = acks.clone();
     let io = thread::spawn(move || {
+        // When each packet id in flight was written.
+        let mut written: std::collections::HashMap<u16, Instant> = Default::default();
+        let mut waits = Vec::new();
         for event in conn.iter() {
             match event {
-                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => {
+                    written.insert(pkid, Instant::now());
+                }
+                Ok(Event::Incoming(Packet::PubAck(a))) => {
+                    if let Some(at) = written.remove(&a.pkid) {
+                        waits.push(at.elapsed().as_micros() as u64);
+                    }
                     acked.fetch_add(1, Ordering::SeqCst);
                 }
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
                 Ok(_) => {}
                 Err(e) => panic!("publisher connection failed: {e}"),
             }
         }
+        waits
     });
     let start = Instant::now();
     for seq in 0..load.count {
@@ -266,7 +278,9 @@ fn publish(port: u16, load: &Load) {
         });
     }
     client.disconnect().unwrap();
-    io.join().unwrap();
+    let mut waits = io.join().unwrap();
+    waits.sort_unstable();
+    waits
 }
 
 // ---------------------------------------------------------------------------------------
@@ -346,7 +360,7 @@ fn run(target: &Target, scenario: &str, load: &Load) -> Value {
     let cpu0 = target.pid.map(cpu_secs);
     let written0 = target.pid.map(write_bytes);
     let t0 = now_ns();
-    publish(target.publish_port.unwrap_or(target.port), load);
+    let ack_waits = publish(target.publish_port.unwrap_or(target.port), load);
     sub.wait(load.count, Duration::from_secs(15));
     if target.settle {
         // What the run left to do (deletes of delivered results, the store's background
@@ -388,6 +402,8 @@ fn run(target: &Target, scenario: &str, load: &Load) -> Value {
         "cpu_us_per_event": cpu.map(|c| c * 1e6 / a.distinct.max(1) as f64),
         "written_per_event": written.map(|w| w as f64 / a.distinct.max(1) as f64),
         "peak_rss_kb": peak_kb,
+        "ack_p50_us": percentile(&ack_waits, 0.5),
+        "ack_p99_us": percentile(&ack_waits, 0.99),
     });
     eprintln!(
         "  {:<10} {:<28} {:>8}/{:<8} {:>9.0}/s  p50 {:>8.1} us  p99 {:>8.1} us  p99.9 {:>8.1} us{}",
@@ -410,6 +426,12 @@ fn run(target: &Target, scenario: &str, load: &Load) -> Value {
         }
     );
     row
+}
+
+/// The `q` quantile of `sorted` (`None` when empty).
+fn percentile(sorted: &[u64], q: f64) -> Option<u64> {
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(i - 1).copied()
 }
 
 /// Settles and reads a process's resident memory, in kB.
@@ -995,7 +1017,7 @@ fn store_and_forward(dir: &Path, wasm: &Path, local: u16, scale: &Scale) -> Valu
         payload: STORE_PAYLOAD,
     };
     let t0 = Instant::now();
-    publish(local, &load);
+    let _ = publish(local, &load);
     wait_until(
         "every input in the outbox",
         Duration::from_secs(1800),
