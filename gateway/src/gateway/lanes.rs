@@ -112,12 +112,14 @@ impl Lanes {
         for idx in retired {
             if let Some(lane) = self.running.remove(&idx) {
                 tracing::info!(function = %lane.name, "function lane stopped (undeployed)");
+                // Asked to stop before its queue's senders go: a lane that finds its queue
+                // closed and was not asked to stop reports a failure, and the gateway stops.
+                lane.stop.stop();
                 self.kit.dispatch.remove_lane(idx);
                 if let Some(front) = &self.kit.access.front {
                     front.remove_route(idx);
                 }
                 self.kit.readiness.remove(&lane.session);
-                lane.stop.stop();
                 lane.ingest.abort();
                 let name = lane.name.clone();
                 // Its thread ends after the group it is on; then its session is ended.
@@ -268,8 +270,8 @@ impl Lanes {
         self.running
             .drain()
             .map(|(_, lane)| {
-                lane.ingest.abort();
                 lane.stop.stop();
+                lane.ingest.abort();
                 (lane.name, lane.thread)
             })
             .collect()
