@@ -213,23 +213,37 @@ async fn no_acknowledgement_reaches_the_sensor_before_the_lanes_commit() {
     );
 }
 
+/// `sensor` (connection 1) publishes `topic` as packet `pkid`; the lane takes it and commits
+/// it; the sensor gets its PUBACK. Then how many publishes the broker has had.
+async fn reading_committed(
+    sensor: &mut TcpStream,
+    buf: &mut BytesMut,
+    front: &FrontDoor,
+    lane: &mut mpsc::Receiver<Work>,
+    got: &Mutex<usize>,
+    (topic, pkid): (&str, u16),
+) -> usize {
+    write(sensor, publish(topic, QoS::AtLeastOnce, pkid)).await;
+    assert_eq!(handed(lane).await, (1, pkid));
+    front.ack(Ack {
+        connection: 1,
+        pkid,
+    });
+    assert!(matches!(
+        read_packet(sensor, buf, Duration::from_secs(5)).await,
+        Some(Packet::PubAck(a)) if a.pkid == pkid
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    *got.lock().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_gets_only_what_a_subscriber_besides_the_lanes_wants() {
     let (door, got, front, mut lane) = door_with_a_lane().await;
     let (mut sensor, mut buf) = connected(door, "s1").await;
-    let committed = |pkid| Ack {
-        connection: 1,
-        pkid,
-    };
-    let quick = Duration::from_millis(300);
-    write(&mut sensor, publish("s/1", QoS::AtLeastOnce, 1)).await;
-    assert_eq!(handed(&mut lane).await, (1, 1));
-    front.ack(committed(1));
-    assert!(matches!(
-        read_packet(&mut sensor, &mut buf, Duration::from_secs(5)).await,
-        Some(Packet::PubAck(a)) if a.pkid == 1
-    ));
-    assert_eq!(*got.lock().unwrap(), 0, "nobody else wants it: not relayed");
+    let (sensor, buf, lane) = (&mut sensor, &mut buf, &mut lane);
+    let relayed = reading_committed(sensor, buf, &front, lane, &got, ("s/1", 1)).await;
+    assert_eq!(relayed, 0, "nobody else wants it: not relayed");
 
     // A dashboard subscribes through the guard: from then on the broker gets them.
     let (mut dash, _) = connected(door, "dash").await;
@@ -240,31 +254,13 @@ async fn the_broker_gets_only_what_a_subscriber_besides_the_lanes_wants() {
             .unwrap()
     })
     .await;
-    tokio::time::sleep(quick).await;
-    write(&mut sensor, publish("s/2", QoS::AtLeastOnce, 2)).await;
-    assert_eq!(handed(&mut lane).await, (1, 2));
-    front.ack(committed(2));
-    assert!(matches!(
-        read_packet(&mut sensor, &mut buf, Duration::from_secs(5)).await,
-        Some(Packet::PubAck(a)) if a.pkid == 2
-    ));
-    tokio::time::sleep(quick).await;
-    assert_eq!(*got.lock().unwrap(), 1, "relayed for the dashboard");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let relayed = reading_committed(sensor, buf, &front, lane, &got, ("s/2", 2)).await;
+    assert_eq!(relayed, 1, "relayed for the dashboard");
 
     // It leaves (a clean session): nobody again.
     drop(dash);
-    tokio::time::sleep(quick).await;
-    write(&mut sensor, publish("s/3", QoS::AtLeastOnce, 3)).await;
-    assert_eq!(handed(&mut lane).await, (1, 3));
-    front.ack(committed(3));
-    assert!(matches!(
-        read_packet(&mut sensor, &mut buf, Duration::from_secs(5)).await,
-        Some(Packet::PubAck(a)) if a.pkid == 3
-    ));
-    tokio::time::sleep(quick).await;
-    assert_eq!(
-        *got.lock().unwrap(),
-        1,
-        "not relayed once the dashboard left"
-    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let relayed = reading_committed(sensor, buf, &front, lane, &got, ("s/3", 3)).await;
+    assert_eq!(relayed, 1, "not relayed once the dashboard left");
 }
