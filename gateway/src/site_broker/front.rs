@@ -33,7 +33,10 @@
 //!   of Kiri's own sessions (the control session's deployment topics). A PUBLISH that none of
 //!   them matches, and that is neither retained nor QoS 2 (whose PUBREL rumqttd must know), is
 //!   not relayed: rumqttd would only have answered it and dropped it, at a quarter of the
-//!   gateway's CPU time per reading (measured at 200 readings/s).
+//!   gateway's CPU time per reading (measured at 200 readings/s). The list is bounded: past
+//!   [`MAX_SUBSCRIBERS`] clients or [`MAX_FILTERS`] filters of one, the front door stops
+//!   choosing and relays everything (as before this filter existed) until the gateway
+//!   restarts, with a WARN line saying so.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +51,11 @@ use crate::telemetry::RECEIVED;
 
 /// Publishes of one client waiting for their commits, at most.
 pub const MAX_PENDING: usize = 1024;
+/// Clients whose subscriptions the front door keeps (connected, or away with a persistent
+/// session), at most; past it, everything goes on to rumqttd.
+pub const MAX_SUBSCRIBERS: usize = 4096;
+/// Filters of one client the front door keeps, at most; past it, everything goes on.
+pub const MAX_FILTERS: usize = 256;
 
 /// One function lane, as the front door reaches it.
 struct Route {
@@ -79,6 +87,33 @@ struct Others {
     clients: HashMap<String, Subscriber>,
     /// Kiri's own sessions' lists (they subscribe at rumqttd directly).
     internal: Vec<Arc<Mutex<Vec<String>>>>,
+    /// Past a bound: everything goes on to rumqttd.
+    overflow: bool,
+}
+
+impl Others {
+    /// Client `client_id`'s entry, made if need be; `None` once past the bounds.
+    fn client(&mut self, client_id: &str) -> Option<&mut Subscriber> {
+        if self.overflow {
+            return None;
+        }
+        if !self.clients.contains_key(client_id) && self.clients.len() >= MAX_SUBSCRIBERS {
+            self.overflowed("clients");
+            return None;
+        }
+        Some(self.clients.entry(client_id.to_string()).or_default())
+    }
+
+    fn overflowed(&mut self, what: &str) {
+        tracing::warn!(
+            max_clients = MAX_SUBSCRIBERS,
+            max_filters = MAX_FILTERS,
+            "the embedded broker's front door keeps too many {what} to choose what rumqttd \
+             needs: every publish goes on to it from now on (until a restart)"
+        );
+        self.overflow = true;
+        self.clients.clear();
+    }
 }
 
 #[derive(Default)]
@@ -182,7 +217,9 @@ impl FrontDoor {
     /// with no subscriptions (rumqttd drops the old one).
     pub fn client_connected(&self, client_id: &str, clean: bool) {
         let mut o = self.others();
-        let s = o.clients.entry(client_id.to_string()).or_default();
+        let Some(s) = o.client(client_id) else {
+            return;
+        };
         if clean {
             s.filters.clear();
         }
@@ -205,11 +242,16 @@ impl FrontDoor {
     /// Client `client_id` subscribed to `filters`.
     pub fn subscribed(&self, client_id: &str, filters: impl IntoIterator<Item = String>) {
         let mut o = self.others();
-        let s = o.clients.entry(client_id.to_string()).or_default();
+        let Some(s) = o.client(client_id) else {
+            return;
+        };
         for f in filters {
             if !s.filters.contains(&f) {
                 s.filters.push(f);
             }
+        }
+        if s.filters.len() > MAX_FILTERS {
+            o.overflowed("filters");
         }
     }
 
@@ -227,6 +269,9 @@ impl FrontDoor {
             return true;
         }
         let o = self.others();
+        if o.overflow {
+            return true;
+        }
         let name = publish.topic.as_str();
         o.clients
             .values()
@@ -432,6 +477,23 @@ mod tests {
         assert!(front.broker_wants(&reading));
         front.client_gone("logger");
         assert!(!front.broker_wants(&reading));
+
+        // Past its bounds it stops choosing: everything goes on.
+        for i in 0..MAX_SUBSCRIBERS {
+            front.client_connected(&format!("c{i}"), false);
+        }
+        assert!(
+            !front.broker_wants(&reading),
+            "at the bound, still choosing"
+        );
+        front.client_connected("one-too-many", false);
+        assert!(front.broker_wants(&reading), "past it, everything goes on");
+        let front = FrontDoor::default();
+        front.client_connected("many", true);
+        front.subscribed("many", (0..MAX_FILTERS).map(|i| format!("x/{i}")));
+        assert!(!front.broker_wants(&reading));
+        front.subscribed("many", ["x/more".to_string()]);
+        assert!(front.broker_wants(&reading));
     }
 
     #[test]
