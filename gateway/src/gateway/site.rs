@@ -145,7 +145,7 @@ pub(super) async fn start_site(
     let subscriptions = Arc::new(Mutex::new(subscriptions));
     if let Some(front) = &access.front {
         // The control session subscribes at rumqttd itself: what it wants must go on there.
-        front.internal_subscriptions(subscriptions.clone());
+        front.others().internal_subscriptions(subscriptions.clone());
     }
     Ok(SiteSessions {
         access,

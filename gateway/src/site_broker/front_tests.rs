@@ -146,7 +146,9 @@ async fn connected(door: std::net::SocketAddr, id: &str) -> (TcpStream, BytesMut
 async fn no_acknowledgement_reaches_the_sensor_before_the_lanes_commit() {
     let (door, got, front, mut lane) = door_with_a_lane().await;
     // Another subscriber wants the readings too: the broker gets them, and answers at once.
-    front.internal_subscriptions(Arc::new(Mutex::new(vec!["s/#".into()])));
+    front
+        .others()
+        .internal_subscriptions(Arc::new(Mutex::new(vec!["s/#".into()])));
     let (mut sensor, mut buf) = connected(door, "s1").await;
     let quick = Duration::from_millis(300);
 

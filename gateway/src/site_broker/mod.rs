@@ -14,6 +14,7 @@ pub mod front;
 #[cfg(test)]
 mod front_tests;
 pub mod guard;
+mod others;
 mod packets;
 mod relay;
 

@@ -49,7 +49,7 @@ pub(super) async fn relay(
         "" => format!("\0connection {}", door.id),
         id => id.to_string(),
     };
-    front.client_connected(&subscriber, session.clean);
+    front.others().client_connected(&subscriber, session.clean);
     let pending = Mutex::new(Pending::default());
     let room = Semaphore::new(MAX_PENDING);
     let graceful = AtomicBool::new(false);
@@ -110,7 +110,7 @@ pub(super) async fn relay(
             }
         }
     }
-    front.client_gone(&subscriber);
+    front.others().client_gone(&subscriber);
     drop(door);
     match result {
         Err(Refusal { reason: "io", .. }) => Ok(()),
@@ -169,7 +169,7 @@ async fn upstream(
                             break;
                         }
                     };
-                    let relayed = door.front().broker_wants(&publish);
+                    let relayed = door.front().others().want(&publish);
                     hand_to_lanes(publish, door, pending, room).await;
                     if !relayed {
                         continue;
@@ -180,12 +180,14 @@ async fn upstream(
                 Ok(PacketType::Subscribe) => {
                     if let Ok(sub) = v4::Subscribe::read(header, frame.clone()) {
                         let filters = sub.filters.into_iter().map(|f| f.path);
-                        door.front().subscribed(subscriber, filters);
+                        door.front().others().subscribed(subscriber, filters);
                     }
                 }
                 Ok(PacketType::Unsubscribe) => {
                     if let Ok(unsub) = v4::Unsubscribe::read(header, frame.clone()) {
-                        door.front().unsubscribed(subscriber, &unsub.topics);
+                        door.front()
+                            .others()
+                            .unsubscribed(subscriber, &unsub.topics);
                     }
                 }
                 Ok(PacketType::Disconnect) => graceful.store(true, Ordering::Relaxed),
