@@ -1039,6 +1039,16 @@ fn store_and_forward(dir: &Path, wasm: &Path, local: u16, scale: &Scale) -> Valu
         peak as f64 / 1024.0
     );
 
+    // Kiri frozen until the subscriber's subscription is in place: a reconnect attempt in
+    // between would deliver the first results to nobody.
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
     let cloud = Mosquitto::start_with(
         &dir.join("cloud"),
         format!(
@@ -1049,6 +1059,7 @@ fn store_and_forward(dir: &Path, wasm: &Path, local: u16, scale: &Scale) -> Valu
         ),
     );
     let sub = Subscriber::start(cloud.port, "kiri/#", Wrapping::Envelope);
+    signal("-CONT");
     reset_peak(pid);
     let cpu0 = cpu_secs(pid);
     sub.wait(scale.store, Duration::from_secs(30));
